@@ -1,0 +1,93 @@
+//! Messages on the control socket, between the `nodeguard` CLI and a running supervisor.
+//!
+//! One request per connection: the client writes a [`Request`], the supervisor writes one
+//! [`Response`] and closes.
+
+use serde::{Deserialize, Serialize};
+
+use crate::worker::MemoryUsage;
+
+/// A command from the CLI. `version` must equal [`crate::PROTOCOL_VERSION`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Request {
+    pub version: u32,
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Command {
+    /// A snapshot of every app.
+    Status,
+}
+
+/// The supervisor's answer to one request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Response {
+    pub version: u32,
+    pub outcome: Outcome,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Outcome {
+    Status { apps: Vec<AppStatus> },
+    Error { message: String },
+}
+
+/// Lifecycle state of an app, as shown by `status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AppState {
+    /// Spawned; its first pong (or the end of its start grace) has not come yet.
+    Starting,
+    /// Alive, and answering heartbeats if it has a monitor.
+    Running,
+    /// Asked to stop; waiting for it to exit before the kill timeout.
+    Stopping,
+    /// Not running, by request.
+    Stopped,
+    /// Exited unexpectedly; waiting out the restart delay.
+    Backoff,
+    /// Could not be started, or gave up restarting it; needs an operator.
+    Errored,
+}
+
+impl AppState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AppState::Starting => "starting",
+            AppState::Running => "running",
+            AppState::Stopping => "stopping",
+            AppState::Stopped => "stopped",
+            AppState::Backoff => "backoff",
+            AppState::Errored => "errored",
+        }
+    }
+}
+
+/// One app's row in `status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AppStatus {
+    pub name: String,
+    pub id: u32,
+    pub script: String,
+    pub pid: Option<u32>,
+    pub state: AppState,
+    /// Restarts after unexpected exits and hangs.
+    pub restarts: u64,
+    /// Restarts caused by a hang (a subset of `restarts`).
+    pub hangs: u64,
+    /// Time since the current process was spawned.
+    pub uptime_ms: Option<u64>,
+    /// Whether a monitor connected from this process (hang detection applies only then).
+    pub monitored: bool,
+    /// From the latest pong.
+    pub memory: Option<MemoryUsage>,
+    /// p99 event-loop delay over the interval before the latest pong.
+    pub loop_delay_ms: Option<f64>,
+    /// Time since the latest pong arrived.
+    pub last_pong_ms: Option<u64>,
+    /// Why the app is errored, or what ended its last process.
+    pub last_exit: Option<String>,
+}

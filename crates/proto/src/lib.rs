@@ -1,0 +1,41 @@
+//! The wire contract shared by the supervisor, the CLI and the in-app monitor: message types, the
+//! protocol version and a length-prefixed JSON frame codec. Sans-IO: no sockets, no runtime, so the
+//! async supervisor and the addon's plain native thread frame bytes the same way.
+//!
+//! A frame is a 4-byte big-endian payload length followed by that many bytes of UTF-8 JSON. Every
+//! connection opens with a message that carries [`PROTOCOL_VERSION`] (`Hello` on the worker socket,
+//! `Request` on the control socket), and a peer that sees a different version refuses it by name.
+
+pub mod control;
+mod frame;
+pub mod worker;
+
+pub use frame::{decode_payload, encode_frame, peek_version, FrameDecoder, FRAME_HEADER_LEN};
+
+/// Version of both wires. Bumped on any incompatible change to a message.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Largest frame accepted on the worker socket. Pongs are a few hundred bytes; anything near this
+/// is garbage or hostile.
+pub const MAX_WORKER_FRAME: usize = 64 * 1024;
+
+/// Largest frame accepted on the control socket (a status reply for thousands of apps fits).
+pub const MAX_CONTROL_FRAME: usize = 8 * 1024 * 1024;
+
+/// Environment variable naming the worker socket a spawned app connects to.
+pub const ENV_SOCKET: &str = "NODEGUARD_SOCKET";
+/// Environment variable holding the per-spawn secret the monitor presents in its `Hello`.
+pub const ENV_TOKEN: &str = "NODEGUARD_TOKEN";
+/// Environment variable holding the app's name, for the app's own information.
+pub const ENV_APP_NAME: &str = "NODEGUARD_APP";
+
+/// Errors from framing or decoding a message.
+#[derive(Debug, thiserror::Error)]
+pub enum ProtoError {
+    #[error("frame of {len} bytes exceeds the limit of {max} bytes")]
+    FrameTooLarge { len: usize, max: usize },
+    #[error("malformed message: {0}")]
+    Malformed(#[from] serde_json::Error),
+    #[error("protocol version {theirs} is not supported (this side speaks version {ours})")]
+    VersionMismatch { theirs: u32, ours: u32 },
+}
