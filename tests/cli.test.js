@@ -1,0 +1,81 @@
+'use strict';
+// Bad input is refused up front: one clear line on stderr, a non-zero exit, and nothing started.
+
+const test = require('node:test');
+const assert = require('node:assert/strict');
+const fs = require('node:fs');
+const path = require('node:path');
+const h = require('./helpers');
+
+/** A refusal is immediate; anything this slow means the supervisor started running. */
+const REFUSAL_BOUND_MS = 5_000;
+
+/** A home holding its own copy of a valid app, so any process it spawns can be found by path. */
+function setup(t) {
+  const home = h.makeHome();
+  const app = path.join(home, 'app.js');
+  fs.copyFileSync(path.join(h.FIXTURES, 'idle.js'), app);
+  t.after(() => {
+    for (const pid of h.processesMatching(home)) {
+      try {
+        process.kill(-pid, 'SIGKILL');
+      } catch {
+        try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ }
+      }
+    }
+    fs.rmSync(home, { recursive: true, force: true });
+  });
+  return { home, app };
+}
+
+const cases = [
+  { name: 'a missing script', args: ({ home }) => ['-m', path.join(home, 'nope.js')], mentions: /nope\.js/ },
+  {
+    name: 'a missing script next to a valid one',
+    args: ({ home, app }) => ['-m', app, '-m', path.join(home, 'nope.js')],
+    mentions: /nope\.js/,
+  },
+  { name: '--node /does/not/exist', args: ({ app }) => ['--node', '/does/not/exist', '-m', app], mentions: /\/does\/not\/exist/ },
+  { name: 'an unknown flag', args: ({ app }) => ['--frobnicate', '-m', app], mentions: /--frobnicate/ },
+  {
+    name: 'a malformed duration',
+    args: ({ app }) => ['--heartbeat-interval', '5parsecs', '-m', app],
+    mentions: /5parsecs/,
+  },
+  {
+    name: 'a heartbeat timeout longer than the interval',
+    args: ({ app }) => ['--heartbeat-interval', '1s', '--heartbeat-timeout', '2s', '-m', app],
+    mentions: /timeout/i,
+  },
+  { name: 'no -m at all', args: () => [], mentions: /(-m|script)/i },
+];
+
+for (const c of cases) {
+  test(`refuses ${c.name}`, async (t) => {
+    const env = setup(t);
+    const args = c.args(env);
+    const result = await h.run(args, { env: { NODEGUARD_HOME: env.home }, timeout: REFUSAL_BOUND_MS });
+    const command = `nodeguard ${args.join(' ')}`;
+    assert.ok(!result.timedOut, `${command} was still running after ${REFUSAL_BOUND_MS} ms; stderr: ${result.stderr}`);
+    assert.ok(Number.isInteger(result.code) && result.code !== 0, `${command} exited ${result.code}`);
+    const lines = result.stderr.split('\n').filter((l) => l.trim() !== '');
+    assert.equal(lines.length, 1, `${command}: want one stderr line, got ${lines.length}:\n${result.stderr}`);
+    assert.match(lines[0], c.mentions, `${command}: the error does not name the problem`);
+    assert.equal(result.stdout, '', `${command} printed on stdout`);
+    assert.deepEqual(h.processesMatching(env.home), [], `${command} left processes running`);
+    const status = await h.statusRaw(env.home);
+    assert.notEqual(status.code, 0, `a supervisor answers in ${env.home} after ${command}`);
+  });
+}
+
+test('status without a running supervisor: one clear line, exit 1', async (t) => {
+  const { home } = setup(t);
+  for (const args of [['status', '--home', home, '--json'], ['status', '--home', home]]) {
+    const result = await h.run(args);
+    const lines = result.stderr.split('\n').filter((l) => l.trim() !== '');
+    assert.equal(result.code, 1, `nodeguard ${args.join(' ')} exited ${result.code}`);
+    assert.equal(lines.length, 1, `want one stderr line, got:\n${result.stderr}`);
+    assert.match(lines[0], /not running|no supervisor|control\.sock|connect/i);
+    assert.equal(result.stdout, '');
+  }
+});

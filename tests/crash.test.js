@@ -1,0 +1,79 @@
+'use strict';
+// An app that exits without being asked is started again.
+
+const test = require('node:test');
+const assert = require('node:assert/strict');
+const h = require('./helpers');
+
+/** The supervisor restarts at once after a run of at least this long (spec: "ran ≥ 1 s"). */
+const STABLE_UPTIME_MS = 1_000;
+/** Upper bound for an immediate restart: the time node needs to boot again on a slow box. */
+const IMMEDIATE_RESTART_MS = 3_000;
+/** The first backoff delay after a quick crash. */
+const BACKOFF_BASE_MS = 100;
+/** Jitter allowed on timestamps of output lines that cross two pipes. */
+const LINE_JITTER_MS = 30;
+
+const FAST_HEARTBEAT = ['--heartbeat-interval', '200ms', '--heartbeat-timeout', '200ms'];
+
+test('a crashed app is restarted: new pid, restarts counted, serving again', async (t) => {
+  const sup = h.startSupervisor(t, { scripts: ['server.js'], flags: FAST_HEARTBEAT });
+  const first = await sup.waitListening('server');
+  assert.equal((await h.get(first.port)).body, `ok ${first.pid}\n`);
+
+  // Let it run long enough that its restart is immediate rather than backed off.
+  await sup.waitForStatus((apps) => apps[0].state === 'running' && apps[0].uptime_ms >= STABLE_UPTIME_MS, {
+    what: `server running for ${STABLE_UPTIME_MS} ms`,
+  });
+
+  const crashedAt = performance.now();
+  assert.equal((await h.get(first.port, '/crash')).body, 'crashing\n');
+  const second = await sup.waitListening('server', { notPids: [first.pid] });
+  const restartMs = performance.now() - crashedAt;
+
+  assert.notEqual(second.pid, first.pid);
+  assert.ok(h.isGone(first.pid), `crashed pid ${first.pid} is still alive`);
+  assert.ok(restartMs < IMMEDIATE_RESTART_MS, `restart took ${restartMs.toFixed(0)} ms after a stable run`);
+  assert.equal((await h.get(second.port)).body, `ok ${second.pid}\n`);
+
+  const row = (await sup.waitRunning(['server'])).server;
+  assert.equal(row.pid, second.pid);
+  assert.equal(row.restarts, 1);
+  assert.equal(row.hangs, 0);
+  assert.match(row.last_exit, /\b3\b/, 'last_exit should name exit code 3');
+
+  // An uncaught exception (exit code 1) is a crash too.
+  await sup.waitForStatus((apps) => apps[0].state === 'running' && apps[0].uptime_ms >= STABLE_UPTIME_MS, {
+    what: `second server running for ${STABLE_UPTIME_MS} ms`,
+  });
+  assert.equal((await h.get(second.port, '/throw')).body, 'throwing\n');
+  const third = await sup.waitListening('server', { notPids: [first.pid, second.pid] });
+  assert.equal((await h.get(third.port)).body, `ok ${third.pid}\n`);
+  const row3 = (await sup.waitRunning(['server'])).server;
+  assert.equal(row3.pid, third.pid);
+  assert.equal(row3.restarts, 2);
+  assert.equal(row3.hangs, 0);
+  assert.match(row3.last_exit, /\b1\b/, 'last_exit should name exit code 1');
+});
+
+test('a crash loop is restarted with a growing backoff, starting at 100 ms', async (t) => {
+  const sup = h.startSupervisor(t, { scripts: ['crashloop.js'] });
+  const CRASHES = 5;
+
+  const row = await sup.waitForStatus(
+    (apps) => (apps[0].state === 'backoff' && apps[0].restarts >= CRASHES - 1 ? apps[0] : false),
+    { what: `crashloop in backoff after ${CRASHES - 1} restarts` },
+  );
+  assert.equal(row.pid, null, 'no pid while backing off');
+  assert.match(row.last_exit, /\b3\b/);
+
+  await sup.waitFor(() => sup.appLines('crashloop').length >= CRASHES, { what: `${CRASHES} starts of crashloop` });
+  const starts = sup.lines.filter((l) => l.app === 'crashloop' && l.stream === 'stdout').map((l) => l.at);
+  const gaps = starts.slice(1, CRASHES).map((at, i) => at - starts[i]);
+  const shown = gaps.map((g) => g.toFixed(0)).join(', ');
+  for (const gap of gaps) {
+    assert.ok(gap >= BACKOFF_BASE_MS - LINE_JITTER_MS, `restart gaps ${shown} ms: one is under the ${BACKOFF_BASE_MS} ms base`);
+  }
+  // Doubling gives roughly 100, 200, 400, 800 ms plus boot time; a constant delay would not grow.
+  assert.ok(gaps[gaps.length - 1] >= 2 * gaps[0], `restart gaps ${shown} ms do not grow`);
+});
