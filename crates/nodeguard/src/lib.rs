@@ -1,1 +1,19 @@
+//! nodeguard: a supervisor for Node.js apps that restarts them when they exit and when their event
+//! loop stops answering heartbeats. The binary in `main.rs` is a thin shell over this library.
 
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod control;
+pub mod duration;
+pub mod exit;
+pub mod framed;
+pub mod home;
+pub mod machine;
+pub mod output;
+pub mod platform;
+pub mod render;
+pub mod spawner;
+pub mod supervisor;
+pub mod worker;
+pub mod workers;

@@ -1,0 +1,183 @@
+//! What to supervise: validated app specs and supervisor settings, built from the command line and
+//! checked up front so that a bad script or node path is refused before anything starts.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::machine::Timing;
+
+/// Default time between heartbeats.
+pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
+/// Default time a ping may stay unanswered before it counts as a miss.
+pub const DEFAULT_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(1);
+/// Default consecutive misses that declare a worker hung.
+pub const DEFAULT_HEARTBEAT_MISSES: u32 = 3;
+/// Default time a new worker has before its first pong is due.
+pub const DEFAULT_START_GRACE: Duration = Duration::from_secs(5);
+/// Default time between SIGTERM and SIGKILL when stopping.
+pub const DEFAULT_KILL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One app to supervise.
+#[derive(Debug, Clone)]
+pub struct AppSpec {
+    pub id: u32,
+    pub name: String,
+    /// Absolute path of the entry script.
+    pub script: PathBuf,
+    pub args: Vec<String>,
+    pub node: PathBuf,
+    pub node_args: Vec<String>,
+    pub cwd: PathBuf,
+    /// Extra environment, on top of the supervisor's own.
+    pub env: Vec<(String, String)>,
+    pub timing: Timing,
+}
+
+/// Everything a supervisor run needs.
+#[derive(Debug, Clone)]
+pub struct SupervisorConfig {
+    pub home: PathBuf,
+    pub apps: Vec<AppSpec>,
+    /// The monitor's preload script, passed to node as `--require`; `None` runs apps as they are.
+    pub preload: Option<PathBuf>,
+    pub color: bool,
+}
+
+/// A problem with the configuration, reported before anything starts.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("script not found: {}", .0.display())]
+    ScriptNotFound(PathBuf),
+    #[error("node binary not found: {0} (install Node.js, or pass --node PATH)")]
+    NodeNotFound(String),
+    #[error("heartbeat timeout ({timeout}) must not exceed the heartbeat interval ({interval})")]
+    TimeoutExceedsInterval { timeout: String, interval: String },
+    #[error("--heartbeat-misses must be at least 1")]
+    ZeroMisses,
+    #[error("--heartbeat-interval must be greater than zero")]
+    ZeroInterval,
+    #[error("no app to run: give at least one script with -m")]
+    NoApps,
+    #[error("cannot determine the state directory: set NODEGUARD_HOME or HOME")]
+    NoHome,
+    #[error("cannot read the current directory: {0}")]
+    Cwd(#[source] std::io::Error),
+}
+
+/// Checks the heartbeat settings against each other.
+pub fn validate_timing(timing: &Timing) -> Result<(), ConfigError> {
+    if timing.heartbeat_interval.is_zero() {
+        return Err(ConfigError::ZeroInterval);
+    }
+    if timing.heartbeat_misses == 0 {
+        return Err(ConfigError::ZeroMisses);
+    }
+    if timing.heartbeat_timeout > timing.heartbeat_interval {
+        return Err(ConfigError::TimeoutExceedsInterval {
+            timeout: crate::exit::human(timing.heartbeat_timeout),
+            interval: crate::exit::human(timing.heartbeat_interval),
+        });
+    }
+    Ok(())
+}
+
+/// Finds the node binary: a path is taken as is, a bare name is looked up on PATH.
+pub fn resolve_node(node: &str) -> Result<PathBuf, ConfigError> {
+    which::which(node).map_err(|_| ConfigError::NodeNotFound(node.to_string()))
+}
+
+/// Resolves a script against `cwd` and checks that it is a file.
+pub fn resolve_script(script: &Path, cwd: &Path) -> Result<PathBuf, ConfigError> {
+    let full = cwd.join(script);
+    if full.is_file() {
+        Ok(full)
+    } else {
+        Err(ConfigError::ScriptNotFound(script.to_path_buf()))
+    }
+}
+
+/// App names from script file names without their extension; a repeated name gets `-1`, `-2`, ….
+pub fn app_names<'a>(scripts: impl IntoIterator<Item = &'a Path>) -> Vec<String> {
+    let mut taken = HashSet::new();
+    let mut names = Vec::new();
+    for script in scripts {
+        let base = script
+            .file_stem()
+            .map(|stem| stem.to_string_lossy().into_owned())
+            .filter(|stem| !stem.is_empty())
+            .unwrap_or_else(|| "app".to_string());
+        let mut name = base.clone();
+        let mut suffix = 1;
+        while !taken.insert(name.clone()) {
+            name = format!("{base}-{suffix}");
+            suffix += 1;
+        }
+        names.push(name);
+    }
+    names
+}
+
+/// `NODEGUARD_HOME`, else `~/.nodeguard`.
+pub fn default_home() -> Result<PathBuf, ConfigError> {
+    if let Some(home) = std::env::var_os("NODEGUARD_HOME").filter(|h| !h.is_empty()) {
+        return Ok(PathBuf::from(home));
+    }
+    std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .map(|home| PathBuf::from(home).join(".nodeguard"))
+        .ok_or(ConfigError::NoHome)
+}
+
+/// Name of the monitor's preload script in the `nodeguard-monitor` package.
+pub const PRELOAD_FILE: &str = "preload.js";
+
+/// Finds the monitor's preload script next to this binary: in a checkout
+/// (`target/release/nodeguard` → `preload.js` at the root) or in an npm install (the platform
+/// package beside `node_modules/nodeguard-monitor/`).
+pub fn find_preload() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?.canonicalize().ok()?;
+    let dir = exe.parent()?;
+    let candidates = [
+        dir.join(PRELOAD_FILE),
+        dir.join("../nodeguard-monitor").join(PRELOAD_FILE),
+        dir.join("../../nodeguard-monitor").join(PRELOAD_FILE),
+        dir.join("../..").join(PRELOAD_FILE),
+        dir.join("../../..").join(PRELOAD_FILE),
+    ];
+    candidates
+        .into_iter()
+        .find(|candidate| candidate.is_file())
+        .and_then(|found| found.canonicalize().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_come_from_file_stems_and_clashes_get_suffixes() {
+        let scripts = [
+            Path::new("examples/main1.js"),
+            Path::new("a/app.js"),
+            Path::new("b/app.mjs"),
+            Path::new("c/app.js"),
+        ];
+        assert_eq!(app_names(scripts), ["main1", "app", "app-1", "app-2"]);
+    }
+
+    #[test]
+    fn timeout_longer_than_interval_is_refused() {
+        let timing = Timing {
+            heartbeat_interval: Duration::from_secs(1),
+            heartbeat_timeout: Duration::from_secs(2),
+            heartbeat_misses: 3,
+            start_grace: DEFAULT_START_GRACE,
+            kill_timeout: DEFAULT_KILL_TIMEOUT,
+        };
+        assert!(matches!(
+            validate_timing(&timing),
+            Err(ConfigError::TimeoutExceedsInterval { .. })
+        ));
+    }
+}

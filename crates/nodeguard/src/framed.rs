@@ -1,0 +1,75 @@
+//! Reading proto frames from an async stream, cancel-safely (the only await point is one `read`,
+//! and partial frames live in the decoder between calls).
+
+use serde::de::DeserializeOwned;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use nodeguard_proto::{decode_payload, encode_frame, FrameDecoder, ProtoError};
+
+/// Size of one read from the socket.
+const READ_CHUNK: usize = 4096;
+
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error(transparent)]
+    Proto(#[from] ProtoError),
+    #[error("connection closed in the middle of a frame")]
+    Truncated,
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Frames from one stream.
+pub struct FrameReader<R> {
+    inner: R,
+    decoder: FrameDecoder,
+    chunk: Box<[u8]>,
+}
+
+impl<R: AsyncRead + Unpin> FrameReader<R> {
+    pub fn new(inner: R, max_frame: usize) -> Self {
+        Self {
+            inner,
+            decoder: FrameDecoder::new(max_frame),
+            chunk: vec![0u8; READ_CHUNK].into_boxed_slice(),
+        }
+    }
+
+    /// The next payload, or `Ok(None)` on a clean end of stream.
+    pub async fn next_payload(&mut self) -> Result<Option<Vec<u8>>, FrameError> {
+        loop {
+            if let Some(payload) = self.decoder.next_frame()? {
+                return Ok(Some(payload));
+            }
+            let read = self.inner.read(&mut self.chunk).await?;
+            if read == 0 {
+                return if self.decoder.buffered() == 0 {
+                    Ok(None)
+                } else {
+                    Err(FrameError::Truncated)
+                };
+            }
+            self.decoder.push(&self.chunk[..read]);
+        }
+    }
+
+    /// The next message, or `Ok(None)` on a clean end of stream.
+    pub async fn next_message<T: DeserializeOwned>(&mut self) -> Result<Option<T>, FrameError> {
+        match self.next_payload().await? {
+            Some(payload) => Ok(Some(decode_payload(&payload)?)),
+            None => Ok(None),
+        }
+    }
+}
+
+/// Writes one message as a frame.
+pub async fn write_message<T: serde::Serialize>(
+    writer: &mut (impl AsyncWrite + Unpin),
+    message: &T,
+    max_frame: usize,
+) -> Result<(), FrameError> {
+    let frame = encode_frame(message, max_frame)?;
+    writer.write_all(&frame).await?;
+    writer.flush().await?;
+    Ok(())
+}

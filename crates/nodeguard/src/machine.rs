@@ -1,0 +1,505 @@
+//! The pure per-worker state machine: `step(event, now)` turns what happened into the next phase and
+//! a list of actions, with no I/O and no clock of its own, so every decision is table-testable.
+//!
+//! Hang detection lives here. A ping is sent every heartbeat interval while a monitor is connected;
+//! a ping not answered within the heartbeat timeout is a miss, and `misses` consecutive misses mean
+//! the event loop is stuck. A miss only counts on the supervisor's own monotonic clock and only
+//! when the timer that noticed it fired on time: if the supervisor was stopped or starved (SIGSTOP,
+//! an overloaded host), the late check is voided instead of blaming a healthy worker.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::exit::ExitKind;
+
+/// An uptime at least this long means the process was healthy: its next restart is immediate.
+pub const STABLE_UPTIME: Duration = Duration::from_secs(1);
+/// First delay after a quick crash; it doubles with every further quick crash.
+pub const BACKOFF_BASE: Duration = Duration::from_millis(100);
+/// The longest delay between restarts of a crash-looping app.
+pub const BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// A heartbeat check that runs at least this late (or half the timeout, if larger) is voided.
+pub const LATE_TOLERANCE_FLOOR: Duration = Duration::from_millis(50);
+
+/// The timing knobs of one app.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timing {
+    pub heartbeat_interval: Duration,
+    pub heartbeat_timeout: Duration,
+    pub heartbeat_misses: u32,
+    pub start_grace: Duration,
+    pub kill_timeout: Duration,
+}
+
+impl Timing {
+    /// Voiding threshold for a late heartbeat check.
+    pub fn late_tolerance(&self) -> Duration {
+        (self.heartbeat_timeout / 2).max(LATE_TOLERANCE_FLOOR)
+    }
+}
+
+/// Heartbeat bookkeeping for one live process.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Heartbeat {
+    pub monitored: bool,
+    pub next_ping_at: Instant,
+    pub outstanding: Option<OutstandingPing>,
+    pub misses: u32,
+    pub last_pong_at: Option<Instant>,
+    pub next_seq: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutstandingPing {
+    pub seq: u64,
+    pub deadline: Instant,
+}
+
+/// What to do once the current process has exited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterExit {
+    /// Stay stopped (an operator or shutdown asked for it).
+    Stay,
+    /// Start again at once (it was killed for hanging).
+    Restart,
+}
+
+/// Where one app's lifecycle is. Each phase carries exactly the data that makes sense in it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Phase {
+    /// A spawn was requested and has not reported back yet.
+    Spawning,
+    /// A process is running. `ready` turns true at its first pong (or, with no monitor, at the end
+    /// of the start grace).
+    Live {
+        pid: u32,
+        spawned_at: Instant,
+        ready: bool,
+        heartbeat: Heartbeat,
+    },
+    /// A stop signal was sent; waiting for the exit. `kill_at` is when SIGKILL follows.
+    Stopping {
+        pid: u32,
+        spawned_at: Instant,
+        kill_at: Option<Instant>,
+        then: AfterExit,
+    },
+    /// Waiting out the delay before the next start.
+    Backoff {
+        until: Instant,
+    },
+    Stopped,
+    Errored {
+        why: String,
+    },
+}
+
+/// Something that happened to the worker, as observed by its task.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    Spawned {
+        pid: u32,
+    },
+    SpawnFailed {
+        error: String,
+    },
+    MonitorConnected,
+    MonitorLost,
+    Pong,
+    Exited {
+        status: ExitKind,
+    },
+    /// The deadline returned by [`Worker::next_deadline`] (`scheduled`) was reached.
+    Timer {
+        scheduled: Instant,
+    },
+    Stop,
+    ForceStop,
+}
+
+/// Which signal to send to the process group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopSignal {
+    Terminate,
+    Kill,
+}
+
+/// Side effects for the task to perform, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    Spawn,
+    SignalGroup { pgid: u32, signal: StopSignal },
+    SendPing { seq: u64 },
+    Report(Report),
+}
+
+/// Things worth a log line.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Report {
+    Started {
+        pid: u32,
+    },
+    Exited {
+        pid: u32,
+        status: ExitKind,
+        uptime: Duration,
+        restart_in: Option<Duration>,
+    },
+    Hung {
+        pid: u32,
+        silent_for: Duration,
+        misses: u32,
+    },
+    KillTimeout {
+        pid: u32,
+    },
+    Stopped {
+        pid: u32,
+        status: ExitKind,
+    },
+    SpawnFailed {
+        error: String,
+    },
+    Unmonitored,
+    LateCheckVoided {
+        late_by: Duration,
+    },
+}
+
+/// One app's lifecycle and counters.
+#[derive(Debug, Clone)]
+pub struct Worker {
+    pub timing: Timing,
+    pub phase: Phase,
+    pub restarts: u64,
+    pub hangs: u64,
+    /// Quick crashes in a row; drives the backoff.
+    pub crash_streak: u32,
+    pub last_exit: Option<String>,
+}
+
+impl Worker {
+    /// A worker about to be spawned for the first time.
+    pub fn new(timing: Timing) -> Self {
+        Self {
+            timing,
+            phase: Phase::Spawning,
+            restarts: 0,
+            hangs: 0,
+            crash_streak: 0,
+            last_exit: None,
+        }
+    }
+
+    /// The earliest instant at which a `Timer` event is due, if any.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        match &self.phase {
+            Phase::Live {
+                spawned_at,
+                ready,
+                heartbeat,
+                ..
+            } => {
+                let mut earliest: Option<Instant> = None;
+                let mut consider = |at: Instant| {
+                    earliest = Some(earliest.map_or(at, |e| e.min(at)));
+                };
+                if let Some(ping) = heartbeat.outstanding {
+                    consider(ping.deadline);
+                } else if heartbeat.monitored {
+                    consider(heartbeat.next_ping_at);
+                }
+                if !ready && !heartbeat.monitored {
+                    consider(*spawned_at + self.timing.start_grace);
+                }
+                earliest
+            }
+            Phase::Stopping { kill_at, .. } => *kill_at,
+            Phase::Backoff { until } => Some(*until),
+            Phase::Spawning | Phase::Stopped | Phase::Errored { .. } => None,
+        }
+    }
+
+    /// Whether the phase is final until an operator acts.
+    pub fn is_at_rest(&self) -> bool {
+        matches!(self.phase, Phase::Stopped | Phase::Errored { .. })
+    }
+
+    /// Applies one event at `now` and returns the actions to perform.
+    pub fn step(&mut self, event: Event, now: Instant) -> Vec<Action> {
+        let mut actions = Vec::new();
+        match event {
+            Event::Spawned { pid } => self.on_spawned(pid, now, &mut actions),
+            Event::SpawnFailed { error } => {
+                self.last_exit = Some(format!("spawn failed: {error}"));
+                self.phase = Phase::Errored {
+                    why: format!("spawn failed: {error}"),
+                };
+                actions.push(Action::Report(Report::SpawnFailed { error }));
+            }
+            Event::MonitorConnected => {
+                if let Phase::Live { heartbeat, .. } = &mut self.phase {
+                    heartbeat.monitored = true;
+                    heartbeat.next_ping_at = now;
+                }
+            }
+            Event::MonitorLost => {
+                if let Phase::Live { heartbeat, .. } = &mut self.phase {
+                    heartbeat.monitored = false;
+                    heartbeat.outstanding = None;
+                }
+            }
+            Event::Pong => {
+                if let Phase::Live {
+                    ready, heartbeat, ..
+                } = &mut self.phase
+                {
+                    *ready = true;
+                    heartbeat.misses = 0;
+                    heartbeat.outstanding = None;
+                    heartbeat.last_pong_at = Some(now);
+                }
+            }
+            Event::Exited { status } => self.on_exited(status, now, &mut actions),
+            Event::Timer { scheduled } => self.on_timer(scheduled, now, &mut actions),
+            Event::Stop => self.on_stop(now, &mut actions),
+            Event::ForceStop => self.on_force_stop(&mut actions),
+        }
+        actions
+    }
+
+    fn on_spawned(&mut self, pid: u32, now: Instant, actions: &mut Vec<Action>) {
+        self.phase = Phase::Live {
+            pid,
+            spawned_at: now,
+            ready: false,
+            heartbeat: Heartbeat {
+                monitored: false,
+                next_ping_at: now,
+                outstanding: None,
+                misses: 0,
+                last_pong_at: None,
+                next_seq: 1,
+            },
+        };
+        actions.push(Action::Report(Report::Started { pid }));
+    }
+
+    fn on_exited(&mut self, status: ExitKind, now: Instant, actions: &mut Vec<Action>) {
+        match self.phase.clone() {
+            Phase::Live {
+                pid, spawned_at, ..
+            } => {
+                let uptime = now.saturating_duration_since(spawned_at);
+                self.last_exit = Some(format!("{status} after {}", crate::exit::human(uptime)));
+                self.restarts += 1;
+                // Anything the app left in its process group goes with it.
+                actions.push(Action::SignalGroup {
+                    pgid: pid,
+                    signal: StopSignal::Kill,
+                });
+                let delay = self.restart_delay(uptime);
+                actions.push(Action::Report(Report::Exited {
+                    pid,
+                    status,
+                    uptime,
+                    restart_in: Some(delay),
+                }));
+                if delay.is_zero() {
+                    self.phase = Phase::Spawning;
+                    actions.push(Action::Spawn);
+                } else {
+                    self.phase = Phase::Backoff { until: now + delay };
+                }
+            }
+            Phase::Stopping {
+                pid,
+                spawned_at,
+                then,
+                ..
+            } => {
+                let uptime = now.saturating_duration_since(spawned_at);
+                actions.push(Action::SignalGroup {
+                    pgid: pid,
+                    signal: StopSignal::Kill,
+                });
+                match then {
+                    AfterExit::Stay => {
+                        self.last_exit =
+                            Some(format!("{status} after {}", crate::exit::human(uptime)));
+                        self.phase = Phase::Stopped;
+                        actions.push(Action::Report(Report::Stopped { pid, status }));
+                    }
+                    AfterExit::Restart => {
+                        self.phase = Phase::Spawning;
+                        actions.push(Action::Spawn);
+                    }
+                }
+            }
+            // No process is ours in these phases; a stray exit changes nothing.
+            Phase::Spawning | Phase::Backoff { .. } | Phase::Stopped | Phase::Errored { .. } => {}
+        }
+    }
+
+    /// Immediate after a stable run; otherwise doubling from [`BACKOFF_BASE`] up to [`BACKOFF_MAX`].
+    fn restart_delay(&mut self, uptime: Duration) -> Duration {
+        if uptime >= STABLE_UPTIME {
+            self.crash_streak = 0;
+            return Duration::ZERO;
+        }
+        self.crash_streak = self.crash_streak.saturating_add(1);
+        let doublings = self.crash_streak.saturating_sub(1).min(16);
+        BACKOFF_BASE.saturating_mul(1 << doublings).min(BACKOFF_MAX)
+    }
+
+    fn on_timer(&mut self, scheduled: Instant, now: Instant, actions: &mut Vec<Action>) {
+        let timing = self.timing;
+        match &mut self.phase {
+            Phase::Live {
+                pid,
+                spawned_at,
+                ready,
+                heartbeat,
+            } => {
+                let pid = *pid;
+                let spawned_at = *spawned_at;
+                if let Some(ping) = heartbeat.outstanding {
+                    if now >= ping.deadline {
+                        heartbeat.outstanding = None;
+                        let late_by = now.saturating_duration_since(ping.deadline.max(scheduled));
+                        if late_by > timing.late_tolerance() {
+                            actions.push(Action::Report(Report::LateCheckVoided { late_by }));
+                        } else if now >= spawned_at + timing.start_grace || *ready {
+                            heartbeat.misses += 1;
+                            if heartbeat.misses >= timing.heartbeat_misses {
+                                let silent_since = heartbeat.last_pong_at.unwrap_or(spawned_at);
+                                let silent_for = now.saturating_duration_since(silent_since);
+                                let misses = heartbeat.misses;
+                                self.hangs += 1;
+                                self.restarts += 1;
+                                self.last_exit = Some(format!(
+                                    "killed: event loop silent for {}",
+                                    crate::exit::human(silent_for)
+                                ));
+                                self.phase = Phase::Stopping {
+                                    pid,
+                                    spawned_at,
+                                    kill_at: None,
+                                    then: AfterExit::Restart,
+                                };
+                                actions.push(Action::Report(Report::Hung {
+                                    pid,
+                                    silent_for,
+                                    misses,
+                                }));
+                                actions.push(Action::SignalGroup {
+                                    pgid: pid,
+                                    signal: StopSignal::Kill,
+                                });
+                                return;
+                            }
+                        }
+                    }
+                }
+                if heartbeat.monitored
+                    && heartbeat.outstanding.is_none()
+                    && now >= heartbeat.next_ping_at
+                {
+                    let seq = heartbeat.next_seq;
+                    heartbeat.next_seq += 1;
+                    heartbeat.outstanding = Some(OutstandingPing {
+                        seq,
+                        deadline: now + timing.heartbeat_timeout,
+                    });
+                    let next = heartbeat.next_ping_at + timing.heartbeat_interval;
+                    // After a stall, resume the cadence from now rather than firing a burst.
+                    heartbeat.next_ping_at = if next > now {
+                        next
+                    } else {
+                        now + timing.heartbeat_interval
+                    };
+                    actions.push(Action::SendPing { seq });
+                }
+                if !*ready && !heartbeat.monitored && now >= spawned_at + timing.start_grace {
+                    *ready = true;
+                    actions.push(Action::Report(Report::Unmonitored));
+                }
+            }
+            Phase::Stopping { pid, kill_at, .. } => {
+                if kill_at.is_some_and(|at| now >= at) {
+                    let pid = *pid;
+                    *kill_at = None;
+                    actions.push(Action::Report(Report::KillTimeout { pid }));
+                    actions.push(Action::SignalGroup {
+                        pgid: pid,
+                        signal: StopSignal::Kill,
+                    });
+                }
+            }
+            Phase::Backoff { until } => {
+                if now >= *until {
+                    self.phase = Phase::Spawning;
+                    actions.push(Action::Spawn);
+                }
+            }
+            Phase::Spawning | Phase::Stopped | Phase::Errored { .. } => {}
+        }
+    }
+
+    fn on_stop(&mut self, now: Instant, actions: &mut Vec<Action>) {
+        match &mut self.phase {
+            Phase::Live {
+                pid, spawned_at, ..
+            } => {
+                let pid = *pid;
+                self.phase = Phase::Stopping {
+                    pid,
+                    spawned_at: *spawned_at,
+                    kill_at: Some(now + self.timing.kill_timeout),
+                    then: AfterExit::Stay,
+                };
+                actions.push(Action::SignalGroup {
+                    pgid: pid,
+                    signal: StopSignal::Terminate,
+                });
+            }
+            Phase::Stopping { then, .. } => *then = AfterExit::Stay,
+            Phase::Backoff { .. } | Phase::Spawning => self.phase = Phase::Stopped,
+            Phase::Stopped | Phase::Errored { .. } => {}
+        }
+    }
+
+    fn on_force_stop(&mut self, actions: &mut Vec<Action>) {
+        match &mut self.phase {
+            Phase::Live {
+                pid, spawned_at, ..
+            } => {
+                let pid = *pid;
+                self.phase = Phase::Stopping {
+                    pid,
+                    spawned_at: *spawned_at,
+                    kill_at: None,
+                    then: AfterExit::Stay,
+                };
+                actions.push(Action::SignalGroup {
+                    pgid: pid,
+                    signal: StopSignal::Kill,
+                });
+            }
+            Phase::Stopping {
+                pid, kill_at, then, ..
+            } => {
+                let pid = *pid;
+                *kill_at = None;
+                *then = AfterExit::Stay;
+                actions.push(Action::SignalGroup {
+                    pgid: pid,
+                    signal: StopSignal::Kill,
+                });
+            }
+            Phase::Backoff { .. } | Phase::Spawning => self.phase = Phase::Stopped,
+            Phase::Stopped | Phase::Errored { .. } => {}
+        }
+    }
+}

@@ -1,0 +1,107 @@
+//! Unix implementation: signals to process groups, `PR_SET_PDEATHSIG` on Linux, `SO_PEERCRED` /
+//! `getpeereid` for socket peers, owner-only permissions.
+
+use std::io;
+use std::os::fd::AsFd;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use rustix::process::{Pid, Signal};
+
+use crate::machine::StopSignal;
+
+/// Sends `signal` to every process in group `pgid`. A group that is already gone is not an error.
+pub fn signal_group(pgid: u32, signal: StopSignal) -> io::Result<()> {
+    let signal = match signal {
+        StopSignal::Terminate => Signal::TERM,
+        StopSignal::Kill => Signal::KILL,
+    };
+    let Some(pid) = i32::try_from(pgid).ok().and_then(Pid::from_raw) else {
+        return Ok(());
+    };
+    match rustix::process::kill_process_group(pid, signal) {
+        Ok(()) | Err(rustix::io::Errno::SRCH) => Ok(()),
+        Err(errno) => Err(errno.into()),
+    }
+}
+
+/// Prepares a child, between fork and exec: its own process group, and on Linux SIGKILL when the
+/// spawning thread dies (which must therefore be a thread that lives as long as the supervisor).
+pub fn configure_child(command: &mut tokio::process::Command) {
+    command.process_group(0);
+    #[cfg(target_os = "linux")]
+    {
+        let parent = rustix::process::getpid();
+        // SAFETY: the closure only makes async-signal-safe system calls (prctl, getppid).
+        unsafe {
+            command.pre_exec(move || {
+                rustix::process::set_parent_process_death_signal(Some(Signal::KILL))?;
+                // The parent may have died between fork and prctl; then nobody would signal us.
+                if rustix::process::getppid() != Some(parent) {
+                    return Err(io::Error::other("supervisor exited during spawn"));
+                }
+                Ok(())
+            });
+        }
+    }
+}
+
+/// The user id of the process at the other end of a Unix socket.
+pub fn peer_uid(socket: &impl AsFd) -> io::Result<u32> {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        let cred = rustix::net::sockopt::socket_peercred(socket)?;
+        Ok(cred.uid.as_raw())
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    {
+        use std::os::fd::AsRawFd;
+        let mut uid: libc::uid_t = 0;
+        let mut gid: libc::gid_t = 0;
+        // SAFETY: valid fd, and pointers to two locals.
+        let rc = unsafe { libc::getpeereid(socket.as_fd().as_raw_fd(), &mut uid, &mut gid) };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(uid)
+    }
+}
+
+/// This process's effective user id.
+pub fn current_uid() -> u32 {
+    rustix::process::geteuid().as_raw()
+}
+
+/// Makes `dir` exist with mode 0700 and checks that it belongs to us, so nobody else can reach
+/// the sockets inside it.
+pub fn ensure_private_dir(dir: &Path) -> io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let metadata = std::fs::metadata(dir)?;
+    use std::os::unix::fs::MetadataExt;
+    if metadata.uid() != current_uid() {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!("{} belongs to another user", dir.display()),
+        ));
+    }
+    if metadata.permissions().mode() & 0o777 != 0o700 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
+}
+
+/// Restricts a socket file to its owner.
+pub fn make_owner_only(path: &Path) -> io::Result<()> {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+}
+
+/// Takes an exclusive advisory lock on `file` without waiting; `Ok(false)` if another process
+/// holds it.
+pub fn try_lock_exclusive(file: &std::fs::File) -> io::Result<bool> {
+    use rustix::fs::{flock, FlockOperation};
+    match flock(file, FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(true),
+        Err(rustix::io::Errno::WOULDBLOCK) => Ok(false),
+        Err(errno) => Err(errno.into()),
+    }
+}

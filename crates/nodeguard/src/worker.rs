@@ -1,0 +1,491 @@
+//! One task per app: owns the child process and its monitor connection, turns what happens into
+//! [`Event`]s for the pure [`Worker`] state machine, performs the actions it returns, and publishes
+//! a snapshot after every step.
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+
+use tokio::process::{Child, Command};
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use nodeguard_proto::control::{AppState, AppStatus};
+use nodeguard_proto::worker::{LoopDelay, MemoryUsage, SupervisorMessage, WorkerMessage};
+use nodeguard_proto::{encode_frame, ENV_APP_NAME, ENV_SOCKET, ENV_TOKEN, MAX_WORKER_FRAME};
+
+use crate::config::AppSpec;
+use crate::exit::{human, ExitKind};
+use crate::machine::{Action, Event, Phase, Report, Worker};
+use crate::output::{prefix_for, OutputSink, StreamKind};
+use crate::platform;
+use crate::spawner::Spawner;
+use crate::workers::{new_token, MonitorConnection, TokenRegistry};
+
+/// What every worker task shares.
+pub struct WorkerContext {
+    pub spawner: Spawner,
+    pub registry: Arc<TokenRegistry>,
+    pub output: OutputSink,
+    /// Tracks the output-copying tasks, so shutdown can wait for the last lines.
+    pub output_tasks: TaskTracker,
+    pub preload: Option<PathBuf>,
+    pub worker_socket: PathBuf,
+    pub color: bool,
+}
+
+/// What `status` shows of one app, kept with `Instant`s and turned into ages on demand.
+#[derive(Debug, Clone)]
+pub struct WorkerSnapshot {
+    pub state: AppState,
+    pub pid: Option<u32>,
+    pub restarts: u64,
+    pub hangs: u64,
+    pub spawned_at: Option<Instant>,
+    pub monitored: bool,
+    pub memory: Option<MemoryUsage>,
+    pub loop_delay: Option<LoopDelay>,
+    pub last_pong_at: Option<Instant>,
+    pub last_exit: Option<String>,
+}
+
+impl WorkerSnapshot {
+    fn initial() -> Self {
+        Self {
+            state: AppState::Starting,
+            pid: None,
+            restarts: 0,
+            hangs: 0,
+            spawned_at: None,
+            monitored: false,
+            memory: None,
+            loop_delay: None,
+            last_pong_at: None,
+            last_exit: None,
+        }
+    }
+
+    /// The wire form, with ages measured at `now`.
+    pub fn to_status(&self, spec: &AppSpec, now: Instant) -> AppStatus {
+        let age_ms = |at: Instant| now.saturating_duration_since(at).as_millis() as u64;
+        AppStatus {
+            name: spec.name.clone(),
+            id: spec.id,
+            script: spec.script.display().to_string(),
+            pid: self.pid,
+            state: self.state,
+            restarts: self.restarts,
+            hangs: self.hangs,
+            uptime_ms: self.pid.and(self.spawned_at).map(age_ms),
+            monitored: self.monitored,
+            memory: self.memory,
+            loop_delay_ms: self.loop_delay.map(|d| d.p99_ms),
+            last_pong_ms: self.last_pong_at.map(age_ms),
+            last_exit: self.last_exit.clone(),
+        }
+    }
+}
+
+/// Handle kept by the supervisor for one app.
+pub struct WorkerHandle {
+    pub spec: Arc<AppSpec>,
+    pub snapshot: watch::Receiver<WorkerSnapshot>,
+}
+
+/// The task that supervises one app.
+pub struct WorkerTask {
+    spec: Arc<AppSpec>,
+    ctx: Arc<WorkerContext>,
+    machine: Worker,
+    child: Option<Child>,
+    connection: Option<MonitorConnection>,
+    connections: mpsc::Receiver<MonitorConnection>,
+    deliver: mpsc::Sender<MonitorConnection>,
+    generation: u64,
+    token: Option<String>,
+    snapshot: watch::Sender<WorkerSnapshot>,
+    metrics: Metrics,
+}
+
+#[derive(Default)]
+struct Metrics {
+    memory: Option<MemoryUsage>,
+    loop_delay: Option<LoopDelay>,
+}
+
+impl WorkerTask {
+    pub fn new(spec: AppSpec, ctx: Arc<WorkerContext>) -> (Self, WorkerHandle) {
+        let spec = Arc::new(spec);
+        let (deliver, connections) = mpsc::channel(1);
+        let (snapshot, snapshot_rx) = watch::channel(WorkerSnapshot::initial());
+        let task = Self {
+            machine: Worker::new(spec.timing),
+            spec: spec.clone(),
+            ctx,
+            child: None,
+            connection: None,
+            connections,
+            deliver,
+            generation: 0,
+            token: None,
+            snapshot,
+            metrics: Metrics::default(),
+        };
+        let handle = WorkerHandle {
+            spec,
+            snapshot: snapshot_rx,
+        };
+        (task, handle)
+    }
+
+    /// Supervises the app until `stop` (graceful) or `force` fires and it has come to rest.
+    pub async fn run(mut self, stop: CancellationToken, force: CancellationToken) {
+        let span = tracing::info_span!("app", name = %self.spec.name);
+        async move {
+            self.begin().await;
+            let mut stop_seen = false;
+            let mut force_seen = false;
+            loop {
+                if stop_seen && self.machine.is_at_rest() {
+                    break;
+                }
+                let deadline = self.machine.next_deadline();
+                let event = tokio::select! {
+                    biased;
+                    status = wait_child(&mut self.child) => {
+                        self.child = None;
+                        self.connection = None;
+                        self.forget_token();
+                        match status {
+                            Ok(status) => Event::Exited { status: ExitKind::from_status(status) },
+                            Err(error) => {
+                                tracing::error!(%error, "lost track of the process");
+                                Event::Exited { status: ExitKind::Code(-1) }
+                            }
+                        }
+                    }
+                    message = read_connection(&mut self.connection) => match self.on_message(message) {
+                        Some(event) => event,
+                        None => continue,
+                    },
+                    Some(connection) = self.connections.recv() => {
+                        if connection.generation != self.generation || self.child.is_none() {
+                            continue;
+                        }
+                        self.connection = Some(connection);
+                        Event::MonitorConnected
+                    }
+                    _ = force.cancelled(), if !force_seen => {
+                        force_seen = true;
+                        stop_seen = true;
+                        Event::ForceStop
+                    }
+                    _ = stop.cancelled(), if !stop_seen => {
+                        stop_seen = true;
+                        Event::Stop
+                    }
+                    _ = sleep_until(deadline), if deadline.is_some() => Event::Timer {
+                        scheduled: deadline.unwrap_or_else(Instant::now),
+                    },
+                };
+                self.handle(event).await;
+            }
+            self.forget_token();
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// The first spawn.
+    async fn begin(&mut self) {
+        let event = self.spawn().await;
+        self.handle(event).await;
+    }
+
+    fn on_message(
+        &mut self,
+        message: Result<Option<WorkerMessage>, crate::framed::FrameError>,
+    ) -> Option<Event> {
+        match message {
+            Ok(Some(WorkerMessage::Pong {
+                memory, loop_delay, ..
+            })) => {
+                self.metrics.memory = Some(memory);
+                self.metrics.loop_delay = Some(loop_delay);
+                Some(Event::Pong)
+            }
+            Ok(Some(WorkerMessage::Hello { .. })) => {
+                tracing::warn!("monitor sent a second hello; ignoring it");
+                None
+            }
+            Ok(None) => {
+                self.connection = None;
+                Some(Event::MonitorLost)
+            }
+            Err(error) => {
+                tracing::warn!(%error, "dropping the monitor connection");
+                self.connection = None;
+                Some(Event::MonitorLost)
+            }
+        }
+    }
+
+    /// Steps the machine with `event` and every event its actions produce, then publishes.
+    async fn handle(&mut self, event: Event) {
+        let mut queue = VecDeque::from([event]);
+        while let Some(event) = queue.pop_front() {
+            let actions = self.machine.step(event, Instant::now());
+            for action in actions {
+                if let Some(follow_up) = self.perform(action).await {
+                    queue.push_back(follow_up);
+                }
+            }
+        }
+        self.publish();
+    }
+
+    async fn perform(&mut self, action: Action) -> Option<Event> {
+        match action {
+            Action::Spawn => Some(self.spawn().await),
+            Action::SignalGroup { pgid, signal } => {
+                if let Err(error) = platform::signal_group(pgid, signal) {
+                    tracing::error!(%error, pgid, ?signal, "cannot signal the process group");
+                }
+                None
+            }
+            Action::SendPing { seq } => self.send_ping(seq),
+            Action::Report(report) => {
+                self.log(report);
+                None
+            }
+        }
+    }
+
+    fn send_ping(&mut self, seq: u64) -> Option<Event> {
+        let connection = self.connection.as_mut()?;
+        let frame = match encode_frame(&SupervisorMessage::Ping { seq }, MAX_WORKER_FRAME) {
+            Ok(frame) => frame,
+            Err(error) => {
+                tracing::error!(%error, "cannot encode a ping");
+                return None;
+            }
+        };
+        // Pings are tiny; a socket too full to take one belongs to a monitor that stopped reading,
+        // which the missed pong will reveal. Never block the worker task on it.
+        match connection.writer.try_write(&frame) {
+            Ok(written) if written == frame.len() => None,
+            Ok(_) | Err(_) => {
+                tracing::warn!("cannot write a ping; dropping the monitor connection");
+                self.connection = None;
+                Some(Event::MonitorLost)
+            }
+        }
+    }
+
+    async fn spawn(&mut self) -> Event {
+        self.generation += 1;
+        self.forget_token();
+        self.metrics = Metrics::default();
+        let token = match new_token() {
+            Ok(token) => token,
+            Err(error) => {
+                return Event::SpawnFailed {
+                    error: format!("cannot make a token: {error}"),
+                }
+            }
+        };
+        self.ctx
+            .registry
+            .register(token.clone(), self.generation, self.deliver.clone());
+        self.token = Some(token.clone());
+
+        let spec = self.spec.clone();
+        let mut command = Command::new(&spec.node);
+        if let Some(preload) = &self.ctx.preload {
+            command.arg("--require").arg(preload);
+        }
+        command
+            .args(&spec.node_args)
+            .arg(&spec.script)
+            .args(&spec.args)
+            .current_dir(&spec.cwd)
+            .envs(spec.env.iter().map(|(k, v)| (k, v)))
+            .env(ENV_SOCKET, &self.ctx.worker_socket)
+            .env(ENV_TOKEN, &token)
+            .env(ENV_APP_NAME, &spec.name)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(false);
+        platform::configure_child(&mut command);
+
+        match self.ctx.spawner.spawn(command).await {
+            Ok(mut child) => {
+                let Some(pid) = child.id() else {
+                    return Event::SpawnFailed {
+                        error: "the process exited before it could be tracked".into(),
+                    };
+                };
+                let prefix = prefix_for(&spec.name, spec.id as usize, self.ctx.color);
+                if let Some(stdout) = child.stdout.take() {
+                    let sink = self.ctx.output.clone();
+                    self.ctx.output_tasks.spawn(sink.copy_lines(
+                        stdout,
+                        prefix.clone(),
+                        StreamKind::Stdout,
+                    ));
+                }
+                if let Some(stderr) = child.stderr.take() {
+                    let sink = self.ctx.output.clone();
+                    self.ctx.output_tasks.spawn(sink.copy_lines(
+                        stderr,
+                        prefix,
+                        StreamKind::Stderr,
+                    ));
+                }
+                self.child = Some(child);
+                Event::Spawned { pid }
+            }
+            Err(error) => {
+                self.forget_token();
+                Event::SpawnFailed {
+                    error: format!("cannot start {}: {error}", spec.node.display()),
+                }
+            }
+        }
+    }
+
+    fn forget_token(&mut self) {
+        if let Some(token) = self.token.take() {
+            self.ctx.registry.forget(&token);
+        }
+    }
+
+    fn publish(&self) {
+        let machine = &self.machine;
+        let (state, pid, spawned_at, last_pong_at) = match &machine.phase {
+            Phase::Spawning => (AppState::Starting, None, None, None),
+            Phase::Live {
+                pid,
+                spawned_at,
+                ready,
+                heartbeat,
+            } => (
+                if *ready {
+                    AppState::Running
+                } else {
+                    AppState::Starting
+                },
+                Some(*pid),
+                Some(*spawned_at),
+                heartbeat.last_pong_at,
+            ),
+            Phase::Stopping {
+                pid, spawned_at, ..
+            } => (AppState::Stopping, Some(*pid), Some(*spawned_at), None),
+            Phase::Backoff { .. } => (AppState::Backoff, None, None, None),
+            Phase::Stopped => (AppState::Stopped, None, None, None),
+            Phase::Errored { .. } => (AppState::Errored, None, None, None),
+        };
+        let monitored = self.connection.is_some();
+        self.snapshot.send_modify(|snapshot| {
+            snapshot.state = state;
+            snapshot.pid = pid;
+            snapshot.spawned_at = spawned_at;
+            snapshot.restarts = machine.restarts;
+            snapshot.hangs = machine.hangs;
+            snapshot.monitored = monitored;
+            snapshot.last_exit = match &machine.phase {
+                Phase::Errored { why } => Some(why.clone()),
+                _ => machine.last_exit.clone(),
+            };
+            if pid.is_none() {
+                snapshot.memory = None;
+                snapshot.loop_delay = None;
+                snapshot.last_pong_at = None;
+            } else {
+                if self.metrics.memory.is_some() {
+                    snapshot.memory = self.metrics.memory;
+                    snapshot.loop_delay = self.metrics.loop_delay;
+                }
+                if last_pong_at.is_some() {
+                    snapshot.last_pong_at = last_pong_at;
+                }
+            }
+        });
+    }
+
+    fn log(&self, report: Report) {
+        match report {
+            Report::Started { pid } => tracing::info!(pid, "started"),
+            Report::Exited {
+                pid,
+                status,
+                uptime,
+                restart_in,
+            } => match restart_in {
+                Some(delay) if delay.is_zero() => {
+                    tracing::warn!(pid, "exited with {status} after {}; restarting", human(uptime))
+                }
+                Some(delay) => tracing::warn!(
+                    pid,
+                    "exited with {status} after {}; restarting in {}",
+                    human(uptime),
+                    human(delay)
+                ),
+                None => tracing::warn!(pid, "exited with {status} after {}", human(uptime)),
+            },
+            Report::Hung {
+                pid,
+                silent_for,
+                misses,
+            } => tracing::error!(
+                pid,
+                "hung: event loop silent for {} ({misses} heartbeats missed); killing and restarting",
+                human(silent_for)
+            ),
+            Report::KillTimeout { pid } => tracing::warn!(
+                pid,
+                "still running {} after SIGTERM; sending SIGKILL",
+                human(self.spec.timing.kill_timeout)
+            ),
+            Report::Stopped { pid, status } => tracing::info!(pid, "stopped ({status})"),
+            Report::SpawnFailed { error } => tracing::error!("{error}"),
+            Report::Unmonitored => tracing::warn!(
+                "no monitor connected within {}; hang detection is off for this process",
+                human(self.spec.timing.start_grace)
+            ),
+            Report::LateCheckVoided { late_by } => tracing::warn!(
+                "supervisor ran {} late; not counting a missed heartbeat",
+                human(late_by)
+            ),
+        }
+    }
+}
+
+async fn wait_child(child: &mut Option<Child>) -> std::io::Result<std::process::ExitStatus> {
+    match child {
+        Some(child) => child.wait().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn read_connection(
+    connection: &mut Option<MonitorConnection>,
+) -> Result<Option<WorkerMessage>, crate::framed::FrameError> {
+    match connection {
+        Some(connection) => connection.reader.next_message().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
