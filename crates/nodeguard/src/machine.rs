@@ -503,3 +503,342 @@ impl Worker {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    fn timing() -> Timing {
+        Timing {
+            heartbeat_interval: 100 * MS,
+            heartbeat_timeout: 100 * MS,
+            heartbeat_misses: 3,
+            start_grace: 1_000 * MS,
+            kill_timeout: 500 * MS,
+        }
+    }
+
+    /// A worker that was spawned as pid 7 at `t0` and whose monitor connected at once.
+    fn connected(t0: Instant) -> Worker {
+        let mut worker = Worker::new(timing());
+        worker.step(Event::Spawned { pid: 7 }, t0);
+        worker.step(Event::MonitorConnected, t0);
+        worker
+    }
+
+    /// Fires the timer at exactly its deadline and returns the actions.
+    fn fire(worker: &mut Worker) -> (Instant, Vec<Action>) {
+        let at = worker.next_deadline().expect("a deadline");
+        (at, worker.step(Event::Timer { scheduled: at }, at))
+    }
+
+    fn state(worker: &Worker) -> &'static str {
+        match &worker.phase {
+            Phase::Spawning => "spawning",
+            Phase::Live { ready: false, .. } => "starting",
+            Phase::Live { ready: true, .. } => "running",
+            Phase::Stopping { .. } => "stopping",
+            Phase::Backoff { .. } => "backoff",
+            Phase::Stopped => "stopped",
+            Phase::Errored { .. } => "errored",
+        }
+    }
+
+    #[test]
+    fn a_connected_worker_is_pinged_at_once_and_runs_at_its_first_pong() {
+        let t0 = Instant::now();
+        let mut worker = connected(t0);
+        assert_eq!(state(&worker), "starting");
+        let (at, actions) = fire(&mut worker);
+        assert_eq!(at, t0);
+        assert_eq!(actions, [Action::SendPing { seq: 1 }]);
+        worker.step(Event::Pong, t0 + 2 * MS);
+        assert_eq!(state(&worker), "running");
+        // The next ping keeps the interval's cadence.
+        let (at, actions) = fire(&mut worker);
+        assert_eq!(at, t0 + 100 * MS);
+        assert_eq!(actions, [Action::SendPing { seq: 2 }]);
+    }
+
+    #[test]
+    fn consecutive_misses_declare_a_hang_and_kill_the_group() {
+        let t0 = Instant::now();
+        let mut worker = connected(t0);
+        fire(&mut worker);
+        worker.step(Event::Pong, t0 + MS);
+        let mut hung = Vec::new();
+        for _ in 0..10 {
+            let (_, actions) = fire(&mut worker);
+            if actions
+                .iter()
+                .any(|a| matches!(a, Action::Report(Report::Hung { .. })))
+            {
+                hung = actions;
+                break;
+            }
+        }
+        let Some(Action::Report(Report::Hung {
+            pid,
+            misses,
+            silent_for,
+        })) = hung.first().cloned()
+        else {
+            panic!("no hang reported: {hung:?}");
+        };
+        assert_eq!((pid, misses), (7, 3));
+        // Pings at 100, 200, 300 ms, each unanswered 100 ms later; silent since the pong at 1 ms.
+        assert_eq!(silent_for, 399 * MS);
+        assert_eq!(
+            hung[1],
+            Action::SignalGroup {
+                pgid: 7,
+                signal: StopSignal::Kill
+            }
+        );
+        assert_eq!((worker.hangs, worker.restarts), (1, 1));
+        assert_eq!(state(&worker), "stopping");
+        // Once the killed process is reaped, it starts again at once.
+        let actions = worker.step(
+            Event::Exited {
+                status: ExitKind::Signal(9),
+            },
+            t0 + 401 * MS,
+        );
+        assert!(actions.contains(&Action::Spawn), "{actions:?}");
+    }
+
+    #[test]
+    fn a_pong_resets_the_miss_count() {
+        let t0 = Instant::now();
+        let mut worker = connected(t0);
+        fire(&mut worker);
+        worker.step(Event::Pong, t0 + MS);
+        for _ in 0..20 {
+            // ping, then a miss, alternating with a ping that is answered
+            let (_, first) = fire(&mut worker);
+            assert!(!first
+                .iter()
+                .any(|a| matches!(a, Action::Report(Report::Hung { .. }))));
+            let (at, _) = fire(&mut worker);
+            worker.step(Event::Pong, at + MS);
+        }
+        assert_eq!(worker.hangs, 0);
+    }
+
+    #[test]
+    fn a_late_check_is_voided_instead_of_counted() {
+        let t0 = Instant::now();
+        let mut worker = connected(t0);
+        fire(&mut worker);
+        worker.step(Event::Pong, t0 + MS);
+        // Supervisor frozen for 3 s (SIGSTOP) with a ping outstanding: every check comes late.
+        for round in 0..5 {
+            let deadline = worker.next_deadline().expect("deadline");
+            let now = deadline + Duration::from_secs(3);
+            let actions = worker.step(
+                Event::Timer {
+                    scheduled: deadline,
+                },
+                now,
+            );
+            assert!(
+                !actions
+                    .iter()
+                    .any(|a| matches!(a, Action::Report(Report::Hung { .. }))),
+                "round {round}: {actions:?}"
+            );
+        }
+        assert_eq!(worker.hangs, 0);
+        let Phase::Live { heartbeat, .. } = &worker.phase else {
+            panic!("not live");
+        };
+        assert_eq!(heartbeat.misses, 0);
+    }
+
+    #[test]
+    fn misses_during_the_start_grace_do_not_count() {
+        let t0 = Instant::now();
+        let mut worker = connected(t0);
+        // No pong at all: the loop is busy loading the app.
+        loop {
+            let (at, actions) = fire(&mut worker);
+            if actions
+                .iter()
+                .any(|a| matches!(a, Action::Report(Report::Hung { .. })))
+            {
+                // The first pong is due when the grace (1 s) ends: that check is the first miss,
+                // and two more intervals make three.
+                assert_eq!(at, t0 + 1_200 * MS, "hung at {:?}", at - t0);
+                break;
+            }
+        }
+    }
+
+    #[test]
+    fn an_unmonitored_worker_runs_after_the_grace_without_heartbeats() {
+        let t0 = Instant::now();
+        let mut worker = Worker::new(timing());
+        worker.step(Event::Spawned { pid: 7 }, t0);
+        let (at, actions) = fire(&mut worker);
+        assert_eq!(at, t0 + 1_000 * MS);
+        assert_eq!(actions, [Action::Report(Report::Unmonitored)]);
+        assert_eq!(state(&worker), "running");
+        assert_eq!(worker.next_deadline(), None);
+    }
+
+    #[test]
+    fn quick_crashes_back_off_doubling_and_a_stable_run_restarts_at_once() {
+        let t0 = Instant::now();
+        let mut worker = Worker::new(timing());
+        let mut now = t0;
+        let mut delays = Vec::new();
+        for _ in 0..4 {
+            worker.step(Event::Spawned { pid: 7 }, now);
+            now += 10 * MS;
+            let actions = worker.step(
+                Event::Exited {
+                    status: ExitKind::Code(1),
+                },
+                now,
+            );
+            assert_eq!(state(&worker), "backoff", "{actions:?}");
+            let (at, actions) = fire(&mut worker);
+            assert_eq!(actions, [Action::Spawn]);
+            delays.push(at - now);
+            now = at;
+        }
+        assert_eq!(delays, [100 * MS, 200 * MS, 400 * MS, 800 * MS]);
+        assert_eq!(worker.restarts, 4);
+
+        worker.step(Event::Spawned { pid: 8 }, now);
+        let actions = worker.step(
+            Event::Exited {
+                status: ExitKind::Signal(9),
+            },
+            now + STABLE_UPTIME,
+        );
+        assert_eq!(
+            actions,
+            [
+                Action::SignalGroup {
+                    pgid: 8,
+                    signal: StopSignal::Kill
+                },
+                Action::Report(Report::Exited {
+                    pid: 8,
+                    status: ExitKind::Signal(9),
+                    uptime: STABLE_UPTIME,
+                    restart_in: Some(Duration::ZERO),
+                }),
+                Action::Spawn,
+            ]
+        );
+        assert_eq!(worker.crash_streak, 0);
+    }
+
+    #[test]
+    fn the_backoff_is_capped() {
+        let mut worker = Worker::new(timing());
+        worker.crash_streak = 40;
+        assert_eq!(worker.restart_delay(MS), BACKOFF_MAX);
+    }
+
+    #[test]
+    fn stop_sends_sigterm_then_sigkill_at_the_kill_timeout_and_stays_stopped() {
+        let t0 = Instant::now();
+        let mut worker = connected(t0);
+        let actions = worker.step(Event::Stop, t0 + 10 * MS);
+        assert_eq!(
+            actions,
+            [Action::SignalGroup {
+                pgid: 7,
+                signal: StopSignal::Terminate
+            }]
+        );
+        let (at, actions) = fire(&mut worker);
+        assert_eq!(at, t0 + 510 * MS);
+        assert_eq!(
+            actions,
+            [
+                Action::Report(Report::KillTimeout { pid: 7 }),
+                Action::SignalGroup {
+                    pgid: 7,
+                    signal: StopSignal::Kill
+                }
+            ]
+        );
+        worker.step(
+            Event::Exited {
+                status: ExitKind::Signal(9),
+            },
+            at + MS,
+        );
+        assert_eq!(state(&worker), "stopped");
+        assert!(worker.is_at_rest());
+        assert_eq!(worker.restarts, 0);
+    }
+
+    #[test]
+    fn a_stop_during_a_hang_kill_does_not_restart() {
+        let t0 = Instant::now();
+        let mut worker = connected(t0);
+        while !matches!(worker.phase, Phase::Stopping { .. }) {
+            fire(&mut worker);
+        }
+        worker.step(Event::Stop, t0 + Duration::from_secs(2));
+        let actions = worker.step(
+            Event::Exited {
+                status: ExitKind::Signal(9),
+            },
+            t0 + Duration::from_secs(2),
+        );
+        assert!(!actions.contains(&Action::Spawn));
+        assert_eq!(state(&worker), "stopped");
+    }
+
+    #[test]
+    fn force_stop_kills_at_once_and_stop_in_backoff_is_immediate() {
+        let t0 = Instant::now();
+        let mut worker = connected(t0);
+        worker.step(Event::Stop, t0);
+        let actions = worker.step(Event::ForceStop, t0 + MS);
+        assert_eq!(
+            actions,
+            [Action::SignalGroup {
+                pgid: 7,
+                signal: StopSignal::Kill
+            }]
+        );
+        assert_eq!(worker.next_deadline(), None);
+
+        let mut backing_off = Worker::new(timing());
+        backing_off.step(Event::Spawned { pid: 9 }, t0);
+        backing_off.step(
+            Event::Exited {
+                status: ExitKind::Code(1),
+            },
+            t0 + MS,
+        );
+        assert_eq!(state(&backing_off), "backoff");
+        assert!(backing_off.step(Event::Stop, t0 + 2 * MS).is_empty());
+        assert_eq!(state(&backing_off), "stopped");
+    }
+
+    #[test]
+    fn a_failed_spawn_is_errored_with_the_reason() {
+        let mut worker = Worker::new(timing());
+        worker.step(
+            Event::SpawnFailed {
+                error: "no such file".into(),
+            },
+            Instant::now(),
+        );
+        assert_eq!(state(&worker), "errored");
+        assert_eq!(
+            worker.last_exit.as_deref(),
+            Some("spawn failed: no such file")
+        );
+    }
+}
