@@ -47,12 +47,15 @@ pub struct Heartbeat {
     pub outstanding: Option<OutstandingPing>,
     pub misses: u32,
     pub last_pong_at: Option<Instant>,
+    /// Time from the latest answered ping to its pong.
+    pub last_round_trip: Option<Duration>,
     pub next_seq: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OutstandingPing {
     pub seq: u64,
+    pub sent_at: Instant,
     pub deadline: Instant,
 }
 
@@ -257,7 +260,10 @@ impl Worker {
                 {
                     *ready = true;
                     heartbeat.misses = 0;
-                    heartbeat.outstanding = None;
+                    if let Some(ping) = heartbeat.outstanding.take() {
+                        heartbeat.last_round_trip =
+                            Some(now.saturating_duration_since(ping.sent_at));
+                    }
                     heartbeat.last_pong_at = Some(now);
                 }
             }
@@ -280,6 +286,7 @@ impl Worker {
                 outstanding: None,
                 misses: 0,
                 last_pong_at: None,
+                last_round_trip: None,
                 next_seq: 1,
             },
         };
@@ -410,6 +417,7 @@ impl Worker {
                     heartbeat.next_seq += 1;
                     heartbeat.outstanding = Some(OutstandingPing {
                         seq,
+                        sent_at: now,
                         deadline: now + timing.heartbeat_timeout,
                     });
                     let next = heartbeat.next_ping_at + timing.heartbeat_interval;

@@ -6,6 +6,7 @@ use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::process::{Child, Command};
 use tokio::sync::{mpsc, watch};
@@ -50,6 +51,7 @@ pub struct WorkerSnapshot {
     pub memory: Option<MemoryUsage>,
     pub loop_delay: Option<LoopDelay>,
     pub last_pong_at: Option<Instant>,
+    pub pong_round_trip: Option<Duration>,
     pub last_exit: Option<String>,
 }
 
@@ -65,6 +67,7 @@ impl WorkerSnapshot {
             memory: None,
             loop_delay: None,
             last_pong_at: None,
+            pong_round_trip: None,
             last_exit: None,
         }
     }
@@ -85,6 +88,7 @@ impl WorkerSnapshot {
             memory: self.memory,
             loop_delay_ms: self.loop_delay.map(|d| d.p99_ms),
             last_pong_ms: self.last_pong_at.map(age_ms),
+            pong_rtt_ms: self.pong_round_trip.map(|d| d.as_secs_f64() * 1_000.0),
             last_exit: self.last_exit.clone(),
         }
     }
@@ -367,8 +371,8 @@ impl WorkerTask {
 
     fn publish(&self) {
         let machine = &self.machine;
-        let (state, pid, spawned_at, last_pong_at) = match &machine.phase {
-            Phase::Spawning => (AppState::Starting, None, None, None),
+        let (state, pid, spawned_at, last_pong_at, round_trip) = match &machine.phase {
+            Phase::Spawning => (AppState::Starting, None, None, None, None),
             Phase::Live {
                 pid,
                 spawned_at,
@@ -383,13 +387,20 @@ impl WorkerTask {
                 Some(*pid),
                 Some(*spawned_at),
                 heartbeat.last_pong_at,
+                heartbeat.last_round_trip,
             ),
             Phase::Stopping {
                 pid, spawned_at, ..
-            } => (AppState::Stopping, Some(*pid), Some(*spawned_at), None),
-            Phase::Backoff { .. } => (AppState::Backoff, None, None, None),
-            Phase::Stopped => (AppState::Stopped, None, None, None),
-            Phase::Errored { .. } => (AppState::Errored, None, None, None),
+            } => (
+                AppState::Stopping,
+                Some(*pid),
+                Some(*spawned_at),
+                None,
+                None,
+            ),
+            Phase::Backoff { .. } => (AppState::Backoff, None, None, None, None),
+            Phase::Stopped => (AppState::Stopped, None, None, None, None),
+            Phase::Errored { .. } => (AppState::Errored, None, None, None, None),
         };
         let monitored = self.connection.is_some();
         self.snapshot.send_modify(|snapshot| {
@@ -407,6 +418,7 @@ impl WorkerTask {
                 snapshot.memory = None;
                 snapshot.loop_delay = None;
                 snapshot.last_pong_at = None;
+                snapshot.pong_round_trip = None;
             } else {
                 if self.metrics.memory.is_some() {
                     snapshot.memory = self.metrics.memory;
@@ -414,6 +426,7 @@ impl WorkerTask {
                 }
                 if last_pong_at.is_some() {
                     snapshot.last_pong_at = last_pong_at;
+                    snapshot.pong_round_trip = round_trip;
                 }
             }
         });

@@ -88,6 +88,8 @@ pub struct AppStatus {
     pub loop_delay_ms: Option<f64>,
     /// Time since the latest pong arrived.
     pub last_pong_ms: Option<u64>,
+    /// Round trip of the latest answered ping (socket, monitor thread, JS thread and back).
+    pub pong_rtt_ms: Option<f64>,
     /// Why the app is errored, or what ended its last process.
     pub last_exit: Option<String>,
 }
