@@ -30,6 +30,7 @@ test('a crashed app is restarted: new pid, restarts counted, serving again', asy
   assert.equal((await h.get(first.port, '/crash')).body, 'crashing\n');
   const second = await sup.waitListening('server', { notPids: [first.pid] });
   const restartMs = performance.now() - crashedAt;
+  t.diagnostic(`serving again ${restartMs.toFixed(0)} ms after /crash`);
 
   assert.notEqual(second.pid, first.pid);
   assert.ok(h.isGone(first.pid), `crashed pid ${first.pid} is still alive`);
@@ -71,9 +72,35 @@ test('a crash loop is restarted with a growing backoff, starting at 100 ms', asy
   const starts = sup.lines.filter((l) => l.app === 'crashloop' && l.stream === 'stdout').map((l) => l.at);
   const gaps = starts.slice(1, CRASHES).map((at, i) => at - starts[i]);
   const shown = gaps.map((g) => g.toFixed(0)).join(', ');
+  t.diagnostic(`gaps between starts: ${shown} ms`);
   for (const gap of gaps) {
     assert.ok(gap >= BACKOFF_BASE_MS - LINE_JITTER_MS, `restart gaps ${shown} ms: one is under the ${BACKOFF_BASE_MS} ms base`);
   }
   // Doubling gives roughly 100, 200, 400, 800 ms plus boot time; a constant delay would not grow.
   assert.ok(gaps[gaps.length - 1] >= 2 * gaps[0], `restart gaps ${shown} ms do not grow`);
+});
+
+test('any exit not asked for is restarted: a clean exit 0, and a SIGKILL from outside', async (t) => {
+  await t.test('exit code 0', async (t) => {
+    const sup = h.startSupervisor(t, { scripts: ['crashloop.js'], env: { EXIT_CODE: '0' } });
+    const row = await sup.waitForStatus((apps) => (apps[0].restarts >= 2 ? apps[0] : false), {
+      what: 'an app exiting 0 to be restarted twice',
+    });
+    assert.match(row.last_exit, /\b0\b/);
+    assert.notEqual(row.state, 'stopped');
+  });
+
+  await t.test('SIGKILL from outside', async (t) => {
+    const sup = h.startSupervisor(t, { scripts: ['server.js'] });
+    const first = await sup.waitListening('server');
+    await sup.waitRunning(['server']);
+    process.kill(first.pid, 'SIGKILL');
+    const second = await sup.waitListening('server', { notPids: [first.pid] });
+    assert.equal((await h.get(second.port)).body, `ok ${second.pid}\n`);
+    const row = (await sup.waitRunning(['server'])).server;
+    assert.equal(row.pid, second.pid);
+    assert.equal(row.restarts, 1);
+    assert.equal(row.hangs, 0);
+    assert.match(row.last_exit, /SIGKILL|signal 9/);
+  });
 });

@@ -56,6 +56,7 @@ test('a hung app is killed and restarted within the bound; its healthy sibling k
     return app && app.hangs >= 1 ? app : false;
   }, { what: 'status to show server with hangs == 1' });
   const detectionMs = performance.now() - hungAt;
+  t.diagnostic(`hang detected ${detectionMs.toFixed(0)} ms after /hang (bound ${DETECTION_BOUND_MS} ms)`);
   assert.ok(
     detectionMs <= DETECTION_BOUND_MS,
     `hang detected after ${detectionMs.toFixed(0)} ms; bound is ${DETECTION_BOUND_MS} ms ` +

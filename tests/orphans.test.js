@@ -29,6 +29,7 @@ test('after SIGKILL of the supervisor every worker is gone within 1 s, hung ones
   for (const pid of workers) assert.ok(!h.isGone(pid), `worker ${pid} died before the test`);
   sup.signal('SIGKILL');
   const elapsed = await h.waitGone(workers, { what: 'orphaned workers to end' });
+  t.diagnostic(`workers gone ${elapsed.toFixed(0)} ms after the supervisor was SIGKILLed`);
   assert.ok(elapsed <= ORPHAN_BOUND_MS, `workers outlived the supervisor by ${elapsed.toFixed(0)} ms`);
   const exit = await sup.waitExit();
   assert.equal(exit.signal, 'SIGKILL');

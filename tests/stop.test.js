@@ -42,6 +42,7 @@ test('an app ignoring SIGTERM is SIGKILLed after --kill-timeout; exit is still 0
   await sup.waitForLine('server', /^got SIGTERM$/);
   const exit = await sup.waitExit();
   const stopMs = exit.at - signalledAt;
+  t.diagnostic(`stopped ${stopMs.toFixed(0)} ms after SIGTERM (kill timeout ${KILL_TIMEOUT_MS} ms)`);
   assert.deepEqual({ code: exit.code, signal: exit.signal }, { code: 0, signal: null });
   assert.ok(stopMs >= KILL_TIMEOUT_MS * 0.9, `stopped after ${stopMs.toFixed(0)} ms, before the ${KILL_TIMEOUT_MS} ms kill timeout`);
   assert.ok(stopMs <= KILL_TIMEOUT_MS + STOP_SLACK_MS, `stop took ${stopMs.toFixed(0)} ms`);
@@ -60,6 +61,7 @@ test('a second signal forces the stop at once and exits non-zero', async (t) => 
   sup.signal('SIGINT');
   const exit = await sup.waitExit();
   const forcedMs = exit.at - forcedAt;
+  t.diagnostic(`forced stop took ${forcedMs.toFixed(0)} ms, exit code ${exit.code}`);
   assert.ok(forcedMs <= FORCED_STOP_BOUND_MS, `forced stop took ${forcedMs.toFixed(0)} ms`);
   assert.ok(Number.isInteger(exit.code) && exit.code !== 0, `exit code ${exit.code}, signal ${exit.signal}: want a non-zero code`);
   assert.ok(h.isGone(stubborn.pid), `stubborn worker ${stubborn.pid} outlived the forced stop`);
