@@ -49,12 +49,18 @@ fn clap_error(error: clap::Error) -> ExitCode {
         let _ = error.print();
         return ExitCode::SUCCESS;
     }
+    // clap puts details (such as which argument is missing) on indented lines after the first.
     let rendered = error.render().to_string();
-    let first = rendered
-        .lines()
-        .find(|line| !line.trim().is_empty())
+    let mut lines = rendered.lines().filter(|line| !line.trim().is_empty());
+    let mut first = lines
+        .next()
         .unwrap_or("invalid arguments")
-        .trim_start_matches("error: ");
+        .trim_start_matches("error: ")
+        .to_string();
+    for detail in lines.take_while(|line| line.starts_with(' ')) {
+        first.push(' ');
+        first.push_str(detail.trim());
+    }
     eprintln!("nodeguard: error: {first} (see nodeguard --help)");
     ExitCode::from(EXIT_USAGE)
 }
