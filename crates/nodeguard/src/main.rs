@@ -57,7 +57,10 @@ fn clap_error(error: clap::Error) -> ExitCode {
         .unwrap_or("invalid arguments")
         .trim_start_matches("error: ")
         .to_string();
-    for detail in lines.take_while(|line| line.starts_with(' ')) {
+    let details = lines
+        .take_while(|line| line.starts_with(' '))
+        .filter(|line| !line.trim_start().starts_with("tip:"));
+    for detail in details {
         first.push(' ');
         first.push_str(detail.trim());
     }
