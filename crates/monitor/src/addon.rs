@@ -1,0 +1,166 @@
+//! The `#[napi]` shims: the ping-report types JS hands back, the threadsafe function that carries
+//! pings into JS, and `connect`, which starts the reader thread. Logic lives in [`crate::agent`].
+
+use std::sync::{Mutex, PoisonError};
+
+use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
+use napi::Status;
+use napi_derive::napi;
+use nodeguard_proto::worker::{LoopDelay, MemoryUsage};
+
+use crate::agent::{self, Ended, PendingPing, PingSink};
+use crate::{js_bytes, js_millis, EXIT_SUPERVISOR_GONE};
+
+/// What the JS ping callback returns: `{ memory: process.memoryUsage(), loopDelay: {...} }`.
+#[napi(object)]
+pub struct PingReport {
+    pub memory: JsMemoryUsage,
+    pub loop_delay: JsLoopDelay,
+}
+
+/// The fields of `process.memoryUsage()`, in bytes.
+#[napi(object)]
+pub struct JsMemoryUsage {
+    pub rss: f64,
+    pub heap_total: f64,
+    pub heap_used: f64,
+    pub external: f64,
+    pub array_buffers: f64,
+}
+
+/// Event-loop delay since the previous pong, in milliseconds.
+#[napi(object)]
+pub struct JsLoopDelay {
+    pub mean_ms: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+impl From<JsMemoryUsage> for MemoryUsage {
+    fn from(m: JsMemoryUsage) -> Self {
+        MemoryUsage {
+            rss: js_bytes(m.rss),
+            heap_total: js_bytes(m.heap_total),
+            heap_used: js_bytes(m.heap_used),
+            external: js_bytes(m.external),
+            array_buffers: js_bytes(m.array_buffers),
+        }
+    }
+}
+
+impl From<JsLoopDelay> for LoopDelay {
+    fn from(d: JsLoopDelay) -> Self {
+        LoopDelay {
+            mean_ms: js_millis(d.mean_ms),
+            p50_ms: js_millis(d.p50_ms),
+            p99_ms: js_millis(d.p99_ms),
+            max_ms: js_millis(d.max_ms),
+        }
+    }
+}
+
+/// The JS ping callback: no arguments, returns a [`PingReport`]. Not callee-handled (no error-first
+/// argument), weak (never keeps the loop alive), queue of one (the agent keeps one in flight).
+type PingCallback = ThreadsafeFunction<(), PingReport, (), Status, false, true, 1>;
+
+/// Delivers pings to JS through the threadsafe function.
+struct JsSink(PingCallback);
+
+impl PingSink for JsSink {
+    fn deliver(&mut self, ping: PendingPing) {
+        // If the call cannot be queued (the environment is closing), napi drops the closure and
+        // with it `ping`, which frees the in-flight slot.
+        let _status = self.0.call_with_return_value(
+            (),
+            ThreadsafeFunctionCallMode::NonBlocking,
+            move |report, _env| {
+                if let Ok(report) = report {
+                    // A failed write marks the link broken; the supervisor then sees misses.
+                    let _ = ping.answer(report.memory.into(), report.loop_delay.into());
+                }
+                // Returning Ok swallows a JS exception from the callback on purpose (no pong, a
+                // miss, no crash): see the crate docs.
+                Ok(())
+            },
+        );
+    }
+}
+
+/// Whether this copy of the addon already holds the process's connection.
+static CONNECTED: Mutex<bool> = Mutex::new(false);
+
+/// Connects to the supervisor socket at `socketPath`, presenting `token`, and waits (at most
+/// [`agent::HANDSHAKE_TIMEOUT`]) for the welcome, then starts the reader thread. Returns
+/// `"connected"`; `"already-connected"` (nothing done) if this addon already holds the process's
+/// connection; `"not-main-thread"` (nothing done) when called from a worker thread, whose event
+/// loop is not the app's. Throws with a one-line reason if the connection fails or is refused.
+#[napi]
+pub fn connect(
+    socket_path: String,
+    token: String,
+    on_ping: PingCallback,
+) -> napi::Result<&'static str> {
+    if !on_process_main_thread() {
+        return Ok("not-main-thread");
+    }
+    let mut connected = CONNECTED.lock().unwrap_or_else(PoisonError::into_inner);
+    if *connected {
+        return Ok("already-connected");
+    }
+    let connection = agent::connect(
+        &socket_path,
+        &token,
+        std::process::id(),
+        agent::HANDSHAKE_TIMEOUT,
+    )
+    .map_err(|e| napi::Error::from_reason(e.to_string()))?;
+    let mut sink = JsSink(on_ping);
+    std::thread::Builder::new()
+        .name("nodeguard-monitor".into())
+        .spawn(move || exit_supervisor_gone(connection.run(&mut sink)))
+        .map_err(|e| napi::Error::from_reason(format!("cannot start the monitor thread: {e}")))?;
+    *connected = true;
+    Ok("connected")
+}
+
+/// Whether the caller runs on the process's main thread, where `node` runs the app's main JS
+/// environment (worker_threads run elsewhere). Checked natively because asking JS
+/// (`require('worker_threads').isMainThread`) costs every supervised app about 1.5 MB RSS.
+fn on_process_main_thread() -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: gettid and getpid have no preconditions and cannot fail.
+        unsafe { libc::syscall(libc::SYS_gettid) == libc::c_long::from(libc::getpid()) }
+    }
+    #[cfg(target_os = "macos")]
+    {
+        // SAFETY: no preconditions.
+        unsafe { libc::pthread_main_np() != 0 }
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "macos")))]
+    {
+        true
+    }
+}
+
+/// The environment variable names the JS side reads, from the wire contract, so a test can check
+/// that `index.js` agrees.
+#[napi]
+pub fn env_names() -> Vec<&'static str> {
+    vec![nodeguard_proto::ENV_SOCKET, nodeguard_proto::ENV_TOKEN]
+}
+
+/// Ends the process at once: the supervisor is gone, and an orphan must not outlive it. `_exit`
+/// runs no handlers and does not wait for the JS thread, which may be stuck in a loop.
+fn exit_supervisor_gone(_why: Ended) -> ! {
+    #[cfg(unix)]
+    {
+        // SAFETY: `_exit` has no preconditions; it ends the process without touching its state.
+        unsafe { libc::_exit(EXIT_SUPERVISOR_GONE) }
+    }
+    #[cfg(not(unix))]
+    {
+        std::process::exit(EXIT_SUPERVISOR_GONE)
+    }
+}

@@ -1,0 +1,662 @@
+//! The monitor's side of the worker socket in plain Rust: the handshake, the reader loop that hands
+//! pings to JS with at most one in flight, and writing pongs.
+//!
+//! No Node-API in here, so it is unit-tested with `cargo test` against a socket in a temp dir; the
+//! `#[napi]` shims in `lib.rs` plug a threadsafe function in as the [`PingSink`].
+//!
+//! Threads and ownership: the reader thread owns a [`Connection`] and blocks in `read`. Each ping
+//! it lets through becomes a [`PendingPing`] that travels into JS; whoever answers it (the JS
+//! thread) writes the pong through the same stream (`&Stream` is `Read + Write`; writes are
+//! serialised by a mutex). Dropping a `PendingPing`, answered or not, clears the in-flight flag, so
+//! no path (JS threw, the call could not be queued, the environment is shutting down) can leave the
+//! monitor deaf to later pings.
+
+use std::io::{self, Read, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use interprocess::local_socket::{prelude::*, ConnectOptions, GenericFilePath, Stream};
+use interprocess::ConnectWaitMode;
+use nodeguard_proto::worker::{LoopDelay, MemoryUsage, SupervisorMessage, WorkerMessage};
+use nodeguard_proto::{
+    decode_payload, encode_frame, FrameDecoder, ProtoError, MAX_WORKER_FRAME, PROTOCOL_VERSION,
+};
+
+/// How long connecting, sending `Hello` and waiting for `Welcome`/`Refused` may take in total.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Longest a pong write may block the JS thread. A pong is a few hundred bytes, so a write only
+/// blocks when the supervisor has stopped reading for a long while; then the connection is marked
+/// broken and no more pongs are sent (the supervisor sees misses) rather than stalling the app.
+pub const PONG_SEND_TIMEOUT: Duration = Duration::from_millis(250);
+
+/// Bytes read from the socket at a time.
+const READ_CHUNK: usize = 4096;
+
+/// Why [`connect`] failed. The messages are one line each; `start()` throws them to JS.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("cannot connect to the supervisor socket {path}: {source}")]
+    Connect { path: String, source: io::Error },
+    #[error("the supervisor refused this process: {reason}")]
+    Refused { reason: String },
+    #[error("the supervisor did not answer the hello within {} ms", .0.as_millis())]
+    Timeout(Duration),
+    #[error("the supervisor closed the connection during the handshake")]
+    Closed,
+    #[error("{doing} the supervisor socket: {source}")]
+    Io {
+        doing: &'static str,
+        source: io::Error,
+    },
+    #[error("bad handshake from the supervisor: {0}")]
+    Proto(#[from] ProtoError),
+}
+
+/// Why [`Connection::run`] returned: the connection to the supervisor is over.
+#[derive(Debug)]
+pub enum Ended {
+    /// The supervisor closed its end (normally: it exited or was killed).
+    Eof,
+    /// Reading failed (e.g. connection reset).
+    ReadError(io::Error),
+    /// The supervisor sent a frame over the size limit; the stream cannot be resynchronised.
+    Protocol(ProtoError),
+}
+
+/// Where the reader thread delivers the pings it lets through.
+pub trait PingSink {
+    /// Hands `ping` over to be answered from the JS thread. A sink that cannot queue it just drops
+    /// it: the in-flight flag is cleared on drop and the next ping is tried afresh.
+    fn deliver(&mut self, ping: PendingPing);
+}
+
+/// State shared between the reader thread and whoever answers pings.
+#[derive(Debug)]
+struct Link {
+    stream: Stream,
+    /// Serialises whole-frame writes.
+    write_lock: Mutex<()>,
+    /// A ping has been handed to JS and not yet answered or dropped.
+    in_flight: AtomicBool,
+    /// A write failed or timed out, possibly mid-frame: never write again on this stream.
+    broken: AtomicBool,
+}
+
+impl Link {
+    fn send(&self, message: &WorkerMessage) -> io::Result<()> {
+        let frame = encode_frame(message, MAX_WORKER_FRAME).map_err(io::Error::other)?;
+        let _guard = self
+            .write_lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if self.broken.load(Ordering::Acquire) {
+            return Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "an earlier write to the supervisor failed",
+            ));
+        }
+        let result = (&self.stream).write_all(&frame);
+        if result.is_err() {
+            self.broken.store(true, Ordering::Release);
+        }
+        result
+    }
+}
+
+/// An established, welcomed connection, ready for [`Connection::run`].
+#[derive(Debug)]
+pub struct Connection {
+    link: Arc<Link>,
+    /// Holds any bytes that arrived right behind the `Welcome`.
+    decoder: FrameDecoder,
+}
+
+/// A ping let through to JS. Answer it with [`PendingPing::answer`]; dropping it unanswered sends
+/// nothing. Either way the next ping may then be delivered.
+#[derive(Debug)]
+pub struct PendingPing {
+    seq: u64,
+    received: Instant,
+    link: Arc<Link>,
+    /// The in-flight slot has been given back (it must be given back exactly once: a second
+    /// release could free the slot of the *next* ping).
+    released: bool,
+}
+
+impl PendingPing {
+    /// Sequence number of the ping this stands for (later pings were coalesced into it).
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// Writes the pong. Call it on the JS thread, after JS ran: that is what the pong certifies.
+    /// `queued_ms` is the time since the reader thread received the ping.
+    pub fn answer(mut self, memory: MemoryUsage, loop_delay: LoopDelay) -> io::Result<()> {
+        let pong = WorkerMessage::Pong {
+            seq: self.seq,
+            memory,
+            loop_delay,
+            queued_ms: self.received.elapsed().as_secs_f64() * 1000.0,
+        };
+        // Free the slot *before* writing: the supervisor may send its next ping the instant it
+        // reads this pong, and that ping must not find the slot still taken (it would be dropped
+        // and counted as a miss). Pongs stay in order: the next ping's answer runs on the same JS
+        // thread, after this write.
+        self.release();
+        self.link.send(&pong)
+    }
+
+    fn release(&mut self) {
+        if !self.released {
+            self.released = true;
+            self.link.in_flight.store(false, Ordering::Release);
+        }
+    }
+}
+
+impl Drop for PendingPing {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+/// Connects to the supervisor socket at `path`, says `Hello` with `token` and `pid`, and waits
+/// for `Welcome` (returns the connection) or `Refused` (returns the reason), all within `timeout`.
+pub fn connect(
+    path: &str,
+    token: &str,
+    pid: u32,
+    timeout: Duration,
+) -> Result<Connection, ConnectError> {
+    let deadline = Instant::now() + timeout;
+    let connect_error = |source| ConnectError::Connect {
+        path: path.to_owned(),
+        source,
+    };
+    let name = path
+        .to_fs_name::<GenericFilePath>()
+        .map_err(connect_error)?;
+    let stream = ConnectOptions::new()
+        .name(name)
+        .wait_mode(ConnectWaitMode::Timeout(timeout))
+        .connect_sync()
+        .map_err(connect_error)?;
+    let io_error = |doing| move |source| ConnectError::Io { doing, source };
+
+    stream
+        .set_send_timeout(Some(timeout))
+        .map_err(io_error("configuring"))?;
+    let hello = WorkerMessage::Hello {
+        version: PROTOCOL_VERSION,
+        token: token.to_owned(),
+        pid,
+    };
+    let frame = encode_frame(&hello, MAX_WORKER_FRAME)?;
+    (&stream).write_all(&frame).map_err(|source| {
+        if is_timeout(&source) {
+            ConnectError::Timeout(timeout)
+        } else {
+            ConnectError::Io {
+                doing: "writing the hello to",
+                source,
+            }
+        }
+    })?;
+
+    let mut decoder = FrameDecoder::new(MAX_WORKER_FRAME);
+    let mut buffer = [0u8; READ_CHUNK];
+    'handshake: loop {
+        while let Some(payload) = decoder.next_frame()? {
+            // Before the welcome only the two handshake answers mean anything; anything else
+            // (a ping that raced ahead, a message from a newer supervisor) is skipped.
+            match decode_payload::<SupervisorMessage>(&payload) {
+                Ok(SupervisorMessage::Welcome { version }) if version == PROTOCOL_VERSION => {
+                    break 'handshake;
+                }
+                Ok(SupervisorMessage::Welcome { version }) => {
+                    return Err(ProtoError::VersionMismatch {
+                        theirs: version,
+                        ours: PROTOCOL_VERSION,
+                    }
+                    .into());
+                }
+                Ok(SupervisorMessage::Refused { reason }) => {
+                    return Err(ConnectError::Refused { reason });
+                }
+                Ok(SupervisorMessage::Ping { .. }) | Err(_) => {}
+            }
+        }
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if remaining.is_zero() {
+            return Err(ConnectError::Timeout(timeout));
+        }
+        stream
+            .set_recv_timeout(Some(remaining))
+            .map_err(io_error("configuring"))?;
+        match (&stream).read(&mut buffer) {
+            Ok(0) => return Err(ConnectError::Closed),
+            Ok(n) => decoder.push(&buffer[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if is_timeout(&e) => return Err(ConnectError::Timeout(timeout)),
+            Err(source) => {
+                return Err(ConnectError::Io {
+                    doing: "reading the answer from",
+                    source,
+                })
+            }
+        }
+    }
+
+    stream
+        .set_recv_timeout(None)
+        .map_err(io_error("configuring"))?;
+    stream
+        .set_send_timeout(Some(PONG_SEND_TIMEOUT))
+        .map_err(io_error("configuring"))?;
+    Ok(Connection {
+        link: Arc::new(Link {
+            stream,
+            write_lock: Mutex::new(()),
+            in_flight: AtomicBool::new(false),
+            broken: AtomicBool::new(false),
+        }),
+        decoder,
+    })
+}
+
+fn is_timeout(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
+}
+
+impl Connection {
+    /// Reads the supervisor's messages until the connection ends, delivering each ping to `sink`
+    /// unless one is still in flight (then the ping is dropped: a stalled loop gets one ping, not
+    /// a backlog). Returns why the connection ended; meant to run on its own thread.
+    pub fn run(mut self, sink: &mut impl PingSink) -> Ended {
+        let mut buffer = [0u8; READ_CHUNK];
+        loop {
+            loop {
+                let payload = match self.decoder.next_frame() {
+                    Ok(Some(payload)) => payload,
+                    Ok(None) => break,
+                    Err(error) => return Ended::Protocol(error),
+                };
+                // A message that does not decode is skipped, not fatal: framing is intact, and a
+                // newer supervisor may send messages this monitor does not know yet.
+                if let Ok(SupervisorMessage::Ping { seq }) = decode_payload(&payload) {
+                    self.on_ping(seq, sink);
+                }
+            }
+            match (&self.link.stream).read(&mut buffer) {
+                Ok(0) => return Ended::Eof,
+                Ok(n) => self.decoder.push(&buffer[..n]),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Ended::ReadError(e),
+            }
+        }
+    }
+
+    fn on_ping(&self, seq: u64, sink: &mut impl PingSink) {
+        if self.link.in_flight.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        sink.deliver(PendingPing {
+            seq,
+            received: Instant::now(),
+            link: Arc::clone(&self.link),
+            released: false,
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::net::{UnixListener, UnixStream};
+    use std::path::PathBuf;
+    use std::sync::mpsc;
+    use std::thread;
+
+    use super::*;
+
+    /// A fresh directory for one test's socket, removed on drop.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new(tag: &str) -> Self {
+            let path = std::env::temp_dir().join(format!(
+                "ngm-{tag}-{}-{:?}",
+                std::process::id(),
+                Instant::now()
+            ));
+            std::fs::create_dir_all(&path).unwrap();
+            TempDir(path)
+        }
+        fn socket(&self) -> PathBuf {
+            self.0.join("s")
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// The supervisor's end, blocking, for tests.
+    struct Peer {
+        stream: UnixStream,
+        decoder: FrameDecoder,
+    }
+
+    impl Peer {
+        fn send(&mut self, message: &SupervisorMessage) {
+            let frame = encode_frame(message, MAX_WORKER_FRAME).unwrap();
+            self.stream.write_all(&frame).unwrap();
+        }
+        fn receive(&mut self) -> WorkerMessage {
+            let mut buffer = [0u8; 1024];
+            loop {
+                if let Some(message) = self.decoder.next_message().unwrap() {
+                    return message;
+                }
+                let n = self.stream.read(&mut buffer).unwrap();
+                assert!(n > 0, "monitor closed the connection");
+                self.decoder.push(&buffer[..n]);
+            }
+        }
+    }
+
+    /// Binds a listener and runs `script` on the first accepted connection in a thread.
+    fn supervisor(
+        dir: &TempDir,
+        script: impl FnOnce(Peer) + Send + 'static,
+    ) -> thread::JoinHandle<()> {
+        let listener = UnixListener::bind(dir.socket()).unwrap();
+        thread::spawn(move || {
+            let (stream, _) = listener.accept().unwrap();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
+            script(Peer {
+                stream,
+                decoder: FrameDecoder::new(MAX_WORKER_FRAME),
+            });
+        })
+    }
+
+    fn connect_to(dir: &TempDir) -> Result<Connection, ConnectError> {
+        connect(
+            dir.socket().to_str().unwrap(),
+            "secret",
+            4242,
+            HANDSHAKE_TIMEOUT,
+        )
+    }
+
+    /// Forwards delivered pings to the test over a channel.
+    struct ChannelSink(mpsc::Sender<PendingPing>);
+
+    impl PingSink for ChannelSink {
+        fn deliver(&mut self, ping: PendingPing) {
+            self.0.send(ping).unwrap();
+        }
+    }
+
+    #[test]
+    fn hello_carries_version_token_and_pid_then_welcome_connects() {
+        let dir = TempDir::new("hello");
+        let server = supervisor(&dir, |mut peer| {
+            assert_eq!(
+                peer.receive(),
+                WorkerMessage::Hello {
+                    version: PROTOCOL_VERSION,
+                    token: "secret".into(),
+                    pid: 4242
+                }
+            );
+            peer.send(&SupervisorMessage::Welcome {
+                version: PROTOCOL_VERSION,
+            });
+        });
+        connect_to(&dir).unwrap();
+        server.join().unwrap();
+    }
+
+    #[test]
+    fn refused_reports_the_reason() {
+        let dir = TempDir::new("refused");
+        let server = supervisor(&dir, |mut peer| {
+            peer.receive();
+            peer.send(&SupervisorMessage::Refused {
+                reason: "bad token".into(),
+            });
+        });
+        let error = connect_to(&dir).unwrap_err();
+        assert!(matches!(&error, ConnectError::Refused { reason } if reason == "bad token"));
+        assert_eq!(
+            error.to_string(),
+            "the supervisor refused this process: bad token"
+        );
+        server.join().unwrap();
+    }
+
+    #[test]
+    fn other_version_is_refused_by_name() {
+        let dir = TempDir::new("version");
+        let server = supervisor(&dir, |mut peer| {
+            peer.receive();
+            peer.send(&SupervisorMessage::Welcome { version: 99 });
+        });
+        let error = connect_to(&dir).unwrap_err();
+        assert!(error.to_string().contains("version 99"), "{error}");
+        server.join().unwrap();
+    }
+
+    #[test]
+    fn silent_supervisor_times_out() {
+        let dir = TempDir::new("silent");
+        let (done_tx, done_rx) = mpsc::channel::<()>();
+        let server = supervisor(&dir, move |mut peer| {
+            peer.receive();
+            // Hold the connection open until the monitor gave up.
+            let _ = done_rx.recv();
+        });
+        let started = Instant::now();
+        let error = connect(
+            dir.socket().to_str().unwrap(),
+            "secret",
+            1,
+            Duration::from_millis(200),
+        )
+        .unwrap_err();
+        assert!(matches!(error, ConnectError::Timeout(_)), "{error}");
+        assert!(started.elapsed() < Duration::from_secs(5));
+        done_tx.send(()).unwrap();
+        server.join().unwrap();
+    }
+
+    #[test]
+    fn closed_during_handshake_and_missing_socket_are_errors() {
+        let dir = TempDir::new("closed");
+        let server = supervisor(&dir, |mut peer| {
+            peer.receive();
+        });
+        assert!(matches!(connect_to(&dir), Err(ConnectError::Closed)));
+        server.join().unwrap();
+
+        let nothing = TempDir::new("nothing");
+        let error = connect_to(&nothing).unwrap_err();
+        assert!(matches!(error, ConnectError::Connect { .. }), "{error}");
+    }
+
+    #[test]
+    fn pings_coalesce_while_one_is_in_flight_and_pongs_carry_the_seq() {
+        let dir = TempDir::new("pings");
+        let (step_tx, step_rx) = mpsc::channel::<()>();
+        let server = supervisor(&dir, move |mut peer| {
+            peer.receive();
+            peer.send(&SupervisorMessage::Welcome {
+                version: PROTOCOL_VERSION,
+            });
+            // Three pings in one write, so the reader sees them in one read: only seq 1 reaches
+            // the sink, 2 and 3 are coalesced into it.
+            let mut burst = Vec::new();
+            for seq in 1..=3 {
+                burst.extend(
+                    encode_frame(&SupervisorMessage::Ping { seq }, MAX_WORKER_FRAME).unwrap(),
+                );
+            }
+            peer.stream.write_all(&burst).unwrap();
+            step_rx.recv().unwrap();
+            match peer.receive() {
+                WorkerMessage::Pong {
+                    seq,
+                    memory,
+                    queued_ms,
+                    ..
+                } => {
+                    assert_eq!(seq, 1);
+                    assert_eq!(memory.rss, 7);
+                    assert!(queued_ms >= 0.0);
+                }
+                other => panic!("expected a pong, got {other:?}"),
+            }
+            // After the answer the next ping goes through again.
+            peer.send(&SupervisorMessage::Ping { seq: 4 });
+            match peer.receive() {
+                WorkerMessage::Pong { seq, .. } => assert_eq!(seq, 4),
+                other => panic!("expected a pong, got {other:?}"),
+            }
+            // Closing our end ends the monitor's reader loop.
+        });
+        let connection = connect_to(&dir).unwrap();
+        let (ping_tx, ping_rx) = mpsc::channel();
+        let reader = thread::spawn(move || connection.run(&mut ChannelSink(ping_tx)));
+
+        let first = ping_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert_eq!(first.seq(), 1);
+        // Pings 2 and 3 arrived with it, but neither is delivered while 1 is held.
+        assert!(ping_rx.recv_timeout(Duration::from_millis(200)).is_err());
+        step_tx.send(()).unwrap();
+        let memory = MemoryUsage {
+            rss: 7,
+            ..MemoryUsage::default()
+        };
+        first.answer(memory, LoopDelay::default()).unwrap();
+        let fourth = ping_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert_eq!(fourth.seq(), 4);
+        fourth.answer(memory, LoopDelay::default()).unwrap();
+
+        assert!(matches!(reader.join().unwrap(), Ended::Eof));
+        server.join().unwrap();
+    }
+
+    #[test]
+    fn back_to_back_pings_answered_from_another_thread_are_never_lost() {
+        // The supervisor sends the next ping as soon as it has read a pong. That ping must not
+        // find the slot still taken by the ping just answered.
+        const ROUNDS: u64 = 30000;
+        let dir = TempDir::new("rapid");
+        let server = supervisor(&dir, |mut peer| {
+            peer.receive();
+            peer.send(&SupervisorMessage::Welcome {
+                version: PROTOCOL_VERSION,
+            });
+            for seq in 1..=ROUNDS {
+                peer.send(&SupervisorMessage::Ping { seq });
+                match peer.receive() {
+                    WorkerMessage::Pong { seq: got, .. } => assert_eq!(got, seq),
+                    other => panic!("expected a pong, got {other:?}"),
+                }
+            }
+        });
+        let connection = connect_to(&dir).unwrap();
+        let (ping_tx, ping_rx) = mpsc::channel::<PendingPing>();
+        let answerer = thread::spawn(move || {
+            for ping in ping_rx {
+                ping.answer(MemoryUsage::default(), LoopDelay::default())
+                    .unwrap();
+            }
+        });
+        assert!(matches!(
+            connection.run(&mut ChannelSink(ping_tx)),
+            Ended::Eof
+        ));
+        server.join().unwrap();
+        answerer.join().unwrap();
+    }
+
+    #[test]
+    fn a_dropped_ping_sends_nothing_and_frees_the_slot() {
+        let dir = TempDir::new("dropped");
+        let server = supervisor(&dir, |mut peer| {
+            peer.receive();
+            peer.send(&SupervisorMessage::Welcome {
+                version: PROTOCOL_VERSION,
+            });
+            peer.send(&SupervisorMessage::Ping { seq: 1 });
+            peer.send(&SupervisorMessage::Ping { seq: 2 });
+            // The sink drops 1 and answers 2; the first pong must be for 2.
+            match peer.receive() {
+                WorkerMessage::Pong { seq, .. } => assert_eq!(seq, 2),
+                other => panic!("expected a pong, got {other:?}"),
+            }
+        });
+
+        /// Drops ping 1 (like a JS callback that threw), answers the others.
+        struct Flaky;
+        impl PingSink for Flaky {
+            fn deliver(&mut self, ping: PendingPing) {
+                if ping.seq() != 1 {
+                    ping.answer(MemoryUsage::default(), LoopDelay::default())
+                        .unwrap();
+                }
+            }
+        }
+        let connection = connect_to(&dir).unwrap();
+        assert!(matches!(connection.run(&mut Flaky), Ended::Eof));
+        server.join().unwrap();
+    }
+
+    #[test]
+    fn unknown_messages_are_skipped_and_oversize_frames_end_the_connection() {
+        let dir = TempDir::new("garbage");
+        let server = supervisor(&dir, |mut peer| {
+            peer.receive();
+            peer.send(&SupervisorMessage::Welcome {
+                version: PROTOCOL_VERSION,
+            });
+            let unknown = br#"{"type":"from_the_future"}"#;
+            let mut frame = (unknown.len() as u32).to_be_bytes().to_vec();
+            frame.extend_from_slice(unknown);
+            peer.stream.write_all(&frame).unwrap();
+            peer.send(&SupervisorMessage::Ping { seq: 9 });
+            match peer.receive() {
+                WorkerMessage::Pong { seq, .. } => assert_eq!(seq, 9),
+                other => panic!("expected a pong, got {other:?}"),
+            }
+            let oversize = (MAX_WORKER_FRAME as u32 + 1).to_be_bytes();
+            peer.stream.write_all(&oversize).unwrap();
+            // Wait for the monitor to hang up before dropping our end.
+            let mut rest = Vec::new();
+            let _ = peer.stream.read_to_end(&mut rest);
+        });
+
+        struct Answer;
+        impl PingSink for Answer {
+            fn deliver(&mut self, ping: PendingPing) {
+                ping.answer(MemoryUsage::default(), LoopDelay::default())
+                    .unwrap();
+            }
+        }
+        let connection = connect_to(&dir).unwrap();
+        let ended = connection.run(&mut Answer);
+        assert!(matches!(ended, Ended::Protocol(_)), "{ended:?}");
+        server.join().unwrap();
+    }
+}
