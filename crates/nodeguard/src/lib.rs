@@ -9,6 +9,8 @@ pub mod duration;
 pub mod exit;
 pub mod framed;
 pub mod home;
+pub mod logfile;
+pub mod logread;
 pub mod machine;
 pub mod output;
 pub mod platform;

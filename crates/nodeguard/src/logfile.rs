@@ -1,0 +1,638 @@
+//! Per-app log files: each app's stdout and stderr appended as whole lines, rotated by size.
+//!
+//! # Who writes, on which thread
+//!
+//! [`LogFiles`] is plain synchronous std I/O and is `Send`. It is meant to be owned by the one
+//! output writer thread in `output.rs`, next to the terminal: that thread already receives every
+//! app's lines whole, in order, from the reader tasks. For each line it calls
+//! [`LogFiles::write_line`] on that app's `LogFiles`, and once the queue is drained (the end of a
+//! batch) it calls [`LogFiles::flush`], so `nodeguard logs` sees a line within one batch. Apps are
+//! never blocked by disk or by readers of the files: their pipes are drained by async tasks into a
+//! bounded queue, and only a disk slower than the apps' output (the queue full) pushes back on
+//! them; lines are then delayed, never dropped. Dropping a `LogFiles` flushes it, so buffered
+//! lines survive an app's removal and the writer's shutdown.
+//!
+//! # Rotation
+//!
+//! Before a line would take a file past [`LogSpec::max_size`], `x.log` is renamed `x.log.1` (after
+//! `x.log.1` → `x.log.2` … up to [`LogSpec::keep`], deleting the oldest) and a new `x.log` is
+//! started. A line is never split across files: a line longer than `max_size` gets a file of its
+//! own. If a rename fails, the line goes to the current file anyway (a log over its size beats a
+//! lost line) and rotation is retried after another `max_size` bytes.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::output::StreamKind;
+use crate::platform;
+
+/// Default size at which a log file is rotated: 10 MiB, the same as pm2-logrotate's `max_size`
+/// (PM2 core itself never rotates; its logs grow until someone installs that module or flushes).
+pub const DEFAULT_MAX_SIZE: u64 = 10 * 1024 * 1024;
+/// Default number of rotated files kept per stream: 5, against pm2-logrotate's `retain` of 30.
+/// With two streams per app that bounds an app at 2 × 6 × 10 MiB = 120 MiB, which stays modest
+/// with many apps or `-i N` clusters (pm2-logrotate's defaults allow 310 MiB per stream).
+pub const DEFAULT_KEEP: usize = 5;
+/// Bytes buffered per file before a write to disk.
+const BUFFER: usize = 64 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error("cannot create log directory {}: {source}", path.display())]
+    CreateDir { path: PathBuf, source: io::Error },
+    #[error("cannot open log file {}: {source}", path.display())]
+    Open { path: PathBuf, source: io::Error },
+    #[error("cannot write log file {}: {source}", path.display())]
+    Write { path: PathBuf, source: io::Error },
+    #[error("cannot read log file {}: {source}", path.display())]
+    Read { path: PathBuf, source: io::Error },
+}
+
+/// Which of an app's streams a line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    Out,
+    Err,
+}
+
+impl From<StreamKind> for Stream {
+    fn from(kind: StreamKind) -> Self {
+        match kind {
+            StreamKind::Stdout => Stream::Out,
+            StreamKind::Stderr => Stream::Err,
+        }
+    }
+}
+
+/// Where and how one app's output is logged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogSpec {
+    pub out_path: PathBuf,
+    /// May equal `out_path`: both streams then share one file (and one rotation).
+    pub err_path: PathBuf,
+    /// Rotate before a file would exceed this many bytes; 0 never rotates.
+    pub max_size: u64,
+    /// Rotated files kept per stream (`x.log.1` … `x.log.<keep>`); 0 keeps none.
+    pub keep: usize,
+    /// Prefix every line with an RFC 3339 UTC timestamp and a space.
+    pub timestamps: bool,
+}
+
+impl LogSpec {
+    /// `<home>/logs/<app>-out.log` and `<app>-err.log` with the default rotation, no timestamps.
+    /// Characters of the name other than ASCII letters, digits, `.`, `_` and `-` become `-`, so a
+    /// name cannot reach outside the logs directory.
+    pub fn default_for(home: &Path, app_name: &str) -> Self {
+        let name: String = app_name
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                    c
+                } else {
+                    '-'
+                }
+            })
+            .collect();
+        let dir = logs_dir(home);
+        Self {
+            out_path: dir.join(format!("{name}-out.log")),
+            err_path: dir.join(format!("{name}-err.log")),
+            max_size: DEFAULT_MAX_SIZE,
+            keep: DEFAULT_KEEP,
+            timestamps: false,
+        }
+    }
+}
+
+/// `<home>/logs`.
+pub fn logs_dir(home: &Path) -> PathBuf {
+    home.join("logs")
+}
+
+/// Creates `<home>/logs` if needed and makes sure it is ours and private (0700).
+/// [`LogFiles::open`] creates missing directories 0700 itself but leaves existing ones alone.
+pub fn prepare_logs_dir(home: &Path) -> Result<PathBuf, LogError> {
+    let dir = logs_dir(home);
+    platform::ensure_private_dir(&dir).map_err(|source| LogError::CreateDir {
+        path: dir.clone(),
+        source,
+    })?;
+    Ok(dir)
+}
+
+/// The `index`th rotated file of `path`: `x.log` → `x.log.<index>`; index 0 is `path` itself.
+pub fn rotated_path(path: &Path, index: usize) -> PathBuf {
+    if index == 0 {
+        return path.to_path_buf();
+    }
+    let mut name = path.as_os_str().to_os_string();
+    name.push(format!(".{index}"));
+    PathBuf::from(name)
+}
+
+/// `time` as RFC 3339 in UTC with milliseconds, e.g. `2024-02-29T12:34:56.789Z`.
+pub fn timestamp(time: SystemTime) -> String {
+    // Times before 1970 do not occur on a sane clock; they print as the epoch.
+    let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs();
+    let (days, rest) = (secs / 86_400, secs % 86_400);
+    let (year, month, day) = civil_from_days(days);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rest / 3600,
+        rest / 60 % 60,
+        rest % 60,
+        since.subsec_millis()
+    )
+}
+
+/// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian calendar
+/// (Howard Hinnant's `civil_from_days`).
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z % 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    (year, month, day)
+}
+
+/// One open log file and the bytes it holds (written or buffered).
+struct Sink {
+    path: PathBuf,
+    file: BufWriter<File>,
+    size: u64,
+}
+
+impl Sink {
+    fn open(path: &Path) -> Result<Self, LogError> {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            create_private_dirs(parent).map_err(|source| LogError::CreateDir {
+                path: parent.to_path_buf(),
+                source,
+            })?;
+        }
+        let open_err = |source| LogError::Open {
+            path: path.to_path_buf(),
+            source,
+        };
+        let file = open_append(path).map_err(open_err)?;
+        let size = file.metadata().map_err(open_err)?.len();
+        let mut sink = Self {
+            path: path.to_path_buf(),
+            file: BufWriter::with_capacity(BUFFER, file),
+            size,
+        };
+        // A previous run that died mid-line left a fragment; end it so our first line stays whole.
+        if size > 0 && !ends_with_newline(path).map_err(open_err)? {
+            sink.append(b"\n")?;
+        }
+        Ok(sink)
+    }
+
+    fn write_record(&mut self, record: &[u8], max_size: u64, keep: usize) -> Result<(), LogError> {
+        let len = record.len() as u64;
+        if max_size > 0 && self.size > 0 && self.size.saturating_add(len) > max_size {
+            self.rotate(keep)?;
+        }
+        self.append(record)
+    }
+
+    fn append(&mut self, bytes: &[u8]) -> Result<(), LogError> {
+        self.file
+            .write_all(bytes)
+            .map_err(|source| LogError::Write {
+                path: self.path.clone(),
+                source,
+            })?;
+        self.size += bytes.len() as u64;
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), LogError> {
+        self.file.flush().map_err(|source| LogError::Write {
+            path: self.path.clone(),
+            source,
+        })
+    }
+
+    /// Moves the current file to `.1` (or deletes it when `keep` is 0) and starts a new one.
+    fn rotate(&mut self, keep: usize) -> Result<(), LogError> {
+        self.flush()?;
+        let reopened = shift_rotated(&self.path, keep).and_then(|()| open_append(&self.path));
+        match reopened {
+            Ok(file) => {
+                self.file = BufWriter::with_capacity(BUFFER, file);
+            }
+            Err(error) => {
+                tracing::warn!(path = %self.path.display(), %error, "log rotation failed; writing on to the current file");
+            }
+        }
+        // On failure this postpones the next attempt by another `max_size` bytes.
+        self.size = 0;
+        Ok(())
+    }
+
+    /// Empties the log: the current file is replaced by an empty one, rotated files are deleted.
+    fn clear(&mut self, keep: usize) -> Result<(), LogError> {
+        self.flush()?;
+        let write_err = |source| LogError::Write {
+            path: self.path.clone(),
+            source,
+        };
+        remove_rotated_from(&self.path, 1, keep).map_err(write_err)?;
+        remove_if_exists(&self.path).map_err(write_err)?;
+        let file = open_append(&self.path).map_err(|source| LogError::Open {
+            path: self.path.clone(),
+            source,
+        })?;
+        self.file = BufWriter::with_capacity(BUFFER, file);
+        self.size = 0;
+        Ok(())
+    }
+}
+
+/// `x.log.<keep>` is deleted, `.i` → `.i+1`, then `x.log` → `x.log.1` (deleted when `keep` is 0).
+/// Rotated files past `keep`, left by an earlier, larger `keep`, are deleted too.
+fn shift_rotated(path: &Path, keep: usize) -> io::Result<()> {
+    if keep == 0 {
+        remove_rotated_from(path, 1, 0)?;
+        return remove_if_exists(path);
+    }
+    remove_rotated_from(path, keep, keep)?;
+    for index in (1..keep).rev() {
+        match fs::rename(rotated_path(path, index), rotated_path(path, index + 1)) {
+            Err(error) if error.kind() != io::ErrorKind::NotFound => return Err(error),
+            _ => {}
+        }
+    }
+    fs::rename(path, rotated_path(path, 1))
+}
+
+/// Deletes `.first`, `.first+1`, … while they exist, and always up to `.keep`.
+fn remove_rotated_from(path: &Path, first: usize, keep: usize) -> io::Result<()> {
+    let mut index = first.max(1);
+    loop {
+        let existed = match fs::remove_file(rotated_path(path, index)) {
+            Ok(()) => true,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => false,
+            Err(error) => return Err(error),
+        };
+        if !existed && index >= keep {
+            return Ok(());
+        }
+        index += 1;
+    }
+}
+
+fn remove_if_exists(path: &Path) -> io::Result<()> {
+    match fs::remove_file(path) {
+        Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
+}
+
+fn open_append(path: &Path) -> io::Result<File> {
+    let mut options = OpenOptions::new();
+    options.create(true).append(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    options.open(path)
+}
+
+fn create_private_dirs(dir: &Path) -> io::Result<()> {
+    let mut builder = fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(dir)
+}
+
+fn ends_with_newline(path: &Path) -> io::Result<bool> {
+    let mut file = File::open(path)?;
+    file.seek(SeekFrom::End(-1))?;
+    let mut last = [0u8];
+    file.read_exact(&mut last)?;
+    Ok(last[0] == b'\n')
+}
+
+/// One app's log files. See the module docs for the threading design.
+pub struct LogFiles {
+    spec: LogSpec,
+    out: Sink,
+    /// `None` when both streams go to one file.
+    err: Option<Sink>,
+    record: Vec<u8>,
+}
+
+impl LogFiles {
+    /// Opens (creating as needed) both files for appending. Missing directories are created 0700,
+    /// files 0600.
+    pub fn open(spec: LogSpec) -> Result<Self, LogError> {
+        let out = Sink::open(&spec.out_path)?;
+        let err = if spec.err_path == spec.out_path {
+            None
+        } else {
+            Some(Sink::open(&spec.err_path)?)
+        };
+        Ok(Self {
+            spec,
+            out,
+            err,
+            record: Vec::new(),
+        })
+    }
+
+    pub fn spec(&self) -> &LogSpec {
+        &self.spec
+    }
+
+    /// Appends `line` and a newline (after a timestamp when asked), rotating first if the file
+    /// would exceed its size. Buffered: call [`flush`](Self::flush) at the end of a batch.
+    pub fn write_line(&mut self, stream: Stream, line: &[u8]) -> Result<(), LogError> {
+        self.record.clear();
+        if self.spec.timestamps {
+            self.record
+                .extend_from_slice(timestamp(SystemTime::now()).as_bytes());
+            self.record.push(b' ');
+        }
+        self.record.extend_from_slice(line);
+        self.record.push(b'\n');
+        let sink = match (stream, &mut self.err) {
+            (Stream::Err, Some(err)) => err,
+            _ => &mut self.out,
+        };
+        sink.write_record(&self.record, self.spec.max_size, self.spec.keep)
+    }
+
+    /// Writes buffered lines to disk. Both files are flushed even if the first fails.
+    pub fn flush(&mut self) -> Result<(), LogError> {
+        let out = self.out.flush();
+        let err = self.err.as_mut().map_or(Ok(()), Sink::flush);
+        out.and(err)
+    }
+
+    /// Empties the logs (`nodeguard flush`): current files start over empty, rotated ones are
+    /// deleted. Readers following a file see it replaced and start on the new one.
+    pub fn clear(&mut self) -> Result<(), LogError> {
+        let keep = self.spec.keep;
+        self.out.clear(keep)?;
+        if let Some(err) = &mut self.err {
+            err.clear(keep)?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for LogFiles {
+    fn drop(&mut self) {
+        if let Err(error) = self.flush() {
+            tracing::warn!(%error, "log lines lost at close");
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    /// A directory under the system temp dir, removed on drop.
+    pub(crate) struct TempDir(pub PathBuf);
+
+    impl TempDir {
+        pub(crate) fn new(tag: &str) -> Self {
+            static COUNT: AtomicUsize = AtomicUsize::new(0);
+            let nanos = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .subsec_nanos();
+            let dir = std::env::temp_dir().join(format!(
+                "nodeguard-{tag}-{}-{}-{nanos}",
+                std::process::id(),
+                COUNT.fetch_add(1, Ordering::Relaxed)
+            ));
+            fs::create_dir_all(&dir).expect("create temp dir");
+            Self(dir)
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    pub(crate) fn spec(dir: &Path, max_size: u64, keep: usize) -> LogSpec {
+        LogSpec {
+            out_path: dir.join("app-out.log"),
+            err_path: dir.join("app-err.log"),
+            max_size,
+            keep,
+            timestamps: false,
+        }
+    }
+
+    pub(crate) fn line(i: usize) -> Vec<u8> {
+        format!("line {i:05} {}", "x".repeat(i % 50)).into_bytes()
+    }
+
+    fn lines_of(path: &Path) -> Vec<Vec<u8>> {
+        let data = fs::read(path).expect("read log");
+        assert!(
+            data.is_empty() || data.ends_with(b"\n"),
+            "file ends mid-line"
+        );
+        data.split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(<[u8]>::to_vec)
+            .collect()
+    }
+
+    #[test]
+    fn burst_of_10000_lines_all_there_none_split() {
+        let dir = TempDir::new("burst");
+        let spec = spec(&dir.0, DEFAULT_MAX_SIZE, DEFAULT_KEEP);
+        let mut logs = LogFiles::open(spec.clone()).expect("open");
+        for i in 0..10_000 {
+            logs.write_line(Stream::Out, &line(i)).expect("write");
+            logs.write_line(Stream::Err, &line(i)).expect("write");
+        }
+        drop(logs); // flushes
+        let expected: Vec<_> = (0..10_000).map(line).collect();
+        assert_eq!(lines_of(&spec.out_path), expected);
+        assert_eq!(lines_of(&spec.err_path), expected);
+    }
+
+    #[test]
+    fn rotation_keeps_keep_files_and_never_splits_a_line() {
+        let dir = TempDir::new("rotate");
+        let spec = spec(&dir.0, 4096, 3);
+        let mut logs = LogFiles::open(spec.clone()).expect("open");
+        for i in 0..10_000 {
+            logs.write_line(Stream::Out, &line(i)).expect("write");
+        }
+        logs.flush().expect("flush");
+        let path = &spec.out_path;
+        assert!(!rotated_path(path, 4).exists());
+        let mut all = Vec::new();
+        for index in (0..=3).rev() {
+            let file = rotated_path(path, index);
+            let size = fs::metadata(&file).expect("rotated file").len();
+            assert!(size <= 4096, "{} is {size} bytes", file.display());
+            // A rotated file was full: the next line (at most 61 bytes) did not fit.
+            assert!(
+                index == 0 || size > 4096 - 61,
+                "{} is {size} bytes",
+                file.display()
+            );
+            all.extend(lines_of(&file));
+        }
+        // The four files hold a contiguous run of whole lines ending with the last one.
+        let first = 10_000 - all.len();
+        let expected: Vec<_> = (first..10_000).map(line).collect();
+        assert_eq!(all, expected);
+        assert!(!spec.err_path.exists() || lines_of(&spec.err_path).is_empty());
+    }
+
+    #[test]
+    fn a_line_longer_than_max_size_gets_a_file_of_its_own() {
+        let dir = TempDir::new("long");
+        let spec = spec(&dir.0, 100, 2);
+        let mut logs = LogFiles::open(spec.clone()).expect("open");
+        let long = vec![b'y'; 500];
+        logs.write_line(Stream::Out, b"before").expect("write");
+        logs.write_line(Stream::Out, &long).expect("write");
+        logs.write_line(Stream::Out, b"after").expect("write");
+        logs.flush().expect("flush");
+        let path = &spec.out_path;
+        assert_eq!(lines_of(&rotated_path(path, 2)), vec![b"before".to_vec()]);
+        assert_eq!(lines_of(&rotated_path(path, 1)), vec![long]);
+        assert_eq!(lines_of(path), vec![b"after".to_vec()]);
+    }
+
+    #[test]
+    fn keep_zero_keeps_no_history() {
+        let dir = TempDir::new("keep0");
+        let spec = spec(&dir.0, 64, 0);
+        let mut logs = LogFiles::open(spec.clone()).expect("open");
+        for i in 0..100 {
+            logs.write_line(Stream::Out, &line(i)).expect("write");
+        }
+        logs.flush().expect("flush");
+        assert!(!rotated_path(&spec.out_path, 1).exists());
+        assert_eq!(lines_of(&spec.out_path).last(), Some(&line(99)));
+    }
+
+    #[test]
+    fn timestamps_are_rfc3339_utc() {
+        assert_eq!(timestamp(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+        let leap = UNIX_EPOCH + Duration::from_millis(1_709_210_096_789);
+        assert_eq!(timestamp(leap), "2024-02-29T12:34:56.789Z");
+        let end_of_feb = UNIX_EPOCH + Duration::from_secs(951_782_399);
+        assert_eq!(timestamp(end_of_feb), "2000-02-28T23:59:59.000Z");
+        let century = UNIX_EPOCH + Duration::from_secs(4_102_444_800);
+        assert_eq!(timestamp(century), "2100-01-01T00:00:00.000Z");
+
+        let dir = TempDir::new("stamps");
+        let mut spec = spec(&dir.0, DEFAULT_MAX_SIZE, DEFAULT_KEEP);
+        spec.timestamps = true;
+        let mut logs = LogFiles::open(spec.clone()).expect("open");
+        logs.write_line(Stream::Err, b"hello").expect("write");
+        drop(logs);
+        let lines = lines_of(&spec.err_path);
+        assert_eq!(lines.len(), 1);
+        let text = String::from_utf8(lines[0].clone()).expect("utf8");
+        let (stamp, rest) = text.split_once(' ').expect("a space after the stamp");
+        assert_eq!(rest, "hello");
+        assert_eq!(stamp.len(), 24, "{stamp}");
+        let shape: String = stamp
+            .chars()
+            .map(|c| if c.is_ascii_digit() { 'd' } else { c })
+            .collect();
+        assert_eq!(shape, "dddd-dd-ddTdd:dd:dd.dddZ");
+    }
+
+    #[test]
+    fn reopening_ends_a_leftover_fragment_and_appends() {
+        let dir = TempDir::new("reopen");
+        let spec = spec(&dir.0, DEFAULT_MAX_SIZE, DEFAULT_KEEP);
+        fs::write(&spec.out_path, b"old\npartial").expect("seed");
+        let mut logs = LogFiles::open(spec.clone()).expect("open");
+        logs.write_line(Stream::Out, b"new").expect("write");
+        drop(logs);
+        assert_eq!(
+            fs::read(&spec.out_path).expect("read"),
+            b"old\npartial\nnew\n"
+        );
+    }
+
+    #[test]
+    fn same_path_for_both_streams_is_one_file() {
+        let dir = TempDir::new("merged");
+        let mut spec = spec(&dir.0, DEFAULT_MAX_SIZE, DEFAULT_KEEP);
+        spec.err_path = spec.out_path.clone();
+        let mut logs = LogFiles::open(spec.clone()).expect("open");
+        logs.write_line(Stream::Out, b"a").expect("write");
+        logs.write_line(Stream::Err, b"b").expect("write");
+        logs.write_line(Stream::Out, b"c").expect("write");
+        drop(logs);
+        assert_eq!(fs::read(&spec.out_path).expect("read"), b"a\nb\nc\n");
+    }
+
+    #[test]
+    fn clear_empties_current_and_rotated_files() {
+        let dir = TempDir::new("clear");
+        let spec = spec(&dir.0, 256, 2);
+        let mut logs = LogFiles::open(spec.clone()).expect("open");
+        for i in 0..100 {
+            logs.write_line(Stream::Out, &line(i)).expect("write");
+        }
+        logs.clear().expect("clear");
+        logs.write_line(Stream::Out, b"fresh").expect("write");
+        logs.flush().expect("flush");
+        assert!(!rotated_path(&spec.out_path, 1).exists());
+        assert_eq!(lines_of(&spec.out_path), vec![b"fresh".to_vec()]);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn new_directories_are_private_and_names_are_sanitized() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = TempDir::new("private");
+        let spec = LogSpec::default_for(&dir.0, "../evil/app");
+        assert_eq!(
+            spec.out_path,
+            dir.0.join("logs").join("..-evil-app-out.log")
+        );
+        let logs = LogFiles::open(spec.clone()).expect("open");
+        drop(logs);
+        let mode = fs::metadata(dir.0.join("logs"))
+            .expect("dir")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o700);
+        let mode = fs::metadata(&spec.out_path)
+            .expect("file")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(
+            prepare_logs_dir(&dir.0).expect("prepare"),
+            dir.0.join("logs")
+        );
+    }
+}
