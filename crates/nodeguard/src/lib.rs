@@ -4,6 +4,7 @@
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod config_file;
 pub mod control;
 pub mod duration;
 pub mod exit;
