@@ -1,0 +1,697 @@
+#!/usr/bin/env node
+'use strict';
+// nodeguard vs PM2, measured side by side in one run on the same fixture apps (bench/apps), and
+// written to bench/RESULTS.md.
+//
+//   node bench/run.js [--quick] [--no-build] [--out FILE]
+//
+//   --quick     fewer trials (a smoke run; the figures are then only indicative)
+//   --no-build  measure the binary already in target/release instead of running scripts/build.js
+//   --out FILE  write the report somewhere else (default bench/RESULTS.md)
+//
+// Everything runs on 127.0.0.1 from a fresh temp dir under os.tmpdir(): NODEGUARD_HOMEs, PM2
+// (npm install pm2@latest) and its PM2_HOME. Every process started carries NODEGUARD_BENCH_TAG in
+// its environment; after each phase, and at exit whatever happened, `pm2 kill` runs and every
+// tagged process left is SIGKILLed (see lib/util.js), so nothing outlives the run.
+//
+// Figures (issue 2): 1 supervisor RSS, 2 the monitor's RSS inside a worker, 3 pong round trip,
+// 4 crash -> serving again, 5 hang -> serving again, 6 orphan exit after SIGKILL of the supervisor.
+
+const fs = require('node:fs');
+const os = require('node:os');
+const path = require('node:path');
+const { spawnSync } = require('node:child_process');
+
+const u = require('./lib/util');
+const { NodeguardRun } = require('./lib/nodeguard');
+const { Pm2 } = require('./lib/pm2');
+const { writeReport } = require('./lib/report');
+
+const REPO = path.resolve(__dirname, '..');
+const APPS = {
+  server: path.join(__dirname, 'apps', 'server.js'),
+  idle: path.join(__dirname, 'apps', 'idle.js'),
+  busy: path.join(__dirname, 'apps', 'busy.js'),
+};
+
+// ---------------------------------------------------------------------------------------------
+// Options and trial counts
+
+const argv = process.argv.slice(2);
+const opts = {
+  quick: argv.includes('--quick'),
+  build: !argv.includes('--no-build'),
+  out: argv.includes('--out') ? path.resolve(argv[argv.indexOf('--out') + 1]) : path.join(__dirname, 'RESULTS.md'),
+};
+for (const a of argv) {
+  if (a.startsWith('--') && !['--quick', '--no-build', '--out'].includes(a)) {
+    console.error(`unknown option ${a}\nusage: node bench/run.js [--quick] [--no-build] [--out FILE]`);
+    process.exit(2);
+  }
+}
+
+const N = opts.quick
+  ? { memTrials: 1, memSamples: 3, rttSeconds: 3, crash: 5, hangDefault: 2, hangFast: 3, orphan: 3, pm2Orphan: 1 }
+  : { memTrials: 3, memSamples: 5, rttSeconds: 8, crash: 20, hangDefault: 5, hangFast: 10, orphan: 10, pm2Orphan: 2 };
+/** Time after apps are up before memory is sampled: a few heartbeats (default interval 1 s). */
+const SETTLE_MS = 3_000;
+/** Uptime to wait before crashing/hanging an app again, so nodeguard's restart is the immediate one. */
+const MIN_UPTIME_MS = 1_100;
+/** How long PM2 gets to notice a hung app. */
+const PM2_HANG_WAIT_MS = 15_000;
+/** How long a worker may take to die after its supervisor is SIGKILLed before we give up polling. */
+const ORPHAN_POLL_MS = 2_000;
+
+// ---------------------------------------------------------------------------------------------
+// Run context, cleanup
+
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'ngb-'));
+const tag = path.basename(tmp);
+const ctx = {
+  bin: path.join(REPO, 'target', 'release', 'nodeguard'),
+  repo: REPO,
+  tmp,
+  tag,
+  env: { ...process.env, NODEGUARD_BENCH_TAG: tag, NO_COLOR: '1' },
+  preload: null,
+  addon: null,
+};
+// The bench says which preload to use (or --no-preload); nothing inherited may override that.
+delete ctx.env.NODEGUARD_PRELOAD;
+delete ctx.env.NODEGUARD_HOME;
+const pm2 = new Pm2(ctx);
+let pm2Installed = false;
+
+function log(message) {
+  process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${message}\n`);
+}
+
+let cleanedUp = false;
+async function cleanup() {
+  if (cleanedUp) return;
+  cleanedUp = true;
+  if (pm2Installed) await pm2.kill();
+  const killed = await u.sweep(tag);
+  if (killed.length) log(`cleanup killed leftover processes: ${killed.join(', ')}`);
+  fs.rmSync(tmp, { recursive: true, force: true });
+}
+process.on('exit', () => {
+  u.sweepSync(tag);
+  try {
+    fs.rmSync(tmp, { recursive: true, force: true });
+  } catch {
+    // best effort
+  }
+});
+for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
+  process.on(sig, () => {
+    log(`got ${sig}, cleaning up`);
+    cleanup().finally(() => process.exit(130));
+  });
+}
+
+/** Runs one phase; a failure is recorded (and reported) instead of ending the run. */
+async function phase(name, fn) {
+  log(`${name} ...`);
+  const start = u.now();
+  try {
+    const value = await fn();
+    log(`${name} done in ${((u.now() - start) / 1000).toFixed(1)} s`);
+    return value;
+  } catch (err) {
+    log(`${name} FAILED: ${err.stack || err}`);
+    return { error: String(err.message || err).split('\n').slice(0, 6).join(' / ') };
+  } finally {
+    // PM2 phases run `pm2 kill` themselves; anything else still tagged is swept here.
+    const left = await u.sweep(tag);
+    if (left.length) log(`${name}: swept ${left.length} leftover process(es)`);
+  }
+}
+
+/**
+ * Copies the built binary and the monitor package (preload.js, index.js, platform.js and the .node)
+ * into the run's temp dir and measures those copies, so a rebuild in the working tree during the
+ * run cannot mix two versions into one report.
+ */
+function snapshot() {
+  const built = path.join(REPO, 'target', 'release', 'nodeguard');
+  if (!fs.existsSync(built)) throw new Error(`no nodeguard binary at ${built}: run node scripts/build.js`);
+  const addon = fs.readdirSync(REPO).find((f) => /^nodeguard-monitor\..*\.node$/.test(f));
+  if (!addon || !fs.existsSync(path.join(REPO, 'preload.js'))) {
+    throw new Error(`no monitor addon (nodeguard-monitor.*.node) or preload.js in ${REPO}: run node scripts/build.js`);
+  }
+  const bin = path.join(tmp, 'bin');
+  const pkg = path.join(tmp, 'pkg');
+  fs.mkdirSync(bin);
+  fs.mkdirSync(pkg);
+  fs.copyFileSync(built, path.join(bin, 'nodeguard'));
+  fs.chmodSync(path.join(bin, 'nodeguard'), 0o755);
+  for (const file of ['preload.js', 'index.js', 'platform.js', addon]) fs.copyFileSync(path.join(REPO, file), path.join(pkg, file));
+  ctx.bin = path.join(bin, 'nodeguard');
+  ctx.preload = path.join(pkg, 'preload.js');
+  ctx.addon = path.join(pkg, addon);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Environment
+
+function cmdVersion(cmd, args = ['--version']) {
+  const r = spawnSync(cmd, args, { encoding: 'utf8', env: ctx.env });
+  return r.status === 0 ? r.stdout.trim().split('\n')[0] : `unavailable (${r.error ? r.error.code : r.status})`;
+}
+
+function environment() {
+  const cpuinfo = fs.readFileSync('/proc/cpuinfo', 'utf8');
+  const model = (/^model name\s*:\s*(.*)$/m.exec(cpuinfo) || [])[1] || os.cpus()[0]?.model || 'unknown';
+  const cores = (cpuinfo.match(/^processor\s*:/gm) || []).length || os.cpus().length;
+  const memKb = Number((/^MemTotal:\s+(\d+)/m.exec(fs.readFileSync('/proc/meminfo', 'utf8')) || [])[1]);
+  let osName = `${os.type()} ${os.release()}`;
+  try {
+    const rel = fs.readFileSync('/etc/os-release', 'utf8');
+    const pretty = (/^PRETTY_NAME="?([^"\n]*)"?/m.exec(rel) || [])[1];
+    if (pretty) osName = `${pretty}, kernel ${os.release()} (${os.arch()})`;
+  } catch {
+    // keep uname
+  }
+  const git = spawnSync('git', ['-C', REPO, 'rev-parse', '--short', 'HEAD'], { encoding: 'utf8' });
+  const dirty = spawnSync('git', ['-C', REPO, 'status', '--porcelain', '--', 'crates', 'Cargo.toml', 'Cargo.lock', 'index.js', 'preload.js', 'platform.js'], { encoding: 'utf8' });
+  return {
+    date: new Date().toISOString(),
+    cpu: model,
+    cores,
+    ramGiB: memKb / 1024 / 1024,
+    os: osName,
+    node: process.version,
+    npm: cmdVersion('npm'),
+    rustc: cmdVersion('rustc'),
+    nodeguard: cmdVersion(ctx.bin),
+    commit: git.status === 0 ? git.stdout.trim() + (dirty.stdout.trim() ? ' + uncommitted changes in crates/ or the JS package' : '') : 'unknown',
+    quick: opts.quick,
+    loadBefore: os.loadavg(),
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Figures 1 and 2: memory
+
+/** One nodeguard supervisor with server + idle; RSS of the supervisor and of the server worker. */
+async function memNodeguard(preload) {
+  const trials = [];
+  for (let t = 0; t < N.memTrials; t++) {
+    const port = await u.freePort();
+    const ng = new NodeguardRun(ctx, {
+      apps: [APPS.server, APPS.idle],
+      flags: preload ? [] : ['--no-preload'],
+      appArgs: ['--port', String(port)],
+    });
+    try {
+      const served = await u.waitServing(port);
+      const by = await ng.waitStatus(
+        (s) =>
+          s.server?.pid === served.pid &&
+          s.idle?.pid > 0 &&
+          (preload ? s.server.state === 'running' && s.server.monitored && s.idle.monitored : true),
+        { what: preload ? 'both apps running with a monitor' : 'both apps spawned' },
+      );
+      await u.sleep(SETTLE_MS);
+      const [sup, server] = await Promise.all([
+        u.sampleMem(ng.pid, { count: N.memSamples }),
+        u.sampleMem(served.pid, { count: N.memSamples }),
+      ]);
+      const after = await ng.byName();
+      trials.push({
+        supervisor: sup,
+        server,
+        serverMaps: u.smapsByMapping(served.pid),
+        monitored: Boolean(after?.server?.monitored),
+        pongAge: after?.server?.last_pong_ms ?? null,
+        restarts: (after?.server?.restarts ?? 0) + (after?.idle?.restarts ?? 0),
+        idlePid: by.idle.pid,
+      });
+    } finally {
+      await ng.stop();
+    }
+  }
+  return trials;
+}
+
+/** Bare `node server.js`: its RSS. */
+async function memBare() {
+  const trials = [];
+  for (let t = 0; t < N.memTrials; t++) {
+    const port = await u.freePort();
+    const p = u.startDetached(process.execPath, [APPS.server, '--port', String(port), '--bench-tag', tag], { cwd: tmp, env: ctx.env });
+    try {
+      const served = await u.waitServing(port);
+      if (served.pid !== p.pid) throw new Error(`bare server pid ${served.pid} is not the spawned ${p.pid}`);
+      await u.sleep(SETTLE_MS);
+      trials.push({ server: await u.sampleMem(p.pid, { count: N.memSamples }), serverMaps: u.smapsByMapping(p.pid) });
+    } finally {
+      u.killHard(p.pid);
+      await Promise.race([p.exited, u.sleep(2_000)]);
+    }
+  }
+  return trials;
+}
+
+/**
+ * Attribution for figure 2: bare `node -r <dlopen.js> server.js`, where dlopen.js only require()s
+ * the monitor's .node (no connection, no sampler). Also the addon's imports, for the report.
+ */
+async function memBareDlopen() {
+  const addonPath = ctx.addon;
+  const addon = path.basename(addonPath);
+  const loader = path.join(tmp, 'dlopen.js');
+  fs.writeFileSync(loader, `require(${JSON.stringify(addonPath)});\n`);
+  const trials = [];
+  for (let t = 0; t < N.memTrials; t++) {
+    const port = await u.freePort();
+    const p = u.startDetached(process.execPath, ['-r', loader, APPS.server, '--port', String(port), '--bench-tag', tag], { cwd: tmp, env: ctx.env });
+    try {
+      await u.waitServing(port);
+      await u.sleep(SETTLE_MS);
+      trials.push({ server: await u.sampleMem(p.pid, { count: N.memSamples }), serverMaps: u.smapsByMapping(p.pid) });
+    } finally {
+      u.killHard(p.pid);
+      await Promise.race([p.exited, u.sleep(2_000)]);
+    }
+  }
+  const nm = spawnSync('nm', ['-D', '--undefined-only', addonPath], { encoding: 'utf8' });
+  const dyn = spawnSync('readelf', ['-d', addonPath], { encoding: 'utf8' });
+  const sections = spawnSync('readelf', ['-SW', fs.realpathSync(process.execPath)], { encoding: 'utf8' });
+  return {
+    trials,
+    addon,
+    addonKiB: Math.round(fs.statSync(addonPath).size / 1024),
+    imports: nm.status === 0 ? nm.stdout.trim().split('\n').filter(Boolean).length : null,
+    napiImports: nm.status === 0 ? nm.stdout.split('\n').filter((l) => /\bnapi_/.test(l)).length : null,
+    bindNow: dyn.status === 0 ? /BIND_NOW|Flags:.*\bNOW\b/.test(dyn.stdout) : null,
+    // [ name, file offset ] of the node binary's sections, to name its segments.
+    nodeSections:
+      sections.status === 0
+        ? [...sections.stdout.matchAll(/^\s*\[\s*\d+\]\s+(\S+)\s+\S+\s+[0-9a-f]+\s+([0-9a-f]+)\s+([0-9a-f]+)/gm)].map((m) => [m[1], parseInt(m[2], 16), parseInt(m[3], 16)])
+        : null,
+  };
+}
+
+/** A fresh PM2 daemon with server + idle (fork mode): God daemon RSS and the server's RSS. */
+async function memPm2() {
+  const trials = [];
+  for (let t = 0; t < N.memTrials; t++) {
+    const port = await u.freePort();
+    try {
+      await pm2.start(APPS.server, 'server', ['--port', String(port)]);
+      await pm2.start(APPS.idle, 'idle');
+      const by = await pm2.waitOnline(['server', 'idle']);
+      const served = await u.waitServing(port);
+      if (served.pid !== by.server.pid) throw new Error(`PM2 server pid ${by.server.pid} but ${served.pid} answers`);
+      const god = pm2.godPid();
+      if (!god) throw new Error('no PM2 God daemon pid');
+      await u.sleep(SETTLE_MS);
+      const [godMem, server] = await Promise.all([
+        u.sampleMem(god, { count: N.memSamples }),
+        u.sampleMem(served.pid, { count: N.memSamples }),
+      ]);
+      trials.push({ god: godMem, server, serverMaps: u.smapsByMapping(served.pid) });
+    } finally {
+      await pm2.kill();
+    }
+  }
+  return trials;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Figure 3: pong round trip
+
+async function pongRtt() {
+  const port = await u.freePort();
+  const ng = new NodeguardRun(ctx, {
+    apps: [APPS.server, APPS.idle],
+    flags: ['--heartbeat-interval', '100ms', '--heartbeat-timeout', '100ms'],
+    appArgs: ['--port', String(port)],
+  });
+  try {
+    await ng.waitStatus((s) => s.server?.state === 'running' && s.idle?.state === 'running' && s.server.monitored && s.idle.monitored, {
+      what: 'both apps running with a monitor',
+    });
+    await u.sleep(1_000);
+    const rtts = [];
+    const loopDelays = [];
+    const lastArrival = {};
+    let polls = 0;
+    const end = u.now() + N.rttSeconds * 1_000;
+    while (u.now() < end) {
+      const t = u.now();
+      const apps = await ng.status();
+      polls++;
+      for (const app of apps || []) {
+        if (app.pong_rtt_ms == null || app.last_pong_ms == null) continue;
+        // Each pong is counted once: its arrival time is (now - last_pong_ms); pongs are 100 ms apart.
+        const arrival = t - app.last_pong_ms;
+        const key = `${app.name}:${app.pid}`;
+        if (lastArrival[key] !== undefined && Math.abs(arrival - lastArrival[key]) < 50) continue;
+        lastArrival[key] = arrival;
+        rtts.push(app.pong_rtt_ms);
+        if (app.loop_delay_ms != null) loopDelays.push(app.loop_delay_ms);
+      }
+      await u.sleep(40);
+    }
+    const final = await ng.byName();
+    return {
+      rtt: u.summarize(rtts),
+      loopDelay: u.summarize(loopDelays),
+      polls,
+      seconds: N.rttSeconds,
+      restarts: (final?.server?.restarts ?? NaN) + (final?.idle?.restarts ?? NaN),
+      hangs: (final?.server?.hangs ?? NaN) + (final?.idle?.hangs ?? NaN),
+    };
+  } finally {
+    await ng.stop();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Figure 4: crash -> serving again
+
+/** Performance-clock time -> Unix ms, to compare with the supervisor's log timestamps. */
+const wallOf = (at) => performance.timeOrigin + at;
+
+/**
+ * One restart split by the supervisor's log: t0 (reply to /crash or /hang) -> the supervisor acts
+ * on the old pid ("exited" / "hung" line) -> it has started the new pid -> the new pid serves.
+ */
+async function splitRestart(ng, what, oldPid, newPid, t0, servedAt) {
+  const ev = await ng.restartEvents('server', what, oldPid, newPid);
+  if (!ev) return null;
+  return {
+    detect: ev.actedWall - wallOf(t0),
+    respawn: ev.startedWall - ev.actedWall,
+    boot: wallOf(servedAt) - ev.startedWall,
+    text: ev.actedText,
+  };
+}
+
+function summarizePhases(phases) {
+  const ok = phases.filter(Boolean);
+  return {
+    detect: u.summarize(ok.map((p) => p.detect)),
+    respawn: u.summarize(ok.map((p) => p.respawn)),
+    boot: u.summarize(ok.map((p) => p.boot)),
+    missing: phases.length - ok.length,
+    texts: ok.map((p) => p.text),
+  };
+}
+
+/** Waits until nodeguard's server is running with uptime >= MIN_UPTIME_MS (and, if asked, a monitor). */
+function ngReady(ng, { monitored = false } = {}) {
+  return ng.waitStatus(
+    (s) => s.server?.state === 'running' && s.server.uptime_ms >= MIN_UPTIME_MS && (!monitored || (s.server.monitored && s.server.last_pong_ms != null)),
+    { what: `server running for ${MIN_UPTIME_MS} ms`, every: 50 },
+  );
+}
+
+async function crashNodeguard() {
+  const port = await u.freePort();
+  const ng = new NodeguardRun(ctx, { apps: [APPS.server], appArgs: ['--port', String(port)] });
+  try {
+    let { pid } = await u.waitServing(port);
+    const times = [];
+    const phases = [];
+    for (let i = 0; i < N.crash; i++) {
+      await ngReady(ng);
+      const res = await u.get(port, '/crash');
+      if (res.body !== 'crashing\n') throw new Error(`unexpected /crash reply ${JSON.stringify(res.body)}`);
+      const back = await u.waitServing(port, { notPid: pid, timeout: 15_000 });
+      times.push(back.at - res.at);
+      phases.push(await splitRestart(ng, 'exited', pid, back.pid, res.at, back.at));
+      pid = back.pid;
+    }
+    const final = await ng.byName();
+    return { times: u.summarize(times), phases: summarizePhases(phases), restarts: final?.server?.restarts ?? null, trials: N.crash };
+  } finally {
+    await ng.stop();
+  }
+}
+
+async function crashPm2() {
+  const port = await u.freePort();
+  try {
+    await pm2.start(APPS.server, 'server', ['--port', String(port)]);
+    await pm2.waitOnline(['server']);
+    let served = await u.waitServing(port);
+    const times = [];
+    for (let i = 0; i < N.crash; i++) {
+      // PM2 counts an exit within min_uptime (1 s) as unstable; keep every run longer than that.
+      await u.sleep(Math.max(0, served.at + MIN_UPTIME_MS - u.now()));
+      const res = await u.get(port, '/crash');
+      if (res.body !== 'crashing\n') throw new Error(`unexpected /crash reply ${JSON.stringify(res.body)}`);
+      served = await u.waitServing(port, { notPid: served.pid, timeout: 15_000 });
+      times.push(served.at - res.at);
+    }
+    const by = await pm2.list();
+    return { times: u.summarize(times), restarts: by.server?.restarts ?? null, trials: N.crash };
+  } finally {
+    await pm2.kill();
+  }
+}
+
+/** Bare `node server.js`: spawn -> answering on its port. */
+async function spawnBare() {
+  const port = await u.freePort();
+  const times = [];
+  for (let i = 0; i < N.crash; i++) {
+    const t0 = u.now();
+    const p = u.startDetached(process.execPath, [APPS.server, '--port', String(port), '--bench-tag', tag], { cwd: tmp, env: ctx.env });
+    try {
+      const served = await u.waitServing(port, { timeout: 10_000 });
+      times.push(served.at - t0);
+    } finally {
+      u.killHard(p.pid);
+      await Promise.race([p.exited, u.sleep(2_000)]);
+    }
+  }
+  return { times: u.summarize(times), trials: N.crash };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Figure 5: hang -> serving again
+
+function parseDurationMs(text) {
+  const m = /^(\d+(?:\.\d+)?)(ms|s)$/.exec(text);
+  if (!m) throw new Error(`cannot parse duration ${text}`);
+  return Number(m[1]) * (m[2] === 's' ? 1000 : 1);
+}
+
+async function hangNodeguard({ interval, timeout, misses, trials }) {
+  const port = await u.freePort();
+  const flags = ['--heartbeat-interval', interval, '--heartbeat-timeout', timeout, '--heartbeat-misses', String(misses)];
+  const ng = new NodeguardRun(ctx, { apps: [APPS.server], flags, appArgs: ['--port', String(port)] });
+  try {
+    let { pid } = await u.waitServing(port);
+    const times = [];
+    const phases = [];
+    const intervalMs = parseDurationMs(interval);
+    for (let i = 0; i < trials; i++) {
+      await ngReady(ng, { monitored: true });
+      // A random phase against the heartbeat schedule: otherwise every hang would start the same
+      // time after a ping (the ready check is tied to the spawn time, and so are the pings).
+      await u.sleep(Math.random() * intervalMs);
+      const res = await u.get(port, '/hang');
+      if (res.body !== 'hanging\n') throw new Error(`unexpected /hang reply ${JSON.stringify(res.body)}`);
+      const back = await u.waitServing(port, { notPid: pid, timeout: 20_000, attemptTimeout: 250 });
+      times.push(back.at - res.at);
+      phases.push(await splitRestart(ng, 'hung', pid, back.pid, res.at, back.at));
+      pid = back.pid;
+    }
+    const final = await ng.byName();
+    return {
+      flags: `${interval}/${timeout}/${misses}`,
+      times: u.summarize(times),
+      phases: summarizePhases(phases),
+      restarts: final?.server?.restarts ?? null,
+      hangs: final?.server?.hangs ?? null,
+      trials,
+    };
+  } finally {
+    await ng.stop();
+  }
+}
+
+async function hangPm2() {
+  const port = await u.freePort();
+  try {
+    await pm2.start(APPS.server, 'server', ['--port', String(port)]);
+    await pm2.waitOnline(['server']);
+    const served = await u.waitServing(port);
+    await u.sleep(Math.max(0, served.at + MIN_UPTIME_MS - u.now()));
+    const res = await u.get(port, '/hang');
+    if (res.body !== 'hanging\n') throw new Error(`unexpected /hang reply ${JSON.stringify(res.body)}`);
+    let servedAgainAfter = null;
+    let attempts = 0;
+    while (u.now() - res.at < PM2_HANG_WAIT_MS && servedAgainAfter === null) {
+      attempts++;
+      try {
+        const r = await u.get(port, '/', { timeout: 500 });
+        if (r.status === 200) servedAgainAfter = r.at - res.at;
+      } catch {
+        // hung: the connection is accepted by the kernel but never answered
+      }
+      await u.sleep(500);
+    }
+    const waited = u.now() - res.at;
+    const by = await pm2.list();
+    return {
+      waitedMs: waited,
+      servedAgainAfter,
+      attempts,
+      restarts: by.server?.restarts ?? null,
+      status: by.server?.status ?? null,
+      samePid: by.server?.pid === served.pid,
+      pidAlive: !u.isGone(served.pid),
+    };
+  } finally {
+    await pm2.kill();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Figure 6: orphans after SIGKILL of the supervisor
+
+/**
+ * SIGKILLs `victim`, then polls /proc/<pid>/stat of every worker in a tight synchronous loop
+ * (no timers in the way) until each is gone (Z counts) or `limit` ms pass. Returns ms per pid
+ * (null = still alive at the limit).
+ */
+function killAndTime(victim, pids, limit) {
+  const gone = Object.fromEntries(pids.map((p) => [p, null]));
+  const t0 = u.now();
+  process.kill(victim, 'SIGKILL');
+  for (;;) {
+    const t = u.now() - t0;
+    let left = 0;
+    for (const pid of pids) {
+      if (gone[pid] !== null) continue;
+      if (u.isGone(pid)) gone[pid] = t;
+      else left++;
+    }
+    if (left === 0 || t > limit) return gone;
+  }
+}
+
+async function orphansNodeguard() {
+  const idle = [];
+  const busy = [];
+  for (let i = 0; i < N.orphan; i++) {
+    // Long grace: the busy app never answers a ping, and must not be restarted while we set up.
+    const ng = new NodeguardRun(ctx, { apps: [APPS.idle, APPS.busy], flags: ['--start-grace', '60s'] });
+    try {
+      const by = await ng.waitStatus((s) => s.idle?.state === 'running' && s.busy?.pid > 0 && s.busy.monitored, {
+        what: 'idle running and busy spinning with its monitor connected',
+      });
+      const stuck = u.procStat(by.busy.pid);
+      if (!stuck || stuck.state !== 'R') {
+        // It should be spinning; give the scheduler a moment and look again.
+        await u.sleep(50);
+      }
+      const gone = killAndTime(ng.pid, [by.idle.pid, by.busy.pid], ORPHAN_POLL_MS);
+      idle.push(gone[by.idle.pid]);
+      busy.push(gone[by.busy.pid]);
+    } finally {
+      await ng.stop();
+      await u.sweep(tag);
+    }
+  }
+  return { idle, busy, trials: N.orphan };
+}
+
+async function orphansPm2() {
+  const trials = [];
+  for (let i = 0; i < N.pm2Orphan; i++) {
+    try {
+      await pm2.start(APPS.idle, 'idle');
+      await pm2.start(APPS.busy, 'busy');
+      const by = await pm2.waitOnline(['idle', 'busy']);
+      await u.sleep(500);
+      const god = pm2.godPid();
+      if (!god) throw new Error('no PM2 God daemon pid');
+      const pids = [by.idle.pid, by.busy.pid];
+      const gone = killAndTime(god, pids, ORPHAN_POLL_MS);
+      // Look again a little later: an orphan that is still there is not about to go.
+      await u.sleep(1_000);
+      const alive = pids.filter((pid) => !u.isGone(pid));
+      trials.push({
+        idleGoneMs: gone[by.idle.pid],
+        busyGoneMs: gone[by.busy.pid],
+        survivors: alive.length,
+        of: pids.length,
+        checkedAfterMs: ORPHAN_POLL_MS + 1_000,
+        reparentedTo: alive.map((pid) => u.procStat(pid)?.ppid),
+      });
+      for (const pid of alive) u.killHard(pid);
+    } finally {
+      await u.sweep(tag);
+    }
+  }
+  return trials;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Main
+
+async function main() {
+  const started = u.now();
+  log(`temp dir ${tmp} (run tag ${tag})`);
+  if (opts.build) {
+    log('building: node scripts/build.js');
+    const b = spawnSync(process.execPath, [path.join(REPO, 'scripts', 'build.js')], { cwd: REPO, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+    if (b.status !== 0) throw new Error(`node scripts/build.js failed:\n${(b.stderr || '').slice(-3000)}`);
+  }
+  snapshot();
+
+  const results = { env: environment(), n: N, settleMs: SETTLE_MS, minUptimeMs: MIN_UPTIME_MS, pm2HangWaitMs: PM2_HANG_WAIT_MS };
+
+  results.pm2Install = await phase('npm install pm2@latest', async () => {
+    const r = await pm2.install();
+    pm2Installed = true;
+    return r;
+  });
+  results.env.pm2 = pm2.version || 'not installed';
+
+  results.memNgPreload = await phase('fig 1+2: nodeguard, 2 apps, with the monitor', () => memNodeguard(true));
+  results.memNgNoPreload = await phase('fig 2: nodeguard, 2 apps, --no-preload', () => memNodeguard(false));
+  results.memBare = await phase('fig 2: bare node server.js', memBare);
+  results.memBareDlopen = await phase('fig 2 (attribution): bare node server.js, addon dlopen()ed only', memBareDlopen);
+  if (pm2Installed) results.memPm2 = await phase('fig 1+2: PM2, 2 apps', memPm2);
+  results.rtt = await phase('fig 3: pong round trip at 100ms/100ms', pongRtt);
+  results.crashNg = await phase(`fig 4: nodeguard crash -> serving x${N.crash}`, crashNodeguard);
+  results.spawnBare = await phase(`fig 4: bare node spawn -> serving x${N.crash}`, spawnBare);
+  if (pm2Installed) results.crashPm2 = await phase(`fig 4: PM2 crash -> serving x${N.crash}`, crashPm2);
+  results.hangDefault = await phase(`fig 5: nodeguard hang -> serving, 1s/1s/3 x${N.hangDefault}`, () =>
+    hangNodeguard({ interval: '1s', timeout: '1s', misses: 3, trials: N.hangDefault }),
+  );
+  results.hangFast = await phase(`fig 5: nodeguard hang -> serving, 200ms/200ms/3 x${N.hangFast}`, () =>
+    hangNodeguard({ interval: '200ms', timeout: '200ms', misses: 3, trials: N.hangFast }),
+  );
+  if (pm2Installed) results.hangPm2 = await phase(`fig 5: PM2 hang, ${PM2_HANG_WAIT_MS / 1000} s`, hangPm2);
+  results.orphanNg = await phase(`fig 6: nodeguard orphans after SIGKILL x${N.orphan}`, orphansNodeguard);
+  if (pm2Installed) results.orphanPm2 = await phase(`fig 6: PM2 orphans after SIGKILL of God x${N.pm2Orphan}`, orphansPm2);
+
+  await cleanup();
+  await u.sleep(200);
+  results.leftover = u.liveTagged(tag);
+  results.env.loadAfter = os.loadavg();
+  results.totalSeconds = (u.now() - started) / 1000;
+  const table = writeReport(results, opts.out);
+  log(`wrote ${path.relative(process.cwd(), opts.out) || opts.out} in ${results.totalSeconds.toFixed(0)} s`);
+  process.stdout.write(`${table}\n`);
+  if (results.leftover.length) {
+    log(`processes left running: ${results.leftover.join(', ')}`);
+    process.exitCode = 1;
+  }
+}
+
+main().catch(async (err) => {
+  log(`failed: ${err.stack || err}`);
+  await cleanup();
+  process.exit(1);
+});
