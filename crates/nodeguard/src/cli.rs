@@ -6,6 +6,8 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::{self, AppSpec, ConfigError, SupervisorConfig, DEFAULT_HEARTBEAT_MISSES};
+use nodeguard_proto::control::AppDefinition;
+
 use crate::duration::parse_duration;
 use crate::machine::Timing;
 
@@ -18,7 +20,9 @@ restarted. With the defaults a blocked event loop is restarted 3 to 4 seconds af
 Examples:
   nodeguard -m examples/main1.js -m examples/main2.js
   nodeguard --heartbeat-interval 500ms --heartbeat-misses 4 -m server.js -- --port 8080
-  nodeguard status --json";
+  nodeguard status --json
+  nodeguard start server.js --name api -- --port 8080   (background daemon)
+  nodeguard restart api; nodeguard stop all; nodeguard kill";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -34,29 +38,41 @@ pub struct Cli {
     pub command: Option<Verb>,
     #[command(flatten)]
     pub run: RunArgs,
+    /// State directory: sockets, daemon log [env: NODEGUARD_HOME] [default: ~/.nodeguard]
+    #[arg(long, value_name = "DIR", global = true)]
+    pub home: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Verb {
-    /// Show every app of the running supervisor: pid, state, restarts, hangs, memory, loop delay.
+    /// Start an app in the background daemon (starting the daemon if needed); returns once it runs.
+    Start(StartArgs),
+    /// Stop apps (they stay listed); returns once they have exited. TARGET: a name, an id, or all.
+    Stop { target: String },
+    /// Restart apps, or start stopped ones; returns once the new processes run.
+    Restart { target: String },
+    /// Stop apps and forget them.
+    #[command(visible_alias = "del")]
+    Delete { target: String },
+    /// Show every app: pid, state, restarts, hangs, memory, loop delay.
     #[command(visible_alias = "ls", alias = "list")]
     Status {
         /// Print a JSON array instead of a table.
         #[arg(long)]
         json: bool,
-        /// State directory of the supervisor to ask [env: NODEGUARD_HOME] [default: ~/.nodeguard]
-        #[arg(long, value_name = "DIR")]
-        home: Option<PathBuf>,
     },
+    /// Check that a supervisor is running on this home.
+    Ping,
+    /// Stop every app, then the daemon.
+    Kill,
+    /// Run the background supervisor in this process (what `start` launches).
+    #[command(hide = true)]
+    Daemon,
 }
 
-/// Running apps in the foreground.
-#[derive(Debug, Args)]
-pub struct RunArgs {
-    /// Script to run with node; repeat for more apps. An app is named after its file.
-    #[arg(short = 'm', long = "main", value_name = "SCRIPT", required = true)]
-    pub scripts: Vec<PathBuf>,
-
+/// How to run an app: the options shared by foreground mode and `start`.
+#[derive(Debug, Clone, Args)]
+pub struct AppOptions {
     /// Node.js binary to run the apps with.
     #[arg(long, value_name = "PATH", default_value = "node")]
     pub node: String,
@@ -84,10 +100,76 @@ pub struct RunArgs {
     /// Time between SIGTERM and SIGKILL when stopping an app.
     #[arg(long, value_name = "DUR", default_value = "5s", value_parser = parse_duration)]
     pub kill_timeout: Duration,
+}
 
-    /// State directory for sockets [env: NODEGUARD_HOME] [default: ~/.nodeguard]
-    #[arg(long, value_name = "DIR")]
-    pub home: Option<PathBuf>,
+impl AppOptions {
+    /// The heartbeat and stop timing, validated.
+    pub fn timing(&self) -> Result<Timing, ConfigError> {
+        let timing = Timing {
+            heartbeat_interval: self.heartbeat_interval,
+            heartbeat_timeout: self.heartbeat_timeout,
+            heartbeat_misses: self.heartbeat_misses,
+            start_grace: self.start_grace,
+            kill_timeout: self.kill_timeout,
+        };
+        config::validate_timing(&timing)?;
+        Ok(timing)
+    }
+}
+
+/// `nodeguard start`.
+#[derive(Debug, Args)]
+pub struct StartArgs {
+    /// The script to run.
+    #[arg(value_name = "SCRIPT")]
+    pub script: PathBuf,
+
+    /// The app's name (default: the script's file name without extension).
+    #[arg(long)]
+    pub name: Option<String>,
+
+    #[command(flatten)]
+    pub app: AppOptions,
+
+    /// Arguments passed to the app, after `--`.
+    #[arg(last = true, value_name = "APP_ARGS")]
+    pub app_args: Vec<String>,
+}
+
+impl StartArgs {
+    /// Validates the app locally (script, node, timing) and describes it for the daemon.
+    pub fn into_definition(self) -> Result<AppDefinition, ConfigError> {
+        let timing = self.app.timing()?;
+        let cwd = std::env::current_dir().map_err(ConfigError::Cwd)?;
+        let node = config::resolve_node(&self.app.node)?;
+        let script = config::resolve_script(&self.script, &cwd)?;
+        let millis = |d: Duration| d.as_millis() as u64;
+        Ok(AppDefinition {
+            name: self.name,
+            script: script.display().to_string(),
+            args: self.app_args,
+            node: node.display().to_string(),
+            node_args: self.app.node_args,
+            cwd: cwd.display().to_string(),
+            env: Vec::new(),
+            heartbeat_interval_ms: millis(timing.heartbeat_interval),
+            heartbeat_timeout_ms: millis(timing.heartbeat_timeout),
+            heartbeat_misses: timing.heartbeat_misses,
+            start_grace_ms: millis(timing.start_grace),
+            kill_timeout_ms: millis(timing.kill_timeout),
+        })
+    }
+}
+
+/// Running apps in the foreground.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Script to run with node; repeat for more apps. An app is named after its file.
+    #[arg(short = 'm', long = "main", value_name = "SCRIPT", required = true)]
+    pub scripts: Vec<PathBuf>,
+
+    #[command(flatten)]
+    pub app: AppOptions,
 
     /// The monitor preload script (default: found beside the nodeguard binary) [env: NODEGUARD_PRELOAD]
     #[arg(long, value_name = "PATH", env = "NODEGUARD_PRELOAD", hide_env = true)]
@@ -118,21 +200,15 @@ impl RunArgs {
     /// Validates everything and builds the supervisor's configuration.
     pub fn into_config(
         self,
+        home: Option<PathBuf>,
         color_terminal: bool,
     ) -> Result<(SupervisorConfig, PreloadChoice), ConfigError> {
-        let timing = Timing {
-            heartbeat_interval: self.heartbeat_interval,
-            heartbeat_timeout: self.heartbeat_timeout,
-            heartbeat_misses: self.heartbeat_misses,
-            start_grace: self.start_grace,
-            kill_timeout: self.kill_timeout,
-        };
-        config::validate_timing(&timing)?;
+        let timing = self.app.timing()?;
         if self.scripts.is_empty() {
             return Err(ConfigError::NoApps);
         }
         let cwd = std::env::current_dir().map_err(ConfigError::Cwd)?;
-        let node = config::resolve_node(&self.node)?;
+        let node = config::resolve_node(&self.app.node)?;
         let scripts = self
             .scripts
             .iter()
@@ -149,36 +225,51 @@ impl RunArgs {
                 script,
                 args: self.app_args.clone(),
                 node: node.clone(),
-                node_args: self.node_args.clone(),
+                node_args: self.app.node_args.clone(),
                 cwd: cwd.clone(),
                 env: Vec::new(),
                 timing,
             })
             .collect();
-        let home = match self.home {
+        let home = match home {
             Some(home) => home,
             None => config::default_home()?,
         };
-        let preload = if self.no_preload {
-            PreloadChoice::Disabled
-        } else if let Some(path) = self.preload {
-            if !path.is_file() {
-                return Err(ConfigError::ScriptNotFound(path));
-            }
-            PreloadChoice::Found(path.canonicalize().unwrap_or(path))
-        } else {
-            config::find_preload().map_or(PreloadChoice::NotFound, PreloadChoice::Found)
-        };
+        let preload = choose_preload(self.no_preload, self.preload)?;
         let config = SupervisorConfig {
             home,
             apps,
-            preload: match &preload {
-                PreloadChoice::Found(path) => Some(path.clone()),
-                _ => None,
-            },
+            preload: preload.path(),
             color: color_terminal && !self.no_color,
         };
         Ok((config, preload))
+    }
+}
+
+/// Picks the monitor preload: disabled, an explicit path (which must exist), or found beside the
+/// binary.
+pub fn choose_preload(
+    disabled: bool,
+    explicit: Option<PathBuf>,
+) -> Result<PreloadChoice, ConfigError> {
+    if disabled {
+        return Ok(PreloadChoice::Disabled);
+    }
+    if let Some(path) = explicit {
+        if !path.is_file() {
+            return Err(ConfigError::ScriptNotFound(path));
+        }
+        return Ok(PreloadChoice::Found(path.canonicalize().unwrap_or(path)));
+    }
+    Ok(config::find_preload().map_or(PreloadChoice::NotFound, PreloadChoice::Found))
+}
+
+impl PreloadChoice {
+    pub fn path(&self) -> Option<PathBuf> {
+        match self {
+            PreloadChoice::Found(path) => Some(path.clone()),
+            PreloadChoice::Disabled | PreloadChoice::NotFound => None,
+        }
     }
 }
 
@@ -196,7 +287,7 @@ mod tests {
     fn app_args_follow_the_double_dash() {
         let cli = Cli::try_parse_from(["nodeguard", "-m", "a.js", "--", "--port", "1"]).unwrap();
         assert_eq!(cli.run.app_args, ["--port", "1"]);
-        assert_eq!(cli.run.heartbeat_interval, Duration::from_secs(1));
+        assert_eq!(cli.run.app.heartbeat_interval, Duration::from_secs(1));
     }
 
     #[test]
@@ -214,7 +305,8 @@ mod tests {
 
     #[test]
     fn status_needs_no_script() {
-        let cli = Cli::try_parse_from(["nodeguard", "status", "--json"]).unwrap();
-        assert!(matches!(cli.command, Some(Verb::Status { json: true, .. })));
+        let cli = Cli::try_parse_from(["nodeguard", "status", "--json", "--home", "/h"]).unwrap();
+        assert!(matches!(cli.command, Some(Verb::Status { json: true })));
+        assert_eq!(cli.home.as_deref(), Some(std::path::Path::new("/h")));
     }
 }

@@ -12,8 +12,14 @@ use nodeguard_proto::{peek_version, MAX_CONTROL_FRAME, PROTOCOL_VERSION};
 use crate::framed::{write_message, FrameError, FrameReader};
 use crate::home::HomePaths;
 
-/// How long a client waits for the supervisor's answer.
+/// How long a client waits for the answer to a query.
 pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a client waits for a command that starts or stops processes to take effect.
+pub const EFFECT_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long `start` waits for a daemon it launched to answer.
+pub const DAEMON_START_TIMEOUT: Duration = Duration::from_secs(10);
+/// The daemon's own log (its stderr and stdout) inside the home directory.
+pub const DAEMON_LOG: &str = "daemon.log";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -21,8 +27,10 @@ pub enum ClientError {
     NotRunning(PathBuf),
     #[error("cannot connect to {}: {source}", path.display())]
     Connect { path: PathBuf, source: io::Error },
-    #[error("the supervisor did not answer within {RESPONSE_TIMEOUT:?}")]
-    Timeout,
+    #[error("the supervisor did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("the daemon did not start: {0}")]
+    DaemonFailed(String),
     #[error("the supervisor closed the connection without answering")]
     NoAnswer,
     #[error("the supervisor speaks protocol version {theirs}, this client {PROTOCOL_VERSION}; use the nodeguard binary that started it")]
@@ -53,6 +61,10 @@ pub async fn request(paths: &HomePaths, command: Command) -> Result<Outcome, Cli
             })
         }
     };
+    let command_kind = match command {
+        Command::Status | Command::Ping => CommandKind::Query,
+        _ => CommandKind::Effect,
+    };
     let (read_half, mut writer) = stream.into_split();
     let request = Request {
         version: PROTOCOL_VERSION,
@@ -60,9 +72,13 @@ pub async fn request(paths: &HomePaths, command: Command) -> Result<Outcome, Cli
     };
     write_message(&mut writer, &request, MAX_CONTROL_FRAME).await?;
     let mut reader = FrameReader::new(read_half, MAX_CONTROL_FRAME);
-    let payload = tokio::time::timeout(RESPONSE_TIMEOUT, reader.next_payload())
+    let timeout = match command_kind {
+        CommandKind::Query => RESPONSE_TIMEOUT,
+        CommandKind::Effect => EFFECT_TIMEOUT,
+    };
+    let payload = tokio::time::timeout(timeout, reader.next_payload())
         .await
-        .map_err(|_| ClientError::Timeout)??
+        .map_err(|_| ClientError::Timeout(timeout))??
         .ok_or(ClientError::NoAnswer)?;
     if let Some(theirs) = peek_version(&payload).filter(|v| *v != PROTOCOL_VERSION) {
         return Err(ClientError::Version { theirs });
@@ -73,3 +89,83 @@ pub async fn request(paths: &HomePaths, command: Command) -> Result<Outcome, Cli
         outcome => Ok(outcome),
     }
 }
+
+enum CommandKind {
+    Query,
+    Effect,
+}
+
+/// Makes sure a supervisor runs on `paths.home`: pings it, and if none answers, launches
+/// `nodeguard daemon` detached (its output going to `daemon.log`) and waits until it answers.
+/// Returns whether it launched one.
+pub async fn ensure_daemon(paths: &HomePaths) -> Result<bool, ClientError> {
+    match request(paths, Command::Ping).await {
+        Ok(_) => return Ok(false),
+        Err(ClientError::NotRunning(_)) => {}
+        Err(error) => return Err(error),
+    }
+    let failed =
+        |what: &str, error: io::Error| ClientError::DaemonFailed(format!("{what}: {error}"));
+    crate::platform::ensure_private_dir(&paths.home)
+        .map_err(|e| failed("cannot create the home", e))?;
+    let log_path = paths.home.join(DAEMON_LOG);
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .map_err(|e| failed("cannot open the daemon log", e))?;
+    let log_err = log
+        .try_clone()
+        .map_err(|e| failed("cannot open the daemon log", e))?;
+    let exe = std::env::current_exe().map_err(|e| failed("cannot find the nodeguard binary", e))?;
+    let mut command = std::process::Command::new(exe);
+    command
+        .arg("daemon")
+        .arg("--home")
+        .arg(&paths.home)
+        .stdin(std::process::Stdio::null())
+        .stdout(log)
+        .stderr(log_err);
+    crate::platform::detach(&mut command);
+    let mut daemon = command.spawn().map_err(|e| failed("cannot launch it", e))?;
+    let deadline = tokio::time::Instant::now() + DAEMON_START_TIMEOUT;
+    loop {
+        match request(paths, Command::Ping).await {
+            Ok(_) => return Ok(true),
+            Err(ClientError::NotRunning(_)) => {}
+            Err(error) => return Err(error),
+        }
+        if let Ok(Some(status)) = daemon.try_wait() {
+            // Another `start` may have launched one at the same moment and won the lock.
+            if request(paths, Command::Ping).await.is_ok() {
+                return Ok(false);
+            }
+            return Err(ClientError::DaemonFailed(format!(
+                "it exited ({status}); see {}",
+                log_path.display()
+            )));
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(ClientError::DaemonFailed(format!(
+                "no answer within {DAEMON_START_TIMEOUT:?}; see {}",
+                log_path.display()
+            )));
+        }
+        tokio::time::sleep(DAEMON_POLL).await;
+    }
+}
+
+/// Waits until no supervisor answers on `paths.home` (after `kill`).
+pub async fn wait_until_gone(paths: &HomePaths, within: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + within;
+    while tokio::time::Instant::now() < deadline {
+        if let Err(ClientError::NotRunning(_)) = request(paths, Command::Ping).await {
+            return true;
+        }
+        tokio::time::sleep(DAEMON_POLL).await;
+    }
+    false
+}
+
+/// Interval between checks while a daemon starts or stops.
+const DAEMON_POLL: Duration = Duration::from_millis(20);

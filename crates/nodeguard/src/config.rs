@@ -1,7 +1,6 @@
 //! What to supervise: validated app specs and supervisor settings, built from the command line and
 //! checked up front so that a bad script or node path is refused before anything starts.
 
-use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -99,23 +98,28 @@ pub fn resolve_script(script: &Path, cwd: &Path) -> Result<PathBuf, ConfigError>
 
 /// App names from script file names without their extension; a repeated name gets `-1`, `-2`, ….
 pub fn app_names<'a>(scripts: impl IntoIterator<Item = &'a Path>) -> Vec<String> {
-    let mut taken = HashSet::new();
     let mut names = Vec::new();
     for script in scripts {
-        let base = script
-            .file_stem()
-            .map(|stem| stem.to_string_lossy().into_owned())
-            .filter(|stem| !stem.is_empty())
-            .unwrap_or_else(|| "app".to_string());
-        let mut name = base.clone();
-        let mut suffix = 1;
-        while !taken.insert(name.clone()) {
-            name = format!("{base}-{suffix}");
-            suffix += 1;
-        }
+        let name = unique_name(script, &names);
         names.push(name);
     }
     names
+}
+
+/// A name for `script` that is not in `taken`: its file stem, suffixed `-1`, `-2`, … if needed.
+pub fn unique_name(script: &Path, taken: &[String]) -> String {
+    let base = script
+        .file_stem()
+        .map(|stem| stem.to_string_lossy().into_owned())
+        .filter(|stem| !stem.is_empty())
+        .unwrap_or_else(|| "app".to_string());
+    let mut name = base.clone();
+    let mut suffix = 1;
+    while taken.contains(&name) {
+        name = format!("{base}-{suffix}");
+        suffix += 1;
+    }
+    name
 }
 
 /// `NODEGUARD_HOME`, else `~/.nodeguard`.

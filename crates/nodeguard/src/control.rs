@@ -1,43 +1,32 @@
 //! The control socket's server side: one versioned request per connection from a client of the
-//! same user, answered from the workers' published snapshots without touching their tasks.
+//! same user, handed to the supervisor actor, whose answer is written back.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{UnixListener, UnixStream};
-use tokio::time::Instant;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
-use nodeguard_proto::control::{Command, Outcome, Request, Response};
+use nodeguard_proto::control::Request;
+use nodeguard_proto::control::{Command, Outcome, Response};
 use nodeguard_proto::{decode_payload, peek_version, MAX_CONTROL_FRAME, PROTOCOL_VERSION};
 
 use crate::framed::{write_message, FrameError, FrameReader};
 use crate::platform;
-use crate::worker::WorkerHandle;
+use crate::supervisor::ControlRequest;
 
 /// A client must send its request within this time.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The apps the control socket reports on.
-pub struct AppTable {
-    pub apps: Vec<WorkerHandle>,
-}
-
-impl AppTable {
-    fn status(&self) -> Outcome {
-        let now = Instant::now();
-        Outcome::Status {
-            apps: self
-                .apps
-                .iter()
-                .map(|app| app.snapshot.borrow().to_status(&app.spec, now))
-                .collect(),
-        }
-    }
-}
-
-/// Serves control requests until `cancel` fires.
-pub async fn serve(listener: UnixListener, table: Arc<AppTable>, cancel: CancellationToken) {
+/// Serves control requests until `cancel` fires. Connection tasks are tracked so shutdown can let
+/// the last answers (such as the one to `kill`) reach their clients.
+pub async fn serve(
+    listener: UnixListener,
+    supervisor: mpsc::Sender<ControlRequest>,
+    connections: TaskTracker,
+    cancel: CancellationToken,
+) {
     loop {
         let stream = tokio::select! {
             _ = cancel.cancelled() => return,
@@ -50,16 +39,19 @@ pub async fn serve(listener: UnixListener, table: Arc<AppTable>, cancel: Cancell
                 }
             },
         };
-        let table = table.clone();
-        tokio::spawn(async move {
-            if let Err(error) = answer(stream, &table).await {
+        let supervisor = supervisor.clone();
+        connections.spawn(async move {
+            if let Err(error) = answer(stream, &supervisor).await {
                 tracing::debug!(%error, "control socket: request failed");
             }
         });
     }
 }
 
-async fn answer(stream: UnixStream, table: &AppTable) -> Result<(), FrameError> {
+async fn answer(
+    stream: UnixStream,
+    supervisor: &mpsc::Sender<ControlRequest>,
+) -> Result<(), FrameError> {
     let uid = platform::peer_uid(&stream)?;
     if uid != platform::current_uid() {
         tracing::warn!(uid, "control socket: refused a client of another user");
@@ -81,9 +73,7 @@ async fn answer(stream: UnixStream, table: &AppTable) -> Result<(), FrameError> 
             ),
         },
         _ => match decode_payload::<Request>(&payload) {
-            Ok(request) => match request.command {
-                Command::Status => table.status(),
-            },
+            Ok(request) => ask(supervisor, request.command).await,
             Err(error) => Outcome::Error {
                 message: format!("bad request: {error}"),
             },
@@ -94,4 +84,21 @@ async fn answer(stream: UnixStream, table: &AppTable) -> Result<(), FrameError> 
         outcome,
     };
     write_message(&mut writer, &response, MAX_CONTROL_FRAME).await
+}
+
+/// Hands a command to the supervisor actor and waits for its outcome.
+async fn ask(supervisor: &mpsc::Sender<ControlRequest>, command: Command) -> Outcome {
+    let (reply, answer) = oneshot::channel();
+    if supervisor
+        .send(ControlRequest { command, reply })
+        .await
+        .is_err()
+    {
+        return Outcome::Error {
+            message: "the supervisor is shutting down".into(),
+        };
+    }
+    answer.await.unwrap_or_else(|_| Outcome::Error {
+        message: "the supervisor is shutting down".into(),
+    })
 }

@@ -119,6 +119,10 @@ pub enum Event {
     },
     Stop,
     ForceStop,
+    /// An operator asked to start a stopped or errored app.
+    Start,
+    /// An operator asked for a fresh process: graceful stop, then start.
+    Restart,
 }
 
 /// Which signal to send to the process group.
@@ -271,6 +275,14 @@ impl Worker {
             Event::Timer { scheduled } => self.on_timer(scheduled, now, &mut actions),
             Event::Stop => self.on_stop(now, &mut actions),
             Event::ForceStop => self.on_force_stop(&mut actions),
+            Event::Start => {
+                if self.is_at_rest() {
+                    self.crash_streak = 0;
+                    self.phase = Phase::Spawning;
+                    actions.push(Action::Spawn);
+                }
+            }
+            Event::Restart => self.on_restart(now, &mut actions),
         }
         actions
     }
@@ -475,6 +487,33 @@ impl Worker {
             Phase::Stopping { then, .. } => *then = AfterExit::Stay,
             Phase::Backoff { .. } | Phase::Spawning => self.phase = Phase::Stopped,
             Phase::Stopped | Phase::Errored { .. } => {}
+        }
+    }
+
+    fn on_restart(&mut self, now: Instant, actions: &mut Vec<Action>) {
+        match &mut self.phase {
+            Phase::Live {
+                pid, spawned_at, ..
+            } => {
+                let pid = *pid;
+                self.phase = Phase::Stopping {
+                    pid,
+                    spawned_at: *spawned_at,
+                    kill_at: Some(now + self.timing.kill_timeout),
+                    then: AfterExit::Restart,
+                };
+                actions.push(Action::SignalGroup {
+                    pgid: pid,
+                    signal: StopSignal::Terminate,
+                });
+            }
+            Phase::Stopping { then, .. } => *then = AfterExit::Restart,
+            Phase::Backoff { .. } | Phase::Stopped | Phase::Errored { .. } => {
+                self.crash_streak = 0;
+                self.phase = Phase::Spawning;
+                actions.push(Action::Spawn);
+            }
+            Phase::Spawning => {}
         }
     }
 
@@ -832,6 +871,51 @@ mod tests {
         assert_eq!(state(&backing_off), "backoff");
         assert!(backing_off.step(Event::Stop, t0 + 2 * MS).is_empty());
         assert_eq!(state(&backing_off), "stopped");
+    }
+
+    #[test]
+    fn an_operator_restart_stops_gracefully_then_spawns_without_counting_a_crash() {
+        let t0 = Instant::now();
+        let mut worker = connected(t0);
+        let actions = worker.step(Event::Restart, t0);
+        assert_eq!(
+            actions,
+            [Action::SignalGroup {
+                pgid: 7,
+                signal: StopSignal::Terminate
+            }]
+        );
+        let actions = worker.step(
+            Event::Exited {
+                status: ExitKind::Signal(15),
+            },
+            t0 + MS,
+        );
+        assert!(actions.contains(&Action::Spawn), "{actions:?}");
+        assert_eq!(worker.restarts, 0);
+    }
+
+    #[test]
+    fn start_revives_a_stopped_or_errored_app_and_is_a_no_op_otherwise() {
+        let t0 = Instant::now();
+        let mut worker = connected(t0);
+        assert!(worker.step(Event::Start, t0).is_empty());
+        worker.step(Event::ForceStop, t0);
+        worker.step(
+            Event::Exited {
+                status: ExitKind::Signal(9),
+            },
+            t0,
+        );
+        assert_eq!(state(&worker), "stopped");
+        assert_eq!(worker.step(Event::Start, t0), [Action::Spawn]);
+        worker.step(
+            Event::SpawnFailed {
+                error: "gone".into(),
+            },
+            t0,
+        );
+        assert_eq!(worker.step(Event::Restart, t0), [Action::Spawn]);
     }
 
     #[test]

@@ -8,16 +8,23 @@ use anyhow::Context;
 use clap::Parser;
 use tokio::signal::unix::{signal, SignalKind};
 
-use nodeguard::cli::{Cli, PreloadChoice, RunArgs, Verb};
-use nodeguard::config::{self, ConfigError};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use nodeguard::cli::{choose_preload, Cli, PreloadChoice, RunArgs, Verb};
+use nodeguard::client;
+use nodeguard::config::{self, ConfigError, SupervisorConfig};
 use nodeguard::home::HomePaths;
+use nodeguard::render;
 use nodeguard::supervisor::{self, Shutdown};
-use nodeguard_proto::control::{Command, Outcome};
+use nodeguard_proto::control::{Command, Outcome, Target};
 
 /// Exit code for a bad command line or configuration.
 const EXIT_USAGE: u8 = 2;
 /// Exit code after a forced (second-signal) stop: 128 + SIGINT, as shells report an interrupt.
 const EXIT_FORCED: u8 = 130;
+/// How long `kill` waits for the supervisor to exit after its apps stopped.
+const KILL_WAIT: Duration = Duration::from_secs(10);
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -26,8 +33,9 @@ fn main() -> ExitCode {
     };
     init_logging();
     let outcome = match cli.command {
-        Some(Verb::Status { json, home }) => status(json, home),
-        None => foreground(cli.run),
+        None => foreground(cli.run, cli.home),
+        Some(Verb::Daemon) => daemon(cli.home),
+        Some(verb) => client_verb(verb, cli.home),
     };
     match outcome {
         Ok(code) => code,
@@ -87,26 +95,140 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
-fn status(json: bool, home: Option<std::path::PathBuf>) -> anyhow::Result<ExitCode> {
+fn home_paths(home: Option<PathBuf>) -> anyhow::Result<HomePaths> {
     let home = match home {
         Some(home) => home,
         None => config::default_home()?,
     };
-    let paths = HomePaths::new(&home);
-    let outcome = runtime()?.block_on(nodeguard::client::request(&paths, Command::Status))?;
-    let Outcome::Status { apps } = outcome else {
-        anyhow::bail!("unexpected answer from the supervisor");
-    };
-    if json {
-        println!("{}", serde_json::to_string_pretty(&apps)?);
-    } else {
-        print!("{}", nodeguard::render::status_table(&apps));
+    Ok(HomePaths::new(&home))
+}
+
+/// The verbs that talk to a running supervisor.
+fn client_verb(verb: Verb, home: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let paths = home_paths(home)?;
+    let runtime = runtime()?;
+    match verb {
+        Verb::Status { json } => {
+            let Outcome::Status { apps } =
+                runtime.block_on(client::request(&paths, Command::Status))?
+            else {
+                anyhow::bail!("unexpected answer from the supervisor");
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&apps)?);
+            } else {
+                print!("{}", render::status_table(&apps));
+            }
+        }
+        Verb::Start(args) => {
+            let definition = args.into_definition()?;
+            let outcome = runtime.block_on(async {
+                if client::ensure_daemon(&paths).await? {
+                    println!("nodeguard: daemon started on {}", paths.home.display());
+                }
+                client::request(
+                    &paths,
+                    Command::Start {
+                        apps: vec![definition],
+                    },
+                )
+                .await
+            })?;
+            print_done(outcome)?;
+        }
+        Verb::Stop { target } => print_done(runtime.block_on(client::request(
+            &paths,
+            Command::Stop {
+                target: Target(target),
+            },
+        ))?)?,
+        Verb::Restart { target } => print_done(runtime.block_on(client::request(
+            &paths,
+            Command::Restart {
+                target: Target(target),
+            },
+        ))?)?,
+        Verb::Delete { target } => {
+            let Outcome::Done { apps } = runtime.block_on(client::request(
+                &paths,
+                Command::Delete {
+                    target: Target(target),
+                },
+            ))?
+            else {
+                anyhow::bail!("unexpected answer from the supervisor");
+            };
+            for app in apps {
+                println!("deleted {} (id {})", app.name, app.id);
+            }
+        }
+        Verb::Ping => {
+            let Outcome::Pong { pid, version } =
+                runtime.block_on(client::request(&paths, Command::Ping))?
+            else {
+                anyhow::bail!("unexpected answer from the supervisor");
+            };
+            println!(
+                "nodeguard {version} supervisor running, pid {pid}, home {}",
+                paths.home.display()
+            );
+        }
+        Verb::Kill => {
+            let Outcome::Done { apps } =
+                runtime.block_on(client::request(&paths, Command::Kill))?
+            else {
+                anyhow::bail!("unexpected answer from the supervisor");
+            };
+            if !runtime.block_on(client::wait_until_gone(&paths, KILL_WAIT)) {
+                anyhow::bail!(
+                    "stopped {} app(s), but the supervisor is still running",
+                    apps.len()
+                );
+            }
+            println!("stopped {} app(s); the supervisor has exited", apps.len());
+        }
+        Verb::Daemon => unreachable_daemon()?,
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn foreground(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let (config, preload) = args.into_config(std::io::stdout().is_terminal())?;
+/// `daemon` is dispatched before `client_verb`; reaching it here is a programming error that
+/// must still not panic.
+fn unreachable_daemon() -> anyhow::Result<()> {
+    anyhow::bail!("internal error: daemon verb routed to the client")
+}
+
+fn print_done(outcome: Outcome) -> anyhow::Result<()> {
+    let Outcome::Done { apps } = outcome else {
+        anyhow::bail!("unexpected answer from the supervisor");
+    };
+    print!("{}", render::status_table(&apps));
+    Ok(())
+}
+
+fn foreground(args: RunArgs, home: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let (config, preload) = args.into_config(home, std::io::stdout().is_terminal())?;
+    log_preload(&preload);
+    supervise(config)
+}
+
+/// The background supervisor: no apps at first; `start` adds them.
+fn daemon(home: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let preload = choose_preload(
+        false,
+        std::env::var_os("NODEGUARD_PRELOAD").map(PathBuf::from),
+    )?;
+    log_preload(&preload);
+    let config = SupervisorConfig {
+        home: home_paths(home)?.home,
+        apps: Vec::new(),
+        preload: preload.path(),
+        color: false,
+    };
+    supervise(config)
+}
+
+fn log_preload(preload: &PreloadChoice) {
     match preload {
         PreloadChoice::Found(path) => tracing::debug!(preload = %path.display(), "monitor preload"),
         PreloadChoice::Disabled => {
@@ -120,6 +242,9 @@ fn foreground(args: RunArgs) -> anyhow::Result<ExitCode> {
             config::PRELOAD_FILE
         ),
     }
+}
+
+fn supervise(config: SupervisorConfig) -> anyhow::Result<ExitCode> {
     let runtime = runtime()?;
     let summary = runtime.block_on(async {
         let shutdown = Shutdown::default();

@@ -1,6 +1,7 @@
-//! Runs a set of apps: prepares the state directory, binds the worker and control sockets, starts
-//! one [`WorkerTask`] per app, and on shutdown waits until every app has stopped and its last
-//! output line is written.
+//! Runs a set of apps: prepares the state directory, binds the worker and control sockets, and
+//! runs the supervisor actor, which owns the table of apps (one [`WorkerTask`] each) and carries
+//! out control commands. On shutdown it waits until every app has stopped and its last output line
+//! is written.
 //!
 //! Library code installs no signal handlers and never exits the process: the caller passes a
 //! [`Shutdown`] and decides what signals mean.
@@ -11,21 +12,31 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::UnixListener;
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::SupervisorConfig;
-use crate::control::{self, AppTable};
+use nodeguard_proto::control::{AppDefinition, AppStatus, Command, Outcome, Target};
+
+use crate::config::{self, AppSpec, SupervisorConfig};
+use crate::control;
 use crate::home::{Home, HomeError};
+use crate::machine::Timing;
 use crate::output;
 use crate::platform;
 use crate::spawner::Spawner;
-use crate::worker::{WorkerContext, WorkerTask};
+use crate::worker::{
+    CommandResult, WorkerCommand, WorkerContext, WorkerHandle, WorkerSnapshot, WorkerTask,
+};
 use crate::workers::{self, TokenRegistry};
 
 /// How long shutdown waits for output pipes that something outside the app's process group still
 /// holds open.
 pub const OUTPUT_DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long shutdown waits for control connections to finish writing their answers.
+pub const CONTROL_DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+/// Control requests queued for the supervisor actor.
+const REQUEST_QUEUE: usize = 64;
 
 /// Two-stage stop: `graceful` stops every app with SIGTERM and the kill timeout; `force` sends
 /// SIGKILL at once.
@@ -51,6 +62,12 @@ pub enum SupervisorError {
     Thread(io::Error),
 }
 
+/// A control command on its way to the supervisor actor, with the channel for its answer.
+pub struct ControlRequest {
+    pub command: Command,
+    pub reply: oneshot::Sender<Outcome>,
+}
+
 fn bind(path: &Path) -> Result<UnixListener, SupervisorError> {
     let bind_err = |source| SupervisorError::Bind {
         path: path.to_path_buf(),
@@ -61,7 +78,8 @@ fn bind(path: &Path) -> Result<UnixListener, SupervisorError> {
     Ok(listener)
 }
 
-/// Supervises `config.apps` until `shutdown` fires and every app has stopped.
+/// Supervises `config.apps` (and whatever control commands add) until `shutdown` fires or a
+/// `kill` command arrives, and every app has stopped.
 pub async fn run(
     config: SupervisorConfig,
     shutdown: Shutdown,
@@ -84,25 +102,42 @@ pub async fn run(
     });
 
     let servers = CancellationToken::new();
-    let worker_tasks = TaskTracker::new();
-    let mut handles = Vec::with_capacity(config.apps.len());
-    for spec in config.apps {
-        let (task, handle) = WorkerTask::new(spec, context.clone());
-        handles.push(handle);
-        worker_tasks.spawn(task.run(shutdown.graceful.clone(), shutdown.force.clone()));
-    }
-    worker_tasks.close();
-    let table = Arc::new(AppTable { apps: handles });
+    let control_tasks = TaskTracker::new();
+    let (requests, inbox) = mpsc::channel(REQUEST_QUEUE);
     tokio::spawn(workers::serve(worker_listener, registry, servers.clone()));
-    tokio::spawn(control::serve(control_listener, table, servers.clone()));
+    tokio::spawn(control::serve(
+        control_listener,
+        requests,
+        control_tasks.clone(),
+        servers.clone(),
+    ));
+
+    let mut supervisor = Supervisor {
+        apps: Vec::new(),
+        next_id: 0,
+        context: context.clone(),
+        tasks: TaskTracker::new(),
+        shutdown: shutdown.clone(),
+    };
+    for spec in config.apps {
+        supervisor.next_id = supervisor.next_id.max(spec.id + 1);
+        supervisor.add(spec);
+    }
     tracing::info!(
         home = %home.paths.home.display(),
         "supervising {} app(s)",
-        worker_tasks.len()
+        supervisor.apps.len()
     );
+    let tasks = supervisor.tasks.clone();
+    supervisor.run(inbox).await;
+    // The actor holds the worker context (and so an output sink): let it go before draining.
+    drop(supervisor);
 
-    worker_tasks.wait().await;
+    tasks.close();
+    tasks.wait().await;
     servers.cancel();
+    control_tasks.close();
+    let _ = tokio::time::timeout(CONTROL_DRAIN_TIMEOUT, control_tasks.wait()).await;
     output_tasks.close();
     let drained = tokio::time::timeout(OUTPUT_DRAIN_TIMEOUT, output_tasks.wait())
         .await
@@ -118,4 +153,255 @@ pub async fn run(
     Ok(RunSummary {
         forced: shutdown.force.is_cancelled(),
     })
+}
+
+/// The actor that owns the app table.
+struct Supervisor {
+    apps: Vec<WorkerHandle>,
+    next_id: u32,
+    context: Arc<WorkerContext>,
+    tasks: TaskTracker,
+    shutdown: Shutdown,
+}
+
+/// What an awaiting task needs to report on an app once its command is done.
+struct Watched {
+    spec: Arc<AppSpec>,
+    snapshot: watch::Receiver<WorkerSnapshot>,
+}
+
+impl Watched {
+    fn status(&self) -> AppStatus {
+        self.snapshot
+            .borrow()
+            .to_status(&self.spec, tokio::time::Instant::now())
+    }
+}
+
+impl Supervisor {
+    /// Serves control requests until shutdown has begun and every app's task has ended, so that
+    /// `status` keeps answering while apps stop.
+    async fn run(&mut self, mut inbox: mpsc::Receiver<ControlRequest>) {
+        let tasks = self.tasks.clone();
+        let mut closing = false;
+        loop {
+            tokio::select! {
+                _ = self.shutdown.graceful.cancelled(), if !closing => {
+                    closing = true;
+                    tasks.close();
+                }
+                _ = tasks.wait(), if closing => return,
+                Some(request) = inbox.recv() => self.handle(request),
+            }
+        }
+    }
+
+    fn add(&mut self, spec: AppSpec) -> &WorkerHandle {
+        let (task, handle) = WorkerTask::new(spec, self.context.clone());
+        self.tasks
+            .spawn(task.run(self.shutdown.graceful.clone(), self.shutdown.force.clone()));
+        self.apps.push(handle);
+        &self.apps[self.apps.len() - 1]
+    }
+
+    fn handle(&mut self, request: ControlRequest) {
+        let ControlRequest { command, reply } = request;
+        let starts_processes = matches!(command, Command::Start { .. } | Command::Restart { .. });
+        if starts_processes && self.shutdown.graceful.is_cancelled() {
+            let message = "the supervisor is shutting down".to_string();
+            let _ = reply.send(Outcome::Error { message });
+            return;
+        }
+        let outcome = match command {
+            Command::Status => Outcome::Status {
+                apps: self.apps.iter().map(WorkerHandle::status).collect(),
+            },
+            Command::Ping => Outcome::Pong {
+                pid: std::process::id(),
+                version: env!("CARGO_PKG_VERSION").to_string(),
+            },
+            Command::Start { apps } => return self.start(apps, reply),
+            Command::Stop { target } => {
+                return self.command_each(&target, false, reply, WorkerCommand::Stop)
+            }
+            Command::Restart { target } => {
+                return self.command_each(&target, false, reply, WorkerCommand::Restart)
+            }
+            Command::Delete { target } => {
+                return self.command_each(&target, true, reply, WorkerCommand::Remove)
+            }
+            Command::Kill => return self.kill(reply),
+        };
+        let _ = reply.send(outcome);
+    }
+
+    fn start(&mut self, definitions: Vec<AppDefinition>, reply: oneshot::Sender<Outcome>) {
+        let mut specs = Vec::new();
+        let mut taken: Vec<String> = self.apps.iter().map(|a| a.spec.name.clone()).collect();
+        for definition in definitions {
+            match self.spec_from(definition, &taken) {
+                Ok(spec) => {
+                    taken.push(spec.name.clone());
+                    specs.push(spec);
+                }
+                Err(message) => {
+                    let _ = reply.send(Outcome::Error { message });
+                    return;
+                }
+            }
+        }
+        let mut pending = Vec::new();
+        for spec in specs {
+            let handle = self.add(spec);
+            let (done, answer) = oneshot::channel();
+            // A fresh task has an empty queue.
+            let _ = handle.commands.try_send(WorkerCommand::Start(done));
+            pending.push((watched(handle), answer));
+        }
+        tokio::spawn(report_when_done(pending, reply));
+    }
+
+    fn spec_from(
+        &mut self,
+        definition: AppDefinition,
+        taken: &[String],
+    ) -> Result<AppSpec, String> {
+        let ms = Duration::from_millis;
+        let timing = Timing {
+            heartbeat_interval: ms(definition.heartbeat_interval_ms),
+            heartbeat_timeout: ms(definition.heartbeat_timeout_ms),
+            heartbeat_misses: definition.heartbeat_misses,
+            start_grace: ms(definition.start_grace_ms),
+            kill_timeout: ms(definition.kill_timeout_ms),
+        };
+        config::validate_timing(&timing).map_err(|e| e.to_string())?;
+        let script = PathBuf::from(&definition.script);
+        let name = match definition.name {
+            Some(name) if taken.contains(&name) => {
+                return Err(format!("an app named '{name}' already exists"))
+            }
+            Some(name) if name.is_empty() || name == "all" || name.parse::<u32>().is_ok() => {
+                return Err(format!(
+                    "'{name}' cannot be an app name (it would read as a target)"
+                ))
+            }
+            Some(name) => name,
+            None => config::unique_name(&script, taken),
+        };
+        let id = self.next_id;
+        self.next_id += 1;
+        Ok(AppSpec {
+            id,
+            name,
+            script,
+            args: definition.args,
+            node: PathBuf::from(definition.node),
+            node_args: definition.node_args,
+            cwd: PathBuf::from(definition.cwd),
+            env: definition.env,
+            timing,
+        })
+    }
+
+    /// Sends a command to every app the target names and answers once all have acted. With
+    /// `forget`, the apps leave the table at once.
+    fn command_each(
+        &mut self,
+        target: &Target,
+        forget: bool,
+        reply: oneshot::Sender<Outcome>,
+        make: fn(oneshot::Sender<CommandResult>) -> WorkerCommand,
+    ) {
+        let chosen: Vec<usize> = (0..self.apps.len())
+            .filter(|&i| matches_target(&self.apps[i], target))
+            .collect();
+        if chosen.is_empty() {
+            let message = if target.is_all() {
+                "there are no apps".to_string()
+            } else {
+                format!("no app named or numbered '{}'", target.0)
+            };
+            let _ = reply.send(Outcome::Error { message });
+            return;
+        }
+        let mut pending = Vec::new();
+        for &index in &chosen {
+            let handle = &self.apps[index];
+            let (done, answer) = oneshot::channel();
+            if let Err(error) = handle.commands.try_send(make(done)) {
+                let message = format!("app '{}' is busy: {error}", handle.spec.name);
+                let _ = reply.send(Outcome::Error { message });
+                return;
+            }
+            pending.push((watched(handle), answer));
+        }
+        if forget {
+            let mut index = 0;
+            self.apps.retain(|_| {
+                let keep = !chosen.contains(&index);
+                index += 1;
+                keep
+            });
+        }
+        tokio::spawn(report_when_done(pending, reply));
+    }
+
+    /// Stops every app, answers, then ends the supervisor.
+    fn kill(&mut self, reply: oneshot::Sender<Outcome>) {
+        let mut pending = Vec::new();
+        for handle in self.apps.drain(..) {
+            let (done, answer) = oneshot::channel();
+            if handle
+                .commands
+                .try_send(WorkerCommand::Remove(done))
+                .is_ok()
+            {
+                pending.push((watched(&handle), answer));
+            }
+        }
+        let graceful = self.shutdown.graceful.clone();
+        tokio::spawn(async move {
+            report_when_done(pending, reply).await;
+            graceful.cancel();
+        });
+    }
+}
+
+fn watched(handle: &WorkerHandle) -> Watched {
+    Watched {
+        spec: handle.spec.clone(),
+        snapshot: handle.snapshot.clone(),
+    }
+}
+
+fn matches_target(handle: &WorkerHandle, target: &Target) -> bool {
+    target.is_all()
+        || handle.spec.name == target.0
+        || target.0.parse::<u32>().ok() == Some(handle.spec.id)
+}
+
+/// Waits for every app's answer, then sends `Done` with their statuses, or an `Error` naming each
+/// app whose command failed.
+async fn report_when_done(
+    pending: Vec<(Watched, oneshot::Receiver<CommandResult>)>,
+    reply: oneshot::Sender<Outcome>,
+) {
+    let mut failures = Vec::new();
+    let mut apps = Vec::new();
+    for (app, answer) in pending {
+        match answer.await {
+            Ok(Ok(())) => {}
+            Ok(Err(why)) => failures.push(format!("{}: {why}", app.spec.name)),
+            Err(_) => failures.push(format!("{}: the app's task ended", app.spec.name)),
+        }
+        apps.push(app.status());
+    }
+    let outcome = if failures.is_empty() {
+        Outcome::Done { apps }
+    } else {
+        Outcome::Error {
+            message: failures.join("; "),
+        }
+    };
+    let _ = reply.send(outcome);
 }

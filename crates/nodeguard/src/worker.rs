@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::process::{Child, Command};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -98,6 +98,44 @@ impl WorkerSnapshot {
 pub struct WorkerHandle {
     pub spec: Arc<AppSpec>,
     pub snapshot: watch::Receiver<WorkerSnapshot>,
+    pub commands: mpsc::Sender<WorkerCommand>,
+}
+
+impl WorkerHandle {
+    /// The app's status now.
+    pub fn status(&self) -> AppStatus {
+        self.snapshot.borrow().to_status(&self.spec, Instant::now())
+    }
+}
+
+/// The answer to a command: `Err` says why the effect did not happen.
+pub type CommandResult = Result<(), String>;
+
+/// An operator's request to one app. Each reply is sent once the effect has happened.
+#[derive(Debug)]
+pub enum WorkerCommand {
+    /// Start if stopped or errored; replies once the process runs.
+    Start(oneshot::Sender<CommandResult>),
+    /// Stop gracefully; replies once the process has exited.
+    Stop(oneshot::Sender<CommandResult>),
+    /// Replace the process; replies once the new one runs.
+    Restart(oneshot::Sender<CommandResult>),
+    /// Stop and end the task; replies once the process has exited.
+    Remove(oneshot::Sender<CommandResult>),
+}
+
+/// What a waiting reply needs to see.
+#[derive(Debug, Clone, Copy)]
+enum Goal {
+    /// A ready process of at least this spawn generation.
+    Running { generation: u64 },
+    /// Stopped or errored.
+    AtRest,
+}
+
+struct Waiter {
+    goal: Goal,
+    reply: oneshot::Sender<CommandResult>,
 }
 
 /// The task that supervises one app.
@@ -113,7 +151,14 @@ pub struct WorkerTask {
     token: Option<String>,
     snapshot: watch::Sender<WorkerSnapshot>,
     metrics: Metrics,
+    commands: mpsc::Receiver<WorkerCommand>,
+    waiters: Vec<Waiter>,
+    /// Set by shutdown or removal: the task ends once the app is at rest.
+    ending: bool,
 }
+
+/// Commands queued for one worker before the supervisor waits.
+const COMMAND_QUEUE: usize = 16;
 
 #[derive(Default)]
 struct Metrics {
@@ -126,6 +171,7 @@ impl WorkerTask {
         let spec = Arc::new(spec);
         let (deliver, connections) = mpsc::channel(1);
         let (snapshot, snapshot_rx) = watch::channel(WorkerSnapshot::initial());
+        let (command_tx, commands) = mpsc::channel(COMMAND_QUEUE);
         let task = Self {
             machine: Worker::new(spec.timing),
             spec: spec.clone(),
@@ -138,15 +184,20 @@ impl WorkerTask {
             token: None,
             snapshot,
             metrics: Metrics::default(),
+            commands,
+            waiters: Vec::new(),
+            ending: false,
         };
         let handle = WorkerHandle {
             spec,
             snapshot: snapshot_rx,
+            commands: command_tx,
         };
         (task, handle)
     }
 
-    /// Supervises the app until `stop` (graceful) or `force` fires and it has come to rest.
+    /// Supervises the app until it is removed, or `stop` (graceful) or `force` fires, and it has
+    /// come to rest.
     pub async fn run(mut self, stop: CancellationToken, force: CancellationToken) {
         let span = tracing::info_span!("app", name = %self.spec.name);
         async move {
@@ -154,7 +205,7 @@ impl WorkerTask {
             let mut stop_seen = false;
             let mut force_seen = false;
             loop {
-                if stop_seen && self.machine.is_at_rest() {
+                if self.ending && self.machine.is_at_rest() {
                     break;
                 }
                 let deadline = self.machine.next_deadline();
@@ -186,22 +237,96 @@ impl WorkerTask {
                     _ = force.cancelled(), if !force_seen => {
                         force_seen = true;
                         stop_seen = true;
+                        self.ending = true;
                         Event::ForceStop
                     }
                     _ = stop.cancelled(), if !stop_seen => {
                         stop_seen = true;
+                        self.ending = true;
                         Event::Stop
                     }
+                    Some(command) = self.commands.recv(), if !self.ending => self.on_command(command),
                     _ = sleep_until(deadline), if deadline.is_some() => Event::Timer {
                         scheduled: deadline.unwrap_or_else(Instant::now),
                     },
                 };
                 self.handle(event).await;
             }
+            for waiter in self.waiters.drain(..) {
+                let result = match waiter.goal {
+                    Goal::AtRest => Ok(()),
+                    Goal::Running { .. } => Err("the app was stopped".to_string()),
+                };
+                let _ = waiter.reply.send(result);
+            }
             self.forget_token();
         }
         .instrument(span)
         .await
+    }
+
+    /// Registers the command's reply and returns the event it means for the machine.
+    fn on_command(&mut self, command: WorkerCommand) -> Event {
+        let next_generation = self.generation + 1;
+        let (event, goal, reply) = match command {
+            WorkerCommand::Start(reply) => {
+                let generation = if self.machine.is_at_rest() {
+                    next_generation
+                } else {
+                    self.generation
+                };
+                (Event::Start, Goal::Running { generation }, reply)
+            }
+            WorkerCommand::Restart(reply) => (
+                Event::Restart,
+                Goal::Running {
+                    generation: next_generation,
+                },
+                reply,
+            ),
+            WorkerCommand::Stop(reply) => (Event::Stop, Goal::AtRest, reply),
+            WorkerCommand::Remove(reply) => {
+                self.ending = true;
+                (Event::Stop, Goal::AtRest, reply)
+            }
+        };
+        self.waiters.push(Waiter { goal, reply });
+        event
+    }
+
+    /// Answers every waiter whose goal was reached or can no longer be.
+    fn resolve_waiters(&mut self) {
+        let phase = &self.machine.phase;
+        let generation = self.generation;
+        let last_exit = self.machine.last_exit.clone().unwrap_or_default();
+        let mut still_waiting = Vec::new();
+        for waiter in self.waiters.drain(..) {
+            let result = match (waiter.goal, phase) {
+                (Goal::AtRest, Phase::Stopped | Phase::Errored { .. }) => Some(Ok(())),
+                (Goal::Running { generation: wanted }, Phase::Live { ready: true, .. })
+                    if generation >= wanted =>
+                {
+                    Some(Ok(()))
+                }
+                (Goal::Running { .. }, Phase::Errored { why }) => Some(Err(why.clone())),
+                (Goal::Running { .. }, Phase::Stopped) => {
+                    Some(Err("stopped before it was running".to_string()))
+                }
+                (Goal::Running { generation: wanted }, Phase::Backoff { .. })
+                    if generation >= wanted =>
+                {
+                    Some(Err(format!("exited while starting ({last_exit})")))
+                }
+                _ => None,
+            };
+            match result {
+                Some(result) => {
+                    let _ = waiter.reply.send(result);
+                }
+                None => still_waiting.push(waiter),
+            }
+        }
+        self.waiters = still_waiting;
     }
 
     /// The first spawn.
@@ -250,6 +375,7 @@ impl WorkerTask {
             }
         }
         self.publish();
+        self.resolve_waiters();
     }
 
     async fn perform(&mut self, action: Action) -> Option<Event> {

@@ -19,6 +19,52 @@ pub struct Request {
 pub enum Command {
     /// A snapshot of every app.
     Status,
+    /// Is the supervisor there? Answered with [`Outcome::Pong`].
+    Ping,
+    /// Add apps and start them; answered once each runs (or failed to).
+    Start { apps: Vec<AppDefinition> },
+    /// Stop the target's processes; answered once they have exited. The apps stay listed.
+    Stop { target: Target },
+    /// Restart the target (or start it if stopped); answered once the new processes run.
+    Restart { target: Target },
+    /// Stop the target and forget it.
+    Delete { target: Target },
+    /// Stop every app, then the supervisor itself.
+    Kill,
+}
+
+/// Which apps a command applies to: `all`, an app id, or an app name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Target(pub String);
+
+impl Target {
+    pub fn all() -> Self {
+        Target("all".into())
+    }
+
+    pub fn is_all(&self) -> bool {
+        self.0 == "all"
+    }
+}
+
+/// An app as the CLI asks for it; the supervisor gives it an id and a unique name.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AppDefinition {
+    /// Requested name; `None` derives it from the script's file name.
+    pub name: Option<String>,
+    /// Absolute path of the entry script.
+    pub script: String,
+    pub args: Vec<String>,
+    /// Absolute path of the node binary.
+    pub node: String,
+    pub node_args: Vec<String>,
+    pub cwd: String,
+    pub env: Vec<(String, String)>,
+    pub heartbeat_interval_ms: u64,
+    pub heartbeat_timeout_ms: u64,
+    pub heartbeat_misses: u32,
+    pub start_grace_ms: u64,
+    pub kill_timeout_ms: u64,
 }
 
 /// The supervisor's answer to one request.
@@ -31,8 +77,21 @@ pub struct Response {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Outcome {
-    Status { apps: Vec<AppStatus> },
-    Error { message: String },
+    Status {
+        apps: Vec<AppStatus>,
+    },
+    /// Answer to [`Command::Ping`].
+    Pong {
+        pid: u32,
+        version: String,
+    },
+    /// A command took effect; the apps it touched, as they are now.
+    Done {
+        apps: Vec<AppStatus>,
+    },
+    Error {
+        message: String,
+    },
 }
 
 /// Lifecycle state of an app, as shown by `status`.

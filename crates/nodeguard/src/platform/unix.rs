@@ -105,3 +105,16 @@ pub fn try_lock_exclusive(file: &std::fs::File) -> io::Result<bool> {
         Err(errno) => Err(errno.into()),
     }
 }
+
+/// Makes a spawned process the leader of a new session, detached from our terminal, so it
+/// outlives the command that launched it and gets no terminal signals.
+pub fn detach(command: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: setsid is async-signal-safe.
+    unsafe {
+        command.pre_exec(|| {
+            rustix::process::setsid()?;
+            Ok(())
+        });
+    }
+}
