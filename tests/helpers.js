@@ -546,6 +546,240 @@ function parseFrames(data) {
   return frames;
 }
 
+// ---------------------------------------------------------------------------------------------
+// Daemon mode: `nodeguard start|stop|…` against a background daemon in a fresh home
+
+/** Environment variable every client, and so the daemon and its apps, carries: finds strays. */
+const HOME_MARKER = 'NODEGUARD_TEST_HOME';
+/** Lines of daemon.log quoted in a failure message. */
+const DAEMON_LOG_TAIL = 30;
+
+/** Every DaemonHome not cleaned up yet, so even an aborted run kills its daemon and apps. */
+const liveDaemonHomes = new Set();
+
+/** Live (non-zombie) pids whose environment holds `<name>=<value>`; unreadable ones are skipped. */
+function processesWithEnv(name, value) {
+  const needle = Buffer.from(`\0${name}=${value}\0`);
+  const found = [];
+  for (const entry of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    const pid = Number(entry);
+    if (pid === process.pid || isGone(pid)) continue;
+    let environ;
+    try {
+      environ = fs.readFileSync(`/proc/${pid}/environ`);
+    } catch {
+      continue;
+    }
+    if (Buffer.concat([Buffer.from([0]), environ]).includes(needle)) found.push(pid);
+  }
+  return found;
+}
+
+/** The environment of a live process as an object ({} if it cannot be read). */
+function procEnv(pid) {
+  try {
+    const env = {};
+    for (const entry of fs.readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0')) {
+      const at = entry.indexOf('=');
+      if (at > 0) env[entry.slice(0, at)] = entry.slice(at + 1);
+    }
+    return env;
+  } catch {
+    return {};
+  }
+}
+
+/** argv of a live process as an array ([] if gone). */
+function procArgv(pid) {
+  try {
+    const raw = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+    return raw.split('\0').slice(0, -1);
+  } catch {
+    return [];
+  }
+}
+
+/**
+ * A fresh NODEGUARD_HOME for daemon-mode tests, registered for cleanup on `t`. Every CLI run gets
+ * NODEGUARD_HOME and a marker variable in its environment; the daemon a client launches inherits
+ * both, and so do its apps, so cleanup finds every process of this home (daemon from the lock
+ * file, apps from status, strays by the marker) and SIGKILLs its process group, failure or not.
+ */
+class DaemonHome {
+  constructor(t, { env = {} } = {}) {
+    checkPreconditions();
+    this.home = makeHome();
+    this.env = { NODEGUARD_HOME: this.home, [HOME_MARKER]: this.home, ...env };
+    /** Every daemon and app pid seen, for cleanup. */
+    this.pids = new Set();
+    this.lastStatus = null;
+    this.lastStatusError = null;
+    this.history = [];
+    liveDaemonHomes.add(this);
+    if (t) t.after(() => this.cleanup());
+  }
+
+  get paths() {
+    return { ...sockets(this.home), lock: path.join(this.home, 'run', 'supervisor.lock'), log: path.join(this.home, 'daemon.log') };
+  }
+
+  /** Runs `nodeguard <args>` with this home (from the environment), cwd tests/fixtures. */
+  async cli(args, { cwd = FIXTURES, timeout, env = {} } = {}) {
+    const result = await run(args, { env: { ...this.env, ...env }, cwd, timeout });
+    this.history.push(`$ nodeguard ${args.join(' ')} -> ${result.timedOut ? 'timed out' : `exit ${result.code}${result.signal ? ` ${result.signal}` : ''}`}` +
+      `${result.stderr.trim() ? ` stderr: ${result.stderr.trim().split('\n').join(' / ')}` : ''}`);
+    this.daemonPid();
+    return result;
+  }
+
+  /** Like cli(), but fails (with the CLI's words) unless it exited 0. */
+  async ok(args, options) {
+    const result = await this.cli(args, options);
+    if (result.code !== 0) {
+      throw new Error(`nodeguard ${args.join(' ')} exited ${result.code} (signal ${result.signal}, timed out ${result.timedOut}):\n` +
+        `stdout: ${result.stdout}\nstderr: ${result.stderr}\n${this.describe()}`);
+    }
+    return result;
+  }
+
+  /** The pid in the lock file (the latest daemon's, maybe no longer running), or null. */
+  daemonPid() {
+    let text;
+    try {
+      text = fs.readFileSync(this.paths.lock, 'utf8').trim();
+    } catch {
+      return null;
+    }
+    const pid = /^\d+$/.test(text) ? Number(text) : null;
+    if (pid) this._saw(pid);
+    return pid;
+  }
+
+  _saw(pid) {
+    if (!this.pids.has(pid)) {
+      this.pids.add(pid);
+      liveGroups.add(pid);
+    }
+  }
+
+  /** Parsed `status --json`, or null (with lastStatusError) when it fails. */
+  async tryStatus() {
+    const result = await run(['status', '--json'], { env: this.env, cwd: FIXTURES });
+    if (result.code !== 0) {
+      this.lastStatusError = `exit ${result.code}: ${result.stderr.trim()}`;
+      return null;
+    }
+    try {
+      const apps = JSON.parse(result.stdout);
+      this.lastStatus = apps;
+      for (const app of apps) if (Number.isInteger(app.pid)) this._saw(app.pid);
+      return apps;
+    } catch (err) {
+      this.lastStatusError = `invalid JSON (${err.message}): ${result.stdout}`;
+      return null;
+    }
+  }
+
+  async status() {
+    const apps = await this.tryStatus();
+    if (!apps) throw new Error(`status failed: ${this.lastStatusError}\n${this.describe()}`);
+    return apps;
+  }
+
+  /** Status rows by name. */
+  async byName() {
+    return Object.fromEntries((await this.status()).map((a) => [a.name, a]));
+  }
+
+  /** Polls until `predicate()` (may be async) is truthy; returns its value. */
+  async waitFor(predicate, { timeout = DEFAULT_TIMEOUT_MS, what = 'a condition' } = {}) {
+    const deadline = performance.now() + timeout;
+    for (;;) {
+      const value = await predicate();
+      if (value) return value;
+      if (performance.now() > deadline) {
+        throw new Error(`timed out after ${timeout} ms waiting for ${what}\n${this.describe()}`);
+      }
+      await sleep(STATUS_POLL_MS);
+    }
+  }
+
+  /** Polls status until `predicate(apps)` is truthy. */
+  waitForStatus(predicate, options) {
+    return this.waitFor(async () => {
+      const apps = await this.tryStatus();
+      return apps ? predicate(apps) : false;
+    }, options);
+  }
+
+  /** Live processes of this home (daemon and apps) by the marker in their environment. */
+  processes() {
+    const found = processesWithEnv(HOME_MARKER, this.home);
+    for (const pid of found) this._saw(pid);
+    return found;
+  }
+
+  daemonLog() {
+    try {
+      return fs.readFileSync(this.paths.log, 'utf8');
+    } catch {
+      return '';
+    }
+  }
+
+  /** Commands run, latest status and the daemon log's tail, for failure messages. */
+  describe() {
+    const log = this.daemonLog().split('\n').filter(Boolean).slice(-DAEMON_LOG_TAIL);
+    return [
+      `home ${this.home}, daemon pid (lock file) ${this.daemonPid()}`,
+      'commands:',
+      ...this.history.slice(-20).map((l) => `  ${l}`),
+      `last status: ${this.lastStatus ? JSON.stringify(this.lastStatus) : `none (${this.lastStatusError})`}`,
+      `daemon.log tail:`,
+      ...(log.length ? log.map((l) => `  ${l}`) : ['  (empty)']),
+    ].join('\n');
+  }
+
+  _killAll() {
+    const pids = new Set([...this.pids, ...processesWithEnv(HOME_MARKER, this.home)]);
+    for (const pid of pids) {
+      killGroup(pid);
+      liveGroups.delete(pid);
+    }
+    return [...pids];
+  }
+
+  /** SIGKILLs the daemon's and every app's process group, waits for them, removes the home. */
+  async cleanup() {
+    this.daemonPid();
+    const pids = this._killAll();
+    try {
+      await waitGone(pids, { timeout: 5_000, what: `processes of ${this.home} to end` });
+    } catch {
+      // Reported by the test that left them, if it cares; nothing more to do here.
+    }
+    liveDaemonHomes.delete(this);
+    fs.rmSync(this.home, { recursive: true, force: true });
+  }
+}
+
+process.on('exit', () => {
+  for (const daemon of liveDaemonHomes) daemon._killAll();
+});
+
+/** A TCP port that was free a moment ago (for an app that must listen on a known port). */
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.on('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address();
+      server.close(() => resolve(port));
+    });
+  });
+}
+
 module.exports = {
   BIN,
   REPO,
@@ -566,4 +800,10 @@ module.exports = {
   procState,
   waitGone,
   processesMatching,
+  sleep,
+  DaemonHome,
+  processesWithEnv,
+  procEnv,
+  procArgv,
+  freePort,
 };
