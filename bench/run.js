@@ -124,7 +124,7 @@ async function phase(name, fn) {
   } finally {
     // PM2 phases run `pm2 kill` themselves; anything else still tagged is swept here.
     const left = await u.sweep(tag);
-    if (left.length) log(`${name}: swept ${left.length} leftover process(es)`);
+    if (left.length) log(`${name}: swept ${left.length} leftover process(es): ${left.join('; ')}`);
   }
 }
 
@@ -410,67 +410,74 @@ function ngReady(ng, { monitored = false } = {}) {
   );
 }
 
-async function crashNodeguard() {
-  const port = await u.freePort();
-  const ng = new NodeguardRun(ctx, { apps: [APPS.server], appArgs: ['--port', String(port)] });
+/**
+ * Crash -> serving again, interleaved: a nodeguard supervisor and a PM2 daemon each keep one
+ * `server.js` running (on their own ports), and every round crashes each once and spawns one bare
+ * `node server.js`, in a rotating order, so background load on the machine hits all three alike.
+ */
+async function crashInterleaved() {
+  const ngPort = await u.freePort();
+  const pmPort = pm2Installed ? await u.freePort() : null;
+  const barePort = await u.freePort();
+  const ng = new NodeguardRun(ctx, { apps: [APPS.server], appArgs: ['--port', String(ngPort)] });
+  const out = {
+    ng: { times: [], phases: [] },
+    pm: { times: [] },
+    bare: { times: [] },
+  };
   try {
-    let { pid } = await u.waitServing(port);
-    const times = [];
-    const phases = [];
-    for (let i = 0; i < N.crash; i++) {
-      await ngReady(ng);
-      const res = await u.get(port, '/crash');
-      if (res.body !== 'crashing\n') throw new Error(`unexpected /crash reply ${JSON.stringify(res.body)}`);
-      const back = await u.waitServing(port, { notPid: pid, timeout: 15_000 });
-      times.push(back.at - res.at);
-      phases.push(await splitRestart(ng, 'exited', pid, back.pid, res.at, back.at));
-      pid = back.pid;
+    let ngPid = (await u.waitServing(ngPort)).pid;
+    let pmServed = null;
+    if (pm2Installed) {
+      await pm2.start(APPS.server, 'server', ['--port', String(pmPort)]);
+      await pm2.waitOnline(['server']);
+      pmServed = await u.waitServing(pmPort);
     }
-    const final = await ng.byName();
-    return { times: u.summarize(times), phases: summarizePhases(phases), restarts: final?.server?.restarts ?? null, trials: N.crash };
+    const steps = {
+      async ng() {
+        await ngReady(ng);
+        const res = await u.get(ngPort, '/crash');
+        if (res.body !== 'crashing\n') throw new Error(`unexpected /crash reply ${JSON.stringify(res.body)}`);
+        const back = await u.waitServing(ngPort, { notPid: ngPid, timeout: 15_000 });
+        out.ng.times.push(back.at - res.at);
+        out.ng.phases.push(await splitRestart(ng, 'exited', ngPid, back.pid, res.at, back.at));
+        ngPid = back.pid;
+      },
+      async pm() {
+        // PM2 counts an exit within min_uptime (1 s) as unstable; keep every run longer than that.
+        await u.sleep(Math.max(0, pmServed.at + MIN_UPTIME_MS - u.now()));
+        const res = await u.get(pmPort, '/crash');
+        if (res.body !== 'crashing\n') throw new Error(`unexpected /crash reply ${JSON.stringify(res.body)}`);
+        pmServed = await u.waitServing(pmPort, { notPid: pmServed.pid, timeout: 15_000 });
+        out.pm.times.push(pmServed.at - res.at);
+      },
+      async bare() {
+        const t0 = u.now();
+        const p = u.startDetached(process.execPath, [APPS.server, '--port', String(barePort), '--bench-tag', tag], { cwd: tmp, env: ctx.env });
+        try {
+          const served = await u.waitServing(barePort, { timeout: 10_000 });
+          out.bare.times.push(served.at - t0);
+        } finally {
+          u.killHard(p.pid);
+          await Promise.race([p.exited, u.sleep(2_000)]);
+        }
+      },
+    };
+    const order = pm2Installed ? ['ng', 'pm', 'bare'] : ['ng', 'bare'];
+    for (let i = 0; i < N.crash; i++) {
+      for (let k = 0; k < order.length; k++) await steps[order[(i + k) % order.length]]();
+    }
+    const ngFinal = await ng.byName();
+    const pmFinal = pm2Installed ? await pm2.list() : null;
+    return {
+      crashNg: { times: u.summarize(out.ng.times), phases: summarizePhases(out.ng.phases), restarts: ngFinal?.server?.restarts ?? null, trials: N.crash },
+      crashPm2: pm2Installed ? { times: u.summarize(out.pm.times), restarts: pmFinal?.server?.restarts ?? null, trials: N.crash } : undefined,
+      spawnBare: { times: u.summarize(out.bare.times), trials: N.crash },
+    };
   } finally {
     await ng.stop();
+    if (pm2Installed) await pm2.kill();
   }
-}
-
-async function crashPm2() {
-  const port = await u.freePort();
-  try {
-    await pm2.start(APPS.server, 'server', ['--port', String(port)]);
-    await pm2.waitOnline(['server']);
-    let served = await u.waitServing(port);
-    const times = [];
-    for (let i = 0; i < N.crash; i++) {
-      // PM2 counts an exit within min_uptime (1 s) as unstable; keep every run longer than that.
-      await u.sleep(Math.max(0, served.at + MIN_UPTIME_MS - u.now()));
-      const res = await u.get(port, '/crash');
-      if (res.body !== 'crashing\n') throw new Error(`unexpected /crash reply ${JSON.stringify(res.body)}`);
-      served = await u.waitServing(port, { notPid: served.pid, timeout: 15_000 });
-      times.push(served.at - res.at);
-    }
-    const by = await pm2.list();
-    return { times: u.summarize(times), restarts: by.server?.restarts ?? null, trials: N.crash };
-  } finally {
-    await pm2.kill();
-  }
-}
-
-/** Bare `node server.js`: spawn -> answering on its port. */
-async function spawnBare() {
-  const port = await u.freePort();
-  const times = [];
-  for (let i = 0; i < N.crash; i++) {
-    const t0 = u.now();
-    const p = u.startDetached(process.execPath, [APPS.server, '--port', String(port), '--bench-tag', tag], { cwd: tmp, env: ctx.env });
-    try {
-      const served = await u.waitServing(port, { timeout: 10_000 });
-      times.push(served.at - t0);
-    } finally {
-      u.killHard(p.pid);
-      await Promise.race([p.exited, u.sleep(2_000)]);
-    }
-  }
-  return { times: u.summarize(times), trials: N.crash };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -663,9 +670,9 @@ async function main() {
   results.memBareDlopen = await phase('fig 2 (attribution): bare node server.js, addon dlopen()ed only', memBareDlopen);
   if (pm2Installed) results.memPm2 = await phase('fig 1+2: PM2, 2 apps', memPm2);
   results.rtt = await phase('fig 3: pong round trip at 100ms/100ms', pongRtt);
-  results.crashNg = await phase(`fig 4: nodeguard crash -> serving x${N.crash}`, crashNodeguard);
-  results.spawnBare = await phase(`fig 4: bare node spawn -> serving x${N.crash}`, spawnBare);
-  if (pm2Installed) results.crashPm2 = await phase(`fig 4: PM2 crash -> serving x${N.crash}`, crashPm2);
+  const crash = await phase(`fig 4: crash -> serving, nodeguard / PM2 / bare spawn interleaved x${N.crash}`, crashInterleaved);
+  if (crash.error) results.crashNg = results.crashPm2 = results.spawnBare = crash;
+  else Object.assign(results, crash);
   results.hangDefault = await phase(`fig 5: nodeguard hang -> serving, 1s/1s/3 x${N.hangDefault}`, () =>
     hangNodeguard({ interval: '1s', timeout: '1s', misses: 3, trials: N.hangDefault }),
   );

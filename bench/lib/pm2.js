@@ -83,11 +83,16 @@ class Pm2 {
 
   /** `pm2 kill` (stops the apps and the daemon). Never throws. */
   async kill() {
+    const god = this.godPid();
+    let result;
     try {
-      return await this.cli(['kill'], { check: false, timeout: 30_000 });
+      result = await this.cli(['kill'], { check: false, timeout: 30_000 });
     } catch (err) {
-      return { code: null, stderr: String(err) };
+      result = { code: null, stderr: String(err) };
     }
+    // The daemon exits a moment after it answers; give it that moment before anyone sweeps.
+    if (god) await u.waitUntil(() => u.isGone(god), { timeout: 3_000, every: 20 }).catch(() => {});
+    return result;
   }
 }
 

@@ -97,7 +97,7 @@ function phaseLines(label, ph, firstPhase) {
   if (!ph || ph.detect.n === 0) return [`(${label}: no phase split: the supervisor's log lines were not found.)`, ''];
   const row = (name, s) => `| ${name} | ${ms(s.median)} | ${ms(s.min)} | ${ms(s.max)} |`;
   return [
-    `${label}, split by the supervisor's log timestamps (n=${ph.detect.n}${ph.missing ? `, ${ph.missing} trial(s) without log lines` : ''}; the bench's and the supervisor's clocks are the same system clock):`,
+    `${label}, split by the supervisor's log timestamps (n=${ph.detect.n}${ph.missing ? `, ${ph.missing} trial(s) without log lines` : ''}; the bench converts its monotonic clock to wall time, so the boundaries between phases are good to about ±1 ms):`,
     '',
     '| phase | median | min | max |',
     '|---|---|---|---|',
@@ -297,7 +297,7 @@ function writeReport(r, outPath) {
     const bare = r.spawnBare;
     const lines = ['### 4. Crash → serving again', ''];
     lines.push(
-      `\`server.js\` on a fixed free loopback port; \`GET /crash\` replies, then \`process.exit(1)\`. Time from the end of that reply to the first \`200 ok <pid>\` from a new pid (a fresh connection every ~1 ms; refused connections fail at once). Before each trial the app had ≥ ${r.minUptimeMs} ms of uptime, so nodeguard's restart is the immediate one (no backoff) and PM2 counts it as stable. Reference: bare \`node server.js\` from spawn to the same first answer.`,
+      `\`server.js\` on a fixed free loopback port; \`GET /crash\` replies, then \`process.exit(1)\`. Time from the end of that reply to the first \`200 ok <pid>\` from a new pid (a fresh connection every ~1 ms; refused connections fail at once). Before each trial the app had ≥ ${r.minUptimeMs} ms of uptime, so nodeguard's restart is the immediate one (no backoff) and PM2 counts it as stable. Reference: bare \`node server.js\` from spawn to the same first answer. The three are interleaved: one nodeguard supervisor and one PM2 daemon run side by side (each with its own copy of the app, on its own port) and each round crashes both once and spawns one bare app, in rotating order, so background load on the machine hits all three alike.`,
       '',
       '| | trials | median | min | max | restarts counted |',
       '|---|---|---|---|---|---|',

@@ -201,17 +201,17 @@ function killHard(pid) {
 
 /** Kills every tagged process, repeating until none is left (or ~3 s pass). Returns what it killed. */
 async function sweep(tag) {
-  const killed = new Set();
+  const killed = new Map();
   for (let round = 0; round < 30; round++) {
     const live = liveTagged(tag);
     if (live.length === 0) break;
     for (const pid of live) {
-      killed.add(pid);
+      if (!killed.has(pid)) killed.set(pid, (readProc(pid, 'cmdline') || '').split('\0').join(' ').trim().slice(0, 120));
       killHard(pid);
     }
     await sleep(100);
   }
-  return [...killed];
+  return [...killed].map(([pid, cmd]) => `${pid} (${cmd})`);
 }
 
 /** Synchronous last-resort version of sweep, for process 'exit'. */
