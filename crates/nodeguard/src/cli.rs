@@ -1,11 +1,12 @@
 //! The command line: flags, `--help` text, and turning them into a validated [`SupervisorConfig`].
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::{self, AppSpec, ConfigError, SupervisorConfig, DEFAULT_HEARTBEAT_MISSES};
+use crate::config_file::{self, AppConfig, AppDefaults, ConfigFileError};
 use nodeguard_proto::control::AppDefinition;
 
 use crate::duration::parse_duration;
@@ -30,7 +31,6 @@ Examples:
     version,
     about = "Supervise Node.js apps: restart them when they exit or when their event loop hangs",
     after_help = AFTER_HELP,
-    args_conflicts_with_subcommands = true,
     subcommand_negates_reqs = true
 )]
 pub struct Cli {
@@ -61,6 +61,28 @@ pub enum Verb {
         #[arg(long)]
         json: bool,
     },
+    /// Print the last lines of apps' logs (daemon apps, or foreground with --log-files).
+    Logs {
+        /// An app name or id (default: all apps).
+        target: Option<String>,
+        /// How many lines of each log to print.
+        #[arg(long, default_value_t = 15)]
+        lines: usize,
+        /// Keep printing new lines as they are written.
+        #[arg(long, short)]
+        follow: bool,
+        /// Only the apps' stderr.
+        #[arg(long, conflicts_with = "out")]
+        err: bool,
+        /// Only the apps' stdout.
+        #[arg(long)]
+        out: bool,
+    },
+    /// Empty apps' log files.
+    Flush {
+        /// An app name or id (default: all apps).
+        target: Option<String>,
+    },
     /// Check that a supervisor is running on this home.
     Ping,
     /// Stop every app, then the daemon.
@@ -68,6 +90,35 @@ pub enum Verb {
     /// Run the background supervisor in this process (what `start` launches).
     #[command(hide = true)]
     Daemon,
+}
+
+impl Cli {
+    /// Parses the command line. Foreground-only options given together with a verb are refused
+    /// rather than ignored (`--home` is the one option every verb shares).
+    pub fn parse_checked() -> Result<Self, clap::Error> {
+        use clap::{parser::ValueSource, CommandFactory, FromArgMatches};
+        let mut command = Self::command();
+        let matches = command.try_get_matches_from_mut(std::env::args_os())?;
+        if let Some((verb, _)) = matches.subcommand() {
+            let misplaced = matches.ids().find(|id| {
+                id.as_str() != "home"
+                    && matches.value_source(id.as_str()) == Some(ValueSource::CommandLine)
+            });
+            if let Some(id) = misplaced {
+                let flag = command
+                    .get_arguments()
+                    .find(|arg| arg.get_id() == id)
+                    .and_then(|arg| arg.get_long())
+                    .unwrap_or(id.as_str());
+                let message = format!(
+                    "--{flag} is an option of foreground mode (nodeguard -m SCRIPT) and cannot \
+                     come before the '{verb}' verb"
+                );
+                return Err(command.error(clap::error::ErrorKind::ArgumentConflict, message));
+            }
+        }
+        Self::from_arg_matches(&matches)
+    }
 }
 
 /// How to run an app: the options shared by foreground mode and `start`.
@@ -120,8 +171,9 @@ impl AppOptions {
 /// `nodeguard start`.
 #[derive(Debug, Args)]
 pub struct StartArgs {
-    /// The script to run.
-    #[arg(value_name = "SCRIPT")]
+    /// The script to run, or a config file (*.json, *.config.js such as PM2's ecosystem.config.js)
+    /// whose apps to start.
+    #[arg(value_name = "SCRIPT|CONFIG")]
     pub script: PathBuf,
 
     /// The app's name (default: the script's file name without extension).
@@ -136,29 +188,130 @@ pub struct StartArgs {
     pub app_args: Vec<String>,
 }
 
+/// Why `start` could not describe its apps.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    File(#[from] ConfigFileError),
+}
+
+/// What `start` sends to the daemon, and the warnings to print first.
+pub struct StartPlan {
+    pub apps: Vec<AppDefinition>,
+    pub warnings: Vec<String>,
+}
+
 impl StartArgs {
-    /// Validates the app locally (script, node, timing) and describes it for the daemon.
-    pub fn into_definition(self) -> Result<AppDefinition, ConfigError> {
+    /// Validates the script or config file locally (scripts, node, timing) and describes the
+    /// apps for the daemon. A config file is recognised as PM2 does: `*.json` or `*.config.js`.
+    pub fn into_plan(self) -> Result<StartPlan, StartError> {
         let timing = self.app.timing()?;
-        let cwd = std::env::current_dir().map_err(ConfigError::Cwd)?;
         let node = config::resolve_node(&self.app.node)?;
+        let cwd = std::env::current_dir().map_err(ConfigError::Cwd)?;
+        if config_file::looks_like_config(&self.script) {
+            let file = cwd.join(&self.script);
+            let defaults = AppDefaults {
+                node: node.clone(),
+                timing,
+            };
+            let loaded = config_file::load(&file, &defaults)?;
+            let mut warnings = loaded.warnings;
+            let mut apps = Vec::new();
+            for app in &loaded.apps {
+                warnings.extend(unapplied_fields(&file, app));
+                apps.push(definition(
+                    Some(app.name.clone()),
+                    &app.script,
+                    app.args.clone(),
+                    &node,
+                    app.node_args.clone(),
+                    &app.cwd,
+                    app.env.clone(),
+                    &app.timing,
+                ));
+            }
+            return Ok(StartPlan { apps, warnings });
+        }
         let script = config::resolve_script(&self.script, &cwd)?;
-        let millis = |d: Duration| d.as_millis() as u64;
-        Ok(AppDefinition {
-            name: self.name,
-            script: script.display().to_string(),
-            args: self.app_args,
-            node: node.display().to_string(),
-            node_args: self.app.node_args,
-            cwd: cwd.display().to_string(),
-            env: Vec::new(),
-            heartbeat_interval_ms: millis(timing.heartbeat_interval),
-            heartbeat_timeout_ms: millis(timing.heartbeat_timeout),
-            heartbeat_misses: timing.heartbeat_misses,
-            start_grace_ms: millis(timing.start_grace),
-            kill_timeout_ms: millis(timing.kill_timeout),
+        let app = definition(
+            self.name,
+            &script,
+            self.app_args,
+            &node,
+            self.app.node_args,
+            &cwd,
+            Vec::new(),
+            &timing,
+        );
+        Ok(StartPlan {
+            apps: vec![app],
+            warnings: Vec::new(),
         })
     }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn definition(
+    name: Option<String>,
+    script: &Path,
+    args: Vec<String>,
+    node: &Path,
+    node_args: Vec<String>,
+    cwd: &Path,
+    env: Vec<(String, String)>,
+    timing: &Timing,
+) -> AppDefinition {
+    let millis = |d: Duration| d.as_millis() as u64;
+    AppDefinition {
+        name,
+        script: script.display().to_string(),
+        args,
+        node: node.display().to_string(),
+        node_args,
+        cwd: cwd.display().to_string(),
+        env,
+        heartbeat_interval_ms: millis(timing.heartbeat_interval),
+        heartbeat_timeout_ms: millis(timing.heartbeat_timeout),
+        heartbeat_misses: timing.heartbeat_misses,
+        start_grace_ms: millis(timing.start_grace),
+        kill_timeout_ms: millis(timing.kill_timeout),
+    }
+}
+
+/// Warnings for config fields that were valid but that this version does not act on yet, so none
+/// is silently dropped.
+fn unapplied_fields(file: &Path, app: &AppConfig) -> Vec<String> {
+    let mut unapplied = Vec::new();
+    let mut note = |field: &str, set: bool| {
+        if set {
+            unapplied.push(field.to_string());
+        }
+    };
+    note("max_memory_restart", app.max_memory.is_some());
+    note("autorestart", !app.autorestart);
+    note("max_restarts", app.max_restarts.is_some());
+    note("min_uptime", app.min_uptime.is_some());
+    note("restart_delay", app.restart_delay.is_some());
+    note(
+        "exp_backoff_restart_delay",
+        app.exp_backoff_restart_delay.is_some(),
+    );
+    note("wait_ready", app.wait_ready);
+    note("listen_timeout", app.listen_timeout.is_some());
+    note("out_file", app.out_file.is_some());
+    note("error_file", app.error_file.is_some());
+    unapplied
+        .into_iter()
+        .map(|field| {
+            format!(
+                "{}: app '{}': field '{field}' is not applied yet and is ignored",
+                file.display(),
+                app.name
+            )
+        })
+        .collect()
 }
 
 /// Running apps in the foreground.
@@ -182,6 +335,10 @@ pub struct RunArgs {
     /// Never colour app names in the output.
     #[arg(long)]
     pub no_color: bool,
+
+    /// Also write each app's output to <home>/logs/<app>-out.log and -err.log (rotated at 10 MiB).
+    #[arg(long)]
+    pub log_files: bool,
 
     /// Arguments passed to every app, after `--`.
     #[arg(last = true, value_name = "APP_ARGS")]
@@ -241,6 +398,8 @@ impl RunArgs {
             apps,
             preload: preload.path(),
             color: color_terminal && !self.no_color,
+            terminal_output: true,
+            log_files: self.log_files,
         };
         Ok((config, preload))
     }

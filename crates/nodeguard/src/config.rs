@@ -41,6 +41,10 @@ pub struct SupervisorConfig {
     /// The monitor's preload script, passed to node as `--require`; `None` runs apps as they are.
     pub preload: Option<PathBuf>,
     pub color: bool,
+    /// Print app output on the terminal (foreground mode).
+    pub terminal_output: bool,
+    /// Also write app output to `<home>/logs/` (always in the daemon).
+    pub log_files: bool,
 }
 
 /// A problem with the configuration, reported before anything starts.

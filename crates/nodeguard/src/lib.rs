@@ -12,6 +12,7 @@ pub mod framed;
 pub mod home;
 pub mod logfile;
 pub mod logread;
+pub mod logs;
 pub mod machine;
 pub mod output;
 pub mod platform;

@@ -5,16 +5,16 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::Parser;
 use tokio::signal::unix::{signal, SignalKind};
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use nodeguard::cli::{choose_preload, Cli, PreloadChoice, RunArgs, Verb};
+use nodeguard::cli::{choose_preload, Cli, PreloadChoice, RunArgs, StartError, Verb};
 use nodeguard::client;
 use nodeguard::config::{self, ConfigError, SupervisorConfig};
 use nodeguard::home::HomePaths;
+use nodeguard::logs;
 use nodeguard::render;
 use nodeguard::supervisor::{self, Shutdown};
 use nodeguard_proto::control::{Command, Outcome, Target};
@@ -27,7 +27,7 @@ const EXIT_FORCED: u8 = 130;
 const KILL_WAIT: Duration = Duration::from_secs(10);
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli = match Cli::parse_checked() {
         Ok(cli) => cli,
         Err(error) => return clap_error(error),
     };
@@ -40,7 +40,8 @@ fn main() -> ExitCode {
     match outcome {
         Ok(code) => code,
         Err(error) => {
-            let usage = error.downcast_ref::<ConfigError>().is_some();
+            let usage = error.downcast_ref::<ConfigError>().is_some()
+                || error.downcast_ref::<StartError>().is_some();
             eprintln!("nodeguard: error: {error:#}");
             ExitCode::from(if usage { EXIT_USAGE } else { 1 })
         }
@@ -121,18 +122,15 @@ fn client_verb(verb: Verb, home: Option<PathBuf>) -> anyhow::Result<ExitCode> {
             }
         }
         Verb::Start(args) => {
-            let definition = args.into_definition()?;
+            let plan = args.into_plan()?;
+            for warning in &plan.warnings {
+                eprintln!("nodeguard: warning: {warning}");
+            }
             let outcome = runtime.block_on(async {
                 if client::ensure_daemon(&paths).await? {
                     println!("nodeguard: daemon started on {}", paths.home.display());
                 }
-                client::request(
-                    &paths,
-                    Command::Start {
-                        apps: vec![definition],
-                    },
-                )
-                .await
+                client::request(&paths, Command::Start { apps: plan.apps }).await
             })?;
             print_done(outcome)?;
         }
@@ -187,6 +185,30 @@ fn client_verb(verb: Verb, home: Option<PathBuf>) -> anyhow::Result<ExitCode> {
             }
             println!("stopped {} app(s); the supervisor has exited", apps.len());
         }
+        Verb::Logs {
+            target,
+            lines,
+            follow,
+            err,
+            out,
+        } => {
+            let streams = logs::Streams {
+                out: !err || out,
+                err: !out || err,
+            };
+            runtime.block_on(logs::show(&paths, target, lines, follow, streams))?;
+        }
+        Verb::Flush { target } => {
+            let target = Target(target.unwrap_or_else(|| "all".into()));
+            let Outcome::Done { apps } =
+                runtime.block_on(client::request(&paths, Command::Flush { target }))?
+            else {
+                anyhow::bail!("unexpected answer from the supervisor");
+            };
+            for app in apps {
+                println!("flushed the logs of {}", app.name);
+            }
+        }
         Verb::Daemon => unreachable_daemon()?,
     }
     Ok(ExitCode::SUCCESS)
@@ -224,6 +246,8 @@ fn daemon(home: Option<PathBuf>) -> anyhow::Result<ExitCode> {
         apps: Vec::new(),
         preload: preload.path(),
         color: false,
+        terminal_output: false,
+        log_files: true,
     };
     supervise(config)
 }

@@ -1,16 +1,21 @@
-//! Copies app output to the terminal as whole lines, each prefixed with the app's name.
+//! Copies app output, as whole lines, to the terminal (prefixed with the app's name) and/or to each
+//! app's log files under `<home>/logs/`.
 //!
 //! Every app's stdout and stderr are read by a task that cuts them into lines and hands each line
 //! to one writer thread, so lines from different apps never interleave mid-line and a slow
 //! terminal never blocks the runtime. A partial last line is flushed when the app exits. A line
 //! longer than [`MAX_LINE`] is passed on in pieces of that size rather than buffered without bound.
 
+use std::collections::HashMap;
 use std::io::{self, Write};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::thread;
 
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::logfile::{LogFiles, LogSpec};
 
 /// Longest line held in memory before it is passed on in pieces.
 pub const MAX_LINE: usize = 1024 * 1024;
@@ -28,16 +33,39 @@ pub enum StreamKind {
     Stderr,
 }
 
-struct Line {
-    prefix: Arc<str>,
-    stream: StreamKind,
-    text: Vec<u8>,
+/// Where app output goes.
+#[derive(Debug, Clone)]
+pub struct Destinations {
+    /// Print lines on our stdout/stderr.
+    pub terminal: bool,
+    /// Append lines to `<home>/logs/<app>-out.log` and `-err.log`.
+    pub log_home: Option<PathBuf>,
 }
 
-/// Sending side of the terminal writer. Clone one per reader.
+/// Identifies an app's output: its name (for log files) and its terminal prefix.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    pub app: Arc<str>,
+    pub prefix: Arc<str>,
+}
+
+enum Item {
+    Line {
+        origin: Origin,
+        stream: StreamKind,
+        text: Vec<u8>,
+    },
+    /// Empty the app's log files, then answer.
+    Clear {
+        app: Arc<str>,
+        done: oneshot::Sender<()>,
+    },
+}
+
+/// Sending side of the output writer. Clone one per reader.
 #[derive(Clone)]
 pub struct OutputSink {
-    lines: mpsc::Sender<Line>,
+    lines: mpsc::Sender<Item>,
 }
 
 /// Joins the writer thread once every sink is dropped.
@@ -53,46 +81,118 @@ impl OutputWriter {
 }
 
 /// Starts the writer thread.
-pub fn start() -> io::Result<(OutputSink, OutputWriter)> {
-    let (lines, mut queue) = mpsc::channel::<Line>(QUEUE_LINES);
+pub fn start(destinations: Destinations) -> io::Result<(OutputSink, OutputWriter)> {
+    let (lines, queue) = mpsc::channel::<Item>(QUEUE_LINES);
     let thread = thread::Builder::new()
         .name("nodeguard-output".into())
-        .spawn(move || {
-            let stdout = io::stdout();
-            let stderr = io::stderr();
-            let mut out_buffer = Vec::new();
-            let mut err_buffer = Vec::new();
-            while let Some(first) = queue.blocking_recv() {
-                // Gather what is queued, then write each stream in one go. The std locks are taken
-                // only for that write: tracing writes to the same stderr from other threads.
-                let mut next = Some(first);
-                while let Some(line) = next {
-                    let buffer = match line.stream {
-                        StreamKind::Stdout => &mut out_buffer,
-                        StreamKind::Stderr => &mut err_buffer,
-                    };
-                    buffer.extend_from_slice(line.prefix.as_bytes());
-                    buffer.extend_from_slice(&line.text);
-                    buffer.push(b'\n');
-                    if out_buffer.len() + err_buffer.len() >= WRITE_BATCH {
-                        break;
+        .spawn(move || Writer::new(destinations).run(queue))?;
+    Ok((OutputSink { lines }, OutputWriter { thread }))
+}
+
+/// The writer thread's state: terminal buffers and each app's open log files.
+struct Writer {
+    destinations: Destinations,
+    out_buffer: Vec<u8>,
+    err_buffer: Vec<u8>,
+    files: HashMap<Arc<str>, LogFiles>,
+}
+
+impl Writer {
+    fn new(destinations: Destinations) -> Self {
+        Self {
+            destinations,
+            out_buffer: Vec::new(),
+            err_buffer: Vec::new(),
+            files: HashMap::new(),
+        }
+    }
+
+    fn run(mut self, mut queue: mpsc::Receiver<Item>) {
+        while let Some(first) = queue.blocking_recv() {
+            // Gather what is queued, then write it in one go.
+            let mut next = Some(first);
+            while let Some(item) = next {
+                match item {
+                    Item::Line {
+                        origin,
+                        stream,
+                        text,
+                    } => self.line(&origin, stream, &text),
+                    Item::Clear { app, done } => {
+                        self.flush();
+                        if let Some(files) = self.files_for(&app) {
+                            if let Err(error) = files.clear() {
+                                tracing::warn!(app = %app, %error, "cannot empty the log files");
+                            }
+                        }
+                        let _ = done.send(());
                     }
-                    next = queue.try_recv().ok();
                 }
-                // A closed terminal loses output but must not stop supervision.
-                if !out_buffer.is_empty() {
-                    let mut lock = stdout.lock();
-                    let _ = lock.write_all(&out_buffer).and_then(|()| lock.flush());
-                    out_buffer.clear();
+                if self.out_buffer.len() + self.err_buffer.len() >= WRITE_BATCH {
+                    break;
                 }
-                if !err_buffer.is_empty() {
-                    let mut lock = stderr.lock();
-                    let _ = lock.write_all(&err_buffer).and_then(|()| lock.flush());
-                    err_buffer.clear();
+                next = queue.try_recv().ok();
+            }
+            self.flush();
+        }
+        self.flush();
+    }
+
+    fn line(&mut self, origin: &Origin, stream: StreamKind, text: &[u8]) {
+        if self.destinations.terminal {
+            let buffer = match stream {
+                StreamKind::Stdout => &mut self.out_buffer,
+                StreamKind::Stderr => &mut self.err_buffer,
+            };
+            buffer.extend_from_slice(origin.prefix.as_bytes());
+            buffer.extend_from_slice(text);
+            buffer.push(b'\n');
+        }
+        if let Some(files) = self.files_for(&origin.app) {
+            if let Err(error) = files.write_line(stream.into(), text) {
+                tracing::warn!(app = %origin.app, %error, "cannot write the log file");
+            }
+        }
+    }
+
+    /// The app's log files, opened on first use; `None` when files are off or cannot be opened
+    /// (said once in the supervisor's log).
+    fn files_for(&mut self, app: &Arc<str>) -> Option<&mut LogFiles> {
+        let home = self.destinations.log_home.as_ref()?;
+        if !self.files.contains_key(app) {
+            match LogFiles::open(LogSpec::default_for(home, app)) {
+                Ok(files) => {
+                    self.files.insert(app.clone(), files);
+                }
+                Err(error) => {
+                    tracing::warn!(app = %app, %error, "cannot open the log files; output goes nowhere");
+                    return None;
                 }
             }
-        })?;
-    Ok((OutputSink { lines }, OutputWriter { thread }))
+        }
+        self.files.get_mut(app)
+    }
+
+    /// Writes the terminal buffers (the std locks are held only for that: tracing writes to the
+    /// same stderr from other threads) and flushes the log files.
+    fn flush(&mut self) {
+        // A closed terminal loses output but must not stop supervision.
+        if !self.out_buffer.is_empty() {
+            let mut lock = io::stdout().lock();
+            let _ = lock.write_all(&self.out_buffer).and_then(|()| lock.flush());
+            self.out_buffer.clear();
+        }
+        if !self.err_buffer.is_empty() {
+            let mut lock = io::stderr().lock();
+            let _ = lock.write_all(&self.err_buffer).and_then(|()| lock.flush());
+            self.err_buffer.clear();
+        }
+        for (app, files) in &mut self.files {
+            if let Err(error) = files.flush() {
+                tracing::warn!(app = %app, %error, "cannot flush the log file");
+            }
+        }
+    }
 }
 
 /// The prefix for an app: `name | `, coloured on a terminal.
@@ -110,7 +210,7 @@ impl OutputSink {
     pub async fn copy_lines(
         self,
         source: impl AsyncRead + Unpin,
-        prefix: Arc<str>,
+        origin: Origin,
         stream: StreamKind,
     ) {
         let mut reader = BufReader::with_capacity(64 * 1024, source);
@@ -134,24 +234,32 @@ impl OutputSink {
                 if complete && line.last() == Some(&b'\r') {
                     line.pop();
                 }
-                if !self.send(&prefix, stream, std::mem::take(&mut line)).await {
+                if !self.send(&origin, stream, std::mem::take(&mut line)).await {
                     return;
                 }
             }
         }
         if !line.is_empty() {
-            self.send(&prefix, stream, line).await;
+            self.send(&origin, stream, line).await;
         }
     }
 
-    async fn send(&self, prefix: &Arc<str>, stream: StreamKind, text: Vec<u8>) -> bool {
+    async fn send(&self, origin: &Origin, stream: StreamKind, text: Vec<u8>) -> bool {
         self.lines
-            .send(Line {
-                prefix: prefix.clone(),
+            .send(Item::Line {
+                origin: origin.clone(),
                 stream,
                 text,
             })
             .await
             .is_ok()
+    }
+
+    /// Empties an app's log files; returns once done.
+    pub async fn clear(&self, app: Arc<str>) {
+        let (done, finished) = oneshot::channel();
+        if self.lines.send(Item::Clear { app, done }).await.is_ok() {
+            let _ = finished.await;
+        }
     }
 }

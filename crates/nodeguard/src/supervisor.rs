@@ -88,7 +88,12 @@ pub async fn run(
     let worker_listener = bind(&home.paths.worker_socket)?;
     let control_listener = bind(&home.paths.control_socket)?;
     let spawner = Spawner::start().map_err(SupervisorError::Thread)?;
-    let (output_sink, output_writer) = output::start().map_err(SupervisorError::Thread)?;
+    let destinations = output::Destinations {
+        terminal: config.terminal_output,
+        log_home: config.log_files.then(|| home.paths.home.clone()),
+    };
+    let (output_sink, output_writer) =
+        output::start(destinations).map_err(SupervisorError::Thread)?;
     let registry = Arc::new(TokenRegistry::default());
     let output_tasks = TaskTracker::new();
     let context = Arc::new(WorkerContext {
@@ -230,6 +235,7 @@ impl Supervisor {
             Command::Delete { target } => {
                 return self.command_each(&target, true, reply, WorkerCommand::Remove)
             }
+            Command::Flush { target } => return self.flush(&target, reply),
             Command::Kill => return self.kill(reply),
         };
         let _ = reply.send(outcome);
@@ -344,6 +350,29 @@ impl Supervisor {
             });
         }
         tokio::spawn(report_when_done(pending, reply));
+    }
+
+    /// Empties the target's log files.
+    fn flush(&mut self, target: &Target, reply: oneshot::Sender<Outcome>) {
+        let chosen: Vec<&WorkerHandle> = self
+            .apps
+            .iter()
+            .filter(|handle| matches_target(handle, target))
+            .collect();
+        if chosen.is_empty() && !target.is_all() {
+            let message = format!("no app named or numbered '{}'", target.0);
+            let _ = reply.send(Outcome::Error { message });
+            return;
+        }
+        let names: Vec<Arc<str>> = chosen.iter().map(|h| h.spec.name.as_str().into()).collect();
+        let apps: Vec<AppStatus> = chosen.iter().map(|h| h.status()).collect();
+        let output = self.context.output.clone();
+        tokio::spawn(async move {
+            for name in names {
+                output.clear(name).await;
+            }
+            let _ = reply.send(Outcome::Done { apps });
+        });
     }
 
     /// Stops every app, answers, then ends the supervisor.

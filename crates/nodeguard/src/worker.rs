@@ -22,7 +22,7 @@ use nodeguard_proto::{encode_frame, ENV_APP_NAME, ENV_SOCKET, ENV_TOKEN, MAX_WOR
 use crate::config::AppSpec;
 use crate::exit::{human, ExitKind};
 use crate::machine::{Action, Event, Phase, Report, Worker};
-use crate::output::{prefix_for, OutputSink, StreamKind};
+use crate::output::{prefix_for, Origin, OutputSink, StreamKind};
 use crate::platform;
 use crate::spawner::Spawner;
 use crate::workers::{new_token, MonitorConnection, TokenRegistry};
@@ -460,22 +460,19 @@ impl WorkerTask {
                         error: "the process exited before it could be tracked".into(),
                     };
                 };
-                let prefix = prefix_for(&spec.name, spec.id as usize, self.ctx.color);
+                let origin = Origin {
+                    app: spec.name.as_str().into(),
+                    prefix: prefix_for(&spec.name, spec.id as usize, self.ctx.color),
+                };
                 if let Some(stdout) = child.stdout.take() {
                     let sink = self.ctx.output.clone();
-                    self.ctx.output_tasks.spawn(sink.copy_lines(
-                        stdout,
-                        prefix.clone(),
-                        StreamKind::Stdout,
-                    ));
+                    let task = sink.copy_lines(stdout, origin.clone(), StreamKind::Stdout);
+                    self.ctx.output_tasks.spawn(task);
                 }
                 if let Some(stderr) = child.stderr.take() {
                     let sink = self.ctx.output.clone();
-                    self.ctx.output_tasks.spawn(sink.copy_lines(
-                        stderr,
-                        prefix,
-                        StreamKind::Stderr,
-                    ));
+                    let task = sink.copy_lines(stderr, origin, StreamKind::Stderr);
+                    self.ctx.output_tasks.spawn(task);
                 }
                 self.child = Some(child);
                 Event::Spawned { pid }

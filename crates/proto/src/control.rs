@@ -29,6 +29,8 @@ pub enum Command {
     Restart { target: Target },
     /// Stop the target and forget it.
     Delete { target: Target },
+    /// Empty the target's log files.
+    Flush { target: Target },
     /// Stop every app, then the supervisor itself.
     Kill,
 }

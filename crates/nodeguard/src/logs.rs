@@ -1,0 +1,160 @@
+//! `nodeguard logs`: prints the last lines of apps' log files, and with `--follow` streams new
+//! ones. It reads the files directly; the supervisor, if running, only maps ids to names.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use tokio::sync::mpsc;
+
+use nodeguard_proto::control::{Command, Outcome};
+
+use crate::client::{self, ClientError};
+use crate::home::HomePaths;
+use crate::logfile::{self, LogError, LogSpec};
+use crate::logread;
+
+/// Which of an app's logs to show.
+#[derive(Debug, Clone, Copy)]
+pub struct Streams {
+    pub out: bool,
+    pub err: bool,
+}
+
+/// Lines in flight from the followers to the printer.
+const FOLLOW_QUEUE: usize = 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LogsError {
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error("no app named or numbered '{0}'")]
+    NoSuchApp(String),
+    #[error("no logs in {}", .0.display())]
+    NoLogs(PathBuf),
+}
+
+/// Prints the last `lines` lines of each targeted app's logs, then follows them if asked.
+pub async fn show(
+    paths: &HomePaths,
+    target: Option<String>,
+    lines: usize,
+    follow: bool,
+    streams: Streams,
+) -> Result<(), LogsError> {
+    let names = app_names(paths, target.as_deref()).await?;
+    let mut files = Vec::new();
+    for name in &names {
+        let spec = LogSpec::default_for(&paths.home, name);
+        if streams.out {
+            files.push((name.clone(), spec.out_path.clone()));
+        }
+        if streams.err {
+            files.push((name.clone(), spec.err_path));
+        }
+    }
+    {
+        let stdout = std::io::stdout();
+        let mut out = stdout.lock();
+        for (name, path) in &files {
+            for line in logread::tail_lines(path, lines)? {
+                let _ = print_line(&mut out, name, &line);
+            }
+        }
+        let _ = out.flush();
+    }
+    if !follow {
+        return Ok(());
+    }
+    let (sender, mut received) = mpsc::channel::<(usize, Vec<u8>)>(FOLLOW_QUEUE);
+    for (index, (_, path)) in files.iter().enumerate() {
+        let (lines_in, mut lines_out) = mpsc::channel(FOLLOW_QUEUE);
+        tokio::spawn(logread::follow(path.clone(), lines_in, true));
+        let sender = sender.clone();
+        tokio::spawn(async move {
+            while let Some(line) = lines_out.recv().await {
+                if sender.send((index, line)).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+    drop(sender);
+    while let Some((index, line)) = received.recv().await {
+        let stdout = std::io::stdout();
+        let mut out = stdout.lock();
+        if print_line(&mut out, &files[index].0, &line).is_err() {
+            // The reader went away (a closed pipe): nothing left to do.
+            return Ok(());
+        }
+        let _ = out.flush();
+    }
+    Ok(())
+}
+
+fn print_line(out: &mut impl Write, name: &str, line: &[u8]) -> std::io::Result<()> {
+    out.write_all(name.as_bytes())?;
+    out.write_all(b" | ")?;
+    out.write_all(line)?;
+    out.write_all(b"\n")
+}
+
+/// The names of the targeted apps: from the running supervisor when there is one (so ids work),
+/// else from the files in the logs directory.
+async fn app_names(paths: &HomePaths, target: Option<&str>) -> Result<Vec<String>, LogsError> {
+    let wanted = target.filter(|t| *t != "all");
+    match client::request(paths, Command::Status).await {
+        Ok(Outcome::Status { apps }) => {
+            let names: Vec<String> = apps
+                .into_iter()
+                .filter(|app| {
+                    wanted.is_none_or(|t| app.name == t || t.parse::<u32>().ok() == Some(app.id))
+                })
+                .map(|app| app.name)
+                .collect();
+            match (names.is_empty(), wanted) {
+                (true, Some(t)) if !has_logs(&paths.home, t) => Err(LogsError::NoSuchApp(t.into())),
+                (true, Some(t)) => Ok(vec![t.to_string()]),
+                _ => Ok(names),
+            }
+        }
+        Ok(_) | Err(ClientError::NotRunning(_)) => {
+            let mut names = names_on_disk(&paths.home);
+            if let Some(t) = wanted {
+                names.retain(|name| name == t);
+                if names.is_empty() {
+                    return Err(LogsError::NoSuchApp(t.into()));
+                }
+            } else if names.is_empty() {
+                return Err(LogsError::NoLogs(logfile::logs_dir(&paths.home)));
+            }
+            Ok(names)
+        }
+        Err(error) => Err(error.into()),
+    }
+}
+
+fn has_logs(home: &Path, name: &str) -> bool {
+    let spec = LogSpec::default_for(home, name);
+    spec.out_path.exists() || spec.err_path.exists()
+}
+
+/// Apps that have `<name>-out.log` or `<name>-err.log` in the logs directory.
+fn names_on_disk(home: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(logfile::logs_dir(home)) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = entries
+        .filter_map(|entry| entry.ok())
+        .filter_map(|entry| {
+            let file = entry.file_name().to_string_lossy().into_owned();
+            file.strip_suffix("-out.log")
+                .or_else(|| file.strip_suffix("-err.log"))
+                .map(str::to_string)
+        })
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
