@@ -78,6 +78,18 @@ pub enum Verb {
         #[arg(long)]
         out: bool,
     },
+    /// Show an app's configuration, counters and recent events (starts, exits, hangs, restarts).
+    Describe {
+        /// An app name or id.
+        target: String,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Save the daemon's app list now (it is also kept up to date on every change).
+    Save,
+    /// Bring back the saved apps that are not running (after `kill`, a reboot or a crash).
+    Resurrect,
     /// Empty apps' log files.
     Flush {
         /// An app name or id (default: all apps).
@@ -400,6 +412,7 @@ impl RunArgs {
             color: color_terminal && !self.no_color,
             terminal_output: true,
             log_files: self.log_files,
+            persist: false,
         };
         Ok((config, preload))
     }

@@ -4,6 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use nodeguard_proto::control::AppDefinition;
+
 use crate::machine::Timing;
 
 /// Default time between heartbeats.
@@ -33,6 +35,55 @@ pub struct AppSpec {
     pub timing: Timing,
 }
 
+impl AppSpec {
+    /// The wire form of this app (for `describe` and the state file).
+    pub fn definition(&self) -> AppDefinition {
+        let millis = |d: Duration| d.as_millis() as u64;
+        AppDefinition {
+            name: Some(self.name.clone()),
+            script: self.script.display().to_string(),
+            args: self.args.clone(),
+            node: self.node.display().to_string(),
+            node_args: self.node_args.clone(),
+            cwd: self.cwd.display().to_string(),
+            env: self.env.clone(),
+            heartbeat_interval_ms: millis(self.timing.heartbeat_interval),
+            heartbeat_timeout_ms: millis(self.timing.heartbeat_timeout),
+            heartbeat_misses: self.timing.heartbeat_misses,
+            start_grace_ms: millis(self.timing.start_grace),
+            kill_timeout_ms: millis(self.timing.kill_timeout),
+        }
+    }
+
+    /// An app from its wire form, with the given id and name; the timing is validated.
+    pub fn from_definition(
+        id: u32,
+        name: String,
+        definition: AppDefinition,
+    ) -> Result<Self, ConfigError> {
+        let ms = Duration::from_millis;
+        let timing = Timing {
+            heartbeat_interval: ms(definition.heartbeat_interval_ms),
+            heartbeat_timeout: ms(definition.heartbeat_timeout_ms),
+            heartbeat_misses: definition.heartbeat_misses,
+            start_grace: ms(definition.start_grace_ms),
+            kill_timeout: ms(definition.kill_timeout_ms),
+        };
+        validate_timing(&timing)?;
+        Ok(AppSpec {
+            id,
+            name,
+            script: PathBuf::from(definition.script),
+            args: definition.args,
+            node: PathBuf::from(definition.node),
+            node_args: definition.node_args,
+            cwd: PathBuf::from(definition.cwd),
+            env: definition.env,
+            timing,
+        })
+    }
+}
+
 /// Everything a supervisor run needs.
 #[derive(Debug, Clone)]
 pub struct SupervisorConfig {
@@ -45,6 +96,8 @@ pub struct SupervisorConfig {
     pub terminal_output: bool,
     /// Also write app output to `<home>/logs/` (always in the daemon).
     pub log_files: bool,
+    /// Keep the app list in `<home>/dump.json` (the daemon does; foreground mode does not).
+    pub persist: bool,
 }
 
 /// A problem with the configuration, reported before anything starts.

@@ -18,6 +18,7 @@ pub mod output;
 pub mod platform;
 pub mod render;
 pub mod spawner;
+pub mod state;
 pub mod supervisor;
 pub mod worker;
 pub mod workers;

@@ -209,6 +209,42 @@ fn client_verb(verb: Verb, home: Option<PathBuf>) -> anyhow::Result<ExitCode> {
                 println!("flushed the logs of {}", app.name);
             }
         }
+        Verb::Describe { target, json } => {
+            let Outcome::Described { apps } = runtime.block_on(client::request(
+                &paths,
+                Command::Describe {
+                    target: Target(target),
+                },
+            ))?
+            else {
+                anyhow::bail!("unexpected answer from the supervisor");
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&apps)?);
+            } else {
+                for app in &apps {
+                    print!("{}", render::description(app));
+                }
+            }
+        }
+        Verb::Save => {
+            let Outcome::Done { apps } =
+                runtime.block_on(client::request(&paths, Command::Save))?
+            else {
+                anyhow::bail!("unexpected answer from the supervisor");
+            };
+            let file = nodeguard::state::state_path(&paths.home);
+            println!("saved {} app(s) to {}", apps.len(), file.display());
+        }
+        Verb::Resurrect => {
+            let outcome = runtime.block_on(async {
+                if client::ensure_daemon(&paths).await? {
+                    println!("nodeguard: daemon started on {}", paths.home.display());
+                }
+                client::request(&paths, Command::Resurrect).await
+            })?;
+            print_done(outcome)?;
+        }
         Verb::Daemon => unreachable_daemon()?,
     }
     Ok(ExitCode::SUCCESS)
@@ -248,6 +284,7 @@ fn daemon(home: Option<PathBuf>) -> anyhow::Result<ExitCode> {
         color: false,
         terminal_output: false,
         log_files: true,
+        persist: true,
     };
     supervise(config)
 }

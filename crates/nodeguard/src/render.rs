@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use nodeguard_proto::control::AppStatus;
+use nodeguard_proto::control::{AppDescription, AppStatus};
 
 use crate::exit::human;
 
@@ -72,4 +72,82 @@ pub fn bytes(n: u64) -> String {
     } else {
         format!("{:.1}G", n / (KIB * KIB * KIB))
     }
+}
+
+/// The text `nodeguard describe` prints for one app.
+pub fn description(app: &AppDescription) -> String {
+    let status = &app.status;
+    let definition = &app.definition;
+    let mut out = String::new();
+    let mut field = |name: &str, value: String| {
+        let _ = writeln!(out, "  {name:<20} {value}");
+    };
+    field("name", format!("{} (id {})", status.name, status.id));
+    field("state", status.state.as_str().to_string());
+    field(
+        "pid",
+        status.pid.map_or_else(|| "-".into(), |p| p.to_string()),
+    );
+    field("script", definition.script.clone());
+    field("args", format!("{:?}", definition.args));
+    field("cwd", definition.cwd.clone());
+    field(
+        "node",
+        format!("{} {:?}", definition.node, definition.node_args),
+    );
+    field(
+        "heartbeat",
+        format!(
+            "every {}, timeout {}, hung after {} misses, start grace {}",
+            human(std::time::Duration::from_millis(
+                definition.heartbeat_interval_ms
+            )),
+            human(std::time::Duration::from_millis(
+                definition.heartbeat_timeout_ms
+            )),
+            definition.heartbeat_misses,
+            human(std::time::Duration::from_millis(definition.start_grace_ms)),
+        ),
+    );
+    field(
+        "kill timeout",
+        human(std::time::Duration::from_millis(definition.kill_timeout_ms)),
+    );
+    field(
+        "restarts",
+        format!("{} ({} after hangs)", status.restarts, status.hangs),
+    );
+    field(
+        "uptime",
+        status.uptime_ms.map_or_else(
+            || "-".into(),
+            |ms| human(std::time::Duration::from_millis(ms)),
+        ),
+    );
+    if let Some(memory) = status.memory {
+        field(
+            "memory",
+            format!(
+                "rss {}, heap {}",
+                bytes(memory.rss),
+                bytes(memory.heap_used)
+            ),
+        );
+    }
+    if let Some(last) = &status.last_exit {
+        field("last exit", last.clone());
+    }
+    let _ = writeln!(out, "  recent events:");
+    if app.events.is_empty() {
+        let _ = writeln!(out, "    (none)");
+    }
+    for event in &app.events {
+        let _ = writeln!(
+            out,
+            "    {}  {:<13} {}",
+            event.at, event.kind, event.message
+        );
+    }
+    let _ = writeln!(out);
+    out
 }

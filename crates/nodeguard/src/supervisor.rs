@@ -16,17 +16,21 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use nodeguard_proto::control::{AppDefinition, AppStatus, Command, Outcome, Target};
+use std::collections::HashSet;
+
+use nodeguard_proto::control::{
+    AppDefinition, AppDescription, AppStatus, Command, Outcome, Target,
+};
 
 use crate::config::{self, AppSpec, SupervisorConfig};
 use crate::control;
 use crate::home::{Home, HomeError};
-use crate::machine::Timing;
 use crate::output;
 use crate::platform;
 use crate::spawner::Spawner;
+use crate::state::{self, SavedApp, SavedState, STATE_VERSION};
 use crate::worker::{
-    CommandResult, WorkerCommand, WorkerContext, WorkerHandle, WorkerSnapshot, WorkerTask,
+    CommandResult, Origins, WorkerCommand, WorkerContext, WorkerHandle, WorkerSnapshot, WorkerTask,
 };
 use crate::workers::{self, TokenRegistry};
 
@@ -123,10 +127,12 @@ pub async fn run(
         context: context.clone(),
         tasks: TaskTracker::new(),
         shutdown: shutdown.clone(),
+        state_file: config.persist.then(|| state::state_path(&home.paths.home)),
+        stopped: HashSet::new(),
     };
     for spec in config.apps {
         supervisor.next_id = supervisor.next_id.max(spec.id + 1);
-        supervisor.add(spec);
+        supervisor.add(spec, Origins::default());
     }
     tracing::info!(
         home = %home.paths.home.display(),
@@ -167,6 +173,10 @@ struct Supervisor {
     context: Arc<WorkerContext>,
     tasks: TaskTracker,
     shutdown: Shutdown,
+    /// The state file, when this supervisor keeps one (the daemon).
+    state_file: Option<PathBuf>,
+    /// Ids of apps an operator stopped: saved as stopped.
+    stopped: HashSet<u32>,
 }
 
 /// What an awaiting task needs to report on an app once its command is done.
@@ -201,8 +211,11 @@ impl Supervisor {
         }
     }
 
-    fn add(&mut self, spec: AppSpec) -> &WorkerHandle {
-        let (task, handle) = WorkerTask::new(spec, self.context.clone());
+    fn add(&mut self, spec: AppSpec, origins: Origins) -> &WorkerHandle {
+        if origins.stopped {
+            self.stopped.insert(spec.id);
+        }
+        let (task, handle) = WorkerTask::new(spec, self.context.clone(), origins);
         self.tasks
             .spawn(task.run(self.shutdown.graceful.clone(), self.shutdown.force.clone()));
         self.apps.push(handle);
@@ -227,15 +240,23 @@ impl Supervisor {
             },
             Command::Start { apps } => return self.start(apps, reply),
             Command::Stop { target } => {
-                return self.command_each(&target, false, reply, WorkerCommand::Stop)
+                return self.command_each(&target, Change::Stop, reply, WorkerCommand::Stop)
             }
             Command::Restart { target } => {
-                return self.command_each(&target, false, reply, WorkerCommand::Restart)
+                return self.command_each(&target, Change::Run, reply, WorkerCommand::Restart)
             }
             Command::Delete { target } => {
-                return self.command_each(&target, true, reply, WorkerCommand::Remove)
+                return self.command_each(&target, Change::Forget, reply, WorkerCommand::Remove)
             }
             Command::Flush { target } => return self.flush(&target, reply),
+            Command::Describe { target } => return self.describe(&target, reply),
+            Command::Save => match self.persist() {
+                Ok(()) => Outcome::Done {
+                    apps: self.apps.iter().map(WorkerHandle::status).collect(),
+                },
+                Err(message) => Outcome::Error { message },
+            },
+            Command::Resurrect => return self.resurrect(reply),
             Command::Kill => return self.kill(reply),
         };
         let _ = reply.send(outcome);
@@ -258,12 +279,13 @@ impl Supervisor {
         }
         let mut pending = Vec::new();
         for spec in specs {
-            let handle = self.add(spec);
+            let handle = self.add(spec, Origins::default());
             let (done, answer) = oneshot::channel();
             // A fresh task has an empty queue.
             let _ = handle.commands.try_send(WorkerCommand::Start(done));
             pending.push((watched(handle), answer));
         }
+        self.persist_or_warn();
         tokio::spawn(report_when_done(pending, reply));
     }
 
@@ -272,17 +294,8 @@ impl Supervisor {
         definition: AppDefinition,
         taken: &[String],
     ) -> Result<AppSpec, String> {
-        let ms = Duration::from_millis;
-        let timing = Timing {
-            heartbeat_interval: ms(definition.heartbeat_interval_ms),
-            heartbeat_timeout: ms(definition.heartbeat_timeout_ms),
-            heartbeat_misses: definition.heartbeat_misses,
-            start_grace: ms(definition.start_grace_ms),
-            kill_timeout: ms(definition.kill_timeout_ms),
-        };
-        config::validate_timing(&timing).map_err(|e| e.to_string())?;
         let script = PathBuf::from(&definition.script);
-        let name = match definition.name {
+        let name = match definition.name.clone() {
             Some(name) if taken.contains(&name) => {
                 return Err(format!("an app named '{name}' already exists"))
             }
@@ -294,19 +307,10 @@ impl Supervisor {
             Some(name) => name,
             None => config::unique_name(&script, taken),
         };
-        let id = self.next_id;
+        let spec =
+            AppSpec::from_definition(self.next_id, name, definition).map_err(|e| e.to_string())?;
         self.next_id += 1;
-        Ok(AppSpec {
-            id,
-            name,
-            script,
-            args: definition.args,
-            node: PathBuf::from(definition.node),
-            node_args: definition.node_args,
-            cwd: PathBuf::from(definition.cwd),
-            env: definition.env,
-            timing,
-        })
+        Ok(spec)
     }
 
     /// Sends a command to every app the target names and answers once all have acted. With
@@ -314,7 +318,7 @@ impl Supervisor {
     fn command_each(
         &mut self,
         target: &Target,
-        forget: bool,
+        change: Change,
         reply: oneshot::Sender<Outcome>,
         make: fn(oneshot::Sender<CommandResult>) -> WorkerCommand,
     ) {
@@ -341,14 +345,21 @@ impl Supervisor {
             }
             pending.push((watched(handle), answer));
         }
-        if forget {
-            let mut index = 0;
-            self.apps.retain(|_| {
-                let keep = !chosen.contains(&index);
-                index += 1;
-                keep
-            });
+        let ids: Vec<u32> = chosen.iter().map(|&i| self.apps[i].spec.id).collect();
+        match change {
+            Change::Stop => self.stopped.extend(ids),
+            Change::Run => self.stopped.retain(|id| !ids.contains(id)),
+            Change::Forget => {
+                self.stopped.retain(|id| !ids.contains(id));
+                let mut index = 0;
+                self.apps.retain(|_| {
+                    let keep = !chosen.contains(&index);
+                    index += 1;
+                    keep
+                });
+            }
         }
+        self.persist_or_warn();
         tokio::spawn(report_when_done(pending, reply));
     }
 
@@ -375,8 +386,142 @@ impl Supervisor {
         });
     }
 
-    /// Stops every app, answers, then ends the supervisor.
+    /// The target's definitions, statuses and recent events.
+    fn describe(&mut self, target: &Target, reply: oneshot::Sender<Outcome>) {
+        let mut pending = Vec::new();
+        for handle in self.apps.iter().filter(|h| matches_target(h, target)) {
+            let (events, answer) = oneshot::channel();
+            if handle
+                .commands
+                .try_send(WorkerCommand::Describe(events))
+                .is_ok()
+            {
+                pending.push((watched(handle), answer));
+            }
+        }
+        if pending.is_empty() {
+            let message = format!("no app named or numbered '{}'", target.0);
+            let _ = reply.send(Outcome::Error { message });
+            return;
+        }
+        tokio::spawn(async move {
+            let mut apps = Vec::new();
+            for (app, answer) in pending {
+                apps.push(AppDescription {
+                    status: app.status(),
+                    definition: app.spec.definition(),
+                    events: answer.await.unwrap_or_default(),
+                });
+            }
+            let _ = reply.send(Outcome::Described { apps });
+        });
+    }
+
+    /// Writes the app list to the state file, if this supervisor keeps one.
+    fn persist(&self) -> Result<(), String> {
+        let Some(path) = &self.state_file else {
+            return Err("this supervisor keeps no state file (foreground mode)".to_string());
+        };
+        let apps = self
+            .apps
+            .iter()
+            .map(|handle| {
+                let snapshot = handle.snapshot.borrow();
+                SavedApp {
+                    id: handle.spec.id,
+                    definition: handle.spec.definition(),
+                    restarts: snapshot.restarts,
+                    hangs: snapshot.hangs,
+                    stopped: self.stopped.contains(&handle.spec.id),
+                }
+            })
+            .collect();
+        let saved = SavedState {
+            version: STATE_VERSION,
+            apps,
+        };
+        state::write(path, &saved).map_err(|e| e.to_string())
+    }
+
+    /// Keeps the state file in step with the app table; a failure is logged, not fatal.
+    fn persist_or_warn(&self) {
+        if self.state_file.is_some() {
+            if let Err(error) = self.persist() {
+                tracing::warn!("{error}");
+            }
+        }
+    }
+
+    /// Brings back the saved apps that are not in the table, with their ids and counters.
+    fn resurrect(&mut self, reply: oneshot::Sender<Outcome>) {
+        let Some(path) = self.state_file.clone() else {
+            let message = "this supervisor keeps no state file (foreground mode)".to_string();
+            let _ = reply.send(Outcome::Error { message });
+            return;
+        };
+        let saved = match state::read(&path) {
+            Ok(Some(saved)) => saved,
+            Ok(None) => {
+                let message = format!("nothing to resurrect: {} does not exist", path.display());
+                let _ = reply.send(Outcome::Error { message });
+                return;
+            }
+            Err(error) => {
+                tracing::error!("{error}");
+                let _ = reply.send(Outcome::Error {
+                    message: error.to_string(),
+                });
+                return;
+            }
+        };
+        let mut pending = Vec::new();
+        let mut problems = Vec::new();
+        for app in saved.apps {
+            let name = app.definition.name.clone().unwrap_or_default();
+            if self.apps.iter().any(|h| h.spec.name == name) {
+                continue;
+            }
+            let id = if self.apps.iter().any(|h| h.spec.id == app.id) {
+                self.next_id
+            } else {
+                app.id
+            };
+            let spec = match AppSpec::from_definition(id, name.clone(), app.definition) {
+                Ok(spec) => spec,
+                Err(error) => {
+                    problems.push(format!("{name}: {error}"));
+                    continue;
+                }
+            };
+            self.next_id = self.next_id.max(id + 1);
+            let origins = Origins {
+                restarts: app.restarts,
+                hangs: app.hangs,
+                stopped: app.stopped,
+            };
+            let handle = self.add(spec, origins);
+            let (done, answer) = oneshot::channel();
+            if app.stopped {
+                let _ = done.send(Ok(()));
+            } else {
+                let _ = handle.commands.try_send(WorkerCommand::Start(done));
+            }
+            pending.push((watched(handle), answer));
+        }
+        self.persist_or_warn();
+        if !problems.is_empty() {
+            let _ = reply.send(Outcome::Error {
+                message: format!("could not bring back: {}", problems.join("; ")),
+            });
+            return;
+        }
+        tokio::spawn(report_when_done(pending, reply));
+    }
+
+    /// Saves the app list (so `resurrect` brings it back), stops every app, answers, then ends
+    /// the supervisor.
     fn kill(&mut self, reply: oneshot::Sender<Outcome>) {
+        self.persist_or_warn();
         let mut pending = Vec::new();
         for handle in self.apps.drain(..) {
             let (done, answer) = oneshot::channel();
@@ -394,6 +539,17 @@ impl Supervisor {
             graceful.cancel();
         });
     }
+}
+
+/// What a command does to an app's place in the table and its saved state.
+#[derive(Debug, Clone, Copy)]
+enum Change {
+    /// It stays, saved as stopped.
+    Stop,
+    /// It stays, saved as running.
+    Run,
+    /// It leaves the table.
+    Forget,
 }
 
 fn watched(handle: &WorkerHandle) -> Watched {

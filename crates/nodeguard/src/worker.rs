@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use tokio::process::{Child, Command};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -15,12 +15,13 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use nodeguard_proto::control::{AppState, AppStatus};
+use nodeguard_proto::control::{AppEvent, AppState, AppStatus};
 use nodeguard_proto::worker::{LoopDelay, MemoryUsage, SupervisorMessage, WorkerMessage};
 use nodeguard_proto::{encode_frame, ENV_APP_NAME, ENV_SOCKET, ENV_TOKEN, MAX_WORKER_FRAME};
 
 use crate::config::AppSpec;
 use crate::exit::{human, ExitKind};
+use crate::logfile::timestamp;
 use crate::machine::{Action, Event, Phase, Report, Worker};
 use crate::output::{prefix_for, Origin, OutputSink, StreamKind};
 use crate::platform;
@@ -122,6 +123,20 @@ pub enum WorkerCommand {
     Restart(oneshot::Sender<CommandResult>),
     /// Stop and end the task; replies once the process has exited.
     Remove(oneshot::Sender<CommandResult>),
+    /// The recent events, at once.
+    Describe(oneshot::Sender<Vec<AppEvent>>),
+}
+
+/// Events kept per app for `describe`.
+pub const EVENT_HISTORY: usize = 50;
+
+/// Where a worker begins: fresh, or restored from the state file.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Origins {
+    pub restarts: u64,
+    pub hangs: u64,
+    /// Begin stopped instead of spawning at once.
+    pub stopped: bool,
 }
 
 /// What a waiting reply needs to see.
@@ -155,6 +170,8 @@ pub struct WorkerTask {
     waiters: Vec<Waiter>,
     /// Set by shutdown or removal: the task ends once the app is at rest.
     ending: bool,
+    events: VecDeque<AppEvent>,
+    begin_stopped: bool,
 }
 
 /// Commands queued for one worker before the supervisor waits.
@@ -167,13 +184,19 @@ struct Metrics {
 }
 
 impl WorkerTask {
-    pub fn new(spec: AppSpec, ctx: Arc<WorkerContext>) -> (Self, WorkerHandle) {
+    pub fn new(spec: AppSpec, ctx: Arc<WorkerContext>, origins: Origins) -> (Self, WorkerHandle) {
         let spec = Arc::new(spec);
         let (deliver, connections) = mpsc::channel(1);
         let (snapshot, snapshot_rx) = watch::channel(WorkerSnapshot::initial());
         let (command_tx, commands) = mpsc::channel(COMMAND_QUEUE);
+        let mut machine = Worker::new(spec.timing);
+        machine.restarts = origins.restarts;
+        machine.hangs = origins.hangs;
+        if origins.stopped {
+            machine.phase = Phase::Stopped;
+        }
         let task = Self {
-            machine: Worker::new(spec.timing),
+            machine,
             spec: spec.clone(),
             ctx,
             child: None,
@@ -187,6 +210,8 @@ impl WorkerTask {
             commands,
             waiters: Vec::new(),
             ending: false,
+            events: VecDeque::with_capacity(EVENT_HISTORY),
+            begin_stopped: origins.stopped,
         };
         let handle = WorkerHandle {
             spec,
@@ -245,7 +270,10 @@ impl WorkerTask {
                         self.ending = true;
                         Event::Stop
                     }
-                    Some(command) = self.commands.recv(), if !self.ending => self.on_command(command),
+                    Some(command) = self.commands.recv(), if !self.ending => match self.on_command(command) {
+                        Some(event) => event,
+                        None => continue,
+                    },
                     _ = sleep_until(deadline), if deadline.is_some() => Event::Timer {
                         scheduled: deadline.unwrap_or_else(Instant::now),
                     },
@@ -265,8 +293,8 @@ impl WorkerTask {
         .await
     }
 
-    /// Registers the command's reply and returns the event it means for the machine.
-    fn on_command(&mut self, command: WorkerCommand) -> Event {
+    /// Registers the command's reply and returns the event it means for the machine, if any.
+    fn on_command(&mut self, command: WorkerCommand) -> Option<Event> {
         let next_generation = self.generation + 1;
         let (event, goal, reply) = match command {
             WorkerCommand::Start(reply) => {
@@ -289,9 +317,13 @@ impl WorkerTask {
                 self.ending = true;
                 (Event::Stop, Goal::AtRest, reply)
             }
+            WorkerCommand::Describe(reply) => {
+                let _ = reply.send(self.events.iter().cloned().collect());
+                return None;
+            }
         };
         self.waiters.push(Waiter { goal, reply });
-        event
+        Some(event)
     }
 
     /// Answers every waiter whose goal was reached or can no longer be.
@@ -329,8 +361,12 @@ impl WorkerTask {
         self.waiters = still_waiting;
     }
 
-    /// The first spawn.
+    /// The first spawn (unless restored as stopped).
     async fn begin(&mut self) {
+        if self.begin_stopped {
+            self.publish();
+            return;
+        }
         let event = self.spawn().await;
         self.handle(event).await;
     }
@@ -555,7 +591,17 @@ impl WorkerTask {
         });
     }
 
-    fn log(&self, report: Report) {
+    /// Logs a report and keeps it in the event history.
+    fn log(&mut self, report: Report) {
+        let (kind, message) = self.describe_report(&report);
+        if self.events.len() == EVENT_HISTORY {
+            self.events.pop_front();
+        }
+        self.events.push_back(AppEvent {
+            at: timestamp(SystemTime::now()),
+            kind: kind.to_string(),
+            message,
+        });
         match report {
             Report::Started { pid } => tracing::info!(pid, "started"),
             Report::Exited {
@@ -598,6 +644,62 @@ impl WorkerTask {
             Report::LateCheckVoided { late_by } => tracing::warn!(
                 "supervisor ran {} late; not counting a missed heartbeat",
                 human(late_by)
+            ),
+        }
+    }
+}
+
+impl WorkerTask {
+    /// The event-history form of a report: its kind and one line.
+    fn describe_report(&self, report: &Report) -> (&'static str, String) {
+        match report {
+            Report::Started { pid } => ("started", format!("pid {pid}")),
+            Report::Exited {
+                pid,
+                status,
+                uptime,
+                restart_in,
+            } => (
+                "exited",
+                match restart_in {
+                    Some(delay) if delay.is_zero() => {
+                        format!("pid {pid}: {status} after {}; restarted at once", human(*uptime))
+                    }
+                    Some(delay) => format!(
+                        "pid {pid}: {status} after {}; restart in {} (backoff)",
+                        human(*uptime),
+                        human(*delay)
+                    ),
+                    None => format!("pid {pid}: {status} after {}", human(*uptime)),
+                },
+            ),
+            Report::Hung {
+                pid,
+                silent_for,
+                misses,
+            } => (
+                "hung",
+                format!(
+                    "pid {pid}: event loop silent for {} ({misses} heartbeats missed); killed and restarted",
+                    human(*silent_for)
+                ),
+            ),
+            Report::KillTimeout { pid } => (
+                "kill_timeout",
+                format!(
+                    "pid {pid}: still running {} after SIGTERM; sent SIGKILL",
+                    human(self.spec.timing.kill_timeout)
+                ),
+            ),
+            Report::Stopped { pid, status } => ("stopped", format!("pid {pid}: {status}")),
+            Report::SpawnFailed { error } => ("spawn_failed", error.clone()),
+            Report::Unmonitored => (
+                "unmonitored",
+                "no monitor connected; hang detection is off for this process".to_string(),
+            ),
+            Report::LateCheckVoided { late_by } => (
+                "late_check",
+                format!("supervisor ran {} late; a heartbeat check was voided", human(*late_by)),
             ),
         }
     }

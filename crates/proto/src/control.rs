@@ -29,8 +29,14 @@ pub enum Command {
     Restart { target: Target },
     /// Stop the target and forget it.
     Delete { target: Target },
+    /// The target's configuration, counters and recent events.
+    Describe { target: Target },
     /// Empty the target's log files.
     Flush { target: Target },
+    /// Write the app list (configs, counters, stopped or not) to the state file now.
+    Save,
+    /// Bring back the apps of the state file that are not running.
+    Resurrect,
     /// Stop every app, then the supervisor itself.
     Kill,
 }
@@ -90,6 +96,10 @@ pub enum Outcome {
     /// A command took effect; the apps it touched, as they are now.
     Done {
         apps: Vec<AppStatus>,
+    },
+    /// Answer to [`Command::Describe`].
+    Described {
+        apps: Vec<AppDescription>,
     },
     Error {
         message: String,
@@ -153,4 +163,24 @@ pub struct AppStatus {
     pub pong_rtt_ms: Option<f64>,
     /// Why the app is errored, or what ended its last process.
     pub last_exit: Option<String>,
+}
+
+/// Everything `describe` shows of one app.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AppDescription {
+    pub status: AppStatus,
+    pub definition: AppDefinition,
+    /// Oldest first.
+    pub events: Vec<AppEvent>,
+}
+
+/// Something that happened to an app, with its wall-clock time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AppEvent {
+    /// RFC 3339, UTC.
+    pub at: String,
+    /// `started`, `exited`, `hung`, `restarting`, `stopped`, `kill_timeout`, `spawn_failed`,
+    /// `unmonitored` or `late_check`.
+    pub kind: String,
+    pub message: String,
 }
