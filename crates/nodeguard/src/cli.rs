@@ -233,7 +233,7 @@ impl StartArgs {
             let mut apps = Vec::new();
             for app in &loaded.apps {
                 warnings.extend(unapplied_fields(&file, app));
-                apps.push(definition(
+                let mut definition = definition(
                     Some(app.name.clone()),
                     &app.script,
                     app.args.clone(),
@@ -242,7 +242,12 @@ impl StartArgs {
                     &app.cwd,
                     app.env.clone(),
                     &app.timing,
-                ));
+                );
+                let path_text =
+                    |path: &Option<PathBuf>| path.as_ref().map(|p| p.display().to_string());
+                definition.out_file = path_text(&app.out_file);
+                definition.error_file = path_text(&app.error_file);
+                apps.push(definition);
             }
             return Ok(StartPlan { apps, warnings });
         }
@@ -284,6 +289,8 @@ fn definition(
         node_args,
         cwd: cwd.display().to_string(),
         env,
+        out_file: None,
+        error_file: None,
         heartbeat_interval_ms: millis(timing.heartbeat_interval),
         heartbeat_timeout_ms: millis(timing.heartbeat_timeout),
         heartbeat_misses: timing.heartbeat_misses,
@@ -312,8 +319,6 @@ fn unapplied_fields(file: &Path, app: &AppConfig) -> Vec<String> {
     );
     note("wait_ready", app.wait_ready);
     note("listen_timeout", app.listen_timeout.is_some());
-    note("out_file", app.out_file.is_some());
-    note("error_file", app.error_file.is_some());
     unapplied
         .into_iter()
         .map(|field| {
@@ -398,6 +403,8 @@ impl RunArgs {
                 cwd: cwd.clone(),
                 env: Vec::new(),
                 timing,
+                out_file: None,
+                error_file: None,
             })
             .collect();
         let home = match home {

@@ -33,6 +33,9 @@ pub struct AppSpec {
     /// Extra environment, on top of the supervisor's own.
     pub env: Vec<(String, String)>,
     pub timing: Timing,
+    /// Log file paths instead of the defaults under `<home>/logs/`.
+    pub out_file: Option<PathBuf>,
+    pub error_file: Option<PathBuf>,
 }
 
 impl AppSpec {
@@ -47,6 +50,8 @@ impl AppSpec {
             node_args: self.node_args.clone(),
             cwd: self.cwd.display().to_string(),
             env: self.env.clone(),
+            out_file: self.out_file.as_ref().map(|p| p.display().to_string()),
+            error_file: self.error_file.as_ref().map(|p| p.display().to_string()),
             heartbeat_interval_ms: millis(self.timing.heartbeat_interval),
             heartbeat_timeout_ms: millis(self.timing.heartbeat_timeout),
             heartbeat_misses: self.timing.heartbeat_misses,
@@ -80,6 +85,8 @@ impl AppSpec {
             cwd: PathBuf::from(definition.cwd),
             env: definition.env,
             timing,
+            out_file: definition.out_file.map(PathBuf::from),
+            error_file: definition.error_file.map(PathBuf::from),
         })
     }
 }

@@ -106,6 +106,8 @@ impl AppConfig {
             cwd: self.cwd.clone(),
             env: self.env.clone(),
             timing: self.timing,
+            out_file: self.out_file.clone(),
+            error_file: self.error_file.clone(),
         }
     }
 }

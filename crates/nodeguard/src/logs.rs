@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use tokio::sync::mpsc;
 
-use nodeguard_proto::control::{Command, Outcome};
+use nodeguard_proto::control::{Command, Outcome, Target};
 
 use crate::client::{self, ClientError};
 use crate::home::HomePaths;
@@ -43,15 +43,14 @@ pub async fn show(
     follow: bool,
     streams: Streams,
 ) -> Result<(), LogsError> {
-    let names = app_names(paths, target.as_deref()).await?;
+    let apps = app_logs(paths, target.as_deref()).await?;
     let mut files = Vec::new();
-    for name in &names {
-        let spec = LogSpec::default_for(&paths.home, name);
+    for app in apps {
         if streams.out {
-            files.push((name.clone(), spec.out_path.clone()));
+            files.push((app.name.clone(), app.out_path));
         }
         if streams.err {
-            files.push((name.clone(), spec.err_path));
+            files.push((app.name, app.err_path));
         }
     }
     {
@@ -100,36 +99,59 @@ fn print_line(out: &mut impl Write, name: &str, line: &[u8]) -> std::io::Result<
     out.write_all(b"\n")
 }
 
-/// The names of the targeted apps: from the running supervisor when there is one (so ids work),
-/// else from the files in the logs directory.
-async fn app_names(paths: &HomePaths, target: Option<&str>) -> Result<Vec<String>, LogsError> {
-    let wanted = target.filter(|t| *t != "all");
-    match client::request(paths, Command::Status).await {
-        Ok(Outcome::Status { apps }) => {
-            let names: Vec<String> = apps
-                .into_iter()
-                .filter(|app| {
-                    wanted.is_none_or(|t| app.name == t || t.parse::<u32>().ok() == Some(app.id))
-                })
-                .map(|app| app.name)
-                .collect();
-            match (names.is_empty(), wanted) {
-                (true, Some(t)) if !has_logs(&paths.home, t) => Err(LogsError::NoSuchApp(t.into())),
-                (true, Some(t)) => Ok(vec![t.to_string()]),
-                _ => Ok(names),
-            }
+/// One app's log files.
+struct AppLogs {
+    name: String,
+    out_path: PathBuf,
+    err_path: PathBuf,
+}
+
+impl AppLogs {
+    fn at_default_paths(home: &Path, name: String) -> Self {
+        let spec = LogSpec::default_for(home, &name);
+        Self {
+            name,
+            out_path: spec.out_path,
+            err_path: spec.err_path,
         }
-        Ok(_) | Err(ClientError::NotRunning(_)) => {
+    }
+}
+
+/// The targeted apps and their log paths: from the running supervisor when there is one (so ids
+/// and configured `out_file`/`error_file` paths work), else from the logs directory.
+async fn app_logs(paths: &HomePaths, target: Option<&str>) -> Result<Vec<AppLogs>, LogsError> {
+    let wanted = target.filter(|t| *t != "all");
+    let describe = Command::Describe {
+        target: Target(wanted.unwrap_or("all").to_string()),
+    };
+    match client::request(paths, describe).await {
+        Ok(Outcome::Described { apps }) => Ok(apps
+            .into_iter()
+            .map(|app| {
+                let mut logs = AppLogs::at_default_paths(&paths.home, app.status.name);
+                if let Some(out) = app.definition.out_file {
+                    logs.out_path = PathBuf::from(out);
+                }
+                if let Some(err) = app.definition.error_file {
+                    logs.err_path = PathBuf::from(err);
+                }
+                logs
+            })
+            .collect()),
+        Ok(_) | Err(ClientError::NotRunning(_) | ClientError::Refused(_)) => {
             let mut names = names_on_disk(&paths.home);
             if let Some(t) = wanted {
-                names.retain(|name| name == t);
-                if names.is_empty() {
+                if !has_logs(&paths.home, t) {
                     return Err(LogsError::NoSuchApp(t.into()));
                 }
+                names = vec![t.to_string()];
             } else if names.is_empty() {
                 return Err(LogsError::NoLogs(logfile::logs_dir(&paths.home)));
             }
-            Ok(names)
+            Ok(names
+                .into_iter()
+                .map(|name| AppLogs::at_default_paths(&paths.home, name))
+                .collect())
         }
         Err(error) => Err(error.into()),
     }

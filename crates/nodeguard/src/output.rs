@@ -42,11 +42,14 @@ pub struct Destinations {
     pub log_home: Option<PathBuf>,
 }
 
-/// Identifies an app's output: its name (for log files) and its terminal prefix.
+/// Identifies an app's output: its name, its terminal prefix, and where its log files are when
+/// not at the default places.
 #[derive(Debug, Clone)]
 pub struct Origin {
     pub app: Arc<str>,
     pub prefix: Arc<str>,
+    pub out_file: Option<Arc<PathBuf>>,
+    pub error_file: Option<Arc<PathBuf>>,
 }
 
 enum Item {
@@ -120,7 +123,7 @@ impl Writer {
                     } => self.line(&origin, stream, &text),
                     Item::Clear { app, done } => {
                         self.flush();
-                        if let Some(files) = self.files_for(&app) {
+                        if let Some(files) = self.files_for(&app, None) {
                             if let Err(error) = files.clear() {
                                 tracing::warn!(app = %app, %error, "cannot empty the log files");
                             }
@@ -148,19 +151,36 @@ impl Writer {
             buffer.extend_from_slice(text);
             buffer.push(b'\n');
         }
-        if let Some(files) = self.files_for(&origin.app) {
+        if let Some(files) = self.files_for(&origin.app, Some(origin)) {
             if let Err(error) = files.write_line(stream.into(), text) {
                 tracing::warn!(app = %origin.app, %error, "cannot write the log file");
             }
         }
     }
 
-    /// The app's log files, opened on first use; `None` when files are off or cannot be opened
-    /// (said once in the supervisor's log).
-    fn files_for(&mut self, app: &Arc<str>) -> Option<&mut LogFiles> {
+    /// The app's log files, opened on first use (and again if the app's paths changed); `None`
+    /// when files are off or cannot be opened (said in the supervisor's log).
+    fn files_for(&mut self, app: &Arc<str>, origin: Option<&Origin>) -> Option<&mut LogFiles> {
         let home = self.destinations.log_home.as_ref()?;
+        let mut spec = LogSpec::default_for(home, app);
+        if let Some(origin) = origin {
+            if let Some(path) = &origin.out_file {
+                spec.out_path = path.to_path_buf();
+            }
+            if let Some(path) = &origin.error_file {
+                spec.err_path = path.to_path_buf();
+            }
+        }
+        let stale = self.files.get(app).is_some_and(|files| {
+            origin.is_some()
+                && (files.spec().out_path != spec.out_path
+                    || files.spec().err_path != spec.err_path)
+        });
+        if stale {
+            self.files.remove(app);
+        }
         if !self.files.contains_key(app) {
-            match LogFiles::open(LogSpec::default_for(home, app)) {
+            match LogFiles::open(spec) {
                 Ok(files) => {
                     self.files.insert(app.clone(), files);
                 }

@@ -135,6 +135,8 @@ mod tests {
                     node_args: vec![],
                     cwd: "/srv".into(),
                     env: vec![("A".into(), "1".into())],
+                    out_file: None,
+                    error_file: Some("/var/log/api.err".into()),
                     heartbeat_interval_ms: 1000,
                     heartbeat_timeout_ms: 1000,
                     heartbeat_misses: 3,

@@ -499,6 +499,8 @@ impl WorkerTask {
                 let origin = Origin {
                     app: spec.name.as_str().into(),
                     prefix: prefix_for(&spec.name, spec.id as usize, self.ctx.color),
+                    out_file: spec.out_file.clone().map(Arc::new),
+                    error_file: spec.error_file.clone().map(Arc::new),
                 };
                 if let Some(stdout) = child.stdout.take() {
                     let sink = self.ctx.output.clone();

@@ -68,6 +68,12 @@ pub struct AppDefinition {
     pub node_args: Vec<String>,
     pub cwd: String,
     pub env: Vec<(String, String)>,
+    /// Where the app's stdout goes instead of `<home>/logs/<name>-out.log`.
+    #[serde(default)]
+    pub out_file: Option<String>,
+    /// Where the app's stderr goes instead of `<home>/logs/<name>-err.log`.
+    #[serde(default)]
+    pub error_file: Option<String>,
     pub heartbeat_interval_ms: u64,
     pub heartbeat_timeout_ms: u64,
     pub heartbeat_misses: u32,
