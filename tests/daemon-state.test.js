@@ -359,8 +359,13 @@ test('a corrupt dump.json: one-line error, set aside as a backup, and the daemon
   assert.equal((await d.byName()).idle.pid, apps.idle.pid, 'the running app was left alone');
 });
 
-test('resurrect twice (and with everything already running) adds nothing', async (t) => {
+test('resurrect with nothing saved fails in one line; twice, or with everything running, it adds nothing', async (t) => {
   const d = new h.DaemonHome(t);
+  // Nothing saved yet: one line, exit 1.
+  const nothing = await d.cli(['resurrect']);
+  assert.equal(nothing.code, 1, `resurrect with no dump.json: exit ${nothing.code}, ${nothing.stderr}`);
+  assert.match(oneLine(nothing.stderr, 'resurrect with no dump.json (stderr)'), /nothing to resurrect/);
+
   await d.ok(['start', fixture('idle.js'), '--name', 'a']);
   await d.ok(['start', fixture('idle.js'), '--name', 'b']);
   await d.ok(['stop', 'b']);
