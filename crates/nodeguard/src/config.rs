@@ -170,7 +170,8 @@ pub fn app_names<'a>(scripts: impl IntoIterator<Item = &'a Path>) -> Vec<String>
     names
 }
 
-/// A name for `script` that is not in `taken`: its file stem, suffixed `-1`, `-2`, … if needed.
+/// A name for `script` that is not in `taken` and cannot be mistaken for a target (`all`, or an
+/// id): its file stem, suffixed `-1`, `-2`, … if needed.
 pub fn unique_name(script: &Path, taken: &[String]) -> String {
     let base = script
         .file_stem()
@@ -179,7 +180,7 @@ pub fn unique_name(script: &Path, taken: &[String]) -> String {
         .unwrap_or_else(|| "app".to_string());
     let mut name = base.clone();
     let mut suffix = 1;
-    while taken.contains(&name) {
+    while taken.contains(&name) || name == "all" || name.chars().all(|c| c.is_ascii_digit()) {
         name = format!("{base}-{suffix}");
         suffix += 1;
     }
@@ -232,6 +233,8 @@ mod tests {
             Path::new("c/app.js"),
         ];
         assert_eq!(app_names(scripts), ["main1", "app", "app-1", "app-2"]);
+        let reserved = [Path::new("all.js"), Path::new("2024.js")];
+        assert_eq!(app_names(reserved), ["all-1", "2024-1"]);
     }
 
     #[test]

@@ -8,7 +8,7 @@
 //! Fields that nodeguard knows but does not act on yet, and fields it does not know at all, are
 //! reported as warnings that name the file, the app and the field; nothing is dropped silently.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fmt;
 use std::io::Read;
 use std::path::{Component, Path, PathBuf};
@@ -487,26 +487,13 @@ fn build(
     }
     // A missing name comes from the script's file stem, with a `-1`, `-2`, ... suffix when that
     // is taken by an explicit name or an earlier default (or is reserved: `all`, or a number).
-    let mut taken: HashSet<String> = seen.into_keys().collect();
-    taken.insert("all".to_string());
+    let mut taken: Vec<String> = seen.into_keys().collect();
     let apps = parsed
         .into_iter()
         .map(|app| {
             let name = app.name.clone().unwrap_or_else(|| {
-                let base = app
-                    .config
-                    .script
-                    .file_stem()
-                    .map(|stem| stem.to_string_lossy().into_owned())
-                    .filter(|stem| !stem.is_empty())
-                    .unwrap_or_else(|| "app".to_string());
-                let mut name = base.clone();
-                let mut suffix = 1;
-                while taken.contains(&name) || name.chars().all(|c| c.is_ascii_digit()) {
-                    name = format!("{base}-{suffix}");
-                    suffix += 1;
-                }
-                taken.insert(name.clone());
+                let name = crate::config::unique_name(&app.config.script, &taken);
+                taken.push(name.clone());
                 name
             });
             AppConfig { name, ..app.config }

@@ -12,7 +12,7 @@ use nodeguard_proto::control::Request;
 use nodeguard_proto::control::{Command, Outcome, Response};
 use nodeguard_proto::{decode_payload, peek_version, MAX_CONTROL_FRAME, PROTOCOL_VERSION};
 
-use crate::framed::{write_message, FrameError, FrameReader};
+use crate::framed::{next_connection, write_message, FrameError, FrameReader};
 use crate::platform;
 use crate::supervisor::ControlRequest;
 
@@ -27,18 +27,7 @@ pub async fn serve(
     connections: TaskTracker,
     cancel: CancellationToken,
 ) {
-    loop {
-        let stream = tokio::select! {
-            _ = cancel.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(error) => {
-                    tracing::warn!(%error, "control socket: accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
+    while let Some(stream) = next_connection(&listener, &cancel, "control socket").await {
         let supervisor = supervisor.clone();
         connections.spawn(async move {
             if let Err(error) = answer(stream, &supervisor).await {

@@ -62,6 +62,30 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     }
 }
 
+/// The next connection on `listener`, or `None` once `cancel` fires. Accept errors (out of file
+/// descriptors and the like) are logged and retried after a short pause instead of spinning.
+pub async fn next_connection(
+    listener: &tokio::net::UnixListener,
+    cancel: &tokio_util::sync::CancellationToken,
+    socket: &str,
+) -> Option<tokio::net::UnixStream> {
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return None,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => return Some(stream),
+                Err(error) => {
+                    tracing::warn!(%error, "{socket}: accept failed");
+                    tokio::time::sleep(ACCEPT_RETRY).await;
+                }
+            },
+        }
+    }
+}
+
+/// Pause after a failed accept.
+const ACCEPT_RETRY: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// Writes one message as a frame.
 pub async fn write_message<T: serde::Serialize>(
     writer: &mut (impl AsyncWrite + Unpin),

@@ -467,23 +467,39 @@ impl Worker {
         }
     }
 
+    /// SIGTERM to a live process, with SIGKILL due after the kill timeout, then `then`.
+    /// Returns false if no process is live.
+    fn stop_gracefully(
+        &mut self,
+        now: Instant,
+        then: AfterExit,
+        actions: &mut Vec<Action>,
+    ) -> bool {
+        let Phase::Live {
+            pid, spawned_at, ..
+        } = self.phase
+        else {
+            return false;
+        };
+        self.phase = Phase::Stopping {
+            pid,
+            spawned_at,
+            kill_at: Some(now + self.timing.kill_timeout),
+            then,
+        };
+        actions.push(Action::SignalGroup {
+            pgid: pid,
+            signal: StopSignal::Terminate,
+        });
+        true
+    }
+
     fn on_stop(&mut self, now: Instant, actions: &mut Vec<Action>) {
+        if self.stop_gracefully(now, AfterExit::Stay, actions) {
+            return;
+        }
         match &mut self.phase {
-            Phase::Live {
-                pid, spawned_at, ..
-            } => {
-                let pid = *pid;
-                self.phase = Phase::Stopping {
-                    pid,
-                    spawned_at: *spawned_at,
-                    kill_at: Some(now + self.timing.kill_timeout),
-                    then: AfterExit::Stay,
-                };
-                actions.push(Action::SignalGroup {
-                    pgid: pid,
-                    signal: StopSignal::Terminate,
-                });
-            }
+            Phase::Live { .. } => {}
             Phase::Stopping { then, .. } => *then = AfterExit::Stay,
             Phase::Backoff { .. } | Phase::Spawning => self.phase = Phase::Stopped,
             Phase::Stopped | Phase::Errored { .. } => {}
@@ -491,22 +507,11 @@ impl Worker {
     }
 
     fn on_restart(&mut self, now: Instant, actions: &mut Vec<Action>) {
+        if self.stop_gracefully(now, AfterExit::Restart, actions) {
+            return;
+        }
         match &mut self.phase {
-            Phase::Live {
-                pid, spawned_at, ..
-            } => {
-                let pid = *pid;
-                self.phase = Phase::Stopping {
-                    pid,
-                    spawned_at: *spawned_at,
-                    kill_at: Some(now + self.timing.kill_timeout),
-                    then: AfterExit::Restart,
-                };
-                actions.push(Action::SignalGroup {
-                    pgid: pid,
-                    signal: StopSignal::Terminate,
-                });
-            }
+            Phase::Live { .. } => {}
             Phase::Stopping { then, .. } => *then = AfterExit::Restart,
             Phase::Backoff { .. } | Phase::Stopped | Phase::Errored { .. } => {
                 self.crash_streak = 0;

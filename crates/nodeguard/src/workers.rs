@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use nodeguard_proto::worker::{SupervisorMessage, WorkerMessage};
 use nodeguard_proto::{decode_payload, peek_version, MAX_WORKER_FRAME, PROTOCOL_VERSION};
 
-use crate::framed::{write_message, FrameError, FrameReader};
+use crate::framed::{next_connection, write_message, FrameError, FrameReader};
 use crate::platform;
 
 /// A client must send its hello within this time.
@@ -84,19 +84,7 @@ pub async fn serve(
     registry: Arc<TokenRegistry>,
     cancel: CancellationToken,
 ) {
-    loop {
-        let stream = tokio::select! {
-            _ = cancel.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(error) => {
-                    tracing::warn!(%error, "worker socket: accept failed");
-                    // Out of fds and the like: back off a little instead of spinning.
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
+    while let Some(stream) = next_connection(&listener, &cancel, "worker socket").await {
         let registry = registry.clone();
         tokio::spawn(async move {
             if let Err(reason) = handshake(stream, &registry).await {
