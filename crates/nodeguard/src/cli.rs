@@ -163,6 +163,10 @@ pub struct AppOptions {
     /// Time between SIGTERM and SIGKILL when stopping an app.
     #[arg(long, value_name = "DUR", default_value = "5s", value_parser = parse_duration)]
     pub kill_timeout: Duration,
+
+    /// Prefix each log-file line with its time (RFC 3339, UTC), like PM2's `time: true`.
+    #[arg(long)]
+    pub log_timestamps: bool,
 }
 
 impl AppOptions {
@@ -247,6 +251,7 @@ impl StartArgs {
                     |path: &Option<PathBuf>| path.as_ref().map(|p| p.display().to_string());
                 definition.out_file = path_text(&app.out_file);
                 definition.error_file = path_text(&app.error_file);
+                definition.log_timestamps = app.log_timestamps || self.app.log_timestamps;
                 apps.push(definition);
             }
             return Ok(StartPlan { apps, warnings });
@@ -262,6 +267,10 @@ impl StartArgs {
             Vec::new(),
             &timing,
         );
+        let app = AppDefinition {
+            log_timestamps: self.app.log_timestamps,
+            ..app
+        };
         Ok(StartPlan {
             apps: vec![app],
             warnings: Vec::new(),
@@ -291,6 +300,7 @@ fn definition(
         env,
         out_file: None,
         error_file: None,
+        log_timestamps: false,
         heartbeat_interval_ms: millis(timing.heartbeat_interval),
         heartbeat_timeout_ms: millis(timing.heartbeat_timeout),
         heartbeat_misses: timing.heartbeat_misses,
@@ -405,6 +415,7 @@ impl RunArgs {
                 timing,
                 out_file: None,
                 error_file: None,
+                log_timestamps: self.app.log_timestamps,
             })
             .collect();
         let home = match home {

@@ -36,6 +36,8 @@ pub struct AppSpec {
     /// Log file paths instead of the defaults under `<home>/logs/`.
     pub out_file: Option<PathBuf>,
     pub error_file: Option<PathBuf>,
+    /// Prefix each log-file line with its time.
+    pub log_timestamps: bool,
 }
 
 impl AppSpec {
@@ -52,6 +54,7 @@ impl AppSpec {
             env: self.env.clone(),
             out_file: self.out_file.as_ref().map(|p| p.display().to_string()),
             error_file: self.error_file.as_ref().map(|p| p.display().to_string()),
+            log_timestamps: self.log_timestamps,
             heartbeat_interval_ms: millis(self.timing.heartbeat_interval),
             heartbeat_timeout_ms: millis(self.timing.heartbeat_timeout),
             heartbeat_misses: self.timing.heartbeat_misses,
@@ -87,6 +90,7 @@ impl AppSpec {
             timing,
             out_file: definition.out_file.map(PathBuf::from),
             error_file: definition.error_file.map(PathBuf::from),
+            log_timestamps: definition.log_timestamps,
         })
     }
 }

@@ -91,6 +91,8 @@ pub struct AppConfig {
     pub listen_timeout: Option<Duration>,
     pub out_file: Option<PathBuf>,
     pub error_file: Option<PathBuf>,
+    /// PM2's `time`: prefix each log line with its time.
+    pub log_timestamps: bool,
 }
 
 impl AppConfig {
@@ -108,6 +110,7 @@ impl AppConfig {
             timing: self.timing,
             out_file: self.out_file.clone(),
             error_file: self.error_file.clone(),
+            log_timestamps: self.log_timestamps,
         }
     }
 }
@@ -534,11 +537,7 @@ const NOT_SUPPORTED: &[(&str, &str)] = &[
     ),
     (
         "log_date_format",
-        "log timestamps are set with nodeguard's own options",
-    ),
-    (
-        "time",
-        "log timestamps are set with nodeguard's own options",
+        "timestamps (with `time: true`) are always RFC 3339 UTC",
     ),
     (
         "log_file",
@@ -598,6 +597,7 @@ const SUPPORTED: &[&str] = &[
     "listen_timeout",
     "out_file",
     "error_file",
+    "time",
     "heartbeat_interval",
     "heartbeat_timeout",
     "heartbeat_misses",
@@ -764,6 +764,7 @@ impl Checker<'_> {
         let error_file = fields
             .remove("error_file")
             .and_then(|value| self.path("error_file", value, &cwd));
+        let log_timestamps = self.bool_field(&mut fields, "time").unwrap_or(false);
 
         self.leftovers(fields);
 
@@ -792,6 +793,7 @@ impl Checker<'_> {
                 listen_timeout,
                 out_file,
                 error_file,
+                log_timestamps,
             },
         })
     }

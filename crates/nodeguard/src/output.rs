@@ -50,6 +50,7 @@ pub struct Origin {
     pub prefix: Arc<str>,
     pub out_file: Option<Arc<PathBuf>>,
     pub error_file: Option<Arc<PathBuf>>,
+    pub timestamps: bool,
 }
 
 enum Item {
@@ -170,11 +171,13 @@ impl Writer {
             if let Some(path) = &origin.error_file {
                 spec.err_path = path.to_path_buf();
             }
+            spec.timestamps = origin.timestamps;
         }
         let stale = self.files.get(app).is_some_and(|files| {
             origin.is_some()
                 && (files.spec().out_path != spec.out_path
-                    || files.spec().err_path != spec.err_path)
+                    || files.spec().err_path != spec.err_path
+                    || files.spec().timestamps != spec.timestamps)
         });
         if stale {
             self.files.remove(app);

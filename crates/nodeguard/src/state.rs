@@ -137,6 +137,7 @@ mod tests {
                     env: vec![("A".into(), "1".into())],
                     out_file: None,
                     error_file: Some("/var/log/api.err".into()),
+                    log_timestamps: true,
                     heartbeat_interval_ms: 1000,
                     heartbeat_timeout_ms: 1000,
                     heartbeat_misses: 3,

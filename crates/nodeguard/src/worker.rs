@@ -501,6 +501,7 @@ impl WorkerTask {
                     prefix: prefix_for(&spec.name, spec.id as usize, self.ctx.color),
                     out_file: spec.out_file.clone().map(Arc::new),
                     error_file: spec.error_file.clone().map(Arc::new),
+                    timestamps: spec.log_timestamps,
                 };
                 if let Some(stdout) = child.stdout.take() {
                     let sink = self.ctx.output.clone();

@@ -74,6 +74,9 @@ pub struct AppDefinition {
     /// Where the app's stderr goes instead of `<home>/logs/<name>-err.log`.
     #[serde(default)]
     pub error_file: Option<String>,
+    /// Prefix each log-file line with its time (RFC 3339, UTC).
+    #[serde(default)]
+    pub log_timestamps: bool,
     pub heartbeat_interval_ms: u64,
     pub heartbeat_timeout_ms: u64,
     pub heartbeat_misses: u32,
