@@ -267,3 +267,29 @@ test('--home works before the verb as well as after it', async (t) => {
   const before = await h.run(['--home', d.home, 'ping']);
   assert.equal(before.code, 0, `--home DIR ping: exit ${before.code}, ${before.stderr.trim()}`);
 });
+
+test('a control client of another protocol version gets a clear refusal; garbage is dropped', async (t) => {
+  const d = new h.DaemonHome(t);
+  await d.ok(['start', fixture('idle.js')]);
+  const before = byName(await d.status()).idle;
+
+  const future = await h.exchange(d.paths.control, h.frame({ version: 99, command: { type: 'teleport' } }));
+  assert.ok(future.closed, 'the supervisor closes the connection after answering');
+  assert.equal(future.frames.length, 1, `one answer: ${JSON.stringify(future.frames)}`);
+  const { outcome } = future.frames[0];
+  assert.equal(outcome.type, 'error');
+  assert.match(outcome.message, /version 99/, 'the refusal names the client version');
+  assert.match(outcome.message, /supervisor speaks 1/, 'and the supervisor version');
+
+  for (const bytes of [Buffer.from('GET / HTTP/1.1\r\n\r\n'), h.frame({ version: 1, command: 'nope' })]) {
+    const reply = await h.exchange(d.paths.control, bytes);
+    assert.ok(reply.closed, `connection closed after ${JSON.stringify(bytes.toString())}`);
+    for (const frame of reply.frames) {
+      assert.equal(frame.outcome?.type, 'error', `only an error may come back: ${JSON.stringify(frame)}`);
+    }
+  }
+
+  const after = byName(await d.status()).idle;
+  assert.equal(after.pid, before.pid, 'the app was not disturbed');
+  assert.equal(after.state, 'running');
+});
