@@ -111,14 +111,24 @@ for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
 }
 
 /** Runs one phase; a failure is recorded (and reported) instead of ending the run. */
+/** Per phase: name, seconds, 1-minute load average at start and end (other work shows up there). */
+const phaseLog = [];
+
 async function phase(name, fn) {
   log(`${name} ...`);
   const start = u.now();
+  const entry = { name, loadStart: os.loadavg()[0] };
+  phaseLog.push(entry);
   try {
     const value = await fn();
-    log(`${name} done in ${((u.now() - start) / 1000).toFixed(1)} s`);
+    entry.seconds = (u.now() - start) / 1000;
+    entry.loadEnd = os.loadavg()[0];
+    log(`${name} done in ${entry.seconds.toFixed(1)} s`);
     return value;
   } catch (err) {
+    entry.seconds = (u.now() - start) / 1000;
+    entry.loadEnd = os.loadavg()[0];
+    entry.failed = true;
     log(`${name} FAILED: ${err.stack || err}`);
     return { error: String(err.message || err).split('\n').slice(0, 6).join(' / ') };
   } finally {
@@ -185,6 +195,7 @@ function environment() {
     npm: cmdVersion('npm'),
     rustc: cmdVersion('rustc'),
     nodeguard: cmdVersion(ctx.bin),
+    nodeguardBytes: fs.statSync(ctx.bin).size,
     commit: git.status === 0 ? git.stdout.trim() + (dirty.stdout.trim() ? ' + uncommitted changes in crates/ or the JS package' : '') : 'unknown',
     quick: opts.quick,
     loadBefore: os.loadavg(),
@@ -223,6 +234,7 @@ async function memNodeguard(preload) {
         supervisor: sup,
         server,
         serverMaps: u.smapsByMapping(served.pid),
+        supervisorMaps: u.smapsByMapping(ng.pid),
         monitored: Boolean(after?.server?.monitored),
         pongAge: after?.server?.last_pong_ms ?? null,
         restarts: (after?.server?.restarts ?? 0) + (after?.idle?.restarts ?? 0),
@@ -399,6 +411,8 @@ function summarizePhases(phases) {
     boot: u.summarize(ok.map((p) => p.boot)),
     missing: phases.length - ok.length,
     texts: ok.map((p) => p.text),
+    // Per trial, in order: [detection ms, the "silent for" ms the supervisor logged (hangs only)].
+    perTrial: ok.map((p) => [p.detect, Number((/silent for (\d+(?:\.\d+)?)ms/.exec(p.text) || [])[1]) || null]),
   };
 }
 
@@ -569,6 +583,8 @@ async function hangPm2() {
  * (no timers in the way) until each is gone (Z counts) or `limit` ms pass. Returns ms per pid
  * (null = still alive at the limit).
  */
+const pollPause = new Int32Array(new SharedArrayBuffer(4));
+
 function killAndTime(victim, pids, limit) {
   const gone = Object.fromEntries(pids.map((p) => [p, null]));
   const t0 = u.now();
@@ -582,6 +598,9 @@ function killAndTime(victim, pids, limit) {
       else left++;
     }
     if (left === 0 || t > limit) return gone;
+    // ~0.1 ms between polls, sleeping: a pure spin would take one of the two cores that the dying
+    // workers need to tear themselves down (the busy one already holds the other until it dies).
+    Atomics.wait(pollPause, 0, 0, 0.1);
   }
 }
 
@@ -685,6 +704,7 @@ async function main() {
 
   await cleanup();
   await u.sleep(200);
+  results.phaseLog = phaseLog;
   results.leftover = u.liveTagged(tag);
   results.env.loadAfter = os.loadavg();
   results.totalSeconds = (u.now() - started) / 1000;
