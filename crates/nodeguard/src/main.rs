@@ -77,12 +77,17 @@ fn clap_error(error: clap::Error) -> ExitCode {
     ExitCode::from(EXIT_USAGE)
 }
 
+/// Logs at the level named by `NODEGUARD_LOG` (`error`, `warn`, `info`, `debug`, `trace` or
+/// `off`; default `info`). A plain level rather than per-module directives keeps the regex engine
+/// out of the binary, which is resident in every supervisor.
 fn init_logging() {
-    use tracing_subscriber::EnvFilter;
-    let filter =
-        EnvFilter::try_from_env("NODEGUARD_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    use tracing_subscriber::filter::LevelFilter;
+    let level = std::env::var("NODEGUARD_LOG")
+        .ok()
+        .and_then(|text| text.trim().parse::<LevelFilter>().ok())
+        .unwrap_or(LevelFilter::INFO);
     tracing_subscriber::fmt()
-        .with_env_filter(filter)
+        .with_max_level(level)
         .with_writer(std::io::stderr)
         .with_target(false)
         .with_ansi(std::io::stderr().is_terminal())
