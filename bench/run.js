@@ -3,10 +3,12 @@
 // nodeguard vs PM2, measured side by side in one run on the same fixture apps (bench/apps), and
 // written to bench/RESULTS.md.
 //
-//   node bench/run.js [--quick] [--no-build] [--out FILE]
+//   node bench/run.js [--quick] [--no-build] [--only 7,8] [--out FILE]
 //
 //   --quick     fewer trials (a smoke run; the figures are then only indicative)
 //   --no-build  measure the binary already in target/release instead of running scripts/build.js
+//   --only LIST run only these figures (comma-separated numbers); the report then goes to a temp
+//               file unless --out is given, so bench/RESULTS.md is never a partial run
 //   --out FILE  write the report somewhere else (default bench/RESULTS.md)
 //
 // Everything runs on 127.0.0.1 from a fresh temp dir under os.tmpdir(): NODEGUARD_HOMEs, PM2
@@ -16,6 +18,8 @@
 //
 // Figures (issue 2): 1 supervisor RSS, 2 the monitor's RSS inside a worker, 3 pong round trip,
 // 4 crash -> serving again, 5 hang -> serving again, 6 orphan exit after SIGKILL of the supervisor.
+// Figures (issue 3, daemon mode): 7 `nodeguard status --json` round trip vs `pm2 jlist`, 8 daemon
+// RSS with 2 and with 100 idle apps vs PM2's God daemon.
 
 const fs = require('node:fs');
 const os = require('node:os');
@@ -23,7 +27,7 @@ const path = require('node:path');
 const { spawnSync } = require('node:child_process');
 
 const u = require('./lib/util');
-const { NodeguardRun } = require('./lib/nodeguard');
+const { NodeguardRun, NodeguardDaemon, controlRequest } = require('./lib/nodeguard');
 const { Pm2 } = require('./lib/pm2');
 const { writeReport } = require('./lib/report');
 
@@ -38,21 +42,32 @@ const APPS = {
 // Options and trial counts
 
 const argv = process.argv.slice(2);
+const USAGE = 'usage: node bench/run.js [--quick] [--no-build] [--only 7,8] [--out FILE]';
+const only = argv.includes('--only') ? new Set(String(argv[argv.indexOf('--only') + 1]).split(',').map(Number)) : null;
+if (only && [...only].some((f) => !(f >= 1 && f <= 8))) {
+  console.error(`--only takes figure numbers 1 to 8, comma-separated\n${USAGE}`);
+  process.exit(2);
+}
 const opts = {
   quick: argv.includes('--quick'),
   build: !argv.includes('--no-build'),
-  out: argv.includes('--out') ? path.resolve(argv[argv.indexOf('--out') + 1]) : path.join(__dirname, 'RESULTS.md'),
+  only,
+  out: argv.includes('--out')
+    ? path.resolve(argv[argv.indexOf('--out') + 1])
+    : only
+      ? path.join(os.tmpdir(), `nodeguard-bench-only-${[...only].join('-')}.md`)
+      : path.join(__dirname, 'RESULTS.md'),
 };
 for (const a of argv) {
-  if (a.startsWith('--') && !['--quick', '--no-build', '--out'].includes(a)) {
-    console.error(`unknown option ${a}\nusage: node bench/run.js [--quick] [--no-build] [--out FILE]`);
+  if (a.startsWith('--') && !['--quick', '--no-build', '--out', '--only'].includes(a)) {
+    console.error(`unknown option ${a}\n${USAGE}`);
     process.exit(2);
   }
 }
 
 const N = opts.quick
-  ? { memTrials: 1, memSamples: 3, rttSeconds: 3, crash: 5, hangDefault: 2, hangFast: 3, orphan: 3, pm2Orphan: 1 }
-  : { memTrials: 3, memSamples: 5, rttSeconds: 8, crash: 20, hangDefault: 5, hangFast: 10, orphan: 10, pm2Orphan: 2 };
+  ? { memTrials: 1, memSamples: 3, rttSeconds: 3, crash: 5, hangDefault: 2, hangFast: 3, orphan: 3, pm2Orphan: 1, statusRuns: 10, socketRuns: 50, manyApps: 10, manyStatusRuns: 5, manyJlistRuns: 2 }
+  : { memTrials: 3, memSamples: 5, rttSeconds: 8, crash: 20, hangDefault: 5, hangFast: 10, orphan: 10, pm2Orphan: 2, statusRuns: 50, socketRuns: 200, manyApps: 100, manyStatusRuns: 20, manyJlistRuns: 5 };
 /** Time after apps are up before memory is sampled: a few heartbeats (default interval 1 s). */
 const SETTLE_MS = 3_000;
 /** Uptime to wait before crashing/hanging an app again, so nodeguard's restart is the immediate one. */
@@ -115,6 +130,9 @@ for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
 const phaseLog = [];
 
 async function phase(name, fn) {
+  // "fig 1+2: ..." belongs to figures 1 and 2; with --only, a phase of none of them is skipped.
+  const figs = (/^fig ([\d+]+)/.exec(name) || [null, ''])[1].split('+').filter(Boolean).map(Number);
+  if (opts.only && figs.length && !figs.some((f) => opts.only.has(f))) return undefined;
   log(`${name} ...`);
   const start = u.now();
   const entry = { name, loadStart: os.loadavg()[0] };
@@ -198,6 +216,7 @@ function environment() {
     nodeguardBytes: fs.statSync(ctx.bin).size,
     commit: git.status === 0 ? git.stdout.trim() + (dirty.stdout.trim() ? ' + uncommitted changes in crates/ or the JS package' : '') : 'unknown',
     quick: opts.quick,
+    only: opts.only ? [...opts.only] : null,
     loadBefore: os.loadavg(),
   };
 }
@@ -662,6 +681,128 @@ async function orphansPm2() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Figures 7 and 8: daemon mode (status round trip, daemon RSS with 2 and with many apps)
+
+/** Always on the PATH of a Linux box; the floor of a shell's fork + exec + wait. */
+const TRUE_BIN = fs.existsSync('/usr/bin/true') ? '/usr/bin/true' : '/bin/true';
+
+/** `count` copies of the idle fixture, named idle-0 … idle-<count-1>, as a config file lists them. */
+function idleApps(count) {
+  return Array.from({ length: count }, (_, i) => ({ name: `idle-${i}`, script: APPS.idle, args: ['--bench-tag', tag] }));
+}
+
+function memOf(pid) {
+  return { maps: u.smapsByMapping(pid), fds: u.fdCount(pid), fdKinds: u.fdKinds(pid) };
+}
+
+/**
+ * A nodeguard daemon on a fresh NODEGUARD_HOME with `count` idle apps from one JSON config file
+ * (one `nodeguard start` call). Daemon RSS after SETTLE_MS; then whole `status --json` invocations
+ * timed in a shell (with the floor of the shell's own spawn and `nodeguard --version` beside them),
+ * and the control socket's round trip alone; then `nodeguard kill` and a check that nothing is left.
+ */
+async function daemonNodeguard(count, { statusRuns, socketRuns }) {
+  const d = new NodeguardDaemon(ctx);
+  const names = idleApps(count).map((a) => a.name);
+  const out = { count };
+  let pids = [];
+  try {
+    const t0 = u.now();
+    const started = await d.startConfig(idleApps(count));
+    out.startMs = started.ms;
+    // `start` returns once every app runs; this also waits for every monitor to show as connected.
+    const apps = await d.waitAllRunning(names);
+    out.readyMs = u.now() - t0;
+    pids = apps.map((a) => a.pid);
+    out.daemonPid = d.pid;
+    await u.sleep(SETTLE_MS);
+    out.mem = await u.sampleMem(d.pid, { count: N.memSamples });
+    Object.assign(out, memOf(d.pid));
+    const check = await d.status();
+    out.running = check.filter((a) => a.state === 'running' && a.monitored).length;
+    out.restarts = check.reduce((acc, a) => acc + a.restarts, 0);
+    out.lastPongMax = Math.max(...check.map((a) => a.last_pong_ms ?? Infinity));
+    const printed = await d.cli(['status', '--json']);
+    out.statusBytes = Buffer.byteLength(printed.stdout);
+
+    const commands = { floor: [TRUE_BIN], version: [ctx.bin, '--version'], status: [ctx.bin, 'status', '--json'] };
+    if (count > 2) delete commands.version;
+    const shell = await u.timeInShell(commands, statusRuns, { env: d.env, cwd: tmp });
+    out.shell = Object.fromEntries(Object.entries(shell).map(([k, v]) => [k, { ...u.summarize(v.ms), failures: v.failures }]));
+
+    const sock = [];
+    const connect = [];
+    for (let i = 0; i < socketRuns + 10; i++) {
+      const r = await controlRequest(d.socket, { type: 'status' });
+      if (r.response?.outcome?.type !== 'status' || r.response.outcome.apps.length !== count) {
+        throw new Error(`unexpected control answer: ${JSON.stringify(r.response).slice(0, 300)}`);
+      }
+      if (i >= 10) {
+        sock.push(r.ms);
+        connect.push(r.connectMs);
+      }
+      out.frameBytes = r.bytes;
+    }
+    out.socket = u.summarize(sock);
+    out.socketConnect = u.summarize(connect);
+    out.memAfterRequests = u.memKb(d.pid);
+    out.requests = statusRuns + socketRuns + 10;
+  } finally {
+    out.kill = await d.kill(pids);
+    if (out.kill.code !== 0) out.kill.log = d.logTail();
+  }
+  return out;
+}
+
+/**
+ * The same with PM2: `count` idle apps from one ecosystem file (`pm2 start ecosystem-<n>.config.js`,
+ * fork mode), God daemon RSS after SETTLE_MS, whole `pm2 jlist` invocations timed in a shell beside
+ * the floor and a bare `node -e 0`, and pm2.list() through PM2's API from one connected process;
+ * then `pm2 kill` and a check that nothing is left.
+ */
+async function daemonPm2(count, { jlistRuns, apiRuns }) {
+  const names = idleApps(count).map((a) => a.name);
+  const out = { count };
+  let pids = [];
+  let god = null;
+  try {
+    const t0 = u.now();
+    const started = await pm2.startEcosystem(idleApps(count));
+    out.startMs = started.ms;
+    const by = await pm2.waitOnline(names, { timeout: 120_000 });
+    out.readyMs = u.now() - t0;
+    pids = names.map((n) => by[n].pid);
+    god = pm2.godPid();
+    if (!god) throw new Error('no PM2 God daemon pid');
+    out.daemonPid = god;
+    await u.sleep(SETTLE_MS);
+    out.mem = await u.sampleMem(god, { count: N.memSamples });
+    Object.assign(out, memOf(god));
+    const printed = await pm2.cli(['jlist']);
+    out.statusBytes = Buffer.byteLength(printed.stdout);
+
+    const commands = { floor: [TRUE_BIN], nodeBoot: [process.execPath, '-e', '0'], jlist: pm2.argv(['jlist']) };
+    const shell = await u.timeInShell(commands, jlistRuns, { env: pm2.env, cwd: tmp });
+    out.shell = Object.fromEntries(Object.entries(shell).map(([k, v]) => [k, { ...u.summarize(v.ms), failures: v.failures }]));
+    if (apiRuns) {
+      const api = await pm2.apiListTimes(apiRuns);
+      if (api.apps !== count) throw new Error(`pm2.list() returned ${api.apps} apps, expected ${count}`);
+      out.api = u.summarize(api.ms);
+    }
+    const after = await pm2.list();
+    out.running = names.filter((n) => after[n]?.status === 'online').length;
+    out.restarts = names.reduce((acc, n) => acc + (after[n]?.restarts ?? 0), 0);
+  } finally {
+    const t = u.now();
+    const k = await pm2.kill();
+    const all = [god, ...pids].filter(Boolean);
+    await u.waitUntil(() => all.every((p) => u.isGone(p)), { timeout: 3_000, every: 20 }).catch(() => {});
+    out.kill = { ms: u.now() - t, code: k.code, left: all.filter((p) => !u.isGone(p)) };
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
 // Main
 
 async function main() {
@@ -690,7 +831,7 @@ async function main() {
   if (pm2Installed) results.memPm2 = await phase('fig 1+2: PM2, 2 apps', memPm2);
   results.rtt = await phase('fig 3: pong round trip at 100ms/100ms', pongRtt);
   const crash = await phase(`fig 4: crash -> serving, nodeguard / PM2 / bare spawn interleaved x${N.crash}`, crashInterleaved);
-  if (crash.error) results.crashNg = results.crashPm2 = results.spawnBare = crash;
+  if (crash?.error) results.crashNg = results.crashPm2 = results.spawnBare = crash;
   else Object.assign(results, crash);
   results.hangDefault = await phase(`fig 5: nodeguard hang -> serving, 1s/1s/3 x${N.hangDefault}`, () =>
     hangNodeguard({ interval: '1s', timeout: '1s', misses: 3, trials: N.hangDefault }),
@@ -701,6 +842,22 @@ async function main() {
   if (pm2Installed) results.hangPm2 = await phase(`fig 5: PM2 hang, ${PM2_HANG_WAIT_MS / 1000} s`, hangPm2);
   results.orphanNg = await phase(`fig 6: nodeguard orphans after SIGKILL x${N.orphan}`, orphansNodeguard);
   if (pm2Installed) results.orphanPm2 = await phase(`fig 6: PM2 orphans after SIGKILL of God x${N.pm2Orphan}`, orphansPm2);
+  results.daemonNg2 = await phase(`fig 7+8: nodeguard daemon, 2 idle apps, status --json x${N.statusRuns}`, () =>
+    daemonNodeguard(2, { statusRuns: N.statusRuns, socketRuns: N.socketRuns }),
+  );
+  if (pm2Installed) {
+    results.daemonPm2_2 = await phase(`fig 7+8: PM2, 2 idle apps, pm2 jlist x${N.statusRuns}`, () =>
+      daemonPm2(2, { jlistRuns: N.statusRuns, apiRuns: N.statusRuns }),
+    );
+  }
+  results.daemonNgMany = await phase(`fig 8: nodeguard daemon, ${N.manyApps} idle apps`, () =>
+    daemonNodeguard(N.manyApps, { statusRuns: N.manyStatusRuns, socketRuns: N.manyStatusRuns }),
+  );
+  if (pm2Installed) {
+    results.daemonPm2Many = await phase(`fig 8: PM2, ${N.manyApps} idle apps`, () =>
+      daemonPm2(N.manyApps, { jlistRuns: N.manyJlistRuns, apiRuns: N.manyJlistRuns }),
+    );
+  }
 
   await cleanup();
   await u.sleep(200);
@@ -708,6 +865,7 @@ async function main() {
   results.leftover = u.liveTagged(tag);
   results.env.loadAfter = os.loadavg();
   results.totalSeconds = (u.now() - started) / 1000;
+  if (opts.only) fs.writeFileSync(`${opts.out}.json`, JSON.stringify(results, null, 1));
   const table = writeReport(results, opts.out);
   log(`wrote ${path.relative(process.cwd(), opts.out) || opts.out} in ${results.totalSeconds.toFixed(0)} s`);
   process.stdout.write(`${table}\n`);

@@ -3,6 +3,7 @@
 // NODEGUARD_HOME under the run's temp dir, and `nodeguard status --json` to read its state.
 
 const fs = require('node:fs');
+const net = require('node:net');
 const path = require('node:path');
 const u = require('./util');
 
@@ -119,4 +120,133 @@ class NodeguardRun {
   }
 }
 
-module.exports = { NodeguardRun };
+/**
+ * Daemon mode: `nodeguard start <config>` launches the background daemon on a fresh
+ * NODEGUARD_HOME under the run's temp dir (the daemon inherits the CLI's environment, so it and its
+ * apps carry the bench tag). NODEGUARD_PRELOAD points the daemon at the run's monitor snapshot.
+ */
+class NodeguardDaemon {
+  constructor(ctx) {
+    this.ctx = ctx;
+    this.home = fs.mkdtempSync(path.join(ctx.tmp, 'd'));
+    this.socket = path.join(this.home, 'run', 'control.sock');
+    if (Buffer.byteLength(this.socket) >= 100) throw new Error(`socket path too long: ${this.socket}`);
+    this.env = { ...ctx.env, NODEGUARD_HOME: this.home };
+    if (ctx.preload) this.env.NODEGUARD_PRELOAD = ctx.preload;
+    this.pid = null;
+  }
+
+  cli(args, { timeout = 30_000 } = {}) {
+    return u.runCmd(this.ctx.bin, args, { env: this.env, cwd: this.ctx.tmp, timeout });
+  }
+
+  /**
+   * Writes `apps` ([{ name, script, args }]) to a JSON config file and runs one
+   * `nodeguard start <file>`, which returns once every app runs. Returns { ms, file }.
+   */
+  async startConfig(apps, { timeout = 120_000 } = {}) {
+    const file = path.join(this.home, `apps-${apps.length}.json`);
+    fs.writeFileSync(file, `${JSON.stringify({ apps }, null, 2)}\n`);
+    const r = await this.cli(['start', file], { timeout });
+    if (r.code !== 0) {
+      throw new Error(`nodeguard start ${path.basename(file)} failed (exit ${r.code}, ${r.signal}):\n${(r.stdout + r.stderr).slice(-1500)}\ndaemon.log:\n${this.logTail()}`);
+    }
+    this.pid = await this.ping();
+    return { ms: r.ms, file };
+  }
+
+  /** The daemon's pid, from `nodeguard ping`. */
+  async ping() {
+    const r = await this.cli(['ping']);
+    const m = /pid (\d+)/.exec(r.stdout);
+    if (r.code !== 0 || !m) throw new Error(`nodeguard ping failed (exit ${r.code}): ${r.stdout}${r.stderr}`);
+    return Number(m[1]);
+  }
+
+  /** Parsed `status --json`. */
+  async status() {
+    const r = await this.cli(['status', '--json'], { timeout: 10_000 });
+    if (r.code !== 0) throw new Error(`nodeguard status --json failed (exit ${r.code}): ${r.stderr}`);
+    return JSON.parse(r.stdout);
+  }
+
+  /** Polls status until every one of `names` is running with its monitor connected. */
+  waitAllRunning(names, { timeout = 60_000 } = {}) {
+    return u.waitUntil(
+      async () => {
+        const apps = await this.status();
+        const by = Object.fromEntries(apps.map((a) => [a.name, a]));
+        return names.every((n) => by[n] && by[n].state === 'running' && by[n].monitored && by[n].pid > 0) ? apps : null;
+      },
+      { timeout, every: 100, what: `${names.length} daemon app(s) running with a monitor` },
+    );
+  }
+
+  /**
+   * `nodeguard kill` (returns once the daemon has exited), then checks that the daemon and every
+   * pid in `appPids` are gone. Returns { ms, code, left: [pids still alive] }. Never throws.
+   */
+  async kill(appPids = [], { timeout = 60_000 } = {}) {
+    const r = await this.cli(['kill'], { timeout });
+    const pids = [this.pid, ...appPids].filter(Boolean);
+    // `kill` answers once the apps have exited and the daemon stopped answering; give the last
+    // exits a moment to be reaped before looking.
+    await u.waitUntil(() => pids.every((p) => u.isGone(p)), { timeout: 3_000, every: 20 }).catch(() => {});
+    return { ms: r.ms, code: r.code, output: (r.stdout + r.stderr).trim(), left: pids.filter((p) => !u.isGone(p)) };
+  }
+
+  logTail(n = 20) {
+    try {
+      return fs.readFileSync(path.join(this.home, 'daemon.log'), 'utf8').trim().split('\n').slice(-n).join('\n');
+    } catch {
+      return '(no daemon.log)';
+    }
+  }
+}
+
+/**
+ * One request on the control socket, as the CLI speaks it: a 4-byte big-endian length + JSON
+ * `{ version: 1, command }`; the answer is one frame, then the daemon closes. Resolves
+ * { ms (connect → whole answer read), connectMs, bytes, response }.
+ */
+function controlRequest(socketPath, command, { timeout = 5_000 } = {}) {
+  return new Promise((resolve, reject) => {
+    const payload = Buffer.from(JSON.stringify({ version: 1, command }));
+    const frame = Buffer.alloc(4 + payload.length);
+    frame.writeUInt32BE(payload.length, 0);
+    payload.copy(frame, 4);
+    const t0 = u.now();
+    let connectedAt = null;
+    let buf = Buffer.alloc(0);
+    const sock = net.createConnection(socketPath);
+    const timer = setTimeout(() => sock.destroy(new Error(`control request timed out after ${timeout} ms`)), timeout);
+    sock.on('connect', () => {
+      connectedAt = u.now();
+      sock.write(frame);
+    });
+    sock.on('data', (chunk) => {
+      buf = buf.length ? Buffer.concat([buf, chunk]) : chunk;
+      if (buf.length < 4) return;
+      const len = buf.readUInt32BE(0);
+      if (buf.length < 4 + len) return;
+      const end = u.now();
+      clearTimeout(timer);
+      sock.destroy();
+      try {
+        resolve({ ms: end - t0, connectMs: connectedAt - t0, bytes: len, response: JSON.parse(buf.subarray(4, 4 + len)) });
+      } catch (err) {
+        reject(err);
+      }
+    });
+    sock.on('error', (err) => {
+      clearTimeout(timer);
+      reject(err);
+    });
+    sock.on('close', () => {
+      clearTimeout(timer);
+      reject(new Error('control socket closed before a whole answer'));
+    });
+  });
+}
+
+module.exports = { NodeguardRun, NodeguardDaemon, controlRequest };

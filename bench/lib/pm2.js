@@ -48,6 +48,56 @@ class Pm2 {
     return this.cli(['start', script, '--name', name, '--', ...appArgs, '--bench-tag', this.ctx.tag]);
   }
 
+  /**
+   * Writes `apps` ([{ name, script, args }]) to an ecosystem file ($PM2_HOME/ecosystem-<n>.config.js)
+   * and runs one `pm2 start <file>` (fork mode, PM2's defaults otherwise). Returns { ms, file }.
+   */
+  async startEcosystem(apps, { timeout = 180_000 } = {}) {
+    const file = path.join(this.home, `ecosystem-${apps.length}.config.js`);
+    fs.writeFileSync(file, `module.exports = ${JSON.stringify({ apps }, null, 2)};\n`);
+    const r = await this.cli(['start', file], { timeout });
+    return { ms: r.ms, file };
+  }
+
+  /** Argv of `pm2 <args>` as the bench runs it (for timing whole invocations in a shell). */
+  argv(args) {
+    return [process.execPath, this.bin, ...args];
+  }
+
+  /**
+   * PM2's own socket round trip: a node process that require()s PM2's API, connects to the running
+   * God daemon once, then times `n` calls of pm2.list() (the RPC behind `pm2 jlist`, getMonitorData)
+   * after `warmup` untimed ones. Returns { ms: [..], apps }.
+   */
+  async apiListTimes(n, { warmup = 5 } = {}) {
+    const script = `
+      const pm2 = require(${JSON.stringify(path.join(this.dir, 'node_modules', 'pm2'))});
+      const fail = (e) => { console.error(String(e && e.stack || e)); process.exit(1); };
+      pm2.connect((err) => {
+        if (err) fail(err);
+        const ms = [];
+        let i = 0;
+        let apps = 0;
+        const next = () => {
+          const t = performance.now();
+          pm2.list((e, list) => {
+            if (e) fail(e);
+            if (i++ >= ${warmup}) ms.push(performance.now() - t);
+            apps = list.length;
+            if (i < ${warmup + n}) return next();
+            pm2.disconnect(() => {
+              console.log(JSON.stringify({ ms, apps }));
+              process.exit(0);
+            });
+          });
+        };
+        next();
+      });`;
+    const r = await u.runCmd(process.execPath, ['-e', script], { cwd: this.ctx.tmp, env: this.env, timeout: 120_000 });
+    if (r.code !== 0) throw new Error(`pm2 API list timing failed (exit ${r.code}): ${r.stderr.slice(-1500)}`);
+    return JSON.parse(r.stdout.trim().split('\n').pop());
+  }
+
   /** Parsed `pm2 jlist`, by app name: { pid, status, restarts, uptimeStart }. */
   async list() {
     const r = await this.cli(['jlist']);
@@ -81,9 +131,13 @@ class Pm2 {
     }
   }
 
-  /** `pm2 kill` (stops the apps and the daemon). Never throws. */
+  /**
+   * `pm2 kill` (stops the apps and the daemon). Never throws. Skipped when no God daemon runs:
+   * `pm2 kill` would first launch one, which then races the bench's sweep as it exits.
+   */
   async kill() {
     const god = this.godPid();
+    if (!god) return { code: 0, skipped: 'no God daemon running' };
     let result;
     try {
       result = await this.cli(['kill'], { check: false, timeout: 30_000 });

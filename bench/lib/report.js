@@ -108,6 +108,19 @@ function phaseLines(label, ph, firstPhase) {
   ];
 }
 
+/** "Open fds grow by … per app: +n socket, +n pipe, …" from two fdKinds readings. */
+function fdGrowth(a, b) {
+  if (!a.fdKinds || !b.fdKinds) return '';
+  const per = b.count - a.count;
+  const kinds = [...new Set([...Object.keys(a.fdKinds), ...Object.keys(b.fdKinds)])]
+    .map((k) => [k, ((b.fdKinds[k] || 0) - (a.fdKinds[k] || 0)) / per])
+    .filter(([, d]) => d !== 0)
+    .sort((x, y) => y[1] - x[1]);
+  if (!kinds.length) return 'Open fds do not grow with the app count.';
+  const total = kinds.reduce((acc, [, d]) => acc + d, 0);
+  return `Open fds grow by ${num(total, 1)} per app: ${kinds.map(([k, d]) => `${num(d, 1)} \`${k}\``).join(', ')} (\`file\` = log files).`;
+}
+
 function writeReport(r, outPath) {
   const rows = [];
   const details = [];
@@ -484,9 +497,186 @@ function writeReport(r, outPath) {
     details.push(lines.join('\n'));
   }
 
+  // ---- Figure 7 -------------------------------------------------------------------------------
+  const TARGET_STATUS_MS = 2;
+  const TARGET_STATUS_MS_ISSUE7 = 1.5;
+  const TARGET_STATUS_FACTOR = 100;
+  {
+    const ng = r.daemonNg2;
+    const pm = r.daemonPm2_2;
+    const ngMany = r.daemonNgMany;
+    const pmMany = r.daemonPm2Many;
+    const lines = ['### 7. `status --json` round trip (daemon mode)', ''];
+    lines.push(
+      `A nodeguard daemon on a fresh \`NODEGUARD_HOME\` (under the run's temp dir) with 2 idle apps (\`idle.js\` twice, from one JSON config file and one \`nodeguard start\`), and a fresh PM2 God daemon with the same 2 apps (one \`pm2 start ecosystem-2.config.js\`, fork mode). Each whole invocation is timed the way a shell runs it: one \`bash\` runs the commands in rotating order, ${r.n.statusRuns} times each, output to /dev/null, each bracketed by \`$EPOCHREALTIME\` (µs), so the time is process spawn + start + connect + answer + print + exit + the shell's wait. \`/usr/bin/true\` in the same loop is the floor: what the shell's fork + exec + wait costs for a program that does nothing. The control socket alone is timed from the bench's node process with a tiny client speaking the protocol (4-byte big-endian length + \`{"version":1,"command":{"type":"status"}}\`, the answer is one frame): connect → request → whole answer, ${r.n.socketRuns} requests after 10 untimed. PM2's equivalent is \`pm2.list()\` (the \`getMonitorData\` RPC behind \`jlist\`) from one node process that required PM2's API and connected once, ${r.n.statusRuns} calls after 5 untimed.`,
+      '',
+    );
+    const sh = (x, key) => (failed(x) || !x.shell || !x.shell[key] ? null : x.shell[key]);
+    const trow = (label, st) => (st ? `| ${label} | ${st.n}${st.failures ? ` (${st.failures} failed)` : ''} | ${ms(st.median)} | ${ms(st.min)} | ${ms(st.max)} |` : `| ${label} | | not measured | | |`);
+    const ngStatus = sh(ng, 'status');
+    const pmJlist = sh(pm, 'jlist');
+    if (!failed(ng) || !failed(pm)) {
+      lines.push(
+        '| invocation, 2 apps | n | median | min | max |',
+        '|---|---|---|---|---|',
+        trow('`/usr/bin/true` (floor: the shell\'s fork + exec + wait), nodeguard phase', sh(ng, 'floor')),
+        trow('`nodeguard --version` (load and start the binary, parse arguments; no runtime, no socket)', sh(ng, 'version')),
+        trow('**`nodeguard status --json`**', ngStatus),
+        trow('control socket alone: connect → status request → answer (node client)', failed(ng) ? null : ng.socket),
+        trow('… of which connect', failed(ng) ? null : ng.socketConnect),
+        trow('`/usr/bin/true` (floor), PM2 phase', sh(pm, 'floor')),
+        trow('`node -e 0` (node\'s own start and exit)', sh(pm, 'nodeBoot')),
+        trow('**`pm2 jlist`**', pmJlist),
+        trow('`pm2.list()` from a connected process (PM2\'s RPC alone)', failed(pm) ? null : pm.api),
+        '',
+      );
+    }
+    if (!failed(ng) && ngStatus) {
+      const floor = sh(ng, 'floor');
+      const version = sh(ng, 'version');
+      lines.push(
+        `Where nodeguard's ${ms(ngStatus.median)} goes (medians): ${ms(floor.median)} is the shell's fork + exec + wait, which any program pays; loading and starting the ${e.nodeguardBytes ? `${Math.round(e.nodeguardBytes / 1024)} KiB ` : ''}binary up to its argument parser adds ${ms(version.median - floor.median)} (\`--version\` − floor); the rest, ${ms(ngStatus.median - version.median)} (\`status --json\` − \`--version\`), is the async runtime, the connect, the daemon's answer and printing ${ng.statusBytes} bytes of JSON. The socket round trip alone is ${ms(ng.socket.median)} from a node client (its own event loop included; the answer frame is ${ng.frameBytes} bytes), so the process start, not the daemon, is most of the figure.`,
+        '',
+      );
+    }
+    if (!failed(pm) && pmJlist) {
+      const nb = sh(pm, 'nodeBoot');
+      lines.push(
+        `Where \`pm2 jlist\`'s ${ms(pmJlist.median)} goes: ${ms(nb.median)} is node starting and exiting; ${ms(pmJlist.median - nb.median)} more is PM2's CLI loading its modules, connecting to the God daemon's RPC socket and printing ${pm.statusBytes} bytes (every app's whole \`pm2_env\`, environment included); the RPC itself takes ${ms(pm.api.median)} once connected. Socket round trip alone, nodeguard ÷ PM2: ${failed(ng) ? 'n/a' : ratio(ng.socket.median, pm.api.median)}.`,
+        '',
+      );
+    }
+    // With many apps (from figure 8's phases).
+    const ngManyStatus = sh(ngMany, 'status');
+    const pmManyJlist = sh(pmMany, 'jlist');
+    if (ngManyStatus || pmManyJlist) {
+      lines.push(
+        `With ${r.n.manyApps} apps (figure 8's daemons): \`nodeguard status --json\` ${ngManyStatus ? `${spread(ngManyStatus, ms)}, n=${ngManyStatus.n} (${ngMany.statusBytes} bytes printed; socket alone ${ms(ngMany.socket.median)}, answer frame ${ngMany.frameBytes} bytes)` : why(ngMany)}; \`pm2 jlist\` ${pmManyJlist ? `${spread(pmManyJlist, ms)}, n=${pmManyJlist.n} (${pmMany.statusBytes} bytes printed; \`pm2.list()\` alone ${ms(pmMany.api.median)})` : why(pmMany)}${ngManyStatus && pmManyJlist ? `; ratio ${ratio(ngManyStatus.median, pmManyJlist.median)}` : ''}.`,
+        '',
+      );
+    }
+    for (const [label, x] of [['nodeguard', ng], ['PM2', pm]]) {
+      if (failed(x) || !x.shell) continue;
+      for (const [key, st] of Object.entries(x.shell)) {
+        if (st.failures) notes.push(`Figure 7 (${label}): ${st.failures} of ${st.n} \`${key}\` invocations exited non-zero.`);
+      }
+    }
+    let verdict = '**not measured**';
+    if (ngStatus) {
+      const v3 = ngStatus.median <= TARGET_STATUS_MS ? `issue 3: meets (median ≤ ${TARGET_STATUS_MS} ms${ngStatus.max <= TARGET_STATUS_MS ? ', every run' : `; max ${ms(ngStatus.max)}`})` : `issue 3: **misses** (median ${ms(ngStatus.median)} > ${TARGET_STATUS_MS} ms)`;
+      const factor = pmJlist ? pmJlist.median / ngStatus.median : NaN;
+      const fastOk = ngStatus.median <= TARGET_STATUS_MS_ISSUE7;
+      const factorOk = factor >= TARGET_STATUS_FACTOR;
+      const v7 =
+        fastOk && factorOk
+          ? `issue 7: meets (median ≤ ${TARGET_STATUS_MS_ISSUE7} ms, ${num(factor, 0)}× faster)`
+          : `issue 7: **misses** (${fastOk ? `median ≤ ${TARGET_STATUS_MS_ISSUE7} ms` : `median ${ms(ngStatus.median)} > ${TARGET_STATUS_MS_ISSUE7} ms`}; ${Number.isFinite(factor) ? `${num(factor, 0)}× faster than \`pm2 jlist\`${factorOk ? '' : ` < ${TARGET_STATUS_FACTOR}×`}` : 'no PM2 figure'})`;
+      verdict = `${v3}; ${v7}`;
+    }
+    rows.push([
+      '7. `status --json` round trip, daemon with 2 apps (whole CLI invocation)',
+      `≤ ${TARGET_STATUS_MS} ms (issue 3); ≤ ${TARGET_STATUS_MS_ISSUE7} ms median and ≥ ${TARGET_STATUS_FACTOR}× faster than \`pm2 jlist\` (issue 7)`,
+      ngStatus ? `${spread(ngStatus, ms)}, n=${ngStatus.n}; socket alone ${ms(ng.socket.median)}` : why(ng),
+      pmJlist ? `\`pm2 jlist\` ${spread(pmJlist, ms)}, n=${pmJlist.n}; RPC alone ${ms(pm.api.median)}` : why(pm),
+      ngStatus && pmJlist ? ratio(ngStatus.median, pmJlist.median) : 'n/a',
+      verdict,
+    ]);
+    details.push(lines.join('\n'));
+  }
+
+  // ---- Figure 8 -------------------------------------------------------------------------------
+  {
+    const sets = [
+      ['nodeguard daemon', r.daemonNg2, r.daemonNgMany],
+      ['PM2 God daemon', r.daemonPm2_2, r.daemonPm2Many],
+    ];
+    const many = r.n.manyApps;
+    const lines = ['### 8. Daemon RSS with 2 and with ' + many + ' apps', ''];
+    lines.push(
+      `The daemon process's VmRSS (/proc/<pid>/status; nodeguard's pid from \`nodeguard ping\`, PM2's from $PM2_HOME/pm2.pid), ${r.n.memSamples} samples 200 ms apart, ${r.settleMs / 1000} s after every app ran (nodeguard: \`running\` with its monitor connected, so a few heartbeats were answered; PM2: \`online\`), before any timing of figure 7. The app is \`idle.js\` (a timer and one line of output). Started with one call each: \`nodeguard start apps-<n>.json\` (a JSON config file listing the apps; it returns once every app runs, i.e. answered its first heartbeat) and \`pm2 start ecosystem-<n>.config.js\` (fork mode; PM2 marks an app \`online\` once spawned, so the bench then polls \`pm2 jlist\` until all are). A fresh daemon for each count; afterwards \`nodeguard kill\` / \`pm2 kill\`, and the bench checks that the daemon and every app pid are gone.`,
+      '',
+      '| | apps | start call | until all running | VmRSS median (min–max) | RssAnon | RssFile | threads | open fds | stop (kill) | left after stop |',
+      '|---|---|---|---|---|---|---|---|---|---|---|',
+    );
+    const memRow = (label, x) => {
+      if (failed(x)) return `| ${label} | | ${why(x)} | | | | | | | | |`;
+      const m = x.mem.median;
+      return `| ${label} | ${x.count} | ${ms(x.startMs)} | ${ms(x.readyMs)} | ${spread(summarize(x.mem.samples.map((q) => MB(q.VmRSS))), mb)} | ${mb(MB(m.RssAnon))} | ${mb(MB(m.RssFile))} | ${m.Threads} | ${x.fds ?? 'n/a'} | ${ms(x.kill.ms)} | ${x.kill.left.length ? `**${x.kill.left.length}: ${x.kill.left.join(', ')}**` : 'none'} |`;
+    };
+    for (const [label, two, lots] of sets) lines.push(memRow(label, two), memRow(label, lots));
+    lines.push('');
+    const perApp = (two, lots, key) => (MB(lots.mem.median[key]) - MB(two.mem.median[key])) / (lots.count - two.count);
+    const growth = {};
+    for (const [label, two, lots] of sets) {
+      if (failed(two) || failed(lots)) continue;
+      growth[label] = { rss: perApp(two, lots, 'VmRSS'), anon: perApp(two, lots, 'RssAnon'), fds: (lots.fds - two.fds) / (lots.count - two.count) };
+      lines.push(
+        `${label}: each app beyond 2 adds ${num(growth[label].rss * 1000, 0)} kB of VmRSS (${num(growth[label].anon * 1000, 0)} kB anonymous) and ${num(growth[label].fds, 1)} open fds.`,
+      );
+      for (const x of [two, lots]) {
+        if (x.running !== x.count) notes.push(`Figure 8 (${label}, ${x.count} apps): ${x.running} of ${x.count} apps were running at the end.`);
+        if (x.restarts) notes.push(`Figure 8 (${label}, ${x.count} apps): ${x.restarts} restart(s) while measuring.`);
+        if (x.kill.left.length) notes.push(`Figure 8 (${label}, ${x.count} apps): after the stop, ${x.kill.left.length} process(es) were still alive (${x.kill.left.join(', ')}); the bench's sweep killed them.`);
+      }
+    }
+    lines.push('');
+    const ng2 = r.daemonNg2;
+    const ngN = r.daemonNgMany;
+    if (!failed(ng2) && !failed(ngN) && ng2.maps && ngN.maps) {
+      const d = mapsDiff([{ serverMaps: ngN.maps }], [{ serverMaps: ng2.maps }], { min: 8 });
+      lines.push(
+        `Where nodeguard's per-app memory goes: resident size per mapping of the daemon (/proc/<pid>/smaps), ${many} apps minus 2 apps, mappings that differ by ≥ 8 kB:`,
+        '',
+        `| mapping | ${many} apps | 2 apps | difference | per extra app |`,
+        '|---|---|---|---|---|',
+        ...d.rows.map((x) => `| \`${x.name}\` | ${x.a} kB | ${x.b} kB | ${x.d > 0 ? '+' : ''}${x.d} kB | ${num(x.d / (ngN.count - ng2.count), 1)} kB |`),
+        '',
+        `The growth is in the allocator heap, not in threads (${ngN.mem.median.Threads} threads at ${ngN.count} apps, ${ng2.mem.median.Threads} at 2). Per app the daemon holds the app's record (config, counters, a 50-event history), its worker-socket connection, and an output path per stream (stdout, stderr), each with a 64 KiB pipe read buffer and a 64 KiB log-file write buffer (256 KiB allocated per app; only the pages touched count, and the idle app writes one line). ${fdGrowth(ng2, ngN)}`,
+        '',
+      );
+      const after = ng2.memAfterRequests;
+      if (after) {
+        lines.push(
+          `After figure 7's ${ng2.requests} status requests the 2-app daemon's VmRSS was ${mb(MB(after.VmRSS))} (${after.VmRSS - ng2.mem.median.VmRSS >= 0 ? '+' : ''}${after.VmRSS - ng2.mem.median.VmRSS} kB vs before them); with ${ngN.count} apps, after ${ngN.requests}: ${mb(MB(ngN.memAfterRequests.VmRSS))} (${ngN.memAfterRequests.VmRSS - ngN.mem.median.VmRSS >= 0 ? '+' : ''}${ngN.memAfterRequests.VmRSS - ngN.mem.median.VmRSS} kB).`,
+          '',
+        );
+      }
+    }
+    const pm2 = r.daemonPm2_2;
+    const pmN = r.daemonPm2Many;
+    if (!failed(pm2) && !failed(pmN) && pm2.maps && pmN.maps) {
+      const d = mapsDiff([{ serverMaps: pmN.maps }], [{ serverMaps: pm2.maps }], { min: 64, top: 4 });
+      lines.push(
+        `PM2's God daemon is a node process: ${mb(MB(pm2.mem.median.RssFile))} of its 2-app figure is file-backed (the node binary's code and read-only data), ${mb(MB(pm2.mem.median.RssAnon))} anonymous (V8 heap and node's own allocations). From 2 to ${pmN.count} apps it grows mostly in ${d.rows.length ? d.rows.map((x) => `\`${x.name}\` (${x.d > 0 ? '+' : ''}${x.d} kB)`).join(', ') : 'no single mapping'}: the JS objects PM2 keeps per app (its \`pm2_env\`, with a copy of the environment), log streams and the child handles. ${fdGrowth(pm2, pmN)}`,
+        '',
+      );
+    }
+    const TARGET_SUP_MB_DAEMON = 5;
+    const row = (count, ngx, pmx) => {
+      const ngS = failed(ngx) ? null : summarize(ngx.mem.samples.map((q) => MB(q.VmRSS)));
+      const pmS = failed(pmx) ? null : summarize(pmx.mem.samples.map((q) => MB(q.VmRSS)));
+      const two = count === 2;
+      let verdict;
+      if (!ngS) verdict = '**not measured**';
+      else if (two) verdict = ngS.max <= TARGET_SUP_MB_DAEMON ? 'meets' : `**misses** (max ${mb(ngS.max)})`;
+      else verdict = `reported (no target)${growth['nodeguard daemon'] ? `; +${num(growth['nodeguard daemon'].rss * 1000, 0)} kB per app${growth['PM2 God daemon'] ? ` (PM2 +${num(growth['PM2 God daemon'].rss * 1000, 0)} kB)` : ''}` : ''}`;
+      return [
+        `8. Daemon RSS, ${count} idle apps`,
+        two ? `≤ ${TARGET_SUP_MB_DAEMON} MB (figure 1's target, applied to the daemon)` : '— (none set; per-app growth reported)',
+        ngS ? `${spread(ngS, mb)}` : why(ngx),
+        pmS ? `${spread(pmS, mb)} (God daemon)` : why(pmx),
+        ngS && pmS ? ratio(ngS.median, pmS.median) : 'n/a',
+        verdict,
+      ];
+    };
+    rows.push(row(2, r.daemonNg2, r.daemonPm2_2), row(many, r.daemonNgMany, r.daemonPm2Many));
+    details.push(lines.join('\n'));
+  }
+
   // ---- Assemble ---------------------------------------------------------------------------------
   if (r.leftover && r.leftover.length) notes.push(`**Processes still running after cleanup: ${r.leftover.join(', ')}.**`);
   if (e.quick) notes.push('This was a `--quick` run: few trials, indicative only.');
+  if (e.only) notes.push(`Only figure(s) ${e.only.join(', ')} were run (\`--only\`); the others show "not run".`);
   for (const [key, value] of Object.entries(r)) {
     if (value && value.error) notes.push(`Phase \`${key}\` failed: ${value.error}`);
   }
@@ -507,7 +697,7 @@ function writeReport(r, outPath) {
     `- OS: ${e.os}`,
     `- Load average (1/5/15 min) at start: ${e.loadBefore.map((v) => v.toFixed(2)).join(' / ')}; at end: ${(e.loadAfter || []).map((v) => v.toFixed(2)).join(' / ')} (other work on the machine shows up as noise here)`,
     `- Versions: node ${e.node}, npm ${e.npm}, ${e.rustc}, pm2 ${e.pm2}, ${e.nodeguard} (commit ${e.commit})`,
-    `- Trials: memory ${r.n.memTrials} × ${r.n.memSamples} samples per setup; pong RTT ${r.n.rttSeconds} s of polling; crash ${r.n.crash}; hang ${r.n.hangDefault} (1s/1s/3) and ${r.n.hangFast} (200ms/200ms/3); orphans ${r.n.orphan} (PM2 ${r.n.pm2Orphan}). Whole run: ${num(r.totalSeconds, 0)} s.`,
+    `- Trials: memory ${r.n.memTrials} × ${r.n.memSamples} samples per setup; pong RTT ${r.n.rttSeconds} s of polling; crash ${r.n.crash}; hang ${r.n.hangDefault} (1s/1s/3) and ${r.n.hangFast} (200ms/200ms/3); orphans ${r.n.orphan} (PM2 ${r.n.pm2Orphan}); \`status --json\` / \`pm2 jlist\` ${r.n.statusRuns} invocations each, control socket ${r.n.socketRuns} requests; daemons with 2 and ${r.n.manyApps} apps. Whole run: ${num(r.totalSeconds, 0)} s.`,
     `- Units: MB = 10^6 bytes; "median (min–max)" over all samples; ratio = nodeguard ÷ PM2 (lower is better for every figure).`,
     '',
     '## Summary',

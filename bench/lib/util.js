@@ -316,6 +316,81 @@ function startDetached(cmd, args, { env, cwd } = {}) {
   return { child, pid: child.pid, lines, waitLine, tail, exited, exit: () => exitInfo };
 }
 
+/** A word quoted for bash. */
+function shellQuote(word) {
+  return /^[A-Za-z0-9_@%+=:,./-]+$/.test(word) ? word : `'${String(word).replace(/'/g, `'\\''`)}'`;
+}
+
+/**
+ * Times whole command invocations as a shell runs them: one bash process runs every command `n`
+ * times, the commands in rotating order (so drift hits each alike), stdout and stderr to
+ * /dev/null, each bracketed by $EPOCHREALTIME (µs). `commands` is { label: argv }. Returns
+ * { label: { ms: [..], failures } } (a failure = non-zero exit status).
+ */
+async function timeInShell(commands, n, { env, cwd, timeout = 300_000 } = {}) {
+  const labels = Object.keys(commands);
+  const lines = ['set +e'];
+  for (let i = 0; i < n; i++) {
+    for (let k = 0; k < labels.length; k++) {
+      const idx = (i + k) % labels.length;
+      const cmd = commands[labels[idx]].map(shellQuote).join(' ');
+      lines.push(`s=$EPOCHREALTIME; ${cmd} >/dev/null 2>&1; rc=$?; e=$EPOCHREALTIME; echo "${idx} $s $e $rc"`);
+    }
+  }
+  const script = lines.join('\n') + '\n';
+  const r = await runCmd('bash', ['-c', script], { env: { ...env, LC_ALL: 'C' }, cwd, timeout });
+  if (r.code !== 0) throw new Error(`timing shell failed (exit ${r.code}, ${r.signal}): ${r.stderr.slice(-1000)}`);
+  const us = (t) => {
+    const [sec, frac] = t.split('.');
+    return Number(sec) * 1e6 + Number(frac.padEnd(6, '0'));
+  };
+  const out = Object.fromEntries(labels.map((l) => [l, { ms: [], failures: 0 }]));
+  for (const line of r.stdout.trim().split('\n')) {
+    const [idx, s, e, rc] = line.split(' ');
+    const slot = out[labels[Number(idx)]];
+    slot.ms.push((us(e) - us(s)) / 1000);
+    if (rc !== '0') slot.failures++;
+  }
+  for (const l of labels) {
+    if (out[l].ms.length !== n) throw new Error(`timing shell: ${out[l].ms.length} results for ${l}, expected ${n}`);
+  }
+  return out;
+}
+
+/** Open file descriptors of a process (sockets, pipes, log files), or null if it is gone. */
+function fdCount(pid) {
+  try {
+    return fs.readdirSync(`/proc/${pid}/fd`).length;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Open file descriptors of a process by kind: { socket, pipe, 'anon_inode:[pidfd]', …, file }
+ * (`file` = a path on disk), or null if it is gone.
+ */
+function fdKinds(pid) {
+  let fds;
+  try {
+    fds = fs.readdirSync(`/proc/${pid}/fd`);
+  } catch {
+    return null;
+  }
+  const out = {};
+  for (const fd of fds) {
+    let target;
+    try {
+      target = fs.readlinkSync(`/proc/${pid}/fd/${fd}`);
+    } catch {
+      continue;
+    }
+    const kind = target.startsWith('/') ? 'file' : target.replace(/:\[\d+\]$/, '').replace(/^anon_inode:\[?([^\]]*)\]?$/, 'anon_inode:[$1]');
+    out[kind] = (out[kind] || 0) + 1;
+  }
+  return out;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Loopback HTTP
 
@@ -388,6 +463,10 @@ module.exports = {
   sweepSync,
   runCmd,
   startDetached,
+  shellQuote,
+  timeInShell,
+  fdCount,
+  fdKinds,
   freePort,
   get,
   waitServing,
