@@ -155,11 +155,12 @@ pub async fn ensure_daemon(paths: &HomePaths) -> Result<bool, ClientError> {
     }
 }
 
-/// Waits until no supervisor answers on `paths.home` (after `kill`).
-pub async fn wait_until_gone(paths: &HomePaths, within: Duration) -> bool {
+/// Waits until the supervisor process `pid` has exited (after `kill`): its socket going away is
+/// not enough, since a supervisor stuck after closing it would still hold the home's lock.
+pub async fn wait_until_exited(pid: u32, within: Duration) -> bool {
     let deadline = tokio::time::Instant::now() + within;
     while tokio::time::Instant::now() < deadline {
-        if let Err(ClientError::NotRunning(_)) = request(paths, Command::Ping).await {
+        if !crate::platform::process_alive(pid) {
             return true;
         }
         tokio::time::sleep(DAEMON_POLL).await;

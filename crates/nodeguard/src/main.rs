@@ -177,14 +177,19 @@ fn client_verb(verb: Verb, home: Option<PathBuf>) -> anyhow::Result<ExitCode> {
             );
         }
         Verb::Kill => {
+            let Outcome::Pong { pid, .. } =
+                runtime.block_on(client::request(&paths, Command::Ping))?
+            else {
+                anyhow::bail!("unexpected answer from the supervisor");
+            };
             let Outcome::Done { apps } =
                 runtime.block_on(client::request(&paths, Command::Kill))?
             else {
                 anyhow::bail!("unexpected answer from the supervisor");
             };
-            if !runtime.block_on(client::wait_until_gone(&paths, KILL_WAIT)) {
+            if !runtime.block_on(client::wait_until_exited(pid, KILL_WAIT)) {
                 anyhow::bail!(
-                    "stopped {} app(s), but the supervisor is still running",
+                    "stopped {} app(s), but the supervisor (pid {pid}) is still running",
                     apps.len()
                 );
             }

@@ -67,6 +67,26 @@ pub fn peer_uid(socket: &impl AsFd) -> io::Result<u32> {
     }
 }
 
+/// Whether process `pid` still runs (a zombie counts as exited: it has finished, only its
+/// parent has not collected it yet).
+pub fn process_alive(pid: u32) -> bool {
+    let Some(pid) = i32::try_from(pid).ok().and_then(Pid::from_raw) else {
+        return false;
+    };
+    // EPERM means it exists but belongs to someone else: alive.
+    if rustix::process::test_kill_process(pid) == Err(rustix::io::Errno::SRCH) {
+        return false;
+    }
+    match std::fs::read_to_string(format!("/proc/{}/stat", pid.as_raw_nonzero())) {
+        // The state follows the parenthesised command name.
+        Ok(stat) => !stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+        // No /proc (macOS): the signal test is all there is.
+        Err(_) => true,
+    }
+}
+
 /// This process's effective user id.
 pub fn current_uid() -> u32 {
     rustix::process::geteuid().as_raw()
