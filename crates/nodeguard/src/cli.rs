@@ -10,7 +10,7 @@ use crate::config_file::{self, AppConfig, AppDefaults, ConfigFileError};
 use nodeguard_proto::control::AppDefinition;
 
 use crate::duration::parse_duration;
-use crate::machine::Timing;
+use crate::machine::{Autorestart, RestartPolicy, Timing, DEFAULT_MAX_RESTARTS};
 
 const AFTER_HELP: &str = "\
 Hang detection: every app is started with nodeguard's monitor preloaded (node --require), which
@@ -167,6 +167,33 @@ pub struct AppOptions {
     /// Prefix each log-file line with its time (RFC 3339, UTC), like PM2's `time: true`.
     #[arg(long)]
     pub log_timestamps: bool,
+
+    /// Which exits restart the app: always, on-failure (any but exit code 0), never.
+    #[arg(long, value_name = "MODE", default_value = "always", value_parser = Autorestart::parse)]
+    pub autorestart: Autorestart,
+
+    /// More restarts than this within --restart-window mark the app errored (0: no limit).
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_RESTARTS)]
+    pub max_restarts: u32,
+
+    /// The window of the restart budget.
+    #[arg(long, value_name = "DUR", default_value = "60s", value_parser = parse_duration)]
+    pub restart_window: Duration,
+
+    /// Restart the app gracefully when its RSS exceeds this (e.g. 200M, 1G), checked at every
+    /// heartbeat.
+    #[arg(long, value_name = "SIZE", value_parser = parse_memory)]
+    pub max_memory: Option<u64>,
+}
+
+/// A memory size on the command line: `200M`, `1.5G`, `512K`, or bytes.
+fn parse_memory(text: &str) -> Result<u64, String> {
+    match config_file::parse_size(text) {
+        Some(0) | None => Err(format!(
+            "'{text}' is not a memory size (write e.g. 200M or 1G)"
+        )),
+        Some(bytes) => Ok(bytes),
+    }
 }
 
 impl AppOptions {
@@ -178,6 +205,12 @@ impl AppOptions {
             heartbeat_misses: self.heartbeat_misses,
             start_grace: self.start_grace,
             kill_timeout: self.kill_timeout,
+            policy: RestartPolicy {
+                autorestart: self.autorestart,
+                max_restarts: self.max_restarts,
+                restart_window: self.restart_window,
+                max_memory: self.max_memory,
+            },
         };
         config::validate_timing(&timing)?;
         Ok(timing)
@@ -252,6 +285,15 @@ impl StartArgs {
                 definition.out_file = path_text(&app.out_file);
                 definition.error_file = path_text(&app.error_file);
                 definition.log_timestamps = app.log_timestamps || self.app.log_timestamps;
+                if !app.autorestart {
+                    definition.autorestart = Some(Autorestart::Never.as_str().to_string());
+                }
+                if let Some(max_restarts) = app.max_restarts {
+                    definition.max_restarts = Some(max_restarts);
+                }
+                if let Some(max_memory) = app.max_memory {
+                    definition.max_memory = Some(max_memory);
+                }
                 apps.push(definition);
             }
             return Ok(StartPlan { apps, warnings });
@@ -301,6 +343,10 @@ fn definition(
         out_file: None,
         error_file: None,
         log_timestamps: false,
+        autorestart: Some(timing.policy.autorestart.as_str().to_string()),
+        max_restarts: Some(timing.policy.max_restarts),
+        restart_window_ms: Some(millis(timing.policy.restart_window)),
+        max_memory: timing.policy.max_memory,
         heartbeat_interval_ms: millis(timing.heartbeat_interval),
         heartbeat_timeout_ms: millis(timing.heartbeat_timeout),
         heartbeat_misses: timing.heartbeat_misses,
@@ -318,9 +364,6 @@ fn unapplied_fields(file: &Path, app: &AppConfig) -> Vec<String> {
             unapplied.push(field.to_string());
         }
     };
-    note("max_memory_restart", app.max_memory.is_some());
-    note("autorestart", !app.autorestart);
-    note("max_restarts", app.max_restarts.is_some());
     note("min_uptime", app.min_uptime.is_some());
     note("restart_delay", app.restart_delay.is_some());
     note(

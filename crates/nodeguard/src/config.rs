@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use nodeguard_proto::control::AppDefinition;
 
-use crate::machine::Timing;
+use crate::machine::{
+    Autorestart, RestartPolicy, Timing, DEFAULT_MAX_RESTARTS, DEFAULT_RESTART_WINDOW,
+};
 
 /// Default time between heartbeats.
 pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
@@ -55,6 +57,10 @@ impl AppSpec {
             out_file: self.out_file.as_ref().map(|p| p.display().to_string()),
             error_file: self.error_file.as_ref().map(|p| p.display().to_string()),
             log_timestamps: self.log_timestamps,
+            autorestart: Some(self.timing.policy.autorestart.as_str().to_string()),
+            max_restarts: Some(self.timing.policy.max_restarts),
+            restart_window_ms: Some(millis(self.timing.policy.restart_window)),
+            max_memory: self.timing.policy.max_memory,
             heartbeat_interval_ms: millis(self.timing.heartbeat_interval),
             heartbeat_timeout_ms: millis(self.timing.heartbeat_timeout),
             heartbeat_misses: self.timing.heartbeat_misses,
@@ -76,6 +82,17 @@ impl AppSpec {
             heartbeat_misses: definition.heartbeat_misses,
             start_grace: ms(definition.start_grace_ms),
             kill_timeout: ms(definition.kill_timeout_ms),
+            policy: RestartPolicy {
+                autorestart: match definition.autorestart.as_deref() {
+                    Some(mode) => Autorestart::parse(mode).map_err(ConfigError::Policy)?,
+                    None => Autorestart::Always,
+                },
+                max_restarts: definition.max_restarts.unwrap_or(DEFAULT_MAX_RESTARTS),
+                restart_window: definition
+                    .restart_window_ms
+                    .map_or(DEFAULT_RESTART_WINDOW, ms),
+                max_memory: definition.max_memory,
+            },
         };
         validate_timing(&timing)?;
         Ok(AppSpec {
@@ -128,6 +145,8 @@ pub enum ConfigError {
     NoApps,
     #[error("cannot determine the state directory: set NODEGUARD_HOME or HOME")]
     NoHome,
+    #[error("{0}")]
+    Policy(String),
     #[error("cannot read the current directory: {0}")]
     Cwd(#[source] std::io::Error),
 }
@@ -249,6 +268,7 @@ mod tests {
             heartbeat_misses: 3,
             start_grace: DEFAULT_START_GRACE,
             kill_timeout: DEFAULT_KILL_TIMEOUT,
+            policy: RestartPolicy::default(),
         };
         assert!(matches!(
             validate_timing(&timing),

@@ -1089,7 +1089,7 @@ impl Checker<'_> {
 }
 
 /// `"200M"`, `"1.5G"`, `"512K"`, `"300MB"`, `"1024"` → bytes; 1024-based.
-fn parse_size(text: &str) -> Option<u64> {
+pub fn parse_size(text: &str) -> Option<u64> {
     let text = text.trim();
     let split = text
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
@@ -1183,6 +1183,7 @@ mod tests {
                 heartbeat_misses: DEFAULT_HEARTBEAT_MISSES,
                 start_grace: DEFAULT_START_GRACE,
                 kill_timeout: DEFAULT_KILL_TIMEOUT,
+                policy: crate::machine::RestartPolicy::default(),
             },
         }
     }

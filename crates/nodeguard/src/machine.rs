@@ -22,7 +22,68 @@ pub const BACKOFF_MAX: Duration = Duration::from_secs(10);
 /// A heartbeat check that runs at least this late (or half the timeout, if larger) is voided.
 pub const LATE_TOLERANCE_FLOOR: Duration = Duration::from_millis(50);
 
-/// The timing knobs of one app.
+/// Default restart budget: more restarts than this within [`DEFAULT_RESTART_WINDOW`] mark the
+/// app errored.
+pub const DEFAULT_MAX_RESTARTS: u32 = 10;
+/// Default window of the restart budget.
+pub const DEFAULT_RESTART_WINDOW: Duration = Duration::from_secs(60);
+
+/// Which exits restart the app.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Autorestart {
+    /// Every exit nobody asked for.
+    Always,
+    /// Every exit but a clean one (exit code 0).
+    OnFailure,
+    /// None: an exited app stays stopped.
+    Never,
+}
+
+impl Autorestart {
+    /// From `always`, `on-failure` or `never`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        match text {
+            "always" => Ok(Autorestart::Always),
+            "on-failure" => Ok(Autorestart::OnFailure),
+            "never" => Ok(Autorestart::Never),
+            other => Err(format!(
+                "'{other}' is not an autorestart mode (use always, on-failure or never)"
+            )),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Autorestart::Always => "always",
+            Autorestart::OnFailure => "on-failure",
+            Autorestart::Never => "never",
+        }
+    }
+}
+
+/// When to restart, when to give up, and the memory limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RestartPolicy {
+    pub autorestart: Autorestart,
+    /// More restarts than this within `restart_window` mark the app errored; 0 means no limit.
+    pub max_restarts: u32,
+    pub restart_window: Duration,
+    /// RSS in bytes above which the app is restarted gracefully, checked at every heartbeat.
+    pub max_memory: Option<u64>,
+}
+
+impl Default for RestartPolicy {
+    fn default() -> Self {
+        Self {
+            autorestart: Autorestart::Always,
+            max_restarts: DEFAULT_MAX_RESTARTS,
+            restart_window: DEFAULT_RESTART_WINDOW,
+            max_memory: None,
+        }
+    }
+}
+
+/// The timing and policy knobs of one app.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timing {
     pub heartbeat_interval: Duration,
@@ -30,6 +91,7 @@ pub struct Timing {
     pub heartbeat_misses: u32,
     pub start_grace: Duration,
     pub kill_timeout: Duration,
+    pub policy: RestartPolicy,
 }
 
 impl Timing {
@@ -66,6 +128,8 @@ pub enum AfterExit {
     Stay,
     /// Start again at once (it was killed for hanging).
     Restart,
+    /// Rest as errored (it exhausted its restart budget).
+    GiveUp,
 }
 
 /// Where one app's lifecycle is. Each phase carries exactly the data that makes sense in it.
@@ -109,7 +173,10 @@ pub enum Event {
     },
     MonitorConnected,
     MonitorLost,
-    Pong,
+    /// A heartbeat answer, with the app's RSS in bytes when the pong carried it.
+    Pong {
+        rss: Option<u64>,
+    },
     Exited {
         status: ExitKind,
     },
@@ -168,6 +235,15 @@ pub enum Report {
     SpawnFailed {
         error: String,
     },
+    MemoryExceeded {
+        pid: u32,
+        rss: u64,
+        limit: u64,
+    },
+    GaveUp {
+        restarts: usize,
+        window: Duration,
+    },
     Unmonitored,
     LateCheckVoided {
         late_by: Duration,
@@ -184,6 +260,8 @@ pub struct Worker {
     /// Quick crashes in a row; drives the backoff.
     pub crash_streak: u32,
     pub last_exit: Option<String>,
+    /// When recent restarts happened, for the restart budget.
+    pub recent_restarts: std::collections::VecDeque<Instant>,
 }
 
 impl Worker {
@@ -196,6 +274,7 @@ impl Worker {
             hangs: 0,
             crash_streak: 0,
             last_exit: None,
+            recent_restarts: std::collections::VecDeque::new(),
         }
     }
 
@@ -257,7 +336,31 @@ impl Worker {
                     heartbeat.outstanding = None;
                 }
             }
-            Event::Pong => {
+            Event::Pong { rss } => {
+                if let (Some(rss), Some(limit), Phase::Live { pid, .. }) =
+                    (rss, self.timing.policy.max_memory, &self.phase)
+                {
+                    if rss > limit {
+                        let pid = *pid;
+                        self.last_exit = Some(format!(
+                            "restarted: memory {} over the limit of {}",
+                            crate::render::bytes(rss),
+                            crate::render::bytes(limit)
+                        ));
+                        actions.push(Action::Report(Report::MemoryExceeded { pid, rss, limit }));
+                        if !self.within_budget(now, &mut actions) {
+                            actions.push(Action::SignalGroup {
+                                pgid: pid,
+                                signal: StopSignal::Terminate,
+                            });
+                            self.stop_after_budget(pid, now);
+                            return actions;
+                        }
+                        self.restarts += 1;
+                        self.stop_gracefully(now, AfterExit::Restart, &mut actions);
+                        return actions;
+                    }
+                }
                 if let Phase::Live {
                     ready, heartbeat, ..
                 } = &mut self.phase
@@ -312,12 +415,37 @@ impl Worker {
             } => {
                 let uptime = now.saturating_duration_since(spawned_at);
                 self.last_exit = Some(format!("{status} after {}", crate::exit::human(uptime)));
-                self.restarts += 1;
                 // Anything the app left in its process group goes with it.
                 actions.push(Action::SignalGroup {
                     pgid: pid,
                     signal: StopSignal::Kill,
                 });
+                let wanted = match self.timing.policy.autorestart {
+                    Autorestart::Always => true,
+                    Autorestart::OnFailure => status != ExitKind::Code(0),
+                    Autorestart::Never => false,
+                };
+                if !wanted {
+                    actions.push(Action::Report(Report::Exited {
+                        pid,
+                        status,
+                        uptime,
+                        restart_in: None,
+                    }));
+                    self.phase = Phase::Stopped;
+                    return;
+                }
+                if !self.within_budget(now, actions) {
+                    actions.push(Action::Report(Report::Exited {
+                        pid,
+                        status,
+                        uptime,
+                        restart_in: None,
+                    }));
+                    self.give_up();
+                    return;
+                }
+                self.restarts += 1;
                 let delay = self.restart_delay(uptime);
                 actions.push(Action::Report(Report::Exited {
                     pid,
@@ -354,11 +482,62 @@ impl Worker {
                         self.phase = Phase::Spawning;
                         actions.push(Action::Spawn);
                     }
+                    AfterExit::GiveUp => self.give_up(),
                 }
             }
             // No process is ours in these phases; a stray exit changes nothing.
             Phase::Spawning | Phase::Backoff { .. } | Phase::Stopped | Phase::Errored { .. } => {}
         }
+    }
+
+    /// Records a restart about to happen; false (with a report) if it would exceed the budget.
+    fn within_budget(&mut self, now: Instant, actions: &mut Vec<Action>) -> bool {
+        let policy = self.timing.policy;
+        while self
+            .recent_restarts
+            .front()
+            .is_some_and(|&at| now.saturating_duration_since(at) > policy.restart_window)
+        {
+            self.recent_restarts.pop_front();
+        }
+        self.recent_restarts.push_back(now);
+        if policy.max_restarts == 0 || self.recent_restarts.len() <= policy.max_restarts as usize {
+            return true;
+        }
+        actions.push(Action::Report(Report::GaveUp {
+            restarts: self.recent_restarts.len(),
+            window: policy.restart_window,
+        }));
+        false
+    }
+
+    /// The app exhausted its restart budget: errored until an operator starts it.
+    fn give_up(&mut self) {
+        let policy = self.timing.policy;
+        let why = format!(
+            "failed {} times within {} (the budget is {} restarts); not restarting until an \
+             operator does (last: {})",
+            self.recent_restarts.len(),
+            crate::exit::human(policy.restart_window),
+            policy.max_restarts,
+            self.last_exit.clone().unwrap_or_default()
+        );
+        self.recent_restarts.clear();
+        self.phase = Phase::Errored { why };
+    }
+
+    /// Over budget while a process still runs: stop it, then rest as errored.
+    fn stop_after_budget(&mut self, pid: u32, now: Instant) {
+        let spawned_at = match self.phase {
+            Phase::Live { spawned_at, .. } => spawned_at,
+            _ => now,
+        };
+        self.phase = Phase::Stopping {
+            pid,
+            spawned_at,
+            kill_at: Some(now + self.timing.kill_timeout),
+            then: AfterExit::GiveUp,
+        };
     }
 
     /// Immediate after a stable run; otherwise doubling from [`BACKOFF_BASE`] up to [`BACKOFF_MAX`].
@@ -396,22 +575,27 @@ impl Worker {
                                 let silent_for = now.saturating_duration_since(silent_since);
                                 let misses = heartbeat.misses;
                                 self.hangs += 1;
-                                self.restarts += 1;
                                 self.last_exit = Some(format!(
                                     "killed: event loop silent for {}",
                                     crate::exit::human(silent_for)
                                 ));
-                                self.phase = Phase::Stopping {
-                                    pid,
-                                    spawned_at,
-                                    kill_at: None,
-                                    then: AfterExit::Restart,
-                                };
                                 actions.push(Action::Report(Report::Hung {
                                     pid,
                                     silent_for,
                                     misses,
                                 }));
+                                let then = if self.within_budget(now, actions) {
+                                    self.restarts += 1;
+                                    AfterExit::Restart
+                                } else {
+                                    AfterExit::GiveUp
+                                };
+                                self.phase = Phase::Stopping {
+                                    pid,
+                                    spawned_at,
+                                    kill_at: None,
+                                    then,
+                                };
                                 actions.push(Action::SignalGroup {
                                     pgid: pid,
                                     signal: StopSignal::Kill,
@@ -569,6 +753,10 @@ mod tests {
             heartbeat_misses: 3,
             start_grace: 1_000 * MS,
             kill_timeout: 500 * MS,
+            policy: RestartPolicy {
+                max_restarts: 0,
+                ..RestartPolicy::default()
+            },
         }
     }
 
@@ -606,7 +794,7 @@ mod tests {
         let (at, actions) = fire(&mut worker);
         assert_eq!(at, t0);
         assert_eq!(actions, [Action::SendPing { seq: 1 }]);
-        worker.step(Event::Pong, t0 + 2 * MS);
+        worker.step(Event::Pong { rss: None }, t0 + 2 * MS);
         assert_eq!(state(&worker), "running");
         // The next ping keeps the interval's cadence.
         let (at, actions) = fire(&mut worker);
@@ -619,7 +807,7 @@ mod tests {
         let t0 = Instant::now();
         let mut worker = connected(t0);
         fire(&mut worker);
-        worker.step(Event::Pong, t0 + MS);
+        worker.step(Event::Pong { rss: None }, t0 + MS);
         let mut hung = Vec::new();
         for _ in 0..10 {
             let (_, actions) = fire(&mut worker);
@@ -666,7 +854,7 @@ mod tests {
         let t0 = Instant::now();
         let mut worker = connected(t0);
         fire(&mut worker);
-        worker.step(Event::Pong, t0 + MS);
+        worker.step(Event::Pong { rss: None }, t0 + MS);
         for _ in 0..20 {
             // ping, then a miss, alternating with a ping that is answered
             let (_, first) = fire(&mut worker);
@@ -674,7 +862,7 @@ mod tests {
                 .iter()
                 .any(|a| matches!(a, Action::Report(Report::Hung { .. }))));
             let (at, _) = fire(&mut worker);
-            worker.step(Event::Pong, at + MS);
+            worker.step(Event::Pong { rss: None }, at + MS);
         }
         assert_eq!(worker.hangs, 0);
     }
@@ -684,7 +872,7 @@ mod tests {
         let t0 = Instant::now();
         let mut worker = connected(t0);
         fire(&mut worker);
-        worker.step(Event::Pong, t0 + MS);
+        worker.step(Event::Pong { rss: None }, t0 + MS);
         // Supervisor frozen for 3 s (SIGSTOP) with a ping outstanding: every check comes late.
         for round in 0..5 {
             let deadline = worker.next_deadline().expect("deadline");
@@ -921,6 +1109,174 @@ mod tests {
             t0,
         );
         assert_eq!(worker.step(Event::Restart, t0), [Action::Spawn]);
+    }
+
+    fn with_policy(policy: RestartPolicy) -> Worker {
+        Worker::new(Timing { policy, ..timing() })
+    }
+
+    fn exit_with(worker: &mut Worker, code: i32, at: Instant) -> Vec<Action> {
+        worker.step(
+            Event::Exited {
+                status: ExitKind::Code(code),
+            },
+            at,
+        )
+    }
+
+    #[test]
+    fn more_restarts_than_the_budget_within_the_window_mark_the_app_errored() {
+        let t0 = Instant::now();
+        let mut worker = with_policy(RestartPolicy {
+            max_restarts: 3,
+            restart_window: Duration::from_secs(60),
+            ..RestartPolicy::default()
+        });
+        let mut now = t0;
+        for round in 0..3 {
+            worker.step(Event::Spawned { pid: 7 }, now);
+            now += Duration::from_secs(2);
+            let actions = exit_with(&mut worker, 1, now);
+            assert!(
+                actions.contains(&Action::Spawn),
+                "round {round}: {actions:?}"
+            );
+        }
+        worker.step(Event::Spawned { pid: 7 }, now);
+        now += Duration::from_secs(2);
+        let actions = exit_with(&mut worker, 1, now);
+        assert!(!actions.contains(&Action::Spawn), "{actions:?}");
+        assert!(actions.contains(&Action::Report(Report::GaveUp {
+            restarts: 4,
+            window: Duration::from_secs(60)
+        })));
+        let Phase::Errored { why } = &worker.phase else {
+            panic!("not errored: {:?}", worker.phase);
+        };
+        assert!(why.contains("failed 4 times within 1m00s"), "{why}");
+        assert_eq!(worker.restarts, 3);
+        assert!(why.contains("exit code 1"), "{why}");
+        // An operator's start clears it.
+        assert_eq!(worker.step(Event::Start, now), [Action::Spawn]);
+    }
+
+    #[test]
+    fn restarts_older_than_the_window_leave_the_budget() {
+        let t0 = Instant::now();
+        let mut worker = with_policy(RestartPolicy {
+            max_restarts: 2,
+            restart_window: Duration::from_secs(10),
+            ..RestartPolicy::default()
+        });
+        let mut now = t0;
+        for round in 0..6 {
+            worker.step(Event::Spawned { pid: 7 }, now);
+            now += Duration::from_secs(6);
+            let actions = exit_with(&mut worker, 1, now);
+            assert!(
+                actions.contains(&Action::Spawn),
+                "round {round}: {actions:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn autorestart_on_failure_and_never() {
+        let t0 = Instant::now();
+        let later = t0 + Duration::from_secs(5);
+        let mut on_failure = with_policy(RestartPolicy {
+            autorestart: Autorestart::OnFailure,
+            ..RestartPolicy::default()
+        });
+        on_failure.step(Event::Spawned { pid: 7 }, t0);
+        assert!(!exit_with(&mut on_failure, 0, later).contains(&Action::Spawn));
+        assert_eq!(state(&on_failure), "stopped");
+        assert_eq!(on_failure.restarts, 0);
+        on_failure.step(Event::Start, later);
+        on_failure.step(Event::Spawned { pid: 8 }, later);
+        assert!(
+            exit_with(&mut on_failure, 2, later + Duration::from_secs(5)).contains(&Action::Spawn)
+        );
+
+        let mut never = with_policy(RestartPolicy {
+            autorestart: Autorestart::Never,
+            ..RestartPolicy::default()
+        });
+        never.step(Event::Spawned { pid: 7 }, t0);
+        assert!(!exit_with(&mut never, 1, later).contains(&Action::Spawn));
+        assert_eq!(state(&never), "stopped");
+        assert_eq!(never.last_exit.as_deref(), Some("exit code 1 after 5.0s"));
+    }
+
+    #[test]
+    fn a_pong_over_the_memory_limit_restarts_gracefully() {
+        let t0 = Instant::now();
+        let mut worker = with_policy(RestartPolicy {
+            max_memory: Some(100 << 20),
+            ..RestartPolicy::default()
+        });
+        worker.step(Event::Spawned { pid: 7 }, t0);
+        worker.step(Event::MonitorConnected, t0);
+        assert!(worker
+            .step(
+                Event::Pong {
+                    rss: Some(100 << 20)
+                },
+                t0
+            )
+            .is_empty());
+        let actions = worker.step(
+            Event::Pong {
+                rss: Some((100 << 20) + 1),
+            },
+            t0 + MS,
+        );
+        assert_eq!(
+            actions,
+            [
+                Action::Report(Report::MemoryExceeded {
+                    pid: 7,
+                    rss: (100 << 20) + 1,
+                    limit: 100 << 20
+                }),
+                Action::SignalGroup {
+                    pgid: 7,
+                    signal: StopSignal::Terminate
+                },
+            ]
+        );
+        assert_eq!((worker.restarts, worker.hangs), (1, 0));
+        let actions = worker.step(
+            Event::Exited {
+                status: ExitKind::Signal(15),
+            },
+            t0 + 2 * MS,
+        );
+        assert!(actions.contains(&Action::Spawn), "{actions:?}");
+    }
+
+    #[test]
+    fn a_hang_over_the_budget_ends_errored_once_the_process_is_gone() {
+        let t0 = Instant::now();
+        let mut worker = with_policy(RestartPolicy {
+            max_restarts: 1,
+            ..RestartPolicy::default()
+        });
+        worker.recent_restarts.push_back(t0);
+        worker.step(Event::Spawned { pid: 7 }, t0);
+        worker.step(Event::MonitorConnected, t0);
+        while !matches!(worker.phase, Phase::Stopping { .. }) {
+            fire(&mut worker);
+        }
+        let actions = worker.step(
+            Event::Exited {
+                status: ExitKind::Signal(9),
+            },
+            t0 + Duration::from_secs(3),
+        );
+        assert!(!actions.contains(&Action::Spawn), "{actions:?}");
+        assert_eq!(state(&worker), "errored");
+        assert_eq!((worker.hangs, worker.restarts), (1, 0));
     }
 
     #[test]

@@ -381,7 +381,9 @@ impl WorkerTask {
             })) => {
                 self.metrics.memory = Some(memory);
                 self.metrics.loop_delay = Some(loop_delay);
-                Some(Event::Pong)
+                Some(Event::Pong {
+                    rss: Some(memory.rss),
+                })
             }
             Ok(Some(WorkerMessage::Hello { .. })) => {
                 tracing::warn!("monitor sent a second hello; ignoring it");
@@ -640,6 +642,16 @@ impl WorkerTask {
             ),
             Report::Stopped { pid, status } => tracing::info!(pid, "stopped ({status})"),
             Report::SpawnFailed { error } => tracing::error!("{error}"),
+            Report::MemoryExceeded { pid, rss, limit } => tracing::warn!(
+                pid,
+                "memory: rss {} over the limit of {}; restarting gracefully",
+                crate::render::bytes(rss),
+                crate::render::bytes(limit)
+            ),
+            Report::GaveUp { restarts, window } => tracing::error!(
+                "{restarts} failures within {}: over the restart budget; giving up until an operator restarts it",
+                human(window)
+            ),
             Report::Unmonitored => tracing::warn!(
                 "no monitor connected within {}; hang detection is off for this process",
                 human(self.spec.timing.start_grace)
@@ -696,6 +708,21 @@ impl WorkerTask {
             ),
             Report::Stopped { pid, status } => ("stopped", format!("pid {pid}: {status}")),
             Report::SpawnFailed { error } => ("spawn_failed", error.clone()),
+            Report::MemoryExceeded { pid, rss, limit } => (
+                "memory",
+                format!(
+                    "pid {pid}: rss {} over the limit of {}; restarting gracefully",
+                    crate::render::bytes(*rss),
+                    crate::render::bytes(*limit)
+                ),
+            ),
+            Report::GaveUp { restarts, window } => (
+                "errored",
+                format!(
+                    "{restarts} failures within {}: over the restart budget; not restarting until an operator does",
+                    human(*window)
+                ),
+            ),
             Report::Unmonitored => (
                 "unmonitored",
                 "no monitor connected; hang detection is off for this process".to_string(),

@@ -77,6 +77,17 @@ pub struct AppDefinition {
     /// Prefix each log-file line with its time (RFC 3339, UTC).
     #[serde(default)]
     pub log_timestamps: bool,
+    /// `always`, `on-failure` or `never`; `None` means always.
+    #[serde(default)]
+    pub autorestart: Option<String>,
+    /// Restart budget; `None` means the supervisor's default, 0 no limit.
+    #[serde(default)]
+    pub max_restarts: Option<u32>,
+    #[serde(default)]
+    pub restart_window_ms: Option<u64>,
+    /// RSS limit in bytes, checked at every heartbeat.
+    #[serde(default)]
+    pub max_memory: Option<u64>,
     pub heartbeat_interval_ms: u64,
     pub heartbeat_timeout_ms: u64,
     pub heartbeat_misses: u32,
