@@ -75,6 +75,10 @@ test('status --json reports every field, and a worker goes starting → running 
   for (const field of MEMORY_FIELDS) assert.ok(row.memory[field] > 0, `memory.${field} = ${row.memory[field]}`);
   assert.ok(row.memory.heap_used <= row.memory.heap_total, 'heap_used ≤ heap_total');
   assert.ok(isMs(row.loop_delay_ms));
+  const delay = row.loop_delay;
+  assert.ok(delay && ['mean_ms', 'p50_ms', 'p99_ms', 'max_ms'].every((k) => isMs(delay[k])), `loop_delay ${JSON.stringify(delay)}`);
+  assert.ok(delay.p50_ms <= delay.p99_ms && delay.p99_ms <= delay.max_ms, `percentiles in order: ${JSON.stringify(delay)}`);
+  assert.equal(row.loop_delay_ms, delay.p99_ms, 'loop_delay_ms is the p99');
   assert.ok(isCount(row.last_pong_ms) && row.last_pong_ms < 5 * INTERVAL_MS, `last_pong_ms ${row.last_pong_ms}`);
   assert.ok(row.uptime_ms >= BOOT_MS * 0.9, `uptime ${row.uptime_ms} ms, but it booted for ${BOOT_MS} ms`);
   assert.equal(row.restarts, 0);

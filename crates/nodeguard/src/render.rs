@@ -7,7 +7,17 @@ use nodeguard_proto::control::{AppDescription, AppStatus};
 use crate::exit::human;
 
 const HEADERS: [&str; 11] = [
-    "name", "id", "pid", "state", "restarts", "hangs", "uptime", "rss", "heap", "loop p99", "pong",
+    "name",
+    "id",
+    "pid",
+    "state",
+    "restarts",
+    "hangs",
+    "uptime",
+    "rss",
+    "heap",
+    "loop p50/p99/max",
+    "pong",
 ];
 
 /// A plain-text table, one row per app, columns padded to their widest cell.
@@ -51,8 +61,9 @@ fn row(app: &AppStatus) -> [String; 11] {
             .map_or_else(dash, |ms| human(std::time::Duration::from_millis(ms))),
         app.memory.map_or_else(dash, |m| bytes(m.rss)),
         app.memory.map_or_else(dash, |m| bytes(m.heap_used)),
-        app.loop_delay_ms
-            .map_or_else(dash, |ms| format!("{ms:.1}ms")),
+        app.loop_delay.map_or_else(dash, |d| {
+            format!("{:.1}/{:.1}/{:.1}ms", d.p50_ms, d.p99_ms, d.max_ms)
+        }),
         match (app.monitored, app.last_pong_ms) {
             (_, Some(ms)) => human(std::time::Duration::from_millis(ms)),
             (false, None) if app.pid.is_some() => "unmonitored".to_string(),

@@ -88,6 +88,7 @@ impl WorkerSnapshot {
             monitored: self.monitored,
             memory: self.memory,
             loop_delay_ms: self.loop_delay.map(|d| d.p99_ms),
+            loop_delay: self.loop_delay,
             last_pong_ms: self.last_pong_at.map(age_ms),
             pong_rtt_ms: self.pong_round_trip.map(|d| d.as_secs_f64() * 1_000.0),
             last_exit: self.last_exit.clone(),

@@ -177,6 +177,9 @@ pub struct AppStatus {
     pub memory: Option<MemoryUsage>,
     /// p99 event-loop delay over the interval before the latest pong.
     pub loop_delay_ms: Option<f64>,
+    /// Event-loop delay over that interval: mean, p50, p99 and max.
+    #[serde(default)]
+    pub loop_delay: Option<crate::worker::LoopDelay>,
     /// Time since the latest pong arrived.
     pub last_pong_ms: Option<u64>,
     /// Round trip of the latest answered ping (socket, monitor thread, JS thread and back).
