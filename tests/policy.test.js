@@ -59,3 +59,14 @@ test('the memory guard restarts an app whose RSS passes --max-memory, at a heart
   assert.match(row.last_exit ?? '', /memory .* over the limit of 150\.0M/);
   await h.waitGone([firstPid], { what: 'the leaking process to end' });
 });
+
+test('stopping an app ends its children and grandchildren too (its process group)', async (t) => {
+  const sup = h.startSupervisor(t, { scripts: ['family.js'], flags: FAST_HEARTBEAT });
+  const m = await sup.waitForLine('family', /family app=(\d+) child=(\d+) grandchild=(\d+)/);
+  const pids = [Number(m[1]), Number(m[2]), Number(m[3])];
+  for (const pid of pids) assert.ok(!h.isGone(pid), `pid ${pid} should be running`);
+  process.kill(sup.pid, 'SIGTERM');
+  await h.waitGone(pids, { what: 'the app, its child and its grandchild to end' });
+  const exit = await sup.waitExit();
+  assert.equal(exit.code, 0);
+});
