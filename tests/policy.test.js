@@ -70,3 +70,29 @@ test('stopping an app ends its children and grandchildren too (its process group
   const exit = await sup.waitExit();
   assert.equal(exit.code, 0);
 });
+
+test('a supervisor stopped for 3 s (SIGSTOP, then SIGCONT) declares no healthy app hung', async (t) => {
+  const STOPPED_MS = 3_000;
+  const sup = h.startSupervisor(t, { scripts: ['idle.js'], flags: FAST_HEARTBEAT });
+  const before = (await sup.waitRunning(['idle'])).idle;
+  process.kill(sup.pid, 'SIGSTOP');
+  // The stop itself is the scenario (a frozen or starved supervisor), not a wait for an outcome.
+  await h.sleep(STOPPED_MS);
+  process.kill(sup.pid, 'SIGCONT');
+  // Fifteen heartbeat intervals passed unobserved: a supervisor that counted them as misses would
+  // now kill a healthy app. (The voiding of a check that fires late is table-tested in machine.rs.)
+  // Several heartbeats after the resume: the same process, answering, never declared hung.
+  const after = (
+    await sup.waitForStatus(
+      (apps) =>
+        apps[0].uptime_ms >= before.uptime_ms + STOPPED_MS + 1_000 && apps[0].last_pong_ms !== null && apps[0].last_pong_ms < 1_000
+          ? apps
+          : false,
+      { what: 'a second of fresh heartbeats after the resume' },
+    )
+  )[0];
+  assert.equal(after.pid, before.pid, 'the healthy app was not restarted');
+  assert.equal(after.hangs, 0);
+  assert.equal(after.restarts, 0);
+  assert.equal(after.state, 'running');
+});
