@@ -190,6 +190,26 @@ function run(args, { env, timeout = DEFAULT_TIMEOUT_MS, cwd = os.tmpdir() } = {}
 }
 
 /** `nodeguard status --home <home> --json`, raw: { code, stdout, stderr, ... }. */
+/**
+ * The apps of a finished `status --json` run, remembered on `holder.lastStatus` (each pid also
+ * reported to `sawPid`, so cleanup finds it); null with `holder.lastStatusError` set if it failed.
+ */
+function readStatus(result, holder, sawPid) {
+  if (result.code !== 0) {
+    holder.lastStatusError = `exit ${result.code}: ${result.stderr.trim()}`;
+    return null;
+  }
+  try {
+    const apps = JSON.parse(result.stdout);
+    holder.lastStatus = apps;
+    for (const app of apps) if (Number.isInteger(app.pid)) sawPid(app.pid);
+    return apps;
+  } catch (err) {
+    holder.lastStatusError = `invalid JSON (${err.message}): ${result.stdout}`;
+    return null;
+  }
+}
+
 function statusRaw(home, { env } = {}) {
   return run(['status', '--home', home, '--json'], { env });
 }
@@ -355,20 +375,7 @@ class Supervisor extends EventEmitter {
 
   /** The parsed status, or null while the control socket does not answer. */
   async tryStatus() {
-    const result = await statusRaw(this.home);
-    if (result.code !== 0) {
-      this.lastStatusError = `exit ${result.code}: ${result.stderr.trim()}`;
-      return null;
-    }
-    try {
-      const apps = JSON.parse(result.stdout);
-      this.lastStatus = apps;
-      for (const app of apps) if (Number.isInteger(app.pid)) this._sawWorker(app.pid);
-      return apps;
-    } catch (err) {
-      this.lastStatusError = `invalid JSON (${err.message}): ${result.stdout}`;
-      return null;
-    }
+    return readStatus(await statusRaw(this.home), this, (pid) => this._sawWorker(pid));
   }
 
   /** The parsed status; throws if the supervisor does not answer. */
@@ -666,19 +673,7 @@ class DaemonHome {
   /** Parsed `status --json`, or null (with lastStatusError) when it fails. */
   async tryStatus() {
     const result = await run(['status', '--json'], { env: this.env, cwd: FIXTURES });
-    if (result.code !== 0) {
-      this.lastStatusError = `exit ${result.code}: ${result.stderr.trim()}`;
-      return null;
-    }
-    try {
-      const apps = JSON.parse(result.stdout);
-      this.lastStatus = apps;
-      for (const app of apps) if (Number.isInteger(app.pid)) this._saw(app.pid);
-      return apps;
-    } catch (err) {
-      this.lastStatusError = `invalid JSON (${err.message}): ${result.stdout}`;
-      return null;
-    }
+    return readStatus(result, this, (pid) => this._saw(pid));
   }
 
   async status() {
