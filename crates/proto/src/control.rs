@@ -165,9 +165,9 @@ pub struct AppStatus {
     pub script: String,
     pub pid: Option<u32>,
     pub state: AppState,
-    /// Restarts after unexpected exits and hangs.
+    /// Restarts performed after unexpected exits, hangs and memory-limit breaches.
     pub restarts: u64,
-    /// Restarts caused by a hang (a subset of `restarts`).
+    /// Hung event loops detected (each killed; restarted unless over the restart budget).
     pub hangs: u64,
     /// Time since the current process was spawned.
     pub uptime_ms: Option<u64>,
