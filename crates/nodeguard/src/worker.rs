@@ -329,6 +329,9 @@ impl WorkerTask {
 
     /// Answers every waiter whose goal was reached or can no longer be.
     fn resolve_waiters(&mut self) {
+        if self.waiters.is_empty() {
+            return;
+        }
         let phase = &self.machine.phase;
         let generation = self.generation;
         let last_exit = self.machine.last_exit.clone().unwrap_or_default();
