@@ -51,6 +51,11 @@ pub enum Verb {
     Stop { target: String },
     /// Restart apps, or start stopped ones; returns once the new processes run.
     Restart { target: String },
+    /// Rolling reload: for each instance, start a replacement, wait until it is ready, then drain
+    /// the old one (apps with --listen lose no request). A replacement that fails aborts the
+    /// reload and the old instances keep serving (exit code 1). Apps without --listen are
+    /// restarted one instance at a time instead.
+    Reload { target: String },
     /// Stop apps and forget them.
     #[command(visible_alias = "del")]
     Delete { target: String },
@@ -232,9 +237,70 @@ pub struct StartArgs {
     #[command(flatten)]
     pub app: AppOptions,
 
+    #[command(flatten)]
+    pub cluster: ClusterOptions,
+
     /// Arguments passed to the app, after `--`.
     #[arg(last = true, value_name = "APP_ARGS")]
     pub app_args: Vec<String>,
+}
+
+/// Cluster mode: several instances sharing supervisor-owned listening sockets.
+#[derive(Debug, Clone, Args)]
+pub struct ClusterOptions {
+    /// How many processes run the app: a number, or max (one per CPU).
+    #[arg(short = 'i', long = "instances", value_name = "N|max", value_parser = parse_instances)]
+    pub instances: Option<u32>,
+
+    /// [HOST:]PORT for the supervisor to listen on and hand to every instance (repeatable). The
+    /// app's own server.listen(PORT) is mapped onto it by the monitor. Without a host it listens
+    /// on every interface, as Node's listen(PORT) does (:: dual-stack, else 0.0.0.0).
+    #[arg(long, value_name = "[HOST:]PORT")]
+    pub listen: Vec<String>,
+
+    /// An instance is ready only once it calls monitor.ready() (not when it listens).
+    #[arg(long)]
+    pub wait_ready: bool,
+
+    /// How long a new instance has to become ready; one that misses it is killed (and a reload
+    /// is aborted).
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    pub listen_timeout: Option<Duration>,
+}
+
+/// `-i 4` or `-i max`.
+fn parse_instances(text: &str) -> Result<u32, String> {
+    if text == "max" {
+        return Ok(config_file::cpu_count());
+    }
+    match text.parse::<u32>() {
+        Ok(n) if (1..=config::MAX_INSTANCES).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "'{text}' is not an instance count (1 to {}, or max)",
+            config::MAX_INSTANCES
+        )),
+    }
+}
+
+impl ClusterOptions {
+    /// Validates the addresses and writes the options into `definition` (flags given on the
+    /// command line win over a config file's fields).
+    fn apply(&self, definition: &mut AppDefinition) -> Result<(), ConfigError> {
+        for address in &self.listen {
+            config::ListenAddress::parse(address)?;
+        }
+        if let Some(instances) = self.instances {
+            definition.instances = instances;
+        }
+        if !self.listen.is_empty() {
+            definition.listen = self.listen.clone();
+        }
+        definition.wait_ready |= self.wait_ready;
+        if let Some(timeout) = self.listen_timeout {
+            definition.listen_timeout_ms = Some(timeout.as_millis() as u64);
+        }
+        Ok(())
+    }
 }
 
 /// Why `start` could not describe its apps.
@@ -294,6 +360,11 @@ impl StartArgs {
                 if let Some(max_memory) = app.max_memory {
                     definition.max_memory = Some(max_memory);
                 }
+                definition.instances = app.instances.resolve(config_file::cpu_count());
+                definition.listen = app.listen.clone();
+                definition.wait_ready = app.wait_ready;
+                definition.listen_timeout_ms = app.listen_timeout.map(|d| d.as_millis() as u64);
+                self.cluster.apply(&mut definition)?;
                 apps.push(definition);
             }
             return Ok(StartPlan { apps, warnings });
@@ -309,10 +380,11 @@ impl StartArgs {
             Vec::new(),
             &timing,
         );
-        let app = AppDefinition {
+        let mut app = AppDefinition {
             log_timestamps: self.app.log_timestamps,
             ..app
         };
+        self.cluster.apply(&mut app)?;
         Ok(StartPlan {
             apps: vec![app],
             warnings: Vec::new(),
@@ -352,6 +424,10 @@ fn definition(
         heartbeat_misses: timing.heartbeat_misses,
         start_grace_ms: millis(timing.start_grace),
         kill_timeout_ms: millis(timing.kill_timeout),
+        instances: 1,
+        listen: Vec::new(),
+        wait_ready: false,
+        listen_timeout_ms: None,
     }
 }
 
@@ -370,8 +446,6 @@ fn unapplied_fields(file: &Path, app: &AppConfig) -> Vec<String> {
         "exp_backoff_restart_delay",
         app.exp_backoff_restart_delay.is_some(),
     );
-    note("wait_ready", app.wait_ready);
-    note("listen_timeout", app.listen_timeout.is_some());
     unapplied
         .into_iter()
         .map(|field| {
@@ -459,6 +533,11 @@ impl RunArgs {
                 out_file: None,
                 error_file: None,
                 log_timestamps: self.app.log_timestamps,
+                instances: 1,
+                instance: 0,
+                listen: Vec::new(),
+                wait_ready: false,
+                listen_timeout: config::DEFAULT_LISTEN_TIMEOUT,
             })
             .collect();
         let home = match home {

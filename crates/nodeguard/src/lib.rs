@@ -10,6 +10,7 @@ pub mod duration;
 pub mod exit;
 pub mod framed;
 pub mod home;
+pub mod listen;
 pub mod logfile;
 pub mod logread;
 pub mod logs;

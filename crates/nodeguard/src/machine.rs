@@ -6,6 +6,12 @@
 //! the event loop is stuck. A miss only counts on the supervisor's own monotonic clock and only
 //! when the timer that noticed it fired on time: if the supervisor was stopped or starved (SIGSTOP,
 //! an overloaded host), the late check is voided instead of blaming a healthy worker.
+//!
+//! Readiness: an ordinary app is ready at its first pong. A cluster-mode app (shared listen
+//! addresses, or wait-ready) is ready only at a `Ready` event from its monitor, which must come
+//! within the ready timeout; one that misses it is killed. A reload's replacement instance is
+//! `fail_fast`: if it exits or misses the timeout before it was ever ready, it rests errored with
+//! the reason instead of being restarted, so the reload can abort.
 
 use std::time::Duration;
 
@@ -130,6 +136,8 @@ pub enum AfterExit {
     Restart,
     /// Rest as errored (it exhausted its restart budget).
     GiveUp,
+    /// Rest as errored with `last_exit` as the reason (a fail-fast instance never became ready).
+    Fail,
 }
 
 /// Where one app's lifecycle is. Each phase carries exactly the data that makes sense in it.
@@ -137,8 +145,8 @@ pub enum AfterExit {
 pub enum Phase {
     /// A spawn was requested and has not reported back yet.
     Spawning,
-    /// A process is running. `ready` turns true at its first pong (or, with no monitor, at the end
-    /// of the start grace).
+    /// A process is running. `ready` turns true at its first pong, or at `Ready` for an app with
+    /// a ready timeout (or, with no monitor, at the end of the start grace).
     Live {
         pid: u32,
         spawned_at: Instant,
@@ -177,6 +185,8 @@ pub enum Event {
     Pong {
         rss: Option<u64>,
     },
+    /// The monitor says the app serves (listens on its shared socket, or called `ready()`).
+    Ready,
     Exited {
         status: ExitKind,
     },
@@ -203,8 +213,18 @@ pub enum StopSignal {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
     Spawn,
-    SignalGroup { pgid: u32, signal: StopSignal },
-    SendPing { seq: u64 },
+    SignalGroup {
+        pgid: u32,
+        signal: StopSignal,
+    },
+    /// Ask the app's monitor to shut down gracefully; if the message cannot be sent, the task
+    /// sends SIGTERM to the group instead.
+    RequestShutdown {
+        pgid: u32,
+    },
+    SendPing {
+        seq: u64,
+    },
     Report(Report),
 }
 
@@ -213,6 +233,14 @@ pub enum Action {
 pub enum Report {
     Started {
         pid: u32,
+    },
+    Ready {
+        pid: u32,
+        after: Duration,
+    },
+    NotReady {
+        pid: u32,
+        waited: Duration,
     },
     Exited {
         pid: u32,
@@ -262,6 +290,10 @@ pub struct Worker {
     pub last_exit: Option<String>,
     /// When recent restarts happened, for the restart budget.
     pub recent_restarts: std::collections::VecDeque<Instant>,
+    /// `Some`: readiness comes only from a `Ready` event, within this time of the spawn.
+    pub ready_timeout: Option<Duration>,
+    /// Until its first ready: an exit or a missed ready timeout ends in `Errored`, no restart.
+    pub fail_fast: bool,
 }
 
 impl Worker {
@@ -275,6 +307,8 @@ impl Worker {
             crash_streak: 0,
             last_exit: None,
             recent_restarts: std::collections::VecDeque::new(),
+            ready_timeout: None,
+            fail_fast: false,
         }
     }
 
@@ -298,6 +332,9 @@ impl Worker {
                 }
                 if !ready && !heartbeat.monitored {
                     consider(*spawned_at + self.timing.start_grace);
+                }
+                if let (false, Some(timeout)) = (*ready, self.ready_timeout) {
+                    consider(*spawned_at + timeout);
                 }
                 earliest
             }
@@ -361,17 +398,43 @@ impl Worker {
                         return actions;
                     }
                 }
+                let ready_at_pong = self.ready_timeout.is_none();
+                let mut became_ready = false;
                 if let Phase::Live {
                     ready, heartbeat, ..
                 } = &mut self.phase
                 {
-                    *ready = true;
+                    if ready_at_pong && !*ready {
+                        *ready = true;
+                        became_ready = true;
+                    }
                     heartbeat.misses = 0;
                     if let Some(ping) = heartbeat.outstanding.take() {
                         heartbeat.last_round_trip =
                             Some(now.saturating_duration_since(ping.sent_at));
                     }
                     heartbeat.last_pong_at = Some(now);
+                }
+                if became_ready {
+                    self.fail_fast = false;
+                }
+            }
+            Event::Ready => {
+                if let Phase::Live {
+                    pid,
+                    spawned_at,
+                    ready,
+                    ..
+                } = &mut self.phase
+                {
+                    if !*ready {
+                        *ready = true;
+                        self.fail_fast = false;
+                        actions.push(Action::Report(Report::Ready {
+                            pid: *pid,
+                            after: now.saturating_duration_since(*spawned_at),
+                        }));
+                    }
                 }
             }
             Event::Exited { status } => self.on_exited(status, now, &mut actions),
@@ -411,7 +474,10 @@ impl Worker {
     fn on_exited(&mut self, status: ExitKind, now: Instant, actions: &mut Vec<Action>) {
         match self.phase.clone() {
             Phase::Live {
-                pid, spawned_at, ..
+                pid,
+                spawned_at,
+                ready,
+                ..
             } => {
                 let uptime = now.saturating_duration_since(spawned_at);
                 self.last_exit = Some(format!("{status} after {}", crate::exit::human(uptime)));
@@ -420,6 +486,21 @@ impl Worker {
                     pgid: pid,
                     signal: StopSignal::Kill,
                 });
+                if self.fail_fast && !ready {
+                    actions.push(Action::Report(Report::Exited {
+                        pid,
+                        status,
+                        uptime,
+                        restart_in: None,
+                    }));
+                    self.phase = Phase::Errored {
+                        why: format!(
+                            "exited before it was ready ({status} after {})",
+                            crate::exit::human(uptime)
+                        ),
+                    };
+                    return;
+                }
                 let wanted = match self.timing.policy.autorestart {
                     Autorestart::Always => true,
                     Autorestart::OnFailure => status != ExitKind::Code(0),
@@ -483,6 +564,11 @@ impl Worker {
                         actions.push(Action::Spawn);
                     }
                     AfterExit::GiveUp => self.give_up(),
+                    AfterExit::Fail => {
+                        self.phase = Phase::Errored {
+                            why: self.last_exit.clone().unwrap_or_default(),
+                        }
+                    }
                 }
             }
             // No process is ours in these phases; a stray exit changes nothing.
@@ -629,6 +715,11 @@ impl Worker {
                     *ready = true;
                     actions.push(Action::Report(Report::Unmonitored));
                 }
+                if let (false, Some(timeout)) = (*ready, self.ready_timeout) {
+                    if now >= spawned_at + timeout {
+                        self.on_not_ready(pid, spawned_at, timeout, now, actions);
+                    }
+                }
             }
             Phase::Stopping { pid, kill_at, .. } => {
                 if kill_at.is_some_and(|at| now >= at) {
@@ -651,7 +742,44 @@ impl Worker {
         }
     }
 
-    /// SIGTERM to a live process, with SIGKILL due after the kill timeout, then `then`.
+    /// A process missed its ready timeout: it is killed; a fail-fast one then rests errored, any
+    /// other is restarted under the restart budget.
+    fn on_not_ready(
+        &mut self,
+        pid: u32,
+        spawned_at: Instant,
+        waited: Duration,
+        now: Instant,
+        actions: &mut Vec<Action>,
+    ) {
+        self.last_exit = Some(format!(
+            "not ready within {} (it must listen on its shared socket{})",
+            crate::exit::human(waited),
+            ", or call monitor.ready() with wait-ready"
+        ));
+        actions.push(Action::Report(Report::NotReady { pid, waited }));
+        let then = if self.fail_fast {
+            AfterExit::Fail
+        } else if self.within_budget(now, actions) {
+            self.restarts += 1;
+            AfterExit::Restart
+        } else {
+            AfterExit::GiveUp
+        };
+        self.phase = Phase::Stopping {
+            pid,
+            spawned_at,
+            kill_at: None,
+            then,
+        };
+        actions.push(Action::SignalGroup {
+            pgid: pid,
+            signal: StopSignal::Kill,
+        });
+    }
+
+    /// A graceful stop of a live process (the shutdown message if a monitor is connected, else
+    /// SIGTERM), with SIGKILL due after the kill timeout, then `then`.
     /// Returns false if no process is live.
     fn stop_gracefully(
         &mut self,
@@ -660,20 +788,28 @@ impl Worker {
         actions: &mut Vec<Action>,
     ) -> bool {
         let Phase::Live {
-            pid, spawned_at, ..
+            pid,
+            spawned_at,
+            ref heartbeat,
+            ..
         } = self.phase
         else {
             return false;
         };
+        let monitored = heartbeat.monitored;
         self.phase = Phase::Stopping {
             pid,
             spawned_at,
             kill_at: Some(now + self.timing.kill_timeout),
             then,
         };
-        actions.push(Action::SignalGroup {
-            pgid: pid,
-            signal: StopSignal::Terminate,
+        actions.push(if monitored {
+            Action::RequestShutdown { pgid: pid }
+        } else {
+            Action::SignalGroup {
+                pgid: pid,
+                signal: StopSignal::Terminate,
+            }
         });
         true
     }
@@ -986,17 +1122,11 @@ mod tests {
     }
 
     #[test]
-    fn stop_sends_sigterm_then_sigkill_at_the_kill_timeout_and_stays_stopped() {
+    fn stop_asks_for_a_shutdown_then_sigkills_at_the_kill_timeout_and_stays_stopped() {
         let t0 = Instant::now();
         let mut worker = connected(t0);
         let actions = worker.step(Event::Stop, t0 + 10 * MS);
-        assert_eq!(
-            actions,
-            [Action::SignalGroup {
-                pgid: 7,
-                signal: StopSignal::Terminate
-            }]
-        );
+        assert_eq!(actions, [Action::RequestShutdown { pgid: 7 }]);
         let (at, actions) = fire(&mut worker);
         assert_eq!(at, t0 + 510 * MS);
         assert_eq!(
@@ -1071,13 +1201,7 @@ mod tests {
         let t0 = Instant::now();
         let mut worker = connected(t0);
         let actions = worker.step(Event::Restart, t0);
-        assert_eq!(
-            actions,
-            [Action::SignalGroup {
-                pgid: 7,
-                signal: StopSignal::Terminate
-            }]
-        );
+        assert_eq!(actions, [Action::RequestShutdown { pgid: 7 }]);
         let actions = worker.step(
             Event::Exited {
                 status: ExitKind::Signal(15),
@@ -1239,10 +1363,7 @@ mod tests {
                     rss: (100 << 20) + 1,
                     limit: 100 << 20
                 }),
-                Action::SignalGroup {
-                    pgid: 7,
-                    signal: StopSignal::Terminate
-                },
+                Action::RequestShutdown { pgid: 7 },
             ]
         );
         assert_eq!((worker.restarts, worker.hangs), (1, 0));
@@ -1293,5 +1414,143 @@ mod tests {
             worker.last_exit.as_deref(),
             Some("spawn failed: no such file")
         );
+    }
+
+    /// A cluster-mode worker: ready only at `Ready`, within 2 s.
+    fn cluster(t0: Instant, fail_fast: bool) -> Worker {
+        let mut worker = Worker::new(timing());
+        worker.ready_timeout = Some(2_000 * MS);
+        worker.fail_fast = fail_fast;
+        worker.step(Event::Spawned { pid: 7 }, t0);
+        worker.step(Event::MonitorConnected, t0);
+        worker
+    }
+
+    #[test]
+    fn a_stop_without_a_monitor_sends_sigterm() {
+        let t0 = Instant::now();
+        let mut worker = Worker::new(timing());
+        worker.step(Event::Spawned { pid: 7 }, t0);
+        let actions = worker.step(Event::Stop, t0 + MS);
+        assert_eq!(
+            actions,
+            [Action::SignalGroup {
+                pgid: 7,
+                signal: StopSignal::Terminate
+            }]
+        );
+    }
+
+    #[test]
+    fn a_cluster_worker_is_ready_at_ready_not_at_its_first_pong() {
+        let t0 = Instant::now();
+        let mut worker = cluster(t0, true);
+        fire(&mut worker);
+        worker.step(Event::Pong { rss: None }, t0 + MS);
+        assert_eq!(state(&worker), "starting");
+        let actions = worker.step(Event::Ready, t0 + 300 * MS);
+        assert_eq!(
+            actions,
+            [Action::Report(Report::Ready {
+                pid: 7,
+                after: 300 * MS
+            })]
+        );
+        assert_eq!(state(&worker), "running");
+        assert!(!worker.fail_fast, "readiness ends the fail-fast probation");
+        // A second Ready changes nothing.
+        assert_eq!(worker.step(Event::Ready, t0 + 400 * MS), []);
+    }
+
+    #[test]
+    fn a_fail_fast_worker_that_misses_its_ready_timeout_is_killed_and_rests_errored() {
+        let t0 = Instant::now();
+        let mut worker = cluster(t0, true);
+        let deadline = t0 + 2_000 * MS;
+        // Keep it answering heartbeats up to the deadline: only readiness is missing.
+        let mut now = t0;
+        while now < deadline {
+            let at = worker.next_deadline().expect("a deadline");
+            assert!(at <= deadline);
+            let actions = worker.step(Event::Timer { scheduled: at }, at);
+            now = at;
+            if at == deadline {
+                assert_eq!(
+                    actions,
+                    [
+                        Action::Report(Report::NotReady {
+                            pid: 7,
+                            waited: 2_000 * MS
+                        }),
+                        Action::SignalGroup {
+                            pgid: 7,
+                            signal: StopSignal::Kill
+                        },
+                    ]
+                );
+                break;
+            }
+            worker.step(Event::Pong { rss: None }, at + MS);
+        }
+        assert_eq!(state(&worker), "stopping");
+        worker.step(
+            Event::Exited {
+                status: ExitKind::Signal(9),
+            },
+            deadline + MS,
+        );
+        match &worker.phase {
+            Phase::Errored { why } => assert!(why.contains("not ready within 2s"), "{why}"),
+            other => panic!("expected errored, got {other:?}"),
+        }
+        assert_eq!(worker.restarts, 0);
+    }
+
+    #[test]
+    fn a_fail_fast_worker_that_exits_before_ready_rests_errored_without_a_restart() {
+        let t0 = Instant::now();
+        let mut worker = cluster(t0, true);
+        let actions = worker.step(
+            Event::Exited {
+                status: ExitKind::Code(1),
+            },
+            t0 + 50 * MS,
+        );
+        assert!(!actions.contains(&Action::Spawn));
+        match &worker.phase {
+            Phase::Errored { why } => {
+                assert!(why.starts_with("exited before it was ready"), "{why}")
+            }
+            other => panic!("expected errored, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_ordinary_cluster_worker_that_misses_its_ready_timeout_is_restarted() {
+        let t0 = Instant::now();
+        let mut worker = cluster(t0, false);
+        worker.step(Event::MonitorLost, t0);
+        // Unmonitored, the start grace (1 s) makes it ready before the 2 s ready timeout.
+        let (at, actions) = fire(&mut worker);
+        assert_eq!(at, t0 + 1_000 * MS);
+        assert_eq!(actions, [Action::Report(Report::Unmonitored)]);
+        assert_eq!(state(&worker), "running");
+
+        let mut worker = cluster(t0, false);
+        worker.step(
+            Event::Timer {
+                scheduled: t0 + 2_000 * MS,
+            },
+            t0 + 2_000 * MS,
+        );
+        assert_eq!(state(&worker), "stopping");
+        let actions = worker.step(
+            Event::Exited {
+                status: ExitKind::Signal(9),
+            },
+            t0 + 2_001 * MS,
+        );
+        assert!(actions.contains(&Action::Spawn));
+        assert_eq!(worker.restarts, 1);
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! The monitor opens with [`WorkerMessage::Hello`]; the supervisor answers [`SupervisorMessage::Welcome`]
 //! or [`SupervisorMessage::Refused`] and closes. After that the supervisor sends pings and the
-//! monitor answers each from the app's JS thread with a pong.
+//! monitor answers each from the app's JS thread with a pong; the monitor says `Ready` once the app
+//! serves, and the supervisor asks for a graceful stop with `Shutdown`.
 
 use serde::{Deserialize, Serialize};
 
@@ -27,6 +28,9 @@ pub enum WorkerMessage {
         /// How long the ping waited for the JS thread, measured by the monitor's native thread.
         queued_ms: f64,
     },
+    /// The app is ready for traffic: its server listens on the supervisor's shared socket, or
+    /// (with wait-ready) it called `monitor.ready()`.
+    Ready,
 }
 
 /// From the supervisor to the monitor.
@@ -39,6 +43,9 @@ pub enum SupervisorMessage {
     Refused { reason: String },
     /// Heartbeat: answer from the JS thread.
     Ping { seq: u64 },
+    /// Stop gracefully: raises `shutdown` in JS (by default the app's servers close, in-flight
+    /// requests finish and the process exits). SIGKILL follows after the kill timeout.
+    Shutdown,
 }
 
 /// `process.memoryUsage()` in bytes, read on the JS thread.
