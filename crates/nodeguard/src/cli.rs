@@ -46,7 +46,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Verb {
     /// Start an app in the background daemon (starting the daemon if needed); returns once it runs.
-    Start(StartArgs),
+    Start(Box<StartArgs>),
     /// Stop apps (they stay listed); returns once they have exited. TARGET: a name, an id, or all.
     Stop { target: String },
     /// Restart apps, or start stopped ones; returns once the new processes run.

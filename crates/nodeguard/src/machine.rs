@@ -639,6 +639,22 @@ impl Worker {
 
     fn on_timer(&mut self, scheduled: Instant, now: Instant, actions: &mut Vec<Action>) {
         let timing = self.timing;
+        if let (
+            Phase::Live {
+                pid,
+                spawned_at,
+                ready: false,
+                ..
+            },
+            Some(timeout),
+        ) = (&self.phase, self.ready_timeout)
+        {
+            if now >= *spawned_at + timeout {
+                let (pid, spawned_at) = (*pid, *spawned_at);
+                self.on_not_ready(pid, spawned_at, timeout, now, actions);
+                return;
+            }
+        }
         match &mut self.phase {
             Phase::Live {
                 pid,
@@ -714,11 +730,6 @@ impl Worker {
                 if !*ready && !heartbeat.monitored && now >= spawned_at + timing.start_grace {
                     *ready = true;
                     actions.push(Action::Report(Report::Unmonitored));
-                }
-                if let (false, Some(timeout)) = (*ready, self.ready_timeout) {
-                    if now >= spawned_at + timeout {
-                        self.on_not_ready(pid, spawned_at, timeout, now, actions);
-                    }
                 }
             }
             Phase::Stopping { pid, kill_at, .. } => {
@@ -1500,7 +1511,7 @@ mod tests {
             deadline + MS,
         );
         match &worker.phase {
-            Phase::Errored { why } => assert!(why.contains("not ready within 2s"), "{why}"),
+            Phase::Errored { why } => assert!(why.contains("not ready within 2.0s"), "{why}"),
             other => panic!("expected errored, got {other:?}"),
         }
         assert_eq!(worker.restarts, 0);
