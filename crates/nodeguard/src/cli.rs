@@ -23,6 +23,8 @@ Examples:
   nodeguard --heartbeat-interval 500ms --heartbeat-misses 4 -m server.js -- --port 8080
   nodeguard status --json
   nodeguard start server.js --name api -- --port 8080   (background daemon)
+  nodeguard start app.js --name web -i 4 --listen 3000   (cluster mode: 4 instances, one port)
+  nodeguard reload web   (rolling, zero-downtime with --listen; aborts if a new instance fails)
   nodeguard restart api; nodeguard stop all; nodeguard kill";
 
 #[derive(Debug, Parser)]
