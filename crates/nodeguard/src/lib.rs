@@ -8,6 +8,7 @@ pub mod config_file;
 pub mod control;
 pub mod duration;
 pub mod exit;
+pub mod forensics;
 pub mod framed;
 pub mod home;
 pub mod logfile;

@@ -25,6 +25,17 @@ pub fn signal_group(pgid: u32, signal: StopSignal) -> io::Result<()> {
     }
 }
 
+/// Sends SIGINT to process `pid` alone (not its group). A process already gone is not an error.
+pub fn interrupt(pid: u32) -> io::Result<()> {
+    let Some(pid) = i32::try_from(pid).ok().and_then(Pid::from_raw) else {
+        return Ok(());
+    };
+    match rustix::process::kill_process(pid, Signal::INT) {
+        Ok(()) | Err(rustix::io::Errno::SRCH) => Ok(()),
+        Err(errno) => Err(errno.into()),
+    }
+}
+
 /// Prepares a child, between fork and exec: its own process group, and on Linux SIGKILL when the
 /// spawning thread dies (which must therefore be a thread that lives as long as the supervisor).
 pub fn configure_child(command: &mut tokio::process::Command) {
