@@ -17,6 +17,7 @@ pub mod logs;
 pub mod machine;
 pub mod output;
 pub mod platform;
+pub mod proctree;
 pub mod render;
 pub mod spawner;
 pub mod state;

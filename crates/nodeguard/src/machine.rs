@@ -389,6 +389,14 @@ impl Worker {
         }
     }
 
+    /// The pid of the current process, if one runs.
+    pub fn pid(&self) -> Option<u32> {
+        match self.phase {
+            Phase::Live { pid, .. } | Phase::Stopping { pid, .. } => Some(pid),
+            _ => None,
+        }
+    }
+
     /// Whether the phase is final until an operator acts.
     pub fn is_at_rest(&self) -> bool {
         matches!(self.phase, Phase::Stopped | Phase::Errored { .. })

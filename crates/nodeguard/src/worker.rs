@@ -28,6 +28,7 @@ use crate::machine::{
 };
 use crate::output::{prefix_for, Origin, OutputSink, StreamKind};
 use crate::platform;
+use crate::proctree::{self, TreeSnapshot};
 use crate::spawner::Spawner;
 use crate::workers::{new_token, MonitorConnection, TokenRegistry};
 
@@ -41,6 +42,8 @@ pub struct WorkerContext {
     pub preload: Option<PathBuf>,
     pub worker_socket: PathBuf,
     pub color: bool,
+    /// The apps' process trees, rescanned every second.
+    pub tree: watch::Receiver<Arc<TreeSnapshot>>,
 }
 
 /// What `status` shows of one app, kept with `Instant`s and turned into ages on demand.
@@ -76,9 +79,16 @@ impl WorkerSnapshot {
         }
     }
 
-    /// The wire form, with ages measured at `now`.
-    pub fn to_status(&self, spec: &AppSpec, now: Instant) -> AppStatus {
+    /// The wire form, with ages measured at `now` and the process tree from `tree`.
+    pub fn to_status(&self, spec: &AppSpec, now: Instant, tree: &TreeSnapshot) -> AppStatus {
         let age_ms = |at: Instant| now.saturating_duration_since(at).as_millis() as u64;
+        let descendants = self.pid.and_then(|pid| tree.of(pid));
+        let tree_rss = self
+            .memory
+            .map(|memory| memory.rss + descendants.map_or(0, |tree| tree.descendants_rss));
+        let processes = self
+            .pid
+            .map(|_| 1 + descendants.map_or(0, |tree| tree.descendants.len() as u32));
         AppStatus {
             name: spec.name.clone(),
             id: spec.id,
@@ -90,6 +100,8 @@ impl WorkerSnapshot {
             uptime_ms: self.pid.and(self.spawned_at).map(age_ms),
             monitored: self.monitored,
             memory: self.memory,
+            tree_rss,
+            processes,
             loop_delay_ms: self.loop_delay.map(|d| d.p99_ms),
             loop_delay: self.loop_delay,
             last_pong_ms: self.last_pong_at.map(age_ms),
@@ -104,12 +116,16 @@ pub struct WorkerHandle {
     pub spec: Arc<AppSpec>,
     pub snapshot: watch::Receiver<WorkerSnapshot>,
     pub commands: mpsc::Sender<WorkerCommand>,
+    pub tree: watch::Receiver<Arc<TreeSnapshot>>,
 }
 
 impl WorkerHandle {
     /// The app's status now.
     pub fn status(&self) -> AppStatus {
-        self.snapshot.borrow().to_status(&self.spec, Instant::now())
+        let tree = self.tree.borrow().clone();
+        self.snapshot
+            .borrow()
+            .to_status(&self.spec, Instant::now(), &tree)
     }
 }
 
@@ -182,7 +198,12 @@ pub struct WorkerTask {
     tap: Option<Arc<StackTap>>,
     /// How long the loop was silent, set when the current process was hung and asked for its stack.
     capture: Option<Duration>,
+    /// The current process's [`proctree::ENV_SPAWN_KEY`].
+    spawn_key: u64,
 }
+
+/// Keys for [`proctree::ENV_SPAWN_KEY`], unique within this supervisor.
+static NEXT_SPAWN_KEY: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 /// How long to wait, after a hung process exited, for the last of its stderr.
 const STACK_DRAIN: Duration = Duration::from_millis(250);
@@ -199,6 +220,7 @@ struct Metrics {
 impl WorkerTask {
     pub fn new(spec: AppSpec, ctx: Arc<WorkerContext>, origins: Origins) -> (Self, WorkerHandle) {
         let spec = Arc::new(spec);
+        let tree = ctx.tree.clone();
         let (deliver, connections) = mpsc::channel(1);
         let (snapshot, snapshot_rx) = watch::channel(WorkerSnapshot::initial());
         let (command_tx, commands) = mpsc::channel(COMMAND_QUEUE);
@@ -228,11 +250,13 @@ impl WorkerTask {
             origin: None,
             tap: None,
             capture: None,
+            spawn_key: 0,
         };
         let handle = WorkerHandle {
             spec,
             snapshot: snapshot_rx,
             commands: command_tx,
+            tree,
         };
         (task, handle)
     }
@@ -256,6 +280,7 @@ impl WorkerTask {
                         self.child = None;
                         self.connection = None;
                         self.forget_token();
+                        self.end_tree();
                         if let Some(silent_for) = self.capture.take() {
                             self.report_stack(silent_for).await;
                         }
@@ -406,8 +431,12 @@ impl WorkerTask {
             })) => {
                 self.metrics.memory = Some(memory);
                 self.metrics.loop_delay = Some(loop_delay);
+                let descendants_rss = self
+                    .machine
+                    .pid()
+                    .and_then(|pid| self.ctx.tree.borrow().of(pid).map(|t| t.descendants_rss));
                 Some(Event::Pong {
-                    rss: Some(memory.rss),
+                    rss: Some(memory.rss + descendants_rss.unwrap_or(0)),
                     stack_on_sigint,
                 })
             }
@@ -477,6 +506,17 @@ impl WorkerTask {
                 None
             }
         }
+    }
+
+    /// The main process exited: forgets its pid and ends what is left of its tree (processes that
+    /// left its process group, which the group signal misses).
+    fn end_tree(&mut self) {
+        let Some(pid) = self.machine.pid() else {
+            return;
+        };
+        self.ctx.spawner.forget(pid);
+        let tree = self.ctx.tree.borrow().clone();
+        proctree::end_leftovers(tree.of(pid), self.spawn_key, self.ctx.spawner.children());
     }
 
     /// For a hang: remembers to collect the stack, or returns the line saying why there is none.
@@ -609,7 +649,10 @@ impl WorkerTask {
             .kill_on_drop(false);
         platform::configure_child(&mut command);
 
-        match self.ctx.spawner.spawn(command).await {
+        let spawn_key = NEXT_SPAWN_KEY.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.spawn_key = spawn_key;
+        command.env(proctree::ENV_SPAWN_KEY, spawn_key.to_string());
+        match self.ctx.spawner.spawn(command, spawn_key).await {
             Ok(mut child) => {
                 let Some(pid) = child.id() else {
                     return Event::SpawnFailed {
