@@ -2,8 +2,10 @@
 //!
 //! The monitor opens with [`WorkerMessage::Hello`]; the supervisor answers [`SupervisorMessage::Welcome`]
 //! or [`SupervisorMessage::Refused`] and closes. After that the supervisor sends pings and the
-//! monitor answers each from the app's JS thread with a pong; the monitor says `Ready` once the app
-//! serves, and the supervisor asks for a graceful stop with `Shutdown`.
+//! monitor answers each from the app's JS thread with a pong. When pongs stop, the supervisor
+//! probes the monitor's native thread, which says whether a ping is stuck waiting for JS. The
+//! monitor says `Ready` once the app serves, and the supervisor asks for a graceful stop with
+//! `Shutdown`.
 
 use serde::{Deserialize, Serialize};
 
@@ -27,6 +29,23 @@ pub enum WorkerMessage {
         loop_delay: LoopDelay,
         /// How long the ping waited for the JS thread, measured by the monitor's native thread.
         queued_ms: f64,
+        /// Whether a SIGINT now would make Node print the main thread's JS stack before it dies:
+        /// `--trace-sigint` is on and the app has no SIGINT listener of its own (one turns the
+        /// trace off). The supervisor uses it to capture the stack of a hung loop.
+        #[serde(default)]
+        stack_on_sigint: bool,
+    },
+    /// Answer to a probe, written at once by the monitor's native thread (not the JS thread), so
+    /// it arrives even while the event loop is blocked.
+    ProbeReply {
+        /// Sequence number of the probe being answered.
+        seq: u64,
+        /// The ping now waiting for the JS thread, if any.
+        queued_seq: Option<u64>,
+        /// How long that ping has waited, in milliseconds.
+        queued_ms: Option<f64>,
+        /// The latest ping the native thread received (coalesced ones included).
+        last_ping_seq: Option<u64>,
     },
     /// The app is ready for traffic: its server listens on the supervisor's shared socket, or
     /// (with wait-ready) it called `monitor.ready()`.
@@ -43,6 +62,9 @@ pub enum SupervisorMessage {
     Refused { reason: String },
     /// Heartbeat: answer from the JS thread.
     Ping { seq: u64 },
+    /// Sent after heartbeats were missed: "is a ping stuck in your JS queue, or did mine never
+    /// reach you?" Answered by the native thread with [`WorkerMessage::ProbeReply`].
+    Probe { seq: u64 },
     /// Stop gracefully: raises `shutdown` in JS (by default the app's servers close, in-flight
     /// requests finish and the process exits). SIGKILL follows after the kill timeout.
     Shutdown,
