@@ -265,3 +265,45 @@ test('resurrect brings a cluster app back with its instances and its port', asyn
   assert.equal(saved.apps[0].definition.instances, 2);
   assert.deepEqual(saved.apps[0].definition.listen, [`127.0.0.1:${port}`]);
 });
+
+test('the JS API: monitor.listen(server), --wait-ready with monitor.ready(), an own shutdown handler', async (t) => {
+  const home = new h.DaemonHome(t);
+  const port = await startWeb(home, { instances: 2, script: path.join(h.FIXTURES, 'cluster-api.js'), flags: ['--wait-ready'] });
+  const before = await waitInstances(home, 2);
+  const log = () => fs.readFileSync(path.join(home.home, 'logs', 'web-out.log'), 'utf8');
+  // `start` returned only once both had called ready(), which they do after listening.
+  for (const row of before) assert.match(log(), new RegExp(`ready pid=${row.pid}\\b`));
+  const described = JSON.parse((await home.ok(['describe', 'web', '--json'])).stdout);
+  assert.ok(described.every((app) => app.events.some((e) => e.kind === 'ready')));
+
+  const load = requestLoops(port);
+  await home.waitFor(() => load.result.ok >= 10, { what: 'the request loops to get going' });
+  await home.ok(['reload', 'web'], { timeout: 60_000 });
+  const result = await load.stop();
+  assert.equal(result.failed, 0, `failed requests: ${result.errors.slice(0, 5).join('; ')}`);
+  for (const row of before) {
+    assert.match(log(), new RegExp(`shutdown event pid=${row.pid}\\b`), 'the app\'s own shutdown handler ran');
+    assert.ok(h.isGone(row.pid));
+  }
+});
+
+test('a hung instance is killed and replaced while its sibling serves', async (t) => {
+  const home = new h.DaemonHome(t);
+  const port = await startWeb(home, { instances: 2 });
+  const pids = (await waitInstances(home, 2)).map((r) => r.pid);
+
+  const load = requestLoops(port);
+  await home.waitFor(() => load.result.ok >= 20, { what: 'the request loops to get going' });
+  const hung = Number((await h.get(port, '/hang')).body.trim().split(' ').pop());
+  assert.ok(pids.includes(hung), `hung pid ${hung} is one of ${pids}`);
+  const okAtHang = load.result.ok;
+  const rows = await waitInstances(home, 2, { notPids: [hung], what: 'a replacement for the hung instance' });
+  const result = await load.stop();
+
+  t.diagnostic(`${result.ok} requests, ${result.failed} failed (${result.errors.join('; ')})`);
+  assert.ok(result.ok > okAtHang + 20, 'the sibling kept serving during the hang');
+  // Only connections the hung process had already accepted can fail: at most one per loop.
+  assert.ok(result.failed <= LOOPS, `${result.failed} failed: ${result.errors.join('; ')}`);
+  const replaced = rows.find((r) => !pids.includes(r.pid));
+  assert.equal(replaced.hangs, 1);
+});
