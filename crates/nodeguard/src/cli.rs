@@ -354,6 +354,15 @@ impl StartArgs {
                 timing,
             };
             let loaded = config_file::load(&file, &defaults)?;
+            if loaded.apps.len() > 1 && !self.cluster.listen.is_empty() {
+                return Err(ConfigError::Policy(format!(
+                    "--listen would give all {} apps of {} the same address; put `listen` in \
+                     each app of the file instead",
+                    loaded.apps.len(),
+                    self.script.display()
+                ))
+                .into());
+            }
             let warnings = loaded.warnings;
             let mut apps = Vec::new();
             for app in &loaded.apps {

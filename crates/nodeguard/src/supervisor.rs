@@ -332,10 +332,8 @@ impl Supervisor {
                     stopped: false,
                     fail_fast: true,
                 };
-                let key = self.insert(index + 1, spec, origins, listeners);
-                let handle = &self.apps[index + 1];
-                let _ = reply.send(Some(Member::of(handle)));
-                debug_assert_eq!(handle.key, key);
+                self.insert(index + 1, spec, origins, listeners);
+                let _ = reply.send(Some(Member::of(&self.apps[index + 1])));
             }
             Internal::Retire { key, reply } => {
                 let Some(index) = self.apps.iter().position(|h| h.key == key) else {
