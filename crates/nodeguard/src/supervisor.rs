@@ -62,6 +62,9 @@ pub struct Shutdown {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RunSummary {
     pub forced: bool,
+    /// Set when the run ended because every app came to rest on its own: whether all ended
+    /// cleanly.
+    pub apps_finished: Option<bool>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -124,6 +127,7 @@ pub async fn run(
         worker_socket: home.paths.worker_socket.clone(),
         color: config.color,
         tree,
+        changes: watch::Sender::new(0),
     });
 
     let servers = CancellationToken::new();
@@ -150,6 +154,8 @@ pub async fn run(
         shutdown: shutdown.clone(),
         state_file: config.persist.then(|| state::state_path(&home.paths.home)),
         stopped: HashSet::new(),
+        exit_when_done: config.exit_when_done,
+        apps_finished: None,
     };
     for spec in config.apps {
         supervisor.next_id = supervisor.next_id.max(spec.id + spec.instances.max(1));
@@ -164,6 +170,7 @@ pub async fn run(
     );
     let tasks = supervisor.tasks.clone();
     supervisor.run(inbox, internal_inbox).await;
+    let apps_finished = supervisor.apps_finished;
     // The actor holds the worker context (and so an output sink): let it go before draining.
     drop(supervisor);
 
@@ -186,6 +193,7 @@ pub async fn run(
     drop(home);
     Ok(RunSummary {
         forced: shutdown.force.is_cancelled(),
+        apps_finished,
     })
 }
 
@@ -207,6 +215,10 @@ struct Supervisor {
     state_file: Option<PathBuf>,
     /// Ids of apps an operator stopped: saved as stopped.
     stopped: HashSet<u32>,
+    /// End the run once every app has come to rest on its own.
+    exit_when_done: bool,
+    /// Why the run ended, if every app came to rest on its own: whether all ended cleanly.
+    apps_finished: Option<bool>,
 }
 
 /// What an awaiting task needs to report on an app once its command is done.
@@ -234,6 +246,7 @@ impl Supervisor {
         mut internal: mpsc::UnboundedReceiver<Internal>,
     ) {
         let tasks = self.tasks.clone();
+        let mut changes = self.context.changes.subscribe();
         let mut closing = false;
         loop {
             tokio::select! {
@@ -244,8 +257,43 @@ impl Supervisor {
                 _ = tasks.wait(), if closing => return,
                 Some(request) = inbox.recv() => self.handle(request),
                 Some(message) = internal.recv() => self.on_internal(message),
+                Ok(()) = changes.changed(), if self.exit_when_done && !closing => {
+                    self.end_if_all_finished();
+                }
             }
         }
+    }
+
+    /// Foreground mode: once every app is at rest and at least one came there on its own (none
+    /// is running, starting or backing off, and not all were stopped by an operator), the run
+    /// is over.
+    fn end_if_all_finished(&mut self) {
+        let mut any_finished = false;
+        let mut all_clean = true;
+        for app in &self.apps {
+            let snapshot = app.snapshot.borrow();
+            if !matches!(
+                snapshot.state,
+                nodeguard_proto::control::AppState::Stopped
+                    | nodeguard_proto::control::AppState::Errored
+            ) {
+                return;
+            }
+            if let Some(clean) = snapshot.finished {
+                any_finished = true;
+                all_clean &= clean;
+            }
+        }
+        if !any_finished {
+            return;
+        }
+        self.apps_finished = Some(all_clean);
+        if all_clean {
+            tracing::info!("every app has finished; exiting");
+        } else {
+            tracing::warn!("every app has finished or been given up on; exiting");
+        }
+        self.shutdown.graceful.cancel();
     }
 
     /// Adds every instance of `spec` (binding its listen addresses first) and starts their tasks;
