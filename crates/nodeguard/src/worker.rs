@@ -620,10 +620,7 @@ impl WorkerTask {
     }
 
     fn record(&mut self, kind: &str, message: String) {
-        if self.events.len() == EVENT_HISTORY {
-            self.events.pop_front();
-        }
-        self.events.push_back(AppEvent {
+        self.remember(AppEvent {
             at: timestamp(SystemTime::now()),
             kind: kind.to_string(),
             message,
