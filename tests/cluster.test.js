@@ -125,6 +125,14 @@ test('a rolling reload under a request loop fails no request and replaces every 
     assert.ok(h.isGone(pid), `old pid ${pid} still runs after the reload returned`);
   }
   for (const pid of after) assert.ok(result.pids.has(pid), `new pid ${pid} served nothing`);
+
+  // describe keeps each instance's history across the reload: its old start, then the new one.
+  const described = JSON.parse((await home.ok(['describe', 'web', '--json'])).stdout);
+  for (const [i, app] of described.entries()) {
+    const started = app.events.filter((e) => e.kind === 'started').map((e) => Number(/pid (\d+)/.exec(e.message)[1]));
+    assert.deepEqual(started, [before[i], after[i]], JSON.stringify(app.events));
+    assert.ok(app.events.some((e) => e.kind === 'reloaded'));
+  }
 });
 
 test('a single instance reloads with the two overlapping: no failed request', async (t) => {

@@ -1033,6 +1033,18 @@ async fn reload_rolling(
             Ok(()) => {
                 let old_pid = old.pid();
                 let new_pid = new.pid();
+                // `describe` keeps the instance's history across the reload.
+                let (ask, history) = oneshot::channel();
+                if old
+                    .commands
+                    .send(WorkerCommand::Describe(ask))
+                    .await
+                    .is_ok()
+                {
+                    if let Ok(events) = history.await {
+                        let _ = new.commands.send(WorkerCommand::Inherit(events)).await;
+                    }
+                }
                 let (ask, answer) = oneshot::channel();
                 let _ = actor.send(Internal::Retire {
                     key: old.key,

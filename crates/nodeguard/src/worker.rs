@@ -160,6 +160,8 @@ pub enum WorkerCommand {
     Describe(oneshot::Sender<Vec<AppEvent>>),
     /// Adds an event to the history (e.g. a reload that was aborted), and logs it.
     Record(AppEvent),
+    /// Puts the history of the instance this one replaces before its own (reloads).
+    Inherit(Vec<AppEvent>),
 }
 
 /// Events kept per app for `describe`.
@@ -395,6 +397,15 @@ impl WorkerTask {
             WorkerCommand::Record(event) => {
                 tracing::info!("{}: {}", event.kind, event.message);
                 self.remember(event);
+                return None;
+            }
+            WorkerCommand::Inherit(earlier) => {
+                let mut events: VecDeque<AppEvent> = earlier.into();
+                events.append(&mut self.events);
+                while events.len() > EVENT_HISTORY {
+                    events.pop_front();
+                }
+                self.events = events;
                 return None;
             }
         };
