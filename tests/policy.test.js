@@ -4,6 +4,7 @@
 
 const test = require('node:test');
 const assert = require('node:assert/strict');
+const fs = require('node:fs');
 const h = require('./helpers');
 
 const FAST_HEARTBEAT = ['--heartbeat-interval', '200ms', '--heartbeat-timeout', '200ms'];
@@ -69,6 +70,65 @@ test('stopping an app ends its children and grandchildren too (its process group
   await h.waitGone(pids, { what: 'the app, its child and its grandchild to end' });
   const exit = await sup.waitExit();
   assert.equal(exit.code, 0);
+});
+
+/** ppid from /proc/<pid>/stat. */
+function parentOf(pid) {
+  const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+  return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+}
+
+test('a grandchild that left the process group is adopted, counted in tree memory, and ended with its app', async (t) => {
+  const sup = h.startSupervisor(t, { scripts: ['escape.js'], flags: FAST_HEARTBEAT });
+  const m = await sup.waitForLine('escape', /escape app=(\d+) child=(\d+) grandchild=(\d+)/);
+  const [app, child, grandchild] = [Number(m[1]), Number(m[2]), Number(m[3])];
+  t.after(() => {
+    try {
+      process.kill(grandchild, 'SIGKILL');
+    } catch {
+      // gone, as it should be
+    }
+  });
+  await h.waitGone([child], { what: 'the intermediate child to exit' });
+  // Its parent gone, the grandchild was re-parented to the supervisor (a child subreaper), not init.
+  assert.equal(parentOf(grandchild), sup.pid, 'the orphaned grandchild was not adopted by the supervisor');
+  // status counts it: two processes, and its ~60 MB on top of the app's own RSS.
+  const row = (
+    await sup.waitForStatus((apps) => (apps[0].processes === 2 && apps[0].tree_rss !== null ? apps : false), {
+      what: 'status to count the escaped grandchild in the app tree',
+    })
+  )[0];
+  assert.equal(row.pid, app);
+  assert.ok(row.tree_rss >= row.memory.rss + 50e6, `tree_rss ${row.tree_rss} should include the grandchild's 60 MB (app rss ${row.memory.rss})`);
+  process.kill(sup.pid, 'SIGTERM');
+  // SIGTERM to the app's group missed the grandchild; the supervisor ends it.
+  await h.waitGone([app, grandchild], { what: 'the app and its escaped grandchild to end' });
+  const exit = await sup.waitExit();
+  assert.equal(exit.code, 0);
+});
+
+test('the memory guard counts the whole tree: a child over the limit restarts the app', async (t) => {
+  const sup = h.startSupervisor(t, { scripts: ['escape.js'], flags: [...FAST_HEARTBEAT, '--max-memory', '100M'], env: { ESCAPE_MB: '120' } });
+  const m = await sup.waitForLine('escape', /escape app=(\d+) child=(\d+) grandchild=(\d+)/);
+  const [app, grandchild] = [Number(m[1]), Number(m[3])];
+  t.after(() => {
+    try {
+      process.kill(grandchild, 'SIGKILL');
+    } catch {
+      // gone, as it should be
+    }
+  });
+  const row = (
+    await sup.waitForStatus((apps) => (apps[0].restarts >= 1 ? apps : false), {
+      what: 'the memory guard to restart the app for its grandchild\'s memory',
+    })
+  )[0];
+  assert.match(row.last_exit ?? '', /memory .* over the limit of 100\.0M/);
+  assert.equal(row.hangs, 0);
+  // The app's own process is far below 100 MB: only the tree is over.
+  await h.waitGone([app, grandchild], { what: 'the old app and its grandchild to end' });
+  // The grandchild, adopted by the supervisor, is also collected by it: no zombie is left behind.
+  await sup.waitFor(() => h.procState(grandchild) === null, { what: `the supervisor to reap the adopted grandchild ${grandchild}` });
 });
 
 test('a supervisor stopped for 3 s (SIGSTOP, then SIGCONT) declares no healthy app hung', async (t) => {

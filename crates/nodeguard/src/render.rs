@@ -59,7 +59,9 @@ fn row(app: &AppStatus) -> [String; 11] {
         app.hangs.to_string(),
         app.uptime_ms
             .map_or_else(dash, |ms| human(std::time::Duration::from_millis(ms))),
-        app.memory.map_or_else(dash, |m| bytes(m.rss)),
+        app.tree_rss
+            .or(app.memory.map(|m| m.rss))
+            .map_or_else(dash, bytes),
         app.memory.map_or_else(dash, |m| bytes(m.heap_used)),
         app.loop_delay.map_or_else(dash, |d| {
             format!("{:.1}/{:.1}/{:.1}ms", d.p50_ms, d.p99_ms, d.max_ms)

@@ -27,6 +27,7 @@ use crate::control;
 use crate::home::{Home, HomeError};
 use crate::output;
 use crate::platform;
+use crate::proctree;
 use crate::spawner::Spawner;
 use crate::state::{self, SavedApp, SavedState, STATE_VERSION};
 use crate::worker::{
@@ -91,7 +92,14 @@ pub async fn run(
     let home = Home::prepare(&config.home)?;
     let worker_listener = bind(&home.paths.worker_socket)?;
     let control_listener = bind(&home.paths.control_socket)?;
-    let spawner = Spawner::start().map_err(SupervisorError::Thread)?;
+    if let Err(error) = platform::become_subreaper() {
+        tracing::warn!(%error, "cannot become a child subreaper; escaped grandchildren go to init");
+    }
+    let children = proctree::ChildSet::default();
+    let spawner = Spawner::start(children.clone()).map_err(SupervisorError::Thread)?;
+    let scanner_stop = CancellationToken::new();
+    let _scanner_stop = scanner_stop.clone().drop_guard();
+    let tree = proctree::start(children, scanner_stop);
     let destinations = output::Destinations {
         terminal: config.terminal_output,
         log_home: config.log_files.then(|| home.paths.home.clone()),
@@ -108,6 +116,7 @@ pub async fn run(
         preload: config.preload.clone(),
         worker_socket: home.paths.worker_socket.clone(),
         color: config.color,
+        tree,
     });
 
     let servers = CancellationToken::new();
@@ -183,13 +192,15 @@ struct Supervisor {
 struct Watched {
     spec: Arc<AppSpec>,
     snapshot: watch::Receiver<WorkerSnapshot>,
+    tree: watch::Receiver<Arc<proctree::TreeSnapshot>>,
 }
 
 impl Watched {
     fn status(&self) -> AppStatus {
+        let tree = self.tree.borrow().clone();
         self.snapshot
             .borrow()
-            .to_status(&self.spec, tokio::time::Instant::now())
+            .to_status(&self.spec, tokio::time::Instant::now(), &tree)
     }
 }
 
@@ -556,6 +567,7 @@ fn watched(handle: &WorkerHandle) -> Watched {
     Watched {
         spec: handle.spec.clone(),
         snapshot: handle.snapshot.clone(),
+        tree: handle.tree.clone(),
     }
 }
 
