@@ -281,7 +281,17 @@ test('installed with --ignore-scripts: .bin/nodeguard runs the binary and forwar
   assert.match(fs.readFileSync(bin, 'utf8').split('\n')[0], /^#!.*node/, 'without scripts .bin/nodeguard is the JS stand-in');
   const version = await run(bin, ['--version'], { cwd: project });
   assert.equal(version.stdout.trim(), `nodeguard ${VERSION}`);
-  await superviseApp(project, () => {});
+  let children = [];
+  await superviseApp(project, (pid) => {
+    // The stand-in's one child is the platform binary, leading its own process group.
+    children = fs.readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).map(Number);
+    for (const child of children) groups.add(child);
+    assert.equal(children.length, 1, `the stand-in (pid ${pid}) has one child: ${children}`);
+    const nativeBinary = path.join(project, 'node_modules', `nodeguard-monitor-${TRIPLE}`, platform.BINARY);
+    assert.equal(fs.realpathSync(`/proc/${children[0]}/exe`), fs.realpathSync(nativeBinary));
+  });
+  // The stand-in exits only after the binary did.
+  for (const child of children) groups.delete(child);
   const loaded = await run(process.execPath, ['-e', "console.log(require('nodeguard-monitor').start())"], {
     cwd: project,
   });
