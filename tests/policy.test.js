@@ -5,6 +5,7 @@
 const test = require('node:test');
 const assert = require('node:assert/strict');
 const fs = require('node:fs');
+const path = require('node:path');
 const h = require('./helpers');
 
 const FAST_HEARTBEAT = ['--heartbeat-interval', '200ms', '--heartbeat-timeout', '200ms'];
@@ -42,6 +43,28 @@ test('autorestart on-failure leaves a clean exit stopped and restarts a failing 
   )[0];
   assert.equal(row.restarts, 0);
   assert.match(row.last_exit, /exit code 0/);
+});
+
+test('--clean-exit-codes: under on-failure, an exit with a listed code is a clean stop', async (t) => {
+  const sup = h.startSupervisor(t, {
+    scripts: ['crashloop.js'],
+    flags: [...FAST_HEARTBEAT, '--autorestart', 'on-failure', '--clean-exit-codes', '0,3'],
+    env: { EXIT_CODE: '3' },
+  });
+  const row = (
+    await sup.waitForStatus((apps) => (apps[0].state === 'stopped' ? apps : false), {
+      what: 'the app exiting with listed code 3 to rest as stopped',
+    })
+  )[0];
+  assert.equal(row.restarts, 0);
+  assert.match(row.last_exit, /exit code 3/);
+});
+
+test('a bad --clean-exit-codes is refused in one line', async () => {
+  const r = await h.run(['--clean-exit-codes', '0,300', '-m', path.join(h.FIXTURES, 'idle.js')]);
+  assert.equal(r.code, 2, `exit ${r.code}: ${r.stderr}`);
+  assert.match(r.stderr, /300 is not an exit code/);
+  assert.equal(r.stderr.trim().split('\n').length, 1, `more than one line: ${r.stderr}`);
 });
 
 test('the memory guard restarts an app whose RSS passes --max-memory, at a heartbeat', async (t) => {

@@ -20,9 +20,10 @@ use tokio::time::Instant;
 
 use crate::exit::ExitKind;
 
-/// An uptime at least this long means the process was healthy: its next restart is immediate.
+/// Default `min_uptime`: an uptime at least this long means the process was healthy, and its next
+/// restart is immediate (after `restart_delay`, if set).
 pub const STABLE_UPTIME: Duration = Duration::from_secs(1);
-/// First delay after a quick crash; it doubles with every further quick crash.
+/// Default first delay after a quick crash; it doubles with every further quick crash.
 pub const BACKOFF_BASE: Duration = Duration::from_millis(100);
 /// The longest delay between restarts of a crash-looping app.
 pub const BACKOFF_MAX: Duration = Duration::from_secs(10);
@@ -46,7 +47,7 @@ pub const DEFAULT_RESTART_WINDOW: Duration = Duration::from_secs(60);
 pub enum Autorestart {
     /// Every exit nobody asked for.
     Always,
-    /// Every exit but a clean one (exit code 0).
+    /// Every exit but a clean one (an exit code in the policy's clean codes, by default 0).
     OnFailure,
     /// None: an exited app stays stopped.
     Never,
@@ -74,10 +75,64 @@ impl Autorestart {
     }
 }
 
-/// When to restart, when to give up, and the memory limit.
+/// A set of exit codes, 0 to 255.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExitCodes([u64; 4]);
+
+impl Default for ExitCodes {
+    /// Just 0.
+    fn default() -> Self {
+        Self([1, 0, 0, 0])
+    }
+}
+
+impl ExitCodes {
+    pub fn contains(self, code: i32) -> bool {
+        u8::try_from(code).is_ok_and(|code| self.0[usize::from(code / 64)] >> (code % 64) & 1 == 1)
+    }
+
+    /// The set of `codes`; an error names the first one out of 0–255.
+    pub fn from_codes(codes: impl IntoIterator<Item = i64>) -> Result<Self, String> {
+        let mut set = [0u64; 4];
+        for code in codes {
+            let code = u8::try_from(code)
+                .map_err(|_| format!("{code} is not an exit code (they run from 0 to 255)"))?;
+            set[usize::from(code / 64)] |= 1 << (code % 64);
+        }
+        Ok(Self(set))
+    }
+
+    /// From a comma-separated list such as `0,3,143`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let codes = text
+            .split(',')
+            .map(|part| {
+                part.trim()
+                    .parse::<i64>()
+                    .map_err(|_| format!("'{text}' is not a list of exit codes (write e.g. 0,3)"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Self::from_codes(codes)
+    }
+
+    pub fn codes(self) -> Vec<i32> {
+        (0..=255).filter(|&code| self.contains(code)).collect()
+    }
+}
+
+/// When to restart, how soon, when to give up, and the memory limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RestartPolicy {
     pub autorestart: Autorestart,
+    /// Exit codes that count as a clean stop under `on-failure`.
+    pub clean_exit_codes: ExitCodes,
+    /// An uptime at least this long resets the backoff (PM2's `min_uptime`).
+    pub min_uptime: Duration,
+    /// Delay before every restart (PM2's `restart_delay`); quick crashes wait at least the backoff.
+    pub restart_delay: Duration,
+    /// First backoff delay after a quick crash (PM2's `exp_backoff_restart_delay`), doubling up to
+    /// [`BACKOFF_MAX`].
+    pub backoff_base: Duration,
     /// More restarts than this within `restart_window` mark the app errored; 0 means no limit.
     pub max_restarts: u32,
     pub restart_window: Duration,
@@ -89,6 +144,10 @@ impl Default for RestartPolicy {
     fn default() -> Self {
         Self {
             autorestart: Autorestart::Always,
+            clean_exit_codes: ExitCodes::default(),
+            min_uptime: STABLE_UPTIME,
+            restart_delay: Duration::ZERO,
+            backoff_base: BACKOFF_BASE,
             max_restarts: DEFAULT_MAX_RESTARTS,
             restart_window: DEFAULT_RESTART_WINDOW,
             max_memory: None,
@@ -523,7 +582,10 @@ impl Worker {
                 });
                 let wanted = match self.timing.policy.autorestart {
                     Autorestart::Always => true,
-                    Autorestart::OnFailure => status != ExitKind::Code(0),
+                    Autorestart::OnFailure => !matches!(
+                        status,
+                        ExitKind::Code(code) if self.timing.policy.clean_exit_codes.contains(code)
+                    ),
                     Autorestart::Never => false,
                 };
                 if !wanted {
@@ -642,15 +704,21 @@ impl Worker {
         };
     }
 
-    /// Immediate after a stable run; otherwise doubling from [`BACKOFF_BASE`] up to [`BACKOFF_MAX`].
+    /// `restart_delay` after a run of at least `min_uptime`; after a quicker one, the backoff
+    /// (doubling from `backoff_base` up to [`BACKOFF_MAX`]) if that is longer.
     fn restart_delay(&mut self, uptime: Duration) -> Duration {
-        if uptime >= STABLE_UPTIME {
+        let policy = self.timing.policy;
+        if uptime >= policy.min_uptime {
             self.crash_streak = 0;
-            return Duration::ZERO;
+            return policy.restart_delay;
         }
         self.crash_streak = self.crash_streak.saturating_add(1);
         let doublings = self.crash_streak.saturating_sub(1).min(16);
-        BACKOFF_BASE.saturating_mul(1 << doublings).min(BACKOFF_MAX)
+        let backoff = policy
+            .backoff_base
+            .saturating_mul(1 << doublings)
+            .min(BACKOFF_MAX.max(policy.backoff_base));
+        backoff.max(policy.restart_delay)
     }
 
     fn on_timer(&mut self, scheduled: Instant, now: Instant, actions: &mut Vec<Action>) {
@@ -1597,6 +1665,55 @@ mod tests {
         assert!(!exit_with(&mut never, 1, later).contains(&Action::Spawn));
         assert_eq!(state(&never), "stopped");
         assert_eq!(never.last_exit.as_deref(), Some("exit code 1 after 5.0s"));
+    }
+
+    #[test]
+    fn on_failure_treats_the_clean_exit_codes_as_a_stop() {
+        let t0 = Instant::now();
+        let mut worker = with_policy(RestartPolicy {
+            autorestart: Autorestart::OnFailure,
+            clean_exit_codes: ExitCodes::parse("0, 3,143").unwrap(),
+            ..RestartPolicy::default()
+        });
+        worker.step(Event::Spawned { pid: 7 }, t0);
+        assert!(!exit_with(&mut worker, 3, t0 + Duration::from_secs(2)).contains(&Action::Spawn));
+        assert_eq!(state(&worker), "stopped");
+        worker.step(Event::Start, t0 + Duration::from_secs(3));
+        worker.step(Event::Spawned { pid: 8 }, t0 + Duration::from_secs(3));
+        // 0 is only clean when listed: here it is; 4 is not.
+        assert!(exit_with(&mut worker, 4, t0 + Duration::from_secs(5)).contains(&Action::Spawn));
+        assert_eq!(ExitCodes::parse("0,3,143").unwrap().codes(), [0, 3, 143]);
+        assert!(ExitCodes::parse("256").is_err());
+        assert!(ExitCodes::parse("a").is_err());
+        assert!(!ExitCodes::default().contains(-1));
+    }
+
+    #[test]
+    fn min_uptime_restart_delay_and_backoff_base_shape_the_delays() {
+        let t0 = Instant::now();
+        let mut worker = with_policy(RestartPolicy {
+            min_uptime: Duration::from_secs(5),
+            restart_delay: 300 * MS,
+            backoff_base: 200 * MS,
+            max_restarts: 0,
+            ..RestartPolicy::default()
+        });
+        let mut at = t0;
+        let mut delays = Vec::new();
+        // Three runs of 2 s (under min_uptime: quick), then one of 6 s.
+        for uptime in [2, 2, 2, 6] {
+            worker.step(Event::Spawned { pid: 7 }, at);
+            at += Duration::from_secs(uptime);
+            exit_with(&mut worker, 1, at);
+            let Phase::Backoff { until } = worker.phase else {
+                panic!("no backoff: {:?}", worker.phase);
+            };
+            delays.push(until - at);
+            at = until;
+            worker.step(Event::Timer { scheduled: at }, at);
+        }
+        // max(restart_delay, backoff): 300 (200 < 300), 400, 800; a stable run: restart_delay.
+        assert_eq!(delays, [300 * MS, 400 * MS, 800 * MS, 300 * MS]);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Turns status snapshots into the table `nodeguard status` prints.
 
 use std::fmt::Write;
+use std::time::Duration;
 
 use nodeguard_proto::control::{AppDescription, AppStatus};
 
@@ -126,6 +127,40 @@ pub fn description(app: &AppDescription) -> String {
         "kill timeout",
         human(std::time::Duration::from_millis(definition.kill_timeout_ms)),
     );
+    let ms = |ms: Option<u64>| {
+        ms.map_or_else(|| "default".into(), |ms| human(Duration::from_millis(ms)))
+    };
+    let codes = definition.clean_exit_codes.as_ref().map_or_else(
+        || "0".to_string(),
+        |codes| {
+            codes
+                .iter()
+                .map(i32::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        },
+    );
+    field(
+        "restart policy",
+        format!(
+            "autorestart {} (clean exit codes {codes}), budget {} in {}, min uptime {}, \
+             restart delay {}, backoff from {}",
+            definition.autorestart.as_deref().unwrap_or("always"),
+            definition
+                .max_restarts
+                .map_or_else(|| "default".into(), |n| n.to_string()),
+            ms(definition.restart_window_ms),
+            ms(definition.min_uptime_ms),
+            ms(definition.restart_delay_ms),
+            ms(definition.backoff_base_ms),
+        ),
+    );
+    if let Some(limit) = definition.max_memory {
+        field(
+            "memory limit",
+            format!("{} (whole process tree)", bytes(limit)),
+        );
+    }
     field(
         "restarts",
         format!("{} ({} after hangs)", status.restarts, status.hangs),
@@ -141,9 +176,11 @@ pub fn description(app: &AppDescription) -> String {
         field(
             "memory",
             format!(
-                "rss {}, heap {}",
+                "rss {}, heap {}; whole tree {} in {} process(es)",
                 bytes(memory.rss),
-                bytes(memory.heap_used)
+                bytes(memory.heap_used),
+                bytes(status.tree_rss.unwrap_or(memory.rss)),
+                status.processes.unwrap_or(1)
             ),
         );
     }

@@ -88,6 +88,18 @@ pub struct AppDefinition {
     /// RSS limit in bytes, checked at every heartbeat.
     #[serde(default)]
     pub max_memory: Option<u64>,
+    /// Exit codes that count as a clean stop under `on-failure`; `None` means `[0]`.
+    #[serde(default)]
+    pub clean_exit_codes: Option<Vec<i32>>,
+    /// Uptime that resets the backoff; `None` means the default (1 s).
+    #[serde(default)]
+    pub min_uptime_ms: Option<u64>,
+    /// Delay before every restart; `None` means none.
+    #[serde(default)]
+    pub restart_delay_ms: Option<u64>,
+    /// First backoff delay after a quick crash; `None` means the default (100 ms).
+    #[serde(default)]
+    pub backoff_base_ms: Option<u64>,
     pub heartbeat_interval_ms: u64,
     pub heartbeat_timeout_ms: u64,
     pub heartbeat_misses: u32,
