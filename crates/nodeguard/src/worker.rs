@@ -44,6 +44,8 @@ pub struct WorkerContext {
     pub color: bool,
     /// The apps' process trees, rescanned every second.
     pub tree: watch::Receiver<Arc<TreeSnapshot>>,
+    /// Bumped whenever any app's snapshot changes.
+    pub changes: watch::Sender<u64>,
 }
 
 /// What `status` shows of one app, kept with `Instant`s and turned into ages on demand.
@@ -60,6 +62,8 @@ pub struct WorkerSnapshot {
     pub last_pong_at: Option<Instant>,
     pub pong_round_trip: Option<Duration>,
     pub last_exit: Option<String>,
+    /// Came to rest on its own: cleanly or not (see [`Worker::finished`]).
+    pub finished: Option<bool>,
 }
 
 impl WorkerSnapshot {
@@ -76,6 +80,7 @@ impl WorkerSnapshot {
             last_pong_at: None,
             pong_round_trip: None,
             last_exit: None,
+            finished: None,
         }
     }
 
@@ -744,6 +749,11 @@ impl WorkerTask {
             snapshot.restarts = machine.restarts;
             snapshot.hangs = machine.hangs;
             snapshot.monitored = monitored;
+            snapshot.finished = if machine.is_at_rest() {
+                machine.finished
+            } else {
+                None
+            };
             snapshot.last_exit = match &machine.phase {
                 Phase::Errored { why } => Some(why.clone()),
                 _ => machine.last_exit.clone(),
@@ -764,6 +774,7 @@ impl WorkerTask {
                 }
             }
         });
+        self.ctx.changes.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     /// Logs a report and keeps it in the event history.
