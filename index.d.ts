@@ -44,12 +44,22 @@ export declare function ready(): boolean;
  * @throws {Error} (message starting with `"nodeguard-monitor: "`) if the port is not one the
  *   supervisor owns, or is left out while it owns none or several.
  */
-export declare function listen<S extends import('node:net').Server>(
+export declare function listen<S extends ListenableServer>(
   server: S,
   port?: number | string,
   callback?: () => void,
 ): S;
-export declare function listen<S extends import('node:net').Server>(server: S, callback: () => void): S;
+export declare function listen<S extends ListenableServer>(server: S, callback: () => void): S;
+
+/**
+ * What `listen()` needs of a server: any `net.Server` (so `http`, `https` and frameworks' servers
+ * too). Structural, so these typings do not require `@types/node`.
+ */
+interface ListenableServer {
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- net.Server's overloads
+  listen(...args: any[]): unknown;
+  once(event: 'listening' | 'close', listener: () => void): unknown;
+}
 
 /**
  * `'shutdown'`: the supervisor (a stop, restart or reload) or a SIGTERM asks this process to stop
@@ -58,6 +68,9 @@ export declare function listen<S extends import('node:net').Server>(server: S, c
  * and exits (or, if the app has its own SIGTERM handler, delivers a SIGTERM to it). The supervisor
  * sends SIGKILL after its kill timeout either way.
  */
-export declare function on(event: 'shutdown', listener: () => void): typeof import('./index');
-export declare function once(event: 'shutdown', listener: () => void): typeof import('./index');
-export declare function off(event: 'shutdown', listener: () => void): typeof import('./index');
+export declare function on(event: 'shutdown', listener: () => void): Monitor;
+export declare function once(event: 'shutdown', listener: () => void): Monitor;
+export declare function off(event: 'shutdown', listener: () => void): Monitor;
+
+/** The module itself, returned by `on`, `once` and `off` for chaining. */
+type Monitor = typeof import('./index');
