@@ -24,3 +24,53 @@ export declare function start(): boolean;
 
 /** Whether `start()` connected this process to a nodeguard supervisor. */
 export declare function isSupervised(): boolean;
+
+/**
+ * Tells the supervisor that this instance is ready for traffic. With `--wait-ready` this is what
+ * makes an instance ready (a reload waits for it); otherwise listening on the supervisor-owned
+ * socket already does. Sent once; later calls do nothing more.
+ *
+ * @returns `true` if the supervisor was told (now or earlier), `false` if the process is not
+ *   supervised.
+ */
+export declare function ready(): boolean;
+
+/**
+ * Listens `server` on the supervisor-owned socket of `port` (`--listen`), the explicit form of
+ * what the monitor does for an unchanged `server.listen(port)`. `port` may be left out when the
+ * app has exactly one listen address. Outside nodeguard, with a port, this is plain
+ * `server.listen(port, callback)`.
+ *
+ * @throws {Error} (message starting with `"nodeguard-monitor: "`) if the port is not one the
+ *   supervisor owns, or is left out while it owns none or several.
+ */
+export declare function listen<S extends ListenableServer>(
+  server: S,
+  port?: number | string,
+  callback?: () => void,
+): S;
+export declare function listen<S extends ListenableServer>(server: S, callback: () => void): S;
+
+/**
+ * What `listen()` needs of a server: any `net.Server` (so `http`, `https` and frameworks' servers
+ * too). Structural, so these typings do not require `@types/node`.
+ */
+interface ListenableServer {
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- net.Server's overloads
+  listen(...args: any[]): unknown;
+  once(event: 'listening' | 'close', listener: () => void): unknown;
+}
+
+/**
+ * `'shutdown'`: the supervisor (a stop, restart or reload) or a SIGTERM asks this process to stop
+ * gracefully. Once a listener is registered, nothing else happens on its own: close what you
+ * need and exit. Without one, the monitor closes the servers, lets in-flight requests finish
+ * and exits (or, if the app has its own SIGTERM handler, delivers a SIGTERM to it). The supervisor
+ * sends SIGKILL after its kill timeout either way.
+ */
+export declare function on(event: 'shutdown', listener: () => void): Monitor;
+export declare function once(event: 'shutdown', listener: () => void): Monitor;
+export declare function off(event: 'shutdown', listener: () => void): Monitor;
+
+/** The module itself, returned by `on`, `once` and `off` for chaining. */
+type Monitor = typeof import('./index');

@@ -26,9 +26,30 @@
 //   late the timer fired (about 0.1 ms on an idle loop).
 // - Only the main thread connects: in a worker_thread `start()` returns false and does nothing
 //   (checked natively).
+//
+// Cluster mode (`nodeguard start app.js -i N --listen PORT`): the supervisor binds PORT once and
+// every instance inherits the socket; NODEGUARD_LISTEN says which fd is which port. `start()`
+// patches net.Server.prototype.listen so the app's unchanged `server.listen(PORT)` (also
+// `listen(PORT, host, cb)`, `listen({ port })`, a port given as a string) listens on the inherited
+// socket (`{ fd }`) instead; the host is ignored, the supervisor chose it. `listen(server)` is the
+// explicit form. Once every supervisor-owned port has a listening server the monitor tells the
+// supervisor `Ready` (with NODEGUARD_WAIT_READY=1 only `ready()` does).
+//
+// Graceful stop: the supervisor's shutdown message, and SIGTERM from anyone, lead to one place.
+// If the app listens for 'shutdown' (`on('shutdown', fn)`), that event is all that happens: the app
+// closes and exits itself. Otherwise, if the app has its own SIGTERM handler, the shutdown
+// message becomes a real SIGTERM for it. Otherwise the default drain runs: every server that
+// listened through the patched listen() closes (idle keep-alive connections at once, busy ones
+// after their current response, which says `Connection: close`), and the process exits 0 once
+// they are closed; with no server at all SIGTERM keeps its default meaning (the process ends by
+// the signal, as without the monitor). The supervisor SIGKILLs after its kill timeout regardless.
 
 const ENV_SOCKET = 'NODEGUARD_SOCKET';
 const ENV_TOKEN = 'NODEGUARD_TOKEN';
+const ENV_LISTEN = 'NODEGUARD_LISTEN';
+const ENV_WAIT_READY = 'NODEGUARD_WAIT_READY';
+/** How often a draining server's idle keep-alive connections are closed (ms). */
+const DRAIN_SWEEP_MS = 100;
 const STATE_KEY = Symbol.for('nodeguard-monitor');
 const ERROR_PREFIX = 'nodeguard-monitor: ';
 /** Interval of the event-loop delay sampler (ms). Lower = finer stats, more wake-ups. */
@@ -39,7 +60,21 @@ const MAX_SAMPLES = 4096;
 function processState() {
   let state = globalThis[STATE_KEY];
   if (state === undefined) {
-    state = { started: false, supervised: false, error: undefined };
+    state = {
+      started: false,
+      supervised: false,
+      error: undefined,
+      // Cluster mode (added fields; see the note on the shape above).
+      listen: new Map(), // port -> inherited fd
+      listening: new Set(), // ports with a listening server
+      waitReady: false,
+      readySent: false,
+      servers: new Set(), // servers that listened through the patched listen()
+      events: undefined, // EventEmitter for 'shutdown', made on first use
+      addon: undefined,
+      originalListen: undefined,
+      shuttingDown: false,
+    };
     Object.defineProperty(globalThis, STATE_KEY, { value: state });
   }
   return state;
@@ -135,6 +170,130 @@ function createPingCallback() {
   return { onPing, stop: () => clearInterval(sampler) };
 }
 
+/** `NODEGUARD_LISTEN` (`3000=3,3001=4`) as a Map of port to fd. */
+function parseListen(text) {
+  const map = new Map();
+  for (const pair of (text || '').split(',')) {
+    const match = /^(\d+)=(\d+)$/.exec(pair.trim());
+    if (match) map.set(Number(match[1]), Number(match[2]));
+  }
+  return map;
+}
+
+/** The port a `listen(...)` call asks for, or undefined (a path, an fd, a handle, none). */
+function requestedPort(args) {
+  let first = args[0];
+  if (first !== null && typeof first === 'object') {
+    if (first.fd !== undefined || first.path !== undefined || first.handle !== undefined || first._handle !== undefined) {
+      return undefined;
+    }
+    first = first.port;
+  }
+  if (typeof first === 'number' && Number.isInteger(first)) return first;
+  if (typeof first === 'string' && /^\d+$/.test(first.trim())) return Number(first);
+  return undefined;
+}
+
+function emitter(state) {
+  if (state.events === undefined) {
+    const { EventEmitter } = require('node:events');
+    state.events = new EventEmitter();
+  }
+  return state.events;
+}
+
+/** Sends `Ready` once; false when there is no connection to send it on. */
+function sendReady(state) {
+  if (state.readySent) return true;
+  if (!state.supervised || state.addon === undefined) return false;
+  state.readySent = true;
+  return state.addon.ready();
+}
+
+/** Listens `server` on the inherited socket of `port`. */
+function listenShared(state, server, port, fd, callback) {
+  state.servers.add(server);
+  server.once('close', () => state.servers.delete(server));
+  server.once('listening', () => {
+    state.listening.add(port);
+    if (!state.waitReady && [...state.listen.keys()].every((p) => state.listening.has(p))) {
+      sendReady(state);
+    }
+  });
+  return state.originalListen.call(server, { fd }, ...(callback ? [callback] : []));
+}
+
+/** Maps listens on supervisor-owned ports to the inherited sockets; tracks every server. */
+function patchListen(state) {
+  const net = require('node:net');
+  const original = net.Server.prototype.listen;
+  state.originalListen = original;
+  net.Server.prototype.listen = function listen(...args) {
+    const port = requestedPort(args);
+    const fd = port === undefined ? undefined : state.listen.get(port);
+    if (fd === undefined) {
+      state.servers.add(this);
+      this.once('close', () => state.servers.delete(this));
+      return original.apply(this, args);
+    }
+    const last = args[args.length - 1];
+    return listenShared(state, this, port, fd, typeof last === 'function' ? last : undefined);
+  };
+}
+
+const sigtermHandler = () => {
+  if (process.listeners('SIGTERM').some((listener) => listener !== sigtermHandler)) return;
+  beginShutdown(processState(), 'signal');
+};
+
+/** The shutdown message from the supervisor, on the JS thread. */
+function onShutdownMessage() {
+  beginShutdown(processState(), 'message');
+}
+
+function beginShutdown(state, source) {
+  if (state.events !== undefined && state.events.listenerCount('shutdown') > 0) {
+    if (!state.shuttingDown) {
+      state.shuttingDown = true;
+      state.events.emit('shutdown');
+    }
+    return;
+  }
+  if (source === 'message' && process.listeners('SIGTERM').some((l) => l !== sigtermHandler)) {
+    process.kill(process.pid, 'SIGTERM');
+    return;
+  }
+  drain(state);
+}
+
+/** The default shutdown: close every server, let in-flight requests finish, exit 0. */
+function drain(state) {
+  if (state.shuttingDown) return;
+  const servers = [...state.servers].filter((server) => server.listening);
+  if (servers.length === 0) {
+    // Nothing to drain: SIGTERM means what it would without the monitor.
+    process.removeListener('SIGTERM', sigtermHandler);
+    process.kill(process.pid, 'SIGTERM');
+    return;
+  }
+  state.shuttingDown = true;
+  let open = servers.length;
+  for (const server of servers) {
+    // Requests already on a kept-alive connection get their answer, then the connection ends.
+    server.prependListener('request', (req, res) => {
+      if (!res.headersSent) res.setHeader('connection', 'close');
+    });
+    server.close(() => {
+      open -= 1;
+      if (open === 0) process.exit(0);
+    });
+    if (typeof server.closeIdleConnections === 'function') {
+      server.closeIdleConnections();
+      setInterval(() => server.closeIdleConnections(), DRAIN_SWEEP_MS).unref();
+    }
+  }
+}
+
 /**
  * Connects to the nodeguard supervisor if this process was started by one. Returns true when
  * supervised, false otherwise (then it did nothing). Safe to call more than once, from any copy of
@@ -154,10 +313,16 @@ function start() {
     return false;
   }
   const token = process.env[ENV_TOKEN];
-  // Child processes of the app must not take the socket and token for their own, whether or not
-  // this connection succeeds; later calls use `state`, not the environment.
+  state.listen = parseListen(process.env[ENV_LISTEN]);
+  state.waitReady = process.env[ENV_WAIT_READY] === '1';
+  // Child processes of the app must not take the socket, token and listen fds for their own,
+  // whether or not this connection succeeds; later calls use `state`, not the environment.
   delete process.env[ENV_SOCKET];
   delete process.env[ENV_TOKEN];
+  delete process.env[ENV_LISTEN];
+  delete process.env[ENV_WAIT_READY];
+  patchListen(state);
+  process.on('SIGTERM', sigtermHandler);
   try {
     if (!token) {
       throw monitorError(`${ENV_SOCKET} is set but ${ENV_TOKEN} is not`);
@@ -166,13 +331,14 @@ function start() {
     const ping = createPingCallback();
     let outcome;
     try {
-      outcome = addon.connect(socketPath, token, ping.onPing);
+      outcome = addon.connect(socketPath, token, ping.onPing, onShutdownMessage);
     } finally {
       if (outcome !== 'connected') ping.stop();
     }
     // 'already-connected': another copy of the addon in this process holds the connection.
     // 'not-main-thread': this is a worker thread; the app's event loop is the main thread's.
     state.supervised = outcome !== 'not-main-thread';
+    if (outcome === 'connected') state.addon = addon;
   } catch (error) {
     state.error = monitorError(error instanceof Error ? error.message : error, error);
     throw state.error;
@@ -185,4 +351,58 @@ function isSupervised() {
   return processState().supervised;
 }
 
-module.exports = { start, isSupervised };
+/**
+ * Tells the supervisor this instance is ready for traffic. Needed with --wait-ready; otherwise
+ * listening on the shared socket says it. Returns false when not supervised (it did nothing).
+ */
+function ready() {
+  return sendReady(processState());
+}
+
+/**
+ * Listens `server` on the supervisor-owned socket of `port` (default: the only one). Outside
+ * nodeguard, with a port, it is plain `server.listen(port, callback)`. Returns `server`.
+ */
+function listen(server, port, callback) {
+  if (typeof port === 'function') {
+    callback = port;
+    port = undefined;
+  }
+  const state = processState();
+  if (state.listen.size === 0) {
+    if (port === undefined) {
+      throw monitorError('listen(server) needs a port: no supervisor-owned listen address (start the app with --listen)');
+    }
+    return server.listen(Number(port), callback);
+  }
+  if (port === undefined) {
+    if (state.listen.size > 1) {
+      throw monitorError(`listen(server) needs a port: the supervisor owns ${[...state.listen.keys()].join(', ')}`);
+    }
+    port = [...state.listen.keys()][0];
+  }
+  const fd = state.listen.get(Number(port));
+  if (fd === undefined) {
+    throw monitorError(`port ${port} is not a supervisor-owned listen address (${[...state.listen.keys()].join(', ')})`);
+  }
+  listenShared(state, server, Number(port), fd, callback);
+  return server;
+}
+
+/** Adds a listener for 'shutdown': the supervisor (or SIGTERM) asks this process to stop. */
+function on(event, listener) {
+  emitter(processState()).on(event, listener);
+  return module.exports;
+}
+
+function once(event, listener) {
+  emitter(processState()).once(event, listener);
+  return module.exports;
+}
+
+function off(event, listener) {
+  emitter(processState()).off(event, listener);
+  return module.exports;
+}
+
+module.exports = { start, isSupervised, ready, listen, on, once, off };

@@ -20,6 +20,9 @@
 // 4 crash -> serving again, 5 hang -> serving again, 6 orphan exit after SIGKILL of the supervisor.
 // Figures (issue 3, daemon mode): 7 `nodeguard status --json` round trip vs `pm2 jlist`, 8 daemon
 // RSS with 2 and with 100 idle apps vs PM2's God daemon.
+// Figure 9 (issue 5, cluster mode): failed requests under constant load during a reload of 2 and of
+// 4 instances, a SIGKILL of one instance and a hang of one, nodeguard beside PM2 cluster mode
+// (see lib/reload.js).
 
 const fs = require('node:fs');
 const os = require('node:os');
@@ -30,6 +33,7 @@ const u = require('./lib/util');
 const { NodeguardRun, NodeguardDaemon, controlRequest } = require('./lib/nodeguard');
 const { Pm2 } = require('./lib/pm2');
 const { writeReport } = require('./lib/report');
+const reload = require('./lib/reload');
 
 const REPO = path.resolve(__dirname, '..');
 const APPS = {
@@ -42,10 +46,10 @@ const APPS = {
 // Options and trial counts
 
 const argv = process.argv.slice(2);
-const USAGE = 'usage: node bench/run.js [--quick] [--no-build] [--only 7,8] [--out FILE]';
+const USAGE = 'usage: node bench/run.js [--quick] [--no-build] [--only 7,8,9] [--out FILE]';
 const only = argv.includes('--only') ? new Set(String(argv[argv.indexOf('--only') + 1]).split(',').map(Number)) : null;
-if (only && [...only].some((f) => !(f >= 1 && f <= 8))) {
-  console.error(`--only takes figure numbers 1 to 8, comma-separated\n${USAGE}`);
+if (only && [...only].some((f) => !(f >= 1 && f <= 9))) {
+  console.error(`--only takes figure numbers 1 to 9, comma-separated\n${USAGE}`);
   process.exit(2);
 }
 const opts = {
@@ -66,8 +70,8 @@ for (const a of argv) {
 }
 
 const N = opts.quick
-  ? { memTrials: 1, memSamples: 3, rttSeconds: 3, crash: 5, hangDefault: 2, hangFast: 3, orphan: 3, pm2Orphan: 1, statusRuns: 10, socketRuns: 50, manyApps: 10, manyStatusRuns: 5, manyJlistRuns: 2 }
-  : { memTrials: 3, memSamples: 5, rttSeconds: 8, crash: 20, hangDefault: 5, hangFast: 10, orphan: 10, pm2Orphan: 2, statusRuns: 50, socketRuns: 200, manyApps: 100, manyStatusRuns: 20, manyJlistRuns: 5 };
+  ? { reloadTrials: 1, memTrials: 1, memSamples: 3, rttSeconds: 3, crash: 5, hangDefault: 2, hangFast: 3, orphan: 3, pm2Orphan: 1, statusRuns: 10, socketRuns: 50, manyApps: 10, manyStatusRuns: 5, manyJlistRuns: 2 }
+  : { reloadTrials: 3, memTrials: 3, memSamples: 5, rttSeconds: 8, crash: 20, hangDefault: 5, hangFast: 10, orphan: 10, pm2Orphan: 2, statusRuns: 50, socketRuns: 200, manyApps: 100, manyStatusRuns: 20, manyJlistRuns: 5 };
 /** Time after apps are up before memory is sampled: a few heartbeats (default interval 1 s). */
 const SETTLE_MS = 3_000;
 /** Uptime to wait before crashing/hanging an app again, so nodeguard's restart is the immediate one. */
@@ -858,6 +862,24 @@ async function main() {
       daemonPm2(N.manyApps, { jlistRuns: N.manyJlistRuns, apiRuns: N.manyJlistRuns }),
     );
   }
+
+  results.cluster = {};
+  for (const scenario of reload.SCENARIOS) {
+    const entry = { label: scenario.label, ng: [], pm2: [] };
+    results.cluster[scenario.id] = entry;
+    for (let trial = 0; trial < N.reloadTrials; trial++) {
+      entry.ng.push(await phase(`fig 9: nodeguard cluster, ${scenario.label}, trial ${trial + 1}`, () =>
+        reload.nodeguardScenario(ctx, APPS.server, scenario.instances, scenario.what),
+      ));
+      if (pm2Installed) {
+        entry.pm2.push(await phase(`fig 9: PM2 cluster, ${scenario.label}, trial ${trial + 1}`, () =>
+          reload.pm2Scenario(ctx, pm2, APPS.server, scenario.instances, scenario.what),
+        ));
+      }
+    }
+    if (entry.ng.every((x) => x === undefined)) delete results.cluster[scenario.id];
+  }
+  results.clusterLoad = { loops: reload.LOAD_LOOPS, requestTimeoutMs: reload.REQUEST_TIMEOUT_MS, settleMs: reload.SETTLE_MS, hangWindowMs: reload.HANG_WINDOW_MS };
 
   await cleanup();
   await u.sleep(200);

@@ -126,6 +126,7 @@ function writeReport(r, outPath) {
   const details = [];
   const notes = [];
   const e = r.env;
+  const clusterLines = clusterSection(r);
 
   // ---- Figure 1 -------------------------------------------------------------------------------
   const TARGET_SUP_MB = 5;
@@ -700,6 +701,7 @@ function writeReport(r, outPath) {
     `- Trials: memory ${r.n.memTrials} × ${r.n.memSamples} samples per setup; pong RTT ${r.n.rttSeconds} s of polling; crash ${r.n.crash}; hang ${r.n.hangDefault} (1s/1s/3) and ${r.n.hangFast} (200ms/200ms/3); orphans ${r.n.orphan} (PM2 ${r.n.pm2Orphan}); \`status --json\` / \`pm2 jlist\` ${r.n.statusRuns} invocations each, control socket ${r.n.socketRuns} requests; daemons with 2 and ${r.n.manyApps} apps. Whole run: ${num(r.totalSeconds, 0)} s.`,
     `- Units: MB = 10^6 bytes; "median (min–max)" over all samples; ratio = nodeguard ÷ PM2 (lower is better for every figure).`,
     '',
+    ...clusterLines,
     '## Summary',
     '',
     table,
@@ -726,6 +728,35 @@ function writeReport(r, outPath) {
 
   fs.writeFileSync(outPath, md);
   return table;
+}
+
+/** Figure 9: failed requests per reload / kill / hang, nodeguard beside PM2 cluster mode. */
+function clusterSection(r) {
+  if (!r.cluster || Object.keys(r.cluster).length === 0) return [];
+  const cell = (trials) => {
+    const done = (trials || []).filter((t) => t && !t.error);
+    if (done.length === 0) {
+      const failure = (trials || []).find((t) => t && t.error);
+      return failure ? `not measured (${failure.error.slice(0, 80)})` : 'not measured';
+    }
+    const failed = done.map((t) => t.failed).join(', ');
+    const ok = done.map((t) => t.ok).join(', ');
+    const kinds = {};
+    for (const t of done) for (const [k, v] of Object.entries(t.errors)) kinds[k] = (kinds[k] || 0) + v;
+    const kindText = Object.keys(kinds).length ? `; ${Object.entries(kinds).map(([k, v]) => `${k}×${v}`).join(', ')}` : '';
+    return `**${failed}** failed of ${ok} ok${kindText}`;
+  };
+  const l = r.clusterLoad || {};
+  return [
+    '## 9. Failed requests under load: reload, kill, hang (cluster mode)',
+    '',
+    `${l.loops} concurrent loops of sequential GETs on fresh connections (no keep-alive), ${l.requestTimeoutMs} ms timeout per request; counted from ${l.settleMs} ms before the action to ${l.settleMs} ms after it completed (a reload: when \`reload\` returned; a kill or a hang: when status showed a replacement; PM2 never replaces a hung instance, so its hang is watched for ${l.hangWindowMs} ms). nodeguard: \`nodeguard start bench/apps/server.js -i N --listen 127.0.0.1:PORT\`, \`nodeguard reload web\`. PM2: \`pm2 start bench/apps/server.js -i N\` (cluster mode), \`pm2 reload web\`. One figure per trial.`,
+    '',
+    '| scenario | nodeguard | PM2 cluster mode |',
+    '|---|---|---|',
+    ...Object.values(r.cluster).map((c) => `| ${c.label} | ${cell(c.ng)} | ${cell(c.pm2)} |`),
+    '',
+  ];
 }
 
 module.exports = { writeReport };

@@ -67,14 +67,21 @@ impl From<JsLoopDelay> for LoopDelay {
 /// argument), weak (never keeps the loop alive), queue of one (the agent keeps one in flight).
 type PingCallback = ThreadsafeFunction<(), PingReport, (), Status, false, true, 1>;
 
-/// Delivers pings to JS through the threadsafe function.
-struct JsSink(PingCallback);
+/// The JS shutdown callback: no arguments. Weak like the ping callback; unbounded queue (a
+/// shutdown comes at most a few times).
+type ShutdownCallback = ThreadsafeFunction<(), (), (), Status, false, true, 0>;
+
+/// Delivers pings (and the shutdown request) to JS through threadsafe functions.
+struct JsSink {
+    ping: PingCallback,
+    shutdown: Option<ShutdownCallback>,
+}
 
 impl PingSink for JsSink {
     fn deliver(&mut self, ping: PendingPing) {
         // If the call cannot be queued (the environment is closing), napi drops the closure and
         // with it `ping`, which frees the in-flight slot.
-        let _status = self.0.call_with_return_value(
+        let _status = self.ping.call_with_return_value(
             (),
             ThreadsafeFunctionCallMode::NonBlocking,
             move |report, _env| {
@@ -92,6 +99,33 @@ impl PingSink for JsSink {
             },
         );
     }
+
+    fn shutdown(&mut self) {
+        if let Some(callback) = &self.shutdown {
+            // If it cannot be queued the environment is closing anyway.
+            let _status = callback.call((), ThreadsafeFunctionCallMode::NonBlocking);
+        }
+    }
+}
+
+/// The sending side of this process's connection, once connected.
+static SENDER: Mutex<Option<agent::Sender>> = Mutex::new(None);
+
+/// Tells the supervisor that the app is ready for traffic. Returns false when this copy of the
+/// addon holds no connection (then nothing was sent); throws if the write failed.
+#[napi]
+pub fn ready() -> napi::Result<bool> {
+    let sender = SENDER
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone();
+    let Some(sender) = sender else {
+        return Ok(false);
+    };
+    sender
+        .ready()
+        .map_err(|e| napi::Error::from_reason(format!("cannot tell the supervisor: {e}")))?;
+    Ok(true)
 }
 
 /// Whether this copy of the addon already holds the process's connection.
@@ -102,11 +136,13 @@ static CONNECTED: Mutex<bool> = Mutex::new(false);
 /// `"connected"`; `"already-connected"` (nothing done) if this addon already holds the process's
 /// connection; `"not-main-thread"` (nothing done) when called from a worker thread, whose event
 /// loop is not the app's. Throws with a one-line reason if the connection fails or is refused.
+/// `onShutdown` (optional) is called on the JS thread when the supervisor asks for a graceful stop.
 #[napi]
 pub fn connect(
     socket_path: String,
     token: String,
     on_ping: PingCallback,
+    on_shutdown: Option<ShutdownCallback>,
 ) -> napi::Result<&'static str> {
     if !on_process_main_thread() {
         return Ok("not-main-thread");
@@ -122,7 +158,11 @@ pub fn connect(
         agent::HANDSHAKE_TIMEOUT,
     )
     .map_err(|e| napi::Error::from_reason(e.to_string()))?;
-    let mut sink = JsSink(on_ping);
+    *SENDER.lock().unwrap_or_else(PoisonError::into_inner) = Some(connection.sender());
+    let mut sink = JsSink {
+        ping: on_ping,
+        shutdown: on_shutdown,
+    };
     std::thread::Builder::new()
         .name("nodeguard-monitor".into())
         .spawn(move || exit_supervisor_gone(connection.run(&mut sink)))

@@ -75,6 +75,9 @@ pub trait PingSink {
     /// Hands `ping` over to be answered from the JS thread. A sink that cannot queue it just drops
     /// it: the in-flight flag is cleared on drop and the next ping is tried afresh.
     fn deliver(&mut self, ping: PendingPing);
+
+    /// The supervisor asked for a graceful shutdown: raise it in JS. Ignored by default.
+    fn shutdown(&mut self) {}
 }
 
 /// State shared between the reader thread and whoever answers pings.
@@ -120,6 +123,19 @@ pub struct Connection {
     link: Arc<Link>,
     /// Holds any bytes that arrived right behind the `Welcome`.
     decoder: FrameDecoder,
+}
+
+/// Sends messages on the connection from any thread (whole frames, serialised with the pongs).
+#[derive(Debug, Clone)]
+pub struct Sender {
+    link: Arc<Link>,
+}
+
+impl Sender {
+    /// Tells the supervisor the app is ready for traffic.
+    pub fn ready(&self) -> io::Result<()> {
+        self.link.send(&WorkerMessage::Ready)
+    }
 }
 
 /// A ping let through to JS. Answer it with [`PendingPing::answer`]; dropping it unanswered sends
@@ -246,7 +262,12 @@ pub fn connect(
                 Ok(SupervisorMessage::Refused { reason }) => {
                     return Err(ConnectError::Refused { reason });
                 }
-                Ok(SupervisorMessage::Ping { .. } | SupervisorMessage::Probe { .. }) | Err(_) => {}
+                Ok(
+                    SupervisorMessage::Ping { .. }
+                    | SupervisorMessage::Probe { .. }
+                    | SupervisorMessage::Shutdown,
+                )
+                | Err(_) => {}
             }
         }
         let remaining = deadline.saturating_duration_since(Instant::now());
@@ -314,6 +335,7 @@ impl Connection {
                 match decode_payload(&payload) {
                     Ok(SupervisorMessage::Ping { seq }) => self.on_ping(seq, sink),
                     Ok(SupervisorMessage::Probe { seq }) => self.on_probe(seq),
+                    Ok(SupervisorMessage::Shutdown) => sink.shutdown(),
                     _ => {}
                 }
             }
@@ -323,6 +345,13 @@ impl Connection {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Ended::ReadError(e),
             }
+        }
+    }
+
+    /// A handle for sending the app's own messages (`Ready`) while [`Connection::run`] reads.
+    pub fn sender(&self) -> Sender {
+        Sender {
+            link: Arc::clone(&self.link),
         }
     }
 
@@ -729,6 +758,34 @@ mod tests {
         let connection = connect_to(&dir).unwrap();
         assert!(matches!(connection.run(&mut Flaky), Ended::Eof));
         server.join().unwrap();
+    }
+
+    #[test]
+    fn shutdown_reaches_the_sink_and_ready_reaches_the_supervisor() {
+        let dir = TempDir::new("shutdown");
+        let server = supervisor(&dir, |mut peer| {
+            peer.receive();
+            peer.send(&SupervisorMessage::Welcome {
+                version: PROTOCOL_VERSION,
+            });
+            assert_eq!(peer.receive(), WorkerMessage::Ready);
+            peer.send(&SupervisorMessage::Shutdown);
+        });
+
+        /// Counts shutdowns.
+        struct Shutdowns(mpsc::Sender<()>);
+        impl PingSink for Shutdowns {
+            fn deliver(&mut self, _ping: PendingPing) {}
+            fn shutdown(&mut self) {
+                self.0.send(()).unwrap();
+            }
+        }
+        let connection = connect_to(&dir).unwrap();
+        connection.sender().ready().unwrap();
+        let (tx, rx) = mpsc::channel();
+        assert!(matches!(connection.run(&mut Shutdowns(tx)), Ended::Eof));
+        server.join().unwrap();
+        assert_eq!(rx.try_iter().count(), 1);
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::{self, AppSpec, ConfigError, SupervisorConfig, DEFAULT_HEARTBEAT_MISSES};
-use crate::config_file::{self, AppConfig, AppDefaults, ConfigFileError};
+use crate::config_file::{self, AppDefaults, ConfigFileError};
 use nodeguard_proto::control::AppDefinition;
 
 use crate::duration::parse_duration;
@@ -23,6 +23,8 @@ Examples:
   nodeguard --heartbeat-interval 500ms --heartbeat-misses 4 -m server.js -- --port 8080
   nodeguard status --json
   nodeguard start server.js --name api -- --port 8080   (background daemon)
+  nodeguard start app.js --name web -i 4 --listen 3000   (cluster mode: 4 instances, one port)
+  nodeguard reload web   (rolling, zero-downtime with --listen; aborts if a new instance fails)
   nodeguard restart api; nodeguard stop all; nodeguard kill";
 
 #[derive(Debug, Parser)]
@@ -51,6 +53,11 @@ pub enum Verb {
     Stop { target: String },
     /// Restart apps, or start stopped ones; returns once the new processes run.
     Restart { target: String },
+    /// Rolling reload: for each instance, start a replacement, wait until it is ready, then drain
+    /// the old one (apps with --listen lose no request). A replacement that fails aborts the
+    /// reload and the old instances keep serving (exit code 1). Apps without --listen are
+    /// restarted one instance at a time instead.
+    Reload { target: String },
     /// Stop apps and forget them.
     #[command(visible_alias = "del")]
     Delete { target: String },
@@ -252,9 +259,70 @@ pub struct StartArgs {
     #[command(flatten)]
     pub app: AppOptions,
 
+    #[command(flatten)]
+    pub cluster: ClusterOptions,
+
     /// Arguments passed to the app, after `--`.
     #[arg(last = true, value_name = "APP_ARGS")]
     pub app_args: Vec<String>,
+}
+
+/// Cluster mode: several instances sharing supervisor-owned listening sockets.
+#[derive(Debug, Clone, Args)]
+pub struct ClusterOptions {
+    /// How many processes run the app: a number, or max (one per CPU).
+    #[arg(short = 'i', long = "instances", value_name = "N|max", value_parser = parse_instances)]
+    pub instances: Option<u32>,
+
+    /// [HOST:]PORT for the supervisor to listen on and hand to every instance (repeatable). The
+    /// app's own server.listen(PORT) is mapped onto it by the monitor. Without a host it listens
+    /// on every interface, as Node's listen(PORT) does (:: dual-stack, else 0.0.0.0).
+    #[arg(long, value_name = "[HOST:]PORT")]
+    pub listen: Vec<String>,
+
+    /// An instance is ready only once it calls monitor.ready() (not when it listens).
+    #[arg(long)]
+    pub wait_ready: bool,
+
+    /// How long a new instance has to become ready; one that misses it is killed (and a reload
+    /// is aborted).
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    pub listen_timeout: Option<Duration>,
+}
+
+/// `-i 4` or `-i max`.
+fn parse_instances(text: &str) -> Result<u32, String> {
+    if text == "max" {
+        return Ok(config_file::cpu_count());
+    }
+    match text.parse::<u32>() {
+        Ok(n) if (1..=config::MAX_INSTANCES).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "'{text}' is not an instance count (1 to {}, or max)",
+            config::MAX_INSTANCES
+        )),
+    }
+}
+
+impl ClusterOptions {
+    /// Validates the addresses and writes the options into `definition` (flags given on the
+    /// command line win over a config file's fields).
+    fn apply(&self, definition: &mut AppDefinition) -> Result<(), ConfigError> {
+        for address in &self.listen {
+            config::ListenAddress::parse(address)?;
+        }
+        if let Some(instances) = self.instances {
+            definition.instances = instances;
+        }
+        if !self.listen.is_empty() {
+            definition.listen = self.listen.clone();
+        }
+        definition.wait_ready |= self.wait_ready;
+        if let Some(timeout) = self.listen_timeout {
+            definition.listen_timeout_ms = Some(timeout.as_millis() as u64);
+        }
+        Ok(())
+    }
 }
 
 /// Why `start` could not describe its apps.
@@ -286,10 +354,18 @@ impl StartArgs {
                 timing,
             };
             let loaded = config_file::load(&file, &defaults)?;
-            let mut warnings = loaded.warnings;
+            if loaded.apps.len() > 1 && !self.cluster.listen.is_empty() {
+                return Err(ConfigError::Policy(format!(
+                    "--listen would give all {} apps of {} the same address; put `listen` in \
+                     each app of the file instead",
+                    loaded.apps.len(),
+                    self.script.display()
+                ))
+                .into());
+            }
+            let warnings = loaded.warnings;
             let mut apps = Vec::new();
             for app in &loaded.apps {
-                warnings.extend(unapplied_fields(&file, app));
                 let mut definition = definition(
                     Some(app.name.clone()),
                     &app.script,
@@ -329,6 +405,11 @@ impl StartArgs {
                 if let Some(max_memory) = app.max_memory {
                     definition.max_memory = Some(max_memory);
                 }
+                definition.instances = app.instances.resolve(config_file::cpu_count());
+                definition.listen = app.listen.clone();
+                definition.wait_ready = app.wait_ready;
+                definition.listen_timeout_ms = app.listen_timeout.map(|d| d.as_millis() as u64);
+                self.cluster.apply(&mut definition)?;
                 apps.push(definition);
             }
             return Ok(StartPlan { apps, warnings });
@@ -344,10 +425,11 @@ impl StartArgs {
             Vec::new(),
             &timing,
         );
-        let app = AppDefinition {
+        let mut app = AppDefinition {
             log_timestamps: self.app.log_timestamps,
             ..app
         };
+        self.cluster.apply(&mut app)?;
         Ok(StartPlan {
             apps: vec![app],
             warnings: Vec::new(),
@@ -391,30 +473,11 @@ fn definition(
         heartbeat_misses: timing.heartbeat_misses,
         start_grace_ms: millis(timing.start_grace),
         kill_timeout_ms: millis(timing.kill_timeout),
+        instances: 1,
+        listen: Vec::new(),
+        wait_ready: false,
+        listen_timeout_ms: None,
     }
-}
-
-/// Warnings for config fields that were valid but that this version does not act on yet, so none
-/// is silently dropped.
-fn unapplied_fields(file: &Path, app: &AppConfig) -> Vec<String> {
-    let mut unapplied = Vec::new();
-    let mut note = |field: &str, set: bool| {
-        if set {
-            unapplied.push(field.to_string());
-        }
-    };
-    note("wait_ready", app.wait_ready);
-    note("listen_timeout", app.listen_timeout.is_some());
-    unapplied
-        .into_iter()
-        .map(|field| {
-            format!(
-                "{}: app '{}': field '{field}' is not applied yet and is ignored",
-                file.display(),
-                app.name
-            )
-        })
-        .collect()
 }
 
 /// Running apps in the foreground.
@@ -497,6 +560,11 @@ impl RunArgs {
                 out_file: None,
                 error_file: None,
                 log_timestamps: self.app.log_timestamps,
+                instances: 1,
+                instance: 0,
+                listen: Vec::new(),
+                wait_ready: false,
+                listen_timeout: config::DEFAULT_LISTEN_TIMEOUT,
             })
             .collect();
         let home = match home {

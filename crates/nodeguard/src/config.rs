@@ -21,6 +21,10 @@ pub const DEFAULT_HEARTBEAT_MISSES: u32 = 3;
 pub const DEFAULT_START_GRACE: Duration = Duration::from_secs(5);
 /// Default time between SIGTERM and SIGKILL when stopping.
 pub const DEFAULT_KILL_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default time a cluster-mode instance has to become ready (PM2's `listen_timeout` default).
+pub const DEFAULT_LISTEN_TIMEOUT: Duration = Duration::from_secs(8);
+/// The most instances one app may have.
+pub const MAX_INSTANCES: u32 = 256;
 
 /// One app to supervise.
 #[derive(Debug, Clone)]
@@ -41,6 +45,68 @@ pub struct AppSpec {
     pub error_file: Option<PathBuf>,
     /// Prefix each log-file line with its time.
     pub log_timestamps: bool,
+    /// How many processes run the app.
+    pub instances: u32,
+    /// Which of them this spec is for (0-based).
+    pub instance: u32,
+    /// Addresses the supervisor listens on and hands to every instance.
+    pub listen: Vec<ListenAddress>,
+    /// Ready only at `monitor.ready()`.
+    pub wait_ready: bool,
+    /// How long an instance has to become ready (cluster mode only).
+    pub listen_timeout: Duration,
+}
+
+/// A `[host:]port` the supervisor binds for an app.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenAddress {
+    /// `None`: every interface, as Node's `listen(port)` (`::` dual-stack, else `0.0.0.0`).
+    pub host: Option<String>,
+    pub port: u16,
+}
+
+impl ListenAddress {
+    /// `3000`, `127.0.0.1:3000`, `[::1]:3000`, `localhost:3000`.
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        let bad = || ConfigError::Listen(text.to_string());
+        let (host, port) = match text.rsplit_once(':') {
+            Some((host, port)) => {
+                let host = host.trim_start_matches('[').trim_end_matches(']');
+                if host.is_empty() {
+                    return Err(bad());
+                }
+                (Some(host.to_string()), port)
+            }
+            None => (None, text),
+        };
+        let port: u16 = port.parse().map_err(|_| bad())?;
+        if port == 0 {
+            return Err(bad());
+        }
+        Ok(Self { host, port })
+    }
+}
+
+impl std::fmt::Display for ListenAddress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.host {
+            Some(host) if host.contains(':') => write!(f, "[{host}]:{}", self.port),
+            Some(host) => write!(f, "{host}:{}", self.port),
+            None => write!(f, "{}", self.port),
+        }
+    }
+}
+
+impl AppSpec {
+    /// Whether the app runs in cluster mode: readiness by `Ready`, rolling reloads.
+    pub fn cluster_mode(&self) -> bool {
+        !self.listen.is_empty() || self.wait_ready
+    }
+
+    /// The ready timeout the state machine enforces, in cluster mode.
+    pub fn ready_timeout(&self) -> Option<Duration> {
+        self.cluster_mode().then_some(self.listen_timeout)
+    }
 }
 
 impl AppSpec {
@@ -71,6 +137,10 @@ impl AppSpec {
             heartbeat_misses: self.timing.heartbeat_misses,
             start_grace_ms: millis(self.timing.start_grace),
             kill_timeout_ms: millis(self.timing.kill_timeout),
+            instances: self.instances,
+            listen: self.listen.iter().map(ToString::to_string).collect(),
+            wait_ready: self.wait_ready,
+            listen_timeout_ms: Some(millis(self.listen_timeout)),
         }
     }
 
@@ -108,6 +178,23 @@ impl AppSpec {
             },
         };
         validate_timing(&timing)?;
+        let instances = definition.instances.max(1);
+        if instances > MAX_INSTANCES {
+            return Err(ConfigError::Instances(instances));
+        }
+        let listen = definition
+            .listen
+            .iter()
+            .map(|text| ListenAddress::parse(text))
+            .collect::<Result<Vec<_>, _>>()?;
+        let listen_timeout = definition
+            .listen_timeout_ms
+            .map_or(DEFAULT_LISTEN_TIMEOUT, ms);
+        if listen_timeout.is_zero() {
+            return Err(ConfigError::Policy(
+                "--listen-timeout must be greater than zero".into(),
+            ));
+        }
         Ok(AppSpec {
             id,
             name,
@@ -121,6 +208,11 @@ impl AppSpec {
             out_file: definition.out_file.map(PathBuf::from),
             error_file: definition.error_file.map(PathBuf::from),
             log_timestamps: definition.log_timestamps,
+            instances,
+            instance: 0,
+            listen,
+            wait_ready: definition.wait_ready,
+            listen_timeout,
         })
     }
 }
@@ -165,6 +257,10 @@ pub enum ConfigError {
     Policy(String),
     #[error("cannot read the current directory: {0}")]
     Cwd(#[source] std::io::Error),
+    #[error("'{0}' is not a listen address (write PORT or HOST:PORT, port 1-65535)")]
+    Listen(String),
+    #[error("{0} instances is too many (at most {MAX_INSTANCES})")]
+    Instances(u32),
 }
 
 /// Checks the heartbeat settings against each other.
@@ -274,6 +370,24 @@ mod tests {
         assert_eq!(app_names(scripts), ["main1", "app", "app-1", "app-2"]);
         let reserved = [Path::new("all.js"), Path::new("2024.js")];
         assert_eq!(app_names(reserved), ["all-1", "2024-1"]);
+    }
+
+    #[test]
+    fn listen_addresses_parse_with_or_without_a_host() {
+        let parse = |t: &str| ListenAddress::parse(t).map(|a| (a.host, a.port));
+        assert_eq!(parse("3000").unwrap(), (None, 3000));
+        assert_eq!(
+            parse("127.0.0.1:8080").unwrap(),
+            (Some("127.0.0.1".into()), 8080)
+        );
+        assert_eq!(parse("[::1]:80").unwrap(), (Some("::1".into()), 80));
+        for bad in ["", "0", "x", ":80", "70000", "host:"] {
+            assert!(parse(bad).is_err(), "{bad} was accepted");
+        }
+        assert_eq!(
+            ListenAddress::parse("[::1]:80").unwrap().to_string(),
+            "[::1]:80"
+        );
     }
 
     #[test]

@@ -34,7 +34,7 @@ pub struct AppDefaults {
     pub timing: Timing,
 }
 
-/// How many processes an app asks for. Kept as written; only one process runs for now.
+/// How many processes an app asks for, as written; [`Instances::resolve`] counts them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Instances {
     /// A fixed count (at least 1).
@@ -91,6 +91,8 @@ pub struct AppConfig {
     pub stop_exit_codes: Option<ExitCodes>,
     pub wait_ready: bool,
     pub listen_timeout: Option<Duration>,
+    /// nodeguard's own field: `[host:]port` addresses the supervisor binds for the instances.
+    pub listen: Vec<String>,
     pub out_file: Option<PathBuf>,
     pub error_file: Option<PathBuf>,
     /// PM2's `time`: prefix each log line with its time.
@@ -113,8 +115,24 @@ impl AppConfig {
             out_file: self.out_file.clone(),
             error_file: self.error_file.clone(),
             log_timestamps: self.log_timestamps,
+            instances: self.instances.resolve(cpu_count()),
+            instance: 0,
+            listen: self
+                .listen
+                .iter()
+                .filter_map(|text| crate::config::ListenAddress::parse(text).ok())
+                .collect(),
+            wait_ready: self.wait_ready,
+            listen_timeout: self
+                .listen_timeout
+                .unwrap_or(crate::config::DEFAULT_LISTEN_TIMEOUT),
         }
     }
+}
+
+/// The CPUs this process may use (what `instances: "max"` and `-i max` mean); 1 if unknown.
+pub fn cpu_count() -> u32 {
+    std::thread::available_parallelism().map_or(1, |n| u32::try_from(n.get()).unwrap_or(u32::MAX))
 }
 
 /// A config file's apps, plus a warning for every field that was ignored.
@@ -558,8 +576,11 @@ const NOT_SUPPORTED: &[(&str, &str)] = &[
         "exec_interpreter",
         "apps always run with node (choose it with --node)",
     ),
-    ("instance_var", "cluster mode is not supported yet"),
-    ("increment_var", "cluster mode is not supported yet"),
+    (
+        "instance_var",
+        "the instance number is in NODEGUARD_INSTANCE",
+    ),
+    ("increment_var", ""),
     ("source_map_support", ""),
     ("filter_env", ""),
     ("namespace", ""),
@@ -597,6 +618,7 @@ const SUPPORTED: &[&str] = &[
     "stop_exit_codes",
     "wait_ready",
     "listen_timeout",
+    "listen",
     "out_file",
     "error_file",
     "time",
@@ -690,15 +712,6 @@ impl Checker<'_> {
             None => Instances::Count(1),
             Some(value) => self.instances(value).unwrap_or(Instances::Count(1)),
         };
-        if instances != Instances::Count(1) {
-            self.warn(
-                "instances",
-                &format!(
-                    "({instances}) is not supported yet and is ignored: one process runs \
-                     (cluster mode comes later)"
-                ),
-            );
-        }
         let max_memory = fields
             .remove("max_memory_restart")
             .and_then(|value| self.size("max_memory_restart", value));
@@ -761,6 +774,7 @@ impl Checker<'_> {
         let stop_exit_codes = self.exit_codes_field(&mut fields, "stop_exit_codes");
         let wait_ready = self.bool_field(&mut fields, "wait_ready").unwrap_or(false);
         let listen_timeout = self.duration_field(&mut fields, "listen_timeout");
+        let listen = self.listen_field(&mut fields);
         let out_file = fields
             .remove("out_file")
             .and_then(|value| self.path("out_file", value, &cwd));
@@ -795,6 +809,7 @@ impl Checker<'_> {
                 stop_exit_codes,
                 wait_ready,
                 listen_timeout,
+                listen,
                 out_file,
                 error_file,
                 log_timestamps,
@@ -1016,6 +1031,36 @@ impl Checker<'_> {
             );
         }
         count
+    }
+
+    /// `listen`: a port, a `"host:port"`, or a list of them.
+    fn listen_field(&mut self, fields: &mut Map<String, Value>) -> Vec<String> {
+        let Some(value) = fields.remove("listen") else {
+            return Vec::new();
+        };
+        let items = match value {
+            Value::Array(items) => items,
+            other => vec![other],
+        };
+        let mut addresses = Vec::new();
+        for item in items {
+            let text = match &item {
+                Value::String(text) => text.clone(),
+                Value::Number(number) => number.to_string(),
+                other => {
+                    self.problem(
+                        "listen",
+                        format!("expected a port or \"host:port\", got {}", show(other)),
+                    );
+                    continue;
+                }
+            };
+            match crate::config::ListenAddress::parse(&text) {
+                Ok(_) => addresses.push(text),
+                Err(error) => self.problem("listen", error.to_string()),
+            }
+        }
+        addresses
     }
 
     /// An exit code, or an array of them (PM2 accepts both).
@@ -1328,7 +1373,6 @@ mod tests {
         assert_eq!(
             loaded.warnings,
             [
-                format!("{file}: app 'api': field 'instances' (max) is not supported yet and is ignored: one process runs (cluster mode comes later)"),
                 format!("{file}: app 'api': field 'watch' is not supported and is ignored (restarting on file changes is not supported)"),
             ]
         );

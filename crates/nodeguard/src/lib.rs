@@ -11,6 +11,7 @@ pub mod exit;
 pub mod forensics;
 pub mod framed;
 pub mod home;
+pub mod listen;
 pub mod logfile;
 pub mod logread;
 pub mod logs;

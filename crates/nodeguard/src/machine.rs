@@ -13,6 +13,12 @@
 //! the hang; a monitor with no ping waiting proves the silence was not the app's. A confirmed hang
 //! whose process would print its JS stack on SIGINT (`--trace-sigint`) gets a SIGINT first, and
 //! SIGKILL after [`STACK_TIMEOUT`] at the latest.
+//!
+//! Readiness: an ordinary app is ready at its first pong. A cluster-mode app (shared listen
+//! addresses, or wait-ready) is ready only at a `Ready` event from its monitor, which must come
+//! within the ready timeout; one that misses it is killed. A reload's replacement instance is
+//! `fail_fast`: if it exits or misses the timeout before it was ever ready, it rests errored with
+//! the reason instead of being restarted, so the reload can abort.
 
 use std::time::Duration;
 
@@ -217,6 +223,8 @@ pub enum AfterExit {
     Restart,
     /// Rest as errored (it exhausted its restart budget).
     GiveUp,
+    /// Rest as errored with `last_exit` as the reason (a fail-fast instance never became ready).
+    Fail,
 }
 
 /// Where one app's lifecycle is. Each phase carries exactly the data that makes sense in it.
@@ -224,8 +232,8 @@ pub enum AfterExit {
 pub enum Phase {
     /// A spawn was requested and has not reported back yet.
     Spawning,
-    /// A process is running. `ready` turns true at its first pong (or, with no monitor, at the end
-    /// of the start grace).
+    /// A process is running. `ready` turns true at its first pong, or at `Ready` for an app with
+    /// a ready timeout (or, with no monitor, at the end of the start grace).
     Live {
         pid: u32,
         spawned_at: Instant,
@@ -274,6 +282,8 @@ pub enum Event {
         seq: u64,
         queued_for: Option<Duration>,
     },
+    /// The monitor says the app serves (listens on its shared socket, or called `ready()`).
+    Ready,
     Exited {
         status: ExitKind,
     },
@@ -303,6 +313,11 @@ pub enum Action {
     SignalGroup {
         pgid: u32,
         signal: StopSignal,
+    },
+    /// Ask the app's monitor to shut down gracefully; if the message cannot be sent, the task
+    /// sends SIGTERM to the group instead.
+    RequestShutdown {
+        pgid: u32,
     },
     SendPing {
         seq: u64,
@@ -341,6 +356,14 @@ pub enum StackPlan {
 pub enum Report {
     Started {
         pid: u32,
+    },
+    Ready {
+        pid: u32,
+        after: Duration,
+    },
+    NotReady {
+        pid: u32,
+        waited: Duration,
     },
     Exited {
         pid: u32,
@@ -404,6 +427,10 @@ pub struct Worker {
     pub finished: Option<bool>,
     /// When recent restarts happened, for the restart budget.
     pub recent_restarts: std::collections::VecDeque<Instant>,
+    /// `Some`: readiness comes only from a `Ready` event, within this time of the spawn.
+    pub ready_timeout: Option<Duration>,
+    /// Until its first ready: an exit or a missed ready timeout ends in `Errored`, no restart.
+    pub fail_fast: bool,
 }
 
 impl Worker {
@@ -418,6 +445,8 @@ impl Worker {
             last_exit: None,
             finished: None,
             recent_restarts: std::collections::VecDeque::new(),
+            ready_timeout: None,
+            fail_fast: false,
         }
     }
 
@@ -443,6 +472,9 @@ impl Worker {
                 }
                 if !ready && !heartbeat.monitored {
                     consider(*spawned_at + self.timing.start_grace);
+                }
+                if let (false, Some(timeout)) = (*ready, self.ready_timeout) {
+                    consider(*spawned_at + timeout);
                 }
                 earliest
             }
@@ -519,11 +551,16 @@ impl Worker {
                         return actions;
                     }
                 }
+                let ready_at_pong = self.ready_timeout.is_none();
+                let mut became_ready = false;
                 if let Phase::Live {
                     ready, heartbeat, ..
                 } = &mut self.phase
                 {
-                    *ready = true;
+                    if ready_at_pong && !*ready {
+                        *ready = true;
+                        became_ready = true;
+                    }
                     heartbeat.misses = 0;
                     heartbeat.probe = None;
                     heartbeat.stack_on_sigint = stack_on_sigint;
@@ -532,6 +569,27 @@ impl Worker {
                             Some(now.saturating_duration_since(ping.sent_at));
                     }
                     heartbeat.last_pong_at = Some(now);
+                }
+                if became_ready {
+                    self.fail_fast = false;
+                }
+            }
+            Event::Ready => {
+                if let Phase::Live {
+                    pid,
+                    spawned_at,
+                    ready,
+                    ..
+                } = &mut self.phase
+                {
+                    if !*ready {
+                        *ready = true;
+                        self.fail_fast = false;
+                        actions.push(Action::Report(Report::Ready {
+                            pid: *pid,
+                            after: now.saturating_duration_since(*spawned_at),
+                        }));
+                    }
                 }
             }
             Event::ProbeReply { seq, queued_for } => {
@@ -577,7 +635,10 @@ impl Worker {
     fn on_exited(&mut self, status: ExitKind, now: Instant, actions: &mut Vec<Action>) {
         match self.phase.clone() {
             Phase::Live {
-                pid, spawned_at, ..
+                pid,
+                spawned_at,
+                ready,
+                ..
             } => {
                 let uptime = now.saturating_duration_since(spawned_at);
                 self.last_exit = Some(format!("{status} after {}", crate::exit::human(uptime)));
@@ -586,6 +647,21 @@ impl Worker {
                     pgid: pid,
                     signal: StopSignal::Kill,
                 });
+                if self.fail_fast && !ready {
+                    actions.push(Action::Report(Report::Exited {
+                        pid,
+                        status,
+                        uptime,
+                        restart_in: None,
+                    }));
+                    self.phase = Phase::Errored {
+                        why: format!(
+                            "exited before it was ready ({status} after {})",
+                            crate::exit::human(uptime)
+                        ),
+                    };
+                    return;
+                }
                 let wanted = match self.timing.policy.autorestart {
                     Autorestart::Always => true,
                     Autorestart::OnFailure => !matches!(
@@ -657,6 +733,11 @@ impl Worker {
                         actions.push(Action::Spawn);
                     }
                     AfterExit::GiveUp => self.give_up(),
+                    AfterExit::Fail => {
+                        self.phase = Phase::Errored {
+                            why: self.last_exit.clone().unwrap_or_default(),
+                        }
+                    }
                 }
             }
             // No process is ours in these phases; a stray exit changes nothing.
@@ -735,6 +816,22 @@ impl Worker {
 
     fn on_timer(&mut self, scheduled: Instant, now: Instant, actions: &mut Vec<Action>) {
         let timing = self.timing;
+        if let (
+            Phase::Live {
+                pid,
+                spawned_at,
+                ready: false,
+                ..
+            },
+            Some(timeout),
+        ) = (&self.phase, self.ready_timeout)
+        {
+            if now >= *spawned_at + timeout {
+                let (pid, spawned_at) = (*pid, *spawned_at);
+                self.on_not_ready(pid, spawned_at, timeout, now, actions);
+                return;
+            }
+        }
         match &mut self.phase {
             Phase::Live {
                 spawned_at,
@@ -924,7 +1021,45 @@ impl Worker {
         });
     }
 
-    /// SIGTERM to a live process, with SIGKILL due after the kill timeout, then `then`.
+    /// A process missed its ready timeout: it is killed; a fail-fast one then rests errored, any
+    /// other is restarted under the restart budget.
+    fn on_not_ready(
+        &mut self,
+        pid: u32,
+        spawned_at: Instant,
+        waited: Duration,
+        now: Instant,
+        actions: &mut Vec<Action>,
+    ) {
+        self.last_exit = Some(format!(
+            "not ready within {} (it must listen on its shared socket{})",
+            crate::exit::human(waited),
+            ", or call monitor.ready() with wait-ready"
+        ));
+        actions.push(Action::Report(Report::NotReady { pid, waited }));
+        let then = if self.fail_fast {
+            AfterExit::Fail
+        } else if self.within_budget(now, actions) {
+            self.restarts += 1;
+            AfterExit::Restart
+        } else {
+            AfterExit::GiveUp
+        };
+        self.phase = Phase::Stopping {
+            pid,
+            spawned_at,
+            kill_at: None,
+            then,
+            capturing: false,
+        };
+        actions.push(Action::SignalGroup {
+            pgid: pid,
+            signal: StopSignal::Kill,
+        });
+    }
+
+    /// A graceful stop of a live process (the shutdown message if a monitor is connected, else
+    /// SIGTERM), with SIGKILL due after the kill timeout, then `then`.
     /// Returns false if no process is live.
     fn stop_gracefully(
         &mut self,
@@ -933,11 +1068,15 @@ impl Worker {
         actions: &mut Vec<Action>,
     ) -> bool {
         let Phase::Live {
-            pid, spawned_at, ..
+            pid,
+            spawned_at,
+            ref heartbeat,
+            ..
         } = self.phase
         else {
             return false;
         };
+        let monitored = heartbeat.monitored;
         self.phase = Phase::Stopping {
             pid,
             spawned_at,
@@ -945,9 +1084,13 @@ impl Worker {
             then,
             capturing: false,
         };
-        actions.push(Action::SignalGroup {
-            pgid: pid,
-            signal: StopSignal::Terminate,
+        actions.push(if monitored {
+            Action::RequestShutdown { pgid: pid }
+        } else {
+            Action::SignalGroup {
+                pgid: pid,
+                signal: StopSignal::Terminate,
+            }
         });
         true
     }
@@ -1457,17 +1600,11 @@ mod tests {
     }
 
     #[test]
-    fn stop_sends_sigterm_then_sigkill_at_the_kill_timeout_and_stays_stopped() {
+    fn stop_asks_for_a_shutdown_then_sigkills_at_the_kill_timeout_and_stays_stopped() {
         let t0 = Instant::now();
         let mut worker = connected(t0);
         let actions = worker.step(Event::Stop, t0 + 10 * MS);
-        assert_eq!(
-            actions,
-            [Action::SignalGroup {
-                pgid: 7,
-                signal: StopSignal::Terminate
-            }]
-        );
+        assert_eq!(actions, [Action::RequestShutdown { pgid: 7 }]);
         let (at, actions) = fire(&mut worker);
         assert_eq!(at, t0 + 510 * MS);
         assert_eq!(
@@ -1542,13 +1679,7 @@ mod tests {
         let t0 = Instant::now();
         let mut worker = connected(t0);
         let actions = worker.step(Event::Restart, t0);
-        assert_eq!(
-            actions,
-            [Action::SignalGroup {
-                pgid: 7,
-                signal: StopSignal::Terminate
-            }]
-        );
+        assert_eq!(actions, [Action::RequestShutdown { pgid: 7 }]);
         let actions = worker.step(
             Event::Exited {
                 status: ExitKind::Signal(15),
@@ -1761,10 +1892,7 @@ mod tests {
                     rss: (100 << 20) + 1,
                     limit: 100 << 20
                 }),
-                Action::SignalGroup {
-                    pgid: 7,
-                    signal: StopSignal::Terminate
-                },
+                Action::RequestShutdown { pgid: 7 },
             ]
         );
         assert_eq!((worker.restarts, worker.hangs), (1, 0));
@@ -1815,5 +1943,155 @@ mod tests {
             worker.last_exit.as_deref(),
             Some("spawn failed: no such file")
         );
+    }
+
+    /// A cluster-mode worker: ready only at `Ready`, within 2 s.
+    fn cluster(t0: Instant, fail_fast: bool) -> Worker {
+        let mut worker = Worker::new(timing());
+        worker.ready_timeout = Some(2_000 * MS);
+        worker.fail_fast = fail_fast;
+        worker.step(Event::Spawned { pid: 7 }, t0);
+        worker.step(Event::MonitorConnected, t0);
+        worker
+    }
+
+    #[test]
+    fn a_stop_without_a_monitor_sends_sigterm() {
+        let t0 = Instant::now();
+        let mut worker = Worker::new(timing());
+        worker.step(Event::Spawned { pid: 7 }, t0);
+        let actions = worker.step(Event::Stop, t0 + MS);
+        assert_eq!(
+            actions,
+            [Action::SignalGroup {
+                pgid: 7,
+                signal: StopSignal::Terminate
+            }]
+        );
+    }
+
+    #[test]
+    fn a_cluster_worker_is_ready_at_ready_not_at_its_first_pong() {
+        let t0 = Instant::now();
+        let mut worker = cluster(t0, true);
+        fire(&mut worker);
+        worker.step(
+            Event::Pong {
+                rss: None,
+                stack_on_sigint: false,
+            },
+            t0 + MS,
+        );
+        assert_eq!(state(&worker), "starting");
+        let actions = worker.step(Event::Ready, t0 + 300 * MS);
+        assert_eq!(
+            actions,
+            [Action::Report(Report::Ready {
+                pid: 7,
+                after: 300 * MS
+            })]
+        );
+        assert_eq!(state(&worker), "running");
+        assert!(!worker.fail_fast, "readiness ends the fail-fast probation");
+        // A second Ready changes nothing.
+        assert_eq!(worker.step(Event::Ready, t0 + 400 * MS), []);
+    }
+
+    #[test]
+    fn a_fail_fast_worker_that_misses_its_ready_timeout_is_killed_and_rests_errored() {
+        let t0 = Instant::now();
+        let mut worker = cluster(t0, true);
+        let deadline = t0 + 2_000 * MS;
+        // Keep it answering heartbeats up to the deadline: only readiness is missing.
+        let mut now = t0;
+        while now < deadline {
+            let at = worker.next_deadline().expect("a deadline");
+            assert!(at <= deadline);
+            let actions = worker.step(Event::Timer { scheduled: at }, at);
+            now = at;
+            if at == deadline {
+                assert_eq!(
+                    actions,
+                    [
+                        Action::Report(Report::NotReady {
+                            pid: 7,
+                            waited: 2_000 * MS
+                        }),
+                        Action::SignalGroup {
+                            pgid: 7,
+                            signal: StopSignal::Kill
+                        },
+                    ]
+                );
+                break;
+            }
+            worker.step(
+                Event::Pong {
+                    rss: None,
+                    stack_on_sigint: false,
+                },
+                at + MS,
+            );
+        }
+        assert_eq!(state(&worker), "stopping");
+        worker.step(
+            Event::Exited {
+                status: ExitKind::Signal(9),
+            },
+            deadline + MS,
+        );
+        match &worker.phase {
+            Phase::Errored { why } => assert!(why.contains("not ready within 2.0s"), "{why}"),
+            other => panic!("expected errored, got {other:?}"),
+        }
+        assert_eq!(worker.restarts, 0);
+    }
+
+    #[test]
+    fn a_fail_fast_worker_that_exits_before_ready_rests_errored_without_a_restart() {
+        let t0 = Instant::now();
+        let mut worker = cluster(t0, true);
+        let actions = worker.step(
+            Event::Exited {
+                status: ExitKind::Code(1),
+            },
+            t0 + 50 * MS,
+        );
+        assert!(!actions.contains(&Action::Spawn));
+        match &worker.phase {
+            Phase::Errored { why } => {
+                assert!(why.starts_with("exited before it was ready"), "{why}")
+            }
+            other => panic!("expected errored, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_ordinary_cluster_worker_that_misses_its_ready_timeout_is_restarted() {
+        let t0 = Instant::now();
+        let mut worker = cluster(t0, false);
+        worker.step(Event::MonitorLost, t0);
+        // Unmonitored, the start grace (1 s) makes it ready before the 2 s ready timeout.
+        let (at, actions) = fire(&mut worker);
+        assert_eq!(at, t0 + 1_000 * MS);
+        assert_eq!(actions, [Action::Report(Report::Unmonitored)]);
+        assert_eq!(state(&worker), "running");
+
+        let mut worker = cluster(t0, false);
+        worker.step(
+            Event::Timer {
+                scheduled: t0 + 2_000 * MS,
+            },
+            t0 + 2_000 * MS,
+        );
+        assert_eq!(state(&worker), "stopping");
+        let actions = worker.step(
+            Event::Exited {
+                status: ExitKind::Signal(9),
+            },
+            t0 + 2_001 * MS,
+        );
+        assert!(actions.contains(&Action::Spawn));
+        assert_eq!(worker.restarts, 1);
     }
 }

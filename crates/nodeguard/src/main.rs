@@ -154,6 +154,21 @@ fn client_verb(verb: Verb, home: Option<PathBuf>) -> anyhow::Result<ExitCode> {
                 target: Target(target),
             },
         ))?)?,
+        Verb::Reload { target } => {
+            let outcome = runtime.block_on(client::request(
+                &paths,
+                Command::Reload {
+                    target: Target(target),
+                },
+            ))?;
+            let Outcome::Reloaded { apps, notes } = outcome else {
+                anyhow::bail!("unexpected answer from the supervisor");
+            };
+            for note in notes {
+                println!("{note}");
+            }
+            print!("{}", render::status_table(&apps));
+        }
         Verb::Delete { target } => {
             let Outcome::Done { apps } = runtime.block_on(client::request(
                 &paths,

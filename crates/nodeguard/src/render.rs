@@ -52,7 +52,10 @@ pub fn status_table(apps: &[AppStatus]) -> String {
 fn row(app: &AppStatus) -> [String; 11] {
     let dash = || "-".to_string();
     [
-        app.name.clone(),
+        match app.instance {
+            Some(instance) => format!("{}:{instance}", app.name),
+            None => app.name.clone(),
+        },
         app.id.to_string(),
         app.pid.map_or_else(dash, |p| p.to_string()),
         app.state.as_str().to_string(),
@@ -96,7 +99,16 @@ pub fn description(app: &AppDescription) -> String {
     let mut field = |name: &str, value: String| {
         let _ = writeln!(out, "  {name:<20} {value}");
     };
-    field("name", format!("{} (id {})", status.name, status.id));
+    field(
+        "name",
+        match status.instance {
+            Some(instance) => format!(
+                "{} (id {}, instance {instance} of {})",
+                status.name, status.id, definition.instances
+            ),
+            None => format!("{} (id {})", status.name, status.id),
+        },
+    );
     field("state", status.state.as_str().to_string());
     field(
         "pid",
@@ -123,6 +135,27 @@ pub fn description(app: &AppDescription) -> String {
             human(std::time::Duration::from_millis(definition.start_grace_ms)),
         ),
     );
+    if !definition.listen.is_empty() || definition.wait_ready {
+        field(
+            "cluster",
+            format!(
+                "listen {}{}, ready within {}",
+                if definition.listen.is_empty() {
+                    "-".to_string()
+                } else {
+                    definition.listen.join(", ")
+                },
+                if definition.wait_ready {
+                    " (ready at monitor.ready())"
+                } else {
+                    ""
+                },
+                human(std::time::Duration::from_millis(
+                    definition.listen_timeout_ms.unwrap_or_default()
+                ))
+            ),
+        );
+    }
     field(
         "kill timeout",
         human(std::time::Duration::from_millis(definition.kill_timeout_ms)),

@@ -3,6 +3,11 @@
 //! out control commands. On shutdown it waits until every app has stopped and its last output line
 //! is written.
 //!
+//! Cluster mode: an app with N instances is N handles sharing a name (and consecutive ids); its
+//! listen addresses are bound here once and shared by them. A rolling reload runs as its own task
+//! (see [`reload_task`]) and asks the actor, through internal messages, to add a replacement next
+//! to an instance and later to retire the old one, so the table is only ever touched here.
+//!
 //! Library code installs no signal handlers and never exits the process: the caller passes a
 //! [`Shutdown`] and decides what signals mean.
 
@@ -16,15 +21,17 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use nodeguard_proto::control::{
-    AppDefinition, AppDescription, AppStatus, Command, Outcome, Target,
+    AppDefinition, AppDescription, AppEvent, AppStatus, Command, Outcome, Target,
 };
 
 use crate::config::{self, AppSpec, SupervisorConfig};
 use crate::control;
 use crate::home::{Home, HomeError};
+use crate::listen::SharedListeners;
+use crate::logfile::timestamp;
 use crate::output;
 use crate::platform;
 use crate::proctree;
@@ -134,8 +141,13 @@ pub async fn run(
         servers.clone(),
     ));
 
+    let (internal, internal_inbox) = mpsc::unbounded_channel();
     let mut supervisor = Supervisor {
         apps: Vec::new(),
+        next_key: 0,
+        listeners: HashMap::new(),
+        reloading: HashSet::new(),
+        internal,
         next_id: 0,
         context: context.clone(),
         tasks: TaskTracker::new(),
@@ -146,8 +158,10 @@ pub async fn run(
         apps_finished: None,
     };
     for spec in config.apps {
-        supervisor.next_id = supervisor.next_id.max(spec.id + 1);
-        supervisor.add(spec, Origins::default());
+        supervisor.next_id = supervisor.next_id.max(spec.id + spec.instances.max(1));
+        if let Err(error) = supervisor.add_app(spec, &[Origins::default()]) {
+            tracing::error!("{error}");
+        }
     }
     tracing::info!(
         home = %home.paths.home.display(),
@@ -155,7 +169,7 @@ pub async fn run(
         supervisor.apps.len()
     );
     let tasks = supervisor.tasks.clone();
-    supervisor.run(inbox).await;
+    supervisor.run(inbox, internal_inbox).await;
     let apps_finished = supervisor.apps_finished;
     // The actor holds the worker context (and so an output sink): let it go before draining.
     drop(supervisor);
@@ -186,6 +200,13 @@ pub async fn run(
 /// The actor that owns the app table.
 struct Supervisor {
     apps: Vec<WorkerHandle>,
+    next_key: u64,
+    /// Each cluster-mode app's listening sockets, by app name, for the app's life.
+    listeners: HashMap<String, Arc<SharedListeners>>,
+    /// Apps a reload is running for.
+    reloading: HashSet<String>,
+    /// Where reload tasks send their requests to the actor.
+    internal: mpsc::UnboundedSender<Internal>,
     next_id: u32,
     context: Arc<WorkerContext>,
     tasks: TaskTracker,
@@ -219,7 +240,11 @@ impl Watched {
 impl Supervisor {
     /// Serves control requests until shutdown has begun and every app's task has ended, so that
     /// `status` keeps answering while apps stop.
-    async fn run(&mut self, mut inbox: mpsc::Receiver<ControlRequest>) {
+    async fn run(
+        &mut self,
+        mut inbox: mpsc::Receiver<ControlRequest>,
+        mut internal: mpsc::UnboundedReceiver<Internal>,
+    ) {
         let tasks = self.tasks.clone();
         let mut changes = self.context.changes.subscribe();
         let mut closing = false;
@@ -231,6 +256,7 @@ impl Supervisor {
                 }
                 _ = tasks.wait(), if closing => return,
                 Some(request) = inbox.recv() => self.handle(request),
+                Some(message) = internal.recv() => self.on_internal(message),
                 Ok(()) = changes.changed(), if self.exit_when_done && !closing => {
                     self.end_if_all_finished();
                 }
@@ -270,20 +296,119 @@ impl Supervisor {
         self.shutdown.graceful.cancel();
     }
 
-    fn add(&mut self, spec: AppSpec, origins: Origins) -> &WorkerHandle {
+    /// Adds every instance of `spec` (binding its listen addresses first) and starts their tasks;
+    /// `origins[i]` (or the last one) is where instance `i` begins. Ids are `spec.id` onwards.
+    fn add_app(&mut self, spec: AppSpec, origins: &[Origins]) -> Result<Vec<usize>, String> {
+        let listeners = match self.listeners.get(&spec.name) {
+            Some(listeners) => listeners.clone(),
+            None => {
+                let bound = SharedListeners::bind(&spec.listen).map_err(|e| e.to_string())?;
+                let bound = Arc::new(bound);
+                if !bound.is_empty() {
+                    self.listeners.insert(spec.name.clone(), bound.clone());
+                }
+                bound
+            }
+        };
+        let mut indexes = Vec::new();
+        for instance in 0..spec.instances.max(1) {
+            let origin = origins
+                .get(instance as usize)
+                .or(origins.last())
+                .copied()
+                .unwrap_or_default();
+            let instance_spec = AppSpec {
+                id: spec.id + instance,
+                instance,
+                ..spec.clone()
+            };
+            let index = self.apps.len();
+            self.insert(index, Arc::new(instance_spec), origin, listeners.clone());
+            indexes.push(index);
+        }
+        Ok(indexes)
+    }
+
+    /// Starts one instance's task and puts its handle at `index` of the table; returns its key.
+    fn insert(
+        &mut self,
+        index: usize,
+        spec: Arc<AppSpec>,
+        origins: Origins,
+        listeners: Arc<SharedListeners>,
+    ) -> u64 {
         if origins.stopped {
             self.stopped.insert(spec.id);
         }
-        let (task, handle) = WorkerTask::new(spec, self.context.clone(), origins);
+        let (task, mut handle) = WorkerTask::new(spec, self.context.clone(), origins, listeners);
+        self.next_key += 1;
+        handle.key = self.next_key;
         self.tasks
             .spawn(task.run(self.shutdown.graceful.clone(), self.shutdown.force.clone()));
-        self.apps.push(handle);
-        &self.apps[self.apps.len() - 1]
+        self.apps.insert(index, handle);
+        self.next_key
+    }
+
+    /// Lets go of the listening sockets of apps no longer in the table (the sockets close once
+    /// their last process has ended).
+    fn release_listeners(&mut self) {
+        let apps = &self.apps;
+        self.listeners
+            .retain(|name, _| apps.iter().any(|handle| &handle.spec.name == name));
+    }
+
+    fn on_internal(&mut self, message: Internal) {
+        match message {
+            Internal::AddReplacement { old, reply } => {
+                let Some(index) = self.apps.iter().position(|h| h.key == old) else {
+                    let _ = reply.send(None);
+                    return;
+                };
+                if self.shutdown.graceful.is_cancelled() {
+                    let _ = reply.send(None);
+                    return;
+                }
+                let spec = self.apps[index].spec.clone();
+                let (restarts, hangs) = {
+                    let snapshot = self.apps[index].snapshot.borrow();
+                    (snapshot.restarts, snapshot.hangs)
+                };
+                let listeners = self.listeners.get(&spec.name).cloned().unwrap_or_default();
+                let origins = Origins {
+                    restarts,
+                    hangs,
+                    stopped: false,
+                    fail_fast: true,
+                };
+                self.insert(index + 1, spec, origins, listeners);
+                let _ = reply.send(Some(Member::of(&self.apps[index + 1])));
+            }
+            Internal::Retire { key, reply } => {
+                let Some(index) = self.apps.iter().position(|h| h.key == key) else {
+                    let _ = reply.send(None);
+                    return;
+                };
+                let handle = self.apps.remove(index);
+                let (done, answer) = oneshot::channel();
+                // Its queue takes at least this one command: a full queue means a stuck task,
+                // and then the handle's drop closes the channel and ends the task anyway.
+                let _ = handle.commands.try_send(WorkerCommand::Remove(done));
+                let _ = reply.send(Some(answer));
+            }
+            Internal::ReloadDone { names } => {
+                for name in names {
+                    self.reloading.remove(&name);
+                }
+            }
+        }
     }
 
     fn handle(&mut self, request: ControlRequest) {
         let ControlRequest { command, reply } = request;
-        let starts_processes = matches!(command, Command::Start { .. } | Command::Restart { .. });
+        let starts_processes = matches!(
+            command,
+            Command::Start { .. } | Command::Restart { .. } | Command::Reload { .. }
+        );
         if starts_processes && self.shutdown.graceful.is_cancelled() {
             let message = "the supervisor is shutting down".to_string();
             let _ = reply.send(Outcome::Error { message });
@@ -307,6 +432,7 @@ impl Supervisor {
             Command::Delete { target } => {
                 return self.command_each(&target, Change::Forget, reply, WorkerCommand::Remove)
             }
+            Command::Reload { target } => return self.reload(&target, reply),
             Command::Flush { target } => return self.flush(&target, reply),
             Command::Describe { target } => return self.describe(&target, reply),
             Command::Save => match self.persist() {
@@ -338,11 +464,22 @@ impl Supervisor {
         }
         let mut pending = Vec::new();
         for spec in specs {
-            let handle = self.add(spec, Origins::default());
-            let (done, answer) = oneshot::channel();
-            // A fresh task has an empty queue.
-            let _ = handle.commands.try_send(WorkerCommand::Start(done));
-            pending.push((watched(handle), answer));
+            let indexes = match self.add_app(spec, &[Origins::default()]) {
+                Ok(indexes) => indexes,
+                Err(message) => {
+                    // Apps added before this one keep running; say which one failed.
+                    self.persist_or_warn();
+                    let _ = reply.send(Outcome::Error { message });
+                    return;
+                }
+            };
+            for index in indexes {
+                let handle = &self.apps[index];
+                let (done, answer) = oneshot::channel();
+                // A fresh task has an empty queue.
+                let _ = handle.commands.try_send(WorkerCommand::Start(done));
+                pending.push((watched(handle), answer));
+            }
         }
         self.persist_or_warn();
         tokio::spawn(report_when_done(pending, reply));
@@ -368,7 +505,7 @@ impl Supervisor {
         };
         let spec =
             AppSpec::from_definition(self.next_id, name, definition).map_err(|e| e.to_string())?;
-        self.next_id += 1;
+        self.next_id += spec.instances;
         Ok(spec)
     }
 
@@ -405,6 +542,17 @@ impl Supervisor {
             pending.push((watched(handle), answer));
         }
         let ids: Vec<u32> = chosen.iter().map(|&i| self.apps[i].spec.id).collect();
+        if matches!(change, Change::Forget) {
+            let names: HashSet<&str> = chosen
+                .iter()
+                .map(|&i| self.apps[i].spec.name.as_str())
+                .collect();
+            if let Some(name) = names.iter().find(|n| self.reloading.contains(**n)) {
+                let message = format!("a reload of '{name}' is running; delete it afterwards");
+                let _ = reply.send(Outcome::Error { message });
+                return;
+            }
+        }
         match change {
             Change::Stop => self.stopped.extend(ids),
             Change::Run => self.stopped.retain(|id| !ids.contains(id)),
@@ -416,10 +564,49 @@ impl Supervisor {
                     index += 1;
                     keep
                 });
+                self.release_listeners();
             }
         }
         self.persist_or_warn();
         tokio::spawn(report_when_done(pending, reply));
+    }
+
+    /// Starts a rolling reload of the target's apps in its own task (see [`reload_task`]).
+    fn reload(&mut self, target: &Target, reply: oneshot::Sender<Outcome>) {
+        let mut groups: Vec<ReloadGroup> = Vec::new();
+        for handle in self.apps.iter().filter(|h| matches_target(h, target)) {
+            let member = Member::of(handle);
+            match groups.iter_mut().find(|g| g.name == handle.spec.name) {
+                Some(group) => group.members.push(member),
+                None => groups.push(ReloadGroup {
+                    name: handle.spec.name.clone(),
+                    rolling: !handle.spec.listen.is_empty(),
+                    members: vec![member],
+                }),
+            }
+        }
+        if groups.is_empty() {
+            let message = if target.is_all() {
+                "there are no apps".to_string()
+            } else {
+                format!("no app named or numbered '{}'", target.0)
+            };
+            let _ = reply.send(Outcome::Error { message });
+            return;
+        }
+        if let Some(group) = groups.iter().find(|g| self.reloading.contains(&g.name)) {
+            let message = format!("a reload of '{}' is already running", group.name);
+            let _ = reply.send(Outcome::Error { message });
+            return;
+        }
+        for group in &groups {
+            self.reloading.insert(group.name.clone());
+            for member in &group.members {
+                self.stopped.remove(&member.watched.spec.id);
+            }
+        }
+        self.persist_or_warn();
+        tokio::spawn(reload_task(groups, self.internal.clone(), reply));
     }
 
     /// Empties the target's log files.
@@ -481,20 +668,35 @@ impl Supervisor {
         let Some(path) = &self.state_file else {
             return Err("this supervisor keeps no state file (foreground mode)".to_string());
         };
-        let apps = self
-            .apps
-            .iter()
-            .map(|handle| {
-                let snapshot = handle.snapshot.borrow();
-                SavedApp {
-                    id: handle.spec.id,
-                    definition: handle.spec.definition(),
-                    restarts: snapshot.restarts,
-                    hangs: snapshot.hangs,
-                    stopped: self.stopped.contains(&handle.spec.id),
+        // One entry per app (not per instance): its first instance's id, the sum of the
+        // counters, and stopped only if every instance was stopped.
+        let mut apps: Vec<SavedApp> = Vec::new();
+        let mut seen_keys = HashSet::new();
+        for handle in &self.apps {
+            let snapshot = handle.snapshot.borrow();
+            let stopped = self.stopped.contains(&handle.spec.id);
+            if let Some(app) = apps
+                .iter_mut()
+                .find(|a| a.definition.name.as_deref() == Some(handle.spec.name.as_str()))
+            {
+                // A reload's replacement shares its instance's id: count the instance once.
+                if seen_keys.insert((handle.spec.name.clone(), handle.spec.instance)) {
+                    app.restarts += snapshot.restarts;
+                    app.hangs += snapshot.hangs;
+                    app.stopped &= stopped;
+                    app.id = app.id.min(handle.spec.id);
                 }
-            })
-            .collect();
+                continue;
+            }
+            seen_keys.insert((handle.spec.name.clone(), handle.spec.instance));
+            apps.push(SavedApp {
+                id: handle.spec.id - handle.spec.instance,
+                definition: handle.spec.definition(),
+                restarts: snapshot.restarts,
+                hangs: snapshot.hangs,
+                stopped,
+            });
+        }
         let saved = SavedState {
             version: STATE_VERSION,
             apps,
@@ -540,7 +742,9 @@ impl Supervisor {
             if self.apps.iter().any(|h| h.spec.name == name) {
                 continue;
             }
-            let id = if self.apps.iter().any(|h| h.spec.id == app.id) {
+            let instances = app.definition.instances.max(1);
+            let taken = |id: u32| self.apps.iter().any(|h| h.spec.id == id);
+            let id = if (app.id..app.id.saturating_add(instances)).any(taken) {
                 self.next_id
             } else {
                 app.id
@@ -552,20 +756,37 @@ impl Supervisor {
                     continue;
                 }
             };
-            self.next_id = self.next_id.max(id + 1);
-            let origins = Origins {
-                restarts: app.restarts,
-                hangs: app.hangs,
-                stopped: app.stopped,
+            self.next_id = self.next_id.max(id + spec.instances);
+            // The counters were saved summed over the instances: the first carries them.
+            let origins = [
+                Origins {
+                    restarts: app.restarts,
+                    hangs: app.hangs,
+                    stopped: app.stopped,
+                    fail_fast: false,
+                },
+                Origins {
+                    stopped: app.stopped,
+                    ..Origins::default()
+                },
+            ];
+            let indexes = match self.add_app(spec, &origins) {
+                Ok(indexes) => indexes,
+                Err(error) => {
+                    problems.push(format!("{name}: {error}"));
+                    continue;
+                }
             };
-            let handle = self.add(spec, origins);
-            let (done, answer) = oneshot::channel();
-            if app.stopped {
-                let _ = done.send(Ok(()));
-            } else {
-                let _ = handle.commands.try_send(WorkerCommand::Start(done));
+            for index in indexes {
+                let handle = &self.apps[index];
+                let (done, answer) = oneshot::channel();
+                if app.stopped {
+                    let _ = done.send(Ok(()));
+                } else {
+                    let _ = handle.commands.try_send(WorkerCommand::Start(done));
+                }
+                pending.push((watched(handle), answer));
             }
-            pending.push((watched(handle), answer));
         }
         self.persist_or_warn();
         if !problems.is_empty() {
@@ -582,6 +803,7 @@ impl Supervisor {
     fn kill(&mut self, reply: oneshot::Sender<Outcome>) {
         self.persist_or_warn();
         let mut pending = Vec::new();
+        self.listeners.clear();
         for handle in self.apps.drain(..) {
             let (done, answer) = oneshot::channel();
             if handle
@@ -649,4 +871,236 @@ async fn report_when_done(
         }
     };
     let _ = reply.send(outcome);
+}
+
+/// A request from a reload task to the actor.
+enum Internal {
+    /// Add a fail-fast replacement for the instance with key `old`, right after it in the table.
+    /// `None` if that instance is gone or the supervisor is shutting down.
+    AddReplacement {
+        old: u64,
+        reply: oneshot::Sender<Option<Member>>,
+    },
+    /// Take the instance out of the table and stop it; the receiver answers once it has exited.
+    Retire {
+        key: u64,
+        reply: oneshot::Sender<Option<oneshot::Receiver<CommandResult>>>,
+    },
+    /// The reload of these apps is over.
+    ReloadDone { names: Vec<String> },
+}
+
+/// One instance as a reload task sees it.
+struct Member {
+    key: u64,
+    commands: mpsc::Sender<WorkerCommand>,
+    watched: Watched,
+}
+
+impl Member {
+    fn of(handle: &WorkerHandle) -> Self {
+        Self {
+            key: handle.key,
+            commands: handle.commands.clone(),
+            watched: watched(handle),
+        }
+    }
+
+    fn pid(&self) -> Option<u32> {
+        self.watched.snapshot.borrow().pid
+    }
+
+    /// Adds an event to this instance's `describe` history.
+    async fn record(&self, kind: &str, message: String) {
+        let event = AppEvent {
+            at: timestamp(std::time::SystemTime::now()),
+            kind: kind.to_string(),
+            message,
+        };
+        let _ = self.commands.send(WorkerCommand::Record(event)).await;
+    }
+}
+
+/// The instances of one app that a reload covers.
+struct ReloadGroup {
+    name: String,
+    /// Shared listen addresses: replace each instance while the others serve. Otherwise each
+    /// instance binds its own port and is restarted (stopped, then started) in turn.
+    rolling: bool,
+    members: Vec<Member>,
+}
+
+/// Reloads each group in turn and answers: `Reloaded`, or an error at the first replacement that
+/// failed (its old instance and all not yet replaced keep running).
+async fn reload_task(
+    groups: Vec<ReloadGroup>,
+    actor: mpsc::UnboundedSender<Internal>,
+    reply: oneshot::Sender<Outcome>,
+) {
+    let names: Vec<String> = groups.iter().map(|g| g.name.clone()).collect();
+    let mut notes = Vec::new();
+    let mut apps = Vec::new();
+    let mut failure = None;
+    for group in &groups {
+        let result = if group.rolling {
+            reload_rolling(group, &actor, &mut apps).await
+        } else {
+            notes.push(format!(
+                "{}: no --listen address, so its instances each bind their own port: restarted \
+                 them one at a time (stop, then start), which is not zero-downtime",
+                group.name
+            ));
+            restart_in_turn(group, &mut apps).await
+        };
+        match result {
+            Ok(note) => notes.push(note),
+            Err(message) => {
+                failure = Some(message);
+                break;
+            }
+        }
+    }
+    let _ = actor.send(Internal::ReloadDone { names });
+    let outcome = match failure {
+        Some(message) => Outcome::Error { message },
+        None => Outcome::Reloaded { apps, notes },
+    };
+    let _ = reply.send(outcome);
+}
+
+/// Stop-then-start for apps without shared sockets, one instance at a time.
+async fn restart_in_turn(group: &ReloadGroup, apps: &mut Vec<AppStatus>) -> Result<String, String> {
+    for member in &group.members {
+        let (done, answer) = oneshot::channel();
+        if member
+            .commands
+            .send(WorkerCommand::Restart(done))
+            .await
+            .is_err()
+        {
+            return Err(format!(
+                "{}: the app was removed during the reload",
+                group.name
+            ));
+        }
+        match answer.await {
+            Ok(Ok(())) => {}
+            Ok(Err(why)) => return Err(format!("reload of {} failed: {why}", group.name)),
+            Err(_) => return Err(format!("{}: the app's task ended", group.name)),
+        }
+        apps.push(member.watched.status());
+    }
+    Ok(format!(
+        "{}: restarted {} instance(s)",
+        group.name,
+        group.members.len()
+    ))
+}
+
+/// For each instance: start a replacement, wait until it is ready, then retire (drain) the old
+/// one. Never fewer ready instances than before. Returns a one-line summary.
+async fn reload_rolling(
+    group: &ReloadGroup,
+    actor: &mpsc::UnboundedSender<Internal>,
+    apps: &mut Vec<AppStatus>,
+) -> Result<String, String> {
+    let name = &group.name;
+    let mut draining = Vec::new();
+    let mut replaced = 0;
+    let mut outcome = Ok(());
+    for old in &group.members {
+        let instance = old.watched.spec.instance;
+        let (ask, answer) = oneshot::channel();
+        let _ = actor.send(Internal::AddReplacement {
+            old: old.key,
+            reply: ask,
+        });
+        let Ok(Some(new)) = answer.await else {
+            outcome = Err(format!(
+                "reload of {name} stopped: instance {instance} is gone or the supervisor is \
+                 shutting down"
+            ));
+            break;
+        };
+        let (done, started) = oneshot::channel();
+        let result = match new.commands.send(WorkerCommand::Start(done)).await {
+            Ok(()) => started
+                .await
+                .unwrap_or_else(|_| Err("its task ended".to_string())),
+            Err(_) => Err("its task ended".to_string()),
+        };
+        match result {
+            Ok(()) => {
+                let old_pid = old.pid();
+                let new_pid = new.pid();
+                // `describe` keeps the instance's history across the reload.
+                let (ask, history) = oneshot::channel();
+                if old
+                    .commands
+                    .send(WorkerCommand::Describe(ask))
+                    .await
+                    .is_ok()
+                {
+                    if let Ok(events) = history.await {
+                        let _ = new.commands.send(WorkerCommand::Inherit(events)).await;
+                    }
+                }
+                let (ask, answer) = oneshot::channel();
+                let _ = actor.send(Internal::Retire {
+                    key: old.key,
+                    reply: ask,
+                });
+                if let Ok(Some(exited)) = answer.await {
+                    draining.push(exited);
+                }
+                new.record(
+                    "reloaded",
+                    format!(
+                        "replaced pid {} of instance {instance}; the old process drains",
+                        old_pid.map_or_else(|| "-".to_string(), |p| p.to_string())
+                    ),
+                )
+                .await;
+                tracing::info!(app = %name, instance, ?old_pid, ?new_pid, "reload: replaced an instance");
+                apps.push(new.watched.status());
+                replaced += 1;
+            }
+            Err(why) => {
+                let (ask, answer) = oneshot::channel();
+                let _ = actor.send(Internal::Retire {
+                    key: new.key,
+                    reply: ask,
+                });
+                if let Ok(Some(exited)) = answer.await {
+                    let _ = exited.await;
+                }
+                let kept = group.members.len() - replaced;
+                let message = format!(
+                    "reload of {name} aborted: the new instance {instance} did not become ready: \
+                     {why}; the old process(es) of {kept} instance(s) keep serving{}",
+                    if replaced > 0 {
+                        format!(" ({replaced} instance(s) already run the new version)")
+                    } else {
+                        String::new()
+                    }
+                );
+                tracing::error!("{message}");
+                for member in &group.members[replaced..] {
+                    member.record("reload_aborted", message.clone()).await;
+                }
+                outcome = Err(message);
+                break;
+            }
+        }
+    }
+    // The old processes finish their in-flight requests before the command returns.
+    for exited in draining {
+        let _ = exited.await;
+    }
+    outcome.map(|()| {
+        format!(
+            "{name}: reloaded {replaced} instance(s), each replacement ready before its old \
+             process was drained"
+        )
+    })
 }

@@ -17,11 +17,15 @@ use tracing::Instrument;
 
 use nodeguard_proto::control::{AppEvent, AppState, AppStatus};
 use nodeguard_proto::worker::{LoopDelay, MemoryUsage, SupervisorMessage, WorkerMessage};
-use nodeguard_proto::{encode_frame, ENV_APP_NAME, ENV_SOCKET, ENV_TOKEN, MAX_WORKER_FRAME};
+use nodeguard_proto::{
+    encode_frame, ENV_APP_NAME, ENV_INSTANCE, ENV_LISTEN, ENV_SOCKET, ENV_TOKEN, ENV_WAIT_READY,
+    MAX_WORKER_FRAME,
+};
 
 use crate::config::AppSpec;
 use crate::exit::{human, ExitKind};
 use crate::forensics::{self, StackTap};
+use crate::listen::SharedListeners;
 use crate::logfile::timestamp;
 use crate::machine::{
     Action, Event, HangEvidence, Phase, Report, StackPlan, StopSignal, Worker, STACK_TIMEOUT,
@@ -97,6 +101,7 @@ impl WorkerSnapshot {
         AppStatus {
             name: spec.name.clone(),
             id: spec.id,
+            instance: (spec.instances > 1 || spec.cluster_mode()).then_some(spec.instance),
             script: spec.script.display().to_string(),
             pid: self.pid,
             state: self.state,
@@ -118,6 +123,9 @@ impl WorkerSnapshot {
 
 /// Handle kept by the supervisor for one app.
 pub struct WorkerHandle {
+    /// Unique among the supervisor's handles (an instance and its reload replacement share an
+    /// id, not a key); set by the supervisor.
+    pub key: u64,
     pub spec: Arc<AppSpec>,
     pub snapshot: watch::Receiver<WorkerSnapshot>,
     pub commands: mpsc::Sender<WorkerCommand>,
@@ -150,6 +158,10 @@ pub enum WorkerCommand {
     Remove(oneshot::Sender<CommandResult>),
     /// The recent events, at once.
     Describe(oneshot::Sender<Vec<AppEvent>>),
+    /// Adds an event to the history (e.g. a reload that was aborted), and logs it.
+    Record(AppEvent),
+    /// Puts the history of the instance this one replaces before its own (reloads).
+    Inherit(Vec<AppEvent>),
 }
 
 /// Events kept per app for `describe`.
@@ -162,6 +174,8 @@ pub struct Origins {
     pub hangs: u64,
     /// Begin stopped instead of spawning at once.
     pub stopped: bool,
+    /// A reload's replacement: until its first ready, failing means errored, not restarted.
+    pub fail_fast: bool,
 }
 
 /// What a waiting reply needs to see.
@@ -197,6 +211,8 @@ pub struct WorkerTask {
     ending: bool,
     events: VecDeque<AppEvent>,
     begin_stopped: bool,
+    /// The app's supervisor-owned listening sockets, inherited by every process spawned.
+    listeners: Arc<SharedListeners>,
     /// Where the current process's output goes (for the supervisor's notes about it).
     origin: Option<Origin>,
     /// Watches the current process's stderr for the JS stack it prints when asked.
@@ -223,8 +239,12 @@ struct Metrics {
 }
 
 impl WorkerTask {
-    pub fn new(spec: AppSpec, ctx: Arc<WorkerContext>, origins: Origins) -> (Self, WorkerHandle) {
-        let spec = Arc::new(spec);
+    pub fn new(
+        spec: Arc<AppSpec>,
+        ctx: Arc<WorkerContext>,
+        origins: Origins,
+        listeners: Arc<SharedListeners>,
+    ) -> (Self, WorkerHandle) {
         let tree = ctx.tree.clone();
         let (deliver, connections) = mpsc::channel(1);
         let (snapshot, snapshot_rx) = watch::channel(WorkerSnapshot::initial());
@@ -232,6 +252,8 @@ impl WorkerTask {
         let mut machine = Worker::new(spec.timing);
         machine.restarts = origins.restarts;
         machine.hangs = origins.hangs;
+        machine.ready_timeout = spec.ready_timeout();
+        machine.fail_fast = origins.fail_fast;
         if origins.stopped {
             machine.phase = Phase::Stopped;
         }
@@ -252,12 +274,14 @@ impl WorkerTask {
             ending: false,
             events: VecDeque::with_capacity(EVENT_HISTORY),
             begin_stopped: origins.stopped,
+            listeners,
             origin: None,
             tap: None,
             capture: None,
             spawn_key: 0,
         };
         let handle = WorkerHandle {
+            key: 0,
             spec,
             snapshot: snapshot_rx,
             commands: command_tx,
@@ -370,6 +394,20 @@ impl WorkerTask {
                 let _ = reply.send(self.events.iter().cloned().collect());
                 return None;
             }
+            WorkerCommand::Record(event) => {
+                tracing::info!("{}: {}", event.kind, event.message);
+                self.remember(event);
+                return None;
+            }
+            WorkerCommand::Inherit(earlier) => {
+                let mut events: VecDeque<AppEvent> = earlier.into();
+                events.append(&mut self.events);
+                while events.len() > EVENT_HISTORY {
+                    events.pop_front();
+                }
+                self.events = events;
+                return None;
+            }
         };
         self.waiters.push(Waiter { goal, reply });
         Some(event)
@@ -445,6 +483,7 @@ impl WorkerTask {
                     stack_on_sigint,
                 })
             }
+            Ok(Some(WorkerMessage::Ready)) => Some(Event::Ready),
             Ok(Some(WorkerMessage::ProbeReply { seq, queued_ms, .. })) => Some(Event::ProbeReply {
                 seq,
                 queued_for: queued_ms
@@ -493,6 +532,14 @@ impl WorkerTask {
             }
             Action::SendPing { seq } => self.send(SupervisorMessage::Ping { seq }),
             Action::SendProbe { seq } => self.send(SupervisorMessage::Probe { seq }),
+            Action::RequestShutdown { pgid } => {
+                if !self.send_shutdown() {
+                    if let Err(error) = platform::signal_group(pgid, StopSignal::Terminate) {
+                        tracing::error!(%error, pgid, "cannot signal the process group");
+                    }
+                }
+                None
+            }
             Action::CaptureStack { pid } => {
                 if let Some(tap) = &self.tap {
                     tap.arm();
@@ -584,10 +631,7 @@ impl WorkerTask {
     }
 
     fn record(&mut self, kind: &str, message: String) {
-        if self.events.len() == EVENT_HISTORY {
-            self.events.pop_front();
-        }
-        self.events.push_back(AppEvent {
+        self.remember(AppEvent {
             at: timestamp(SystemTime::now()),
             kind: kind.to_string(),
             message,
@@ -611,6 +655,25 @@ impl WorkerTask {
                 tracing::warn!("cannot write to the monitor; dropping the connection");
                 self.connection = None;
                 Some(Event::MonitorLost)
+            }
+        }
+    }
+
+    /// Writes the shutdown message; false if there is no connection to write it on.
+    fn send_shutdown(&mut self) -> bool {
+        let Some(connection) = self.connection.as_mut() else {
+            return false;
+        };
+        let Ok(frame) = encode_frame(&SupervisorMessage::Shutdown, MAX_WORKER_FRAME) else {
+            return false;
+        };
+        match connection.writer.try_write(&frame) {
+            Ok(written) if written == frame.len() => true,
+            // A partial write leaves the stream unusable: drop it and fall back to SIGTERM.
+            Ok(_) | Err(_) => {
+                tracing::warn!("cannot write the shutdown message; sending SIGTERM instead");
+                self.connection = None;
+                false
             }
         }
     }
@@ -648,11 +711,19 @@ impl WorkerTask {
             .env(ENV_SOCKET, &self.ctx.worker_socket)
             .env(ENV_TOKEN, &token)
             .env(ENV_APP_NAME, &spec.name)
+            .env(ENV_INSTANCE, spec.instance.to_string())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(false);
         platform::configure_child(&mut command);
+        if !self.listeners.is_empty() {
+            command.env(ENV_LISTEN, self.listeners.env_value());
+            platform::inherit_fds(&mut command, self.listeners.fds());
+        }
+        if spec.wait_ready {
+            command.env(ENV_WAIT_READY, "1");
+        }
 
         let spawn_key = NEXT_SPAWN_KEY.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.spawn_key = spawn_key;
@@ -777,12 +848,26 @@ impl WorkerTask {
         self.ctx.changes.send_modify(|n| *n = n.wrapping_add(1));
     }
 
+    /// Keeps an event in the bounded history.
+    fn remember(&mut self, event: AppEvent) {
+        if self.events.len() == EVENT_HISTORY {
+            self.events.pop_front();
+        }
+        self.events.push_back(event);
+    }
+
     /// Logs a report and keeps it in the event history.
     fn log(&mut self, report: Report) {
         let (kind, message) = self.describe_report(&report);
         self.record(kind, message);
         match report {
             Report::Started { pid } => tracing::info!(pid, "started"),
+            Report::Ready { pid, after } => tracing::info!(pid, "ready after {}", human(after)),
+            Report::NotReady { pid, waited } => tracing::error!(
+                pid,
+                "not ready within {}; killing it",
+                human(waited)
+            ),
             Report::Exited {
                 pid,
                 status,
@@ -855,6 +940,15 @@ impl WorkerTask {
     fn describe_report(&self, report: &Report) -> (&'static str, String) {
         match report {
             Report::Started { pid } => ("started", format!("pid {pid}")),
+            Report::Ready { pid, after } => ("ready", format!("pid {pid}: ready after {}", human(*after))),
+            Report::NotReady { pid, waited } => (
+                "not_ready",
+                format!(
+                    "pid {pid}: not ready within {} (no listen on the shared socket, or no \
+                     monitor.ready() with wait-ready); killed",
+                    human(*waited)
+                ),
+            ),
             Report::Exited {
                 pid,
                 status,

@@ -27,6 +27,11 @@ pub enum Command {
     Stop { target: Target },
     /// Restart the target (or start it if stopped); answered once the new processes run.
     Restart { target: Target },
+    /// Rolling reload: for each instance start a replacement, wait until it is ready, then drain
+    /// the old one. Apps without listen addresses are restarted one instance at a time instead.
+    /// Answered with [`Outcome::Reloaded`], or an error once a replacement failed (the old
+    /// instances then keep serving).
+    Reload { target: Target },
     /// Stop the target and forget it.
     Delete { target: Target },
     /// The target's configuration, counters and recent events.
@@ -105,6 +110,22 @@ pub struct AppDefinition {
     pub heartbeat_misses: u32,
     pub start_grace_ms: u64,
     pub kill_timeout_ms: u64,
+    /// How many processes run the app (cluster mode); 0 is read as 1.
+    #[serde(default = "one")]
+    pub instances: u32,
+    /// `[host:]port` addresses the supervisor binds once and hands to every instance.
+    #[serde(default)]
+    pub listen: Vec<String>,
+    /// An instance is ready only once it calls `monitor.ready()`.
+    #[serde(default)]
+    pub wait_ready: bool,
+    /// How long a new instance has to become ready; `None` means the default.
+    #[serde(default)]
+    pub listen_timeout_ms: Option<u64>,
+}
+
+fn one() -> u32 {
+    1
 }
 
 /// The supervisor's answer to one request.
@@ -128,6 +149,12 @@ pub enum Outcome {
     /// A command took effect; the apps it touched, as they are now.
     Done {
         apps: Vec<AppStatus>,
+    },
+    /// Answer to [`Command::Reload`]: the apps as they are now, and what was done (one line
+    /// each, e.g. that an app without listen addresses was restarted rather than reloaded).
+    Reloaded {
+        apps: Vec<AppStatus>,
+        notes: Vec<String>,
     },
     /// Answer to [`Command::Describe`].
     Described {
@@ -174,6 +201,10 @@ impl AppState {
 pub struct AppStatus {
     pub name: String,
     pub id: u32,
+    /// Which instance of the app this row is (0-based), for apps run in cluster mode (several
+    /// instances or shared listen addresses); `None` otherwise.
+    #[serde(default)]
+    pub instance: Option<u32>,
     pub script: String,
     pub pid: Option<u32>,
     pub state: AppState,
@@ -221,9 +252,9 @@ pub struct AppDescription {
 pub struct AppEvent {
     /// RFC 3339, UTC.
     pub at: String,
-    /// `started`, `exited`, `hung`, `stack` (where a hung loop was stuck), `hang_disproved`,
-    /// `stack_timeout`, `memory`, `errored`, `stopped`, `kill_timeout`, `spawn_failed`,
-    /// `unmonitored` or `late_check`.
+    /// `started`, `ready`, `not_ready`, `exited`, `hung`, `stack` (where a hung loop was stuck),
+    /// `hang_disproved`, `stack_timeout`, `memory`, `errored`, `stopped`, `kill_timeout`,
+    /// `spawn_failed`, `unmonitored`, `late_check`, `reloaded` or `reload_aborted`.
     pub kind: String,
     pub message: String,
 }

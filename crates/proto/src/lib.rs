@@ -28,6 +28,13 @@ pub const ENV_SOCKET: &str = "NODEGUARD_SOCKET";
 pub const ENV_TOKEN: &str = "NODEGUARD_TOKEN";
 /// Environment variable holding the app's name, for the app's own information.
 pub const ENV_APP_NAME: &str = "NODEGUARD_APP";
+/// Environment variable holding the instance number (0-based) of a cluster-mode app.
+pub const ENV_INSTANCE: &str = "NODEGUARD_INSTANCE";
+/// Environment variable mapping supervisor-owned listening sockets to inherited file descriptors:
+/// `port=fd` pairs separated by commas, e.g. `3000=3,3001=4`.
+pub const ENV_LISTEN: &str = "NODEGUARD_LISTEN";
+/// Environment variable set to `1` when the app is ready only once it calls `monitor.ready()`.
+pub const ENV_WAIT_READY: &str = "NODEGUARD_WAIT_READY";
 
 /// Errors from framing or decoding a message.
 #[derive(Debug, thiserror::Error)]

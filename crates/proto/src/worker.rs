@@ -3,7 +3,9 @@
 //! The monitor opens with [`WorkerMessage::Hello`]; the supervisor answers [`SupervisorMessage::Welcome`]
 //! or [`SupervisorMessage::Refused`] and closes. After that the supervisor sends pings and the
 //! monitor answers each from the app's JS thread with a pong. When pongs stop, the supervisor
-//! probes the monitor's native thread, which says whether a ping is stuck waiting for JS.
+//! probes the monitor's native thread, which says whether a ping is stuck waiting for JS. The
+//! monitor says `Ready` once the app serves, and the supervisor asks for a graceful stop with
+//! `Shutdown`.
 
 use serde::{Deserialize, Serialize};
 
@@ -45,6 +47,9 @@ pub enum WorkerMessage {
         /// The latest ping the native thread received (coalesced ones included).
         last_ping_seq: Option<u64>,
     },
+    /// The app is ready for traffic: its server listens on the supervisor's shared socket, or
+    /// (with wait-ready) it called `monitor.ready()`.
+    Ready,
 }
 
 /// From the supervisor to the monitor.
@@ -60,6 +65,9 @@ pub enum SupervisorMessage {
     /// Sent after heartbeats were missed: "is a ping stuck in your JS queue, or did mine never
     /// reach you?" Answered by the native thread with [`WorkerMessage::ProbeReply`].
     Probe { seq: u64 },
+    /// Stop gracefully: raises `shutdown` in JS (by default the app's servers close, in-flight
+    /// requests finish and the process exits). SIGKILL follows after the kill timeout.
+    Shutdown,
 }
 
 /// `process.memoryUsage()` in bytes, read on the JS thread.

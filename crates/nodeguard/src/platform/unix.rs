@@ -267,6 +267,49 @@ pub fn detach(command: &mut std::process::Command) {
     }
 }
 
+/// Binds a listening TCP socket on `host:port` (SO_REUSEADDR, as std sets it on Unix). Without a
+/// host it binds every interface as Node's `server.listen(port)` does: `::` (dual-stack, so IPv4
+/// clients reach it too), or `0.0.0.0` where IPv6 is unavailable.
+pub fn bind_listener(host: Option<&str>, port: u16) -> io::Result<std::net::TcpListener> {
+    use std::net::{Ipv4Addr, Ipv6Addr, TcpListener};
+    match host {
+        Some(host) => TcpListener::bind((host, port)),
+        None => match TcpListener::bind((Ipv6Addr::UNSPECIFIED, port)) {
+            Ok(listener) => Ok(listener),
+            Err(error)
+                if matches!(
+                    error.raw_os_error(),
+                    Some(libc::EAFNOSUPPORT) | Some(libc::EADDRNOTAVAIL)
+                ) =>
+            {
+                TcpListener::bind((Ipv4Addr::UNSPECIFIED, port))
+            }
+            Err(error) => Err(error),
+        },
+    }
+}
+
+/// Lets a child inherit `fds` at the same numbers: clears their close-on-exec flag between fork
+/// and exec (in the child only). The numbers are announced to the app in an environment variable,
+/// so nothing is moved: no `dup2` onto a number std's exec-error pipe might hold.
+pub fn inherit_fds(command: &mut tokio::process::Command, fds: Vec<std::os::fd::RawFd>) {
+    if fds.is_empty() {
+        return;
+    }
+    // SAFETY: the closure only calls fcntl, which is async-signal-safe, on fds the parent keeps
+    // open for as long as the spawn takes.
+    unsafe {
+        command.pre_exec(move || {
+            for &fd in &fds {
+                if libc::fcntl(fd, libc::F_SETFD, 0) == -1 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
