@@ -1,5 +1,6 @@
 //! The command line: flags, `--help` text, and turning them into a validated [`SupervisorConfig`].
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -23,7 +24,12 @@ Examples:
   nodeguard --heartbeat-interval 500ms --heartbeat-misses 4 -m server.js -- --port 8080
   nodeguard status --json
   nodeguard start server.js --name api -- --port 8080   (background daemon)
-  nodeguard restart api; nodeguard stop all; nodeguard kill";
+  nodeguard restart api; nodeguard stop all; nodeguard kill
+  nodeguard --http 127.0.0.1:9615 -m server.js   (/healthz, /readyz, /metrics)
+  nodeguard startup systemd --install   (a user unit that resurrects the saved apps at boot)
+
+Under systemd (NOTIFY_SOCKET set) nodeguard sends READY=1, STATUS= and WATCHDOG=1 itself, and
+removes NOTIFY_SOCKET from its apps' environment.";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -99,9 +105,55 @@ pub enum Verb {
     Ping,
     /// Stop every app, then the daemon.
     Kill,
-    /// Run the background supervisor in this process (what `start` launches).
-    #[command(hide = true)]
-    Daemon,
+    /// Run the daemon's supervisor in this process, in the foreground (for systemd and containers;
+    /// `start` launches one in the background). Verbs from other shells control it as usual.
+    Daemon(DaemonArgs),
+    /// Print a systemd user unit that runs the daemon at boot and brings back the saved apps
+    /// (Type=notify, with a watchdog); --install writes it to ~/.config/systemd/user/.
+    Startup(StartupArgs),
+}
+
+/// `nodeguard daemon`.
+#[derive(Debug, Clone, Args)]
+pub struct DaemonArgs {
+    /// Bring back the saved apps (as `resurrect` does) as soon as the daemon runs.
+    #[arg(long)]
+    pub resurrect: bool,
+
+    /// Serve /healthz, /readyz and /metrics over HTTP on this address (e.g. 127.0.0.1:9615).
+    #[arg(long, value_name = "ADDR", value_parser = parse_http_address)]
+    pub http: Option<SocketAddr>,
+}
+
+/// `nodeguard startup`.
+#[derive(Debug, Clone, Args)]
+pub struct StartupArgs {
+    /// The init system (only systemd so far).
+    #[arg(value_enum)]
+    pub system: InitSystem,
+
+    /// Write the unit to ~/.config/systemd/user/nodeguard.service instead of printing it.
+    #[arg(long)]
+    pub install: bool,
+
+    /// Have the daemon serve /healthz, /readyz and /metrics on this address.
+    #[arg(long, value_name = "ADDR", value_parser = parse_http_address)]
+    pub http: Option<SocketAddr>,
+}
+
+/// Init systems `startup` writes for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum InitSystem {
+    Systemd,
+}
+
+/// An `--http` address: an IP address and a port.
+pub fn parse_http_address(text: &str) -> Result<SocketAddr, String> {
+    text.parse().map_err(|_| {
+        format!(
+            "'{text}' is not an IP address and port (write e.g. 127.0.0.1:9615 or 0.0.0.0:9615)"
+        )
+    })
 }
 
 impl Cli {
@@ -410,6 +462,10 @@ pub struct RunArgs {
     #[arg(long)]
     pub log_files: bool,
 
+    /// Serve /healthz, /readyz and /metrics over HTTP on this address (e.g. 127.0.0.1:9615).
+    #[arg(long, value_name = "ADDR", value_parser = parse_http_address)]
+    pub http: Option<SocketAddr>,
+
     /// Arguments passed to every app, after `--`.
     #[arg(last = true, value_name = "APP_ARGS")]
     pub app_args: Vec<String>,
@@ -474,6 +530,10 @@ impl RunArgs {
             terminal_output: true,
             log_files: self.log_files,
             persist: false,
+            service: config::ServiceOptions {
+                http: self.http,
+                ..Default::default()
+            },
         };
         Ok((config, preload))
     }

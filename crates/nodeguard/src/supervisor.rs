@@ -64,6 +64,11 @@ pub enum SupervisorError {
     Bind { path: PathBuf, source: io::Error },
     #[error("cannot start a supervisor thread: {0}")]
     Thread(io::Error),
+    #[error("cannot serve HTTP on {address}: {source}")]
+    Http {
+        address: std::net::SocketAddr,
+        source: io::Error,
+    },
 }
 
 /// A control command on its way to the supervisor actor, with the channel for its answer.
@@ -91,6 +96,14 @@ pub async fn run(
     let home = Home::prepare(&config.home)?;
     let worker_listener = bind(&home.paths.worker_socket)?;
     let control_listener = bind(&home.paths.control_socket)?;
+    let http_listener = match config.service.http {
+        Some(address) => Some(
+            crate::http::bind(address)
+                .await
+                .map_err(|source| SupervisorError::Http { address, source })?,
+        ),
+        None => None,
+    };
     let spawner = Spawner::start().map_err(SupervisorError::Thread)?;
     let destinations = output::Destinations {
         terminal: config.terminal_output,
@@ -114,6 +127,16 @@ pub async fn run(
     let control_tasks = TaskTracker::new();
     let (requests, inbox) = mpsc::channel(REQUEST_QUEUE);
     tokio::spawn(workers::serve(worker_listener, registry, servers.clone()));
+    // Service-manager integration (see http.rs and systemd.rs): both ask the actor through the
+    // same queue as the control socket, so they see whether the supervision loop really answers.
+    let probe = crate::health::Probe::new(requests.clone());
+    if let Some(listener) = http_listener {
+        tokio::spawn(crate::http::serve(listener, probe.clone(), servers.clone()));
+    }
+    if let Some(notifier) = config.service.notify.clone() {
+        let stopping = shutdown.graceful.clone();
+        tokio::spawn(crate::systemd::notify(notifier, probe, stopping));
+    }
     tokio::spawn(control::serve(
         control_listener,
         requests,
@@ -133,6 +156,11 @@ pub async fn run(
     for spec in config.apps {
         supervisor.next_id = supervisor.next_id.max(spec.id + 1);
         supervisor.add(spec, Origins::default());
+    }
+    if config.service.resurrect {
+        let (reply, answer) = oneshot::channel();
+        supervisor.resurrect(reply);
+        tokio::spawn(log_resurrected(answer));
     }
     tracing::info!(
         home = %home.paths.home.display(),
@@ -164,6 +192,18 @@ pub async fn run(
     Ok(RunSummary {
         forced: shutdown.force.is_cancelled(),
     })
+}
+
+/// Logs how `daemon --resurrect` went: a missing state file is no error (nothing saved yet).
+async fn log_resurrected(answer: oneshot::Receiver<Outcome>) {
+    match answer.await {
+        Ok(Outcome::Done { apps }) => tracing::info!("resurrected {} saved app(s)", apps.len()),
+        Ok(Outcome::Error { message }) if message.starts_with("nothing to resurrect") => {
+            tracing::info!("{message}")
+        }
+        Ok(Outcome::Error { message }) => tracing::error!("resurrect: {message}"),
+        Ok(_) | Err(_) => {}
+    }
 }
 
 /// The actor that owns the app table.
