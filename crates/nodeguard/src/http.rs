@@ -24,6 +24,9 @@ pub const MAX_REQUEST_HEAD: usize = 8 * 1024;
 pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// A client must take the answer within this time.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long, and how many bytes, a closing connection's leftover input is read and dropped.
+const LINGER_TIME: Duration = Duration::from_secs(1);
+const LINGER_BYTES: usize = 256 * 1024;
 /// Connections served at once; more are closed at once.
 const MAX_CONNECTIONS: usize = 32;
 /// Pause after a failed accept (such as running out of file descriptors).
@@ -36,6 +39,9 @@ pub async fn bind(address: SocketAddr) -> io::Result<TcpListener> {
 
 /// Serves requests until `cancel` fires.
 pub async fn serve(listener: TcpListener, probe: Probe, cancel: CancellationToken) {
+    if let Ok(address) = listener.local_addr() {
+        tracing::info!("serving /healthz, /readyz and /metrics on http://{address}");
+    }
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
         let stream = tokio::select! {
@@ -101,10 +107,7 @@ async fn answer(mut stream: TcpStream, probe: &Probe) {
         Ok(Ok(Head::Complete(head))) => match parse_request_line(&head) {
             Err(response) => response,
             Ok(request) => {
-                let mut response = route(request.path, probe).await;
-                if request.head_only {
-                    response.body.clear();
-                }
+                let response = route(request.path, probe).await;
                 return write(&mut stream, &response, request.head_only).await;
             }
         },
@@ -246,9 +249,28 @@ async fn write(stream: &mut TcpStream, response: &Response, head_only: bool) {
         stream.write_all(text.as_bytes()).await?;
         stream.shutdown().await
     };
-    if let Ok(Err(error)) = tokio::time::timeout(WRITE_TIMEOUT, sent).await {
-        tracing::debug!(%error, "http: writing a response failed");
+    match tokio::time::timeout(WRITE_TIMEOUT, sent).await {
+        Ok(Ok(())) => linger(stream).await,
+        Ok(Err(error)) => tracing::debug!(%error, "http: writing a response failed"),
+        Err(_) => tracing::debug!("http: the client did not take the response in time"),
     }
+}
+
+/// Reads and drops what the client still sends, briefly, before the connection closes: closing
+/// with unread input makes the kernel reset the connection, which can destroy the response
+/// before the client has read it (after a 431, say).
+async fn linger(stream: &mut TcpStream) {
+    let drain = async {
+        let mut sink = [0u8; 4096];
+        let mut left = LINGER_BYTES;
+        while left > 0 {
+            match stream.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER_TIME, drain).await;
 }
 
 #[cfg(test)]

@@ -254,6 +254,32 @@ pub fn user_unit_path() -> Option<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::supervisor::ControlRequest;
+    use nodeguard_proto::control::{Command, Outcome};
+    use std::os::unix::net::UnixDatagram;
+    use tokio::sync::mpsc;
+
+    mod tempdir {
+        /// A private temporary directory, removed on drop.
+        pub struct Dir(pub std::path::PathBuf);
+
+        impl Dir {
+            pub fn new() -> Self {
+                let mut bytes = [0u8; 8];
+                getrandom::fill(&mut bytes).unwrap();
+                let name = format!("ng-sd-{:016x}", u64::from_ne_bytes(bytes));
+                let path = std::env::temp_dir().join(name);
+                std::fs::create_dir(&path).unwrap();
+                Dir(path)
+            }
+        }
+
+        impl Drop for Dir {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_dir_all(&self.0);
+            }
+        }
+    }
 
     fn settings() -> UnitSettings {
         UnitSettings {
@@ -281,6 +307,84 @@ mod tests {
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
         }
+    }
+
+    /// A stand-in for systemd: a bound datagram socket and a notifier connected to it.
+    fn service_manager(watchdog_every: Duration) -> (tempdir::Dir, UnixDatagram, Arc<Notifier>) {
+        let dir = tempdir::Dir::new();
+        let path = dir.0.join("notify.sock");
+        let manager = UnixDatagram::bind(&path).unwrap();
+        manager.set_nonblocking(true).unwrap();
+        let notifier = Arc::new(Notifier {
+            socket: NotifySocket::connect(path.as_os_str()).unwrap(),
+            address: path.into_os_string(),
+            watchdog_every: Some(watchdog_every),
+        });
+        (dir, manager, notifier)
+    }
+
+    /// The messages that arrive within `within`.
+    async fn received(manager: &UnixDatagram, within: Duration) -> Vec<String> {
+        let deadline = tokio::time::Instant::now() + within;
+        let mut messages = Vec::new();
+        let mut buffer = [0u8; 4096];
+        while tokio::time::Instant::now() < deadline {
+            match manager.recv(&mut buffer) {
+                Ok(n) => messages.push(String::from_utf8_lossy(&buffer[..n]).into_owned()),
+                Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+            }
+        }
+        messages
+    }
+
+    /// Answers the probe's questions as the supervisor actor would, with no apps.
+    async fn answer(mut inbox: mpsc::Receiver<ControlRequest>) {
+        while let Some(ControlRequest { command, reply }) = inbox.recv().await {
+            let outcome = match command {
+                Command::Ping => Outcome::Pong {
+                    pid: 1,
+                    version: "test".into(),
+                },
+                _ => Outcome::Status { apps: Vec::new() },
+            };
+            let _ = reply.send(outcome);
+        }
+    }
+
+    #[tokio::test]
+    async fn the_watchdog_is_fed_only_while_the_supervision_loop_answers() {
+        let (_dir, manager, notifier) = service_manager(Duration::from_millis(50));
+        let (requests, inbox) = mpsc::channel(64);
+        let stopping = CancellationToken::new();
+        let task = tokio::spawn(notify(notifier, Probe::new(requests), stopping.clone()));
+
+        // The actor is stuck: its queue fills, nobody answers. No keep-alive, no READY=1.
+        let silent = received(&manager, Duration::from_millis(800)).await;
+        assert!(silent.is_empty(), "{silent:?}");
+
+        // The actor answers again: READY=1 (no apps have settled at once), then keep-alives.
+        tokio::spawn(answer(inbox));
+        let messages = received(&manager, Duration::from_secs(4)).await;
+        assert!(
+            messages.iter().any(|m| m == "READY=1\nSTATUS=no apps"),
+            "{messages:?}"
+        );
+        let fed = messages.iter().filter(|m| *m == "WATCHDOG=1").count();
+        assert!(fed >= 3, "{messages:?}");
+
+        stopping.cancel();
+        task.await.unwrap();
+        // Keep-alives may still have been in flight; STOPPING=1 comes last, and nothing after it.
+        let last = received(&manager, Duration::from_millis(300)).await;
+        assert_eq!(
+            last.last().map(String::as_str),
+            Some("STOPPING=1\nSTATUS=stopping every app"),
+            "{last:?}"
+        );
+        assert!(
+            last[..last.len() - 1].iter().all(|m| m == "WATCHDOG=1"),
+            "{last:?}"
+        );
     }
 
     #[test]
