@@ -32,9 +32,12 @@ const MAX_CONNECTIONS: usize = 32;
 /// Pause after a failed accept (such as running out of file descriptors).
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 
-/// Binds the HTTP endpoint's address.
-pub async fn bind(address: SocketAddr) -> io::Result<TcpListener> {
-    TcpListener::bind(address).await
+/// Binds the HTTP endpoint's address. Through std with a resolved address, so that tokio's
+/// name-resolution machinery stays out of the binary.
+pub fn bind(address: SocketAddr) -> io::Result<TcpListener> {
+    let listener = std::net::TcpListener::bind(address)?;
+    listener.set_nonblocking(true)?;
+    TcpListener::from_std(listener)
 }
 
 /// Serves requests until `cancel` fires.

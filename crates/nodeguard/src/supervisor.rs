@@ -99,7 +99,6 @@ pub async fn run(
     let http_listener = match config.service.http {
         Some(address) => Some(
             crate::http::bind(address)
-                .await
                 .map_err(|source| SupervisorError::Http { address, source })?,
         ),
         None => None,

@@ -52,6 +52,7 @@ impl Supervisor {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
+            .env("NODEGUARD_LOG", "warn")
             .process_group(0)
             .spawn()
             .expect("run nodeguard");
