@@ -41,6 +41,11 @@ impl Probe {
         }
     }
 
+    /// Whether the supervision loop has finished (it takes no more questions).
+    pub fn closed(&self) -> bool {
+        self.supervisor.is_closed()
+    }
+
     async fn ask(&self, command: Command, deadline: Duration) -> Option<Outcome> {
         let exchange = async {
             let (reply, answer) = oneshot::channel();

@@ -90,8 +90,8 @@ impl Notifier {
 
 /// Tells the service manager how the apps are doing until a stop begins: `READY=1` once the apps
 /// have settled after starting (see [`health::settled`]), `STATUS=` whenever the count of apps by
-/// state changes, `WATCHDOG=1` every half `WATCHDOG_USEC` while the supervision loop answers,
-/// and `STOPPING=1` when the stop begins.
+/// state changes, `WATCHDOG=1` every half `WATCHDOG_USEC` while the supervision loop answers
+/// (until it has finished, so also while apps stop), and `STOPPING=1` when the stop begins.
 pub async fn notify(notifier: Arc<Notifier>, probe: Probe, stopping: CancellationToken) {
     let mut status_poll = tokio::time::interval(STATUS_POLL);
     status_poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -104,13 +104,17 @@ pub async fn notify(notifier: Arc<Notifier>, probe: Probe, stopping: Cancellatio
     let watchdog_deadline = PROBE_DEADLINE.min(watchdog_every / 2);
     let mut ready = false;
     let mut last_summary = String::new();
+    let mut stop_announced = false;
     loop {
         tokio::select! {
-            _ = stopping.cancelled() => {
+            _ = stopping.cancelled(), if !stop_announced => {
+                stop_announced = true;
                 notifier.send("STOPPING=1\nSTATUS=stopping every app");
-                return;
+                if notifier.watchdog_every.is_none() {
+                    return;
+                }
             }
-            _ = status_poll.tick() => {
+            _ = status_poll.tick(), if !stop_announced => {
                 let Some(apps) = probe.statuses(PROBE_DEADLINE).await else { continue };
                 let summary = health::summary(&apps);
                 if !ready && health::settled(&apps) {
@@ -122,9 +126,13 @@ pub async fn notify(notifier: Arc<Notifier>, probe: Probe, stopping: Cancellatio
                 }
                 last_summary = summary;
             }
+            // While apps stop, too: a slow stop is not a hung supervisor.
             _ = watchdog.tick(), if notifier.watchdog_every.is_some() => {
                 if probe.alive(watchdog_deadline).await {
                     notifier.send("WATCHDOG=1");
+                } else if probe.closed() {
+                    // The supervision loop has finished: the process is about to exit.
+                    return;
                 } else {
                     tracing::warn!(
                         "the supervision loop did not answer within {watchdog_deadline:?}; \
@@ -169,7 +177,8 @@ pub fn unit(settings: &UnitSettings) -> String {
     }
     let saved = if settings.saved_apps.is_empty() {
         format!(
-            "# No apps are saved in {} yet: start them, then `nodeguard save`.",
+            "# No apps are saved in {} yet: add them with `nodeguard start` (the daemon saves its\n\
+             # app list on every change).",
             settings.state_file.display()
         )
     } else {
@@ -363,7 +372,7 @@ mod tests {
         assert!(silent.is_empty(), "{silent:?}");
 
         // The actor answers again: READY=1 (no apps have settled at once), then keep-alives.
-        tokio::spawn(answer(inbox));
+        let responder = tokio::spawn(answer(inbox));
         let messages = received(&manager, Duration::from_secs(4)).await;
         assert!(
             messages.iter().any(|m| m == "READY=1\nSTATUS=no apps"),
@@ -372,19 +381,27 @@ mod tests {
         let fed = messages.iter().filter(|m| *m == "WATCHDOG=1").count();
         assert!(fed >= 3, "{messages:?}");
 
+        // STOPPING=1 once; keep-alives go on while the loop answers during the stop.
         stopping.cancel();
-        task.await.unwrap();
-        // Keep-alives may still have been in flight; STOPPING=1 comes last, and nothing after it.
-        let last = received(&manager, Duration::from_millis(300)).await;
+        let stop = received(&manager, Duration::from_millis(500)).await;
+        let announced: Vec<&String> = stop.iter().filter(|m| *m != "WATCHDOG=1").collect();
         assert_eq!(
-            last.last().map(String::as_str),
-            Some("STOPPING=1\nSTATUS=stopping every app"),
-            "{last:?}"
+            announced,
+            ["STOPPING=1\nSTATUS=stopping every app"],
+            "{stop:?}"
         );
-        assert!(
-            last[..last.len() - 1].iter().all(|m| m == "WATCHDOG=1"),
-            "{last:?}"
-        );
+        let fed_after = stop
+            .iter()
+            .skip_while(|m| *m == "WATCHDOG=1")
+            .filter(|m| *m == "WATCHDOG=1")
+            .count();
+        assert!(fed_after >= 2, "{stop:?}");
+        // Once the supervision loop has finished, the notifier ends.
+        responder.abort();
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("the notifier ends with the supervision loop")
+            .unwrap();
     }
 
     #[test]
