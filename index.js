@@ -82,10 +82,14 @@ function nowMs() {
 /**
  * Starts the event-loop delay sampler: an unref'd interval timer that records how late it fires.
  * `onPing` is what the native thread calls on this JS thread for each ping it lets through: it
- * returns the memory usage and the event-loop delay since the previous call (mean, p50, p99 and
- * max, in ms). `stop` stops the sampler.
+ * returns the memory usage, the event-loop delay since the previous call (mean, p50, p99 and
+ * max, in ms), and whether a SIGINT would now make Node print this thread's JS stack (the
+ * supervisor then uses it to show where a hung loop is stuck). `stop` stops the sampler.
  */
 function createPingCallback() {
+  const traceSigint =
+    process.execArgv.includes('--trace-sigint') ||
+    /(^|\s)--trace-sigint(\s|$)/.test(process.env.NODE_OPTIONS || '');
   // Lateness samples since the previous ping, in ms. Past MAX_SAMPLES the oldest are overwritten:
   // the percentiles then cover the most recent ones; mean and max still cover all.
   const samples = new Float64Array(MAX_SAMPLES);
@@ -124,7 +128,9 @@ function createPingCallback() {
     count = 0;
     sum = 0;
     max = 0;
-    return { memory: process.memoryUsage(), loopDelay };
+    // Node turns --trace-sigint off while the app has a SIGINT listener of its own.
+    const stackOnSigint = traceSigint && process.listenerCount('SIGINT') === 0;
+    return { memory: process.memoryUsage(), loopDelay, stackOnSigint };
   };
   return { onPing, stop: () => clearInterval(sampler) };
 }

@@ -77,3 +77,27 @@ test('an unknown field gets a warning naming it, and the app still starts', asyn
   assert.match(warning, /gamma/, `the warning names the app: ${warning}`);
   assertRunning(byName(await d.status()).gamma, 'gamma');
 });
+
+test("PM2's restart-policy fields apply: stop_exit_codes leaves an exit with that code stopped", async (t) => {
+  const d = new h.DaemonHome(t);
+  const port = await h.freePort();
+  const r = await d.ok(['start', config('policy.config.js')], { env: { POLICY_PORT: String(port) } });
+  assert.doesNotMatch(r.stderr, /not applied|warn/i, `policy fields warned: ${r.stderr}`);
+  const described = JSON.parse((await d.ok(['describe', 'pol', '--json'])).stdout)[0].definition;
+  assert.equal(described.autorestart, 'on-failure', 'stop_exit_codes means: restart on other exits only');
+  assert.deepEqual(described.clean_exit_codes, [3]);
+  assert.equal(described.min_uptime_ms, 2000);
+  assert.equal(described.restart_delay_ms, 50);
+  assert.equal(described.backoff_base_ms, 200);
+
+  const pid = byName(await d.status()).pol.pid;
+  assert.equal((await h.get(port, '/crash')).body, 'crashing\n');
+  const row = byName(
+    await d.waitForStatus((apps) => (byName(apps).pol?.state === 'stopped' ? apps : false), {
+      what: 'pol to rest as stopped after exiting with code 3',
+    }),
+  ).pol;
+  assert.equal(row.restarts, 0);
+  assert.match(row.last_exit, /exit code 3/);
+  await h.waitGone([pid], { what: 'the exited app' });
+});

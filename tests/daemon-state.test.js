@@ -182,6 +182,14 @@ test('describe: config echoed, counters, and started/exited/hung events with ord
   assert.match(exited.message, DURATION, `exited message gives the uptime: ${exited.message}`);
   assert.match(exited.message, /restarted at once|restart in .*\(backoff\)/, `exited message says how it restarts: ${exited.message}`);
   assert.match(story[3].message, /event loop silent for \d/, `hung message: ${story[3].message}`);
+  assert.match(story[3].message, /a ping waited \S+ for the JS thread/, `hung message gives the evidence: ${story[3].message}`);
+  // Forensics: where the loop was stuck, in describe and in the app's error log.
+  const stack = events.find((e) => e.kind === 'stack');
+  assert.ok(stack, `no stack event: ${JSON.stringify(events, null, 1)}`);
+  assert.match(stack.message, /^hung \S+ in blockForever \(server\.js:\d+:\d+\) < /, `stack event: ${stack.message}`);
+  assert.ok(Date.parse(stack.at) >= Date.parse(story[3].at), 'the stack event follows the hung event');
+  const errLog = fs.readFileSync(path.join(d.home, 'logs', 'web-err.log'), 'utf8');
+  assert.ok(errLog.includes(`[nodeguard] ${stack.message}\n`), `web-err.log lacks the stack line:\n${errLog}`);
 
   // The text form shows the config, the counters and every event.
   const text = (await d.ok(['describe', 'web'])).stdout;

@@ -4,6 +4,8 @@
 
 const test = require('node:test');
 const assert = require('node:assert/strict');
+const fs = require('node:fs');
+const path = require('node:path');
 const h = require('./helpers');
 
 const FAST_HEARTBEAT = ['--heartbeat-interval', '200ms', '--heartbeat-timeout', '200ms'];
@@ -11,7 +13,8 @@ const FAST_HEARTBEAT = ['--heartbeat-interval', '200ms', '--heartbeat-timeout', 
 test('a crash loop reaches errored once it exceeds its restart budget, and says why', async (t) => {
   const sup = h.startSupervisor(t, {
     scripts: ['crashloop.js'],
-    flags: [...FAST_HEARTBEAT, '--max-restarts', '3', '--restart-window', '1m'],
+    // --keep-alive: stay up for status once the only app is errored (the default is to exit).
+    flags: [...FAST_HEARTBEAT, '--max-restarts', '3', '--restart-window', '1m', '--keep-alive'],
   });
   const row = (
     await sup.waitForStatus((apps) => (apps[0].state === 'errored' ? apps : false), {
@@ -31,7 +34,7 @@ test('a crash loop reaches errored once it exceeds its restart budget, and says 
 test('autorestart on-failure leaves a clean exit stopped and restarts a failing one', async (t) => {
   const sup = h.startSupervisor(t, {
     scripts: ['crashloop.js'],
-    flags: [...FAST_HEARTBEAT, '--autorestart', 'on-failure'],
+    flags: [...FAST_HEARTBEAT, '--autorestart', 'on-failure', '--keep-alive'],
     env: { EXIT_CODE: '0' },
   });
   const row = (
@@ -41,6 +44,59 @@ test('autorestart on-failure leaves a clean exit stopped and restarts a failing 
   )[0];
   assert.equal(row.restarts, 0);
   assert.match(row.last_exit, /exit code 0/);
+});
+
+test('--clean-exit-codes: under on-failure, an exit with a listed code is a clean stop', async (t) => {
+  const sup = h.startSupervisor(t, {
+    scripts: ['crashloop.js'],
+    flags: [...FAST_HEARTBEAT, '--autorestart', 'on-failure', '--clean-exit-codes', '0,3', '--keep-alive'],
+    env: { EXIT_CODE: '3' },
+  });
+  const row = (
+    await sup.waitForStatus((apps) => (apps[0].state === 'stopped' ? apps : false), {
+      what: 'the app exiting with listed code 3 to rest as stopped',
+    })
+  )[0];
+  assert.equal(row.restarts, 0);
+  assert.match(row.last_exit, /exit code 3/);
+});
+
+test('once every app has finished, foreground mode exits: 0 if all ended cleanly, 3 if one failed', async (t) => {
+  await t.test('clean', async (t) => {
+    const sup = h.startSupervisor(t, {
+      scripts: ['crashloop.js', 'crashloop.js'],
+      flags: [...FAST_HEARTBEAT, '--autorestart', 'on-failure'],
+      env: { EXIT_CODE: '0' },
+    });
+    const exit = await sup.waitExit({ what: 'nodeguard to exit once both apps finished' });
+    assert.equal(exit.code, 0);
+    assert.equal(sup.appLines('crashloop').length + sup.appLines('crashloop-1').length, 2, 'each app ran once');
+  });
+  await t.test('one given up on', async (t) => {
+    const sup = h.startSupervisor(t, {
+      scripts: ['crashloop.js', 'crashloop.js'],
+      flags: [...FAST_HEARTBEAT, '--max-restarts', '1', '--autorestart', 'on-failure', '--clean-exit-codes', '0'],
+      env: { EXIT_CODE: '3' },
+    });
+    const exit = await sup.waitExit({ what: 'nodeguard to exit once both apps are errored' });
+    assert.equal(exit.code, 3, 'an errored app makes the exit code 3');
+  });
+  await t.test('an app still running keeps it up', async (t) => {
+    const sup = h.startSupervisor(t, { scripts: ['idle.js', 'crashloop.js'], flags: [...FAST_HEARTBEAT, '--autorestart', 'never'], env: { EXIT_CODE: '0' } });
+    await sup.waitForStatus((apps) => (apps.find((a) => a.name === 'crashloop')?.state === 'stopped' ? apps : false), {
+      what: 'crashloop to finish while idle runs',
+    });
+    assert.equal(sup.exit, null, 'nodeguard exited while an app was still running');
+    process.kill(sup.pid, 'SIGTERM');
+    assert.equal((await sup.waitExit()).code, 0);
+  });
+});
+
+test('a bad --clean-exit-codes is refused in one line', async () => {
+  const r = await h.run(['--clean-exit-codes', '0,300', '-m', path.join(h.FIXTURES, 'idle.js')]);
+  assert.equal(r.code, 2, `exit ${r.code}: ${r.stderr}`);
+  assert.match(r.stderr, /300 is not an exit code/);
+  assert.equal(r.stderr.trim().split('\n').length, 1, `more than one line: ${r.stderr}`);
 });
 
 test('the memory guard restarts an app whose RSS passes --max-memory, at a heartbeat', async (t) => {
@@ -69,6 +125,65 @@ test('stopping an app ends its children and grandchildren too (its process group
   await h.waitGone(pids, { what: 'the app, its child and its grandchild to end' });
   const exit = await sup.waitExit();
   assert.equal(exit.code, 0);
+});
+
+/** ppid from /proc/<pid>/stat. */
+function parentOf(pid) {
+  const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+  return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+}
+
+test('a grandchild that left the process group is adopted, counted in tree memory, and ended with its app', async (t) => {
+  const sup = h.startSupervisor(t, { scripts: ['escape.js'], flags: FAST_HEARTBEAT });
+  const m = await sup.waitForLine('escape', /escape app=(\d+) child=(\d+) grandchild=(\d+)/);
+  const [app, child, grandchild] = [Number(m[1]), Number(m[2]), Number(m[3])];
+  t.after(() => {
+    try {
+      process.kill(grandchild, 'SIGKILL');
+    } catch {
+      // gone, as it should be
+    }
+  });
+  await h.waitGone([child], { what: 'the intermediate child to exit' });
+  // Its parent gone, the grandchild was re-parented to the supervisor (a child subreaper), not init.
+  assert.equal(parentOf(grandchild), sup.pid, 'the orphaned grandchild was not adopted by the supervisor');
+  // status counts it: two processes, and its ~60 MB on top of the app's own RSS.
+  const row = (
+    await sup.waitForStatus((apps) => (apps[0].processes === 2 && apps[0].tree_rss !== null ? apps : false), {
+      what: 'status to count the escaped grandchild in the app tree',
+    })
+  )[0];
+  assert.equal(row.pid, app);
+  assert.ok(row.tree_rss >= row.memory.rss + 50e6, `tree_rss ${row.tree_rss} should include the grandchild's 60 MB (app rss ${row.memory.rss})`);
+  process.kill(sup.pid, 'SIGTERM');
+  // SIGTERM to the app's group missed the grandchild; the supervisor ends it.
+  await h.waitGone([app, grandchild], { what: 'the app and its escaped grandchild to end' });
+  const exit = await sup.waitExit();
+  assert.equal(exit.code, 0);
+});
+
+test('the memory guard counts the whole tree: a child over the limit restarts the app', async (t) => {
+  const sup = h.startSupervisor(t, { scripts: ['escape.js'], flags: [...FAST_HEARTBEAT, '--max-memory', '100M'], env: { ESCAPE_MB: '120' } });
+  const m = await sup.waitForLine('escape', /escape app=(\d+) child=(\d+) grandchild=(\d+)/);
+  const [app, grandchild] = [Number(m[1]), Number(m[3])];
+  t.after(() => {
+    try {
+      process.kill(grandchild, 'SIGKILL');
+    } catch {
+      // gone, as it should be
+    }
+  });
+  const row = (
+    await sup.waitForStatus((apps) => (apps[0].restarts >= 1 ? apps : false), {
+      what: 'the memory guard to restart the app for its grandchild\'s memory',
+    })
+  )[0];
+  assert.match(row.last_exit ?? '', /memory .* over the limit of 100\.0M/);
+  assert.equal(row.hangs, 0);
+  // The app's own process is far below 100 MB: only the tree is over.
+  await h.waitGone([app, grandchild], { what: 'the old app and its grandchild to end' });
+  // The grandchild, adopted by the supervisor, is also collected by it: no zombie is left behind.
+  await sup.waitFor(() => h.procState(grandchild) === null, { what: `the supervisor to reap the adopted grandchild ${grandchild}` });
 });
 
 test('a supervisor stopped for 3 s (SIGSTOP, then SIGCONT) declares no healthy app hung', async (t) => {

@@ -11,11 +11,14 @@ use nodeguard_proto::worker::{LoopDelay, MemoryUsage};
 use crate::agent::{self, Ended, PendingPing, PingSink};
 use crate::{js_bytes, js_millis, EXIT_SUPERVISOR_GONE};
 
-/// What the JS ping callback returns: `{ memory: process.memoryUsage(), loopDelay: {...} }`.
+/// What the JS ping callback returns:
+/// `{ memory: process.memoryUsage(), loopDelay: {...}, stackOnSigint: boolean }`.
 #[napi(object)]
 pub struct PingReport {
     pub memory: JsMemoryUsage,
     pub loop_delay: JsLoopDelay,
+    /// Node would print the JS stack on SIGINT (`--trace-sigint` on, no SIGINT listener).
+    pub stack_on_sigint: Option<bool>,
 }
 
 /// The fields of `process.memoryUsage()`, in bytes.
@@ -77,7 +80,11 @@ impl PingSink for JsSink {
             move |report, _env| {
                 if let Ok(report) = report {
                     // A failed write marks the link broken; the supervisor then sees misses.
-                    let _ = ping.answer(report.memory.into(), report.loop_delay.into());
+                    let _ = ping.answer(
+                        report.memory.into(),
+                        report.loop_delay.into(),
+                        report.stack_on_sigint.unwrap_or(false),
+                    );
                 }
                 // Returning Ok swallows a JS exception from the callback on purpose (no pong, a
                 // miss, no crash): see the crate docs.

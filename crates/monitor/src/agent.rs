@@ -1,5 +1,5 @@
 //! The monitor's side of the worker socket in plain Rust: the handshake, the reader loop that hands
-//! pings to JS with at most one in flight, and writing pongs.
+//! pings to JS with at most one in flight, writing pongs, and answering probes.
 //!
 //! No Node-API in here, so it is unit-tested with `cargo test` against a socket in a temp dir; the
 //! `#[napi]` shims in `lib.rs` plug a threadsafe function in as the [`PingSink`].
@@ -10,9 +10,14 @@
 //! serialised by a mutex). Dropping a `PendingPing`, answered or not, clears the in-flight flag, so
 //! no path (JS threw, the call could not be queued, the environment is shutting down) can leave the
 //! monitor deaf to later pings.
+//!
+//! Probes are the exception to "answered from JS": the reader thread answers them itself, at once,
+//! saying which ping (if any) is waiting for the JS thread and since when. That is the monitor's own
+//! view of a silence: a ping stuck in JS means a blocked loop; no ping waiting means the pings never
+//! arrived (the supervisor, not the app, was stalled).
 
 use std::io::{self, Read, Write};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -80,6 +85,10 @@ struct Link {
     write_lock: Mutex<()>,
     /// A ping has been handed to JS and not yet answered or dropped.
     in_flight: AtomicBool,
+    /// The ping handed to JS and when the reader received it; `None` once answered or dropped.
+    queued: Mutex<Option<(u64, Instant)>>,
+    /// The latest ping received (0: none yet).
+    last_ping_seq: AtomicU64,
     /// A write failed or timed out, possibly mid-frame: never write again on this stream.
     broken: AtomicBool,
 }
@@ -133,12 +142,19 @@ impl PendingPing {
 
     /// Writes the pong. Call it on the JS thread, after JS ran: that is what the pong certifies.
     /// `queued_ms` is the time since the reader thread received the ping.
-    pub fn answer(mut self, memory: MemoryUsage, loop_delay: LoopDelay) -> io::Result<()> {
+    /// `stack_on_sigint` says whether Node would print the JS stack on SIGINT right now.
+    pub fn answer(
+        mut self,
+        memory: MemoryUsage,
+        loop_delay: LoopDelay,
+        stack_on_sigint: bool,
+    ) -> io::Result<()> {
         let pong = WorkerMessage::Pong {
             seq: self.seq,
             memory,
             loop_delay,
             queued_ms: self.received.elapsed().as_secs_f64() * 1000.0,
+            stack_on_sigint,
         };
         // Free the slot *before* writing: the supervisor may send its next ping the instant it
         // reads this pong, and that ping must not find the slot still taken (it would be dropped
@@ -151,6 +167,11 @@ impl PendingPing {
     fn release(&mut self) {
         if !self.released {
             self.released = true;
+            *self
+                .link
+                .queued
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = None;
             self.link.in_flight.store(false, Ordering::Release);
         }
     }
@@ -225,7 +246,7 @@ pub fn connect(
                 Ok(SupervisorMessage::Refused { reason }) => {
                     return Err(ConnectError::Refused { reason });
                 }
-                Ok(SupervisorMessage::Ping { .. }) | Err(_) => {}
+                Ok(SupervisorMessage::Ping { .. } | SupervisorMessage::Probe { .. }) | Err(_) => {}
             }
         }
         let remaining = deadline.saturating_duration_since(Instant::now());
@@ -260,6 +281,8 @@ pub fn connect(
             stream,
             write_lock: Mutex::new(()),
             in_flight: AtomicBool::new(false),
+            queued: Mutex::new(None),
+            last_ping_seq: AtomicU64::new(0),
             broken: AtomicBool::new(false),
         }),
         decoder,
@@ -288,8 +311,10 @@ impl Connection {
                 };
                 // A message that does not decode is skipped, not fatal: framing is intact, and a
                 // newer supervisor may send messages this monitor does not know yet.
-                if let Ok(SupervisorMessage::Ping { seq }) = decode_payload(&payload) {
-                    self.on_ping(seq, sink);
+                match decode_payload(&payload) {
+                    Ok(SupervisorMessage::Ping { seq }) => self.on_ping(seq, sink),
+                    Ok(SupervisorMessage::Probe { seq }) => self.on_probe(seq),
+                    _ => {}
                 }
             }
             match (&self.link.stream).read(&mut buffer) {
@@ -302,15 +327,43 @@ impl Connection {
     }
 
     fn on_ping(&self, seq: u64, sink: &mut impl PingSink) {
+        self.link.last_ping_seq.store(seq, Ordering::Release);
         if self.link.in_flight.swap(true, Ordering::AcqRel) {
             return;
         }
+        let received = Instant::now();
+        *self
+            .link
+            .queued
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some((seq, received));
         sink.deliver(PendingPing {
             seq,
-            received: Instant::now(),
+            received,
             link: Arc::clone(&self.link),
             released: false,
         });
+    }
+
+    /// Answers a probe from this thread: which ping waits for JS, and for how long. A failed write
+    /// is left to the supervisor's probe timeout.
+    fn on_probe(&self, seq: u64) {
+        let queued = *self
+            .link
+            .queued
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let last_ping_seq = match self.link.last_ping_seq.load(Ordering::Acquire) {
+            0 => None,
+            seq => Some(seq),
+        };
+        let reply = WorkerMessage::ProbeReply {
+            seq,
+            queued_seq: queued.map(|(seq, _)| seq),
+            queued_ms: queued.map(|(_, at)| at.elapsed().as_secs_f64() * 1000.0),
+            last_ping_seq,
+        };
+        let _ = self.link.send(&reply);
     }
 }
 
@@ -547,12 +600,67 @@ mod tests {
             rss: 7,
             ..MemoryUsage::default()
         };
-        first.answer(memory, LoopDelay::default()).unwrap();
+        first.answer(memory, LoopDelay::default(), false).unwrap();
         let fourth = ping_rx.recv_timeout(Duration::from_secs(10)).unwrap();
         assert_eq!(fourth.seq(), 4);
-        fourth.answer(memory, LoopDelay::default()).unwrap();
+        fourth.answer(memory, LoopDelay::default(), false).unwrap();
 
         assert!(matches!(reader.join().unwrap(), Ended::Eof));
+        server.join().unwrap();
+    }
+
+    #[test]
+    fn probes_are_answered_by_the_reader_with_the_ping_stuck_in_js() {
+        let dir = TempDir::new("probe");
+        let server = supervisor(&dir, move |mut peer| {
+            peer.receive();
+            peer.send(&SupervisorMessage::Welcome {
+                version: PROTOCOL_VERSION,
+            });
+            // Before any ping: nothing queued, nothing received.
+            peer.send(&SupervisorMessage::Probe { seq: 1 });
+            match peer.receive() {
+                WorkerMessage::ProbeReply {
+                    seq,
+                    queued_seq,
+                    queued_ms,
+                    last_ping_seq,
+                } => {
+                    assert_eq!(seq, 1);
+                    assert_eq!(queued_seq, None);
+                    assert_eq!(queued_ms, None);
+                    assert_eq!(last_ping_seq, None);
+                }
+                other => panic!("expected a probe reply, got {other:?}"),
+            }
+            // Ping 5 is handed to "JS", which never answers; ping 6 is coalesced.
+            peer.send(&SupervisorMessage::Ping { seq: 5 });
+            peer.send(&SupervisorMessage::Ping { seq: 6 });
+            thread::sleep(Duration::from_millis(30));
+            peer.send(&SupervisorMessage::Probe { seq: 2 });
+            match peer.receive() {
+                WorkerMessage::ProbeReply {
+                    seq,
+                    queued_seq,
+                    queued_ms,
+                    last_ping_seq,
+                } => {
+                    assert_eq!(seq, 2);
+                    assert_eq!(queued_seq, Some(5));
+                    assert!(queued_ms.is_some_and(|ms| ms >= 20.0), "{queued_ms:?}");
+                    assert_eq!(last_ping_seq, Some(6));
+                }
+                other => panic!("expected a probe reply, got {other:?}"),
+            }
+        });
+        let connection = connect_to(&dir).unwrap();
+        let (ping_tx, ping_rx) = mpsc::channel();
+        let reader = thread::spawn(move || connection.run(&mut ChannelSink(ping_tx)));
+        // Hold the ping unanswered, like a blocked event loop, until the connection ends.
+        let held = ping_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert_eq!(held.seq(), 5);
+        assert!(matches!(reader.join().unwrap(), Ended::Eof));
+        drop(held);
         server.join().unwrap();
     }
 
@@ -579,7 +687,7 @@ mod tests {
         let (ping_tx, ping_rx) = mpsc::channel::<PendingPing>();
         let answerer = thread::spawn(move || {
             for ping in ping_rx {
-                ping.answer(MemoryUsage::default(), LoopDelay::default())
+                ping.answer(MemoryUsage::default(), LoopDelay::default(), false)
                     .unwrap();
             }
         });
@@ -613,7 +721,7 @@ mod tests {
         impl PingSink for Flaky {
             fn deliver(&mut self, ping: PendingPing) {
                 if ping.seq() != 1 {
-                    ping.answer(MemoryUsage::default(), LoopDelay::default())
+                    ping.answer(MemoryUsage::default(), LoopDelay::default(), false)
                         .unwrap();
                 }
             }
@@ -650,7 +758,7 @@ mod tests {
         struct Answer;
         impl PingSink for Answer {
             fn deliver(&mut self, ping: PendingPing) {
-                ping.answer(MemoryUsage::default(), LoopDelay::default())
+                ping.answer(MemoryUsage::default(), LoopDelay::default(), false)
                     .unwrap();
             }
         }

@@ -11,7 +11,7 @@ use crate::config_file::{self, AppConfig, AppDefaults, ConfigFileError};
 use nodeguard_proto::control::AppDefinition;
 
 use crate::duration::parse_duration;
-use crate::machine::{Autorestart, RestartPolicy, Timing, DEFAULT_MAX_RESTARTS};
+use crate::machine::{Autorestart, ExitCodes, RestartPolicy, Timing, DEFAULT_MAX_RESTARTS};
 
 const AFTER_HELP: &str = "\
 Hang detection: every app is started with nodeguard's monitor preloaded (node --require), which
@@ -52,7 +52,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Verb {
     /// Start an app in the background daemon (starting the daemon if needed); returns once it runs.
-    Start(StartArgs),
+    Start(Box<StartArgs>),
     /// Stop apps (they stay listed); returns once they have exited. TARGET: a name, an id, or all.
     Stop { target: String },
     /// Restart apps, or start stopped ones; returns once the new processes run.
@@ -220,9 +220,25 @@ pub struct AppOptions {
     #[arg(long)]
     pub log_timestamps: bool,
 
-    /// Which exits restart the app: always, on-failure (any but exit code 0), never.
+    /// Which exits restart the app: always, on-failure (any but a clean exit code), never.
     #[arg(long, value_name = "MODE", default_value = "always", value_parser = Autorestart::parse)]
     pub autorestart: Autorestart,
+
+    /// Exit codes that count as a clean stop under --autorestart on-failure (e.g. 0,3).
+    #[arg(long, value_name = "CODES", default_value = "0", value_parser = ExitCodes::parse)]
+    pub clean_exit_codes: ExitCodes,
+
+    /// A run at least this long counts as stable: the backoff resets.
+    #[arg(long, value_name = "DUR", default_value = "1s", value_parser = parse_duration)]
+    pub min_uptime: Duration,
+
+    /// Delay before every restart (quick crashes wait at least the backoff).
+    #[arg(long, value_name = "DUR", default_value = "0s", value_parser = parse_duration)]
+    pub restart_delay: Duration,
+
+    /// First delay after a quick crash, doubling with each further one up to 10 s.
+    #[arg(long, value_name = "DUR", default_value = "100ms", value_parser = parse_duration)]
+    pub backoff_base: Duration,
 
     /// More restarts than this within --restart-window mark the app errored (0: no limit).
     #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_RESTARTS)]
@@ -259,6 +275,10 @@ impl AppOptions {
             kill_timeout: self.kill_timeout,
             policy: RestartPolicy {
                 autorestart: self.autorestart,
+                clean_exit_codes: self.clean_exit_codes,
+                min_uptime: self.min_uptime,
+                restart_delay: self.restart_delay,
+                backoff_base: self.backoff_base,
                 max_restarts: self.max_restarts,
                 restart_window: self.restart_window,
                 max_memory: self.max_memory,
@@ -337,8 +357,23 @@ impl StartArgs {
                 definition.out_file = path_text(&app.out_file);
                 definition.error_file = path_text(&app.error_file);
                 definition.log_timestamps = app.log_timestamps || self.app.log_timestamps;
+                if let Some(codes) = &app.stop_exit_codes {
+                    // PM2's stop_exit_codes: those exits do not restart the app.
+                    definition.clean_exit_codes = Some(codes.codes());
+                    definition.autorestart = Some(Autorestart::OnFailure.as_str().to_string());
+                }
                 if !app.autorestart {
                     definition.autorestart = Some(Autorestart::Never.as_str().to_string());
+                }
+                let millis = |d: Duration| d.as_millis() as u64;
+                if let Some(min_uptime) = app.min_uptime {
+                    definition.min_uptime_ms = Some(millis(min_uptime));
+                }
+                if let Some(restart_delay) = app.restart_delay {
+                    definition.restart_delay_ms = Some(millis(restart_delay));
+                }
+                if let Some(backoff_base) = app.exp_backoff_restart_delay {
+                    definition.backoff_base_ms = Some(millis(backoff_base));
                 }
                 if let Some(max_restarts) = app.max_restarts {
                     definition.max_restarts = Some(max_restarts);
@@ -399,6 +434,10 @@ fn definition(
         max_restarts: Some(timing.policy.max_restarts),
         restart_window_ms: Some(millis(timing.policy.restart_window)),
         max_memory: timing.policy.max_memory,
+        clean_exit_codes: Some(timing.policy.clean_exit_codes.codes()),
+        min_uptime_ms: Some(millis(timing.policy.min_uptime)),
+        restart_delay_ms: Some(millis(timing.policy.restart_delay)),
+        backoff_base_ms: Some(millis(timing.policy.backoff_base)),
         heartbeat_interval_ms: millis(timing.heartbeat_interval),
         heartbeat_timeout_ms: millis(timing.heartbeat_timeout),
         heartbeat_misses: timing.heartbeat_misses,
@@ -416,12 +455,6 @@ fn unapplied_fields(file: &Path, app: &AppConfig) -> Vec<String> {
             unapplied.push(field.to_string());
         }
     };
-    note("min_uptime", app.min_uptime.is_some());
-    note("restart_delay", app.restart_delay.is_some());
-    note(
-        "exp_backoff_restart_delay",
-        app.exp_backoff_restart_delay.is_some(),
-    );
     note("wait_ready", app.wait_ready);
     note("listen_timeout", app.listen_timeout.is_some());
     unapplied
@@ -461,6 +494,11 @@ pub struct RunArgs {
     /// Also write each app's output to <home>/logs/<app>-out.log and -err.log (rotated at 10 MiB).
     #[arg(long)]
     pub log_files: bool,
+
+    /// Keep running once every app has finished or been given up on (default: exit, with 0 if
+    /// every app ended cleanly and 1 otherwise).
+    #[arg(long)]
+    pub keep_alive: bool,
 
     /// Serve /healthz, /readyz and /metrics over HTTP on this address (e.g. 127.0.0.1:9615).
     #[arg(long, value_name = "ADDR", value_parser = parse_http_address)]
@@ -530,6 +568,7 @@ impl RunArgs {
             terminal_output: true,
             log_files: self.log_files,
             persist: false,
+            exit_when_done: !self.keep_alive,
             service: config::ServiceOptions {
                 http: self.http,
                 ..Default::default()

@@ -7,7 +7,8 @@ use std::time::Duration;
 use nodeguard_proto::control::AppDefinition;
 
 use crate::machine::{
-    Autorestart, RestartPolicy, Timing, DEFAULT_MAX_RESTARTS, DEFAULT_RESTART_WINDOW,
+    Autorestart, ExitCodes, RestartPolicy, Timing, BACKOFF_BASE, DEFAULT_MAX_RESTARTS,
+    DEFAULT_RESTART_WINDOW, STABLE_UPTIME,
 };
 
 /// Default time between heartbeats.
@@ -61,6 +62,10 @@ impl AppSpec {
             max_restarts: Some(self.timing.policy.max_restarts),
             restart_window_ms: Some(millis(self.timing.policy.restart_window)),
             max_memory: self.timing.policy.max_memory,
+            clean_exit_codes: Some(self.timing.policy.clean_exit_codes.codes()),
+            min_uptime_ms: Some(millis(self.timing.policy.min_uptime)),
+            restart_delay_ms: Some(millis(self.timing.policy.restart_delay)),
+            backoff_base_ms: Some(millis(self.timing.policy.backoff_base)),
             heartbeat_interval_ms: millis(self.timing.heartbeat_interval),
             heartbeat_timeout_ms: millis(self.timing.heartbeat_timeout),
             heartbeat_misses: self.timing.heartbeat_misses,
@@ -92,6 +97,14 @@ impl AppSpec {
                     .restart_window_ms
                     .map_or(DEFAULT_RESTART_WINDOW, ms),
                 max_memory: definition.max_memory,
+                clean_exit_codes: match definition.clean_exit_codes {
+                    Some(codes) => ExitCodes::from_codes(codes.into_iter().map(i64::from))
+                        .map_err(ConfigError::Policy)?,
+                    None => ExitCodes::default(),
+                },
+                min_uptime: definition.min_uptime_ms.map_or(STABLE_UPTIME, ms),
+                restart_delay: definition.restart_delay_ms.map_or(Duration::ZERO, ms),
+                backoff_base: definition.backoff_base_ms.map_or(BACKOFF_BASE, ms),
             },
         };
         validate_timing(&timing)?;
@@ -126,6 +139,9 @@ pub struct SupervisorConfig {
     pub log_files: bool,
     /// Keep the app list in `<home>/dump.json` (the daemon does; foreground mode does not).
     pub persist: bool,
+    /// End once every app has come to rest on its own (foreground mode, so a container exits
+    /// when its apps are done or given up on); the daemon keeps running.
+    pub exit_when_done: bool,
     /// HTTP endpoints, systemd notifications, resurrect at start.
     pub service: ServiceOptions,
 }

@@ -21,7 +21,7 @@ use serde_json::{Map, Value};
 use crate::config::AppSpec;
 use crate::duration::parse_duration;
 use crate::exit::human;
-use crate::machine::Timing;
+use crate::machine::{ExitCodes, Timing};
 
 /// The longest a JS config file may take to evaluate before it is killed.
 pub const EVAL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -87,6 +87,8 @@ pub struct AppConfig {
     pub min_uptime: Option<Duration>,
     pub restart_delay: Option<Duration>,
     pub exp_backoff_restart_delay: Option<Duration>,
+    /// PM2's `stop_exit_codes`: exits with these codes do not restart the app.
+    pub stop_exit_codes: Option<ExitCodes>,
     pub wait_ready: bool,
     pub listen_timeout: Option<Duration>,
     pub out_file: Option<PathBuf>,
@@ -567,7 +569,6 @@ const NOT_SUPPORTED: &[(&str, &str)] = &[
     ("append_env_to_name", ""),
     ("treekill", ""),
     ("shutdown_with_message", ""),
-    ("stop_exit_codes", ""),
     ("kill_retry_time", ""),
     ("port", ""),
     ("automation", ""),
@@ -593,6 +594,7 @@ const SUPPORTED: &[&str] = &[
     "min_uptime",
     "restart_delay",
     "exp_backoff_restart_delay",
+    "stop_exit_codes",
     "wait_ready",
     "listen_timeout",
     "out_file",
@@ -756,6 +758,7 @@ impl Checker<'_> {
         let restart_delay = self.duration_field(&mut fields, "restart_delay");
         let exp_backoff_restart_delay =
             self.duration_field(&mut fields, "exp_backoff_restart_delay");
+        let stop_exit_codes = self.exit_codes_field(&mut fields, "stop_exit_codes");
         let wait_ready = self.bool_field(&mut fields, "wait_ready").unwrap_or(false);
         let listen_timeout = self.duration_field(&mut fields, "listen_timeout");
         let out_file = fields
@@ -789,6 +792,7 @@ impl Checker<'_> {
                 min_uptime,
                 restart_delay,
                 exp_backoff_restart_delay,
+                stop_exit_codes,
                 wait_ready,
                 listen_timeout,
                 out_file,
@@ -1012,6 +1016,34 @@ impl Checker<'_> {
             );
         }
         count
+    }
+
+    /// An exit code, or an array of them (PM2 accepts both).
+    fn exit_codes_field(
+        &mut self,
+        fields: &mut Map<String, Value>,
+        field: &str,
+    ) -> Option<ExitCodes> {
+        let value = fields.remove(field)?;
+        let items = match &value {
+            Value::Array(items) => items.iter().collect(),
+            single => vec![single],
+        };
+        let codes: Option<Vec<i64>> = items.iter().map(|item| item.as_i64()).collect();
+        let parsed = match codes {
+            Some(codes) => ExitCodes::from_codes(codes),
+            None => Err(format!(
+                "expected an exit code or an array of them, got {}",
+                show(&value)
+            )),
+        };
+        match parsed {
+            Ok(codes) => Some(codes),
+            Err(message) => {
+                self.problem(field, message);
+                None
+            }
+        }
     }
 
     fn bool_field(&mut self, fields: &mut Map<String, Value>, field: &str) -> Option<bool> {

@@ -133,6 +133,8 @@ mod tests {
             uptime_ms: None,
             monitored: true,
             memory: None,
+            tree_rss: None,
+            processes: None,
             loop_delay_ms: None,
             loop_delay: None,
             last_pong_ms: None,

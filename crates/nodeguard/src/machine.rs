@@ -6,6 +6,13 @@
 //! the event loop is stuck. A miss only counts on the supervisor's own monotonic clock and only
 //! when the timer that noticed it fired on time: if the supervisor was stopped or starved (SIGSTOP,
 //! an overloaded host), the late check is voided instead of blaming a healthy worker.
+//!
+//! Before a hang is declared, the monitor's native thread is probed: it answers at once, even
+//! while JS is blocked, and says whether a ping is stuck waiting for the JS thread. Only a ping
+//! stuck for at least a heartbeat timeout, or no answer at all (the process is frozen), confirms
+//! the hang; a monitor with no ping waiting proves the silence was not the app's. A confirmed hang
+//! whose process would print its JS stack on SIGINT (`--trace-sigint`) gets a SIGINT first, and
+//! SIGKILL after [`STACK_TIMEOUT`] at the latest.
 
 use std::time::Duration;
 
@@ -13,14 +20,21 @@ use tokio::time::Instant;
 
 use crate::exit::ExitKind;
 
-/// An uptime at least this long means the process was healthy: its next restart is immediate.
+/// Default `min_uptime`: an uptime at least this long means the process was healthy, and its next
+/// restart is immediate (after `restart_delay`, if set).
 pub const STABLE_UPTIME: Duration = Duration::from_secs(1);
-/// First delay after a quick crash; it doubles with every further quick crash.
+/// Default first delay after a quick crash; it doubles with every further quick crash.
 pub const BACKOFF_BASE: Duration = Duration::from_millis(100);
 /// The longest delay between restarts of a crash-looping app.
 pub const BACKOFF_MAX: Duration = Duration::from_secs(10);
 /// A heartbeat check that runs at least this late (or half the timeout, if larger) is voided.
 pub const LATE_TOLERANCE_FLOOR: Duration = Duration::from_millis(50);
+
+/// Longest wait for a hung process to print its JS stack after SIGINT before SIGKILL.
+pub const STACK_TIMEOUT: Duration = Duration::from_millis(250);
+/// Longest wait for the monitor's native thread to answer a probe (or the heartbeat timeout, if
+/// shorter). It answers within microseconds unless the whole process is frozen.
+pub const PROBE_TIMEOUT_MAX: Duration = Duration::from_millis(500);
 
 /// Default restart budget: more restarts than this within [`DEFAULT_RESTART_WINDOW`] mark the
 /// app errored.
@@ -33,7 +47,7 @@ pub const DEFAULT_RESTART_WINDOW: Duration = Duration::from_secs(60);
 pub enum Autorestart {
     /// Every exit nobody asked for.
     Always,
-    /// Every exit but a clean one (exit code 0).
+    /// Every exit but a clean one (an exit code in the policy's clean codes, by default 0).
     OnFailure,
     /// None: an exited app stays stopped.
     Never,
@@ -61,10 +75,64 @@ impl Autorestart {
     }
 }
 
-/// When to restart, when to give up, and the memory limit.
+/// A set of exit codes, 0 to 255.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExitCodes([u64; 4]);
+
+impl Default for ExitCodes {
+    /// Just 0.
+    fn default() -> Self {
+        Self([1, 0, 0, 0])
+    }
+}
+
+impl ExitCodes {
+    pub fn contains(self, code: i32) -> bool {
+        u8::try_from(code).is_ok_and(|code| self.0[usize::from(code / 64)] >> (code % 64) & 1 == 1)
+    }
+
+    /// The set of `codes`; an error names the first one out of 0–255.
+    pub fn from_codes(codes: impl IntoIterator<Item = i64>) -> Result<Self, String> {
+        let mut set = [0u64; 4];
+        for code in codes {
+            let code = u8::try_from(code)
+                .map_err(|_| format!("{code} is not an exit code (they run from 0 to 255)"))?;
+            set[usize::from(code / 64)] |= 1 << (code % 64);
+        }
+        Ok(Self(set))
+    }
+
+    /// From a comma-separated list such as `0,3,143`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let codes = text
+            .split(',')
+            .map(|part| {
+                part.trim()
+                    .parse::<i64>()
+                    .map_err(|_| format!("'{text}' is not a list of exit codes (write e.g. 0,3)"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Self::from_codes(codes)
+    }
+
+    pub fn codes(self) -> Vec<i32> {
+        (0..=255).filter(|&code| self.contains(code)).collect()
+    }
+}
+
+/// When to restart, how soon, when to give up, and the memory limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RestartPolicy {
     pub autorestart: Autorestart,
+    /// Exit codes that count as a clean stop under `on-failure`.
+    pub clean_exit_codes: ExitCodes,
+    /// An uptime at least this long resets the backoff (PM2's `min_uptime`).
+    pub min_uptime: Duration,
+    /// Delay before every restart (PM2's `restart_delay`); quick crashes wait at least the backoff.
+    pub restart_delay: Duration,
+    /// First backoff delay after a quick crash (PM2's `exp_backoff_restart_delay`), doubling up to
+    /// [`BACKOFF_MAX`].
+    pub backoff_base: Duration,
     /// More restarts than this within `restart_window` mark the app errored; 0 means no limit.
     pub max_restarts: u32,
     pub restart_window: Duration,
@@ -76,6 +144,10 @@ impl Default for RestartPolicy {
     fn default() -> Self {
         Self {
             autorestart: Autorestart::Always,
+            clean_exit_codes: ExitCodes::default(),
+            min_uptime: STABLE_UPTIME,
+            restart_delay: Duration::ZERO,
+            backoff_base: BACKOFF_BASE,
             max_restarts: DEFAULT_MAX_RESTARTS,
             restart_window: DEFAULT_RESTART_WINDOW,
             max_memory: None,
@@ -99,6 +171,11 @@ impl Timing {
     pub fn late_tolerance(&self) -> Duration {
         (self.heartbeat_timeout / 2).max(LATE_TOLERANCE_FLOOR)
     }
+
+    /// How long a probe of the monitor's native thread may take.
+    pub fn probe_timeout(&self) -> Duration {
+        self.heartbeat_timeout.min(PROBE_TIMEOUT_MAX)
+    }
 }
 
 /// Heartbeat bookkeeping for one live process.
@@ -112,6 +189,16 @@ pub struct Heartbeat {
     /// Time from the latest answered ping to its pong.
     pub last_round_trip: Option<Duration>,
     pub next_seq: u64,
+    /// A probe sent after the last allowed miss, waiting for the native thread's answer.
+    pub probe: Option<OutstandingProbe>,
+    /// The latest pong said a SIGINT would make Node print the JS stack.
+    pub stack_on_sigint: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutstandingProbe {
+    pub seq: u64,
+    pub deadline: Instant,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -146,11 +233,13 @@ pub enum Phase {
         heartbeat: Heartbeat,
     },
     /// A stop signal was sent; waiting for the exit. `kill_at` is when SIGKILL follows.
+    /// `capturing`: the signal was SIGINT asking a hung process for its JS stack.
     Stopping {
         pid: u32,
         spawned_at: Instant,
         kill_at: Option<Instant>,
         then: AfterExit,
+        capturing: bool,
     },
     /// Waiting out the delay before the next start.
     Backoff {
@@ -173,9 +262,17 @@ pub enum Event {
     },
     MonitorConnected,
     MonitorLost,
-    /// A heartbeat answer, with the app's RSS in bytes when the pong carried it.
+    /// A heartbeat answer, with the app's memory in bytes (its whole process tree) when the pong
+    /// carried it, and whether a SIGINT would now print its JS stack.
     Pong {
         rss: Option<u64>,
+        stack_on_sigint: bool,
+    },
+    /// The monitor's native thread answered probe `seq`: the ping waiting for JS has waited
+    /// `queued_for` (`None`: no ping is waiting).
+    ProbeReply {
+        seq: u64,
+        queued_for: Option<Duration>,
     },
     Exited {
         status: ExitKind,
@@ -203,9 +300,40 @@ pub enum StopSignal {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
     Spawn,
-    SignalGroup { pgid: u32, signal: StopSignal },
-    SendPing { seq: u64 },
+    SignalGroup {
+        pgid: u32,
+        signal: StopSignal,
+    },
+    SendPing {
+        seq: u64,
+    },
+    SendProbe {
+        seq: u64,
+    },
+    /// SIGINT to the main process only: with `--trace-sigint` Node prints the JS stack and dies.
+    CaptureStack {
+        pid: u32,
+    },
     Report(Report),
+}
+
+/// What confirmed a hang.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HangEvidence {
+    /// The monitor's native thread reports a ping waiting for the JS thread this long.
+    StuckInJs { queued_for: Duration },
+    /// Not even the native thread answered a probe: the process is frozen or gone deaf.
+    NoAnswer,
+}
+
+/// Whether the hung process's JS stack is being asked for, and if not, why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StackPlan {
+    Requested,
+    /// The app listens for SIGINT itself, which turns Node's `--trace-sigint` off.
+    AppHandlesSigint,
+    /// The process did not answer a probe; a SIGINT would wait unhandled as well.
+    ProcessUnresponsive,
 }
 
 /// Things worth a log line.
@@ -224,6 +352,17 @@ pub enum Report {
         pid: u32,
         silent_for: Duration,
         misses: u32,
+        evidence: HangEvidence,
+        stack: StackPlan,
+    },
+    /// Heartbeats were missed, but the monitor had no ping waiting for JS: not a hang.
+    HangDisproved {
+        misses: u32,
+        queued_for: Option<Duration>,
+    },
+    /// The hung process printed no stack within [`STACK_TIMEOUT`]; SIGKILL follows.
+    StackTimeout {
+        pid: u32,
     },
     KillTimeout {
         pid: u32,
@@ -260,6 +399,9 @@ pub struct Worker {
     /// Quick crashes in a row; drives the backoff.
     pub crash_streak: u32,
     pub last_exit: Option<String>,
+    /// Set when the app came to rest on its own (not at an operator's request): whether its end
+    /// was clean. `None` while it runs or after an operator stopped it.
+    pub finished: Option<bool>,
     /// When recent restarts happened, for the restart budget.
     pub recent_restarts: std::collections::VecDeque<Instant>,
 }
@@ -274,6 +416,7 @@ impl Worker {
             hangs: 0,
             crash_streak: 0,
             last_exit: None,
+            finished: None,
             recent_restarts: std::collections::VecDeque::new(),
         }
     }
@@ -291,7 +434,9 @@ impl Worker {
                 let mut consider = |at: Instant| {
                     earliest = Some(earliest.map_or(at, |e| e.min(at)));
                 };
-                if let Some(ping) = heartbeat.outstanding {
+                if let Some(probe) = heartbeat.probe {
+                    consider(probe.deadline);
+                } else if let Some(ping) = heartbeat.outstanding {
                     consider(ping.deadline);
                 } else if heartbeat.monitored {
                     consider(heartbeat.next_ping_at);
@@ -307,6 +452,14 @@ impl Worker {
         }
     }
 
+    /// The pid of the current process, if one runs.
+    pub fn pid(&self) -> Option<u32> {
+        match self.phase {
+            Phase::Live { pid, .. } | Phase::Stopping { pid, .. } => Some(pid),
+            _ => None,
+        }
+    }
+
     /// Whether the phase is final until an operator acts.
     pub fn is_at_rest(&self) -> bool {
         matches!(self.phase, Phase::Stopped | Phase::Errored { .. })
@@ -318,6 +471,7 @@ impl Worker {
         match event {
             Event::Spawned { pid } => self.on_spawned(pid, now, &mut actions),
             Event::SpawnFailed { error } => {
+                self.finished = Some(false);
                 self.last_exit = Some(format!("spawn failed: {error}"));
                 self.phase = Phase::Errored {
                     why: format!("spawn failed: {error}"),
@@ -334,9 +488,13 @@ impl Worker {
                 if let Phase::Live { heartbeat, .. } = &mut self.phase {
                     heartbeat.monitored = false;
                     heartbeat.outstanding = None;
+                    heartbeat.probe = None;
                 }
             }
-            Event::Pong { rss } => {
+            Event::Pong {
+                rss,
+                stack_on_sigint,
+            } => {
                 if let (Some(rss), Some(limit), Phase::Live { pid, .. }) =
                     (rss, self.timing.policy.max_memory, &self.phase)
                 {
@@ -367,12 +525,17 @@ impl Worker {
                 {
                     *ready = true;
                     heartbeat.misses = 0;
+                    heartbeat.probe = None;
+                    heartbeat.stack_on_sigint = stack_on_sigint;
                     if let Some(ping) = heartbeat.outstanding.take() {
                         heartbeat.last_round_trip =
                             Some(now.saturating_duration_since(ping.sent_at));
                     }
                     heartbeat.last_pong_at = Some(now);
                 }
+            }
+            Event::ProbeReply { seq, queued_for } => {
+                self.on_probe_reply(seq, queued_for, now, &mut actions)
             }
             Event::Exited { status } => self.on_exited(status, now, &mut actions),
             Event::Timer { scheduled } => self.on_timer(scheduled, now, &mut actions),
@@ -391,6 +554,7 @@ impl Worker {
     }
 
     fn on_spawned(&mut self, pid: u32, now: Instant, actions: &mut Vec<Action>) {
+        self.finished = None;
         self.phase = Phase::Live {
             pid,
             spawned_at: now,
@@ -403,6 +567,8 @@ impl Worker {
                 last_pong_at: None,
                 last_round_trip: None,
                 next_seq: 1,
+                probe: None,
+                stack_on_sigint: false,
             },
         };
         actions.push(Action::Report(Report::Started { pid }));
@@ -422,10 +588,18 @@ impl Worker {
                 });
                 let wanted = match self.timing.policy.autorestart {
                     Autorestart::Always => true,
-                    Autorestart::OnFailure => status != ExitKind::Code(0),
+                    Autorestart::OnFailure => !matches!(
+                        status,
+                        ExitKind::Code(code) if self.timing.policy.clean_exit_codes.contains(code)
+                    ),
                     Autorestart::Never => false,
                 };
                 if !wanted {
+                    let policy = self.timing.policy;
+                    self.finished = Some(matches!(
+                        status,
+                        ExitKind::Code(code) if policy.clean_exit_codes.contains(code)
+                    ));
                     actions.push(Action::Report(Report::Exited {
                         pid,
                         status,
@@ -514,6 +688,7 @@ impl Worker {
     /// The app exhausted its restart budget: errored until an operator starts it.
     fn give_up(&mut self) {
         let policy = self.timing.policy;
+        self.finished = Some(false);
         let why = format!(
             "failed {} times within {} (the budget is {} restarts); not restarting until an \
              operator does (last: {})",
@@ -537,31 +712,56 @@ impl Worker {
             spawned_at,
             kill_at: Some(now + self.timing.kill_timeout),
             then: AfterExit::GiveUp,
+            capturing: false,
         };
     }
 
-    /// Immediate after a stable run; otherwise doubling from [`BACKOFF_BASE`] up to [`BACKOFF_MAX`].
+    /// `restart_delay` after a run of at least `min_uptime`; after a quicker one, the backoff
+    /// (doubling from `backoff_base` up to [`BACKOFF_MAX`]) if that is longer.
     fn restart_delay(&mut self, uptime: Duration) -> Duration {
-        if uptime >= STABLE_UPTIME {
+        let policy = self.timing.policy;
+        if uptime >= policy.min_uptime {
             self.crash_streak = 0;
-            return Duration::ZERO;
+            return policy.restart_delay;
         }
         self.crash_streak = self.crash_streak.saturating_add(1);
         let doublings = self.crash_streak.saturating_sub(1).min(16);
-        BACKOFF_BASE.saturating_mul(1 << doublings).min(BACKOFF_MAX)
+        let backoff = policy
+            .backoff_base
+            .saturating_mul(1 << doublings)
+            .min(BACKOFF_MAX.max(policy.backoff_base));
+        backoff.max(policy.restart_delay)
     }
 
     fn on_timer(&mut self, scheduled: Instant, now: Instant, actions: &mut Vec<Action>) {
         let timing = self.timing;
         match &mut self.phase {
             Phase::Live {
-                pid,
                 spawned_at,
                 ready,
                 heartbeat,
+                ..
             } => {
-                let pid = *pid;
                 let spawned_at = *spawned_at;
+                if let Some(probe) = heartbeat.probe {
+                    if now >= probe.deadline {
+                        let late_by = now.saturating_duration_since(probe.deadline.max(scheduled));
+                        if late_by > timing.late_tolerance() {
+                            // We were stalled ourselves: the answer may simply not be read yet.
+                            let seq = heartbeat.next_seq;
+                            heartbeat.next_seq += 1;
+                            heartbeat.probe = Some(OutstandingProbe {
+                                seq,
+                                deadline: now + timing.probe_timeout(),
+                            });
+                            actions.push(Action::Report(Report::LateCheckVoided { late_by }));
+                            actions.push(Action::SendProbe { seq });
+                        } else {
+                            self.declare_hung(now, HangEvidence::NoAnswer, actions);
+                        }
+                    }
+                    return;
+                }
                 if let Some(ping) = heartbeat.outstanding {
                     if now >= ping.deadline {
                         heartbeat.outstanding = None;
@@ -571,35 +771,14 @@ impl Worker {
                         } else if now >= spawned_at + timing.start_grace || *ready {
                             heartbeat.misses += 1;
                             if heartbeat.misses >= timing.heartbeat_misses {
-                                let silent_since = heartbeat.last_pong_at.unwrap_or(spawned_at);
-                                let silent_for = now.saturating_duration_since(silent_since);
-                                let misses = heartbeat.misses;
-                                self.hangs += 1;
-                                self.last_exit = Some(format!(
-                                    "killed: event loop silent for {}",
-                                    crate::exit::human(silent_for)
-                                ));
-                                actions.push(Action::Report(Report::Hung {
-                                    pid,
-                                    silent_for,
-                                    misses,
-                                }));
-                                let then = if self.within_budget(now, actions) {
-                                    self.restarts += 1;
-                                    AfterExit::Restart
-                                } else {
-                                    AfterExit::GiveUp
-                                };
-                                self.phase = Phase::Stopping {
-                                    pid,
-                                    spawned_at,
-                                    kill_at: None,
-                                    then,
-                                };
-                                actions.push(Action::SignalGroup {
-                                    pgid: pid,
-                                    signal: StopSignal::Kill,
+                                // Ask the native thread before blaming the app.
+                                let seq = heartbeat.next_seq;
+                                heartbeat.next_seq += 1;
+                                heartbeat.probe = Some(OutstandingProbe {
+                                    seq,
+                                    deadline: now + timing.probe_timeout(),
                                 });
+                                actions.push(Action::SendProbe { seq });
                                 return;
                             }
                         }
@@ -630,11 +809,21 @@ impl Worker {
                     actions.push(Action::Report(Report::Unmonitored));
                 }
             }
-            Phase::Stopping { pid, kill_at, .. } => {
+            Phase::Stopping {
+                pid,
+                kill_at,
+                capturing,
+                ..
+            } => {
                 if kill_at.is_some_and(|at| now >= at) {
                     let pid = *pid;
                     *kill_at = None;
-                    actions.push(Action::Report(Report::KillTimeout { pid }));
+                    actions.push(Action::Report(if *capturing {
+                        Report::StackTimeout { pid }
+                    } else {
+                        Report::KillTimeout { pid }
+                    }));
+                    *capturing = false;
                     actions.push(Action::SignalGroup {
                         pgid: pid,
                         signal: StopSignal::Kill,
@@ -649,6 +838,90 @@ impl Worker {
             }
             Phase::Spawning | Phase::Stopped | Phase::Errored { .. } => {}
         }
+    }
+
+    fn on_probe_reply(
+        &mut self,
+        seq: u64,
+        queued_for: Option<Duration>,
+        now: Instant,
+        actions: &mut Vec<Action>,
+    ) {
+        let timeout = self.timing.heartbeat_timeout;
+        let Phase::Live { heartbeat, .. } = &mut self.phase else {
+            return;
+        };
+        if heartbeat.probe.map(|probe| probe.seq) != Some(seq) {
+            return;
+        }
+        match queued_for {
+            Some(queued_for) if queued_for >= timeout => {
+                self.declare_hung(now, HangEvidence::StuckInJs { queued_for }, actions)
+            }
+            _ => {
+                let misses = heartbeat.misses;
+                heartbeat.probe = None;
+                heartbeat.misses = 0;
+                actions.push(Action::Report(Report::HangDisproved { misses, queued_for }));
+            }
+        }
+    }
+
+    /// The live process is hung: count it, then ask for its JS stack (SIGINT, SIGKILL after
+    /// [`STACK_TIMEOUT`]) when it can print one, or kill it at once.
+    fn declare_hung(&mut self, now: Instant, evidence: HangEvidence, actions: &mut Vec<Action>) {
+        let Phase::Live {
+            pid,
+            spawned_at,
+            heartbeat,
+            ..
+        } = &self.phase
+        else {
+            return;
+        };
+        let (pid, spawned_at) = (*pid, *spawned_at);
+        let silent_for =
+            now.saturating_duration_since(heartbeat.last_pong_at.unwrap_or(spawned_at));
+        let misses = heartbeat.misses;
+        let stack = match evidence {
+            HangEvidence::NoAnswer => StackPlan::ProcessUnresponsive,
+            HangEvidence::StuckInJs { .. } if heartbeat.stack_on_sigint => StackPlan::Requested,
+            HangEvidence::StuckInJs { .. } => StackPlan::AppHandlesSigint,
+        };
+        self.hangs += 1;
+        self.last_exit = Some(format!(
+            "killed: event loop silent for {}",
+            crate::exit::human(silent_for)
+        ));
+        actions.push(Action::Report(Report::Hung {
+            pid,
+            silent_for,
+            misses,
+            evidence,
+            stack,
+        }));
+        let then = if self.within_budget(now, actions) {
+            self.restarts += 1;
+            AfterExit::Restart
+        } else {
+            AfterExit::GiveUp
+        };
+        let capturing = stack == StackPlan::Requested;
+        self.phase = Phase::Stopping {
+            pid,
+            spawned_at,
+            kill_at: capturing.then(|| now + STACK_TIMEOUT),
+            then,
+            capturing,
+        };
+        actions.push(if capturing {
+            Action::CaptureStack { pid }
+        } else {
+            Action::SignalGroup {
+                pgid: pid,
+                signal: StopSignal::Kill,
+            }
+        });
     }
 
     /// SIGTERM to a live process, with SIGKILL due after the kill timeout, then `then`.
@@ -670,6 +943,7 @@ impl Worker {
             spawned_at,
             kill_at: Some(now + self.timing.kill_timeout),
             then,
+            capturing: false,
         };
         actions.push(Action::SignalGroup {
             pgid: pid,
@@ -717,6 +991,7 @@ impl Worker {
                     spawned_at: *spawned_at,
                     kill_at: None,
                     then: AfterExit::Stay,
+                    capturing: false,
                 };
                 actions.push(Action::SignalGroup {
                     pgid: pid,
@@ -724,11 +999,16 @@ impl Worker {
                 });
             }
             Phase::Stopping {
-                pid, kill_at, then, ..
+                pid,
+                kill_at,
+                then,
+                capturing,
+                ..
             } => {
                 let pid = *pid;
                 *kill_at = None;
                 *then = AfterExit::Stay;
+                *capturing = false;
                 actions.push(Action::SignalGroup {
                     pgid: pid,
                     signal: StopSignal::Kill,
@@ -768,6 +1048,24 @@ mod tests {
         worker
     }
 
+    fn pong() -> Event {
+        Event::Pong {
+            rss: None,
+            stack_on_sigint: false,
+        }
+    }
+
+    /// Fires the timer until the last allowed miss sends a probe; returns when and its seq.
+    fn until_probe(worker: &mut Worker) -> (Instant, u64) {
+        for _ in 0..50 {
+            let (at, actions) = fire(worker);
+            if let Some(Action::SendProbe { seq }) = actions.last() {
+                return (at, *seq);
+            }
+        }
+        panic!("no probe sent");
+    }
+
     /// Fires the timer at exactly its deadline and returns the actions.
     fn fire(worker: &mut Worker) -> (Instant, Vec<Action>) {
         let at = worker.next_deadline().expect("a deadline");
@@ -794,7 +1092,7 @@ mod tests {
         let (at, actions) = fire(&mut worker);
         assert_eq!(at, t0);
         assert_eq!(actions, [Action::SendPing { seq: 1 }]);
-        worker.step(Event::Pong { rss: None }, t0 + 2 * MS);
+        worker.step(pong(), t0 + 2 * MS);
         assert_eq!(state(&worker), "running");
         // The next ping keeps the interval's cadence.
         let (at, actions) = fire(&mut worker);
@@ -803,39 +1101,42 @@ mod tests {
     }
 
     #[test]
-    fn consecutive_misses_declare_a_hang_and_kill_the_group() {
+    fn consecutive_misses_probe_the_monitor_and_a_ping_stuck_in_js_is_a_hang() {
         let t0 = Instant::now();
         let mut worker = connected(t0);
         fire(&mut worker);
-        worker.step(Event::Pong { rss: None }, t0 + MS);
-        let mut hung = Vec::new();
-        for _ in 0..10 {
-            let (_, actions) = fire(&mut worker);
-            if actions
-                .iter()
-                .any(|a| matches!(a, Action::Report(Report::Hung { .. })))
-            {
-                hung = actions;
-                break;
-            }
-        }
-        let Some(Action::Report(Report::Hung {
-            pid,
-            misses,
-            silent_for,
-        })) = hung.first().cloned()
-        else {
-            panic!("no hang reported: {hung:?}");
-        };
-        assert_eq!((pid, misses), (7, 3));
-        // Pings at 100, 200, 300 ms, each unanswered 100 ms later; silent since the pong at 1 ms.
-        assert_eq!(silent_for, 399 * MS);
+        worker.step(pong(), t0 + MS);
+        // Pings at 100, 200, 300 ms, each unanswered 100 ms later: the third miss sends a probe.
+        let (at, seq) = until_probe(&mut worker);
+        assert_eq!(at, t0 + 400 * MS);
+        assert_eq!(worker.hangs, 0);
+        // The native thread says ping 2 has waited 300 ms for the JS thread.
+        let hung = worker.step(
+            Event::ProbeReply {
+                seq,
+                queued_for: Some(300 * MS),
+            },
+            at + MS,
+        );
         assert_eq!(
-            hung[1],
-            Action::SignalGroup {
-                pgid: 7,
-                signal: StopSignal::Kill
-            }
+            hung,
+            [
+                Action::Report(Report::Hung {
+                    pid: 7,
+                    // Silent since the pong at 1 ms.
+                    silent_for: 400 * MS,
+                    misses: 3,
+                    evidence: HangEvidence::StuckInJs {
+                        queued_for: 300 * MS
+                    },
+                    // The last pong said SIGINT would print no stack.
+                    stack: StackPlan::AppHandlesSigint,
+                }),
+                Action::SignalGroup {
+                    pgid: 7,
+                    signal: StopSignal::Kill
+                },
+            ]
         );
         assert_eq!((worker.hangs, worker.restarts), (1, 1));
         assert_eq!(state(&worker), "stopping");
@@ -844,9 +1145,179 @@ mod tests {
             Event::Exited {
                 status: ExitKind::Signal(9),
             },
-            t0 + 401 * MS,
+            t0 + 402 * MS,
         );
         assert!(actions.contains(&Action::Spawn), "{actions:?}");
+    }
+
+    #[test]
+    fn a_stackable_hang_gets_sigint_then_sigkill_at_the_stack_timeout() {
+        let t0 = Instant::now();
+        let mut worker = connected(t0);
+        fire(&mut worker);
+        worker.step(
+            Event::Pong {
+                rss: None,
+                stack_on_sigint: true,
+            },
+            t0 + MS,
+        );
+        let (at, seq) = until_probe(&mut worker);
+        let actions = worker.step(
+            Event::ProbeReply {
+                seq,
+                queued_for: Some(300 * MS),
+            },
+            at,
+        );
+        assert!(matches!(
+            actions[0],
+            Action::Report(Report::Hung {
+                stack: StackPlan::Requested,
+                ..
+            })
+        ));
+        assert_eq!(actions[1], Action::CaptureStack { pid: 7 });
+        assert_eq!(worker.next_deadline(), Some(at + STACK_TIMEOUT));
+        // No stack came: SIGKILL at the deadline, and no kill-timeout wait on top.
+        let (when, actions) = fire(&mut worker);
+        assert_eq!(when, at + STACK_TIMEOUT);
+        assert_eq!(
+            actions,
+            [
+                Action::Report(Report::StackTimeout { pid: 7 }),
+                Action::SignalGroup {
+                    pgid: 7,
+                    signal: StopSignal::Kill
+                },
+            ]
+        );
+        assert_eq!(worker.next_deadline(), None);
+        let actions = worker.step(
+            Event::Exited {
+                status: ExitKind::Signal(9),
+            },
+            when + MS,
+        );
+        assert!(actions.contains(&Action::Spawn), "{actions:?}");
+        assert_eq!(worker.hangs, 1);
+    }
+
+    #[test]
+    fn a_probe_with_no_ping_waiting_disproves_the_hang() {
+        let t0 = Instant::now();
+        let mut worker = connected(t0);
+        fire(&mut worker);
+        worker.step(pong(), t0 + MS);
+        let (at, seq) = until_probe(&mut worker);
+        // Our pings never reached JS (the supervisor side stalled): not the app's fault.
+        let actions = worker.step(
+            Event::ProbeReply {
+                seq,
+                queued_for: None,
+            },
+            at + MS,
+        );
+        assert_eq!(
+            actions,
+            [Action::Report(Report::HangDisproved {
+                misses: 3,
+                queued_for: None
+            })]
+        );
+        assert_eq!((worker.hangs, state(&worker)), (0, "running"));
+        // A ping that only just arrived in JS does not confirm one either.
+        let (at, seq) = until_probe(&mut worker);
+        worker.step(
+            Event::ProbeReply {
+                seq,
+                queued_for: Some(2 * MS),
+            },
+            at + MS,
+        );
+        assert_eq!((worker.hangs, state(&worker)), (0, "running"));
+        // Heartbeats resume, and a pong clears everything.
+        let (_, actions) = fire(&mut worker);
+        assert!(
+            matches!(actions[..], [Action::SendPing { .. }]),
+            "{actions:?}"
+        );
+    }
+
+    #[test]
+    fn an_unanswered_probe_means_a_frozen_process_and_a_kill_without_a_stack() {
+        let t0 = Instant::now();
+        let mut worker = connected(t0);
+        fire(&mut worker);
+        worker.step(
+            Event::Pong {
+                rss: None,
+                stack_on_sigint: true,
+            },
+            t0 + MS,
+        );
+        let (at, _) = until_probe(&mut worker);
+        let (when, actions) = fire(&mut worker);
+        assert_eq!(when, at + timing().probe_timeout());
+        assert!(
+            matches!(
+                actions[0],
+                Action::Report(Report::Hung {
+                    evidence: HangEvidence::NoAnswer,
+                    stack: StackPlan::ProcessUnresponsive,
+                    ..
+                })
+            ),
+            "{actions:?}"
+        );
+        assert_eq!(
+            actions[1],
+            Action::SignalGroup {
+                pgid: 7,
+                signal: StopSignal::Kill
+            }
+        );
+    }
+
+    #[test]
+    fn a_pong_during_a_probe_cancels_it_and_a_late_probe_check_is_voided() {
+        let t0 = Instant::now();
+        let mut worker = connected(t0);
+        fire(&mut worker);
+        worker.step(pong(), t0 + MS);
+        let (at, seq) = until_probe(&mut worker);
+        worker.step(pong(), at + MS);
+        // The probe's answer, arriving after the pong, changes nothing.
+        assert!(worker
+            .step(
+                Event::ProbeReply {
+                    seq,
+                    queued_for: Some(Duration::from_secs(9))
+                },
+                at + 2 * MS
+            )
+            .is_empty());
+        assert_eq!((worker.hangs, state(&worker)), (0, "running"));
+        // A probe whose check runs 3 s late (we were frozen) is sent again, not decided.
+        let (_, _) = until_probe(&mut worker);
+        let deadline = worker.next_deadline().expect("probe deadline");
+        let actions = worker.step(
+            Event::Timer {
+                scheduled: deadline,
+            },
+            deadline + Duration::from_secs(3),
+        );
+        assert!(
+            matches!(
+                actions[..],
+                [
+                    Action::Report(Report::LateCheckVoided { .. }),
+                    Action::SendProbe { .. }
+                ]
+            ),
+            "{actions:?}"
+        );
+        assert_eq!(worker.hangs, 0);
     }
 
     #[test]
@@ -854,7 +1325,7 @@ mod tests {
         let t0 = Instant::now();
         let mut worker = connected(t0);
         fire(&mut worker);
-        worker.step(Event::Pong { rss: None }, t0 + MS);
+        worker.step(pong(), t0 + MS);
         for _ in 0..20 {
             // ping, then a miss, alternating with a ping that is answered
             let (_, first) = fire(&mut worker);
@@ -862,7 +1333,7 @@ mod tests {
                 .iter()
                 .any(|a| matches!(a, Action::Report(Report::Hung { .. }))));
             let (at, _) = fire(&mut worker);
-            worker.step(Event::Pong { rss: None }, at + MS);
+            worker.step(pong(), at + MS);
         }
         assert_eq!(worker.hangs, 0);
     }
@@ -872,7 +1343,7 @@ mod tests {
         let t0 = Instant::now();
         let mut worker = connected(t0);
         fire(&mut worker);
-        worker.step(Event::Pong { rss: None }, t0 + MS);
+        worker.step(pong(), t0 + MS);
         // Supervisor frozen for 3 s (SIGSTOP) with a ping outstanding: every check comes late.
         for round in 0..5 {
             let deadline = worker.next_deadline().expect("deadline");
@@ -909,8 +1380,8 @@ mod tests {
                 .any(|a| matches!(a, Action::Report(Report::Hung { .. })))
             {
                 // The first pong is due when the grace (1 s) ends: that check is the first miss,
-                // and two more intervals make three.
-                assert_eq!(at, t0 + 1_200 * MS, "hung at {:?}", at - t0);
+                // two more intervals make three, and the probe goes unanswered 100 ms later.
+                assert_eq!(at, t0 + 1_300 * MS, "hung at {:?}", at - t0);
                 break;
             }
         }
@@ -1209,6 +1680,55 @@ mod tests {
     }
 
     #[test]
+    fn on_failure_treats_the_clean_exit_codes_as_a_stop() {
+        let t0 = Instant::now();
+        let mut worker = with_policy(RestartPolicy {
+            autorestart: Autorestart::OnFailure,
+            clean_exit_codes: ExitCodes::parse("0, 3,143").unwrap(),
+            ..RestartPolicy::default()
+        });
+        worker.step(Event::Spawned { pid: 7 }, t0);
+        assert!(!exit_with(&mut worker, 3, t0 + Duration::from_secs(2)).contains(&Action::Spawn));
+        assert_eq!(state(&worker), "stopped");
+        worker.step(Event::Start, t0 + Duration::from_secs(3));
+        worker.step(Event::Spawned { pid: 8 }, t0 + Duration::from_secs(3));
+        // 0 is only clean when listed: here it is; 4 is not.
+        assert!(exit_with(&mut worker, 4, t0 + Duration::from_secs(5)).contains(&Action::Spawn));
+        assert_eq!(ExitCodes::parse("0,3,143").unwrap().codes(), [0, 3, 143]);
+        assert!(ExitCodes::parse("256").is_err());
+        assert!(ExitCodes::parse("a").is_err());
+        assert!(!ExitCodes::default().contains(-1));
+    }
+
+    #[test]
+    fn min_uptime_restart_delay_and_backoff_base_shape_the_delays() {
+        let t0 = Instant::now();
+        let mut worker = with_policy(RestartPolicy {
+            min_uptime: Duration::from_secs(5),
+            restart_delay: 300 * MS,
+            backoff_base: 200 * MS,
+            max_restarts: 0,
+            ..RestartPolicy::default()
+        });
+        let mut at = t0;
+        let mut delays = Vec::new();
+        // Three runs of 2 s (under min_uptime: quick), then one of 6 s.
+        for uptime in [2, 2, 2, 6] {
+            worker.step(Event::Spawned { pid: 7 }, at);
+            at += Duration::from_secs(uptime);
+            exit_with(&mut worker, 1, at);
+            let Phase::Backoff { until } = worker.phase else {
+                panic!("no backoff: {:?}", worker.phase);
+            };
+            delays.push(until - at);
+            at = until;
+            worker.step(Event::Timer { scheduled: at }, at);
+        }
+        // max(restart_delay, backoff): 300 (200 < 300), 400, 800; a stable run: restart_delay.
+        assert_eq!(delays, [300 * MS, 400 * MS, 800 * MS, 300 * MS]);
+    }
+
+    #[test]
     fn a_pong_over_the_memory_limit_restarts_gracefully() {
         let t0 = Instant::now();
         let mut worker = with_policy(RestartPolicy {
@@ -1220,7 +1740,8 @@ mod tests {
         assert!(worker
             .step(
                 Event::Pong {
-                    rss: Some(100 << 20)
+                    rss: Some(100 << 20),
+                    stack_on_sigint: false,
                 },
                 t0
             )
@@ -1228,6 +1749,7 @@ mod tests {
         let actions = worker.step(
             Event::Pong {
                 rss: Some((100 << 20) + 1),
+                stack_on_sigint: false,
             },
             t0 + MS,
         );

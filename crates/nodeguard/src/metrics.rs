@@ -44,6 +44,8 @@ pub fn render(apps: &[AppStatus]) -> String {
     let rss = Family::<Labels, Gauge>::default();
     let heap_total = Family::<Labels, Gauge>::default();
     let heap_used = Family::<Labels, Gauge>::default();
+    let tree_rss = Family::<Labels, Gauge>::default();
+    let processes = Family::<Labels, Gauge>::default();
     let delay_p50 = Family::<Labels, FloatGauge>::default();
     let delay_p99 = Family::<Labels, FloatGauge>::default();
     let delay_max = Family::<Labels, FloatGauge>::default();
@@ -71,6 +73,12 @@ pub fn render(apps: &[AppStatus]) -> String {
             gauge_u64(&rss, memory.rss);
             gauge_u64(&heap_total, memory.heap_total);
             gauge_u64(&heap_used, memory.heap_used);
+        }
+        if let Some(bytes) = app.tree_rss {
+            gauge_u64(&tree_rss, bytes);
+        }
+        if let Some(count) = app.processes {
+            gauge_u64(&processes, u64::from(count));
         }
         if let Some(delay) = app.loop_delay {
             let seconds = |ms: f64| ms / 1000.0;
@@ -104,6 +112,11 @@ pub fn render(apps: &[AppStatus]) -> String {
         "Hung event loops detected (each killed, and restarted unless over the restart budget)",
         hangs,
     );
+    registry.register(
+        "processes",
+        "Processes in the app's tree, the main one included",
+        processes,
+    );
     let bytes = |name: &str, help: &str, family| (name.to_string(), help.to_string(), family);
     for (name, help, family) in [
         bytes(
@@ -120,6 +133,11 @@ pub fn render(apps: &[AppStatus]) -> String {
             "memory_heap_used",
             "V8 heap in use, from the latest heartbeat",
             heap_used,
+        ),
+        bytes(
+            "memory_tree_rss",
+            "Resident set size of the app's whole process tree (what --max-memory checks)",
+            tree_rss,
         ),
     ] {
         registry.register_with_unit(name, help, Unit::Bytes, family);
@@ -187,6 +205,8 @@ mod tests {
                 p99_ms: 12.0,
                 max_ms: 250.0,
             }),
+            tree_rss: Some(60_000_000),
+            processes: Some(2),
             last_pong_ms: Some(10),
             pong_rtt_ms: Some(0.5),
             last_exit: None,
@@ -210,6 +230,8 @@ mod tests {
             "nodeguard_event_loop_delay_p99_seconds{app=\"api\",id=\"0\"} 0.012",
             "nodeguard_event_loop_delay_max_seconds{app=\"api\",id=\"0\"} 0.25",
             "nodeguard_uptime_seconds{app=\"api\",id=\"0\"} 1.5",
+            "nodeguard_memory_tree_rss_bytes{app=\"api\",id=\"0\"} 60000000",
+            "nodeguard_processes{app=\"api\",id=\"0\"} 2",
             "# TYPE nodeguard_restarts counter",
             "# EOF",
         ] {

@@ -15,6 +15,7 @@ use std::thread;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::forensics::StackTap;
 use crate::logfile::{LogFiles, LogSpec};
 
 /// Longest line held in memory before it is passed on in pieces.
@@ -229,12 +230,28 @@ pub fn prefix_for(name: &str, index: usize, color: bool) -> Arc<str> {
 }
 
 impl OutputSink {
-    /// Reads `source` to its end, passing on each line.
+    /// Reads `source` to its end, passing on each line, and offering each to `tap` if given (the
+    /// tap is closed at the end).
     pub async fn copy_lines(
         self,
         source: impl AsyncRead + Unpin,
         origin: Origin,
         stream: StreamKind,
+        tap: Option<Arc<StackTap>>,
+    ) {
+        self.copy_lines_into(source, &origin, stream, tap.as_deref())
+            .await;
+        if let Some(tap) = tap {
+            tap.close();
+        }
+    }
+
+    async fn copy_lines_into(
+        &self,
+        source: impl AsyncRead + Unpin,
+        origin: &Origin,
+        stream: StreamKind,
+        tap: Option<&StackTap>,
     ) {
         let mut reader = BufReader::with_capacity(64 * 1024, source);
         let mut line = Vec::new();
@@ -257,14 +274,27 @@ impl OutputSink {
                 if complete && line.last() == Some(&b'\r') {
                     line.pop();
                 }
-                if !self.send(&origin, stream, std::mem::take(&mut line)).await {
+                if let Some(tap) = tap {
+                    tap.offer(&line);
+                }
+                if !self.send(origin, stream, std::mem::take(&mut line)).await {
                     return;
                 }
             }
         }
         if !line.is_empty() {
-            self.send(&origin, stream, line).await;
+            if let Some(tap) = tap {
+                tap.offer(&line);
+            }
+            self.send(origin, stream, line).await;
         }
+    }
+
+    /// Writes a line of the supervisor's own about an app into the app's output (its error log,
+    /// or the terminal with the app's prefix), e.g. where a hung app was stuck.
+    pub async fn note(&self, origin: &Origin, text: String) {
+        self.send(origin, StreamKind::Stderr, text.into_bytes())
+            .await;
     }
 
     async fn send(&self, origin: &Origin, stream: StreamKind, text: Vec<u8>) -> bool {

@@ -1,6 +1,7 @@
 //! Turns status snapshots into the table `nodeguard status` prints.
 
 use std::fmt::Write;
+use std::time::Duration;
 
 use nodeguard_proto::control::{AppDescription, AppStatus};
 
@@ -59,7 +60,9 @@ fn row(app: &AppStatus) -> [String; 11] {
         app.hangs.to_string(),
         app.uptime_ms
             .map_or_else(dash, |ms| human(std::time::Duration::from_millis(ms))),
-        app.memory.map_or_else(dash, |m| bytes(m.rss)),
+        app.tree_rss
+            .or(app.memory.map(|m| m.rss))
+            .map_or_else(dash, bytes),
         app.memory.map_or_else(dash, |m| bytes(m.heap_used)),
         app.loop_delay.map_or_else(dash, |d| {
             format!("{:.1}/{:.1}/{:.1}ms", d.p50_ms, d.p99_ms, d.max_ms)
@@ -124,6 +127,40 @@ pub fn description(app: &AppDescription) -> String {
         "kill timeout",
         human(std::time::Duration::from_millis(definition.kill_timeout_ms)),
     );
+    let ms = |ms: Option<u64>| {
+        ms.map_or_else(|| "default".into(), |ms| human(Duration::from_millis(ms)))
+    };
+    let codes = definition.clean_exit_codes.as_ref().map_or_else(
+        || "0".to_string(),
+        |codes| {
+            codes
+                .iter()
+                .map(i32::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        },
+    );
+    field(
+        "restart policy",
+        format!(
+            "autorestart {} (clean exit codes {codes}), budget {} in {}, min uptime {}, \
+             restart delay {}, backoff from {}",
+            definition.autorestart.as_deref().unwrap_or("always"),
+            definition
+                .max_restarts
+                .map_or_else(|| "default".into(), |n| n.to_string()),
+            ms(definition.restart_window_ms),
+            ms(definition.min_uptime_ms),
+            ms(definition.restart_delay_ms),
+            ms(definition.backoff_base_ms),
+        ),
+    );
+    if let Some(limit) = definition.max_memory {
+        field(
+            "memory limit",
+            format!("{} (whole process tree)", bytes(limit)),
+        );
+    }
     field(
         "restarts",
         format!("{} ({} after hangs)", status.restarts, status.hangs),
@@ -139,9 +176,11 @@ pub fn description(app: &AppDescription) -> String {
         field(
             "memory",
             format!(
-                "rss {}, heap {}",
+                "rss {}, heap {}; whole tree {} in {} process(es)",
                 bytes(memory.rss),
-                bytes(memory.heap_used)
+                bytes(memory.heap_used),
+                bytes(status.tree_rss.unwrap_or(memory.rss)),
+                status.processes.unwrap_or(1)
             ),
         );
     }

@@ -5,41 +5,67 @@
 //! the thread). So every spawn goes through this thread, which lives as long as the [`Spawner`].
 
 use std::io;
-use std::sync::mpsc;
+use std::sync::{mpsc, PoisonError};
 use std::thread;
 
 use tokio::process::{Child, Command};
 use tokio::sync::oneshot;
 
-type Job = (Command, oneshot::Sender<io::Result<Child>>);
+use crate::proctree::ChildSet;
+
+type Job = (Command, u64, oneshot::Sender<io::Result<Child>>);
 
 /// Handle to the spawning thread. Keep it alive for as long as any worker runs.
 pub struct Spawner {
     jobs: mpsc::Sender<Job>,
+    children: ChildSet,
 }
 
 impl Spawner {
-    /// Starts the thread, bound to the current tokio runtime (children are reaped by it).
-    pub fn start() -> io::Result<Self> {
+    /// Starts the thread, bound to the current tokio runtime (children are reaped by it). Each
+    /// child's pid goes into `children` before anyone else can see it exit (the orphan reaper
+    /// takes the same lock), and stays there until [`Spawner::forget`].
+    pub fn start(children: ChildSet) -> io::Result<Self> {
         let runtime = tokio::runtime::Handle::current();
         let (jobs, queue) = mpsc::channel::<Job>();
+        let recorded = children.clone();
         thread::Builder::new()
             .name("nodeguard-spawner".into())
             .spawn(move || {
                 let _runtime = runtime.enter();
-                for (mut command, reply) in queue {
+                for (mut command, spawn_key, reply) in queue {
+                    let mut children = recorded.lock().unwrap_or_else(PoisonError::into_inner);
+                    let result = command.spawn();
+                    if let Some(pid) = result.as_ref().ok().and_then(Child::id) {
+                        children.insert(pid, spawn_key);
+                    }
+                    drop(children);
                     // The receiver may have gone away; the child is then dropped and reaped.
-                    let _ = reply.send(command.spawn());
+                    let _ = reply.send(result);
                 }
             })?;
-        Ok(Self { jobs })
+        Ok(Self { jobs, children })
     }
 
-    /// Spawns `command` on the spawner thread.
-    pub async fn spawn(&self, command: Command) -> io::Result<Child> {
+    /// The supervisor's children and their spawn keys.
+    pub fn children(&self) -> &ChildSet {
+        &self.children
+    }
+
+    /// Drops `pid` from the children once tokio has collected its exit.
+    pub fn forget(&self, pid: u32) {
+        self.children
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&pid);
+    }
+
+    /// Spawns `command` on the spawner thread; `spawn_key` is the value of
+    /// [`crate::proctree::ENV_SPAWN_KEY`] in its environment.
+    pub async fn spawn(&self, command: Command, spawn_key: u64) -> io::Result<Child> {
         let (reply, answer) = oneshot::channel();
         self.jobs
-            .send((command, reply))
+            .send((command, spawn_key, reply))
             .map_err(|_| io::Error::other("the spawner thread has stopped"))?;
         answer
             .await

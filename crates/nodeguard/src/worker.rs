@@ -21,10 +21,14 @@ use nodeguard_proto::{encode_frame, ENV_APP_NAME, ENV_SOCKET, ENV_TOKEN, MAX_WOR
 
 use crate::config::AppSpec;
 use crate::exit::{human, ExitKind};
+use crate::forensics::{self, StackTap};
 use crate::logfile::timestamp;
-use crate::machine::{Action, Event, Phase, Report, Worker};
+use crate::machine::{
+    Action, Event, HangEvidence, Phase, Report, StackPlan, StopSignal, Worker, STACK_TIMEOUT,
+};
 use crate::output::{prefix_for, Origin, OutputSink, StreamKind};
 use crate::platform;
+use crate::proctree::{self, TreeSnapshot};
 use crate::spawner::Spawner;
 use crate::workers::{new_token, MonitorConnection, TokenRegistry};
 
@@ -38,6 +42,10 @@ pub struct WorkerContext {
     pub preload: Option<PathBuf>,
     pub worker_socket: PathBuf,
     pub color: bool,
+    /// The apps' process trees, rescanned every second.
+    pub tree: watch::Receiver<Arc<TreeSnapshot>>,
+    /// Bumped whenever any app's snapshot changes.
+    pub changes: watch::Sender<u64>,
 }
 
 /// What `status` shows of one app, kept with `Instant`s and turned into ages on demand.
@@ -54,6 +62,8 @@ pub struct WorkerSnapshot {
     pub last_pong_at: Option<Instant>,
     pub pong_round_trip: Option<Duration>,
     pub last_exit: Option<String>,
+    /// Came to rest on its own: cleanly or not (see [`Worker::finished`]).
+    pub finished: Option<bool>,
 }
 
 impl WorkerSnapshot {
@@ -70,12 +80,20 @@ impl WorkerSnapshot {
             last_pong_at: None,
             pong_round_trip: None,
             last_exit: None,
+            finished: None,
         }
     }
 
-    /// The wire form, with ages measured at `now`.
-    pub fn to_status(&self, spec: &AppSpec, now: Instant) -> AppStatus {
+    /// The wire form, with ages measured at `now` and the process tree from `tree`.
+    pub fn to_status(&self, spec: &AppSpec, now: Instant, tree: &TreeSnapshot) -> AppStatus {
         let age_ms = |at: Instant| now.saturating_duration_since(at).as_millis() as u64;
+        let descendants = self.pid.and_then(|pid| tree.of(pid));
+        let tree_rss = self
+            .memory
+            .map(|memory| memory.rss + descendants.map_or(0, |tree| tree.descendants_rss));
+        let processes = self
+            .pid
+            .map(|_| 1 + descendants.map_or(0, |tree| tree.descendants.len() as u32));
         AppStatus {
             name: spec.name.clone(),
             id: spec.id,
@@ -87,6 +105,8 @@ impl WorkerSnapshot {
             uptime_ms: self.pid.and(self.spawned_at).map(age_ms),
             monitored: self.monitored,
             memory: self.memory,
+            tree_rss,
+            processes,
             loop_delay_ms: self.loop_delay.map(|d| d.p99_ms),
             loop_delay: self.loop_delay,
             last_pong_ms: self.last_pong_at.map(age_ms),
@@ -101,12 +121,16 @@ pub struct WorkerHandle {
     pub spec: Arc<AppSpec>,
     pub snapshot: watch::Receiver<WorkerSnapshot>,
     pub commands: mpsc::Sender<WorkerCommand>,
+    pub tree: watch::Receiver<Arc<TreeSnapshot>>,
 }
 
 impl WorkerHandle {
     /// The app's status now.
     pub fn status(&self) -> AppStatus {
-        self.snapshot.borrow().to_status(&self.spec, Instant::now())
+        let tree = self.tree.borrow().clone();
+        self.snapshot
+            .borrow()
+            .to_status(&self.spec, Instant::now(), &tree)
     }
 }
 
@@ -173,7 +197,21 @@ pub struct WorkerTask {
     ending: bool,
     events: VecDeque<AppEvent>,
     begin_stopped: bool,
+    /// Where the current process's output goes (for the supervisor's notes about it).
+    origin: Option<Origin>,
+    /// Watches the current process's stderr for the JS stack it prints when asked.
+    tap: Option<Arc<StackTap>>,
+    /// How long the loop was silent, set when the current process was hung and asked for its stack.
+    capture: Option<Duration>,
+    /// The current process's [`proctree::ENV_SPAWN_KEY`].
+    spawn_key: u64,
 }
+
+/// Keys for [`proctree::ENV_SPAWN_KEY`], unique within this supervisor.
+static NEXT_SPAWN_KEY: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+/// How long to wait, after a hung process exited, for the last of its stderr.
+const STACK_DRAIN: Duration = Duration::from_millis(250);
 
 /// Commands queued for one worker before the supervisor waits.
 const COMMAND_QUEUE: usize = 16;
@@ -187,6 +225,7 @@ struct Metrics {
 impl WorkerTask {
     pub fn new(spec: AppSpec, ctx: Arc<WorkerContext>, origins: Origins) -> (Self, WorkerHandle) {
         let spec = Arc::new(spec);
+        let tree = ctx.tree.clone();
         let (deliver, connections) = mpsc::channel(1);
         let (snapshot, snapshot_rx) = watch::channel(WorkerSnapshot::initial());
         let (command_tx, commands) = mpsc::channel(COMMAND_QUEUE);
@@ -213,11 +252,16 @@ impl WorkerTask {
             ending: false,
             events: VecDeque::with_capacity(EVENT_HISTORY),
             begin_stopped: origins.stopped,
+            origin: None,
+            tap: None,
+            capture: None,
+            spawn_key: 0,
         };
         let handle = WorkerHandle {
             spec,
             snapshot: snapshot_rx,
             commands: command_tx,
+            tree,
         };
         (task, handle)
     }
@@ -241,6 +285,10 @@ impl WorkerTask {
                         self.child = None;
                         self.connection = None;
                         self.forget_token();
+                        self.end_tree();
+                        if let Some(silent_for) = self.capture.take() {
+                            self.report_stack(silent_for).await;
+                        }
                         match status {
                             Ok(status) => Event::Exited { status: ExitKind::from_status(status) },
                             Err(error) => {
@@ -381,14 +429,28 @@ impl WorkerTask {
     ) -> Option<Event> {
         match message {
             Ok(Some(WorkerMessage::Pong {
-                memory, loop_delay, ..
+                memory,
+                loop_delay,
+                stack_on_sigint,
+                ..
             })) => {
                 self.metrics.memory = Some(memory);
                 self.metrics.loop_delay = Some(loop_delay);
+                let descendants_rss = self
+                    .machine
+                    .pid()
+                    .and_then(|pid| self.ctx.tree.borrow().of(pid).map(|t| t.descendants_rss));
                 Some(Event::Pong {
-                    rss: Some(memory.rss),
+                    rss: Some(memory.rss + descendants_rss.unwrap_or(0)),
+                    stack_on_sigint,
                 })
             }
+            Ok(Some(WorkerMessage::ProbeReply { seq, queued_ms, .. })) => Some(Event::ProbeReply {
+                seq,
+                queued_for: queued_ms
+                    .filter(|ms| ms.is_finite() && *ms >= 0.0)
+                    .map(|ms| Duration::from_secs_f64(ms / 1_000.0)),
+            }),
             Ok(Some(WorkerMessage::Hello { .. })) => {
                 tracing::warn!("monitor sent a second hello; ignoring it");
                 None
@@ -429,20 +491,115 @@ impl WorkerTask {
                 }
                 None
             }
-            Action::SendPing { seq } => self.send_ping(seq),
+            Action::SendPing { seq } => self.send(SupervisorMessage::Ping { seq }),
+            Action::SendProbe { seq } => self.send(SupervisorMessage::Probe { seq }),
+            Action::CaptureStack { pid } => {
+                if let Some(tap) = &self.tap {
+                    tap.arm();
+                }
+                if let Err(error) = platform::interrupt(pid) {
+                    tracing::error!(%error, pid, "cannot send SIGINT for the stack");
+                }
+                None
+            }
             Action::Report(report) => {
+                let note = self.hang_note(&report);
                 self.log(report);
+                if let Some(text) = note {
+                    self.note(text).await;
+                }
                 None
             }
         }
     }
 
-    fn send_ping(&mut self, seq: u64) -> Option<Event> {
+    /// The main process exited: forgets its pid and ends what is left of its tree (processes that
+    /// left its process group, which the group signal misses).
+    fn end_tree(&mut self) {
+        let Some(pid) = self.machine.pid() else {
+            return;
+        };
+        self.ctx.spawner.forget(pid);
+        let tree = self.ctx.tree.borrow().clone();
+        proctree::end_leftovers(tree.of(pid), self.spawn_key, self.ctx.spawner.children());
+    }
+
+    /// For a hang: remembers to collect the stack, or returns the line saying why there is none.
+    fn hang_note(&mut self, report: &Report) -> Option<String> {
+        let Report::Hung {
+            silent_for, stack, ..
+        } = report
+        else {
+            return None;
+        };
+        let why = match stack {
+            StackPlan::Requested => {
+                self.capture = Some(*silent_for);
+                return None;
+            }
+            StackPlan::AppHandlesSigint => {
+                "the app listens for SIGINT, which turns off Node's --trace-sigint"
+            }
+            StackPlan::ProcessUnresponsive => {
+                "the process did not answer at all (not even the monitor's own thread)"
+            }
+        };
+        Some(forensics::summary(*silent_for, Err(why)))
+    }
+
+    /// The hung process exited after SIGINT (or SIGKILL at the deadline): reads the stack it
+    /// printed and records where it was stuck.
+    async fn report_stack(&mut self, silent_for: Duration) {
+        if let Phase::Stopping { pid, .. } = self.machine.phase {
+            // Whatever else holds the stderr pipe goes now, so the pipe ends.
+            let _ = platform::signal_group(pid, StopSignal::Kill);
+        }
+        let Some(tap) = self.tap.clone() else {
+            return;
+        };
+        let lines = tap.finish(STACK_DRAIN).await;
+        let text = match forensics::parse_trace(&lines, &self.spec.cwd) {
+            Some(frames) => forensics::summary(silent_for, Ok(&frames)),
+            None => forensics::summary(
+                silent_for,
+                Err(&format!(
+                    "the process printed none within {} of SIGINT",
+                    human(STACK_TIMEOUT)
+                )),
+            ),
+        };
+        self.note(text).await;
+    }
+
+    /// Records a forensic line: in `describe`, the supervisor's log, and the app's own log.
+    async fn note(&mut self, text: String) {
+        tracing::error!("{text}");
+        self.record("stack", text.clone());
+        if let Some(origin) = &self.origin {
+            self.ctx
+                .output
+                .note(origin, format!("[nodeguard] {text}"))
+                .await;
+        }
+    }
+
+    fn record(&mut self, kind: &str, message: String) {
+        if self.events.len() == EVENT_HISTORY {
+            self.events.pop_front();
+        }
+        self.events.push_back(AppEvent {
+            at: timestamp(SystemTime::now()),
+            kind: kind.to_string(),
+            message,
+        });
+    }
+
+    fn send(&mut self, message: SupervisorMessage) -> Option<Event> {
         let connection = self.connection.as_mut()?;
-        let frame = match encode_frame(&SupervisorMessage::Ping { seq }, MAX_WORKER_FRAME) {
+        let frame = match encode_frame(&message, MAX_WORKER_FRAME) {
             Ok(frame) => frame,
             Err(error) => {
-                tracing::error!(%error, "cannot encode a ping");
+                tracing::error!(%error, "cannot encode a message to the monitor");
                 return None;
             }
         };
@@ -451,7 +608,7 @@ impl WorkerTask {
         match connection.writer.try_write(&frame) {
             Ok(written) if written == frame.len() => None,
             Ok(_) | Err(_) => {
-                tracing::warn!("cannot write a ping; dropping the monitor connection");
+                tracing::warn!("cannot write to the monitor; dropping the connection");
                 self.connection = None;
                 Some(Event::MonitorLost)
             }
@@ -477,6 +634,8 @@ impl WorkerTask {
 
         let spec = self.spec.clone();
         let mut command = Command::new(&spec.node);
+        // A hung process then prints its JS stack on SIGINT (see `forensics`).
+        command.arg("--trace-sigint");
         if let Some(preload) = &self.ctx.preload {
             command.arg("--require").arg(preload);
         }
@@ -495,7 +654,10 @@ impl WorkerTask {
             .kill_on_drop(false);
         platform::configure_child(&mut command);
 
-        match self.ctx.spawner.spawn(command).await {
+        let spawn_key = NEXT_SPAWN_KEY.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.spawn_key = spawn_key;
+        command.env(proctree::ENV_SPAWN_KEY, spawn_key.to_string());
+        match self.ctx.spawner.spawn(command, spawn_key).await {
             Ok(mut child) => {
                 let Some(pid) = child.id() else {
                     return Event::SpawnFailed {
@@ -509,16 +671,25 @@ impl WorkerTask {
                     error_file: spec.error_file.clone().map(Arc::new),
                     timestamps: spec.log_timestamps,
                 };
+                let tap = Arc::new(StackTap::default());
                 if let Some(stdout) = child.stdout.take() {
                     let sink = self.ctx.output.clone();
-                    let task = sink.copy_lines(stdout, origin.clone(), StreamKind::Stdout);
+                    let task = sink.copy_lines(stdout, origin.clone(), StreamKind::Stdout, None);
                     self.ctx.output_tasks.spawn(task);
                 }
                 if let Some(stderr) = child.stderr.take() {
                     let sink = self.ctx.output.clone();
-                    let task = sink.copy_lines(stderr, origin, StreamKind::Stderr);
+                    let task = sink.copy_lines(
+                        stderr,
+                        origin.clone(),
+                        StreamKind::Stderr,
+                        Some(tap.clone()),
+                    );
                     self.ctx.output_tasks.spawn(task);
                 }
+                self.origin = Some(origin);
+                self.tap = Some(tap);
+                self.capture = None;
                 self.child = Some(child);
                 Event::Spawned { pid }
             }
@@ -578,6 +749,11 @@ impl WorkerTask {
             snapshot.restarts = machine.restarts;
             snapshot.hangs = machine.hangs;
             snapshot.monitored = monitored;
+            snapshot.finished = if machine.is_at_rest() {
+                machine.finished
+            } else {
+                None
+            };
             snapshot.last_exit = match &machine.phase {
                 Phase::Errored { why } => Some(why.clone()),
                 _ => machine.last_exit.clone(),
@@ -598,19 +774,13 @@ impl WorkerTask {
                 }
             }
         });
+        self.ctx.changes.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     /// Logs a report and keeps it in the event history.
     fn log(&mut self, report: Report) {
         let (kind, message) = self.describe_report(&report);
-        if self.events.len() == EVENT_HISTORY {
-            self.events.pop_front();
-        }
-        self.events.push_back(AppEvent {
-            at: timestamp(SystemTime::now()),
-            kind: kind.to_string(),
-            message,
-        });
+        self.record(kind, message);
         match report {
             Report::Started { pid } => tracing::info!(pid, "started"),
             Report::Exited {
@@ -634,10 +804,22 @@ impl WorkerTask {
                 pid,
                 silent_for,
                 misses,
+                evidence,
+                ..
             } => tracing::error!(
                 pid,
-                "hung: event loop silent for {} ({misses} heartbeats missed); killing and restarting",
-                human(silent_for)
+                "hung: event loop silent for {} ({misses} heartbeats missed; {}); killing and restarting",
+                human(silent_for),
+                evidence_text(evidence)
+            ),
+            Report::HangDisproved { misses, queued_for } => tracing::warn!(
+                "{misses} heartbeats missed, but {}: not a hang",
+                disproof_text(queued_for)
+            ),
+            Report::StackTimeout { pid } => tracing::warn!(
+                pid,
+                "no stack within {} of SIGINT; sending SIGKILL",
+                human(STACK_TIMEOUT)
             ),
             Report::KillTimeout { pid } => tracing::warn!(
                 pid,
@@ -696,12 +878,26 @@ impl WorkerTask {
                 pid,
                 silent_for,
                 misses,
+                evidence,
+                ..
             } => (
                 "hung",
                 format!(
-                    "pid {pid}: event loop silent for {} ({misses} heartbeats missed); killed and restarted",
-                    human(*silent_for)
+                    "pid {pid}: event loop silent for {} ({misses} heartbeats missed; {}); killed and restarted",
+                    human(*silent_for),
+                    evidence_text(*evidence)
                 ),
+            ),
+            Report::HangDisproved { misses, queued_for } => (
+                "hang_disproved",
+                format!(
+                    "{misses} heartbeats missed, but {}: not a hang",
+                    disproof_text(*queued_for)
+                ),
+            ),
+            Report::StackTimeout { pid } => (
+                "stack_timeout",
+                format!("pid {pid}: no stack within {} of SIGINT; sent SIGKILL", human(STACK_TIMEOUT)),
             ),
             Report::KillTimeout { pid } => (
                 "kill_timeout",
@@ -736,6 +932,27 @@ impl WorkerTask {
                 format!("supervisor ran {} late; a heartbeat check was voided", human(*late_by)),
             ),
         }
+    }
+}
+
+/// What confirmed a hang, for its log line.
+fn evidence_text(evidence: HangEvidence) -> String {
+    match evidence {
+        HangEvidence::StuckInJs { queued_for } => {
+            format!("a ping waited {} for the JS thread", human(queued_for))
+        }
+        HangEvidence::NoAnswer => "the monitor's own thread did not answer either".to_string(),
+    }
+}
+
+/// Why missed heartbeats were not the app's fault, for its log line.
+fn disproof_text(queued_for: Option<Duration>) -> String {
+    match queued_for {
+        Some(queued_for) => format!(
+            "the monitor had the latest ping for only {}",
+            human(queued_for)
+        ),
+        None => "the monitor had no ping waiting for JS".to_string(),
     }
 }
 

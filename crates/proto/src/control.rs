@@ -88,6 +88,18 @@ pub struct AppDefinition {
     /// RSS limit in bytes, checked at every heartbeat.
     #[serde(default)]
     pub max_memory: Option<u64>,
+    /// Exit codes that count as a clean stop under `on-failure`; `None` means `[0]`.
+    #[serde(default)]
+    pub clean_exit_codes: Option<Vec<i32>>,
+    /// Uptime that resets the backoff; `None` means the default (1 s).
+    #[serde(default)]
+    pub min_uptime_ms: Option<u64>,
+    /// Delay before every restart; `None` means none.
+    #[serde(default)]
+    pub restart_delay_ms: Option<u64>,
+    /// First backoff delay after a quick crash; `None` means the default (100 ms).
+    #[serde(default)]
+    pub backoff_base_ms: Option<u64>,
     pub heartbeat_interval_ms: u64,
     pub heartbeat_timeout_ms: u64,
     pub heartbeat_misses: u32,
@@ -173,8 +185,15 @@ pub struct AppStatus {
     pub uptime_ms: Option<u64>,
     /// Whether a monitor connected from this process (hang detection applies only then).
     pub monitored: bool,
-    /// From the latest pong.
+    /// From the latest pong: the main process alone.
     pub memory: Option<MemoryUsage>,
+    /// Resident memory of the app's whole process tree (main process from the latest pong, its
+    /// descendants from the supervisor's last scan), in bytes. What `--max-memory` checks.
+    #[serde(default)]
+    pub tree_rss: Option<u64>,
+    /// Processes in the app's tree, the main one included.
+    #[serde(default)]
+    pub processes: Option<u32>,
     /// p99 event-loop delay over the interval before the latest pong.
     pub loop_delay_ms: Option<f64>,
     /// Event-loop delay over that interval: mean, p50, p99 and max.
@@ -202,7 +221,8 @@ pub struct AppDescription {
 pub struct AppEvent {
     /// RFC 3339, UTC.
     pub at: String,
-    /// `started`, `exited`, `hung`, `restarting`, `stopped`, `kill_timeout`, `spawn_failed`,
+    /// `started`, `exited`, `hung`, `stack` (where a hung loop was stuck), `hang_disproved`,
+    /// `stack_timeout`, `memory`, `errored`, `stopped`, `kill_timeout`, `spawn_failed`,
     /// `unmonitored` or `late_check`.
     pub kind: String,
     pub message: String,

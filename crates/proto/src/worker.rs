@@ -2,7 +2,8 @@
 //!
 //! The monitor opens with [`WorkerMessage::Hello`]; the supervisor answers [`SupervisorMessage::Welcome`]
 //! or [`SupervisorMessage::Refused`] and closes. After that the supervisor sends pings and the
-//! monitor answers each from the app's JS thread with a pong.
+//! monitor answers each from the app's JS thread with a pong. When pongs stop, the supervisor
+//! probes the monitor's native thread, which says whether a ping is stuck waiting for JS.
 
 use serde::{Deserialize, Serialize};
 
@@ -26,6 +27,23 @@ pub enum WorkerMessage {
         loop_delay: LoopDelay,
         /// How long the ping waited for the JS thread, measured by the monitor's native thread.
         queued_ms: f64,
+        /// Whether a SIGINT now would make Node print the main thread's JS stack before it dies:
+        /// `--trace-sigint` is on and the app has no SIGINT listener of its own (one turns the
+        /// trace off). The supervisor uses it to capture the stack of a hung loop.
+        #[serde(default)]
+        stack_on_sigint: bool,
+    },
+    /// Answer to a probe, written at once by the monitor's native thread (not the JS thread), so
+    /// it arrives even while the event loop is blocked.
+    ProbeReply {
+        /// Sequence number of the probe being answered.
+        seq: u64,
+        /// The ping now waiting for the JS thread, if any.
+        queued_seq: Option<u64>,
+        /// How long that ping has waited, in milliseconds.
+        queued_ms: Option<f64>,
+        /// The latest ping the native thread received (coalesced ones included).
+        last_ping_seq: Option<u64>,
     },
 }
 
@@ -39,6 +57,9 @@ pub enum SupervisorMessage {
     Refused { reason: String },
     /// Heartbeat: answer from the JS thread.
     Ping { seq: u64 },
+    /// Sent after heartbeats were missed: "is a ping stuck in your JS queue, or did mine never
+    /// reach you?" Answered by the native thread with [`WorkerMessage::ProbeReply`].
+    Probe { seq: u64 },
 }
 
 /// `process.memoryUsage()` in bytes, read on the JS thread.

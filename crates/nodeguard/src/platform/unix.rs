@@ -1,5 +1,6 @@
-//! Unix implementation: signals to process groups, `PR_SET_PDEATHSIG` on Linux, `SO_PEERCRED` /
-//! `getpeereid` for socket peers, owner-only permissions.
+//! Unix implementation: signals to process groups, `PR_SET_PDEATHSIG` and the child subreaper on
+//! Linux, the process table from /proc, `SO_PEERCRED` / `getpeereid` for socket peers, owner-only
+//! permissions.
 
 use std::io;
 use std::os::fd::AsFd;
@@ -20,6 +21,17 @@ pub fn signal_group(pgid: u32, signal: StopSignal) -> io::Result<()> {
         return Ok(());
     };
     match rustix::process::kill_process_group(pid, signal) {
+        Ok(()) | Err(rustix::io::Errno::SRCH) => Ok(()),
+        Err(errno) => Err(errno.into()),
+    }
+}
+
+/// Sends SIGINT to process `pid` alone (not its group). A process already gone is not an error.
+pub fn interrupt(pid: u32) -> io::Result<()> {
+    let Some(pid) = i32::try_from(pid).ok().and_then(Pid::from_raw) else {
+        return Ok(());
+    };
+    match rustix::process::kill_process(pid, Signal::INT) {
         Ok(()) | Err(rustix::io::Errno::SRCH) => Ok(()),
         Err(errno) => Err(errno.into()),
     }
@@ -84,6 +96,122 @@ pub fn process_alive(pid: u32) -> bool {
             .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
         // No /proc (macOS): the signal test is all there is.
         Err(_) => true,
+    }
+}
+
+/// One process as `/proc/<pid>/stat` describes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcessInfo {
+    pub pid: u32,
+    pub ppid: u32,
+    pub pgid: u32,
+    /// Clock ticks after boot when it started: with the pid, identifies it across pid reuse.
+    pub start_time: u64,
+    /// Resident set size in bytes.
+    pub rss: u64,
+    pub zombie: bool,
+}
+
+/// Every process on the machine (Linux: from /proc). Processes that vanish mid-scan are skipped.
+#[cfg(target_os = "linux")]
+pub fn list_processes() -> io::Result<Vec<ProcessInfo>> {
+    let page_size = rustix::param::page_size() as u64;
+    let mut processes = Vec::new();
+    for entry in std::fs::read_dir("/proc")? {
+        let Ok(entry) = entry else { continue };
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if let Some(info) = read_process(pid, page_size) {
+            processes.push(info);
+        }
+    }
+    Ok(processes)
+}
+
+/// Without /proc there is no cheap whole-table scan; process trees are not tracked.
+#[cfg(not(target_os = "linux"))]
+pub fn list_processes() -> io::Result<Vec<ProcessInfo>> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "process trees are tracked on Linux only",
+    ))
+}
+
+/// One process now, if it exists (Linux only; `None` elsewhere).
+pub fn process_info(pid: u32) -> Option<ProcessInfo> {
+    read_process(pid, rustix::param::page_size() as u64)
+}
+
+fn read_process(pid: u32, page_size: u64) -> Option<ProcessInfo> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_stat(&stat, page_size)
+}
+
+/// Parses `/proc/<pid>/stat`. The command name is in parentheses and may itself contain spaces
+/// and parentheses, so fields are counted from the last `)`.
+pub fn parse_stat(stat: &str, page_size: u64) -> Option<ProcessInfo> {
+    let (head, rest) = stat.rsplit_once(')')?;
+    let pid = head.split_once(" (")?.0.trim().parse().ok()?;
+    // Fields after the name, from field 3 (state) on.
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let field = |n: usize| fields.get(n - 3).copied();
+    Some(ProcessInfo {
+        pid,
+        ppid: field(4)?.parse().ok()?,
+        pgid: field(5)?.parse().ok()?,
+        start_time: field(22)?.parse().ok()?,
+        rss: field(24)?.parse::<u64>().ok()?.saturating_mul(page_size),
+        zombie: field(3)? == "Z",
+    })
+}
+
+/// The value of `name` in process `pid`'s initial environment (Linux: /proc/<pid>/environ,
+/// readable for processes of the same user), if set.
+pub fn environment_variable(pid: u32, name: &str) -> Option<String> {
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+    environ.split(|&b| b == 0).find_map(|entry| {
+        let value = entry.strip_prefix(name.as_bytes())?.strip_prefix(b"=")?;
+        String::from_utf8(value.to_vec()).ok()
+    })
+}
+
+/// Makes orphaned descendants of this process be re-parented to it instead of to init, so
+/// grandchildren that escape an app's process group stay within reach (Linux only; a no-op
+/// elsewhere). Needless when we are PID 1, which is every orphan's parent anyway.
+pub fn become_subreaper() -> io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        if rustix::process::getpid().as_raw_nonzero().get() != 1 {
+            rustix::process::set_child_subreaper(Some(rustix::process::getpid()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Collects exited child `pid` if it is a zombie; true if it was collected.
+pub fn reap(pid: u32) -> bool {
+    let Some(pid) = i32::try_from(pid).ok().and_then(Pid::from_raw) else {
+        return false;
+    };
+    matches!(
+        rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::NOHANG),
+        Ok(Some(_))
+    )
+}
+
+/// SIGKILL to process `pid` alone. A process already gone is not an error.
+pub fn kill_process(pid: u32) -> io::Result<()> {
+    let Some(pid) = i32::try_from(pid).ok().and_then(Pid::from_raw) else {
+        return Ok(());
+    };
+    match rustix::process::kill_process(pid, Signal::KILL) {
+        Ok(()) | Err(rustix::io::Errno::SRCH) => Ok(()),
+        Err(errno) => Err(errno.into()),
     }
 }
 
@@ -188,5 +316,44 @@ impl NotifySocket {
     /// queue drops the message and says so.
     pub fn send(&self, message: &str) -> io::Result<()> {
         self.socket.send(message.as_bytes()).map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_lines_parse_even_with_odd_command_names() {
+        let stat =
+            "4242 (node (worker) x) S 4000 4242 4242 0 -1 4194560 1 0 0 0 5 6 0 0 20 0 11 0 \
+                    987654 1000000 2560 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 0 0 0 0";
+        assert_eq!(
+            parse_stat(stat, 4096),
+            Some(ProcessInfo {
+                pid: 4242,
+                ppid: 4000,
+                pgid: 4242,
+                start_time: 987654,
+                rss: 2560 * 4096,
+                zombie: false,
+            })
+        );
+        let zombie = "77 (sh) Z 1 77 77 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 5 0 0";
+        assert!(parse_stat(zombie, 4096).is_some_and(|p| p.zombie && p.rss == 0));
+        assert_eq!(parse_stat("garbage", 4096), None);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn our_own_process_is_in_the_table() {
+        let me = std::process::id();
+        let table = list_processes().unwrap();
+        let entry = table.iter().find(|p| p.pid == me).expect("ourselves");
+        assert!(entry.rss > 0);
+        assert_eq!(
+            process_info(me).map(|p| p.start_time),
+            Some(entry.start_time)
+        );
     }
 }

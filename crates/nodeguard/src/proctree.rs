@@ -1,0 +1,331 @@
+//! The process trees under the supervisor: which processes belong to each app (its children,
+//! grandchildren, and those that escaped its process group), their total memory, and reaping the
+//! orphans that, as a child subreaper (or PID 1), the supervisor inherits.
+//!
+//! One scan of the process table per [`SCAN_INTERVAL`] serves every app, rather than one per
+//! heartbeat per app. A descendant whose parent died is re-parented to the supervisor and loses
+//! its link to the app, so the index remembers, by pid and start time, which app each process was
+//! seen under, and keeps counting it there. A process that was never seen under its app (a quick
+//! double fork finishes between two scans) is recognised by the [`ENV_SPAWN_KEY`] it inherited
+//! from the app's environment. When an app's main process exits, [`TreeSnapshot`] says which
+//! leftovers to end.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::platform::{self, ProcessInfo};
+
+/// Set in each app's environment to a key unique to that spawn; inherited by its descendants, it
+/// ties an orphan back to its app.
+pub const ENV_SPAWN_KEY: &str = "NODEGUARD_SPAWN";
+
+/// How often the process table is scanned.
+pub const SCAN_INTERVAL: Duration = Duration::from_secs(1);
+
+/// A process, identified across pid reuse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Member {
+    pub pid: u32,
+    pub start_time: u64,
+}
+
+/// One app's tree at the last scan, its main process excluded.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AppTree {
+    pub descendants: Vec<Member>,
+    /// Resident memory of the descendants, in bytes.
+    pub descendants_rss: u64,
+}
+
+/// Every app's tree at the last scan, by the pid of the app's main process.
+#[derive(Debug, Clone, Default)]
+pub struct TreeSnapshot {
+    pub apps: HashMap<u32, AppTree>,
+}
+
+impl TreeSnapshot {
+    pub fn of(&self, root: u32) -> Option<&AppTree> {
+        self.apps.get(&root)
+    }
+}
+
+/// The supervisor's own children (the apps' main processes): pid → spawn key. Spawning holds the
+/// lock from fork until the pid is recorded, so the reaper never collects a child that tokio
+/// waits for.
+pub type ChildSet = Arc<Mutex<HashMap<u32, u64>>>;
+
+/// Remembers which app each process was seen under.
+#[derive(Debug, Default)]
+pub struct TreeIndex {
+    owner: HashMap<Member, u32>,
+    /// Adopted orphans whose environment names no app of ours: not looked at again.
+    foreign: HashSet<Member>,
+}
+
+impl TreeIndex {
+    /// Attributes `table`'s processes to the apps whose main processes are `roots` (pid → spawn
+    /// key); `me` is the supervisor's pid. Orphans it adopted keep the app they were seen under,
+    /// or are matched by `spawn_key_of` (the [`ENV_SPAWN_KEY`] in a process's environment).
+    pub fn update(
+        &mut self,
+        table: &[ProcessInfo],
+        roots: &HashMap<u32, u64>,
+        me: u32,
+        spawn_key_of: impl Fn(u32) -> Option<u64>,
+    ) -> TreeSnapshot {
+        let mut children: HashMap<u32, Vec<&ProcessInfo>> = HashMap::new();
+        for process in table {
+            children.entry(process.ppid).or_default().push(process);
+        }
+        let mut owner = HashMap::new();
+        let mut apps: HashMap<u32, AppTree> = HashMap::new();
+        let mut visit = |start: &ProcessInfo, root: u32, owner: &mut HashMap<Member, u32>| {
+            let tree = apps.entry(root).or_default();
+            let mut stack = vec![start];
+            while let Some(process) = stack.pop() {
+                let member = Member {
+                    pid: process.pid,
+                    start_time: process.start_time,
+                };
+                if owner.insert(member, root).is_some() {
+                    continue;
+                }
+                tree.descendants.push(member);
+                tree.descendants_rss += process.rss;
+                stack.extend(children.get(&process.pid).into_iter().flatten().copied());
+            }
+        };
+        for &root in roots.keys() {
+            for child in children.get(&root).into_iter().flatten() {
+                visit(child, root, &mut owner);
+            }
+        }
+        // Orphans adopted by us: seen under an app before, or carrying its spawn key.
+        let mut foreign = HashSet::new();
+        for orphan in children.get(&me).into_iter().flatten() {
+            if roots.contains_key(&orphan.pid) || orphan.zombie {
+                continue;
+            }
+            let member = Member {
+                pid: orphan.pid,
+                start_time: orphan.start_time,
+            };
+            let root = match self.owner.get(&member) {
+                Some(&root) => Some(root),
+                None if self.foreign.contains(&member) => None,
+                None => spawn_key_of(orphan.pid).and_then(|key| {
+                    roots
+                        .iter()
+                        .find_map(|(&root, &root_key)| (root_key == key).then_some(root))
+                }),
+            };
+            match root.filter(|root| roots.contains_key(root)) {
+                Some(root) => visit(orphan, root, &mut owner),
+                None => {
+                    foreign.insert(member);
+                }
+            }
+        }
+        for &root in roots.keys() {
+            apps.entry(root).or_default();
+        }
+        self.foreign = foreign;
+        self.owner = owner;
+        TreeSnapshot { apps }
+    }
+}
+
+/// Ends what is left of an app's tree after its main process exited: each descendant from the
+/// last scan that still runs as the same process (same start time), and each process adopted by
+/// the supervisor since then that carries the app's `spawn_key`, gets SIGKILL.
+pub fn end_leftovers(tree: Option<&AppTree>, spawn_key: u64, children: &ChildSet) {
+    let kill = |pid: u32| {
+        if let Err(error) = platform::kill_process(pid) {
+            tracing::warn!(pid, %error, "cannot end a leftover process");
+        }
+    };
+    for member in tree.into_iter().flat_map(|tree| &tree.descendants) {
+        let same = platform::process_info(member.pid)
+            .is_some_and(|now| now.start_time == member.start_time && !now.zombie);
+        if same {
+            kill(member.pid);
+        }
+    }
+    let Ok(table) = platform::list_processes() else {
+        return;
+    };
+    let me = std::process::id();
+    let ours = children
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone();
+    let key = spawn_key.to_string();
+    for orphan in table.iter().filter(|p| p.ppid == me && !p.zombie) {
+        if !ours.contains_key(&orphan.pid)
+            && platform::environment_variable(orphan.pid, ENV_SPAWN_KEY).as_deref() == Some(&key)
+        {
+            kill(orphan.pid);
+        }
+    }
+}
+
+/// Starts the scanner: a task that publishes a [`TreeSnapshot`] every [`SCAN_INTERVAL`] and
+/// collects zombie orphans (on SIGCHLD and at each scan) until `stop` fires.
+pub fn start(children: ChildSet, stop: CancellationToken) -> watch::Receiver<Arc<TreeSnapshot>> {
+    let (publish, snapshots) = watch::channel(Arc::new(TreeSnapshot::default()));
+    tokio::spawn(async move {
+        let me = std::process::id();
+        let mut index = TreeIndex::default();
+        let mut ticks = tokio::time::interval(SCAN_INTERVAL);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut sigchld = child_signals();
+        loop {
+            let scan_tree = tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = ticks.tick() => true,
+                _ = next_child_signal(&mut sigchld) => false,
+            };
+            let Ok(table) = platform::list_processes() else {
+                // No process table here: no trees, nothing to reap this way.
+                continue;
+            };
+            reap_orphans(&table, &children, me);
+            if scan_tree {
+                let roots = children
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .clone();
+                let snapshot = index.update(&table, &roots, me, |pid| {
+                    platform::environment_variable(pid, ENV_SPAWN_KEY)?
+                        .parse()
+                        .ok()
+                });
+                publish.send_replace(Arc::new(snapshot));
+            }
+        }
+    });
+    snapshots
+}
+
+/// Collects zombies whose parent is us but which are not children tokio waits for.
+fn reap_orphans(table: &[ProcessInfo], children: &ChildSet, me: u32) {
+    let zombies = table.iter().filter(|p| p.zombie && p.ppid == me);
+    let mut zombies = zombies.peekable();
+    if zombies.peek().is_none() {
+        return;
+    }
+    let ours = children.lock().unwrap_or_else(PoisonError::into_inner);
+    for zombie in zombies {
+        if !ours.contains_key(&zombie.pid) && platform::reap(zombie.pid) {
+            tracing::debug!(pid = zombie.pid, "reaped an orphan");
+        }
+    }
+}
+
+#[cfg(unix)]
+fn child_signals() -> Option<tokio::signal::unix::Signal> {
+    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child()).ok()
+}
+
+#[cfg(unix)]
+async fn next_child_signal(signals: &mut Option<tokio::signal::unix::Signal>) {
+    match signals {
+        Some(signals) => {
+            signals.recv().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn process(pid: u32, ppid: u32, rss: u64) -> ProcessInfo {
+        ProcessInfo {
+            pid,
+            ppid,
+            pgid: pid,
+            start_time: u64::from(pid) * 10,
+            rss,
+            zombie: false,
+        }
+    }
+
+    fn pids(tree: &AppTree) -> Vec<u32> {
+        let mut pids: Vec<u32> = tree.descendants.iter().map(|m| m.pid).collect();
+        pids.sort();
+        pids
+    }
+
+    #[test]
+    fn descendants_are_counted_under_their_app_and_orphans_stay_with_it() {
+        let me = 1;
+        let roots = HashMap::from([(10, 100), (20, 200)]);
+        let mut index = TreeIndex::default();
+        let no_env = |_| None;
+        // 10 → 11 → 12, 20 → 21, and 99 is unrelated.
+        let table = vec![
+            process(10, me, 40),
+            process(11, 10, 5),
+            process(12, 11, 7),
+            process(20, me, 40),
+            process(21, 20, 3),
+            process(99, 50, 1000),
+        ];
+        let snapshot = index.update(&table, &roots, me, no_env);
+        assert_eq!(pids(snapshot.of(10).unwrap()), [11, 12]);
+        assert_eq!(snapshot.of(10).unwrap().descendants_rss, 12);
+        assert_eq!(pids(snapshot.of(20).unwrap()), [21]);
+
+        // 11 exits; 12 is re-parented to us and still counts for app 10.
+        let table = vec![
+            process(10, me, 40),
+            process(12, me, 7),
+            process(20, me, 40),
+            process(21, 20, 3),
+        ];
+        let snapshot = index.update(&table, &roots, me, no_env);
+        assert_eq!(pids(snapshot.of(10).unwrap()), [12]);
+
+        // A new process reusing pid 12 is not app 10's.
+        let mut reused = process(12, me, 7);
+        reused.start_time += 1;
+        let snapshot = index.update(&[process(10, me, 40), reused], &roots, me, no_env);
+        assert_eq!(pids(snapshot.of(10).unwrap()), Vec::<u32>::new());
+    }
+
+    #[test]
+    fn an_orphan_never_seen_under_its_app_is_matched_by_its_spawn_key() {
+        let me = 1;
+        let roots = HashMap::from([(10, 100), (20, 200)]);
+        let mut index = TreeIndex::default();
+        // 31 and 32 were adopted before any scan saw their parents; 33 is someone else's.
+        let table = vec![
+            process(10, me, 40),
+            process(20, me, 40),
+            process(31, me, 9),
+            process(32, me, 4),
+            process(33, me, 1),
+        ];
+        let keys = |pid| match pid {
+            31 => Some(200),
+            32 => Some(100),
+            _ => None,
+        };
+        let snapshot = index.update(&table, &roots, me, keys);
+        assert_eq!(pids(snapshot.of(10).unwrap()), [32]);
+        assert_eq!(pids(snapshot.of(20).unwrap()), [31]);
+        assert_eq!(snapshot.of(20).unwrap().descendants_rss, 9);
+        // The foreign one is not asked about again.
+        let snapshot = index.update(&table, &roots, me, |pid| {
+            assert_ne!(pid, 33, "asked about a known foreign process again");
+            None
+        });
+        assert_eq!(pids(snapshot.of(10).unwrap()), [32]);
+    }
+}
