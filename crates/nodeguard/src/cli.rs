@@ -105,11 +105,16 @@ pub enum Verb {
     Ping,
     /// Stop every app, then the daemon.
     Kill,
-    /// Run the daemon's supervisor in this process, in the foreground (for systemd and containers;
-    /// `start` launches one in the background). Verbs from other shells control it as usual.
+    /// Run the daemon in this process, in the foreground (for systemd and containers).
+    ///
+    /// `start` launches the same daemon in the background. Verbs from other shells control it as
+    /// usual. Under systemd (NOTIFY_SOCKET set) it sends READY=1, STATUS= and WATCHDOG=1.
     Daemon(DaemonArgs),
-    /// Print a systemd user unit that runs the daemon at boot and brings back the saved apps
-    /// (Type=notify, with a watchdog); --install writes it to ~/.config/systemd/user/.
+    /// Print (or --install) a systemd user unit that resurrects the saved apps at boot.
+    ///
+    /// The unit runs `nodeguard daemon --resurrect` as a Type=notify service with a watchdog and
+    /// Restart=on-failure. --install writes it to ~/.config/systemd/user/nodeguard.service (or
+    /// under $XDG_CONFIG_HOME) and prints the systemctl command to run.
     Startup(StartupArgs),
 }
 
