@@ -242,7 +242,8 @@ test('a bad --http address or a port in use is refused in one line', async (t) =
   assert.match(client.stderr, /--http is an option of foreground mode/);
   const start = await h.run(['start', idle, '--http', '127.0.0.1:0', '--home', home]);
   assert.equal(start.code, 2);
-  assert.match(start.stderr, /unexpected argument '--http'/);
+  assert.match(start.stderr, /^nodeguard: error: --http is not an option of `start`: .*nodeguard daemon --http ADDR/);
+  assert.equal(start.stderr.trim().split('\n').length, 1, start.stderr);
 });
 
 test('daemon --resurrect --http brings back the saved apps and serves the endpoints', async (t) => {

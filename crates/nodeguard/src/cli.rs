@@ -309,6 +309,10 @@ pub struct StartArgs {
     #[command(flatten)]
     pub app: AppOptions,
 
+    /// Accepted only to refuse it with a clear message: the HTTP endpoint belongs to the daemon.
+    #[arg(long, value_name = "ADDR", hide = true)]
+    pub http: Option<String>,
+
     /// Arguments passed to the app, after `--`.
     #[arg(last = true, value_name = "APP_ARGS")]
     pub app_args: Vec<String>,
@@ -321,6 +325,12 @@ pub enum StartError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     File(#[from] ConfigFileError),
+    #[error(
+        "--http is not an option of `start`: the daemon serves HTTP, and one that `start` launches \
+         serves none; run it yourself with `nodeguard daemon --http ADDR` (or `nodeguard startup \
+         systemd --http ADDR`), or use foreground mode"
+    )]
+    HttpBelongsToTheDaemon,
 }
 
 /// What `start` sends to the daemon, and the warnings to print first.
@@ -333,6 +343,9 @@ impl StartArgs {
     /// Validates the script or config file locally (scripts, node, timing) and describes the
     /// apps for the daemon. A config file is recognised as PM2 does: `*.json` or `*.config.js`.
     pub fn into_plan(self) -> Result<StartPlan, StartError> {
+        if self.http.is_some() {
+            return Err(StartError::HttpBelongsToTheDaemon);
+        }
         let timing = self.app.timing()?;
         let node = config::resolve_node(&self.app.node)?;
         let cwd = std::env::current_dir().map_err(ConfigError::Cwd)?;
