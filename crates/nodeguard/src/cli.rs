@@ -1,5 +1,6 @@
 //! The command line: flags, `--help` text, and turning them into a validated [`SupervisorConfig`].
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -25,7 +26,12 @@ Examples:
   nodeguard start server.js --name api -- --port 8080   (background daemon)
   nodeguard start app.js --name web -i 4 --listen 3000   (cluster mode: 4 instances, one port)
   nodeguard reload web   (rolling, zero-downtime with --listen; aborts if a new instance fails)
-  nodeguard restart api; nodeguard stop all; nodeguard kill";
+  nodeguard restart api; nodeguard stop all; nodeguard kill
+  nodeguard --http 127.0.0.1:9615 -m server.js   (/healthz, /readyz, /metrics)
+  nodeguard startup systemd --install   (a user unit that resurrects the saved apps at boot)
+
+Under systemd (NOTIFY_SOCKET set) nodeguard sends READY=1, STATUS= and WATCHDOG=1 itself, and
+removes NOTIFY_SOCKET from its apps' environment.";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -106,9 +112,60 @@ pub enum Verb {
     Ping,
     /// Stop every app, then the daemon.
     Kill,
-    /// Run the background supervisor in this process (what `start` launches).
-    #[command(hide = true)]
-    Daemon,
+    /// Run the daemon in this process, in the foreground (for systemd and containers).
+    ///
+    /// `start` launches the same daemon in the background. Verbs from other shells control it as
+    /// usual. Under systemd (NOTIFY_SOCKET set) it sends READY=1, STATUS= and WATCHDOG=1.
+    Daemon(DaemonArgs),
+    /// Print (or --install) a systemd user unit that resurrects the saved apps at boot.
+    ///
+    /// The unit runs `nodeguard daemon --resurrect` as a Type=notify service with a watchdog and
+    /// Restart=on-failure. --install writes it to ~/.config/systemd/user/nodeguard.service (or
+    /// under $XDG_CONFIG_HOME) and prints the systemctl command to run.
+    Startup(StartupArgs),
+}
+
+/// `nodeguard daemon`.
+#[derive(Debug, Clone, Args)]
+pub struct DaemonArgs {
+    /// Bring back the saved apps (as `resurrect` does) as soon as the daemon runs.
+    #[arg(long)]
+    pub resurrect: bool,
+
+    /// Serve /healthz, /readyz and /metrics over HTTP on this address (e.g. 127.0.0.1:9615).
+    #[arg(long, value_name = "ADDR", value_parser = parse_http_address)]
+    pub http: Option<SocketAddr>,
+}
+
+/// `nodeguard startup`.
+#[derive(Debug, Clone, Args)]
+pub struct StartupArgs {
+    /// The init system (only systemd so far).
+    #[arg(value_enum)]
+    pub system: InitSystem,
+
+    /// Write the unit to ~/.config/systemd/user/nodeguard.service instead of printing it.
+    #[arg(long)]
+    pub install: bool,
+
+    /// Have the daemon serve /healthz, /readyz and /metrics on this address.
+    #[arg(long, value_name = "ADDR", value_parser = parse_http_address)]
+    pub http: Option<SocketAddr>,
+}
+
+/// Init systems `startup` writes for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum InitSystem {
+    Systemd,
+}
+
+/// An `--http` address: an IP address and a port.
+pub fn parse_http_address(text: &str) -> Result<SocketAddr, String> {
+    text.parse().map_err(|_| {
+        format!(
+            "'{text}' is not an IP address and port (write e.g. 127.0.0.1:9615 or 0.0.0.0:9615)"
+        )
+    })
 }
 
 impl Cli {
@@ -261,6 +318,9 @@ pub struct StartArgs {
 
     #[command(flatten)]
     pub cluster: ClusterOptions,
+    /// Accepted only to refuse it with a clear message: the HTTP endpoint belongs to the daemon.
+    #[arg(long, value_name = "ADDR", hide = true)]
+    pub http: Option<String>,
 
     /// Arguments passed to the app, after `--`.
     #[arg(last = true, value_name = "APP_ARGS")]
@@ -332,6 +392,12 @@ pub enum StartError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     File(#[from] ConfigFileError),
+    #[error(
+        "--http is not an option of `start`: the daemon serves HTTP, and one that `start` launches \
+         serves none; run it yourself with `nodeguard daemon --http ADDR` (or `nodeguard startup \
+         systemd --http ADDR`), or use foreground mode"
+    )]
+    HttpBelongsToTheDaemon,
 }
 
 /// What `start` sends to the daemon, and the warnings to print first.
@@ -344,6 +410,9 @@ impl StartArgs {
     /// Validates the script or config file locally (scripts, node, timing) and describes the
     /// apps for the daemon. A config file is recognised as PM2 does: `*.json` or `*.config.js`.
     pub fn into_plan(self) -> Result<StartPlan, StartError> {
+        if self.http.is_some() {
+            return Err(StartError::HttpBelongsToTheDaemon);
+        }
         let timing = self.app.timing()?;
         let node = config::resolve_node(&self.app.node)?;
         let cwd = std::env::current_dir().map_err(ConfigError::Cwd)?;
@@ -511,6 +580,10 @@ pub struct RunArgs {
     #[arg(long)]
     pub keep_alive: bool,
 
+    /// Serve /healthz, /readyz and /metrics over HTTP on this address (e.g. 127.0.0.1:9615).
+    #[arg(long, value_name = "ADDR", value_parser = parse_http_address)]
+    pub http: Option<SocketAddr>,
+
     /// Arguments passed to every app, after `--`.
     #[arg(last = true, value_name = "APP_ARGS")]
     pub app_args: Vec<String>,
@@ -581,6 +654,10 @@ impl RunArgs {
             log_files: self.log_files,
             persist: false,
             exit_when_done: !self.keep_alive,
+            service: config::ServiceOptions {
+                http: self.http,
+                ..Default::default()
+            },
         };
         Ok((config, preload))
     }

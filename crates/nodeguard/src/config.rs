@@ -234,6 +234,19 @@ pub struct SupervisorConfig {
     /// End once every app has come to rest on its own (foreground mode, so a container exits
     /// when its apps are done or given up on); the daemon keeps running.
     pub exit_when_done: bool,
+    /// HTTP endpoints, systemd notifications, resurrect at start.
+    pub service: ServiceOptions,
+}
+
+/// How the supervisor presents itself to a service manager (systemd, Kubernetes, Prometheus).
+#[derive(Debug, Clone, Default)]
+pub struct ServiceOptions {
+    /// Serve `/healthz`, `/readyz` and `/metrics` on this address (`--http`).
+    pub http: Option<std::net::SocketAddr>,
+    /// Notify systemd (`NOTIFY_SOCKET` was set).
+    pub notify: Option<std::sync::Arc<crate::systemd::Notifier>>,
+    /// Bring back the saved apps at start (`daemon --resurrect`).
+    pub resurrect: bool,
 }
 
 /// A problem with the configuration, reported before anything starts.

@@ -10,13 +10,16 @@ use tokio::signal::unix::{signal, SignalKind};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use nodeguard::cli::{choose_preload, Cli, PreloadChoice, RunArgs, StartError, Verb};
+use nodeguard::cli::{
+    choose_preload, Cli, DaemonArgs, PreloadChoice, RunArgs, StartError, StartupArgs, Verb,
+};
 use nodeguard::client;
-use nodeguard::config::{self, ConfigError, SupervisorConfig};
+use nodeguard::config::{self, ConfigError, ServiceOptions, SupervisorConfig};
 use nodeguard::home::HomePaths;
 use nodeguard::logs;
 use nodeguard::render;
 use nodeguard::supervisor::{self, Shutdown};
+use nodeguard::systemd::{self, Notifier};
 use nodeguard_proto::control::{Command, Outcome, Target};
 
 /// Exit code for a bad command line or configuration.
@@ -35,9 +38,13 @@ fn main() -> ExitCode {
         Err(error) => return clap_error(error),
     };
     init_logging();
+    // Before any thread starts: systemd's variables leave the environment whatever the verb, so
+    // neither apps nor a daemon that `start` launches inherit them.
+    let notifier = systemd::Notifier::take_from_env();
     let outcome = match cli.command {
-        None => foreground(cli.run, cli.home),
-        Some(Verb::Daemon) => daemon(cli.home),
+        None => foreground(cli.run, cli.home, notifier),
+        Some(Verb::Daemon(args)) => daemon(args, cli.home, notifier),
+        Some(Verb::Startup(args)) => startup(args, cli.home),
         Some(verb) => client_verb(verb, cli.home),
     };
     match outcome {
@@ -273,15 +280,71 @@ fn client_verb(verb: Verb, home: Option<PathBuf>) -> anyhow::Result<ExitCode> {
             })?;
             print_done(outcome)?;
         }
-        Verb::Daemon => unreachable_daemon()?,
+        Verb::Daemon(_) | Verb::Startup(_) => not_a_client_verb()?,
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// `daemon` is dispatched before `client_verb`; reaching it here is a programming error that
-/// must still not panic.
-fn unreachable_daemon() -> anyhow::Result<()> {
-    anyhow::bail!("internal error: daemon verb routed to the client")
+/// `daemon` and `startup` are dispatched before `client_verb`; reaching it here is a programming
+/// error that must still not panic.
+fn not_a_client_verb() -> anyhow::Result<()> {
+    anyhow::bail!("internal error: a non-client verb was routed to the client")
+}
+
+/// `nodeguard startup systemd [--install]`: prints or writes the user unit.
+fn startup(args: StartupArgs, home: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let nodeguard::cli::InitSystem::Systemd = args.system;
+    let exe = std::env::current_exe().context("cannot find the nodeguard binary's path")?;
+    let exe = exe.canonicalize().unwrap_or(exe);
+    let home = home_paths(home)?.home;
+    let home = if home.is_absolute() {
+        home
+    } else {
+        std::env::current_dir()
+            .context("cannot read the current directory")?
+            .join(home)
+    };
+    let state_file = nodeguard::state::state_path(&home);
+    let saved_apps = match nodeguard::state::read(&state_file) {
+        Ok(Some(saved)) => saved
+            .apps
+            .into_iter()
+            .map(|app| app.definition.name.unwrap_or_else(|| app.id.to_string()))
+            .collect(),
+        Ok(None) => Vec::new(),
+        Err(error) => {
+            eprintln!("nodeguard: warning: {error}");
+            Vec::new()
+        }
+    };
+    let settings = systemd::UnitSettings {
+        exe,
+        home,
+        path_env: std::env::var("PATH").ok().filter(|path| !path.is_empty()),
+        http: args.http.map(|address| address.to_string()),
+        saved_apps,
+        state_file,
+    };
+    let unit = systemd::unit(&settings);
+    if !args.install {
+        print!("{unit}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let path = systemd::user_unit_path()
+        .context("cannot tell where user units go: neither XDG_CONFIG_HOME nor HOME is set")?;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    std::fs::write(&path, unit).with_context(|| format!("cannot write {}", path.display()))?;
+    println!("wrote {}", path.display());
+    println!("now run (stop a daemon already running on this home first: nodeguard kill):");
+    println!(
+        "  systemctl --user daemon-reload && systemctl --user enable --now {}",
+        systemd::UNIT_NAME
+    );
+    println!("to start it at boot rather than at your first login, also run:");
+    println!("  loginctl enable-linger \"$USER\"");
+    Ok(ExitCode::SUCCESS)
 }
 
 fn print_done(outcome: Outcome) -> anyhow::Result<()> {
@@ -292,14 +355,23 @@ fn print_done(outcome: Outcome) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn foreground(args: RunArgs, home: Option<PathBuf>) -> anyhow::Result<ExitCode> {
-    let (config, preload) = args.into_config(home, std::io::stdout().is_terminal())?;
+fn foreground(
+    args: RunArgs,
+    home: Option<PathBuf>,
+    notifier: Option<std::sync::Arc<Notifier>>,
+) -> anyhow::Result<ExitCode> {
+    let (mut config, preload) = args.into_config(home, std::io::stdout().is_terminal())?;
+    config.service.notify = notifier;
     log_preload(&preload);
     supervise(config)
 }
 
 /// The background supervisor: no apps at first; `start` adds them.
-fn daemon(home: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+fn daemon(
+    args: DaemonArgs,
+    home: Option<PathBuf>,
+    notifier: Option<std::sync::Arc<Notifier>>,
+) -> anyhow::Result<ExitCode> {
     let preload = choose_preload(
         false,
         std::env::var_os("NODEGUARD_PRELOAD").map(PathBuf::from),
@@ -314,6 +386,11 @@ fn daemon(home: Option<PathBuf>) -> anyhow::Result<ExitCode> {
         log_files: true,
         persist: true,
         exit_when_done: false,
+        service: ServiceOptions {
+            http: args.http,
+            notify: notifier,
+            resurrect: args.resurrect,
+        },
     };
     supervise(config)
 }

@@ -75,6 +75,11 @@ pub enum SupervisorError {
     Bind { path: PathBuf, source: io::Error },
     #[error("cannot start a supervisor thread: {0}")]
     Thread(io::Error),
+    #[error("cannot serve HTTP on {address}: {source}")]
+    Http {
+        address: std::net::SocketAddr,
+        source: io::Error,
+    },
 }
 
 /// A control command on its way to the supervisor actor, with the channel for its answer.
@@ -102,6 +107,13 @@ pub async fn run(
     let home = Home::prepare(&config.home)?;
     let worker_listener = bind(&home.paths.worker_socket)?;
     let control_listener = bind(&home.paths.control_socket)?;
+    let http_listener = match config.service.http {
+        Some(address) => Some(
+            crate::http::bind(address)
+                .map_err(|source| SupervisorError::Http { address, source })?,
+        ),
+        None => None,
+    };
     if let Err(error) = platform::become_subreaper() {
         tracing::warn!(%error, "cannot become a child subreaper; escaped grandchildren go to init");
     }
@@ -134,6 +146,16 @@ pub async fn run(
     let control_tasks = TaskTracker::new();
     let (requests, inbox) = mpsc::channel(REQUEST_QUEUE);
     tokio::spawn(workers::serve(worker_listener, registry, servers.clone()));
+    // Service-manager integration (see http.rs and systemd.rs): both ask the actor through the
+    // same queue as the control socket, so they see whether the supervision loop really answers.
+    let probe = crate::health::Probe::new(requests.clone());
+    if let Some(listener) = http_listener {
+        tokio::spawn(crate::http::serve(listener, probe.clone(), servers.clone()));
+    }
+    if let Some(notifier) = config.service.notify.clone() {
+        let stopping = shutdown.graceful.clone();
+        tokio::spawn(crate::systemd::notify(notifier, probe, stopping));
+    }
     tokio::spawn(control::serve(
         control_listener,
         requests,
@@ -162,6 +184,11 @@ pub async fn run(
         if let Err(error) = supervisor.add_app(spec, &[Origins::default()]) {
             tracing::error!("{error}");
         }
+    }
+    if config.service.resurrect {
+        let (reply, answer) = oneshot::channel();
+        supervisor.resurrect(reply);
+        tokio::spawn(log_resurrected(answer));
     }
     tracing::info!(
         home = %home.paths.home.display(),
@@ -195,6 +222,18 @@ pub async fn run(
         forced: shutdown.force.is_cancelled(),
         apps_finished,
     })
+}
+
+/// Logs how `daemon --resurrect` went: a missing state file is no error (nothing saved yet).
+async fn log_resurrected(answer: oneshot::Receiver<Outcome>) {
+    match answer.await {
+        Ok(Outcome::Done { apps }) => tracing::info!("resurrected {} saved app(s)", apps.len()),
+        Ok(Outcome::Error { message }) if message.starts_with("nothing to resurrect") => {
+            tracing::info!("{message}")
+        }
+        Ok(Outcome::Error { message }) => tracing::error!("resurrect: {message}"),
+        Ok(_) | Err(_) => {}
+    }
 }
 
 /// The actor that owns the app table.

@@ -310,6 +310,58 @@ pub fn inherit_fds(command: &mut tokio::process::Command, fds: Vec<std::os::fd::
     }
 }
 
+/// A datagram socket connected to the service manager's notification socket (`NOTIFY_SOCKET`,
+/// see sd_notify(3)): a filesystem path, or on Linux an abstract name written `@name`.
+pub struct NotifySocket {
+    socket: std::os::unix::net::UnixDatagram,
+}
+
+impl NotifySocket {
+    /// Connects to `address` as `NOTIFY_SOCKET` spells it.
+    pub fn connect(address: &std::ffi::OsStr) -> io::Result<Self> {
+        use std::os::unix::ffi::OsStrExt;
+        use std::os::unix::net::UnixDatagram;
+        let socket = UnixDatagram::unbound()?;
+        let bytes = address.as_bytes();
+        match bytes.split_first() {
+            None => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "NOTIFY_SOCKET is empty",
+                ))
+            }
+            Some((b'@', name)) => {
+                #[cfg(any(target_os = "linux", target_os = "android"))]
+                {
+                    #[cfg(target_os = "android")]
+                    use std::os::android::net::SocketAddrExt;
+                    #[cfg(target_os = "linux")]
+                    use std::os::linux::net::SocketAddrExt;
+                    let address = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
+                    socket.connect_addr(&address)?;
+                }
+                #[cfg(not(any(target_os = "linux", target_os = "android")))]
+                {
+                    let _ = name;
+                    return Err(io::Error::new(
+                        io::ErrorKind::Unsupported,
+                        "abstract socket names need Linux",
+                    ));
+                }
+            }
+            Some(_) => socket.connect(Path::new(address))?,
+        }
+        socket.set_nonblocking(true)?;
+        Ok(Self { socket })
+    }
+
+    /// Sends one notification (newline-separated `KEY=VALUE` assignments). Never blocks: a full
+    /// queue drops the message and says so.
+    pub fn send(&self, message: &str) -> io::Result<()> {
+        self.socket.send(message.as_bytes()).map(|_| ())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,310 @@
+//! The optional HTTP endpoint (`--http ADDR`): `/healthz`, `/readyz` and `/metrics` for
+//! Kubernetes probes and Prometheus. A deliberately small HTTP/1.x responder on tokio's
+//! `TcpListener` (one GET per connection, `Connection: close`) rather than a full HTTP stack, to
+//! keep the supervisor's binary and memory small. Every request is bounded in size and time, and
+//! the number of connections served at once is capped, so garbage, oversized or slow clients cost
+//! little and cannot stall anything else.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::health::{self, Probe, PROBE_DEADLINE};
+use crate::metrics;
+
+/// Largest request head (request line and headers) accepted.
+pub const MAX_REQUEST_HEAD: usize = 8 * 1024;
+/// A client must send its whole request head within this time.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// A client must take the answer within this time.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long, and how many bytes, a closing connection's leftover input is read and dropped.
+const LINGER_TIME: Duration = Duration::from_secs(1);
+const LINGER_BYTES: usize = 256 * 1024;
+/// Connections served at once; more are closed at once.
+const MAX_CONNECTIONS: usize = 32;
+/// Pause after a failed accept (such as running out of file descriptors).
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+
+/// Binds the HTTP endpoint's address. Through std with a resolved address, so that tokio's
+/// name-resolution machinery stays out of the binary.
+pub fn bind(address: SocketAddr) -> io::Result<TcpListener> {
+    let listener = std::net::TcpListener::bind(address)?;
+    listener.set_nonblocking(true)?;
+    TcpListener::from_std(listener)
+}
+
+/// Serves requests until `cancel` fires.
+pub async fn serve(listener: TcpListener, probe: Probe, cancel: CancellationToken) {
+    if let Ok(address) = listener.local_addr() {
+        tracing::info!("serving /healthz, /readyz and /metrics on http://{address}");
+    }
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let stream = tokio::select! {
+            _ = cancel.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(error) => {
+                    tracing::warn!(%error, "http: accept failed");
+                    tokio::time::sleep(ACCEPT_RETRY).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::debug!("http: too many connections; closing a new one");
+            continue;
+        };
+        let probe = probe.clone();
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = cancel.cancelled() => {}
+                _ = answer(stream, &probe) => {}
+            }
+            drop(slot);
+        });
+    }
+}
+
+/// An HTTP response: status, content type and body.
+#[derive(Debug, PartialEq, Eq)]
+struct Response {
+    status: u16,
+    content_type: &'static str,
+    body: String,
+}
+
+const TEXT: &str = "text/plain; charset=utf-8";
+
+impl Response {
+    fn text(status: u16, body: impl Into<String>) -> Self {
+        let mut body = body.into();
+        if !body.ends_with('\n') {
+            body.push('\n');
+        }
+        Self {
+            status,
+            content_type: TEXT,
+            body,
+        }
+    }
+}
+
+async fn answer(mut stream: TcpStream, probe: &Probe) {
+    let response = match tokio::time::timeout(READ_TIMEOUT, read_head(&mut stream)).await {
+        Err(_) => Response::text(408, "request not received in time"),
+        Ok(Err(error)) => {
+            tracing::debug!(%error, "http: reading a request failed");
+            return;
+        }
+        Ok(Ok(Head::TooLarge)) => Response::text(431, "request head too large"),
+        Ok(Ok(Head::Closed)) => return,
+        Ok(Ok(Head::Complete(head))) => match parse_request_line(&head) {
+            Err(response) => response,
+            Ok(request) => {
+                let response = route(request.path, probe).await;
+                return write(&mut stream, &response, request.head_only).await;
+            }
+        },
+    };
+    write(&mut stream, &response, false).await;
+}
+
+enum Head {
+    /// The request head, up to its blank line.
+    Complete(Vec<u8>),
+    TooLarge,
+    /// The client closed before sending a whole head.
+    Closed,
+}
+
+async fn read_head(stream: &mut TcpStream) -> io::Result<Head> {
+    let mut head = Vec::with_capacity(512);
+    let mut chunk = [0u8; 1024];
+    loop {
+        let read = stream.read(&mut chunk).await?;
+        if read == 0 {
+            return Ok(Head::Closed);
+        }
+        // Only the new bytes (and the three before them) can complete the blank line.
+        let scan_from = head.len().saturating_sub(3);
+        head.extend_from_slice(&chunk[..read]);
+        if let Some(end) = head_end(&head[scan_from..]) {
+            head.truncate(scan_from + end);
+            return Ok(Head::Complete(head));
+        }
+        if head.len() > MAX_REQUEST_HEAD {
+            return Ok(Head::TooLarge);
+        }
+    }
+}
+
+/// Where the head ends (the index just past its blank line), accepting bare `\n` line ends.
+fn head_end(bytes: &[u8]) -> Option<usize> {
+    let crlf = bytes
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|i| i + 4);
+    let lf = bytes.windows(2).position(|w| w == b"\n\n").map(|i| i + 2);
+    match (crlf, lf) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+struct Request<'a> {
+    path: &'a str,
+    head_only: bool,
+}
+
+fn parse_request_line(head: &[u8]) -> Result<Request<'_>, Response> {
+    let bad = || Response::text(400, "bad request");
+    let line_end = head.iter().position(|&b| b == b'\n').ok_or_else(bad)?;
+    let line = std::str::from_utf8(&head[..line_end]).map_err(|_| bad())?;
+    let mut parts = line.trim_end_matches('\r').split(' ');
+    let (Some(method), Some(target), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(bad());
+    };
+    if !version.starts_with("HTTP/1.") {
+        return Err(Response::text(505, "only HTTP/1.x is served"));
+    }
+    let head_only = match method {
+        "GET" => false,
+        "HEAD" => true,
+        _ => return Err(Response::text(405, "only GET and HEAD are served")),
+    };
+    let path = target.split(['?', '#']).next().unwrap_or(target);
+    Ok(Request { path, head_only })
+}
+
+async fn route(path: &str, probe: &Probe) -> Response {
+    match path {
+        "/healthz" => {
+            if probe.alive(PROBE_DEADLINE).await {
+                Response::text(200, "ok")
+            } else {
+                Response::text(503, not_answering())
+            }
+        }
+        "/readyz" => match probe.statuses(PROBE_DEADLINE).await {
+            None => Response::text(503, not_answering()),
+            Some(apps) => match health::readiness(&apps) {
+                Ok(()) => Response::text(200, "ready"),
+                Err(why) => Response::text(503, format!("not ready:\n{why}")),
+            },
+        },
+        "/metrics" => match probe.statuses(PROBE_DEADLINE).await {
+            None => Response::text(503, not_answering()),
+            Some(apps) => Response {
+                status: 200,
+                content_type: metrics::CONTENT_TYPE,
+                body: metrics::render(&apps),
+            },
+        },
+        _ => Response::text(404, "not found: try /healthz, /readyz or /metrics"),
+    }
+}
+
+fn not_answering() -> String {
+    format!("the supervision loop did not answer within {PROBE_DEADLINE:?}")
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        400 => "Bad Request",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        431 => "Request Header Fields Too Large",
+        503 => "Service Unavailable",
+        505 => "HTTP Version Not Supported",
+        _ => "Unknown",
+    }
+}
+
+async fn write(stream: &mut TcpStream, response: &Response, head_only: bool) {
+    let mut text = format!(
+        "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n",
+        response.status,
+        reason(response.status),
+        response.content_type,
+        response.body.len(),
+    );
+    if response.status == 405 {
+        text.push_str("Allow: GET, HEAD\r\n");
+    }
+    text.push_str("\r\n");
+    if !head_only {
+        text.push_str(&response.body);
+    }
+    let sent = async {
+        stream.write_all(text.as_bytes()).await?;
+        stream.shutdown().await
+    };
+    match tokio::time::timeout(WRITE_TIMEOUT, sent).await {
+        Ok(Ok(())) => linger(stream).await,
+        Ok(Err(error)) => tracing::debug!(%error, "http: writing a response failed"),
+        Err(_) => tracing::debug!("http: the client did not take the response in time"),
+    }
+}
+
+/// Reads and drops what the client still sends, briefly, before the connection closes: closing
+/// with unread input makes the kernel reset the connection, which can destroy the response
+/// before the client has read it (after a 431, say).
+async fn linger(stream: &mut TcpStream) {
+    let drain = async {
+        let mut sink = [0u8; 4096];
+        let mut left = LINGER_BYTES;
+        while left > 0 {
+            match stream.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER_TIME, drain).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_head_ends_at_the_first_blank_line() {
+        assert_eq!(head_end(b"GET / HTTP/1.1\r\n\r\nrest"), Some(18));
+        assert_eq!(head_end(b"GET / HTTP/1.0\n\n"), Some(16));
+        assert_eq!(head_end(b"GET / HTTP/1.1\r\nHost: x\r\n"), None);
+    }
+
+    #[test]
+    fn request_lines_are_checked() {
+        let ok = parse_request_line(b"GET /metrics?x=1 HTTP/1.1\r\n\r\n")
+            .ok()
+            .unwrap();
+        assert_eq!(ok.path, "/metrics");
+        assert!(!ok.head_only);
+        assert!(
+            parse_request_line(b"HEAD /healthz HTTP/1.0\r\n\r\n")
+                .ok()
+                .unwrap()
+                .head_only
+        );
+        let status = |line: &[u8]| parse_request_line(line).err().map(|r| r.status);
+        assert_eq!(status(b"POST /healthz HTTP/1.1\r\n\r\n"), Some(405));
+        assert_eq!(status(b"GET /healthz HTTP/2.0\r\n\r\n"), Some(505));
+        assert_eq!(status(b"GET /healthz\r\n\r\n"), Some(400));
+        assert_eq!(status(b"\xff\xfe garbage\r\n\r\n"), Some(400));
+        assert_eq!(status(b"GET  /healthz HTTP/1.1\r\n\r\n"), Some(400));
+    }
+}
