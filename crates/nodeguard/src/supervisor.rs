@@ -117,6 +117,7 @@ pub async fn run(
         worker_socket: home.paths.worker_socket.clone(),
         color: config.color,
         tree,
+        ping_grid: tokio::time::Instant::now(),
     });
 
     let servers = CancellationToken::new();

@@ -44,6 +44,8 @@ pub struct WorkerContext {
     pub color: bool,
     /// The apps' process trees, rescanned every second.
     pub tree: watch::Receiver<Arc<TreeSnapshot>>,
+    /// Origin of the ping schedule every app shares (see [`crate::machine::on_grid`]).
+    pub ping_grid: Instant,
 }
 
 /// What `status` shows of one app, kept with `Instant`s and turned into ages on demand.
@@ -225,6 +227,7 @@ impl WorkerTask {
         let (snapshot, snapshot_rx) = watch::channel(WorkerSnapshot::initial());
         let (command_tx, commands) = mpsc::channel(COMMAND_QUEUE);
         let mut machine = Worker::new(spec.timing);
+        machine.ping_grid = Some(ctx.ping_grid);
         machine.restarts = origins.restarts;
         machine.hangs = origins.hangs;
         if origins.stopped {
