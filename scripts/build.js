@@ -2,9 +2,11 @@
 'use strict';
 // Builds everything the one way (`cargo build --release --workspace`, so features unify the same
 // every time and nothing is rebuilt twice), then installs the monitor addon at the package root as
-// nodeguard-monitor.<platform-triple>.node, where index.js looks first.
+// nodeguard-monitor.<platform-triple>.node, where index.js looks first. Also places the binary
+// and the addon in this machine's platform package, npm/<platform-triple>/ (for `npm pack`; both
+// gitignored), if the repo has one for this machine; otherwise says so and carries on.
 //
-// The .node is written to a temporary file and renamed into place: copying over a .node that
+// Every file is written to a temporary file and renamed into place: copying over a .node that
 // running processes have mapped crashes them; a rename leaves their mapping intact.
 //
 // Output: cargo's own (on stderr) and one line on success. Any failure exits non-zero.
@@ -12,7 +14,7 @@
 const { spawnSync } = require('node:child_process');
 const fs = require('node:fs');
 const path = require('node:path');
-const { platformTriple } = require('../platform.js');
+const { BINARY, platformTriple } = require('../platform.js');
 
 const root = path.resolve(__dirname, '..');
 
@@ -50,16 +52,33 @@ const metadata = cargo(['metadata', '--format-version', '1', '--no-deps'], {
 });
 const targetDir = JSON.parse(metadata.stdout).target_directory;
 const built = path.join(targetDir, 'release', libraryFileName());
-const dest = path.join(root, `nodeguard-monitor.${platformTriple()}.node`);
-const temp = `${dest}.${process.pid}.tmp`;
+const triple = platformTriple();
+const addonName = `nodeguard-monitor.${triple}.node`;
 
-try {
-  fs.copyFileSync(built, temp);
-  fs.renameSync(temp, dest);
-} catch (error) {
-  fs.rmSync(temp, { force: true });
-  fail(`cannot install ${built} as ${dest}: ${error.message}`);
+/** Copies `from` to `dest` through a temporary file renamed into place; returns `dest`. */
+function install(from, dest) {
+  const temp = `${dest}.${process.pid}.tmp`;
+  try {
+    fs.copyFileSync(from, temp);
+    fs.renameSync(temp, dest);
+  } catch (error) {
+    fs.rmSync(temp, { force: true });
+    fail(`cannot install ${from} as ${dest}: ${error.message}`);
+  }
+  return dest;
 }
 
-const kib = Math.round(fs.statSync(dest).size / 1024);
-process.stdout.write(`build: ${path.relative(root, dest)} (${kib} KiB)\n`);
+function describe(file) {
+  const kib = Math.round(fs.statSync(file).size / 1024);
+  return `${path.relative(root, file)} (${kib} KiB)`;
+}
+
+const installed = [install(built, path.join(root, addonName))];
+const packageDir = path.join(root, 'npm', triple);
+if (fs.existsSync(path.join(packageDir, 'package.json'))) {
+  installed.push(install(built, path.join(packageDir, addonName)));
+  installed.push(install(path.join(targetDir, 'release', BINARY), path.join(packageDir, BINARY)));
+} else {
+  process.stdout.write(`build: no npm package for ${triple} (npm/${triple}/): only the local build\n`);
+}
+process.stdout.write(`build: ${installed.map(describe).join(', ')}\n`);

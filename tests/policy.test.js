@@ -13,7 +13,8 @@ const FAST_HEARTBEAT = ['--heartbeat-interval', '200ms', '--heartbeat-timeout', 
 test('a crash loop reaches errored once it exceeds its restart budget, and says why', async (t) => {
   const sup = h.startSupervisor(t, {
     scripts: ['crashloop.js'],
-    flags: [...FAST_HEARTBEAT, '--max-restarts', '3', '--restart-window', '1m'],
+    // --keep-alive: stay up for status once the only app is errored (the default is to exit).
+    flags: [...FAST_HEARTBEAT, '--max-restarts', '3', '--restart-window', '1m', '--keep-alive'],
   });
   const row = (
     await sup.waitForStatus((apps) => (apps[0].state === 'errored' ? apps : false), {
@@ -33,7 +34,7 @@ test('a crash loop reaches errored once it exceeds its restart budget, and says 
 test('autorestart on-failure leaves a clean exit stopped and restarts a failing one', async (t) => {
   const sup = h.startSupervisor(t, {
     scripts: ['crashloop.js'],
-    flags: [...FAST_HEARTBEAT, '--autorestart', 'on-failure'],
+    flags: [...FAST_HEARTBEAT, '--autorestart', 'on-failure', '--keep-alive'],
     env: { EXIT_CODE: '0' },
   });
   const row = (
@@ -48,7 +49,7 @@ test('autorestart on-failure leaves a clean exit stopped and restarts a failing 
 test('--clean-exit-codes: under on-failure, an exit with a listed code is a clean stop', async (t) => {
   const sup = h.startSupervisor(t, {
     scripts: ['crashloop.js'],
-    flags: [...FAST_HEARTBEAT, '--autorestart', 'on-failure', '--clean-exit-codes', '0,3'],
+    flags: [...FAST_HEARTBEAT, '--autorestart', 'on-failure', '--clean-exit-codes', '0,3', '--keep-alive'],
     env: { EXIT_CODE: '3' },
   });
   const row = (
@@ -58,6 +59,37 @@ test('--clean-exit-codes: under on-failure, an exit with a listed code is a clea
   )[0];
   assert.equal(row.restarts, 0);
   assert.match(row.last_exit, /exit code 3/);
+});
+
+test('once every app has finished, foreground mode exits: 0 if all ended cleanly, 3 if one failed', async (t) => {
+  await t.test('clean', async (t) => {
+    const sup = h.startSupervisor(t, {
+      scripts: ['crashloop.js', 'crashloop.js'],
+      flags: [...FAST_HEARTBEAT, '--autorestart', 'on-failure'],
+      env: { EXIT_CODE: '0' },
+    });
+    const exit = await sup.waitExit({ what: 'nodeguard to exit once both apps finished' });
+    assert.equal(exit.code, 0);
+    assert.equal(sup.appLines('crashloop').length + sup.appLines('crashloop-1').length, 2, 'each app ran once');
+  });
+  await t.test('one given up on', async (t) => {
+    const sup = h.startSupervisor(t, {
+      scripts: ['crashloop.js', 'crashloop.js'],
+      flags: [...FAST_HEARTBEAT, '--max-restarts', '1', '--autorestart', 'on-failure', '--clean-exit-codes', '0'],
+      env: { EXIT_CODE: '3' },
+    });
+    const exit = await sup.waitExit({ what: 'nodeguard to exit once both apps are errored' });
+    assert.equal(exit.code, 3, 'an errored app makes the exit code 3');
+  });
+  await t.test('an app still running keeps it up', async (t) => {
+    const sup = h.startSupervisor(t, { scripts: ['idle.js', 'crashloop.js'], flags: [...FAST_HEARTBEAT, '--autorestart', 'never'], env: { EXIT_CODE: '0' } });
+    await sup.waitForStatus((apps) => (apps.find((a) => a.name === 'crashloop')?.state === 'stopped' ? apps : false), {
+      what: 'crashloop to finish while idle runs',
+    });
+    assert.equal(sup.exit, null, 'nodeguard exited while an app was still running');
+    process.kill(sup.pid, 'SIGTERM');
+    assert.equal((await sup.waitExit()).code, 0);
+  });
 });
 
 test('a bad --clean-exit-codes is refused in one line', async () => {

@@ -443,6 +443,11 @@ pub struct RunArgs {
     #[arg(long)]
     pub log_files: bool,
 
+    /// Keep running once every app has finished or been given up on (default: exit, with 0 if
+    /// every app ended cleanly and 1 otherwise).
+    #[arg(long)]
+    pub keep_alive: bool,
+
     /// Arguments passed to every app, after `--`.
     #[arg(last = true, value_name = "APP_ARGS")]
     pub app_args: Vec<String>,
@@ -507,6 +512,7 @@ impl RunArgs {
             terminal_output: true,
             log_files: self.log_files,
             persist: false,
+            exit_when_done: !self.keep_alive,
         };
         Ok((config, preload))
     }

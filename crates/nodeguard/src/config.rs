@@ -139,6 +139,9 @@ pub struct SupervisorConfig {
     pub log_files: bool,
     /// Keep the app list in `<home>/dump.json` (the daemon does; foreground mode does not).
     pub persist: bool,
+    /// End once every app has come to rest on its own (foreground mode, so a container exits
+    /// when its apps are done or given up on); the daemon keeps running.
+    pub exit_when_done: bool,
 }
 
 /// A problem with the configuration, reported before anything starts.

@@ -416,6 +416,9 @@ pub struct Worker {
     /// Quick crashes in a row; drives the backoff.
     pub crash_streak: u32,
     pub last_exit: Option<String>,
+    /// Set when the app came to rest on its own (not at an operator's request): whether its end
+    /// was clean. `None` while it runs or after an operator stopped it.
+    pub finished: Option<bool>,
     /// When recent restarts happened, for the restart budget.
     pub recent_restarts: std::collections::VecDeque<Instant>,
     /// Origin of a ping schedule shared by every app of a supervisor: pings after the first go out
@@ -434,6 +437,7 @@ impl Worker {
             hangs: 0,
             crash_streak: 0,
             last_exit: None,
+            finished: None,
             recent_restarts: std::collections::VecDeque::new(),
             ping_grid: None,
         }
@@ -489,6 +493,7 @@ impl Worker {
         match event {
             Event::Spawned { pid } => self.on_spawned(pid, now, &mut actions),
             Event::SpawnFailed { error } => {
+                self.finished = Some(false);
                 self.last_exit = Some(format!("spawn failed: {error}"));
                 self.phase = Phase::Errored {
                     why: format!("spawn failed: {error}"),
@@ -571,6 +576,7 @@ impl Worker {
     }
 
     fn on_spawned(&mut self, pid: u32, now: Instant, actions: &mut Vec<Action>) {
+        self.finished = None;
         self.phase = Phase::Live {
             pid,
             spawned_at: now,
@@ -611,6 +617,11 @@ impl Worker {
                     Autorestart::Never => false,
                 };
                 if !wanted {
+                    let policy = self.timing.policy;
+                    self.finished = Some(matches!(
+                        status,
+                        ExitKind::Code(code) if policy.clean_exit_codes.contains(code)
+                    ));
                     actions.push(Action::Report(Report::Exited {
                         pid,
                         status,
@@ -699,6 +710,7 @@ impl Worker {
     /// The app exhausted its restart budget: errored until an operator starts it.
     fn give_up(&mut self) {
         let policy = self.timing.policy;
+        self.finished = Some(false);
         let why = format!(
             "failed {} times within {} (the budget is {} restarts); not restarting until an \
              operator does (last: {})",

@@ -21,6 +21,9 @@ use nodeguard_proto::control::{Command, Outcome, Target};
 
 /// Exit code for a bad command line or configuration.
 const EXIT_USAGE: u8 = 2;
+/// Exit code of foreground mode when every app came to rest on its own and at least one of them
+/// failed (gave up on as errored, or exited uncleanly with no restart due).
+const EXIT_APPS_FAILED: u8 = 3;
 /// Exit code after a forced (second-signal) stop: 128 + SIGINT, as shells report an interrupt.
 const EXIT_FORCED: u8 = 130;
 /// How long `kill` waits for the supervisor to exit after its apps stopped.
@@ -295,6 +298,7 @@ fn daemon(home: Option<PathBuf>) -> anyhow::Result<ExitCode> {
         terminal_output: false,
         log_files: true,
         persist: true,
+        exit_when_done: false,
     };
     supervise(config)
 }
@@ -327,6 +331,9 @@ fn supervise(config: SupervisorConfig) -> anyhow::Result<ExitCode> {
     if summary.forced {
         tracing::warn!("forced stop: apps were killed");
         return Ok(ExitCode::from(EXIT_FORCED));
+    }
+    if summary.apps_finished == Some(false) {
+        return Ok(ExitCode::from(EXIT_APPS_FAILED));
     }
     tracing::info!("all apps stopped");
     Ok(ExitCode::SUCCESS)

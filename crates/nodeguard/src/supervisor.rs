@@ -55,6 +55,9 @@ pub struct Shutdown {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RunSummary {
     pub forced: bool,
+    /// Set when the run ended because every app came to rest on its own: whether all ended
+    /// cleanly.
+    pub apps_finished: Option<bool>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -118,6 +121,7 @@ pub async fn run(
         color: config.color,
         tree,
         ping_grid: tokio::time::Instant::now(),
+        changes: watch::Sender::new(0),
     });
 
     let servers = CancellationToken::new();
@@ -139,6 +143,8 @@ pub async fn run(
         shutdown: shutdown.clone(),
         state_file: config.persist.then(|| state::state_path(&home.paths.home)),
         stopped: HashSet::new(),
+        exit_when_done: config.exit_when_done,
+        apps_finished: None,
     };
     for spec in config.apps {
         supervisor.next_id = supervisor.next_id.max(spec.id + 1);
@@ -151,6 +157,7 @@ pub async fn run(
     );
     let tasks = supervisor.tasks.clone();
     supervisor.run(inbox).await;
+    let apps_finished = supervisor.apps_finished;
     // The actor holds the worker context (and so an output sink): let it go before draining.
     drop(supervisor);
 
@@ -173,6 +180,7 @@ pub async fn run(
     drop(home);
     Ok(RunSummary {
         forced: shutdown.force.is_cancelled(),
+        apps_finished,
     })
 }
 
@@ -187,6 +195,10 @@ struct Supervisor {
     state_file: Option<PathBuf>,
     /// Ids of apps an operator stopped: saved as stopped.
     stopped: HashSet<u32>,
+    /// End the run once every app has come to rest on its own.
+    exit_when_done: bool,
+    /// Why the run ended, if every app came to rest on its own: whether all ended cleanly.
+    apps_finished: Option<bool>,
 }
 
 /// What an awaiting task needs to report on an app once its command is done.
@@ -210,6 +222,7 @@ impl Supervisor {
     /// `status` keeps answering while apps stop.
     async fn run(&mut self, mut inbox: mpsc::Receiver<ControlRequest>) {
         let tasks = self.tasks.clone();
+        let mut changes = self.context.changes.subscribe();
         let mut closing = false;
         loop {
             tokio::select! {
@@ -219,8 +232,43 @@ impl Supervisor {
                 }
                 _ = tasks.wait(), if closing => return,
                 Some(request) = inbox.recv() => self.handle(request),
+                Ok(()) = changes.changed(), if self.exit_when_done && !closing => {
+                    self.end_if_all_finished();
+                }
             }
         }
+    }
+
+    /// Foreground mode: once every app is at rest and at least one came there on its own (none
+    /// is running, starting or backing off, and not all were stopped by an operator), the run
+    /// is over.
+    fn end_if_all_finished(&mut self) {
+        let mut any_finished = false;
+        let mut all_clean = true;
+        for app in &self.apps {
+            let snapshot = app.snapshot.borrow();
+            if !matches!(
+                snapshot.state,
+                nodeguard_proto::control::AppState::Stopped
+                    | nodeguard_proto::control::AppState::Errored
+            ) {
+                return;
+            }
+            if let Some(clean) = snapshot.finished {
+                any_finished = true;
+                all_clean &= clean;
+            }
+        }
+        if !any_finished {
+            return;
+        }
+        self.apps_finished = Some(all_clean);
+        if all_clean {
+            tracing::info!("every app has finished; exiting");
+        } else {
+            tracing::warn!("every app has finished or been given up on; exiting");
+        }
+        self.shutdown.graceful.cancel();
     }
 
     fn add(&mut self, spec: AppSpec, origins: Origins) -> &WorkerHandle {

@@ -46,6 +46,8 @@ pub struct WorkerContext {
     pub tree: watch::Receiver<Arc<TreeSnapshot>>,
     /// Origin of the ping schedule every app shares (see [`crate::machine::on_grid`]).
     pub ping_grid: Instant,
+    /// Bumped whenever any app's snapshot changes.
+    pub changes: watch::Sender<u64>,
 }
 
 /// What `status` shows of one app, kept with `Instant`s and turned into ages on demand.
@@ -62,6 +64,8 @@ pub struct WorkerSnapshot {
     pub last_pong_at: Option<Instant>,
     pub pong_round_trip: Option<Duration>,
     pub last_exit: Option<String>,
+    /// Came to rest on its own: cleanly or not (see [`Worker::finished`]).
+    pub finished: Option<bool>,
 }
 
 impl WorkerSnapshot {
@@ -78,6 +82,7 @@ impl WorkerSnapshot {
             last_pong_at: None,
             pong_round_trip: None,
             last_exit: None,
+            finished: None,
         }
     }
 
@@ -747,6 +752,11 @@ impl WorkerTask {
             snapshot.restarts = machine.restarts;
             snapshot.hangs = machine.hangs;
             snapshot.monitored = monitored;
+            snapshot.finished = if machine.is_at_rest() {
+                machine.finished
+            } else {
+                None
+            };
             snapshot.last_exit = match &machine.phase {
                 Phase::Errored { why } => Some(why.clone()),
                 _ => machine.last_exit.clone(),
@@ -767,6 +777,7 @@ impl WorkerTask {
                 }
             }
         });
+        self.ctx.changes.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     /// Logs a report and keeps it in the event history.
