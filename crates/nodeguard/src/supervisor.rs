@@ -143,6 +143,7 @@ pub async fn run(
         shutdown: shutdown.clone(),
         state_file: config.persist.then(|| state::state_path(&home.paths.home)),
         stopped: HashSet::new(),
+        saved_counts: std::cell::Cell::new(0),
         exit_when_done: config.exit_when_done,
         apps_finished: None,
     };
@@ -195,6 +196,8 @@ struct Supervisor {
     state_file: Option<PathBuf>,
     /// Ids of apps an operator stopped: saved as stopped.
     stopped: HashSet<u32>,
+    /// Restarts plus hangs of every app as last written to the state file.
+    saved_counts: std::cell::Cell<u64>,
     /// End the run once every app has come to rest on its own.
     exit_when_done: bool,
     /// Why the run ended, if every app came to rest on its own: whether all ended cleanly.
@@ -232,8 +235,11 @@ impl Supervisor {
                 }
                 _ = tasks.wait(), if closing => return,
                 Some(request) = inbox.recv() => self.handle(request),
-                Ok(()) = changes.changed(), if self.exit_when_done && !closing => {
-                    self.end_if_all_finished();
+                Ok(()) = changes.changed(), if (self.exit_when_done || self.state_file.is_some()) && !closing => {
+                    if self.exit_when_done {
+                        self.end_if_all_finished();
+                    }
+                    self.persist_new_counts();
                 }
             }
         }
@@ -500,7 +506,28 @@ impl Supervisor {
             version: STATE_VERSION,
             apps,
         };
-        state::write(path, &saved).map_err(|e| e.to_string())
+        state::write(path, &saved).map_err(|e| e.to_string())?;
+        self.saved_counts.set(self.counts());
+        Ok(())
+    }
+
+    /// Restarts plus hangs of every app now.
+    fn counts(&self) -> u64 {
+        self.apps
+            .iter()
+            .map(|handle| {
+                let snapshot = handle.snapshot.borrow();
+                snapshot.restarts + snapshot.hangs
+            })
+            .sum()
+    }
+
+    /// Writes the state file when a restart or hang was counted since it was last written, so
+    /// that a daemon killed without warning is resurrected with its counters.
+    fn persist_new_counts(&self) {
+        if self.state_file.is_some() && self.counts() != self.saved_counts.get() {
+            self.persist_or_warn();
+        }
     }
 
     /// Keeps the state file in step with the app table; a failure is logged, not fatal.
