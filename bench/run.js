@@ -19,7 +19,10 @@
 // Figures (issue 2): 1 supervisor RSS, 2 the monitor's RSS inside a worker, 3 pong round trip,
 // 4 crash -> serving again, 5 hang -> serving again, 6 orphan exit after SIGKILL of the supervisor.
 // Figures (issue 3, daemon mode): 7 `nodeguard status --json` round trip vs `pm2 jlist`, 8 daemon
-// RSS with 2 and with 100 idle apps vs PM2's God daemon.
+// RSS with 2, 50 and 100 idle apps vs PM2's God daemon.
+// Figures (issue 7, lib/figures.js): 9 daemon CPU with 50 apps at 100 ms heartbeats, 10 `stop all`
+// with 2 and 50 apps, 11 log throughput, 12 start 100 apps (from figure 8's runs), 13 failed
+// requests during a rolling reload under load (a hook for cluster mode's scenario, lib/reload.js).
 
 const fs = require('node:fs');
 const os = require('node:os');
@@ -30,6 +33,7 @@ const u = require('./lib/util');
 const { NodeguardRun, NodeguardDaemon, controlRequest } = require('./lib/nodeguard');
 const { Pm2 } = require('./lib/pm2');
 const { writeReport } = require('./lib/report');
+const figures = require('./lib/figures');
 
 const REPO = path.resolve(__dirname, '..');
 const APPS = {
@@ -44,8 +48,8 @@ const APPS = {
 const argv = process.argv.slice(2);
 const USAGE = 'usage: node bench/run.js [--quick] [--no-build] [--only 7,8] [--out FILE]';
 const only = argv.includes('--only') ? new Set(String(argv[argv.indexOf('--only') + 1]).split(',').map(Number)) : null;
-if (only && [...only].some((f) => !(f >= 1 && f <= 8))) {
-  console.error(`--only takes figure numbers 1 to 8, comma-separated\n${USAGE}`);
+if (only && [...only].some((f) => !(f >= 1 && f <= 13))) {
+  console.error(`--only takes figure numbers 1 to 13, comma-separated\n${USAGE}`);
   process.exit(2);
 }
 const opts = {
@@ -66,8 +70,8 @@ for (const a of argv) {
 }
 
 const N = opts.quick
-  ? { memTrials: 1, memSamples: 3, rttSeconds: 3, crash: 5, hangDefault: 2, hangFast: 3, orphan: 3, pm2Orphan: 1, statusRuns: 10, socketRuns: 50, manyApps: 10, manyStatusRuns: 5, manyJlistRuns: 2 }
-  : { memTrials: 3, memSamples: 5, rttSeconds: 8, crash: 20, hangDefault: 5, hangFast: 10, orphan: 10, pm2Orphan: 2, statusRuns: 50, socketRuns: 200, manyApps: 100, manyStatusRuns: 20, manyJlistRuns: 5 };
+  ? { memTrials: 1, memSamples: 3, rttSeconds: 3, crash: 5, hangDefault: 2, hangFast: 3, orphan: 3, pm2Orphan: 1, statusRuns: 10, socketRuns: 50, manyApps: 10, midApps: 50, manyStatusRuns: 5, manyJlistRuns: 2, cpuApps: 50, cpuWindowMs: 5_000, cpuWindows: 1, stopTrials: 2, floodLines: 40_000, floodTrials: 1 }
+  : { memTrials: 3, memSamples: 5, rttSeconds: 8, crash: 20, hangDefault: 5, hangFast: 10, orphan: 10, pm2Orphan: 2, statusRuns: 50, socketRuns: 200, manyApps: 100, midApps: 50, manyStatusRuns: 20, manyJlistRuns: 5, cpuApps: 50, cpuWindowMs: 10_000, cpuWindows: 3, stopTrials: 5, floodLines: 90_000, floodTrials: 3 };
 /** Time after apps are up before memory is sampled: a few heartbeats (default interval 1 s). */
 const SETTLE_MS = 3_000;
 /** Uptime to wait before crashing/hanging an app again, so nodeguard's restart is the immediate one. */
@@ -859,13 +863,57 @@ async function main() {
     );
   }
 
+  results.daemonNgMid = await phase(`fig 8: nodeguard daemon, ${N.midApps} idle apps`, () =>
+    daemonNodeguard(N.midApps, { statusRuns: N.manyStatusRuns, socketRuns: N.manyStatusRuns }),
+  );
+  if (pm2Installed) {
+    results.daemonPm2Mid = await phase(`fig 8: PM2, ${N.midApps} idle apps`, () =>
+      daemonPm2(N.midApps, { jlistRuns: N.manyJlistRuns, apiRuns: N.manyJlistRuns }),
+    );
+  }
+  results.cpuNg = await phase(`fig 9: nodeguard daemon CPU, ${N.cpuApps} apps at 100 ms heartbeats`, () =>
+    figures.cpuNodeguard(ctx, { count: N.cpuApps, intervalMs: 100, windowMs: N.cpuWindowMs, windows: N.cpuWindows }),
+  );
+  if (pm2Installed) {
+    results.cpuPm2 = await phase(`fig 9: PM2 God CPU, ${N.cpuApps} apps`, () =>
+      figures.cpuPm2(pm2, tag, { count: N.cpuApps, windowMs: N.cpuWindowMs, windows: N.cpuWindows }),
+    );
+  }
+  for (const count of [2, 50]) {
+    results[`stopNg${count}`] = await phase(`fig 10: nodeguard stop all, ${count} apps x${N.stopTrials}`, () =>
+      figures.stopAllNodeguard(ctx, { count, trials: N.stopTrials }),
+    );
+    if (pm2Installed) {
+      results[`stopPm2_${count}`] = await phase(`fig 10: pm2 stop all, ${count} apps x${N.stopTrials}`, () =>
+        figures.stopAllPm2(pm2, tag, { count, trials: N.stopTrials }),
+      );
+    }
+    results[`stopBare${count}`] = await phase(`fig 10: ${count} bare node processes, SIGTERM x${N.stopTrials}`, () =>
+      figures.stopBare(ctx, { count, trials: N.stopTrials }),
+    );
+  }
+  results.floodNg = await phase(`fig 11: nodeguard log throughput, ${N.floodLines} lines x${N.floodTrials}`, () =>
+    figures.floodNodeguard(ctx, { count: N.floodLines, trials: N.floodTrials }),
+  );
+  if (pm2Installed) {
+    results.floodPm2 = await phase(`fig 11: PM2 log throughput, ${N.floodLines} lines x${N.floodTrials}`, () =>
+      figures.floodPm2(pm2, tag, { count: N.floodLines, trials: N.floodTrials }),
+    );
+  }
+  // Figure 13: the rolling reload under load comes with cluster mode (lib/reload.js); see figures.js.
+  const reloadScenario = figures.reloadScenario();
+  if (reloadScenario) {
+    results.reload = await phase('fig 13: failed requests during a rolling reload under load', () => reloadScenario.reloadUnderLoad(ctx, { quick: opts.quick, pm2: pm2Installed ? pm2 : null }));
+    results.reloadReport = reloadScenario.reportReload;
+  }
+
   await cleanup();
   await u.sleep(200);
   results.phaseLog = phaseLog;
   results.leftover = u.liveTagged(tag);
   results.env.loadAfter = os.loadavg();
   results.totalSeconds = (u.now() - started) / 1000;
-  if (opts.only) fs.writeFileSync(`${opts.out}.json`, JSON.stringify(results, null, 1));
+  if (opts.only) fs.writeFileSync(`${opts.out}.json`, JSON.stringify(results, (k, v) => (typeof v === 'function' ? undefined : v), 1));
   const table = writeReport(results, opts.out);
   log(`wrote ${path.relative(process.cwd(), opts.out) || opts.out} in ${results.totalSeconds.toFixed(0)} s`);
   process.stdout.write(`${table}\n`);
