@@ -144,6 +144,7 @@ pub async fn run(
         state_file: config.persist.then(|| state::state_path(&home.paths.home)),
         stopped: HashSet::new(),
         saved_counts: std::cell::Cell::new(0),
+        state_final: false,
         exit_when_done: config.exit_when_done,
         apps_finished: None,
     };
@@ -198,6 +199,9 @@ struct Supervisor {
     stopped: HashSet<u32>,
     /// Restarts plus hangs of every app as last written to the state file.
     saved_counts: std::cell::Cell<u64>,
+    /// Set by `kill`: the state file it wrote is the one to resurrect from, whatever happens while
+    /// the apps stop.
+    state_final: bool,
     /// End the run once every app has come to rest on its own.
     exit_when_done: bool,
     /// Why the run ended, if every app came to rest on its own: whether all ended cleanly.
@@ -525,7 +529,10 @@ impl Supervisor {
     /// Writes the state file when a restart or hang was counted since it was last written, so
     /// that a daemon killed without warning is resurrected with its counters.
     fn persist_new_counts(&self) {
-        if self.state_file.is_some() && self.counts() != self.saved_counts.get() {
+        if self.state_file.is_some()
+            && !self.state_final
+            && self.counts() != self.saved_counts.get()
+        {
             self.persist_or_warn();
         }
     }
@@ -609,6 +616,7 @@ impl Supervisor {
     /// the supervisor.
     fn kill(&mut self, reply: oneshot::Sender<Outcome>) {
         self.persist_or_warn();
+        self.state_final = true;
         let mut pending = Vec::new();
         for handle in self.apps.drain(..) {
             let (done, answer) = oneshot::channel();
