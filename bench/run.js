@@ -456,7 +456,9 @@ async function crashInterleaved() {
   const ngPort = await u.freePort();
   const pmPort = pm2Installed ? await u.freePort() : null;
   const barePort = await u.freePort();
-  const ng = new NodeguardRun(ctx, { apps: [APPS.server], appArgs: ['--port', String(ngPort)] });
+  // No restart budget: 20 crashes a few seconds apart would otherwise mark the app errored after
+  // the 10th (the default budget is 10 restarts a minute); figure 4 measures the restart itself.
+  const ng = new NodeguardRun(ctx, { apps: [APPS.server], flags: ['--max-restarts', '0'], appArgs: ['--port', String(ngPort)] });
   const out = {
     ng: { times: [], phases: [] },
     pm: { times: [] },
@@ -528,7 +530,8 @@ function parseDurationMs(text) {
 
 async function hangNodeguard({ interval, timeout, misses, trials }) {
   const port = await u.freePort();
-  const flags = ['--heartbeat-interval', interval, '--heartbeat-timeout', timeout, '--heartbeat-misses', String(misses)];
+  // No restart budget (a hang counts as a restart, and the 200 ms runs hang 10 times in ~20 s).
+  const flags = ['--heartbeat-interval', interval, '--heartbeat-timeout', timeout, '--heartbeat-misses', String(misses), '--max-restarts', '0'];
   const ng = new NodeguardRun(ctx, { apps: [APPS.server], flags, appArgs: ['--port', String(port)] });
   try {
     let { pid } = await u.waitServing(port);
