@@ -108,7 +108,14 @@ struct Writer {
     out_buffer: Vec<u8>,
     err_buffer: Vec<u8>,
     files: HashMap<Arc<str>, LogFiles>,
+    /// Per app, the log paths and timestamp setting of the last line whose files were checked:
+    /// a line with the same ones goes straight to the open files (working out the paths for every
+    /// line cost several allocations each).
+    checked: HashMap<Arc<str>, LogChoice>,
 }
+
+/// What an [`Origin`] says about its log files.
+type LogChoice = (Option<Arc<PathBuf>>, Option<Arc<PathBuf>>, bool);
 
 impl Writer {
     fn new(destinations: Destinations) -> Self {
@@ -117,6 +124,7 @@ impl Writer {
             out_buffer: Vec::new(),
             err_buffer: Vec::new(),
             files: HashMap::new(),
+            checked: HashMap::new(),
         }
     }
 
@@ -172,6 +180,16 @@ impl Writer {
     /// when files are off or cannot be opened (said in the supervisor's log).
     fn files_for(&mut self, app: &Arc<str>, origin: Option<&Origin>) -> Option<&mut LogFiles> {
         let home = self.destinations.log_home.as_ref()?;
+        if let Some(origin) = origin {
+            let same = self.checked.get(app).is_some_and(|(out, err, timestamps)| {
+                *out == origin.out_file
+                    && *err == origin.error_file
+                    && *timestamps == origin.timestamps
+            });
+            if same && self.files.contains_key(app) {
+                return self.files.get_mut(app);
+            }
+        }
         let mut spec = LogSpec::default_for(home, app);
         if let Some(origin) = origin {
             if let Some(path) = &origin.out_file {
@@ -198,9 +216,18 @@ impl Writer {
                 }
                 Err(error) => {
                     tracing::warn!(app = %app, %error, "cannot open the log files; output goes nowhere");
+                    self.checked.remove(app);
                     return None;
                 }
             }
+        }
+        if let Some(origin) = origin {
+            let choice = (
+                origin.out_file.clone(),
+                origin.error_file.clone(),
+                origin.timestamps,
+            );
+            self.checked.insert(app.clone(), choice);
         }
         self.files.get_mut(app)
     }
