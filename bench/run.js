@@ -19,10 +19,12 @@
 // Figures (issue 2): 1 supervisor RSS, 2 the monitor's RSS inside a worker, 3 pong round trip,
 // 4 crash -> serving again, 5 hang -> serving again, 6 orphan exit after SIGKILL of the supervisor.
 // Figures (issue 3, daemon mode): 7 `nodeguard status --json` round trip vs `pm2 jlist`, 8 daemon
-// RSS with 2 and with 100 idle apps vs PM2's God daemon.
-// Figure 9 (issue 5, cluster mode): failed requests under constant load during a reload of 2 and of
-// 4 instances, a SIGKILL of one instance and a hang of one, nodeguard beside PM2 cluster mode
-// (see lib/reload.js).
+// RSS with 2, 50 and 100 idle apps vs PM2's God daemon.
+// Figures (issue 7, lib/figures.js): 9 daemon CPU with 50 apps at 100 ms heartbeats, 10 `stop all`
+// with 2 and 50 apps, 11 log throughput, 12 start 100 apps (from figure 8's runs).
+// Figure 13 (issue 5, cluster mode, lib/reload.js): failed requests under constant load during a
+// reload of 2 and of 4 instances, a SIGKILL of one instance and a hang of one, nodeguard beside
+// PM2 cluster mode.
 
 const fs = require('node:fs');
 const os = require('node:os');
@@ -33,6 +35,7 @@ const u = require('./lib/util');
 const { NodeguardRun, NodeguardDaemon, controlRequest } = require('./lib/nodeguard');
 const { Pm2 } = require('./lib/pm2');
 const { writeReport } = require('./lib/report');
+const figures = require('./lib/figures');
 const reload = require('./lib/reload');
 
 const REPO = path.resolve(__dirname, '..');
@@ -48,8 +51,8 @@ const APPS = {
 const argv = process.argv.slice(2);
 const USAGE = 'usage: node bench/run.js [--quick] [--no-build] [--only 7,8,9] [--out FILE]';
 const only = argv.includes('--only') ? new Set(String(argv[argv.indexOf('--only') + 1]).split(',').map(Number)) : null;
-if (only && [...only].some((f) => !(f >= 1 && f <= 9))) {
-  console.error(`--only takes figure numbers 1 to 9, comma-separated\n${USAGE}`);
+if (only && [...only].some((f) => !(f >= 1 && f <= 13))) {
+  console.error(`--only takes figure numbers 1 to 13, comma-separated\n${USAGE}`);
   process.exit(2);
 }
 const opts = {
@@ -70,8 +73,8 @@ for (const a of argv) {
 }
 
 const N = opts.quick
-  ? { reloadTrials: 1, memTrials: 1, memSamples: 3, rttSeconds: 3, crash: 5, hangDefault: 2, hangFast: 3, orphan: 3, pm2Orphan: 1, statusRuns: 10, socketRuns: 50, manyApps: 10, manyStatusRuns: 5, manyJlistRuns: 2 }
-  : { reloadTrials: 3, memTrials: 3, memSamples: 5, rttSeconds: 8, crash: 20, hangDefault: 5, hangFast: 10, orphan: 10, pm2Orphan: 2, statusRuns: 50, socketRuns: 200, manyApps: 100, manyStatusRuns: 20, manyJlistRuns: 5 };
+  ? { reloadTrials: 1, memTrials: 1, memSamples: 3, rttSeconds: 3, crash: 5, hangDefault: 2, hangFast: 3, orphan: 3, pm2Orphan: 1, statusRuns: 10, socketRuns: 50, manyApps: 10, midApps: 50, manyStatusRuns: 5, manyJlistRuns: 2, cpuApps: 50, cpuWindowMs: 5_000, cpuWindows: 1, stopTrials: 2, floodLines: 40_000, floodTrials: 1 }
+  : { reloadTrials: 3, memTrials: 3, memSamples: 5, rttSeconds: 8, crash: 20, hangDefault: 5, hangFast: 10, orphan: 10, pm2Orphan: 2, statusRuns: 50, socketRuns: 200, manyApps: 100, midApps: 50, manyStatusRuns: 20, manyJlistRuns: 5, cpuApps: 50, cpuWindowMs: 10_000, cpuWindows: 3, stopTrials: 5, floodLines: 90_000, floodTrials: 3 };
 /** Time after apps are up before memory is sampled: a few heartbeats (default interval 1 s). */
 const SETTLE_MS = 3_000;
 /** Uptime to wait before crashing/hanging an app again, so nodeguard's restart is the immediate one. */
@@ -456,7 +459,9 @@ async function crashInterleaved() {
   const ngPort = await u.freePort();
   const pmPort = pm2Installed ? await u.freePort() : null;
   const barePort = await u.freePort();
-  const ng = new NodeguardRun(ctx, { apps: [APPS.server], appArgs: ['--port', String(ngPort)] });
+  // No restart budget: 20 crashes a few seconds apart would otherwise mark the app errored after
+  // the 10th (the default budget is 10 restarts a minute); figure 4 measures the restart itself.
+  const ng = new NodeguardRun(ctx, { apps: [APPS.server], flags: ['--max-restarts', '0'], appArgs: ['--port', String(ngPort)] });
   const out = {
     ng: { times: [], phases: [] },
     pm: { times: [] },
@@ -528,7 +533,8 @@ function parseDurationMs(text) {
 
 async function hangNodeguard({ interval, timeout, misses, trials }) {
   const port = await u.freePort();
-  const flags = ['--heartbeat-interval', interval, '--heartbeat-timeout', timeout, '--heartbeat-misses', String(misses)];
+  // No restart budget (a hang counts as a restart, and the 200 ms runs hang 10 times in ~20 s).
+  const flags = ['--heartbeat-interval', interval, '--heartbeat-timeout', timeout, '--heartbeat-misses', String(misses), '--max-restarts', '0'];
   const ng = new NodeguardRun(ctx, { apps: [APPS.server], flags, appArgs: ['--port', String(port)] });
   try {
     let { pid } = await u.waitServing(port);
@@ -863,16 +869,53 @@ async function main() {
     );
   }
 
+  results.daemonNgMid = await phase(`fig 8: nodeguard daemon, ${N.midApps} idle apps`, () =>
+    daemonNodeguard(N.midApps, { statusRuns: N.manyStatusRuns, socketRuns: N.manyStatusRuns }),
+  );
+  if (pm2Installed) {
+    results.daemonPm2Mid = await phase(`fig 8: PM2, ${N.midApps} idle apps`, () =>
+      daemonPm2(N.midApps, { jlistRuns: N.manyJlistRuns, apiRuns: N.manyJlistRuns }),
+    );
+  }
+  results.cpuNg = await phase(`fig 9: nodeguard daemon CPU, ${N.cpuApps} apps at 100 ms heartbeats`, () =>
+    figures.cpuNodeguard(ctx, { count: N.cpuApps, intervalMs: 100, windowMs: N.cpuWindowMs, windows: N.cpuWindows }),
+  );
+  if (pm2Installed) {
+    results.cpuPm2 = await phase(`fig 9: PM2 God CPU, ${N.cpuApps} apps`, () =>
+      figures.cpuPm2(pm2, tag, { count: N.cpuApps, windowMs: N.cpuWindowMs, windows: N.cpuWindows }),
+    );
+  }
+  for (const count of [2, 50]) {
+    results[`stopNg${count}`] = await phase(`fig 10: nodeguard stop all, ${count} apps x${N.stopTrials}`, () =>
+      figures.stopAllNodeguard(ctx, { count, trials: N.stopTrials }),
+    );
+    if (pm2Installed) {
+      results[`stopPm2_${count}`] = await phase(`fig 10: pm2 stop all, ${count} apps x${N.stopTrials}`, () =>
+        figures.stopAllPm2(pm2, tag, { count, trials: N.stopTrials }),
+      );
+    }
+    results[`stopBare${count}`] = await phase(`fig 10: ${count} bare node processes, SIGTERM x${N.stopTrials}`, () =>
+      figures.stopBare(ctx, { count, trials: N.stopTrials }),
+    );
+  }
+  results.floodNg = await phase(`fig 11: nodeguard log throughput, ${N.floodLines} lines x${N.floodTrials}`, () =>
+    figures.floodNodeguard(ctx, { count: N.floodLines, trials: N.floodTrials }),
+  );
+  if (pm2Installed) {
+    results.floodPm2 = await phase(`fig 11: PM2 log throughput, ${N.floodLines} lines x${N.floodTrials}`, () =>
+      figures.floodPm2(pm2, tag, { count: N.floodLines, trials: N.floodTrials }),
+    );
+  }
   results.cluster = {};
   for (const scenario of reload.SCENARIOS) {
     const entry = { label: scenario.label, ng: [], pm2: [] };
     results.cluster[scenario.id] = entry;
     for (let trial = 0; trial < N.reloadTrials; trial++) {
-      entry.ng.push(await phase(`fig 9: nodeguard cluster, ${scenario.label}, trial ${trial + 1}`, () =>
+      entry.ng.push(await phase(`fig 13: nodeguard cluster, ${scenario.label}, trial ${trial + 1}`, () =>
         reload.nodeguardScenario(ctx, APPS.server, scenario.instances, scenario.what),
       ));
       if (pm2Installed) {
-        entry.pm2.push(await phase(`fig 9: PM2 cluster, ${scenario.label}, trial ${trial + 1}`, () =>
+        entry.pm2.push(await phase(`fig 13: PM2 cluster, ${scenario.label}, trial ${trial + 1}`, () =>
           reload.pm2Scenario(ctx, pm2, APPS.server, scenario.instances, scenario.what),
         ));
       }
@@ -887,7 +930,7 @@ async function main() {
   results.leftover = u.liveTagged(tag);
   results.env.loadAfter = os.loadavg();
   results.totalSeconds = (u.now() - started) / 1000;
-  if (opts.only) fs.writeFileSync(`${opts.out}.json`, JSON.stringify(results, null, 1));
+  if (opts.only) fs.writeFileSync(`${opts.out}.json`, JSON.stringify(results, (k, v) => (typeof v === 'function' ? undefined : v), 1));
   const table = writeReport(results, opts.out);
   log(`wrote ${path.relative(process.cwd(), opts.out) || opts.out} in ${results.totalSeconds.toFixed(0)} s`);
   process.stdout.write(`${table}\n`);

@@ -99,10 +99,18 @@ enum CommandKind {
 /// `nodeguard daemon` detached (its output going to `daemon.log`) and waits until it answers.
 /// Returns whether it launched one.
 pub async fn ensure_daemon(paths: &HomePaths) -> Result<bool, ClientError> {
-    match request(paths, Command::Ping).await {
-        Ok(_) => return Ok(false),
-        Err(ClientError::NotRunning(_)) => {}
-        Err(error) => return Err(error),
+    let deadline = tokio::time::Instant::now() + DAEMON_START_TIMEOUT;
+    loop {
+        match request(paths, Command::Ping).await {
+            Ok(_) => return Ok(false),
+            Err(ClientError::NotRunning(_)) => break,
+            // A supervisor that was just killed: its socket stays open until its last thread is
+            // gone, and cuts our connection then. Ask again until it has gone.
+            Err(error) if cut_off(&error) && tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(DAEMON_POLL).await;
+            }
+            Err(error) => return Err(error),
+        }
     }
     let failed =
         |what: &str, error: io::Error| ClientError::DaemonFailed(format!("{what}: {error}"));
@@ -152,6 +160,18 @@ pub async fn ensure_daemon(paths: &HomePaths) -> Result<bool, ClientError> {
             )));
         }
         tokio::time::sleep(DAEMON_POLL).await;
+    }
+}
+
+/// Whether the supervisor cut the connection without answering (it was dying).
+fn cut_off(error: &ClientError) -> bool {
+    match error {
+        ClientError::NoAnswer => true,
+        ClientError::Frame(FrameError::Io(error)) => matches!(
+            error.kind(),
+            io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
+        ),
+        _ => false,
     }
 }
 

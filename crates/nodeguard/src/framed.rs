@@ -1,8 +1,15 @@
 //! Reading proto frames from an async stream, cancel-safely (the only await point is one `read`,
 //! and partial frames live in the decoder between calls).
+//!
+//! A read goes into a buffer on the stack of the polling thread, for that read only: a connection
+//! holds no read buffer between reads, only the bytes of a frame not yet complete.
+
+use std::mem::MaybeUninit;
+use std::pin::Pin;
+use std::task::Poll;
 
 use serde::de::DeserializeOwned;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use nodeguard_proto::{decode_payload, encode_frame, FrameDecoder, ProtoError};
 
@@ -23,7 +30,6 @@ pub enum FrameError {
 pub struct FrameReader<R> {
     inner: R,
     decoder: FrameDecoder,
-    chunk: Box<[u8]>,
 }
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
@@ -31,7 +37,6 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         Self {
             inner,
             decoder: FrameDecoder::new(max_frame),
-            chunk: vec![0u8; READ_CHUNK].into_boxed_slice(),
         }
     }
 
@@ -41,7 +46,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             if let Some(payload) = self.decoder.next_frame()? {
                 return Ok(Some(payload));
             }
-            let read = self.inner.read(&mut self.chunk).await?;
+            let read = self.read_some().await?;
             if read == 0 {
                 return if self.decoder.buffered() == 0 {
                     Ok(None)
@@ -49,8 +54,25 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                     Err(FrameError::Truncated)
                 };
             }
-            self.decoder.push(&self.chunk[..read]);
         }
+    }
+
+    /// Reads what the stream has (waiting for at least one byte) into the decoder; 0 at its end.
+    async fn read_some(&mut self) -> std::io::Result<usize> {
+        let Self { inner, decoder } = self;
+        std::future::poll_fn(|cx| {
+            let mut chunk = [MaybeUninit::<u8>::uninit(); READ_CHUNK];
+            let mut buf = ReadBuf::uninit(&mut chunk);
+            match Pin::new(&mut *inner).poll_read(cx, &mut buf) {
+                Poll::Ready(Ok(())) => {
+                    decoder.push(buf.filled());
+                    Poll::Ready(Ok(buf.filled().len()))
+                }
+                Poll::Ready(Err(error)) => Poll::Ready(Err(error)),
+                Poll::Pending => Poll::Pending,
+            }
+        })
+        .await
     }
 
     /// The next message, or `Ok(None)` on a clean end of stream.

@@ -21,7 +21,7 @@
 //! lost line) and rotation is retried after another `max_size` bytes.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -35,7 +35,7 @@ pub const DEFAULT_MAX_SIZE: u64 = 10 * 1024 * 1024;
 /// With two streams per app that bounds an app at 2 × 6 × 10 MiB = 120 MiB, which stays modest
 /// with many apps or `-i N` clusters (pm2-logrotate's defaults allow 310 MiB per stream).
 pub const DEFAULT_KEEP: usize = 5;
-/// Bytes buffered per file before a write to disk.
+/// Bytes gathered per file before a write to disk (the writer also writes at the end of each batch).
 const BUFFER: usize = 64 * 1024;
 
 #[derive(Debug, thiserror::Error)]
@@ -163,10 +163,64 @@ fn civil_from_days(days: u64) -> (u64, u64, u64) {
     (year, month, day)
 }
 
+/// A file written in batches: bytes gather in memory until [`BUFFER`] of them are waiting or the
+/// batch is flushed. Unlike a `BufWriter`, the buffer is let go at each flush, so an app that is
+/// quiet holds no buffer between batches (two 64 KiB `BufWriter`s per app kept at least a page of
+/// each resident for every app). Dropping it writes what is waiting.
+struct Batched {
+    file: File,
+    pending: Vec<u8>,
+}
+
+impl Batched {
+    fn new(file: File) -> Self {
+        Self {
+            file,
+            pending: Vec::new(),
+        }
+    }
+
+    fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
+        if self.pending.len() + bytes.len() > BUFFER {
+            self.write_pending()?;
+            if bytes.len() >= BUFFER {
+                return self.file.write_all(bytes);
+            }
+        }
+        self.pending.extend_from_slice(bytes);
+        Ok(())
+    }
+
+    /// Writes what is waiting; on an error those bytes are dropped (the caller reports it), so a
+    /// failing disk cannot make the buffer grow.
+    fn write_pending(&mut self) -> io::Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let written = self.file.write_all(&self.pending);
+        self.pending.clear();
+        written
+    }
+
+    /// Writes what is waiting and lets the buffer go.
+    fn flush(&mut self) -> io::Result<()> {
+        let written = self.write_pending();
+        self.pending = Vec::new();
+        written
+    }
+}
+
+impl Drop for Batched {
+    fn drop(&mut self) {
+        // Nobody is left to report to; the line is lost only if the disk refuses it.
+        let _ = self.write_pending();
+    }
+}
+
 /// One open log file and the bytes it holds (written or buffered).
 struct Sink {
     path: PathBuf,
-    file: BufWriter<File>,
+    file: Batched,
     size: u64,
 }
 
@@ -186,7 +240,7 @@ impl Sink {
         let size = file.metadata().map_err(open_err)?.len();
         let mut sink = Self {
             path: path.to_path_buf(),
-            file: BufWriter::with_capacity(BUFFER, file),
+            file: Batched::new(file),
             size,
         };
         // A previous run that died mid-line left a fragment; end it so our first line stays whole.
@@ -228,7 +282,7 @@ impl Sink {
         let reopened = shift_rotated(&self.path, keep).and_then(|()| open_append(&self.path));
         match reopened {
             Ok(file) => {
-                self.file = BufWriter::with_capacity(BUFFER, file);
+                self.file = Batched::new(file);
             }
             Err(error) => {
                 tracing::warn!(path = %self.path.display(), %error, "log rotation failed; writing on to the current file");
@@ -252,7 +306,7 @@ impl Sink {
             path: self.path.clone(),
             source,
         })?;
-        self.file = BufWriter::with_capacity(BUFFER, file);
+        self.file = Batched::new(file);
         self.size = 0;
         Ok(())
     }

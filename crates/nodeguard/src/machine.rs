@@ -412,6 +412,23 @@ pub enum Report {
     },
 }
 
+/// The next ping time `at` moved onto the grid `origin + k × interval`: the latest grid point at
+/// or before `at`, if it is still after `now`; else `at` itself (the grid is then reached one ping
+/// later). A ping is thus never later than without the grid, and pings stay `interval` apart
+/// once on it.
+pub fn on_grid(origin: Instant, interval: Duration, at: Instant, now: Instant) -> Instant {
+    let step = interval.as_nanos();
+    if step == 0 {
+        return at;
+    }
+    let since = at.saturating_duration_since(origin).as_nanos();
+    let back = u64::try_from(since % step).map(Duration::from_nanos);
+    match back {
+        Ok(back) if at - back > now => at - back,
+        _ => at,
+    }
+}
+
 /// One app's lifecycle and counters.
 #[derive(Debug, Clone)]
 pub struct Worker {
@@ -431,6 +448,10 @@ pub struct Worker {
     pub ready_timeout: Option<Duration>,
     /// Until its first ready: an exit or a missed ready timeout ends in `Errored`, no restart.
     pub fail_fast: bool,
+    /// Origin of a ping schedule shared by every app of a supervisor: pings after the first go out
+    /// at `origin + k × interval`, so apps with the same interval are pinged in one wakeup rather
+    /// than each at its own moment (see [`on_grid`]). `None` keeps each app's own cadence.
+    pub ping_grid: Option<Instant>,
 }
 
 impl Worker {
@@ -447,6 +468,7 @@ impl Worker {
             recent_restarts: std::collections::VecDeque::new(),
             ready_timeout: None,
             fail_fast: false,
+            ping_grid: None,
         }
     }
 
@@ -832,6 +854,7 @@ impl Worker {
                 return;
             }
         }
+        let grid = self.ping_grid;
         match &mut self.phase {
             Phase::Live {
                 spawned_at,
@@ -894,10 +917,14 @@ impl Worker {
                     });
                     let next = heartbeat.next_ping_at + timing.heartbeat_interval;
                     // After a stall, resume the cadence from now rather than firing a burst.
-                    heartbeat.next_ping_at = if next > now {
+                    let next = if next > now {
                         next
                     } else {
                         now + timing.heartbeat_interval
+                    };
+                    heartbeat.next_ping_at = match grid {
+                        Some(origin) => on_grid(origin, timing.heartbeat_interval, next, now),
+                        None => next,
                     };
                     actions.push(Action::SendPing { seq });
                 }
@@ -1196,6 +1223,61 @@ mod tests {
             rss: None,
             stack_on_sigint: false,
         }
+    }
+
+    #[test]
+    fn on_a_shared_grid_pings_after_the_first_go_out_at_grid_points_never_later() {
+        let origin = Instant::now();
+        let t0 = origin + 37 * MS;
+        let mut worker = Worker::new(timing());
+        worker.ping_grid = Some(origin);
+        worker.step(Event::Spawned { pid: 7 }, t0);
+        worker.step(Event::MonitorConnected, t0);
+        // The first ping goes at once.
+        assert_eq!(worker.next_deadline(), Some(t0));
+        let actions = worker.step(Event::Timer { scheduled: t0 }, t0);
+        assert!(matches!(actions[..], [Action::SendPing { .. }]));
+        worker.step(pong(), t0 + MS);
+        // The next one is at the grid point within one interval, then every interval on the grid.
+        let mut expected = origin + 100 * MS;
+        for _ in 0..3 {
+            assert_eq!(worker.next_deadline(), Some(expected));
+            let actions = worker.step(
+                Event::Timer {
+                    scheduled: expected,
+                },
+                expected,
+            );
+            assert!(matches!(actions[..], [Action::SendPing { .. }]));
+            worker.step(pong(), expected + MS);
+            expected += 100 * MS;
+        }
+    }
+
+    #[test]
+    fn on_grid_picks_the_latest_grid_point_still_ahead_of_now() {
+        let origin = Instant::now();
+        let interval = 100 * MS;
+        // Ahead of now: snapped back.
+        assert_eq!(
+            on_grid(origin, interval, origin + 250 * MS, origin + 160 * MS),
+            origin + 200 * MS
+        );
+        // The grid point would be in the past: keep the plain time.
+        assert_eq!(
+            on_grid(origin, interval, origin + 250 * MS, origin + 210 * MS),
+            origin + 250 * MS
+        );
+        // Already on the grid.
+        assert_eq!(
+            on_grid(origin, interval, origin + 300 * MS, origin + 210 * MS),
+            origin + 300 * MS
+        );
+        // A zero interval has no grid.
+        assert_eq!(
+            on_grid(origin, Duration::ZERO, origin + 5 * MS, origin),
+            origin + 5 * MS
+        );
     }
 
     /// Fires the timer until the last allowed miss sends a probe; returns when and its seq.

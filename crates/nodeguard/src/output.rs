@@ -12,7 +12,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::thread;
 
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use std::mem::MaybeUninit;
+use std::pin::Pin;
+use std::task::Poll;
+
+use tokio::io::{AsyncRead, ReadBuf};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::forensics::StackTap;
@@ -20,6 +24,10 @@ use crate::logfile::{LogFiles, LogSpec};
 
 /// Longest line held in memory before it is passed on in pieces.
 pub const MAX_LINE: usize = 1024 * 1024;
+/// Most bytes taken from an app's pipe in one read (a Linux pipe holds 64 KiB). The buffer lives
+/// on the stack of the thread polling the reader for the length of one read only, so an app costs
+/// no read buffer between reads: a `BufReader` of this size per stream was 128 KiB of heap per app.
+const READ_CHUNK: usize = 64 * 1024;
 /// Lines queued for the terminal before readers wait (back-pressure to the apps).
 const QUEUE_LINES: usize = 4096;
 /// Bytes gathered before one write to the terminal.
@@ -100,7 +108,14 @@ struct Writer {
     out_buffer: Vec<u8>,
     err_buffer: Vec<u8>,
     files: HashMap<Arc<str>, LogFiles>,
+    /// Per app, the log paths and timestamp setting of the last line whose files were checked:
+    /// a line with the same ones goes straight to the open files (working out the paths for every
+    /// line cost several allocations each).
+    checked: HashMap<Arc<str>, LogChoice>,
 }
+
+/// What an [`Origin`] says about its log files.
+type LogChoice = (Option<Arc<PathBuf>>, Option<Arc<PathBuf>>, bool);
 
 impl Writer {
     fn new(destinations: Destinations) -> Self {
@@ -109,6 +124,7 @@ impl Writer {
             out_buffer: Vec::new(),
             err_buffer: Vec::new(),
             files: HashMap::new(),
+            checked: HashMap::new(),
         }
     }
 
@@ -164,6 +180,16 @@ impl Writer {
     /// when files are off or cannot be opened (said in the supervisor's log).
     fn files_for(&mut self, app: &Arc<str>, origin: Option<&Origin>) -> Option<&mut LogFiles> {
         let home = self.destinations.log_home.as_ref()?;
+        if let Some(origin) = origin {
+            let same = self.checked.get(app).is_some_and(|(out, err, timestamps)| {
+                *out == origin.out_file
+                    && *err == origin.error_file
+                    && *timestamps == origin.timestamps
+            });
+            if same && self.files.contains_key(app) {
+                return self.files.get_mut(app);
+            }
+        }
         let mut spec = LogSpec::default_for(home, app);
         if let Some(origin) = origin {
             if let Some(path) = &origin.out_file {
@@ -190,9 +216,18 @@ impl Writer {
                 }
                 Err(error) => {
                     tracing::warn!(app = %app, %error, "cannot open the log files; output goes nowhere");
+                    self.checked.remove(app);
                     return None;
                 }
             }
+        }
+        if let Some(origin) = origin {
+            let choice = (
+                origin.out_file.clone(),
+                origin.error_file.clone(),
+                origin.timestamps,
+            );
+            self.checked.insert(app.clone(), choice);
         }
         self.files.get_mut(app)
     }
@@ -214,6 +249,57 @@ impl Writer {
         for (app, files) in &mut self.files {
             if let Err(error) = files.flush() {
                 tracing::warn!(app = %app, %error, "cannot flush the log file");
+            }
+        }
+    }
+}
+
+/// Reads what `source` has (up to [`READ_CHUNK`] bytes, waiting for at least one) and cuts it into
+/// lines with [`cut_lines`]. Returns the bytes read: 0 at the end of the stream.
+async fn read_lines(
+    source: &mut (impl AsyncRead + Unpin),
+    partial: &mut Vec<u8>,
+    lines: &mut Vec<Vec<u8>>,
+) -> io::Result<usize> {
+    std::future::poll_fn(|cx| {
+        let mut chunk = [MaybeUninit::<u8>::uninit(); READ_CHUNK];
+        let mut buf = ReadBuf::uninit(&mut chunk);
+        match Pin::new(&mut *source).poll_read(cx, &mut buf) {
+            Poll::Ready(Ok(())) => {
+                cut_lines(partial, buf.filled(), lines);
+                Poll::Ready(Ok(buf.filled().len()))
+            }
+            Poll::Ready(Err(error)) => Poll::Ready(Err(error)),
+            Poll::Pending => Poll::Pending,
+        }
+    })
+    .await
+}
+
+/// Cuts `bytes` into lines: the first one continues `partial`, each complete line (without its
+/// `\n`, and without a `\r` before it) goes to `lines`, and an unfinished last line stays in
+/// `partial`. A line reaching [`MAX_LINE`] bytes goes to `lines` in pieces of that size. Each line
+/// is moved out whole, so `partial` holds no capacity once a long line has passed.
+fn cut_lines(partial: &mut Vec<u8>, mut bytes: &[u8], lines: &mut Vec<Vec<u8>>) {
+    while !bytes.is_empty() {
+        let room = MAX_LINE - partial.len();
+        match bytes.iter().position(|&b| b == b'\n') {
+            Some(at) if at <= room => {
+                let mut line = std::mem::take(partial);
+                line.extend_from_slice(&bytes[..at]);
+                if line.last() == Some(&b'\r') {
+                    line.pop();
+                }
+                lines.push(line);
+                bytes = &bytes[at + 1..];
+            }
+            _ => {
+                let take = bytes.len().min(room);
+                partial.extend_from_slice(&bytes[..take]);
+                bytes = &bytes[take..];
+                if partial.len() >= MAX_LINE {
+                    lines.push(std::mem::take(partial));
+                }
             }
         }
     }
@@ -248,45 +334,30 @@ impl OutputSink {
 
     async fn copy_lines_into(
         &self,
-        source: impl AsyncRead + Unpin,
+        mut source: impl AsyncRead + Unpin,
         origin: &Origin,
         stream: StreamKind,
         tap: Option<&StackTap>,
     ) {
-        let mut reader = BufReader::with_capacity(64 * 1024, source);
-        let mut line = Vec::new();
-        while let Ok(available) = reader.fill_buf().await {
-            if available.is_empty() {
-                break;
+        let mut partial = Vec::new();
+        loop {
+            let mut lines = Vec::new();
+            let more =
+                matches!(read_lines(&mut source, &mut partial, &mut lines).await, Ok(n) if n > 0);
+            if !more && !partial.is_empty() {
+                lines.push(std::mem::take(&mut partial));
             }
-            let room = MAX_LINE - line.len();
-            let newline = available.iter().position(|&b| b == b'\n');
-            let (text_len, consumed, complete) = match newline {
-                Some(at) if at <= room => (at, at + 1, true),
-                _ => {
-                    let take = available.len().min(room);
-                    (take, take, false)
-                }
-            };
-            line.extend_from_slice(&available[..text_len]);
-            reader.consume(consumed);
-            if complete || line.len() >= MAX_LINE {
-                if complete && line.last() == Some(&b'\r') {
-                    line.pop();
-                }
+            for line in lines {
                 if let Some(tap) = tap {
                     tap.offer(&line);
                 }
-                if !self.send(origin, stream, std::mem::take(&mut line)).await {
+                if !self.send(origin, stream, line).await {
                     return;
                 }
             }
-        }
-        if !line.is_empty() {
-            if let Some(tap) = tap {
-                tap.offer(&line);
+            if !more {
+                return;
             }
-            self.send(origin, stream, line).await;
         }
     }
 
@@ -314,5 +385,68 @@ impl OutputSink {
         if self.lines.send(Item::Clear { app, done }).await.is_ok() {
             let _ = finished.await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cut_all(chunks: &[&[u8]]) -> (Vec<Vec<u8>>, Vec<u8>) {
+        let mut partial = Vec::new();
+        let mut lines = Vec::new();
+        for chunk in chunks {
+            cut_lines(&mut partial, chunk, &mut lines);
+        }
+        (lines, partial)
+    }
+
+    #[test]
+    fn lines_are_cut_across_reads_and_lose_their_line_ends() {
+        let (lines, partial) = cut_all(&[b"one\ntw", b"o\r\n\nthr", b"ee"]);
+        assert_eq!(lines, [b"one".to_vec(), b"two".to_vec(), Vec::new()]);
+        assert_eq!(partial, b"three");
+    }
+
+    #[test]
+    fn a_long_line_passes_in_max_line_pieces_and_leaves_no_capacity_behind() {
+        let long = vec![b'x'; MAX_LINE + 10];
+        let mut partial = Vec::new();
+        let mut lines = Vec::new();
+        for piece in long.chunks(READ_CHUNK) {
+            cut_lines(&mut partial, piece, &mut lines);
+        }
+        cut_lines(&mut partial, b"\nnext\n", &mut lines);
+        let lengths: Vec<usize> = lines.iter().map(Vec::len).collect();
+        assert_eq!(lengths, [MAX_LINE, 10, 4]);
+        assert!(partial.is_empty());
+        assert_eq!(partial.capacity(), 0);
+    }
+
+    #[test]
+    fn a_line_of_exactly_max_line_is_passed_whole() {
+        let mut bytes = vec![b'y'; MAX_LINE];
+        bytes.push(b'\n');
+        let (lines, partial) = cut_all(&[&bytes]);
+        assert_eq!(lines.len(), 1);
+        assert_eq!(lines[0].len(), MAX_LINE);
+        assert!(partial.is_empty());
+    }
+
+    #[tokio::test]
+    async fn read_lines_reads_a_stream_to_its_end() {
+        let mut source: &[u8] = b"a\nb\nrest";
+        let mut partial = Vec::new();
+        let mut lines = Vec::new();
+        let n = read_lines(&mut source, &mut partial, &mut lines)
+            .await
+            .unwrap();
+        assert_eq!(n, 8);
+        assert_eq!(lines, [b"a".to_vec(), b"b".to_vec()]);
+        assert_eq!(partial, b"rest");
+        let n = read_lines(&mut source, &mut partial, &mut lines)
+            .await
+            .unwrap();
+        assert_eq!(n, 0);
     }
 }

@@ -139,6 +139,7 @@ pub async fn run(
         worker_socket: home.paths.worker_socket.clone(),
         color: config.color,
         tree,
+        ping_grid: tokio::time::Instant::now(),
         changes: watch::Sender::new(0),
     });
 
@@ -176,6 +177,8 @@ pub async fn run(
         shutdown: shutdown.clone(),
         state_file: config.persist.then(|| state::state_path(&home.paths.home)),
         stopped: HashSet::new(),
+        saved_counts: std::cell::Cell::new(0),
+        state_final: false,
         exit_when_done: config.exit_when_done,
         apps_finished: None,
     };
@@ -254,6 +257,11 @@ struct Supervisor {
     state_file: Option<PathBuf>,
     /// Ids of apps an operator stopped: saved as stopped.
     stopped: HashSet<u32>,
+    /// Restarts plus hangs of every app as last written to the state file.
+    saved_counts: std::cell::Cell<u64>,
+    /// Set by `kill`: the state file it wrote is the one to resurrect from, whatever happens while
+    /// the apps stop.
+    state_final: bool,
     /// End the run once every app has come to rest on its own.
     exit_when_done: bool,
     /// Why the run ended, if every app came to rest on its own: whether all ended cleanly.
@@ -296,8 +304,11 @@ impl Supervisor {
                 _ = tasks.wait(), if closing => return,
                 Some(request) = inbox.recv() => self.handle(request),
                 Some(message) = internal.recv() => self.on_internal(message),
-                Ok(()) = changes.changed(), if self.exit_when_done && !closing => {
-                    self.end_if_all_finished();
+                Ok(()) = changes.changed(), if (self.exit_when_done || self.state_file.is_some()) && !closing => {
+                    if self.exit_when_done {
+                        self.end_if_all_finished();
+                    }
+                    self.persist_new_counts();
                 }
             }
         }
@@ -740,7 +751,31 @@ impl Supervisor {
             version: STATE_VERSION,
             apps,
         };
-        state::write(path, &saved).map_err(|e| e.to_string())
+        state::write(path, &saved).map_err(|e| e.to_string())?;
+        self.saved_counts.set(self.counts());
+        Ok(())
+    }
+
+    /// Restarts plus hangs of every app now.
+    fn counts(&self) -> u64 {
+        self.apps
+            .iter()
+            .map(|handle| {
+                let snapshot = handle.snapshot.borrow();
+                snapshot.restarts + snapshot.hangs
+            })
+            .sum()
+    }
+
+    /// Writes the state file when a restart or hang was counted since it was last written, so
+    /// that a daemon killed without warning is resurrected with its counters.
+    fn persist_new_counts(&self) {
+        if self.state_file.is_some()
+            && !self.state_final
+            && self.counts() != self.saved_counts.get()
+        {
+            self.persist_or_warn();
+        }
     }
 
     /// Keeps the state file in step with the app table; a failure is logged, not fatal.
@@ -841,6 +876,7 @@ impl Supervisor {
     /// the supervisor.
     fn kill(&mut self, reply: oneshot::Sender<Outcome>) {
         self.persist_or_warn();
+        self.state_final = true;
         let mut pending = Vec::new();
         self.listeners.clear();
         for handle in self.apps.drain(..) {

@@ -48,6 +48,8 @@ pub struct WorkerContext {
     pub color: bool,
     /// The apps' process trees, rescanned every second.
     pub tree: watch::Receiver<Arc<TreeSnapshot>>,
+    /// Origin of the ping schedule every app shares (see [`crate::machine::on_grid`]).
+    pub ping_grid: Instant,
     /// Bumped whenever any app's snapshot changes.
     pub changes: watch::Sender<u64>,
 }
@@ -250,6 +252,7 @@ impl WorkerTask {
         let (snapshot, snapshot_rx) = watch::channel(WorkerSnapshot::initial());
         let (command_tx, commands) = mpsc::channel(COMMAND_QUEUE);
         let mut machine = Worker::new(spec.timing);
+        machine.ping_grid = Some(ctx.ping_grid);
         machine.restarts = origins.restarts;
         machine.hangs = origins.hangs;
         machine.ready_timeout = spec.ready_timeout();
