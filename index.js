@@ -39,16 +39,24 @@
 // If the app listens for 'shutdown' (`on('shutdown', fn)`), that event is all that happens: the app
 // closes and exits itself. Otherwise, if the app has its own SIGTERM handler, the shutdown
 // message becomes a real SIGTERM for it. Otherwise the default drain runs: every server that
-// listened through the patched listen() closes (idle keep-alive connections at once, busy ones
-// after their current response, which says `Connection: close`), and the process exits 0 once
-// they are closed; with no server at all SIGTERM keeps its default meaning (the process ends by
-// the signal, as without the monitor). The supervisor SIGKILLs after its kill timeout regardless.
+// listened through the patched listen() stops accepting; a kept-alive connection ends after its
+// next response, which says `Connection: close`, and one still idle after DRAIN_IDLE_GRACE_MS is
+// closed (closing an idle connection at once races with the client sending its next request on
+// it, and that request is lost); the process exits 0 once every connection has ended. With no
+// server at all SIGTERM keeps its default meaning (the process ends by the signal, as without the
+// monitor). The supervisor SIGKILLs after its kill timeout regardless.
 
 const ENV_SOCKET = 'NODEGUARD_SOCKET';
 const ENV_TOKEN = 'NODEGUARD_TOKEN';
 const ENV_LISTEN = 'NODEGUARD_LISTEN';
 const ENV_WAIT_READY = 'NODEGUARD_WAIT_READY';
-/** How often a draining server's idle keep-alive connections are closed (ms). */
+/**
+ * How long a draining server leaves its idle keep-alive connections open (ms), for their clients
+ * to send one more request (answered with `Connection: close`) rather than lose it to a close.
+ * Shorter than the server's keepAliveTimeout if that is shorter; well inside the kill timeout.
+ */
+const DRAIN_IDLE_GRACE_MS = 1000;
+/** After that grace, how often a draining server's idle connections are closed (ms). */
 const DRAIN_SWEEP_MS = 100;
 const STATE_KEY = Symbol.for('nodeguard-monitor');
 const ERROR_PREFIX = 'nodeguard-monitor: ';
@@ -283,13 +291,18 @@ function drain(state) {
     server.prependListener('request', (req, res) => {
       if (!res.headersSent) res.setHeader('connection', 'close');
     });
-    server.close(() => {
+    // net.Server's close stops accepting and calls back once every connection has ended; the
+    // http.Server close of Node 19+ would also close the idle ones at once (see above).
+    require('node:net').Server.prototype.close.call(server, () => {
       open -= 1;
       if (open === 0) process.exit(0);
     });
     if (typeof server.closeIdleConnections === 'function') {
-      server.closeIdleConnections();
-      setInterval(() => server.closeIdleConnections(), DRAIN_SWEEP_MS).unref();
+      const keepAlive = server.keepAliveTimeout > 0 ? server.keepAliveTimeout : DRAIN_IDLE_GRACE_MS;
+      setTimeout(() => {
+        server.closeIdleConnections();
+        setInterval(() => server.closeIdleConnections(), DRAIN_SWEEP_MS).unref();
+      }, Math.min(DRAIN_IDLE_GRACE_MS, keepAlive)).unref();
     }
   }
 }

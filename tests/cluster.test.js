@@ -7,10 +7,14 @@
 // Requests go over fresh connections (agent: false, no keep-alive) on purpose: every request is
 // then a new accept() on the shared socket, so the counts measure exactly what the supervisor
 // promises (the port never closes; a connection accepted by a draining instance is answered).
+// One test reloads under kept-alive connections instead, with pauses between requests: the drain
+// must end each one with `Connection: close` on its next response rather than close it while
+// idle (which races with the client's next request on it).
 
 const test = require('node:test');
 const assert = require('node:assert/strict');
 const fs = require('node:fs');
+const http = require('node:http');
 const os = require('node:os');
 const path = require('node:path');
 const h = require('./helpers');
@@ -46,13 +50,14 @@ function waitInstances(home, count, { notPids = [], what } = {}) {
  * Runs `LOOPS` sequential GET loops against `port` until `stop()` is called. Resolves (from
  * `done`) with { ok, failed, errors, pids }.
  */
-function requestLoops(port, urlPath = '/') {
+function requestLoops(port, urlPath = '/', { agent = false, pauseMs = 0 } = {}) {
   let running = true;
   const result = { ok: 0, failed: 0, errors: [], pids: new Map() };
   const loop = async () => {
     while (running) {
+      if (pauseMs > 0) await new Promise((resolve) => setTimeout(resolve, pauseMs));
       try {
-        const res = await h.get(port, urlPath, { timeout: 10_000 });
+        const res = await h.get(port, urlPath, { timeout: 10_000, agent });
         if (res.status === 200) {
           result.ok += 1;
           const pid = Number(res.body.trim());
@@ -133,6 +138,25 @@ test('a rolling reload under a request loop fails no request and replaces every 
     assert.deepEqual(started, [before[i], after[i]], JSON.stringify(app.events));
     assert.ok(app.events.some((e) => e.kind === 'reloaded'));
   }
+});
+
+test('a rolling reload under kept-alive connections fails no request', async (t) => {
+  const home = new h.DaemonHome(t);
+  const port = await startWeb(home, { instances: 2 });
+  const before = (await waitInstances(home, 2)).map((r) => r.pid);
+  const agent = new http.Agent({ keepAlive: true, maxSockets: LOOPS });
+  t.after(() => agent.destroy());
+  const load = requestLoops(port, '/', { agent, pauseMs: 5 });
+  await home.waitFor(() => load.result.ok >= 20, { what: 'the request loops to get going' });
+  for (let round = 0; round < 3; round++) await home.ok(['reload', 'web'], { timeout: 60_000 });
+  const afterReload = load.result.ok;
+  await home.waitFor(() => load.result.ok >= afterReload + 20, { what: 'requests after the reloads' });
+  const result = await load.stop();
+
+  t.diagnostic(`${result.ok} requests, ${result.failed} failed, by pid: ${JSON.stringify([...result.pids])}`);
+  assert.equal(result.failed, 0, `failed requests: ${result.errors.slice(0, 5).join('; ')}`);
+  const after = (await waitInstances(home, 2)).map((r) => r.pid);
+  for (const pid of before) assert.ok(!after.includes(pid), `pid ${pid} was not replaced (now ${after})`);
 });
 
 test('a single instance reloads with the two overlapping: no failed request', async (t) => {

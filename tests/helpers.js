@@ -479,9 +479,9 @@ function startSupervisor(t, { scripts, flags = [], appArgs = [], env = {}, home 
 // HTTP and sockets
 
 /** GET http://127.0.0.1:<port><path> on a fresh connection: { status, body }. */
-function get(port, urlPath = '/', { timeout = 2_000 } = {}) {
+function get(port, urlPath = '/', { timeout = 2_000, agent = false } = {}) {
   return new Promise((resolve, reject) => {
-    const req = http.get({ host: '127.0.0.1', port, path: urlPath, agent: false, timeout }, (res) => {
+    const req = http.get({ host: '127.0.0.1', port, path: urlPath, agent, timeout }, (res) => {
       let body = '';
       res.setEncoding('utf8');
       res.on('data', (chunk) => (body += chunk));

@@ -7,7 +7,7 @@
 //
 // Every LINE_EVERY ms it writes `L <pid> <n> <padding>` to stdout, n = 1, 2, 3, … (stdout is a pipe
 // under a supervisor, and writes to pipes are synchronous in Node on Linux: a line is in the pipe
-// when console.log returns). On a graceful exit (SIGTERM included) it writes `E <pid> <last n>`, so the whole of its
+// when console.log returns). On a graceful exit (the monitor's drain, on SIGTERM or a shutdown message) it writes `E <pid> <last n>`, so the whole of its
 // output can be checked.
 //
 // Port: --port <n>. Under cluster mode (a supervisor-owned --listen port) the monitor maps the
@@ -49,12 +49,10 @@ function finish() {
   console.log(`E ${process.pid} ${n}`);
 }
 process.on('exit', finish);
-// A graceful stop: last line, then close the server (in-flight requests finish) and exit.
-process.on('SIGTERM', () => {
-  finish();
-  server.close(() => process.exit(0));
-  server.closeIdleConnections();
-  setTimeout(() => process.exit(0), 1_000).unref();
-});
+// A graceful stop (the supervisor's shutdown message, or SIGTERM) is the monitor's default drain:
+// the server stops accepting, in-flight requests finish, kept-alive connections end with their
+// next response, and the process exits 0, which writes the last line above. (An own SIGTERM
+// handler that closed idle keep-alive connections at once would race with the load's next
+// request on them.)
 
 server.listen(port, '127.0.0.1', () => console.log(`listening ${port} pid=${process.pid}`));
