@@ -912,11 +912,11 @@ async function main() {
     results.cluster[scenario.id] = entry;
     for (let trial = 0; trial < N.reloadTrials; trial++) {
       entry.ng.push(await phase(`fig 13: nodeguard cluster, ${scenario.label}, trial ${trial + 1}`, () =>
-        reload.nodeguardScenario(ctx, APPS.server, scenario.instances, scenario.what),
+        reload.nodeguardScenario(ctx, APPS.server, scenario),
       ));
       if (pm2Installed) {
         entry.pm2.push(await phase(`fig 13: PM2 cluster, ${scenario.label}, trial ${trial + 1}`, () =>
-          reload.pm2Scenario(ctx, pm2, APPS.server, scenario.instances, scenario.what),
+          reload.pm2Scenario(ctx, pm2, APPS.server, scenario),
         ));
       }
     }

@@ -7,7 +7,8 @@
 //   GET /hang   replies, then blocks its event loop forever (while (true) {})
 //
 // Port: --port <n> (or $PORT, or an ephemeral one). Prints `listening <port> pid=<pid>` once it
-// accepts connections. Other arguments (the bench's run tag) are ignored.
+// accepts connections. Every reply says `Connection: close` unless --keep-alive is given. Other
+// arguments (the bench's run tag) are ignored.
 
 const http = require('node:http');
 
@@ -17,6 +18,7 @@ function argValue(name) {
 }
 
 const port = Number(argValue('--port') || process.env.PORT) || 0;
+const keepAlive = process.argv.includes('--keep-alive');
 
 const routes = {
   '/': (req, res) => res.end(`ok ${process.pid}\n`),
@@ -35,7 +37,7 @@ const routes = {
 
 const server = http.createServer((req, res) => {
   const route = routes[req.url];
-  res.setHeader('connection', 'close');
+  if (!keepAlive) res.setHeader('connection', 'close');
   if (!route) {
     res.statusCode = 404;
     res.end('not found\n');

@@ -386,14 +386,14 @@ function reportMore(r, rows, details, notes) {
 
   // ---- 13. reload under load (the details are report.js's clusterSection) ---------------------
   {
-    const reloads = ['reload2', 'reload4'].map((id) => (r.cluster || {})[id]).filter(Boolean);
+    const reloads = ['reload2', 'reload4', 'reload4ka'].map((id) => (r.cluster || {})[id]).filter(Boolean);
     const trials = (side) => reloads.flatMap((c) => (c[side] || []).filter((t) => t && !t.error));
     const ng = trials('ng');
     const pm = trials('pm2');
     const counts = (list) => list.map((t) => t.failed).join(', ');
     const total = (list) => list.reduce((sum, t) => sum + t.failed, 0);
     rows.push([
-      '13. Failed requests during a rolling reload under load (2 and 4 instances)',
+      '13. Failed requests during a rolling reload under load (2 and 4 instances; fresh and kept-alive connections)',
       '0',
       ng.length ? `${counts(ng)} failed (one per trial)` : 'not measured',
       pm.length ? `${counts(pm)} failed` : 'not run',

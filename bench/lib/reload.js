@@ -1,16 +1,18 @@
 'use strict';
-// Figure 9 (issue 5): failed requests under constant load while a cluster of the bench server is
+// Figure 13 (issue 5): failed requests under constant load while a cluster of the bench server is
 // reloaded (2 and 4 instances), while one instance is SIGKILLed, and while one hangs; nodeguard
 // (`start -i N --listen`, `nodeguard reload`) beside PM2 cluster mode (`pm2 start -i N`,
 // `pm2 reload`), in the same run.
 //
 // Load: LOAD_LOOPS concurrent loops in this process, each doing sequential GETs on fresh
 // connections (no keep-alive; the server also says `Connection: close`), with a per-request
-// timeout of REQUEST_TIMEOUT_MS. A request fails if it errors (refused, reset), times out, or
+// timeout of REQUEST_TIMEOUT_MS; or, in the kept-alive scenario, back-to-back GETs over
+// LOAD_LOOPS kept-alive connections, as wrk sends them (the server then keeps them alive). A request fails if it errors (refused, reset), times out, or
 // answers anything but 200. The window runs from SETTLE_MS before the action until SETTLE_MS after
 // it completed (for a kill or a hang: until the instance was replaced, or HANG_WINDOW_MS for PM2,
 // which does not detect hangs).
 
+const http = require('node:http');
 const u = require('./util');
 const { NodeguardDaemon } = require('./nodeguard');
 
@@ -21,13 +23,14 @@ const SETTLE_MS = 1_000;
 const HANG_WINDOW_MS = 8_000;
 
 /** Runs the load around `action()`; returns { ok, failed, errors, actionMs, windowMs, info }. */
-async function underLoad(port, action) {
+async function underLoad(port, action, { keepAlive = false } = {}) {
   let running = true;
   const out = { ok: 0, failed: 0, errors: {} };
+  const agent = keepAlive ? new http.Agent({ keepAlive: true, maxSockets: LOAD_LOOPS }) : false;
   const loop = async () => {
     while (running) {
       try {
-        const res = await u.get(port, '/', { timeout: REQUEST_TIMEOUT_MS });
+        const res = await u.get(port, '/', { timeout: REQUEST_TIMEOUT_MS, agent });
         if (res.status === 200) out.ok += 1;
         else {
           out.failed += 1;
@@ -46,6 +49,7 @@ async function underLoad(port, action) {
   if (out.ok === 0) {
     running = false;
     await Promise.all(loops);
+    if (agent) agent.destroy();
     throw new Error(`no request succeeded before the action (${JSON.stringify(out.errors)})`);
   }
   const t0 = u.now();
@@ -57,6 +61,7 @@ async function underLoad(port, action) {
     await u.sleep(SETTLE_MS);
     running = false;
     await Promise.all(loops);
+    if (agent) agent.destroy();
   }
   out.windowMs = u.now() - start;
   out.info = info;
@@ -64,13 +69,13 @@ async function underLoad(port, action) {
 }
 
 /** nodeguard: one daemon per scenario with `instances` instances of the server on a shared port. */
-async function nodeguardScenario(ctx, script, instances, what) {
+async function nodeguardScenario(ctx, script, { instances, what, keepAlive = false }) {
   const d = new NodeguardDaemon(ctx);
   const port = await u.freePort();
   const pids = [];
   try {
     const r = await d.cli(
-      ['start', script, '--name', 'web', '-i', String(instances), '--listen', `127.0.0.1:${port}`, '--', '--port', String(port), '--bench-tag', ctx.tag],
+      ['start', script, '--name', 'web', '-i', String(instances), '--listen', `127.0.0.1:${port}`, '--', '--port', String(port), '--bench-tag', ctx.tag, ...(keepAlive ? ['--keep-alive'] : [])],
       { timeout: 60_000 },
     );
     if (r.code !== 0) throw new Error(`nodeguard start failed (exit ${r.code}): ${r.stderr}\n${d.logTail()}`);
@@ -101,7 +106,7 @@ async function nodeguardScenario(ctx, script, instances, what) {
         { timeout: 30_000, every: 50, what: `a replacement after the ${what}` },
       );
       return { replacedMs: u.now() - t, replaced: after.filter((a) => !pids.includes(a.pid)).length };
-    });
+    }, { keepAlive });
     const final = await d.status();
     pids.push(...final.map((a) => a.pid).filter(Boolean));
     return result;
@@ -111,10 +116,10 @@ async function nodeguardScenario(ctx, script, instances, what) {
 }
 
 /** PM2 cluster mode with the same app, port and load. */
-async function pm2Scenario(ctx, pm2, script, instances, what) {
+async function pm2Scenario(ctx, pm2, script, { instances, what, keepAlive = false }) {
   const port = await u.freePort();
   try {
-    await pm2.cli(['start', script, '--name', 'web', '-i', String(instances), '--', '--port', String(port), '--bench-tag', ctx.tag], { timeout: 60_000 });
+    await pm2.cli(['start', script, '--name', 'web', '-i', String(instances), '--', '--port', String(port), '--bench-tag', ctx.tag, ...(keepAlive ? ['--keep-alive'] : [])], { timeout: 60_000 });
     const online = async () => {
       const r = await pm2.cli(['jlist']);
       const apps = JSON.parse(r.stdout.slice(r.stdout.indexOf('['))).filter((a) => a.name === 'web');
@@ -146,7 +151,7 @@ async function pm2Scenario(ctx, pm2, script, instances, what) {
       await u.sleep(HANG_WINDOW_MS);
       const after = await online();
       return { replaced: after ? after.filter((a) => !pids.includes(a.pid)).length : 0, watchedMs: HANG_WINDOW_MS };
-    });
+    }, { keepAlive });
   } finally {
     await pm2.cli(['delete', 'web'], { check: false, timeout: 30_000 }).catch(() => {});
     await pm2.kill();
@@ -156,6 +161,7 @@ async function pm2Scenario(ctx, pm2, script, instances, what) {
 const SCENARIOS = [
   { id: 'reload2', label: 'reload, 2 instances', instances: 2, what: 'reload' },
   { id: 'reload4', label: 'reload, 4 instances', instances: 4, what: 'reload' },
+  { id: 'reload4ka', label: 'reload, 4 instances, kept-alive connections (as wrk)', instances: 4, what: 'reload', keepAlive: true },
   { id: 'kill', label: 'SIGKILL of 1 of 4 instances', instances: 4, what: 'kill' },
   { id: 'hang', label: 'hang of 1 of 4 instances', instances: 4, what: 'hang' },
 ];

@@ -757,7 +757,7 @@ function clusterSection(r) {
   return [
     '## 13. Failed requests under load: reload, kill, hang (cluster mode)',
     '',
-    `${l.loops} concurrent loops of sequential GETs on fresh connections (no keep-alive), ${l.requestTimeoutMs} ms timeout per request; counted from ${l.settleMs} ms before the action to ${l.settleMs} ms after it completed (a reload: when \`reload\` returned; a kill or a hang: when status showed a replacement; PM2 never replaces a hung instance, so its hang is watched for ${l.hangWindowMs} ms). nodeguard: \`nodeguard start bench/apps/server.js -i N --listen 127.0.0.1:PORT\`, \`nodeguard reload web\`. PM2: \`pm2 start bench/apps/server.js -i N\` (cluster mode), \`pm2 reload web\`. One figure per trial.`,
+    `${l.loops} concurrent loops of sequential GETs on fresh connections (no keep-alive; in the kept-alive scenario, back to back over ${l.loops} kept-alive connections, as wrk sends them), ${l.requestTimeoutMs} ms timeout per request; counted from ${l.settleMs} ms before the action to ${l.settleMs} ms after it completed (a reload: when \`reload\` returned; a kill or a hang: when status showed a replacement; PM2 never replaces a hung instance, so its hang is watched for ${l.hangWindowMs} ms). nodeguard: \`nodeguard start bench/apps/server.js -i N --listen 127.0.0.1:PORT\`, \`nodeguard reload web\`. PM2: \`pm2 start bench/apps/server.js -i N\` (cluster mode), \`pm2 reload web\`. One figure per trial.`,
     '',
     '| scenario | nodeguard | PM2 cluster mode |',
     '|---|---|---|',

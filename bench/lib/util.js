@@ -408,9 +408,9 @@ function freePort() {
 }
 
 /** GET http://127.0.0.1:<port><path> on a fresh connection: { status, body, at } (at = end time). */
-function get(port, urlPath = '/', { timeout = 1_000 } = {}) {
+function get(port, urlPath = '/', { timeout = 1_000, agent = false } = {}) {
   return new Promise((resolve, reject) => {
-    const req = http.get({ host: '127.0.0.1', port, path: urlPath, agent: false, timeout }, (res) => {
+    const req = http.get({ host: '127.0.0.1', port, path: urlPath, agent, timeout }, (res) => {
       let body = '';
       res.setEncoding('utf8');
       res.on('data', (chunk) => (body += chunk));
