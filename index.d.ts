@@ -64,9 +64,10 @@ interface ListenableServer {
 /**
  * `'shutdown'`: the supervisor (a stop, restart or reload) or a SIGTERM asks this process to stop
  * gracefully. Once a listener is registered, nothing else happens on its own: close what you
- * need and exit. Without one, the monitor closes the servers, lets in-flight requests finish
- * and exits (or, if the app has its own SIGTERM handler, delivers a SIGTERM to it). The supervisor
- * sends SIGKILL after its kill timeout either way.
+ * need and exit. Without one, the monitor drains the servers (they stop accepting, in-flight
+ * requests finish, each kept-alive connection ends with its next response, which says
+ * `Connection: close`, or after 1 s idle) and exits 0 (or, if the app has its own SIGTERM handler,
+ * delivers a SIGTERM to it). The supervisor sends SIGKILL after its kill timeout either way.
  */
 export declare function on(event: 'shutdown', listener: () => void): Monitor;
 export declare function once(event: 'shutdown', listener: () => void): Monitor;

@@ -48,6 +48,13 @@ const cases = [
     mentions: /timeout/i,
   },
   { name: 'no -m at all', args: () => [], mentions: /(-m|script)/i },
+  {
+    name: '--listen shared by two apps',
+    args: ({ app }) => ['--listen', '127.0.0.1:1', '-m', app, '-m', app],
+    mentions: /--listen would give all 2 apps the same address/,
+  },
+  { name: '-i 0', args: ({ app }) => ['-i', '0', '-m', app], mentions: /'0' is not an instance count/ },
+  { name: 'a malformed --listen', args: ({ app }) => ['--listen', 'nowhere:x', '-m', app], mentions: /nowhere:x/ },
 ];
 
 for (const c of cases) {

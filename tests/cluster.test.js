@@ -339,3 +339,36 @@ test('a hung instance is killed and replaced while its sibling serves', async (t
   const replaced = rows.find((r) => !pids.includes(r.pid));
   assert.equal(replaced.hangs, 1);
 });
+
+test('foreground mode runs a cluster too: -i 2 --listen, reload over the control socket, SIGTERM drains and exits 0', async (t) => {
+  const port = await h.freePort();
+  const sup = h.startSupervisor(t, {
+    scripts: ['cluster.js'],
+    flags: ['-i', '2', '--listen', `127.0.0.1:${port}`],
+    appArgs: [String(port)],
+  });
+  const rows = await sup.waitForStatus((apps) => {
+    const web = apps.filter((a) => a.name === 'cluster');
+    return web.length === 2 && web.every((a) => a.state === 'running' && a.pid) ? web : false;
+  }, { what: 'two cluster instances running' });
+  assert.deepEqual(rows.map((r) => r.instance), [0, 1]);
+  assert.deepEqual(rows.map((r) => r.id), [0, 1]);
+
+  const load = requestLoops(port);
+  await sup.waitFor(() => load.result.ok >= 20, { what: 'the request loops to get going' });
+  const reload = await h.run(['reload', 'cluster', '--home', sup.home], { timeout: 60_000 });
+  assert.equal(reload.code, 0, reload.stderr);
+  const afterReload = load.result.ok;
+  await sup.waitFor(() => load.result.ok >= afterReload + 20, { what: 'requests after the reload' });
+  const result = await load.stop();
+  assert.equal(result.failed, 0, `failed requests: ${result.errors.slice(0, 5).join('; ')}`);
+  const after = await sup.waitForStatus((apps) => {
+    const web = apps.filter((a) => a.name === 'cluster');
+    return web.length === 2 && web.every((a) => a.state === 'running' && !rows.some((r) => r.pid === a.pid)) ? web : false;
+  }, { what: 'two new instances after the reload' });
+
+  sup.signal('SIGTERM');
+  const exit = await sup.waitExit();
+  assert.equal(exit.code, 0);
+  await h.waitGone(after.map((r) => r.pid));
+});

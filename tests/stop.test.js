@@ -81,3 +81,26 @@ test('status answers during a graceful stop and shows the app stopping', async (
   assert.equal(row.restarts, 0);
   // The test's cleanup SIGKILLs what is left.
 });
+
+test('with its stdout and stderr readers gone, the supervisor still supervises and stops on SIGTERM', async (t) => {
+  // A pipe into `head`, or a log collector that went away: every write of nodeguard's own log
+  // lines and of the apps' output fails with EPIPE from then on. None of that may stop supervision.
+  const sup = h.startSupervisor(t, { scripts: ['server.js', 'idle.js'], flags: ['--heartbeat-interval', '200ms', '--heartbeat-timeout', '200ms'] });
+  const server = await sup.waitListening('server');
+  const before = (await sup.waitRunning(['server', 'idle'])).server;
+  sup.child.stdout.destroy();
+  sup.child.stderr.destroy();
+
+  // It logs (and copies app output) into the broken pipes: a crash and its restart.
+  await h.get(server.port, '/crash').catch(() => {});
+  const after = await sup.waitForStatus(
+    (apps) => apps.find((a) => a.name === 'server' && a.state === 'running' && a.pid !== before.pid && a.restarts === 1),
+    { what: 'the crashed server restarted' },
+  );
+  const idle = (await sup.status()).find((a) => a.name === 'idle');
+
+  sup.signal('SIGTERM');
+  const exit = await sup.waitExit();
+  assert.deepEqual({ code: exit.code, signal: exit.signal }, { code: 0, signal: null });
+  for (const pid of [after.pid, idle.pid]) assert.ok(h.isGone(pid), `worker ${pid} outlived the supervisor`);
+});

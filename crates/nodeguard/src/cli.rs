@@ -25,6 +25,7 @@ Examples:
   nodeguard status --json
   nodeguard start server.js --name api -- --port 8080   (background daemon)
   nodeguard start app.js --name web -i 4 --listen 3000   (cluster mode: 4 instances, one port)
+  nodeguard -i 2 --listen 3000 -m app.js   (cluster mode in the foreground)
   nodeguard reload web   (rolling, zero-downtime with --listen; aborts if a new instance fails)
   nodeguard restart api; nodeguard stop all; nodeguard kill
   nodeguard --http 127.0.0.1:9615 -m server.js   (/healthz, /readyz, /metrics)
@@ -559,6 +560,9 @@ pub struct RunArgs {
     #[command(flatten)]
     pub app: AppOptions,
 
+    #[command(flatten)]
+    pub cluster: ClusterOptions,
+
     /// The monitor preload script (default: found beside the nodeguard binary) [env: NODEGUARD_PRELOAD]
     #[arg(long, value_name = "PATH", env = "NODEGUARD_PRELOAD", hide_env = true)]
     pub preload: Option<PathBuf>,
@@ -616,12 +620,27 @@ impl RunArgs {
             .map(|script| config::resolve_script(script, &cwd))
             .collect::<Result<Vec<_>, _>>()?;
         let names = config::app_names(self.scripts.iter().map(PathBuf::as_path));
+        if scripts.len() > 1 && !self.cluster.listen.is_empty() {
+            return Err(ConfigError::Policy(format!(
+                "--listen would give all {} apps the same address; run one app per --listen (one \
+                 -m), or use `nodeguard start` with a config file that gives each app its own",
+                scripts.len()
+            )));
+        }
+        let listen = self
+            .cluster
+            .listen
+            .iter()
+            .map(|address| config::ListenAddress::parse(address))
+            .collect::<Result<Vec<_>, _>>()?;
+        let instances = self.cluster.instances.unwrap_or(1);
         let apps = scripts
             .into_iter()
             .zip(names)
             .enumerate()
             .map(|(index, (script, name))| AppSpec {
-                id: index as u32,
+                // Each app's instances take consecutive ids, as in the daemon.
+                id: index as u32 * instances,
                 name,
                 script,
                 args: self.app_args.clone(),
@@ -633,11 +652,14 @@ impl RunArgs {
                 out_file: None,
                 error_file: None,
                 log_timestamps: self.app.log_timestamps,
-                instances: 1,
+                instances,
                 instance: 0,
-                listen: Vec::new(),
-                wait_ready: false,
-                listen_timeout: config::DEFAULT_LISTEN_TIMEOUT,
+                listen: listen.clone(),
+                wait_ready: self.cluster.wait_ready,
+                listen_timeout: self
+                    .cluster
+                    .listen_timeout
+                    .unwrap_or(config::DEFAULT_LISTEN_TIMEOUT),
             })
             .collect();
         let home = match home {

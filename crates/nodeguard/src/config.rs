@@ -103,6 +103,20 @@ impl AppSpec {
         !self.listen.is_empty() || self.wait_ready
     }
 
+    /// The instance number, for an app with several instances or in cluster mode (what status
+    /// shows as `name:instance`).
+    pub fn shown_instance(&self) -> Option<u32> {
+        (self.instances > 1 || self.cluster_mode()).then_some(self.instance)
+    }
+
+    /// The name as output prefixes and log lines show it: `web:1` for an instance, else `web`.
+    pub fn display_name(&self) -> String {
+        match self.shown_instance() {
+            Some(instance) => format!("{}:{instance}", self.name),
+            None => self.name.clone(),
+        }
+    }
+
     /// The ready timeout the state machine enforces, in cluster mode.
     pub fn ready_timeout(&self) -> Option<Duration> {
         self.cluster_mode().then_some(self.listen_timeout)

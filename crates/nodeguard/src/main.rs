@@ -45,7 +45,12 @@ fn main() -> ExitCode {
         None => foreground(cli.run, cli.home, notifier),
         Some(Verb::Daemon(args)) => daemon(args, cli.home, notifier),
         Some(Verb::Startup(args)) => startup(args, cli.home),
-        Some(verb) => client_verb(verb, cli.home),
+        Some(verb) => {
+            // A client prints and exits: when its reader goes away (`nodeguard status | head -1`)
+            // it ends quietly, as other Unix tools do, instead of panicking in println!.
+            nodeguard::platform::restore_default_sigpipe();
+            client_verb(verb, cli.home)
+        }
     };
     match outcome {
         Ok(code) => code,
@@ -99,6 +104,10 @@ fn init_logging() {
     tracing_subscriber::fmt()
         .with_max_level(level)
         .with_writer(std::io::stderr)
+        // A stderr whose reader went away (a pipe into `head`, a restarted log collector) must
+        // not stop supervision: tracing-subscriber would otherwise report the failed write with
+        // eprintln!, which panics on that same broken stderr, in whichever task was logging.
+        .log_internal_errors(false)
         .with_target(false)
         .with_ansi(std::io::stderr().is_terminal())
         .init();

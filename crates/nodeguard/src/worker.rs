@@ -103,7 +103,7 @@ impl WorkerSnapshot {
         AppStatus {
             name: spec.name.clone(),
             id: spec.id,
-            instance: (spec.instances > 1 || spec.cluster_mode()).then_some(spec.instance),
+            instance: spec.shown_instance(),
             script: spec.script.display().to_string(),
             pid: self.pid,
             state: self.state,
@@ -296,7 +296,7 @@ impl WorkerTask {
     /// Supervises the app until it is removed, or `stop` (graceful) or `force` fires, and it has
     /// come to rest.
     pub async fn run(mut self, stop: CancellationToken, force: CancellationToken) {
-        let span = tracing::info_span!("app", name = %self.spec.name);
+        let span = tracing::info_span!("app", name = %self.spec.display_name());
         async move {
             self.begin().await;
             let mut stop_seen = false;
@@ -740,7 +740,7 @@ impl WorkerTask {
                 };
                 let origin = Origin {
                     app: spec.name.as_str().into(),
-                    prefix: prefix_for(&spec.name, spec.id as usize, self.ctx.color),
+                    prefix: prefix_for(&spec.display_name(), spec.id as usize, self.ctx.color),
                     out_file: spec.out_file.clone().map(Arc::new),
                     error_file: spec.error_file.clone().map(Arc::new),
                     timestamps: spec.log_timestamps,

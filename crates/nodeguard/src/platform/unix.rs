@@ -193,6 +193,16 @@ pub fn become_subreaper() -> io::Result<()> {
     Ok(())
 }
 
+/// Lets SIGPIPE end the process again (Rust's runtime ignores it, so writes to a closed pipe fail
+/// with EPIPE instead). For short-lived client commands only: a supervisor keeps ignoring it.
+pub fn restore_default_sigpipe() {
+    // SAFETY: installing the default disposition has no handler to run; called from main before
+    // any thread that could be writing to a pipe starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 /// Collects exited child `pid` if it is a zombie; true if it was collected.
 pub fn reap(pid: u32) -> bool {
     let Some(pid) = i32::try_from(pid).ok().and_then(Pid::from_raw) else {
