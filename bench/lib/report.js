@@ -352,13 +352,28 @@ function writeReport(r, outPath) {
       }
     }
     if (!failed(pm) && pm.restarts !== pm.trials) notes.push(`Figure 4: PM2 counted ${pm.restarts} restarts for ${pm.trials} crashes.`);
+    // Issue 7's target: within 5 ms of a bare start. Node's boot varies by tens of ms from one
+    // spawn to the next, so trials are compared at the median, and "every time" is checked on
+    // the supervisor's own part: from the exit it saw to the replacement's spawn.
+    const CRASH_TARGET_MS = 5;
+    let verdict = '**not measured**';
+    if (!failed(ng) && !failed(bare)) {
+      const over = ng.times.median - bare.times.median;
+      const own = ng.phases && ng.phases.respawn && ng.phases.respawn.n > 0 ? ng.phases.respawn : null;
+      const overText = `${over >= 0 ? '+' : '−'}${ms(Math.abs(over))} over a bare start at the median`;
+      if (over <= CRASH_TARGET_MS && own && own.max <= CRASH_TARGET_MS) {
+        verdict = `meets (${overText}; exit seen → replacement spawned ≤ ${ms(own.max)} in every trial)`;
+      } else {
+        verdict = `**misses** (${overText}${own ? `; exit seen → replacement spawned up to ${ms(own.max)}` : '; no phase split'})`;
+      }
+    }
     rows.push([
       '4. Crash → serving again',
-      `— (bare spawn → serving: ${failed(bare) ? 'n/a' : ms(bare.times.median)})`,
+      `within ${CRASH_TARGET_MS} ms of a bare start (bare spawn → serving: ${failed(bare) ? 'n/a' : ms(bare.times.median)})`,
       failed(ng) ? why(ng) : `${spread(ng.times, ms)}, n=${ng.trials}`,
       failed(pm) ? why(pm) : `${spread(pm.times, ms)}, n=${pm.trials}`,
       !failed(ng) && !failed(pm) ? ratio(ng.times.median, pm.times.median) : 'n/a',
-      failed(ng) ? '**not measured**' : 'reported (no target)',
+      verdict,
     ]);
     details.push(lines.join('\n'));
   }

@@ -25,6 +25,11 @@ pub const ENV_SPAWN_KEY: &str = "NODEGUARD_SPAWN";
 
 /// How often the process table is scanned.
 pub const SCAN_INTERVAL: Duration = Duration::from_secs(1);
+/// How long after a SIGCHLD the table is scanned for adopted orphans to reap. The signal mostly
+/// means an app's main process exited, and its restart is under way on the same thread: a scan
+/// (a read of every process's stat) right then would delay it, while a zombie orphan can wait a
+/// moment. Several SIGCHLDs within this time share one scan.
+pub const ORPHAN_REAP_DELAY: Duration = Duration::from_millis(50);
 
 /// A process, identified across pid reuse.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -139,22 +144,29 @@ impl TreeIndex {
     }
 }
 
-/// Ends what is left of an app's tree after its main process exited: each descendant from the
-/// last scan that still runs as the same process (same start time), and each process adopted by
-/// the supervisor since then that carries the app's `spawn_key`, gets SIGKILL.
-pub fn end_leftovers(tree: Option<&AppTree>, spawn_key: u64, children: &ChildSet) {
-    let kill = |pid: u32| {
-        if let Err(error) = platform::kill_process(pid) {
-            tracing::warn!(pid, %error, "cannot end a leftover process");
-        }
-    };
+fn kill_leftover(pid: u32) {
+    if let Err(error) = platform::kill_process(pid) {
+        tracing::warn!(pid, %error, "cannot end a leftover process");
+    }
+}
+
+/// What is left of an app's tree after its main process exited gets SIGKILL, in two halves. This
+/// one is cheap: the descendants the last scan saw (each re-checked by its start time, so a
+/// reused pid is left alone).
+pub fn end_known_descendants(tree: Option<&AppTree>) {
     for member in tree.into_iter().flat_map(|tree| &tree.descendants) {
         let same = platform::process_info(member.pid)
             .is_some_and(|now| now.start_time == member.start_time && !now.zombie);
         if same {
-            kill(member.pid);
+            kill_leftover(member.pid);
         }
     }
+}
+
+/// The other half: a scan of the process table for orphans adopted by this supervisor that carry
+/// `spawn_key` in their environment (descendants born and orphaned since the last scan). It
+/// reads every process's stat, so a restart runs it off its critical path (see the worker).
+pub fn end_orphans_by_key(spawn_key: u64, children: &ChildSet) {
     let Ok(table) = platform::list_processes() else {
         return;
     };
@@ -168,7 +180,7 @@ pub fn end_leftovers(tree: Option<&AppTree>, spawn_key: u64, children: &ChildSet
         if !ours.contains_key(&orphan.pid)
             && platform::environment_variable(orphan.pid, ENV_SPAWN_KEY).as_deref() == Some(&key)
         {
-            kill(orphan.pid);
+            kill_leftover(orphan.pid);
         }
     }
 }
@@ -183,12 +195,18 @@ pub fn start(children: ChildSet, stop: CancellationToken) -> watch::Receiver<Arc
         let mut ticks = tokio::time::interval(SCAN_INTERVAL);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut sigchld = child_signals();
+        let mut reap_at: Option<tokio::time::Instant> = None;
         loop {
             let scan_tree = tokio::select! {
                 _ = stop.cancelled() => break,
                 _ = ticks.tick() => true,
-                _ = next_child_signal(&mut sigchld) => false,
+                _ = next_child_signal(&mut sigchld), if reap_at.is_none() => {
+                    reap_at = Some(tokio::time::Instant::now() + ORPHAN_REAP_DELAY);
+                    continue;
+                }
+                _ = sleep_until_due(reap_at) => false,
             };
+            reap_at = None;
             let Ok(table) = platform::list_processes() else {
                 // No process table here: no trees, nothing to reap this way.
                 continue;
@@ -223,6 +241,14 @@ fn reap_orphans(table: &[ProcessInfo], children: &ChildSet, me: u32) {
         if !ours.contains_key(&zombie.pid) && platform::reap(zombie.pid) {
             tracing::debug!(pid = zombie.pid, "reaped an orphan");
         }
+    }
+}
+
+/// Sleeps until `due`, or forever without one.
+async fn sleep_until_due(due: Option<tokio::time::Instant>) {
+    match due {
+        Some(due) => tokio::time::sleep_until(due).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -564,14 +564,18 @@ impl WorkerTask {
     }
 
     /// The main process exited: forgets its pid and ends what is left of its tree (processes that
-    /// left its process group, which the group signal misses).
+    /// left its process group, which the group signal misses). The known descendants end now;
+    /// the sweep for orphans by spawn key reads the whole process table (a millisecond or more),
+    /// so it runs on the blocking pool while the restart goes ahead.
     fn end_tree(&mut self) {
         let Some(pid) = self.machine.pid() else {
             return;
         };
         self.ctx.spawner.forget(pid);
         let tree = self.ctx.tree.borrow().clone();
-        proctree::end_leftovers(tree.of(pid), self.spawn_key, self.ctx.spawner.children());
+        proctree::end_known_descendants(tree.of(pid));
+        let (spawn_key, children) = (self.spawn_key, self.ctx.spawner.children().clone());
+        tokio::task::spawn_blocking(move || proctree::end_orphans_by_key(spawn_key, &children));
     }
 
     /// For a hang: remembers to collect the stack, or returns the line saying why there is none.

@@ -148,7 +148,18 @@ pub fn process_info(pid: u32) -> Option<ProcessInfo> {
 }
 
 fn read_process(pid: u32, page_size: u64) -> Option<ProcessInfo> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    use std::io::Read;
+    // One read into a stack buffer: a stat line is a few hundred bytes, and read_to_string would
+    // stat the file and read it in 32-byte, then doubling, pieces (the scan does this for every
+    // process on the machine). A longer line (a huge command name) falls back to that.
+    let path = format!("/proc/{pid}/stat");
+    let mut file = std::fs::File::open(&path).ok()?;
+    let mut buffer = [0u8; 1024];
+    let length = file.read(&mut buffer).ok()?;
+    if length < buffer.len() {
+        return parse_stat(std::str::from_utf8(&buffer[..length]).ok()?, page_size);
+    }
+    let stat = std::fs::read_to_string(&path).ok()?;
     parse_stat(&stat, page_size)
 }
 
