@@ -11,7 +11,7 @@
  * `NODEGUARD_SOCKET` and `NODEGUARD_TOKEN` environment variables. Both are removed from
  * `process.env` by the first call, successful or not, so child processes do not inherit them.
  *
- * Synchronous: the handshake is done (or has failed, within about 2 s) when it returns.
+ * Synchronous: the handshake is done (or has failed, within 10 s at most) when it returns.
  *
  * @returns `true` if connected (now or by an earlier call, from any copy of this package in the
  *   process), `false` if the process is not supervised (then it did nothing) or this is not the

@@ -372,3 +372,35 @@ test('foreground mode runs a cluster too: -i 2 --listen, reload over the control
   assert.equal(exit.code, 0);
   await h.waitGone(after.map((r) => r.pid));
 });
+
+test('programs an instance runs do not inherit the shared listening socket', async (t) => {
+  const home = new h.DaemonHome(t);
+  const pidFile = path.join(home.home, 'child.pid');
+  const port = await h.freePort();
+  await home.ok([
+    'start', path.join(h.FIXTURES, 'cluster-child.js'), '--name', 'web', '-i', '1', '--listen', `127.0.0.1:${port}`,
+    '--', String(port), pidFile,
+  ]);
+  const [row] = await waitInstances(home, 1);
+  const childPid = Number(await home.waitFor(() => {
+    try {
+      return fs.readFileSync(pidFile, 'utf8').trim() || false;
+    } catch {
+      return false;
+    }
+  }, { what: 'the instance to start its child' }));
+
+  // The socket the supervisor handed over, as the instance holds it: NODEGUARD_LISTEN=port=fd.
+  const listen = /(?:^|\0)NODEGUARD_LISTEN=(\d+)=(\d+)/.exec(fs.readFileSync(`/proc/${row.pid}/environ`, 'latin1'));
+  assert.ok(listen, 'the instance was started without NODEGUARD_LISTEN');
+  const socket = fs.readlinkSync(`/proc/${row.pid}/fd/${listen[2]}`);
+  assert.match(socket, /^socket:\[\d+\]$/);
+  const childFds = fs.readdirSync(`/proc/${childPid}/fd`).map((fd) => {
+    try {
+      return fs.readlinkSync(`/proc/${childPid}/fd/${fd}`);
+    } catch {
+      return '';
+    }
+  });
+  assert.ok(!childFds.includes(socket), `the child ${childPid} holds the shared socket ${socket}: ${childFds}`);
+});

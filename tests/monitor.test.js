@@ -185,7 +185,7 @@ function runNode(t, args, env = {}) {
     child.on('exit', (code, signal) => resolve({ code, signal, at: performance.now() })),
   );
   /** Resolves with the first stderr line (past or future) that `predicate` accepts. */
-  run.line = (predicate, what) => {
+  run.line = (predicate, what, ms = DEADLINE_MS) => {
     const seen = run.lines.find(predicate);
     if (seen !== undefined) return Promise.resolve(seen);
     return withDeadline(
@@ -199,13 +199,15 @@ function runNode(t, args, env = {}) {
         run.lineWaiters.push(waiter);
       }),
       `${what} (stderr so far: ${JSON.stringify(run.stderr)})`,
+      ms,
     );
   };
   /** The first `report:` JSON line the child wrote to stderr with `key` in it. */
-  run.report = async (key) => {
+  run.report = async (key, ms = DEADLINE_MS) => {
     const line = await run.line(
       (l) => l.startsWith('report:') && key in JSON.parse(l.slice(7)),
       `report "${key}"`,
+      ms,
     );
     return JSON.parse(line.slice(7));
   };
@@ -500,7 +502,7 @@ test('refused: start() throws the reason; preload reports one line and the app r
 test('a supervisor that never answers, a missing socket or token: start() throws, one line', async (t) => {
   const silent = await fakeSupervisor(t, () => null);
   const cases = [
-    [silent.env(), /^nodeguard-monitor: the supervisor did not answer the hello within 2000 ms$/],
+    [silent.env(), /^nodeguard-monitor: the supervisor did not answer the hello within 10000 ms$/],
     [
       {
         NODEGUARD_SOCKET: path.join(os.tmpdir(), 'ngm-no-such-dir', 's.sock'),
@@ -523,7 +525,8 @@ test('a supervisor that never answers, a missing socket or token: start() throws
         ],
         env,
       );
-      const { error } = await run.report('error');
+      // The silent supervisor case takes the monitor's whole 10 s handshake timeout.
+      const { error } = await run.report('error', 3 * DEADLINE_MS);
       assert.match(error, expected);
       assert.equal((await run.exited).code, 0);
     }),

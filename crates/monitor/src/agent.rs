@@ -29,7 +29,11 @@ use nodeguard_proto::{
 };
 
 /// How long connecting, sending `Hello` and waiting for `Welcome`/`Refused` may take in total.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Generous on purpose: a supervisor that starts a hundred apps at once on two cores shares the
+/// CPU with a hundred booting Node processes and was measured answering a hello 3.2 s late; a
+/// monitor that gave up then would leave its app without hang detection for good. A supervisor
+/// that is gone fails the connect at once, so only a live but busy one is waited for.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Longest a pong write may block the JS thread. A pong is a few hundred bytes, so a write only
 /// blocks when the supervisor has stopped reading for a long while; then the connection is marked
