@@ -283,13 +283,17 @@ test('an app without --listen reloads as stop-then-start, and the command says s
   for (const row of before) assert.ok(!after.some((a) => a.pid === row.pid), `pid ${row.pid} not replaced`);
 });
 
-test('resurrect brings a cluster app back with its instances and its port', async (t) => {
+test('resurrect brings a cluster app back with its instances, its port and each instance\'s counters', async (t) => {
   const home = new h.DaemonHome(t);
   const port = await startWeb(home, { instances: 2 });
-  await waitInstances(home, 2);
+  const [, second] = await waitInstances(home, 2);
+  // A crash of instance 1 only: the restart is that instance's, before and after resurrect.
+  process.kill(second.pid, 'SIGKILL');
+  await waitInstances(home, 2, { notPids: [second.pid], what: 'instance 1 replaced' });
   await home.ok(['kill']);
   await home.ok(['resurrect']);
   const rows = await waitInstances(home, 2);
+  assert.deepEqual(rows.map((r) => [r.instance, r.restarts]), [[0, 0], [1, 1]]);
   const res = await h.get(port, '/');
   assert.ok(rows.some((r) => r.pid === Number(res.body.trim())));
   const saved = JSON.parse(fs.readFileSync(path.join(home.home, 'dump.json'), 'utf8'));

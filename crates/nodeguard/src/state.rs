@@ -28,10 +28,23 @@ pub struct SavedState {
 pub struct SavedApp {
     pub id: u32,
     pub definition: AppDefinition,
+    /// Summed over the instances.
     pub restarts: u64,
     pub hangs: u64,
     /// Stopped by an operator: brought back stopped.
     pub stopped: bool,
+    /// Each instance's own counters, in instance order, for an app with several instances (empty
+    /// otherwise, and in files written before there were instances: then the first instance gets
+    /// the sums).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub instances: Vec<InstanceCounts>,
+}
+
+/// The restart and hang counters of one instance.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceCounts {
+    pub restarts: u64,
+    pub hangs: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -159,6 +172,18 @@ mod tests {
                 restarts: 4,
                 hangs: 1,
                 stopped: true,
+                instances: vec![
+                    InstanceCounts {
+                        restarts: 3,
+                        hangs: 1,
+                    },
+                    InstanceCounts {
+                        restarts: 1,
+                        hangs: 0,
+                    },
+                    InstanceCounts::default(),
+                    InstanceCounts::default(),
+                ],
             }],
         }
     }
@@ -171,6 +196,18 @@ mod tests {
         assert_eq!(read(&path).unwrap(), Some(sample()));
         let leftovers: Vec<_> = fs::read_dir(&dir).unwrap().collect();
         assert_eq!(leftovers.len(), 1, "temp files left behind");
+    }
+
+    #[test]
+    fn a_file_without_per_instance_counters_still_reads() {
+        let dir = temp_dir("no-instances");
+        let path = state_path(&dir);
+        let mut text = serde_json::to_value(sample()).unwrap();
+        text["apps"][0].as_object_mut().unwrap().remove("instances");
+        fs::write(&path, text.to_string()).unwrap();
+        let read_back = read(&path).unwrap().unwrap();
+        assert!(read_back.apps[0].instances.is_empty());
+        assert_eq!(read_back.apps[0].restarts, 4);
     }
 
     #[test]

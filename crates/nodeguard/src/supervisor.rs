@@ -36,7 +36,7 @@ use crate::output;
 use crate::platform;
 use crate::proctree;
 use crate::spawner::Spawner;
-use crate::state::{self, SavedApp, SavedState, STATE_VERSION};
+use crate::state::{self, InstanceCounts, SavedApp, SavedState, STATE_VERSION};
 use crate::worker::{
     CommandResult, Origins, WorkerCommand, WorkerContext, WorkerHandle, WorkerSnapshot, WorkerTask,
 };
@@ -718,34 +718,49 @@ impl Supervisor {
         let Some(path) = &self.state_file else {
             return Err("this supervisor keeps no state file (foreground mode)".to_string());
         };
-        // One entry per app (not per instance): its first instance's id, the sum of the
-        // counters, and stopped only if every instance was stopped.
+        // One entry per app (not per instance): its first instance's id, the counters summed
+        // and per instance, and stopped only if every instance was stopped.
         let mut apps: Vec<SavedApp> = Vec::new();
         let mut seen_keys = HashSet::new();
         for handle in &self.apps {
             let snapshot = handle.snapshot.borrow();
             let stopped = self.stopped.contains(&handle.spec.id);
-            if let Some(app) = apps
-                .iter_mut()
-                .find(|a| a.definition.name.as_deref() == Some(handle.spec.name.as_str()))
-            {
-                // A reload's replacement shares its instance's id: count the instance once.
-                if seen_keys.insert((handle.spec.name.clone(), handle.spec.instance)) {
-                    app.restarts += snapshot.restarts;
-                    app.hangs += snapshot.hangs;
-                    app.stopped &= stopped;
-                    app.id = app.id.min(handle.spec.id);
-                }
+            // A reload's replacement shares its instance's id: count the instance once.
+            if !seen_keys.insert((handle.spec.name.clone(), handle.spec.instance)) {
                 continue;
             }
-            seen_keys.insert((handle.spec.name.clone(), handle.spec.instance));
-            apps.push(SavedApp {
-                id: handle.spec.id - handle.spec.instance,
-                definition: handle.spec.definition(),
-                restarts: snapshot.restarts,
-                hangs: snapshot.hangs,
-                stopped,
-            });
+            let app = match apps
+                .iter_mut()
+                .position(|a| a.definition.name.as_deref() == Some(handle.spec.name.as_str()))
+            {
+                Some(index) => &mut apps[index],
+                None => {
+                    apps.push(SavedApp {
+                        id: handle.spec.id - handle.spec.instance,
+                        definition: handle.spec.definition(),
+                        restarts: 0,
+                        hangs: 0,
+                        stopped: true,
+                        instances: Vec::new(),
+                    });
+                    let last = apps.len() - 1;
+                    &mut apps[last]
+                }
+            };
+            app.restarts += snapshot.restarts;
+            app.hangs += snapshot.hangs;
+            app.stopped &= stopped;
+            app.id = app.id.min(handle.spec.id - handle.spec.instance);
+            if handle.spec.instances > 1 {
+                let slot = handle.spec.instance as usize;
+                if app.instances.len() <= slot {
+                    app.instances.resize(slot + 1, InstanceCounts::default());
+                }
+                app.instances[slot] = InstanceCounts {
+                    restarts: snapshot.restarts,
+                    hangs: snapshot.hangs,
+                };
+            }
         }
         let saved = SavedState {
             version: STATE_VERSION,
@@ -831,19 +846,32 @@ impl Supervisor {
                 }
             };
             self.next_id = self.next_id.max(id + spec.instances);
-            // The counters were saved summed over the instances: the first carries them.
-            let origins = [
-                Origins {
-                    restarts: app.restarts,
-                    hangs: app.hangs,
-                    stopped: app.stopped,
-                    fail_fast: false,
-                },
-                Origins {
-                    stopped: app.stopped,
-                    ..Origins::default()
-                },
-            ];
+            // Each instance gets its own counters back; a file with only the sums (one instance,
+            // or written before instances were saved) gives them to the first.
+            let origins: Vec<Origins> = if app.instances.len() == spec.instances as usize {
+                app.instances
+                    .iter()
+                    .map(|counts| Origins {
+                        restarts: counts.restarts,
+                        hangs: counts.hangs,
+                        stopped: app.stopped,
+                        fail_fast: false,
+                    })
+                    .collect()
+            } else {
+                vec![
+                    Origins {
+                        restarts: app.restarts,
+                        hangs: app.hangs,
+                        stopped: app.stopped,
+                        fail_fast: false,
+                    },
+                    Origins {
+                        stopped: app.stopped,
+                        ..Origins::default()
+                    },
+                ]
+            };
             let indexes = match self.add_app(spec, &origins) {
                 Ok(indexes) => indexes,
                 Err(error) => {
