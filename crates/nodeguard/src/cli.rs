@@ -365,6 +365,25 @@ fn parse_instances(text: &str) -> Result<u32, String> {
     }
 }
 
+/// `Some(json)` when the arguments (after the program name) are exactly `status`, `ls` or `list`,
+/// optionally followed by `--json`: a status request with nothing else to parse, which `main`
+/// serves without building the clap command (measured: 0.28 ms and 60 page faults of a 1.6 ms
+/// `status --json` run). Anything else, `--home` or a typo included, is `None` and goes through
+/// clap as usual, so every error and every other spelling behaves exactly as before.
+pub fn plain_status(args: impl IntoIterator<Item = std::ffi::OsString>) -> Option<bool> {
+    let mut args = args.into_iter();
+    let verb = args.next()?;
+    if !matches!(verb.to_str(), Some("status" | "ls" | "list")) {
+        return None;
+    }
+    let json = match args.next() {
+        None => false,
+        Some(flag) if flag == "--json" => true,
+        Some(_) => return None,
+    };
+    args.next().is_none().then_some(json)
+}
+
 impl ClusterOptions {
     /// Validates the addresses and writes the options into `definition` (flags given on the
     /// command line win over a config file's fields).
@@ -714,6 +733,26 @@ impl PreloadChoice {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn only_a_bare_status_request_skips_clap() {
+        let plain = |args: &[&str]| plain_status(args.iter().map(std::ffi::OsString::from));
+        assert_eq!(plain(&["status"]), Some(false));
+        assert_eq!(plain(&["status", "--json"]), Some(true));
+        assert_eq!(plain(&["ls"]), Some(false));
+        assert_eq!(plain(&["list", "--json"]), Some(true));
+        for other in [
+            &[][..],
+            &["status", "--home", "/tmp/x"],
+            &["--home", "/tmp/x", "status"],
+            &["status", "--json", "--json"],
+            &["status", "--jsn"],
+            &["stat"],
+            &["-m", "app.js"],
+        ] {
+            assert_eq!(plain(other), None, "{other:?}");
+        }
+    }
+
     use super::*;
     use clap::CommandFactory;
 

@@ -33,6 +33,12 @@ const EXIT_FORCED: u8 = 130;
 const KILL_WAIT: Duration = Duration::from_secs(10);
 
 fn main() -> ExitCode {
+    // `status [--json]` with nothing else is what scripts and dashboards poll: it skips building
+    // the whole command-line parser, a fifth of such a run (see `cli::plain_status`).
+    if let Some(json) = nodeguard::cli::plain_status(std::env::args_os().skip(1)) {
+        init_logging();
+        return finish(run_client(Verb::Status { json }, None));
+    }
     let cli = match Cli::parse_checked() {
         Ok(cli) => cli,
         Err(error) => return clap_error(error),
@@ -45,13 +51,20 @@ fn main() -> ExitCode {
         None => foreground(cli.run, cli.home, notifier),
         Some(Verb::Daemon(args)) => daemon(args, cli.home, notifier),
         Some(Verb::Startup(args)) => startup(args, cli.home),
-        Some(verb) => {
-            // A client prints and exits: when its reader goes away (`nodeguard status | head -1`)
-            // it ends quietly, as other Unix tools do, instead of panicking in println!.
-            nodeguard::platform::restore_default_sigpipe();
-            client_verb(verb, cli.home)
-        }
+        Some(verb) => run_client(verb, cli.home),
     };
+    finish(outcome)
+}
+
+/// A client verb: it prints and exits. When its reader goes away (`nodeguard status | head -1`)
+/// it ends quietly, as other Unix tools do, instead of panicking in println!.
+fn run_client(verb: Verb, home: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    nodeguard::platform::restore_default_sigpipe();
+    client_verb(verb, home)
+}
+
+/// The exit code for an outcome; an error is one line on stderr.
+fn finish(outcome: anyhow::Result<ExitCode>) -> ExitCode {
     match outcome {
         Ok(code) => code,
         Err(error) => {
