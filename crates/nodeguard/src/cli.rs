@@ -599,7 +599,7 @@ pub struct RunArgs {
     pub log_files: bool,
 
     /// Keep running once every app has finished or been given up on (default: exit, with 0 if
-    /// every app ended cleanly and 1 otherwise).
+    /// every app ended cleanly and 3 otherwise).
     #[arg(long)]
     pub keep_alive: bool,
 
