@@ -572,11 +572,7 @@ impl Supervisor {
             .filter(|&i| matches_target(&self.apps[i], target))
             .collect();
         if chosen.is_empty() {
-            let message = if target.is_all() {
-                "there are no apps".to_string()
-            } else {
-                format!("no app named or numbered '{}'", target.0)
-            };
+            let message = no_match(target);
             let _ = reply.send(Outcome::Error { message });
             return;
         }
@@ -636,11 +632,7 @@ impl Supervisor {
             }
         }
         if groups.is_empty() {
-            let message = if target.is_all() {
-                "there are no apps".to_string()
-            } else {
-                format!("no app named or numbered '{}'", target.0)
-            };
+            let message = no_match(target);
             let _ = reply.send(Outcome::Error { message });
             return;
         }
@@ -667,7 +659,7 @@ impl Supervisor {
             .filter(|handle| matches_target(handle, target))
             .collect();
         if chosen.is_empty() && !target.is_all() {
-            let message = format!("no app named or numbered '{}'", target.0);
+            let message = no_match(target);
             let _ = reply.send(Outcome::Error { message });
             return;
         }
@@ -696,7 +688,7 @@ impl Supervisor {
             }
         }
         if pending.is_empty() {
-            let message = format!("no app named or numbered '{}'", target.0);
+            let message = no_match(target);
             let _ = reply.send(Outcome::Error { message });
             return;
         }
@@ -941,6 +933,15 @@ fn watched(handle: &WorkerHandle) -> Watched {
         spec: handle.spec.clone(),
         snapshot: handle.snapshot.clone(),
         tree: handle.tree.clone(),
+    }
+}
+
+/// Why a command found no app for `target`.
+fn no_match(target: &Target) -> String {
+    if target.is_all() {
+        "there are no apps".to_string()
+    } else {
+        format!("no app named or numbered '{}'", target.0)
     }
 }
 
