@@ -377,7 +377,7 @@ test('foreground mode runs a cluster too: -i 2 --listen, reload over the control
   await h.waitGone(after.map((r) => r.pid));
 });
 
-test('programs an instance runs do not inherit the shared listening socket', async (t) => {
+test('programs an instance runs do not inherit the shared listening socket, and end with it', async (t) => {
   const home = new h.DaemonHome(t);
   const pidFile = path.join(home.home, 'child.pid');
   const port = await h.freePort();
@@ -407,4 +407,9 @@ test('programs an instance runs do not inherit the shared listening socket', asy
     }
   });
   assert.ok(!childFds.includes(socket), `the child ${childPid} holds the shared socket ${socket}: ${childFds}`);
+
+  // The instance drains and exits on the shutdown message alone; its child, still in its process
+  // group, must end with it, also when the whole daemon is going away.
+  await home.ok(['kill']);
+  await h.waitGone([childPid], { what: `the instance's child ${childPid} to end` });
 });

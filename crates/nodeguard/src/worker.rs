@@ -563,19 +563,28 @@ impl WorkerTask {
         }
     }
 
-    /// The main process exited: forgets its pid and ends what is left of its tree (processes that
-    /// left its process group, which the group signal misses). The known descendants end now;
-    /// the sweep for orphans by spawn key reads the whole process table (a millisecond or more),
-    /// so it runs on the blocking pool while the restart goes ahead.
+    /// The main process exited: forgets its pid and ends what is left of its tree. First its
+    /// process group (a graceful stop asked the main process alone, through the monitor), then
+    /// the descendants that left the group: those the last scan saw, and orphans carrying the
+    /// spawn key. That sweep reads the whole process table (a millisecond or more), so after an
+    /// unexpected exit it runs on the blocking pool while the restart goes ahead; after a stop it
+    /// runs here, so it is done before a supervisor that is shutting down exits.
     fn end_tree(&mut self) {
         let Some(pid) = self.machine.pid() else {
             return;
         };
         self.ctx.spawner.forget(pid);
+        if let Err(error) = platform::signal_group(pid, StopSignal::Kill) {
+            tracing::warn!(%error, pid, "cannot end what is left of the process group");
+        }
         let tree = self.ctx.tree.borrow().clone();
         proctree::end_known_descendants(tree.of(pid));
         let (spawn_key, children) = (self.spawn_key, self.ctx.spawner.children().clone());
-        tokio::task::spawn_blocking(move || proctree::end_orphans_by_key(spawn_key, &children));
+        if matches!(self.machine.phase, Phase::Live { .. }) && !self.ending {
+            tokio::task::spawn_blocking(move || proctree::end_orphans_by_key(spawn_key, &children));
+        } else {
+            proctree::end_orphans_by_key(spawn_key, &children);
+        }
     }
 
     /// For a hang: remembers to collect the stack, or returns the line saying why there is none.
