@@ -118,9 +118,10 @@ pub fn summary(apps: &[AppStatus]) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
+    /// An app row with only its identity and state set (shared with the metrics tests).
     pub(crate) fn app(name: &str, id: u32, state: AppState) -> AppStatus {
         AppStatus {
             name: name.into(),

@@ -188,16 +188,9 @@ mod tests {
 
     fn app(name: &str, id: u32, state: AppState) -> AppStatus {
         AppStatus {
-            name: name.into(),
-            id,
-            instance: None,
-            script: format!("/srv/{name}.js"),
-            pid: Some(100 + id),
-            state,
             restarts: 3,
             hangs: 1,
             uptime_ms: Some(1500),
-            monitored: true,
             memory: Some(MemoryUsage {
                 rss: 50_000_000,
                 heap_total: 8_000_000,
@@ -216,7 +209,7 @@ mod tests {
             processes: Some(2),
             last_pong_ms: Some(10),
             pong_rtt_ms: Some(0.5),
-            last_exit: None,
+            ..crate::health::tests::app(name, id, state)
         }
     }
 
