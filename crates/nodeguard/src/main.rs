@@ -10,16 +10,16 @@ use tokio::signal::unix::{signal, SignalKind};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use nodeguard::cli::logs;
+use nodeguard::cli::render;
 use nodeguard::cli::{
     choose_preload, Cli, DaemonArgs, PreloadChoice, RunArgs, StartError, StartupArgs, Verb,
 };
-use nodeguard::client;
-use nodeguard::config::{self, ConfigError, ServiceOptions, SupervisorConfig};
-use nodeguard::home::HomePaths;
-use nodeguard::logs;
-use nodeguard::render;
-use nodeguard::supervisor::{self, Shutdown};
-use nodeguard::systemd::{self, Notifier};
+use nodeguard::config::{self, ConfigError};
+use nodeguard::io::control_client as client;
+use nodeguard::io::home::HomePaths;
+use nodeguard::io::systemd::{self, Notifier};
+use nodeguard::supervisor::{self, ServiceOptions, Shutdown, SupervisorConfig};
 use nodeguard_proto::control::{Command, Outcome, Target};
 
 /// Exit code for a bad command line or configuration.
@@ -59,7 +59,7 @@ fn main() -> ExitCode {
 /// A client verb: it prints and exits. When its reader goes away (`nodeguard status | head -1`)
 /// it ends quietly, as other Unix tools do, instead of panicking in println!.
 fn run_client(verb: Verb, home: Option<PathBuf>) -> anyhow::Result<ExitCode> {
-    nodeguard::platform::restore_default_sigpipe();
+    nodeguard::io::platform::restore_default_sigpipe();
     client_verb(verb, home)
 }
 
@@ -290,7 +290,7 @@ fn client_verb(verb: Verb, home: Option<PathBuf>) -> anyhow::Result<ExitCode> {
             else {
                 anyhow::bail!("unexpected answer from the supervisor");
             };
-            let file = nodeguard::state::state_path(&paths.home);
+            let file = nodeguard::io::state_file::state_path(&paths.home);
             println!("saved {} app(s) to {}", apps.len(), file.display());
         }
         Verb::Resurrect => {
@@ -326,8 +326,8 @@ fn startup(args: StartupArgs, home: Option<PathBuf>) -> anyhow::Result<ExitCode>
             .context("cannot read the current directory")?
             .join(home)
     };
-    let state_file = nodeguard::state::state_path(&home);
-    let saved_apps = match nodeguard::state::read(&state_file) {
+    let state_file = nodeguard::io::state_file::state_path(&home);
+    let saved_apps = match nodeguard::io::state_file::read(&state_file) {
         Ok(Some(saved)) => saved
             .apps
             .into_iter()

@@ -8,7 +8,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use nodeguard_proto::control::{AppState, AppStatus, Command, Outcome};
 
-use crate::supervisor::ControlRequest;
+use crate::supervisor::api::ControlRequest;
 
 /// How long the supervisor actor has to answer a health or status question. Generous: the actor
 /// answers in microseconds, so missing this means it is stuck, not busy.

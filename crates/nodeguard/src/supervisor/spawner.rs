@@ -11,7 +11,7 @@ use std::thread;
 use tokio::process::{Child, Command};
 use tokio::sync::oneshot;
 
-use crate::proctree::ChildSet;
+use crate::io::proctree::ChildSet;
 
 type Job = (Command, u64, oneshot::Sender<io::Result<Child>>);
 
@@ -61,7 +61,7 @@ impl Spawner {
     }
 
     /// Spawns `command` on the spawner thread; `spawn_key` is the value of
-    /// [`crate::proctree::ENV_SPAWN_KEY`] in its environment.
+    /// [`crate::io::proctree::ENV_SPAWN_KEY`] in its environment.
     pub async fn spawn(&self, command: Command, spawn_key: u64) -> io::Result<Child> {
         let (reply, answer) = oneshot::channel();
         self.jobs

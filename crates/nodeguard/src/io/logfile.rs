@@ -25,8 +25,7 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::output::StreamKind;
-use crate::platform;
+use crate::io::platform;
 
 /// Default size at which a log file is rotated: 10 MiB, the same as pm2-logrotate's `max_size`
 /// (PM2 core itself never rotates; its logs grow until someone installs that module or flushes).
@@ -48,6 +47,13 @@ pub enum LogError {
     Write { path: PathBuf, source: io::Error },
     #[error("cannot read log file {}: {source}", path.display())]
     Read { path: PathBuf, source: io::Error },
+}
+
+/// Which of the app's streams a line came from; it goes to the same stream of ours.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamKind {
+    Stdout,
+    Stderr,
 }
 
 /// Which of an app's streams a line came from.

@@ -15,8 +15,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use crate::health::{self, Probe, PROBE_DEADLINE};
-use crate::metrics;
+use crate::io::health::{self, Probe, PROBE_DEADLINE};
+use crate::io::metrics;
 
 /// Largest request head (request line and headers) accepted.
 pub const MAX_REQUEST_HEAD: usize = 8 * 1024;

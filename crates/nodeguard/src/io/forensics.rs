@@ -103,7 +103,7 @@ fn shorten_location(location: &str, cwd: &Path) -> String {
 
 /// The one-line verdict: where the loop was stuck, or why no stack is known.
 pub fn summary(silent_for: Duration, frames: Result<&[String], &str>) -> String {
-    let silent = crate::exit::human(silent_for);
+    let silent = crate::core::exit::human(silent_for);
     match frames {
         Ok(frames) if !frames.is_empty() => format!("hung {silent} in {}", frames.join(" < ")),
         Ok(_) => format!("hung {silent}; no stack: Node printed the trace header but no frames"),

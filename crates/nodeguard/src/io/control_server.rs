@@ -12,9 +12,9 @@ use nodeguard_proto::control::Request;
 use nodeguard_proto::control::{Command, Outcome, Response};
 use nodeguard_proto::{decode_payload, peek_version, MAX_CONTROL_FRAME, PROTOCOL_VERSION};
 
-use crate::framed::{next_connection, write_message, FrameError, FrameReader};
-use crate::platform;
-use crate::supervisor::ControlRequest;
+use crate::io::framed::{next_connection, write_message, FrameError, FrameReader};
+use crate::io::platform;
+use crate::supervisor::api::ControlRequest;
 
 /// A client must send its request within this time.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);

@@ -1,17 +1,21 @@
 //! The command line: flags, `--help` text, and turning them into a validated [`SupervisorConfig`].
 
+pub mod logs;
+pub mod render;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{self, AppSpec, ConfigError, SupervisorConfig, DEFAULT_HEARTBEAT_MISSES};
-use crate::config_file::{self, AppDefaults, ConfigFileError};
+use crate::config::file::{self, AppDefaults, ConfigFileError};
+use crate::config::{self, AppSpec, ConfigError, DEFAULT_HEARTBEAT_MISSES};
+use crate::supervisor::{ServiceOptions, SupervisorConfig};
 use nodeguard_proto::control::AppDefinition;
 
-use crate::duration::parse_duration;
-use crate::machine::{Autorestart, ExitCodes, RestartPolicy, Timing, DEFAULT_MAX_RESTARTS};
+use crate::core::duration::parse_duration;
+use crate::core::machine::{Autorestart, ExitCodes, RestartPolicy, Timing, DEFAULT_MAX_RESTARTS};
 
 const AFTER_HELP: &str = "\
 Hang detection: every app is started with nodeguard's monitor preloaded (node --require), which
@@ -269,7 +273,7 @@ pub struct AppOptions {
 
 /// A memory size on the command line: `200M`, `1.5G`, `512K`, or bytes.
 fn parse_memory(text: &str) -> Result<u64, String> {
-    match config_file::parse_size(text) {
+    match file::parse_size(text) {
         Some(0) | None => Err(format!(
             "'{text}' is not a memory size (write e.g. 200M or 1G)"
         )),
@@ -354,7 +358,7 @@ pub struct ClusterOptions {
 /// `-i 4` or `-i max`.
 fn parse_instances(text: &str) -> Result<u32, String> {
     if text == "max" {
-        return Ok(config_file::cpu_count());
+        return Ok(file::cpu_count());
     }
     match text.parse::<u32>() {
         Ok(n) if (1..=config::MAX_INSTANCES).contains(&n) => Ok(n),
@@ -436,13 +440,13 @@ impl StartArgs {
         let timing = self.app.timing()?;
         let node = config::resolve_node(&self.app.node)?;
         let cwd = std::env::current_dir().map_err(ConfigError::Cwd)?;
-        if config_file::looks_like_config(&self.script) {
+        if file::looks_like_config(&self.script) {
             let file = cwd.join(&self.script);
             let defaults = AppDefaults {
                 node: node.clone(),
                 timing,
             };
-            let loaded = config_file::load(&file, &defaults)?;
+            let loaded = file::load(&file, &defaults)?;
             if loaded.apps.len() > 1 && !self.cluster.listen.is_empty() {
                 return Err(ConfigError::Policy(format!(
                     "--listen would give all {} apps of {} the same address; put `listen` in \
@@ -494,7 +498,7 @@ impl StartArgs {
                 if let Some(max_memory) = app.max_memory {
                     definition.max_memory = Some(max_memory);
                 }
-                definition.instances = app.instances.resolve(config_file::cpu_count());
+                definition.instances = app.instances.resolve(file::cpu_count());
                 definition.listen = app.listen.clone();
                 definition.wait_ready = app.wait_ready;
                 definition.listen_timeout_ms = app.listen_timeout.map(|d| d.as_millis() as u64);
@@ -695,7 +699,7 @@ impl RunArgs {
             log_files: self.log_files,
             persist: false,
             exit_when_done: !self.keep_alive,
-            service: config::ServiceOptions {
+            service: ServiceOptions {
                 http: self.http,
                 ..Default::default()
             },

@@ -23,18 +23,18 @@ use nodeguard_proto::{
 };
 
 use crate::config::AppSpec;
-use crate::exit::{human, ExitKind};
-use crate::forensics::{self, StackTap};
-use crate::listen::SharedListeners;
-use crate::logfile::timestamp;
-use crate::machine::{
+use crate::core::exit::{human, ExitKind};
+use crate::core::machine::{
     Action, Event, HangEvidence, Phase, Report, StackPlan, StopSignal, Worker, STACK_TIMEOUT,
 };
-use crate::output::{prefix_for, Origin, OutputSink, StreamKind};
-use crate::platform;
-use crate::proctree::{self, TreeSnapshot};
-use crate::spawner::Spawner;
-use crate::workers::{new_token, MonitorConnection, TokenRegistry};
+use crate::io::forensics::{self, StackTap};
+use crate::io::listen::SharedListeners;
+use crate::io::logfile::timestamp;
+use crate::io::monitor_socket::{new_token, MonitorConnection, TokenRegistry};
+use crate::io::output::{prefix_for, Origin, OutputSink, StreamKind};
+use crate::io::platform;
+use crate::io::proctree::{self, TreeSnapshot};
+use crate::supervisor::spawner::Spawner;
 
 /// What every worker task shares.
 pub struct WorkerContext {
@@ -48,7 +48,7 @@ pub struct WorkerContext {
     pub color: bool,
     /// The apps' process trees, rescanned every second.
     pub tree: watch::Receiver<Arc<TreeSnapshot>>,
-    /// Origin of the ping schedule every app shares (see [`crate::machine::on_grid`]).
+    /// Origin of the ping schedule every app shares (see [`crate::core::machine::on_grid`]).
     pub ping_grid: Instant,
     /// Bumped whenever any app's snapshot changes.
     pub changes: watch::Sender<u64>,
@@ -466,7 +466,7 @@ impl WorkerTask {
 
     fn on_message(
         &mut self,
-        message: Result<Option<WorkerMessage>, crate::framed::FrameError>,
+        message: Result<Option<WorkerMessage>, crate::io::framed::FrameError>,
     ) -> Option<Event> {
         match message {
             Ok(Some(WorkerMessage::Pong {
@@ -932,8 +932,8 @@ impl WorkerTask {
             Report::MemoryExceeded { pid, rss, limit } => tracing::warn!(
                 pid,
                 "memory: rss {} over the limit of {}; restarting gracefully",
-                crate::render::bytes(rss),
-                crate::render::bytes(limit)
+                crate::core::units::bytes(rss),
+                crate::core::units::bytes(limit)
             ),
             Report::GaveUp { restarts, window } => tracing::error!(
                 "{restarts} failures within {}: over the restart budget; giving up until an operator restarts it",
@@ -1022,8 +1022,8 @@ impl WorkerTask {
                 "memory",
                 format!(
                     "pid {pid}: rss {} over the limit of {}; restarting gracefully",
-                    crate::render::bytes(*rss),
-                    crate::render::bytes(*limit)
+                    crate::core::units::bytes(*rss),
+                    crate::core::units::bytes(*limit)
                 ),
             ),
             Report::GaveUp { restarts, window } => (
@@ -1075,7 +1075,7 @@ async fn wait_child(child: &mut Option<Child>) -> std::io::Result<std::process::
 
 async fn read_connection(
     connection: &mut Option<MonitorConnection>,
-) -> Result<Option<WorkerMessage>, crate::framed::FrameError> {
+) -> Result<Option<WorkerMessage>, crate::io::framed::FrameError> {
     match connection {
         Some(connection) => connection.reader.next_message().await,
         None => std::future::pending().await,

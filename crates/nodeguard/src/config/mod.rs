@@ -1,12 +1,14 @@
 //! What to supervise: validated app specs and supervisor settings, built from the command line and
 //! checked up front so that a bad script or node path is refused before anything starts.
 
+pub mod file;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use nodeguard_proto::control::AppDefinition;
 
-use crate::machine::{
+use crate::core::machine::{
     Autorestart, ExitCodes, RestartPolicy, Timing, BACKOFF_BASE, DEFAULT_MAX_RESTARTS,
     DEFAULT_RESTART_WINDOW, STABLE_UPTIME,
 };
@@ -231,38 +233,6 @@ impl AppSpec {
     }
 }
 
-/// Everything a supervisor run needs.
-#[derive(Debug, Clone)]
-pub struct SupervisorConfig {
-    pub home: PathBuf,
-    pub apps: Vec<AppSpec>,
-    /// The monitor's preload script, passed to node as `--require`; `None` runs apps as they are.
-    pub preload: Option<PathBuf>,
-    pub color: bool,
-    /// Print app output on the terminal (foreground mode).
-    pub terminal_output: bool,
-    /// Also write app output to `<home>/logs/` (always in the daemon).
-    pub log_files: bool,
-    /// Keep the app list in `<home>/dump.json` (the daemon does; foreground mode does not).
-    pub persist: bool,
-    /// End once every app has come to rest on its own (foreground mode, so a container exits
-    /// when its apps are done or given up on); the daemon keeps running.
-    pub exit_when_done: bool,
-    /// HTTP endpoints, systemd notifications, resurrect at start.
-    pub service: ServiceOptions,
-}
-
-/// How the supervisor presents itself to a service manager (systemd, Kubernetes, Prometheus).
-#[derive(Debug, Clone, Default)]
-pub struct ServiceOptions {
-    /// Serve `/healthz`, `/readyz` and `/metrics` on this address (`--http`).
-    pub http: Option<std::net::SocketAddr>,
-    /// Notify systemd (`NOTIFY_SOCKET` was set).
-    pub notify: Option<std::sync::Arc<crate::systemd::Notifier>>,
-    /// Bring back the saved apps at start (`daemon --resurrect`).
-    pub resurrect: bool,
-}
-
 /// A problem with the configuration, reported before anything starts.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -300,8 +270,8 @@ pub fn validate_timing(timing: &Timing) -> Result<(), ConfigError> {
     }
     if timing.heartbeat_timeout > timing.heartbeat_interval {
         return Err(ConfigError::TimeoutExceedsInterval {
-            timeout: crate::exit::human(timing.heartbeat_timeout),
-            interval: crate::exit::human(timing.heartbeat_interval),
+            timeout: crate::core::exit::human(timing.heartbeat_timeout),
+            interval: crate::core::exit::human(timing.heartbeat_interval),
         });
     }
     Ok(())

@@ -9,8 +9,8 @@ use tokio::net::UnixStream;
 use nodeguard_proto::control::{Command, Outcome, Request, Response};
 use nodeguard_proto::{peek_version, MAX_CONTROL_FRAME, PROTOCOL_VERSION};
 
-use crate::framed::{write_message, FrameError, FrameReader};
-use crate::home::HomePaths;
+use crate::io::framed::{write_message, FrameError, FrameReader};
+use crate::io::home::HomePaths;
 
 /// How long a client waits for the answer to a query.
 pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -114,7 +114,7 @@ pub async fn ensure_daemon(paths: &HomePaths) -> Result<bool, ClientError> {
     }
     let failed =
         |what: &str, error: io::Error| ClientError::DaemonFailed(format!("{what}: {error}"));
-    crate::platform::ensure_private_dir(&paths.home)
+    crate::io::platform::ensure_private_dir(&paths.home)
         .map_err(|e| failed("cannot create the home", e))?;
     let log_path = paths.home.join(DAEMON_LOG);
     let log = std::fs::OpenOptions::new()
@@ -134,7 +134,7 @@ pub async fn ensure_daemon(paths: &HomePaths) -> Result<bool, ClientError> {
         .stdin(std::process::Stdio::null())
         .stdout(log)
         .stderr(log_err);
-    crate::platform::detach(&mut command);
+    crate::io::platform::detach(&mut command);
     let mut daemon = command.spawn().map_err(|e| failed("cannot launch it", e))?;
     let deadline = tokio::time::Instant::now() + DAEMON_START_TIMEOUT;
     loop {
@@ -180,7 +180,7 @@ fn cut_off(error: &ClientError) -> bool {
 pub async fn wait_until_exited(pid: u32, within: Duration) -> bool {
     let deadline = tokio::time::Instant::now() + within;
     while tokio::time::Instant::now() < deadline {
-        if !crate::platform::process_alive(pid) {
+        if !crate::io::platform::process_alive(pid) {
             return true;
         }
         tokio::time::sleep(DAEMON_POLL).await;

@@ -8,10 +8,10 @@ use tokio::sync::mpsc;
 
 use nodeguard_proto::control::{Command, Outcome, Target};
 
-use crate::client::{self, ClientError};
-use crate::home::HomePaths;
-use crate::logfile::{self, LogError, LogSpec};
-use crate::logread;
+use crate::io::control_client::{self, ClientError};
+use crate::io::home::HomePaths;
+use crate::io::logfile::{self, LogError, LogSpec};
+use crate::io::logread;
 
 /// Which of an app's logs to show.
 #[derive(Debug, Clone, Copy)]
@@ -124,7 +124,7 @@ async fn app_logs(paths: &HomePaths, target: Option<&str>) -> Result<Vec<AppLogs
     let describe = Command::Describe {
         target: Target(wanted.unwrap_or("all").to_string()),
     };
-    match client::request(paths, describe).await {
+    match control_client::request(paths, describe).await {
         Ok(Outcome::Described { apps }) => Ok(apps
             .into_iter()
             .map(|app| {

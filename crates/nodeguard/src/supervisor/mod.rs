@@ -11,6 +11,14 @@
 //! Library code installs no signal handlers and never exits the process: the caller passes a
 //! [`Shutdown`] and decides what signals mean.
 
+pub mod api;
+pub mod settings;
+pub mod spawner;
+pub mod worker;
+
+pub use api::ControlRequest;
+pub use settings::{ServiceOptions, SupervisorConfig};
+
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -27,20 +35,20 @@ use nodeguard_proto::control::{
     AppDefinition, AppDescription, AppEvent, AppStatus, Command, Outcome, Target,
 };
 
-use crate::config::{self, AppSpec, SupervisorConfig};
-use crate::control;
-use crate::home::{Home, HomeError};
-use crate::listen::SharedListeners;
-use crate::logfile::timestamp;
-use crate::output;
-use crate::platform;
-use crate::proctree;
-use crate::spawner::Spawner;
-use crate::state::{self, InstanceCounts, SavedApp, SavedState, STATE_VERSION};
-use crate::worker::{
+use crate::config::{self, AppSpec};
+use crate::io::control_server;
+use crate::io::home::{Home, HomeError};
+use crate::io::listen::SharedListeners;
+use crate::io::logfile::timestamp;
+use crate::io::monitor_socket::{self, TokenRegistry};
+use crate::io::output;
+use crate::io::platform;
+use crate::io::proctree;
+use crate::io::state_file::{self, InstanceCounts, SavedApp, SavedState, STATE_VERSION};
+use crate::supervisor::spawner::Spawner;
+use crate::supervisor::worker::{
     CommandResult, Origins, WorkerCommand, WorkerContext, WorkerHandle, WorkerSnapshot, WorkerTask,
 };
-use crate::workers::{self, TokenRegistry};
 
 /// How long shutdown waits for output pipes that something outside the app's process group still
 /// holds open.
@@ -82,12 +90,6 @@ pub enum SupervisorError {
     },
 }
 
-/// A control command on its way to the supervisor actor, with the channel for its answer.
-pub struct ControlRequest {
-    pub command: Command,
-    pub reply: oneshot::Sender<Outcome>,
-}
-
 fn bind(path: &Path) -> Result<UnixListener, SupervisorError> {
     let bind_err = |source| SupervisorError::Bind {
         path: path.to_path_buf(),
@@ -109,7 +111,7 @@ pub async fn run(
     let control_listener = bind(&home.paths.control_socket)?;
     let http_listener = match config.service.http {
         Some(address) => Some(
-            crate::http::bind(address)
+            crate::io::http::bind(address)
                 .map_err(|source| SupervisorError::Http { address, source })?,
         ),
         None => None,
@@ -146,18 +148,26 @@ pub async fn run(
     let servers = CancellationToken::new();
     let control_tasks = TaskTracker::new();
     let (requests, inbox) = mpsc::channel(REQUEST_QUEUE);
-    tokio::spawn(workers::serve(worker_listener, registry, servers.clone()));
+    tokio::spawn(monitor_socket::serve(
+        worker_listener,
+        registry,
+        servers.clone(),
+    ));
     // Service-manager integration (see http.rs and systemd.rs): both ask the actor through the
     // same queue as the control socket, so they see whether the supervision loop really answers.
-    let probe = crate::health::Probe::new(requests.clone());
+    let probe = crate::io::health::Probe::new(requests.clone());
     if let Some(listener) = http_listener {
-        tokio::spawn(crate::http::serve(listener, probe.clone(), servers.clone()));
+        tokio::spawn(crate::io::http::serve(
+            listener,
+            probe.clone(),
+            servers.clone(),
+        ));
     }
     if let Some(notifier) = config.service.notify.clone() {
         let stopping = shutdown.graceful.clone();
-        tokio::spawn(crate::systemd::notify(notifier, probe, stopping));
+        tokio::spawn(crate::io::systemd::notify(notifier, probe, stopping));
     }
-    tokio::spawn(control::serve(
+    tokio::spawn(control_server::serve(
         control_listener,
         requests,
         control_tasks.clone(),
@@ -175,7 +185,9 @@ pub async fn run(
         context: context.clone(),
         tasks: TaskTracker::new(),
         shutdown: shutdown.clone(),
-        state_file: config.persist.then(|| state::state_path(&home.paths.home)),
+        state_file: config
+            .persist
+            .then(|| state_file::state_path(&home.paths.home)),
         stopped: HashSet::new(),
         saved_counts: std::cell::Cell::new(0),
         state_final: false,
@@ -758,7 +770,7 @@ impl Supervisor {
             version: STATE_VERSION,
             apps,
         };
-        state::write(path, &saved).map_err(|e| e.to_string())?;
+        state_file::write(path, &saved).map_err(|e| e.to_string())?;
         self.saved_counts.set(self.counts());
         Ok(())
     }
@@ -801,7 +813,7 @@ impl Supervisor {
             let _ = reply.send(Outcome::Error { message });
             return;
         };
-        let saved = match state::read(&path) {
+        let saved = match state_file::read(&path) {
             Ok(Some(saved)) => saved,
             Ok(None) => {
                 let message = format!("nothing to resurrect: {} does not exist", path.display());

@@ -209,7 +209,7 @@ mod tests {
             processes: Some(2),
             last_pong_ms: Some(10),
             pong_rtt_ms: Some(0.5),
-            ..crate::health::tests::app(name, id, state)
+            ..crate::io::health::tests::app(name, id, state)
         }
     }
 

@@ -16,8 +16,8 @@ use tokio_util::sync::CancellationToken;
 use nodeguard_proto::worker::{SupervisorMessage, WorkerMessage};
 use nodeguard_proto::{decode_payload, peek_version, MAX_WORKER_FRAME, PROTOCOL_VERSION};
 
-use crate::framed::{next_connection, write_message, FrameError, FrameReader};
-use crate::platform;
+use crate::io::framed::{next_connection, write_message, FrameError, FrameReader};
+use crate::io::platform;
 
 /// A client must send its hello within this time.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);

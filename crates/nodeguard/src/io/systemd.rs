@@ -13,8 +13,8 @@ use std::time::Duration;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
-use crate::health::{self, Probe, PROBE_DEADLINE};
-use crate::platform::NotifySocket;
+use crate::io::health::{self, Probe, PROBE_DEADLINE};
+use crate::io::platform::NotifySocket;
 
 /// The variables systemd sets for a notify service; taken out of the environment so that apps
 /// (and a daemon that `start` launches) do not inherit them and talk to systemd themselves.
@@ -263,7 +263,7 @@ pub fn user_unit_path() -> Option<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::supervisor::ControlRequest;
+    use crate::supervisor::api::ControlRequest;
     use nodeguard_proto::control::{Command, Outcome};
     use std::os::unix::net::UnixDatagram;
     use tokio::sync::mpsc;

@@ -5,7 +5,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
-use crate::platform;
+use crate::io::platform;
 
 /// Longest Unix socket path the kernel accepts (`sun_path` is 108 bytes with a terminating NUL).
 pub const MAX_SOCKET_PATH: usize = 107;

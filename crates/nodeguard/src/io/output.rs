@@ -19,8 +19,9 @@ use std::task::Poll;
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::forensics::StackTap;
-use crate::logfile::{LogFiles, LogSpec};
+use crate::io::forensics::StackTap;
+pub use crate::io::logfile::StreamKind;
+use crate::io::logfile::{LogFiles, LogSpec};
 
 /// Longest line held in memory before it is passed on in pieces.
 pub const MAX_LINE: usize = 1024 * 1024;
@@ -34,13 +35,6 @@ const QUEUE_LINES: usize = 4096;
 const WRITE_BATCH: usize = 256 * 1024;
 /// Colours cycled over apps on a terminal.
 const COLORS: [&str; 6] = ["36", "33", "32", "35", "34", "31"];
-
-/// Which of the app's streams a line came from; it goes to the same stream of ours.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StreamKind {
-    Stdout,
-    Stderr,
-}
 
 /// Where app output goes.
 #[derive(Debug, Clone)]

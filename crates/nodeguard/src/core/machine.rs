@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::exit::ExitKind;
+use crate::core::exit::ExitKind;
 
 /// Default `min_uptime`: an uptime at least this long means the process was healthy, and its next
 /// restart is immediate (after `restart_delay`, if set).
@@ -556,8 +556,8 @@ impl Worker {
                         let pid = *pid;
                         self.last_exit = Some(format!(
                             "restarted: memory {} over the limit of {}",
-                            crate::render::bytes(rss),
-                            crate::render::bytes(limit)
+                            crate::core::units::bytes(rss),
+                            crate::core::units::bytes(limit)
                         ));
                         actions.push(Action::Report(Report::MemoryExceeded { pid, rss, limit }));
                         if !self.within_budget(now, &mut actions) {
@@ -663,7 +663,10 @@ impl Worker {
                 ..
             } => {
                 let uptime = now.saturating_duration_since(spawned_at);
-                self.last_exit = Some(format!("{status} after {}", crate::exit::human(uptime)));
+                self.last_exit = Some(format!(
+                    "{status} after {}",
+                    crate::core::exit::human(uptime)
+                ));
                 // Anything the app left in its process group goes with it.
                 actions.push(Action::SignalGroup {
                     pgid: pid,
@@ -679,7 +682,7 @@ impl Worker {
                     self.phase = Phase::Errored {
                         why: format!(
                             "exited before it was ready ({status} after {})",
-                            crate::exit::human(uptime)
+                            crate::core::exit::human(uptime)
                         ),
                     };
                     return;
@@ -745,8 +748,10 @@ impl Worker {
                 });
                 match then {
                     AfterExit::Stay => {
-                        self.last_exit =
-                            Some(format!("{status} after {}", crate::exit::human(uptime)));
+                        self.last_exit = Some(format!(
+                            "{status} after {}",
+                            crate::core::exit::human(uptime)
+                        ));
                         self.phase = Phase::Stopped;
                         actions.push(Action::Report(Report::Stopped { pid, status }));
                     }
@@ -796,7 +801,7 @@ impl Worker {
             "failed {} times within {} (the budget is {} restarts); not restarting until an \
              operator does (last: {})",
             self.recent_restarts.len(),
-            crate::exit::human(policy.restart_window),
+            crate::core::exit::human(policy.restart_window),
             policy.max_restarts,
             self.last_exit.clone().unwrap_or_default()
         );
@@ -1015,7 +1020,7 @@ impl Worker {
         self.hangs += 1;
         self.last_exit = Some(format!(
             "killed: event loop silent for {}",
-            crate::exit::human(silent_for)
+            crate::core::exit::human(silent_for)
         ));
         actions.push(Action::Report(Report::Hung {
             pid,
@@ -1060,7 +1065,7 @@ impl Worker {
     ) {
         self.last_exit = Some(format!(
             "not ready within {} (it must listen on its shared socket{})",
-            crate::exit::human(waited),
+            crate::core::exit::human(waited),
             ", or call monitor.ready() with wait-ready"
         ));
         actions.push(Action::Report(Report::NotReady { pid, waited }));

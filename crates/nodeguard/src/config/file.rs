@@ -19,9 +19,9 @@ use std::time::{Duration, Instant};
 use serde_json::{Map, Value};
 
 use crate::config::AppSpec;
-use crate::duration::parse_duration;
-use crate::exit::human;
-use crate::machine::{ExitCodes, Timing};
+use crate::core::duration::parse_duration;
+use crate::core::exit::human;
+use crate::core::machine::{ExitCodes, Timing};
 
 /// The longest a JS config file may take to evaluate before it is killed.
 pub const EVAL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -1260,7 +1260,7 @@ mod tests {
                 heartbeat_misses: DEFAULT_HEARTBEAT_MISSES,
                 start_grace: DEFAULT_START_GRACE,
                 kill_timeout: DEFAULT_KILL_TIMEOUT,
-                policy: crate::machine::RestartPolicy::default(),
+                policy: crate::core::machine::RestartPolicy::default(),
             },
         }
     }

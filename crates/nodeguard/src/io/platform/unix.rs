@@ -9,7 +9,7 @@ use std::path::Path;
 
 use rustix::process::{Pid, Signal};
 
-use crate::machine::StopSignal;
+use crate::core::machine::StopSignal;
 
 /// Sends `signal` to every process in group `pgid`. A group that is already gone is not an error.
 pub fn signal_group(pgid: u32, signal: StopSignal) -> io::Result<()> {

@@ -13,8 +13,8 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::sync::mpsc;
 
-use crate::logfile::{rotated_path, LogError};
-use crate::output::MAX_LINE;
+use crate::io::logfile::{rotated_path, LogError};
+use crate::io::output::MAX_LINE;
 
 /// How often [`follow`] looks for new lines and for rotation.
 pub const FOLLOW_INTERVAL: Duration = Duration::from_millis(100);
@@ -286,8 +286,8 @@ async fn send_lines(bytes: &[u8], pending: &mut Vec<u8>, out: &mpsc::Sender<Vec<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::logfile::tests::{line, spec, TempDir};
-    use crate::logfile::{LogFiles, Stream};
+    use crate::io::logfile::tests::{line, spec, TempDir};
+    use crate::io::logfile::{LogFiles, Stream};
 
     #[test]
     fn missing_file_has_no_lines() {

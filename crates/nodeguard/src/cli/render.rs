@@ -1,11 +1,12 @@
 //! Turns status snapshots into the table `nodeguard status` prints.
 
+use crate::core::units::bytes;
 use std::fmt::Write;
 use std::time::Duration;
 
 use nodeguard_proto::control::{AppDescription, AppStatus};
 
-use crate::exit::human;
+use crate::core::exit::human;
 
 const HEADERS: [&str; 11] = [
     "name",
@@ -76,19 +77,6 @@ fn row(app: &AppStatus) -> [String; 11] {
             _ => dash(),
         },
     ]
-}
-
-/// `812K`, `41.3M`, `1.2G`.
-pub fn bytes(n: u64) -> String {
-    const KIB: f64 = 1024.0;
-    let n = n as f64;
-    if n < KIB * KIB {
-        format!("{:.0}K", n / KIB)
-    } else if n < KIB * KIB * KIB {
-        format!("{:.1}M", n / (KIB * KIB))
-    } else {
-        format!("{:.1}G", n / (KIB * KIB * KIB))
-    }
 }
 
 /// The text `nodeguard describe` prints for one app.

@@ -1,0 +1,21 @@
+//! The edges: sockets (control, worker, HTTP), files (home, state file, logs), systemd notify,
+//! process trees and the platform's system calls. Depends on `core` and `config`, and on the
+//! actor's inbox types in `supervisor::api`, never on the actors themselves.
+
+pub mod control_client;
+pub mod control_server;
+pub mod forensics;
+pub mod framed;
+pub mod health;
+pub mod home;
+pub mod http;
+pub mod listen;
+pub mod logfile;
+pub mod logread;
+pub mod metrics;
+pub mod monitor_socket;
+pub mod output;
+pub mod platform;
+pub mod proctree;
+pub mod state_file;
+pub mod systemd;
