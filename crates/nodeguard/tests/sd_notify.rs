@@ -1,6 +1,7 @@
 //! sd_notify against a real Unix datagram socket standing in for systemd: the real binary, in
 //! foreground and daemon mode, with a real node app; a path socket and an abstract one.
 #![cfg(unix)]
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a failed step should stop it loudly
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::net::UnixDatagram;
