@@ -90,7 +90,7 @@ function processState() {
 
 /** A one-line Error whose message starts with "nodeguard-monitor: ". */
 function monitorError(message, cause) {
-  const line = String(message).replace(/\s*\n\s*/g, ' ');
+  const line = require('./platform.js').oneLine(message);
   return new Error(line.startsWith(ERROR_PREFIX) ? line : ERROR_PREFIX + line, { cause });
 }
 

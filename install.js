@@ -64,5 +64,5 @@ function main() {
 try {
   main();
 } catch (error) {
-  note(`postinstall: ${String(error && error.message ? error.message : error).replace(/\s*\n\s*/g, ' ')}`);
+  note(`postinstall: ${require('./platform.js').oneLine(error)}`);
 }

@@ -83,4 +83,9 @@ function binaryPath() {
   );
 }
 
-module.exports = { BINARY, platformTriple, platformPackage, platformPackageDir, binaryPath };
+/** `error` (an Error or anything else) as one line: newlines and the space around them folded. */
+function oneLine(error) {
+  return String(error && error.message ? error.message : error).replace(/\s*\n\s*/g, ' ');
+}
+
+module.exports = { BINARY, oneLine, platformTriple, platformPackage, platformPackageDir, binaryPath };

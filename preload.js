@@ -6,7 +6,7 @@
 try {
   require('./index.js').start();
 } catch (error) {
-  const message = String(error && error.message ? error.message : error).replace(/\s*\n\s*/g, ' ');
+  const message = require('./platform.js').oneLine(error);
   const prefix = 'nodeguard-monitor: ';
   process.stderr.write(`${message.startsWith(prefix) ? message : prefix + message}\n`);
 }

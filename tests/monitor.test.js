@@ -233,7 +233,12 @@ test('the native addon is built for this platform', () => {
   const addon = require(ADDON);
   assert.equal(typeof addon.connect, 'function');
   // index.js reads these names; they must be the wire contract's.
-  assert.deepEqual(addon.envNames(), ['NODEGUARD_SOCKET', 'NODEGUARD_TOKEN']);
+  assert.deepEqual(addon.envNames(), [
+    'NODEGUARD_SOCKET',
+    'NODEGUARD_TOKEN',
+    'NODEGUARD_LISTEN',
+    'NODEGUARD_WAIT_READY',
+  ]);
   const index = fs.readFileSync(path.join(ROOT, 'index.js'), 'utf8');
   for (const name of addon.envNames()) assert.ok(index.includes(`'${name}'`), name);
 });

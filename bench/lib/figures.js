@@ -273,14 +273,7 @@ function spread(s, unit, digits) {
   return `${fmt(s.median, digits)} ${unit} (${fmt(s.min, digits)}–${fmt(s.max, digits)})`;
 }
 
-function ratio(a, b) {
-  if (!Number.isFinite(a) || !Number.isFinite(b) || b === 0) return 'n/a';
-  const r = a / b;
-  return r < 1 ? `${r.toFixed(2)}× (${(1 / r).toFixed(1)}× less)` : `${r.toFixed(2)}×`;
-}
-
-const failed = (x) => !x || x.error !== undefined;
-const why = (x) => (x && x.error ? `failed: ${x.error}` : 'not run');
+const { ratio, failed, why } = u;
 
 function reportMore(r, rows, details, notes) {
   // ---- 9. CPU ------------------------------------------------------------------------------

@@ -6,7 +6,7 @@
 // "median (min–max)" is over every sample of every trial unless said otherwise.
 
 const fs = require('node:fs');
-const { median, summarize } = require('./util');
+const { median, summarize, ratio, failed, why } = require('./util');
 
 const MB = (kb) => (kb * 1024) / 1e6;
 
@@ -28,15 +28,6 @@ function ms(v) {
 function spread(s, fmt) {
   return `${fmt(s.median)} (${fmt(s.min).replace(/ .*/, '')}–${fmt(s.max)})`;
 }
-
-function ratio(a, b) {
-  if (!Number.isFinite(a) || !Number.isFinite(b) || b === 0) return 'n/a';
-  const r = a / b;
-  return r < 1 ? `${r.toFixed(2)}× (${(1 / r).toFixed(1)}× less)` : `${r.toFixed(2)}×`;
-}
-
-const failed = (x) => !x || x.error !== undefined;
-const why = (x) => (x && x.error ? `failed: ${x.error}` : 'not run');
 
 /** All samples of `key` (kB) of role `role` over the trials of a memory phase, in MB. */
 function memSamples(trials, role, key = 'VmRSS') {

@@ -445,7 +445,22 @@ async function waitServing(port, { notPid = null, timeout = 15_000, attemptTimeo
   throw new Error(`port ${port} not serving (from a new pid) within ${timeout} ms (${attempts} attempts; last error: ${lastError && lastError.message})`);
 }
 
+/** `a / b` for a report: `0.42× (2.4× less)` or `3.10×`; `n/a` when either is missing. */
+function ratio(a, b) {
+  if (!Number.isFinite(a) || !Number.isFinite(b) || b === 0) return 'n/a';
+  const r = a / b;
+  return r < 1 ? `${r.toFixed(2)}× (${(1 / r).toFixed(1)}× less)` : `${r.toFixed(2)}×`;
+}
+
+/** A phase's result that did not run or failed. */
+const failed = (x) => !x || x.error !== undefined;
+/** Why a phase has no figure, for the report. */
+const why = (x) => (x && x.error ? `failed: ${x.error}` : 'not run');
+
 module.exports = {
+  ratio,
+  failed,
+  why,
   median,
   percentile,
   summarize,

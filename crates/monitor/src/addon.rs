@@ -195,7 +195,12 @@ fn on_process_main_thread() -> bool {
 /// that `index.js` agrees.
 #[napi]
 pub fn env_names() -> Vec<&'static str> {
-    vec![nodeguard_proto::ENV_SOCKET, nodeguard_proto::ENV_TOKEN]
+    vec![
+        nodeguard_proto::ENV_SOCKET,
+        nodeguard_proto::ENV_TOKEN,
+        nodeguard_proto::ENV_LISTEN,
+        nodeguard_proto::ENV_WAIT_READY,
+    ]
 }
 
 /// Ends the process at once: the supervisor is gone, and an orphan must not outlive it. `_exit`
