@@ -6,8 +6,8 @@
 //   - an import against the layer order: core → config → io → supervisor → cli, where a layer may
 //     use itself and the layers before it only; `io` may also use `supervisor::api` (the actor's
 //     inbox types), nothing else of `supervisor`.
-// lib.rs and main.rs sit above every layer. Test code (`#[cfg(test)]` modules at the end of a
-// file, and crates/nodeguard/tests) is not counted: tests may reach anywhere.
+// lib.rs and main.rs sit above every layer. Test code (inline `#[cfg(test)] mod … {` blocks, modules
+// named `tests` and their files, and crates/nodeguard/tests) is not counted: tests may reach anywhere.
 //
 // Usage: node scripts/check-layers.js [src-dir]   (prints the graph's size on success)
 
@@ -39,7 +39,7 @@ function moduleOf(file) {
 
 /** The file's text without its trailing test module(s) and without comments. */
 function productionText(text) {
-  const cut = text.search(/^#\[cfg\(test\)\]\s*\n\s*(pub(\(crate\))?\s+)?mod\s+\w+/m);
+  const cut = text.search(/^#\[cfg\(test\)\]\s*\n\s*(pub(\(crate\))?\s+)?mod\s+\w+\s*\{/m);
   const body = cut === -1 ? text : text.slice(0, cut);
   return body.replace(/\/\/[^\n]*/g, '').replace(/\/\*[\s\S]*?\*\//g, '');
 }
@@ -97,7 +97,10 @@ function main() {
     process.exit(1);
   }
   const files = listRustFiles(srcDir);
-  const modules = new Map(files.map((file) => [moduleOf(file), file]));
+  // Test modules kept in files of their own (`machine/tests/…`) are test code too.
+  const modules = new Map(
+    files.map((file) => [moduleOf(file), file]).filter(([name]) => !/(^|::)tests(::|$)/.test(name)),
+  );
   /** Longest known module that prefixes `segments`. */
   const resolve = (segments) => {
     for (let n = segments.length; n > 0; n -= 1) {

@@ -3,5 +3,8 @@
 
 pub mod duration;
 pub mod exit;
+pub mod heartbeat;
 pub mod machine;
+pub mod policy;
+pub mod report;
 pub mod units;
