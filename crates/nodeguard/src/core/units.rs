@@ -1,4 +1,4 @@
-//! Quantities shown to people: byte counts as `812K`, `41.3M`, `1.2G`.
+//! Quantities read from and shown to people: sizes as `200M` or `1.5G` in, `812K`, `41.3M`, `1.2G` out.
 
 /// `812K`, `41.3M`, `1.2G`.
 pub fn bytes(n: u64) -> String {
@@ -11,4 +11,29 @@ pub fn bytes(n: u64) -> String {
     } else {
         format!("{:.1}G", n / (KIB * KIB * KIB))
     }
+}
+
+/// `"200M"`, `"1.5G"`, `"512K"`, `"300MB"`, `"1024"` → bytes; 1024-based.
+pub fn parse_size(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    let unit = unit.trim().to_ascii_uppercase();
+    let unit = unit
+        .strip_suffix("IB")
+        .or_else(|| unit.strip_suffix('B'))
+        .unwrap_or(&unit);
+    let multiplier: u64 = match unit {
+        "" => 1,
+        "K" => 1 << 10,
+        "M" => 1 << 20,
+        "G" => 1 << 30,
+        "T" => 1 << 40,
+        _ => return None,
+    };
+    let bytes = (number * multiplier as f64).round();
+    (bytes.is_finite() && bytes >= 0.0 && bytes < u64::MAX as f64).then_some(bytes as u64)
 }

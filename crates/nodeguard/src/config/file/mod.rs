@@ -1,0 +1,790 @@
+//! Config files: PM2-style `apps` lists in JSON or JavaScript (`nodeguard.config.js`,
+//! `ecosystem.config.js`), validated as a whole so that every problem is reported at once.
+//!
+//! JSON is parsed directly. A JS file (`.js`, `.cjs`, `.mjs`) is evaluated by node, bounded by
+//! [`EVAL_TIMEOUT`], and whatever it exports (`module.exports`, or an ESM default export) is read
+//! back as JSON. Either way the top level is `{ "apps": [...] }` or a bare array of apps.
+//!
+//! Fields that nodeguard knows but does not act on yet, and fields it does not know at all, are
+//! reported as warnings that name the file, the app and the field; nothing is dropped silently.
+
+mod catalogue;
+mod checker;
+mod eval_js;
+
+pub use crate::core::units::parse_size;
+use checker::Checker;
+use eval_js::eval_js;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::io::Read;
+use std::path::{Component, Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Map, Value};
+
+use crate::config::AppSpec;
+use crate::core::duration::parse_duration;
+use crate::core::exit::human;
+use crate::core::machine::{ExitCodes, Timing};
+
+/// The longest a JS config file may take to evaluate before it is killed.
+pub const EVAL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What an app gets for each field its entry leaves out.
+#[derive(Debug, Clone)]
+pub struct AppDefaults {
+    /// The node binary; also the one that evaluates JS config files.
+    pub node: PathBuf,
+    pub timing: Timing,
+}
+
+/// How many processes an app asks for, as written; [`Instances::resolve`] counts them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Instances {
+    /// A fixed count (at least 1).
+    Count(u32),
+    /// One per CPU (`"max"` or `0`).
+    Max,
+    /// One per CPU but this many (`-1` is CPUs - 1, as in PM2).
+    AllBut(u32),
+}
+
+impl Instances {
+    /// The process count on a host with `cpus` CPUs; never below 1.
+    pub fn resolve(self, cpus: u32) -> u32 {
+        match self {
+            Instances::Count(count) => count,
+            Instances::Max => cpus,
+            Instances::AllBut(fewer) => cpus.saturating_sub(fewer),
+        }
+        .max(1)
+    }
+}
+
+impl fmt::Display for Instances {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Instances::Count(count) => write!(f, "{count}"),
+            Instances::Max => f.write_str("max"),
+            Instances::AllBut(fewer) => write!(f, "-{fewer}"),
+        }
+    }
+}
+
+/// One validated app from a config file. Paths are absolute.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AppConfig {
+    pub name: String,
+    pub script: PathBuf,
+    pub args: Vec<String>,
+    pub cwd: PathBuf,
+    pub env: Vec<(String, String)>,
+    /// `node_args` followed by `interpreter_args`.
+    pub node_args: Vec<String>,
+    pub instances: Instances,
+    /// The defaults' timing with this app's heartbeat, grace and kill-timeout fields applied.
+    pub timing: Timing,
+    /// `max_memory_restart` in bytes.
+    pub max_memory: Option<u64>,
+    pub autorestart: bool,
+    pub max_restarts: Option<u32>,
+    pub min_uptime: Option<Duration>,
+    pub restart_delay: Option<Duration>,
+    pub exp_backoff_restart_delay: Option<Duration>,
+    /// PM2's `stop_exit_codes`: exits with these codes do not restart the app.
+    pub stop_exit_codes: Option<ExitCodes>,
+    pub wait_ready: bool,
+    pub listen_timeout: Option<Duration>,
+    /// nodeguard's own field: `[host:]port` addresses the supervisor binds for the instances.
+    pub listen: Vec<String>,
+    pub out_file: Option<PathBuf>,
+    pub error_file: Option<PathBuf>,
+    /// PM2's `time`: prefix each log line with its time.
+    pub log_timestamps: bool,
+}
+
+impl AppConfig {
+    /// The supervisor's view of this app.
+    pub fn to_spec(&self, id: u32, node: &Path) -> AppSpec {
+        AppSpec {
+            id,
+            name: self.name.clone(),
+            script: self.script.clone(),
+            args: self.args.clone(),
+            node: node.to_path_buf(),
+            node_args: self.node_args.clone(),
+            cwd: self.cwd.clone(),
+            env: self.env.clone(),
+            timing: self.timing,
+            out_file: self.out_file.clone(),
+            error_file: self.error_file.clone(),
+            log_timestamps: self.log_timestamps,
+            instances: self.instances.resolve(cpu_count()),
+            instance: 0,
+            listen: self
+                .listen
+                .iter()
+                .filter_map(|text| crate::config::ListenAddress::parse(text).ok())
+                .collect(),
+            wait_ready: self.wait_ready,
+            listen_timeout: self
+                .listen_timeout
+                .unwrap_or(crate::config::DEFAULT_LISTEN_TIMEOUT),
+        }
+    }
+}
+
+/// The CPUs this process may use (what `instances: "max"` and `-i max` mean); 1 if unknown.
+pub fn cpu_count() -> u32 {
+    std::thread::available_parallelism().map_or(1, |n| u32::try_from(n.get()).unwrap_or(u32::MAX))
+}
+
+/// A config file's apps, plus a warning for every field that was ignored.
+#[derive(Debug, Clone)]
+pub struct LoadedConfig {
+    pub apps: Vec<AppConfig>,
+    pub warnings: Vec<String>,
+}
+
+/// Which app a problem or warning is about: its name, or its index in the list when it has none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AppRef {
+    Name(String),
+    Index(usize),
+}
+
+impl fmt::Display for AppRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AppRef::Name(name) => write!(f, "app '{name}'"),
+            AppRef::Index(index) => write!(f, "app #{index}"),
+        }
+    }
+}
+
+/// One thing wrong with one app's entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub file: PathBuf,
+    pub app: AppRef,
+    /// `None` when the entry as a whole is wrong (e.g. not an object).
+    pub field: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}: ", self.file.display(), self.app)?;
+        if let Some(field) = &self.field {
+            write!(f, "{field}: ")?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+/// Why a config file could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigFileError {
+    #[error("cannot read config file {}: {source}", file.display())]
+    Read {
+        file: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "{}: unsupported config file type (use .json, .js, .cjs or .mjs)",
+        file.display()
+    )]
+    UnsupportedType { file: PathBuf },
+    #[error("{}:{line}:{column}: invalid JSON: {message}", file.display())]
+    Syntax {
+        file: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error("cannot run {} to evaluate {}: {source}", node.display(), file.display())]
+    Node {
+        file: PathBuf,
+        node: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: evaluating the config failed: {message}", file.display())]
+    Eval { file: PathBuf, message: String },
+    #[error("{}: evaluating the config did not finish within {}", file.display(), human(*after))]
+    Timeout { file: PathBuf, after: Duration },
+    #[error("{}: {message}", file.display())]
+    Shape { file: PathBuf, message: String },
+    #[error("{}: no apps: the apps list is empty", file.display())]
+    NoApps { file: PathBuf },
+    #[error("{}", problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Invalid { problems: Vec<Problem> },
+}
+
+/// True for paths that name a config file rather than a script, by PM2's rule: `*.json`, or
+/// `*.config.js` / `*.config.cjs` / `*.config.mjs`.
+pub fn looks_like_config(path: &Path) -> bool {
+    let name = path
+        .file_name()
+        .map(|name| name.to_string_lossy().to_ascii_lowercase())
+        .unwrap_or_default();
+    name.ends_with(".json")
+        || [".config.js", ".config.cjs", ".config.mjs"]
+            .iter()
+            .any(|suffix| name.ends_with(suffix))
+}
+
+/// Loads, validates and resolves every app in the config file at `path`.
+pub fn load(path: &Path, defaults: &AppDefaults) -> Result<LoadedConfig, ConfigFileError> {
+    load_with_timeout(path, defaults, EVAL_TIMEOUT)
+}
+
+fn load_with_timeout(
+    path: &Path,
+    defaults: &AppDefaults,
+    timeout: Duration,
+) -> Result<LoadedConfig, ConfigFileError> {
+    let file = path.to_path_buf();
+    let extension = path
+        .extension()
+        .map(|ext| ext.to_string_lossy().to_ascii_lowercase())
+        .unwrap_or_default();
+    let value = match extension.as_str() {
+        "json" => read_json(path)?,
+        "js" | "cjs" | "mjs" => eval_js(path, &defaults.node, timeout)?,
+        _ => return Err(ConfigFileError::UnsupportedType { file }),
+    };
+    let absolute = std::path::absolute(path).map_err(|source| ConfigFileError::Read {
+        file: file.clone(),
+        source,
+    })?;
+    let base = absolute
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("/"));
+    build(&file, &base, value, defaults)
+}
+
+fn read_json(path: &Path) -> Result<Value, ConfigFileError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigFileError::Read {
+        file: path.to_path_buf(),
+        source,
+    })?;
+    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
+    serde_json::from_str(text).map_err(|err| {
+        let full = err.to_string();
+        let message = match full.rfind(" at line ") {
+            Some(at) => full[..at].to_string(),
+            None => full,
+        };
+        ConfigFileError::Syntax {
+            file: path.to_path_buf(),
+            line: err.line(),
+            column: err.column(),
+            message,
+        }
+    })
+}
+
+/// Turns the parsed top level into validated apps.
+fn build(
+    file: &Path,
+    base: &Path,
+    value: Value,
+    defaults: &AppDefaults,
+) -> Result<LoadedConfig, ConfigFileError> {
+    let mut warnings = Vec::new();
+    let entries = match value {
+        Value::Array(entries) => entries,
+        Value::Object(mut top) => {
+            let apps = top.remove("apps");
+            for key in top.keys() {
+                warnings.push(format!(
+                    "{}: top-level field '{key}' is not supported and is ignored",
+                    file.display()
+                ));
+            }
+            match apps {
+                Some(Value::Array(entries)) => entries,
+                Some(other) => {
+                    return Err(ConfigFileError::Shape {
+                        file: file.to_path_buf(),
+                        message: format!("apps: expected an array of apps, got {}", show(&other)),
+                    })
+                }
+                None => {
+                    return Err(ConfigFileError::Shape {
+                        file: file.to_path_buf(),
+                        message:
+                            "no \"apps\" field: expected { \"apps\": [...] } or an array of apps"
+                                .to_string(),
+                    })
+                }
+            }
+        }
+        other => {
+            return Err(ConfigFileError::Shape {
+                file: file.to_path_buf(),
+                message: format!(
+                    "expected {{ \"apps\": [...] }} or an array of apps, got {}",
+                    show(&other)
+                ),
+            })
+        }
+    };
+    if entries.is_empty() {
+        return Err(ConfigFileError::NoApps {
+            file: file.to_path_buf(),
+        });
+    }
+
+    let mut problems = Vec::new();
+    let mut parsed = Vec::new();
+    let mut seen = HashMap::new();
+    for (index, entry) in entries.into_iter().enumerate() {
+        let mut checker = Checker {
+            file,
+            app: AppRef::Index(index),
+            problems: &mut problems,
+            warnings: &mut warnings,
+            seen: &mut seen,
+        };
+        if let Some(app) = checker.app(entry, base, defaults) {
+            parsed.push(app);
+        }
+    }
+
+    if !problems.is_empty() {
+        return Err(ConfigFileError::Invalid { problems });
+    }
+    // A missing name comes from the script's file stem, with a `-1`, `-2`, ... suffix when that
+    // is taken by an explicit name or an earlier default (or is reserved: `all`, or a number).
+    let mut taken: Vec<String> = seen.into_keys().collect();
+    let apps = parsed
+        .into_iter()
+        .map(|app| {
+            let name = app.name.clone().unwrap_or_else(|| {
+                let name = crate::config::unique_name(&app.config.script, &taken);
+                taken.push(name.clone());
+                name
+            });
+            AppConfig { name, ..app.config }
+        })
+        .collect();
+    Ok(LoadedConfig { apps, warnings })
+}
+
+/// An app whose fields all checked out; `name` is `None` until a default is chosen.
+struct ParsedApp {
+    name: Option<String>,
+    config: AppConfig,
+}
+
+/// A value as it reads in a message: scalars as JSON (strings quoted, long ones cut), containers
+/// by kind.
+pub(super) fn show(value: &Value) -> String {
+    match value {
+        Value::Null => "null".to_string(),
+        Value::Array(_) => "an array".to_string(),
+        Value::Object(_) => "an object".to_string(),
+        Value::String(text) if text.chars().count() > 60 => {
+            let cut: String = text.chars().take(57).collect();
+            format!("{}...", Value::String(cut))
+        }
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::checker::normalize;
+    use super::*;
+    use crate::config::{
+        DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_HEARTBEAT_MISSES, DEFAULT_HEARTBEAT_TIMEOUT,
+        DEFAULT_KILL_TIMEOUT, DEFAULT_START_GRACE,
+    };
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    fn defaults() -> AppDefaults {
+        AppDefaults {
+            node: PathBuf::from("node"),
+            timing: Timing {
+                heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
+                heartbeat_timeout: DEFAULT_HEARTBEAT_TIMEOUT,
+                heartbeat_misses: DEFAULT_HEARTBEAT_MISSES,
+                start_grace: DEFAULT_START_GRACE,
+                kill_timeout: DEFAULT_KILL_TIMEOUT,
+                policy: crate::core::machine::RestartPolicy::default(),
+            },
+        }
+    }
+
+    fn fixtures() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/configs")
+    }
+
+    fn fixture(name: &str) -> PathBuf {
+        normalize(&fixtures().join(name))
+    }
+
+    /// A fresh directory holding `files`, plus a script `app.js`.
+    fn temp_dir(files: &[(&str, &str)]) -> PathBuf {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "nodeguard-config-file-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        std::fs::write(dir.join("app.js"), "").expect("app.js");
+        for (name, text) in files {
+            std::fs::write(dir.join(name), text).expect("fixture file");
+        }
+        dir
+    }
+
+    fn problems(result: Result<LoadedConfig, ConfigFileError>) -> Vec<Problem> {
+        match result {
+            Err(ConfigFileError::Invalid { problems }) => problems,
+            other => panic!("expected Invalid, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn json_with_two_apps() {
+        let loaded = load(&fixture("two-apps.json"), &defaults()).expect("loads");
+        assert_eq!(loaded.warnings, Vec::<String>::new());
+        let [api, worker] = &loaded.apps[..] else {
+            panic!("two apps: {:?}", loaded.apps)
+        };
+        assert_eq!(api.name, "api");
+        assert_eq!(api.script, fixture("apps/api.js"));
+        assert_eq!(
+            api.cwd,
+            fixtures().canonicalize().map(|_| fixture("")).unwrap()
+        );
+        assert_eq!(
+            api.args,
+            ["--port", "3000", "--greeting", "hello world"].map(String::from)
+        );
+        assert_eq!(
+            api.env,
+            [
+                ("DEBUG", "false"),
+                ("NODE_ENV", "production"),
+                ("PORT", "3000")
+            ]
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+        );
+        assert_eq!(api.node_args, ["--max-old-space-size=256"]);
+        assert_eq!(api.max_memory, Some(200 * 1024 * 1024));
+        assert_eq!(api.timing.kill_timeout, Duration::from_secs(3));
+        assert_eq!(api.timing.heartbeat_interval, Duration::from_secs(2));
+        assert_eq!(api.timing.heartbeat_timeout, Duration::from_millis(1500));
+        assert_eq!(api.timing.start_grace, DEFAULT_START_GRACE);
+        assert_eq!(api.out_file, Some(fixture("logs/api.out.log")));
+        assert!(api.autorestart);
+
+        assert_eq!(worker.name, "worker", "named after the script's stem");
+        assert_eq!(worker.cwd, fixture("apps"));
+        assert_eq!(worker.script, fixture("apps/worker.js"));
+        assert_eq!(worker.args, ["--queue", "jobs"]);
+        assert!(!worker.autorestart);
+        assert_eq!(worker.min_uptime, Some(Duration::from_secs(5)));
+        assert_eq!(worker.restart_delay, Some(Duration::from_millis(250)));
+        assert_eq!(worker.max_restarts, Some(10));
+        assert_eq!(worker.timing, defaults().timing);
+
+        let spec = worker.to_spec(7, Path::new("/usr/bin/node"));
+        assert_eq!((spec.id, spec.name.as_str()), (7, "worker"));
+        assert_eq!(spec.node, Path::new("/usr/bin/node"));
+        assert_eq!(spec.script, worker.script);
+    }
+
+    #[test]
+    fn ecosystem_js_with_two_apps_is_evaluated_by_node() {
+        let loaded = load(&fixture("ecosystem.config.js"), &defaults()).expect("loads");
+        let [api, worker] = &loaded.apps[..] else {
+            panic!("two apps: {:?}", loaded.apps)
+        };
+        assert_eq!(api.name, "api");
+        assert_eq!(api.args, ["--port", "3001"]);
+        assert_eq!(api.instances, Instances::Max);
+        assert!(api.wait_ready);
+        assert_eq!(api.listen_timeout, Some(Duration::from_secs(8)));
+        assert_eq!(
+            api.exp_backoff_restart_delay,
+            Some(Duration::from_millis(100))
+        );
+        assert_eq!(worker.script, fixture("apps/worker.js"));
+        assert_eq!(worker.node_args, ["--enable-source-maps"]);
+        assert_eq!(worker.error_file, Some(fixture("logs/worker.err.log")));
+        assert_eq!(worker.timing.heartbeat_misses, 5);
+        assert_eq!(worker.timing.start_grace, Duration::from_secs(10));
+
+        let file = fixture("ecosystem.config.js").display().to_string();
+        assert_eq!(
+            loaded.warnings,
+            [
+                format!("{file}: app 'api': field 'watch' is not supported and is ignored (restarting on file changes is not supported)"),
+            ]
+        );
+    }
+
+    #[test]
+    fn esm_default_export_is_read() {
+        let loaded = load(&fixture("esm.config.mjs"), &defaults()).expect("loads");
+        assert_eq!(loaded.apps.len(), 1);
+        assert_eq!(loaded.apps[0].name, "esm-api");
+        assert_eq!(loaded.apps[0].script, fixture("apps/api.js"));
+    }
+
+    #[test]
+    fn a_js_config_that_throws_is_one_clear_error() {
+        let err = load(&fixture("throws.config.js"), &defaults()).expect_err("throws");
+        let text = err.to_string();
+        assert!(matches!(err, ConfigFileError::Eval { .. }), "{err:?}");
+        assert!(text.contains("throws.config.js"), "{text}");
+        assert!(
+            text.ends_with("Error: cannot read secrets for port 3000 (line 3)"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_js_syntax_error_names_the_line() {
+        let dir = temp_dir(&[("broken.config.js", "module.exports = {\n  apps: [\n")]);
+        let err = load(&dir.join("broken.config.js"), &defaults()).expect_err("broken");
+        let text = err.to_string();
+        assert!(text.contains("SyntaxError"), "{text}");
+        assert!(text.contains("(line "), "{text}");
+    }
+
+    #[test]
+    fn a_hanging_js_config_times_out() {
+        let dir = temp_dir(&[("hang.config.js", "while (true) {}")]);
+        let started = Instant::now();
+        let err = load_with_timeout(
+            &dir.join("hang.config.js"),
+            &defaults(),
+            Duration::from_millis(500),
+        )
+        .expect_err("hangs");
+        assert!(matches!(err, ConfigFileError::Timeout { .. }), "{err:?}");
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn instances_lots_is_an_error_naming_instances() {
+        let dir = temp_dir(&[(
+            "c.json",
+            r#"{"apps":[{"name":"api","script":"app.js","instances":"lots"}]}"#,
+        )]);
+        let file = dir.join("c.json");
+        let problems = problems(load(&file, &defaults()));
+        assert_eq!(problems.len(), 1);
+        assert_eq!(problems[0].field.as_deref(), Some("instances"));
+        assert_eq!(
+            problems[0].to_string(),
+            format!(
+                "{}: app 'api': instances: expected a positive integer or \"max\", got \"lots\"",
+                file.display()
+            )
+        );
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let file = fixture("invalid.json");
+        let err = load(&file, &defaults()).expect_err("invalid");
+        let text = err.to_string();
+        let problems = problems(Err(err));
+        let found: Vec<(String, Option<&str>)> = problems
+            .iter()
+            .map(|p| (p.app.to_string(), p.field.as_deref()))
+            .collect();
+        let expected = [
+            ("app 'api'", Some("instances")),
+            ("app 'api'", Some("kill_timeout")),
+            ("app #1", Some("name")),
+            ("app #1", Some("script")),
+            ("app #2", Some("script")),
+            ("app #2", Some("args")),
+            ("app 'hb'", Some("max_memory_restart")),
+            ("app 'hb'", Some("heartbeat_misses")),
+            ("app 'hb'", Some("heartbeat_timeout")),
+        ];
+        let expected: Vec<(String, Option<&str>)> = expected
+            .iter()
+            .map(|(app, field)| (app.to_string(), *field))
+            .collect();
+        assert_eq!(found, expected, "{text}");
+        assert_eq!(text.lines().count(), problems.len());
+        assert!(text.contains("apps/missing.js not found"), "{text}");
+        assert!(
+            text.contains("'api' is already the name of app #0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("missing: every app needs the script"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "the heartbeat_timeout (2.0s) must not exceed the heartbeat_interval (1.0s)"
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn unknown_and_unsupported_fields_warn() {
+        let dir = temp_dir(&[(
+            "c.json",
+            r#"{"deploy":{},"apps":[{"name":"api","script":"app.js","scirpt_x":1,"kill_timout":5,"cron_restart":"0 * * * *","exec_mode":"fork","env_production":{}}]}"#,
+        )]);
+        let file = dir.join("c.json");
+        let loaded = load(&file, &defaults()).expect("loads");
+        let file = file.display();
+        assert_eq!(
+            loaded.warnings,
+            [
+                format!("{file}: top-level field 'deploy' is not supported and is ignored"),
+                format!("{file}: app 'api': field 'cron_restart' is not supported and is ignored (scheduled restarts are not supported)"),
+                format!("{file}: app 'api': field 'env_production' is not supported and is ignored (per-environment env blocks are not supported; put the variables in env)"),
+                format!("{file}: app 'api': field 'kill_timout' is not a known field and is ignored (did you mean 'kill_timeout'?)"),
+                format!("{file}: app 'api': field 'scirpt_x' is not a known field and is ignored"),
+            ]
+        );
+    }
+
+    #[test]
+    fn args_strings_are_split_like_a_shell() {
+        let dir = temp_dir(&[(
+            "c.json",
+            r#"[{"script":"app.js","args":"a 'b c' \"d e\" f\\ g","node_args":"--inspect --trace-warnings"}]"#,
+        )]);
+        let loaded = load(&dir.join("c.json"), &defaults()).expect("loads");
+        assert_eq!(loaded.apps[0].args, ["a", "b c", "d e", "f g"]);
+        assert_eq!(loaded.apps[0].node_args, ["--inspect", "--trace-warnings"]);
+
+        let dir = temp_dir(&[("c.json", r#"[{"script":"app.js","args":"'unclosed"}]"#)]);
+        let problems = problems(load(&dir.join("c.json"), &defaults()));
+        assert_eq!(problems[0].field.as_deref(), Some("args"));
+    }
+
+    #[test]
+    fn relative_cwd_and_script_resolve_against_the_config_file() {
+        let dir = temp_dir(&[]);
+        std::fs::create_dir_all(dir.join("srv/bin")).expect("dirs");
+        std::fs::write(dir.join("srv/bin/main.js"), "").expect("script");
+        std::fs::create_dir_all(dir.join("conf")).expect("conf dir");
+        std::fs::write(
+            dir.join("conf/c.json"),
+            r#"{"apps":[{"script":"bin/main.js","cwd":"../srv","out_file":"out.log"},{"script":"../app.js"}]}"#,
+        )
+        .expect("config");
+        // A relative path to the config file works too.
+        let config = dir.join("conf/./c.json");
+        let loaded = load(&config, &defaults()).expect("loads");
+        let [main, app] = &loaded.apps[..] else {
+            panic!("two apps")
+        };
+        assert_eq!(main.cwd, dir.join("srv"));
+        assert_eq!(main.script, dir.join("srv/bin/main.js"));
+        assert_eq!(main.out_file, Some(dir.join("srv/out.log")));
+        assert_eq!((main.name.as_str(), app.name.as_str()), ("main", "app"));
+        assert_eq!(app.cwd, dir.join("conf"));
+        assert_eq!(app.script, dir.join("app.js"));
+    }
+
+    #[test]
+    fn default_names_come_from_script_stems_with_suffixes() {
+        let dir = temp_dir(&[(
+            "c.json",
+            r#"[{"name":"app","script":"app.js"},{"script":"app.js"},{"script":"./app.js"}]"#,
+        )]);
+        let loaded = load(&dir.join("c.json"), &defaults()).expect("loads");
+        let names: Vec<_> = loaded.apps.iter().map(|a| a.name.as_str()).collect();
+        assert_eq!(names, ["app", "app-1", "app-2"]);
+    }
+
+    #[test]
+    fn file_level_errors_have_their_own_messages() {
+        let dir = temp_dir(&[
+            (
+                "syntax.json",
+                "{\n  \"apps\": [\n    {\"script\": \"app.js\",}\n  ]\n}",
+            ),
+            ("empty.json", r#"{"apps": []}"#),
+            ("noapps.json", r#"{"app": []}"#),
+            ("config.yaml", "apps: []"),
+        ]);
+        let err = load(&dir.join("syntax.json"), &defaults()).expect_err("syntax");
+        assert!(
+            matches!(err, ConfigFileError::Syntax { line: 3, .. }),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("syntax.json:3:"), "{err}");
+        let err = load(&dir.join("empty.json"), &defaults()).expect_err("empty");
+        assert!(matches!(err, ConfigFileError::NoApps { .. }), "{err:?}");
+        let err = load(&dir.join("noapps.json"), &defaults()).expect_err("no apps");
+        assert!(matches!(err, ConfigFileError::Shape { .. }), "{err:?}");
+        let err = load(&dir.join("missing.json"), &defaults()).expect_err("missing");
+        assert!(matches!(err, ConfigFileError::Read { .. }), "{err:?}");
+        let err = load(&dir.join("config.yaml"), &defaults()).expect_err("yaml");
+        assert!(
+            matches!(err, ConfigFileError::UnsupportedType { .. }),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn values_of_every_kind_parse() {
+        assert_eq!(parse_size("200M"), Some(200 << 20));
+        assert_eq!(parse_size("1G"), Some(1 << 30));
+        assert_eq!(parse_size("1.5g"), Some(3 << 29));
+        assert_eq!(parse_size("512kb"), Some(512 << 10));
+        assert_eq!(parse_size("1024"), Some(1024));
+        assert_eq!(parse_size("lots"), None);
+        assert_eq!(parse_size("5X"), None);
+        assert_eq!(Instances::AllBut(1).resolve(8), 7);
+        assert_eq!(Instances::AllBut(1).resolve(1), 1);
+        assert_eq!(Instances::Max.resolve(4), 4);
+
+        let dir = temp_dir(&[(
+            "c.json",
+            r#"[{"script":"app.js","instances":-1,"kill_timeout":"1500","min_uptime":"2s"},{"script":"app.js","instances":"3"},{"script":"app.js","instances":0}]"#,
+        )]);
+        let loaded = load(&dir.join("c.json"), &defaults()).expect("loads");
+        assert_eq!(loaded.apps[0].instances, Instances::AllBut(1));
+        assert_eq!(
+            loaded.apps[0].timing.kill_timeout,
+            Duration::from_millis(1500)
+        );
+        assert_eq!(loaded.apps[0].min_uptime, Some(Duration::from_secs(2)));
+        assert_eq!(loaded.apps[1].instances, Instances::Count(3));
+        assert_eq!(loaded.apps[2].instances, Instances::Max);
+    }
+
+    #[test]
+    fn config_files_are_told_from_scripts() {
+        for yes in [
+            "ecosystem.config.js",
+            "a/nodeguard.config.mjs",
+            "apps.json",
+            "x.config.cjs",
+        ] {
+            assert!(looks_like_config(Path::new(yes)), "{yes}");
+        }
+        for no in ["app.js", "server.mjs", "config.js"] {
+            assert!(!looks_like_config(Path::new(no)), "{no}");
+        }
+    }
+}
