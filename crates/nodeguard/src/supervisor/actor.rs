@@ -1,0 +1,578 @@
+//! The actor that owns the app table: control commands in, one command per app task out, replies
+//! once each app's command is done.
+
+use crate::config::{self, AppSpec};
+use crate::io::listen::SharedListeners;
+use crate::io::proctree;
+use crate::supervisor::worker::{
+    CommandResult, Origins, WorkerCommand, WorkerContext, WorkerHandle, WorkerSnapshot, WorkerTask,
+};
+use nodeguard_proto::control::{
+    AppDefinition, AppDescription, AppStatus, Command, Outcome, Target,
+};
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::task::TaskTracker;
+
+use super::*;
+
+/// The actor that owns the app table.
+pub(super) struct Supervisor {
+    pub(super) apps: Vec<WorkerHandle>,
+    pub(super) next_key: u64,
+    /// Each cluster-mode app's listening sockets, by app name, for the app's life.
+    pub(super) listeners: HashMap<String, Arc<SharedListeners>>,
+    /// Apps a reload is running for.
+    pub(super) reloading: HashSet<String>,
+    /// Where reload tasks send their requests to the actor.
+    pub(super) internal: mpsc::UnboundedSender<Internal>,
+    pub(super) next_id: u32,
+    pub(super) context: Arc<WorkerContext>,
+    pub(super) tasks: TaskTracker,
+    pub(super) shutdown: Shutdown,
+    /// The state file, when this supervisor keeps one (the daemon).
+    pub(super) state_file: Option<PathBuf>,
+    /// Ids of apps an operator stopped: saved as stopped.
+    pub(super) stopped: HashSet<u32>,
+    /// Restarts plus hangs of every app as last written to the state file.
+    pub(super) saved_counts: std::cell::Cell<u64>,
+    /// Set by `kill`: the state file it wrote is the one to resurrect from, whatever happens while
+    /// the apps stop.
+    pub(super) state_final: bool,
+    /// End the run once every app has come to rest on its own.
+    pub(super) exit_when_done: bool,
+    /// Why the run ended, if every app came to rest on its own: whether all ended cleanly.
+    pub(super) apps_finished: Option<bool>,
+}
+
+/// What an awaiting task needs to report on an app once its command is done.
+pub(super) struct Watched {
+    pub(super) spec: Arc<AppSpec>,
+    pub(super) snapshot: watch::Receiver<WorkerSnapshot>,
+    pub(super) tree: watch::Receiver<Arc<proctree::TreeSnapshot>>,
+}
+
+impl Watched {
+    pub(super) fn status(&self) -> AppStatus {
+        let tree = self.tree.borrow().clone();
+        self.snapshot
+            .borrow()
+            .to_status(&self.spec, tokio::time::Instant::now(), &tree)
+    }
+}
+
+impl Supervisor {
+    /// Serves control requests until shutdown has begun and every app's task has ended, so that
+    /// `status` keeps answering while apps stop.
+    pub(super) async fn run(
+        &mut self,
+        mut inbox: mpsc::Receiver<ControlRequest>,
+        mut internal: mpsc::UnboundedReceiver<Internal>,
+    ) {
+        let tasks = self.tasks.clone();
+        let mut changes = self.context.changes.subscribe();
+        let mut closing = false;
+        loop {
+            tokio::select! {
+                _ = self.shutdown.graceful.cancelled(), if !closing => {
+                    closing = true;
+                    tasks.close();
+                }
+                _ = tasks.wait(), if closing => return,
+                Some(request) = inbox.recv() => self.handle(request),
+                Some(message) = internal.recv() => self.on_internal(message),
+                Ok(()) = changes.changed(), if (self.exit_when_done || self.state_file.is_some()) && !closing => {
+                    if self.exit_when_done {
+                        self.end_if_all_finished();
+                    }
+                    self.persist_new_counts();
+                }
+            }
+        }
+    }
+
+    /// Foreground mode: once every app is at rest and at least one came there on its own (none
+    /// is running, starting or backing off, and not all were stopped by an operator), the run
+    /// is over.
+    pub(super) fn end_if_all_finished(&mut self) {
+        let mut any_finished = false;
+        let mut all_clean = true;
+        for app in &self.apps {
+            let snapshot = app.snapshot.borrow();
+            if !matches!(
+                snapshot.state,
+                nodeguard_proto::control::AppState::Stopped
+                    | nodeguard_proto::control::AppState::Errored
+            ) {
+                return;
+            }
+            if let Some(clean) = snapshot.finished {
+                any_finished = true;
+                all_clean &= clean;
+            }
+        }
+        if !any_finished {
+            return;
+        }
+        self.apps_finished = Some(all_clean);
+        if all_clean {
+            tracing::info!("every app has finished; exiting");
+        } else {
+            tracing::warn!("every app has finished or been given up on; exiting");
+        }
+        self.shutdown.graceful.cancel();
+    }
+
+    /// Adds every instance of `spec` (binding its listen addresses first) and starts their tasks;
+    /// `origins[i]` (or the last one) is where instance `i` begins. Ids are `spec.id` onwards.
+    pub(super) fn add_app(
+        &mut self,
+        spec: AppSpec,
+        origins: &[Origins],
+    ) -> Result<Vec<usize>, String> {
+        let listeners = match self.listeners.get(&spec.name) {
+            Some(listeners) => listeners.clone(),
+            None => {
+                let bound = SharedListeners::bind(&spec.listen).map_err(|e| e.to_string())?;
+                let bound = Arc::new(bound);
+                if !bound.is_empty() {
+                    self.listeners.insert(spec.name.clone(), bound.clone());
+                }
+                bound
+            }
+        };
+        let mut indexes = Vec::new();
+        for instance in 0..spec.instances.max(1) {
+            let origin = origins
+                .get(instance as usize)
+                .or(origins.last())
+                .copied()
+                .unwrap_or_default();
+            let instance_spec = AppSpec {
+                id: spec.id + instance,
+                instance,
+                ..spec.clone()
+            };
+            let index = self.apps.len();
+            self.insert(index, Arc::new(instance_spec), origin, listeners.clone());
+            indexes.push(index);
+        }
+        Ok(indexes)
+    }
+
+    /// Starts one instance's task and puts its handle at `index` of the table; returns its key.
+    pub(super) fn insert(
+        &mut self,
+        index: usize,
+        spec: Arc<AppSpec>,
+        origins: Origins,
+        listeners: Arc<SharedListeners>,
+    ) -> u64 {
+        if origins.stopped {
+            self.stopped.insert(spec.id);
+        }
+        let (task, mut handle) = WorkerTask::new(spec, self.context.clone(), origins, listeners);
+        self.next_key += 1;
+        handle.key = self.next_key;
+        self.tasks
+            .spawn(task.run(self.shutdown.graceful.clone(), self.shutdown.force.clone()));
+        self.apps.insert(index, handle);
+        self.next_key
+    }
+
+    /// Lets go of the listening sockets of apps no longer in the table (the sockets close once
+    /// their last process has ended).
+    pub(super) fn release_listeners(&mut self) {
+        let apps = &self.apps;
+        self.listeners
+            .retain(|name, _| apps.iter().any(|handle| &handle.spec.name == name));
+    }
+
+    pub(super) fn on_internal(&mut self, message: Internal) {
+        match message {
+            Internal::AddReplacement { old, reply } => {
+                let Some(index) = self.apps.iter().position(|h| h.key == old) else {
+                    let _ = reply.send(None);
+                    return;
+                };
+                if self.shutdown.graceful.is_cancelled() {
+                    let _ = reply.send(None);
+                    return;
+                }
+                let spec = self.apps[index].spec.clone();
+                let (restarts, hangs) = {
+                    let snapshot = self.apps[index].snapshot.borrow();
+                    (snapshot.restarts, snapshot.hangs)
+                };
+                let listeners = self.listeners.get(&spec.name).cloned().unwrap_or_default();
+                let origins = Origins {
+                    restarts,
+                    hangs,
+                    stopped: false,
+                    fail_fast: true,
+                };
+                self.insert(index + 1, spec, origins, listeners);
+                let _ = reply.send(Some(Member::of(&self.apps[index + 1])));
+            }
+            Internal::Retire { key, reply } => {
+                let Some(index) = self.apps.iter().position(|h| h.key == key) else {
+                    let _ = reply.send(None);
+                    return;
+                };
+                let handle = self.apps.remove(index);
+                let (done, answer) = oneshot::channel();
+                // Its queue takes at least this one command: a full queue means a stuck task,
+                // and then the handle's drop closes the channel and ends the task anyway.
+                let _ = handle.commands.try_send(WorkerCommand::Remove(done));
+                let _ = reply.send(Some(answer));
+            }
+            Internal::ReloadDone { names } => {
+                for name in names {
+                    self.reloading.remove(&name);
+                }
+            }
+        }
+    }
+
+    pub(super) fn handle(&mut self, request: ControlRequest) {
+        let ControlRequest { command, reply } = request;
+        let starts_processes = matches!(
+            command,
+            Command::Start { .. } | Command::Restart { .. } | Command::Reload { .. }
+        );
+        if starts_processes && self.shutdown.graceful.is_cancelled() {
+            let message = "the supervisor is shutting down".to_string();
+            let _ = reply.send(Outcome::Error { message });
+            return;
+        }
+        let outcome = match command {
+            Command::Status => Outcome::Status {
+                apps: self.apps.iter().map(WorkerHandle::status).collect(),
+            },
+            Command::Ping => Outcome::Pong {
+                pid: std::process::id(),
+                version: env!("CARGO_PKG_VERSION").to_string(),
+            },
+            Command::Start { apps } => return self.start(apps, reply),
+            Command::Stop { target } => {
+                return self.command_each(&target, Change::Stop, reply, WorkerCommand::Stop)
+            }
+            Command::Restart { target } => {
+                return self.command_each(&target, Change::Run, reply, WorkerCommand::Restart)
+            }
+            Command::Delete { target } => {
+                return self.command_each(&target, Change::Forget, reply, WorkerCommand::Remove)
+            }
+            Command::Reload { target } => return self.reload(&target, reply),
+            Command::Flush { target } => return self.flush(&target, reply),
+            Command::Describe { target } => return self.describe(&target, reply),
+            Command::Save => match self.persist() {
+                Ok(()) => Outcome::Done {
+                    apps: self.apps.iter().map(WorkerHandle::status).collect(),
+                },
+                Err(message) => Outcome::Error { message },
+            },
+            Command::Resurrect => return self.resurrect(reply),
+            Command::Kill => return self.kill(reply),
+        };
+        let _ = reply.send(outcome);
+    }
+
+    pub(super) fn start(
+        &mut self,
+        definitions: Vec<AppDefinition>,
+        reply: oneshot::Sender<Outcome>,
+    ) {
+        let mut specs = Vec::new();
+        let mut taken: Vec<String> = self.apps.iter().map(|a| a.spec.name.clone()).collect();
+        for definition in definitions {
+            match self.spec_from(definition, &taken) {
+                Ok(spec) => {
+                    taken.push(spec.name.clone());
+                    specs.push(spec);
+                }
+                Err(message) => {
+                    let _ = reply.send(Outcome::Error { message });
+                    return;
+                }
+            }
+        }
+        let mut pending = Vec::new();
+        for spec in specs {
+            let indexes = match self.add_app(spec, &[Origins::default()]) {
+                Ok(indexes) => indexes,
+                Err(message) => {
+                    // Apps added before this one keep running; say which one failed.
+                    self.persist_or_warn();
+                    let _ = reply.send(Outcome::Error { message });
+                    return;
+                }
+            };
+            for index in indexes {
+                let handle = &self.apps[index];
+                let (done, answer) = oneshot::channel();
+                // A fresh task has an empty queue.
+                let _ = handle.commands.try_send(WorkerCommand::Start(done));
+                pending.push((watched(handle), answer));
+            }
+        }
+        self.persist_or_warn();
+        tokio::spawn(report_when_done(pending, reply));
+    }
+
+    pub(super) fn spec_from(
+        &mut self,
+        definition: AppDefinition,
+        taken: &[String],
+    ) -> Result<AppSpec, String> {
+        let script = PathBuf::from(&definition.script);
+        let name = match definition.name.clone() {
+            Some(name) if taken.contains(&name) => {
+                return Err(format!("an app named '{name}' already exists"))
+            }
+            Some(name) if name.is_empty() || name == "all" || name.parse::<u32>().is_ok() => {
+                return Err(format!(
+                    "'{name}' cannot be an app name (it would read as a target)"
+                ))
+            }
+            Some(name) => name,
+            None => config::unique_name(&script, taken),
+        };
+        let spec =
+            AppSpec::from_definition(self.next_id, name, definition).map_err(|e| e.to_string())?;
+        self.next_id += spec.instances;
+        Ok(spec)
+    }
+
+    /// Sends a command to every app the target names and answers once all have acted. With
+    /// `forget`, the apps leave the table at once.
+    pub(super) fn command_each(
+        &mut self,
+        target: &Target,
+        change: Change,
+        reply: oneshot::Sender<Outcome>,
+        make: fn(oneshot::Sender<CommandResult>) -> WorkerCommand,
+    ) {
+        let chosen: Vec<usize> = (0..self.apps.len())
+            .filter(|&i| matches_target(&self.apps[i], target))
+            .collect();
+        if chosen.is_empty() {
+            let message = no_match(target);
+            let _ = reply.send(Outcome::Error { message });
+            return;
+        }
+        let mut pending = Vec::new();
+        for &index in &chosen {
+            let handle = &self.apps[index];
+            let (done, answer) = oneshot::channel();
+            if let Err(error) = handle.commands.try_send(make(done)) {
+                let message = format!("app '{}' is busy: {error}", handle.spec.name);
+                let _ = reply.send(Outcome::Error { message });
+                return;
+            }
+            pending.push((watched(handle), answer));
+        }
+        let ids: Vec<u32> = chosen.iter().map(|&i| self.apps[i].spec.id).collect();
+        if matches!(change, Change::Forget) {
+            let names: HashSet<&str> = chosen
+                .iter()
+                .map(|&i| self.apps[i].spec.name.as_str())
+                .collect();
+            if let Some(name) = names.iter().find(|n| self.reloading.contains(**n)) {
+                let message = format!("a reload of '{name}' is running; delete it afterwards");
+                let _ = reply.send(Outcome::Error { message });
+                return;
+            }
+        }
+        match change {
+            Change::Stop => self.stopped.extend(ids),
+            Change::Run => self.stopped.retain(|id| !ids.contains(id)),
+            Change::Forget => {
+                self.stopped.retain(|id| !ids.contains(id));
+                let mut index = 0;
+                self.apps.retain(|_| {
+                    let keep = !chosen.contains(&index);
+                    index += 1;
+                    keep
+                });
+                self.release_listeners();
+            }
+        }
+        self.persist_or_warn();
+        tokio::spawn(report_when_done(pending, reply));
+    }
+
+    /// Starts a rolling reload of the target's apps in its own task (see [`reload_task`]).
+    pub(super) fn reload(&mut self, target: &Target, reply: oneshot::Sender<Outcome>) {
+        let mut groups: Vec<ReloadGroup> = Vec::new();
+        for handle in self.apps.iter().filter(|h| matches_target(h, target)) {
+            let member = Member::of(handle);
+            match groups.iter_mut().find(|g| g.name == handle.spec.name) {
+                Some(group) => group.members.push(member),
+                None => groups.push(ReloadGroup {
+                    name: handle.spec.name.clone(),
+                    rolling: !handle.spec.listen.is_empty(),
+                    members: vec![member],
+                }),
+            }
+        }
+        if groups.is_empty() {
+            let message = no_match(target);
+            let _ = reply.send(Outcome::Error { message });
+            return;
+        }
+        if let Some(group) = groups.iter().find(|g| self.reloading.contains(&g.name)) {
+            let message = format!("a reload of '{}' is already running", group.name);
+            let _ = reply.send(Outcome::Error { message });
+            return;
+        }
+        for group in &groups {
+            self.reloading.insert(group.name.clone());
+            for member in &group.members {
+                self.stopped.remove(&member.watched.spec.id);
+            }
+        }
+        self.persist_or_warn();
+        tokio::spawn(reload_task(groups, self.internal.clone(), reply));
+    }
+
+    /// Empties the target's log files.
+    pub(super) fn flush(&mut self, target: &Target, reply: oneshot::Sender<Outcome>) {
+        let chosen: Vec<&WorkerHandle> = self
+            .apps
+            .iter()
+            .filter(|handle| matches_target(handle, target))
+            .collect();
+        if chosen.is_empty() && !target.is_all() {
+            let message = no_match(target);
+            let _ = reply.send(Outcome::Error { message });
+            return;
+        }
+        let names: Vec<Arc<str>> = chosen.iter().map(|h| h.spec.name.as_str().into()).collect();
+        let apps: Vec<AppStatus> = chosen.iter().map(|h| h.status()).collect();
+        let output = self.context.output.clone();
+        tokio::spawn(async move {
+            for name in names {
+                output.clear(name).await;
+            }
+            let _ = reply.send(Outcome::Done { apps });
+        });
+    }
+
+    /// The target's definitions, statuses and recent events.
+    pub(super) fn describe(&mut self, target: &Target, reply: oneshot::Sender<Outcome>) {
+        let mut pending = Vec::new();
+        for handle in self.apps.iter().filter(|h| matches_target(h, target)) {
+            let (events, answer) = oneshot::channel();
+            if handle
+                .commands
+                .try_send(WorkerCommand::Describe(events))
+                .is_ok()
+            {
+                pending.push((watched(handle), answer));
+            }
+        }
+        if pending.is_empty() {
+            let message = no_match(target);
+            let _ = reply.send(Outcome::Error { message });
+            return;
+        }
+        tokio::spawn(async move {
+            let mut apps = Vec::new();
+            for (app, answer) in pending {
+                apps.push(AppDescription {
+                    status: app.status(),
+                    definition: app.spec.definition(),
+                    events: answer.await.unwrap_or_default(),
+                });
+            }
+            let _ = reply.send(Outcome::Described { apps });
+        });
+    }
+
+    /// Saves the app list (so `resurrect` brings it back), stops every app, answers, then ends
+    /// the supervisor.
+    pub(super) fn kill(&mut self, reply: oneshot::Sender<Outcome>) {
+        self.persist_or_warn();
+        self.state_final = true;
+        let mut pending = Vec::new();
+        self.listeners.clear();
+        for handle in self.apps.drain(..) {
+            let (done, answer) = oneshot::channel();
+            if handle
+                .commands
+                .try_send(WorkerCommand::Remove(done))
+                .is_ok()
+            {
+                pending.push((watched(&handle), answer));
+            }
+        }
+        let graceful = self.shutdown.graceful.clone();
+        tokio::spawn(async move {
+            report_when_done(pending, reply).await;
+            graceful.cancel();
+        });
+    }
+}
+
+/// What a command does to an app's place in the table and its saved state.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Change {
+    /// It stays, saved as stopped.
+    Stop,
+    /// It stays, saved as running.
+    Run,
+    /// It leaves the table.
+    Forget,
+}
+
+pub(super) fn watched(handle: &WorkerHandle) -> Watched {
+    Watched {
+        spec: handle.spec.clone(),
+        snapshot: handle.snapshot.clone(),
+        tree: handle.tree.clone(),
+    }
+}
+
+/// Why a command found no app for `target`.
+pub(super) fn no_match(target: &Target) -> String {
+    if target.is_all() {
+        "there are no apps".to_string()
+    } else {
+        format!("no app named or numbered '{}'", target.0)
+    }
+}
+
+pub(super) fn matches_target(handle: &WorkerHandle, target: &Target) -> bool {
+    target.is_all()
+        || handle.spec.name == target.0
+        || target.0.parse::<u32>().ok() == Some(handle.spec.id)
+}
+
+/// Waits for every app's answer, then sends `Done` with their statuses, or an `Error` naming each
+/// app whose command failed.
+pub(super) async fn report_when_done(
+    pending: Vec<(Watched, oneshot::Receiver<CommandResult>)>,
+    reply: oneshot::Sender<Outcome>,
+) {
+    let mut failures = Vec::new();
+    let mut apps = Vec::new();
+    for (app, answer) in pending {
+        match answer.await {
+            Ok(Ok(())) => {}
+            Ok(Err(why)) => failures.push(format!("{}: {why}", app.spec.name)),
+            Err(_) => failures.push(format!("{}: the app's task ended", app.spec.name)),
+        }
+        apps.push(app.status());
+    }
+    let outcome = if failures.is_empty() {
+        Outcome::Done { apps }
+    } else {
+        Outcome::Error {
+            message: failures.join("; "),
+        }
+    };
+    let _ = reply.send(outcome);
+}

@@ -1,0 +1,200 @@
+//! The state file: what the daemon saves after every change (apps, ids, counters, stopped apps),
+//! and bringing the saved apps back (`resurrect`).
+
+use crate::config::AppSpec;
+use crate::io::state_file::{self, InstanceCounts, SavedApp, SavedState, STATE_VERSION};
+use crate::supervisor::worker::{Origins, WorkerCommand};
+use nodeguard_proto::control::Outcome;
+use std::collections::HashSet;
+use tokio::sync::oneshot;
+
+use super::*;
+
+impl Supervisor {
+    /// Writes the app list to the state file, if this supervisor keeps one.
+    pub(super) fn persist(&self) -> Result<(), String> {
+        let Some(path) = &self.state_file else {
+            return Err("this supervisor keeps no state file (foreground mode)".to_string());
+        };
+        // One entry per app (not per instance): its first instance's id, the counters summed
+        // and per instance, and stopped only if every instance was stopped.
+        let mut apps: Vec<SavedApp> = Vec::new();
+        let mut seen_keys = HashSet::new();
+        for handle in &self.apps {
+            let snapshot = handle.snapshot.borrow();
+            let stopped = self.stopped.contains(&handle.spec.id);
+            // A reload's replacement shares its instance's id: count the instance once.
+            if !seen_keys.insert((handle.spec.name.clone(), handle.spec.instance)) {
+                continue;
+            }
+            let app = match apps
+                .iter_mut()
+                .position(|a| a.definition.name.as_deref() == Some(handle.spec.name.as_str()))
+            {
+                Some(index) => &mut apps[index],
+                None => {
+                    apps.push(SavedApp {
+                        id: handle.spec.id - handle.spec.instance,
+                        definition: handle.spec.definition(),
+                        restarts: 0,
+                        hangs: 0,
+                        stopped: true,
+                        instances: Vec::new(),
+                    });
+                    let last = apps.len() - 1;
+                    &mut apps[last]
+                }
+            };
+            app.restarts += snapshot.restarts;
+            app.hangs += snapshot.hangs;
+            app.stopped &= stopped;
+            app.id = app.id.min(handle.spec.id - handle.spec.instance);
+            if handle.spec.instances > 1 {
+                let slot = handle.spec.instance as usize;
+                if app.instances.len() <= slot {
+                    app.instances.resize(slot + 1, InstanceCounts::default());
+                }
+                app.instances[slot] = InstanceCounts {
+                    restarts: snapshot.restarts,
+                    hangs: snapshot.hangs,
+                };
+            }
+        }
+        let saved = SavedState {
+            version: STATE_VERSION,
+            apps,
+        };
+        state_file::write(path, &saved).map_err(|e| e.to_string())?;
+        self.saved_counts.set(self.counts());
+        Ok(())
+    }
+
+    /// Restarts plus hangs of every app now.
+    pub(super) fn counts(&self) -> u64 {
+        self.apps
+            .iter()
+            .map(|handle| {
+                let snapshot = handle.snapshot.borrow();
+                snapshot.restarts + snapshot.hangs
+            })
+            .sum()
+    }
+
+    /// Writes the state file when a restart or hang was counted since it was last written, so
+    /// that a daemon killed without warning is resurrected with its counters.
+    pub(super) fn persist_new_counts(&self) {
+        if self.state_file.is_some()
+            && !self.state_final
+            && self.counts() != self.saved_counts.get()
+        {
+            self.persist_or_warn();
+        }
+    }
+
+    /// Keeps the state file in step with the app table; a failure is logged, not fatal.
+    pub(super) fn persist_or_warn(&self) {
+        if self.state_file.is_some() {
+            if let Err(error) = self.persist() {
+                tracing::warn!("{error}");
+            }
+        }
+    }
+
+    /// Brings back the saved apps that are not in the table, with their ids and counters.
+    pub(super) fn resurrect(&mut self, reply: oneshot::Sender<Outcome>) {
+        let Some(path) = self.state_file.clone() else {
+            let message = "this supervisor keeps no state file (foreground mode)".to_string();
+            let _ = reply.send(Outcome::Error { message });
+            return;
+        };
+        let saved = match state_file::read(&path) {
+            Ok(Some(saved)) => saved,
+            Ok(None) => {
+                let message = format!("nothing to resurrect: {} does not exist", path.display());
+                let _ = reply.send(Outcome::Error { message });
+                return;
+            }
+            Err(error) => {
+                tracing::error!("{error}");
+                let _ = reply.send(Outcome::Error {
+                    message: error.to_string(),
+                });
+                return;
+            }
+        };
+        let mut pending = Vec::new();
+        let mut problems = Vec::new();
+        for app in saved.apps {
+            let name = app.definition.name.clone().unwrap_or_default();
+            if self.apps.iter().any(|h| h.spec.name == name) {
+                continue;
+            }
+            let instances = app.definition.instances.max(1);
+            let taken = |id: u32| self.apps.iter().any(|h| h.spec.id == id);
+            let id = if (app.id..app.id.saturating_add(instances)).any(taken) {
+                self.next_id
+            } else {
+                app.id
+            };
+            let spec = match AppSpec::from_definition(id, name.clone(), app.definition) {
+                Ok(spec) => spec,
+                Err(error) => {
+                    problems.push(format!("{name}: {error}"));
+                    continue;
+                }
+            };
+            self.next_id = self.next_id.max(id + spec.instances);
+            // Each instance gets its own counters back; a file with only the sums (one instance,
+            // or written before instances were saved) gives them to the first.
+            let origins: Vec<Origins> = if app.instances.len() == spec.instances as usize {
+                app.instances
+                    .iter()
+                    .map(|counts| Origins {
+                        restarts: counts.restarts,
+                        hangs: counts.hangs,
+                        stopped: app.stopped,
+                        fail_fast: false,
+                    })
+                    .collect()
+            } else {
+                vec![
+                    Origins {
+                        restarts: app.restarts,
+                        hangs: app.hangs,
+                        stopped: app.stopped,
+                        fail_fast: false,
+                    },
+                    Origins {
+                        stopped: app.stopped,
+                        ..Origins::default()
+                    },
+                ]
+            };
+            let indexes = match self.add_app(spec, &origins) {
+                Ok(indexes) => indexes,
+                Err(error) => {
+                    problems.push(format!("{name}: {error}"));
+                    continue;
+                }
+            };
+            for index in indexes {
+                let handle = &self.apps[index];
+                let (done, answer) = oneshot::channel();
+                if app.stopped {
+                    let _ = done.send(Ok(()));
+                } else {
+                    let _ = handle.commands.try_send(WorkerCommand::Start(done));
+                }
+                pending.push((watched(handle), answer));
+            }
+        }
+        self.persist_or_warn();
+        if !problems.is_empty() {
+            let _ = reply.send(Outcome::Error {
+                message: format!("could not bring back: {}", problems.join("; ")),
+            });
+            return;
+        }
+        tokio::spawn(report_when_done(pending, reply));
+    }
+}
