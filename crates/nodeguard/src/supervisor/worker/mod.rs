@@ -2,36 +2,35 @@
 //! [`Event`]s for the pure [`Worker`] state machine, performs the actions it returns, and publishes
 //! a snapshot after every step.
 
+mod reports;
+mod snapshot;
+mod spawn;
+
+pub use snapshot::WorkerSnapshot;
+
 use std::collections::VecDeque;
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use nodeguard_proto::control::{AppEvent, AppState, AppStatus};
+use nodeguard_proto::control::{AppEvent, AppStatus};
 use nodeguard_proto::worker::{LoopDelay, MemoryUsage, SupervisorMessage, WorkerMessage};
-use nodeguard_proto::{
-    encode_frame, ENV_APP_NAME, ENV_INSTANCE, ENV_LISTEN, ENV_SOCKET, ENV_TOKEN, ENV_WAIT_READY,
-    MAX_WORKER_FRAME,
-};
+use nodeguard_proto::{encode_frame, MAX_WORKER_FRAME};
 
 use crate::config::AppSpec;
-use crate::core::exit::{human, ExitKind};
-use crate::core::machine::{
-    Action, Event, HangEvidence, Phase, Report, StackPlan, StopSignal, Worker, STACK_TIMEOUT,
-};
-use crate::io::forensics::{self, StackTap};
+use crate::core::exit::ExitKind;
+use crate::core::machine::{Action, Event, Phase, StopSignal, Worker};
+use crate::io::forensics::StackTap;
 use crate::io::listen::SharedListeners;
-use crate::io::logfile::timestamp;
-use crate::io::monitor_socket::{new_token, MonitorConnection, TokenRegistry};
-use crate::io::output::{prefix_for, Origin, OutputSink, StreamKind};
+use crate::io::monitor_socket::{MonitorConnection, TokenRegistry};
+use crate::io::output::{Origin, OutputSink};
 use crate::io::platform;
 use crate::io::proctree::{self, TreeSnapshot};
 use crate::supervisor::spawner::Spawner;
@@ -52,75 +51,6 @@ pub struct WorkerContext {
     pub ping_grid: Instant,
     /// Bumped whenever any app's snapshot changes.
     pub changes: watch::Sender<u64>,
-}
-
-/// What `status` shows of one app, kept with `Instant`s and turned into ages on demand.
-#[derive(Debug, Clone)]
-pub struct WorkerSnapshot {
-    pub state: AppState,
-    pub pid: Option<u32>,
-    pub restarts: u64,
-    pub hangs: u64,
-    pub spawned_at: Option<Instant>,
-    pub monitored: bool,
-    pub memory: Option<MemoryUsage>,
-    pub loop_delay: Option<LoopDelay>,
-    pub last_pong_at: Option<Instant>,
-    pub pong_round_trip: Option<Duration>,
-    pub last_exit: Option<String>,
-    /// Came to rest on its own: cleanly or not (see [`Worker::finished`]).
-    pub finished: Option<bool>,
-}
-
-impl WorkerSnapshot {
-    fn initial() -> Self {
-        Self {
-            state: AppState::Starting,
-            pid: None,
-            restarts: 0,
-            hangs: 0,
-            spawned_at: None,
-            monitored: false,
-            memory: None,
-            loop_delay: None,
-            last_pong_at: None,
-            pong_round_trip: None,
-            last_exit: None,
-            finished: None,
-        }
-    }
-
-    /// The wire form, with ages measured at `now` and the process tree from `tree`.
-    pub fn to_status(&self, spec: &AppSpec, now: Instant, tree: &TreeSnapshot) -> AppStatus {
-        let age_ms = |at: Instant| now.saturating_duration_since(at).as_millis() as u64;
-        let descendants = self.pid.and_then(|pid| tree.of(pid));
-        let tree_rss = self
-            .memory
-            .map(|memory| memory.rss + descendants.map_or(0, |tree| tree.descendants_rss));
-        let processes = self
-            .pid
-            .map(|_| 1 + descendants.map_or(0, |tree| tree.descendants.len() as u32));
-        AppStatus {
-            name: spec.name.clone(),
-            id: spec.id,
-            instance: spec.shown_instance(),
-            script: spec.script.display().to_string(),
-            pid: self.pid,
-            state: self.state,
-            restarts: self.restarts,
-            hangs: self.hangs,
-            uptime_ms: self.pid.and(self.spawned_at).map(age_ms),
-            monitored: self.monitored,
-            memory: self.memory,
-            tree_rss,
-            processes,
-            loop_delay_ms: self.loop_delay.map(|d| d.p99_ms),
-            loop_delay: self.loop_delay,
-            last_pong_ms: self.last_pong_at.map(age_ms),
-            pong_rtt_ms: self.pong_round_trip.map(|d| d.as_secs_f64() * 1_000.0),
-            last_exit: self.last_exit.clone(),
-        }
-    }
 }
 
 /// Handle kept by the supervisor for one app.
@@ -238,6 +168,29 @@ const COMMAND_QUEUE: usize = 16;
 struct Metrics {
     memory: Option<MemoryUsage>,
     loop_delay: Option<LoopDelay>,
+}
+
+async fn wait_child(child: &mut Option<Child>) -> std::io::Result<std::process::ExitStatus> {
+    match child {
+        Some(child) => child.wait().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn read_connection(
+    connection: &mut Option<MonitorConnection>,
+) -> Result<Option<WorkerMessage>, crate::io::framed::FrameError> {
+    match connection {
+        Some(connection) => connection.reader.next_message().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
 }
 
 impl WorkerTask {
@@ -587,73 +540,6 @@ impl WorkerTask {
         }
     }
 
-    /// For a hang: remembers to collect the stack, or returns the line saying why there is none.
-    fn hang_note(&mut self, report: &Report) -> Option<String> {
-        let Report::Hung {
-            silent_for, stack, ..
-        } = report
-        else {
-            return None;
-        };
-        let why = match stack {
-            StackPlan::Requested => {
-                self.capture = Some(*silent_for);
-                return None;
-            }
-            StackPlan::AppHandlesSigint => {
-                "the app listens for SIGINT, which turns off Node's --trace-sigint"
-            }
-            StackPlan::ProcessUnresponsive => {
-                "the process did not answer at all (not even the monitor's own thread)"
-            }
-        };
-        Some(forensics::summary(*silent_for, Err(why)))
-    }
-
-    /// The hung process exited after SIGINT (or SIGKILL at the deadline): reads the stack it
-    /// printed and records where it was stuck.
-    async fn report_stack(&mut self, silent_for: Duration) {
-        if let Phase::Stopping { pid, .. } = self.machine.phase {
-            // Whatever else holds the stderr pipe goes now, so the pipe ends.
-            let _ = platform::signal_group(pid, StopSignal::Kill);
-        }
-        let Some(tap) = self.tap.clone() else {
-            return;
-        };
-        let lines = tap.finish(STACK_DRAIN).await;
-        let text = match forensics::parse_trace(&lines, &self.spec.cwd) {
-            Some(frames) => forensics::summary(silent_for, Ok(&frames)),
-            None => forensics::summary(
-                silent_for,
-                Err(&format!(
-                    "the process printed none within {} of SIGINT",
-                    human(STACK_TIMEOUT)
-                )),
-            ),
-        };
-        self.note(text).await;
-    }
-
-    /// Records a forensic line: in `describe`, the supervisor's log, and the app's own log.
-    async fn note(&mut self, text: String) {
-        tracing::error!("{text}");
-        self.record("stack", text.clone());
-        if let Some(origin) = &self.origin {
-            self.ctx
-                .output
-                .note(origin, format!("[nodeguard] {text}"))
-                .await;
-        }
-    }
-
-    fn record(&mut self, kind: &str, message: String) {
-        self.remember(AppEvent {
-            at: timestamp(SystemTime::now()),
-            kind: kind.to_string(),
-            message,
-        });
-    }
-
     fn send(&mut self, message: SupervisorMessage) -> Option<Event> {
         let connection = self.connection.as_mut()?;
         let frame = match encode_frame(&message, MAX_WORKER_FRAME) {
@@ -694,397 +580,9 @@ impl WorkerTask {
         }
     }
 
-    async fn spawn(&mut self) -> Event {
-        self.generation += 1;
-        self.forget_token();
-        self.metrics = Metrics::default();
-        let token = match new_token() {
-            Ok(token) => token,
-            Err(error) => {
-                return Event::SpawnFailed {
-                    error: format!("cannot make a token: {error}"),
-                }
-            }
-        };
-        self.ctx
-            .registry
-            .register(token.clone(), self.generation, self.deliver.clone());
-        self.token = Some(token.clone());
-
-        let spec = self.spec.clone();
-        let mut command = Command::new(&spec.node);
-        // A hung process then prints its JS stack on SIGINT (see `forensics`).
-        command.arg("--trace-sigint");
-        if let Some(preload) = &self.ctx.preload {
-            command.arg("--require").arg(preload);
-        }
-        command
-            .args(&spec.node_args)
-            .arg(&spec.script)
-            .args(&spec.args)
-            .current_dir(&spec.cwd)
-            .envs(spec.env.iter().map(|(k, v)| (k, v)))
-            .env(ENV_SOCKET, &self.ctx.worker_socket)
-            .env(ENV_TOKEN, &token)
-            .env(ENV_APP_NAME, &spec.name)
-            .env(ENV_INSTANCE, spec.instance.to_string())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(false);
-        platform::configure_child(&mut command);
-        if !self.listeners.is_empty() {
-            command.env(ENV_LISTEN, self.listeners.env_value());
-            platform::inherit_fds(&mut command, self.listeners.fds());
-        }
-        if spec.wait_ready {
-            command.env(ENV_WAIT_READY, "1");
-        }
-
-        let spawn_key = NEXT_SPAWN_KEY.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.spawn_key = spawn_key;
-        command.env(proctree::ENV_SPAWN_KEY, spawn_key.to_string());
-        match self.ctx.spawner.spawn(command, spawn_key).await {
-            Ok(mut child) => {
-                let Some(pid) = child.id() else {
-                    return Event::SpawnFailed {
-                        error: "the process exited before it could be tracked".into(),
-                    };
-                };
-                let origin = Origin {
-                    app: spec.name.as_str().into(),
-                    prefix: prefix_for(&spec.display_name(), spec.id as usize, self.ctx.color),
-                    out_file: spec.out_file.clone().map(Arc::new),
-                    error_file: spec.error_file.clone().map(Arc::new),
-                    timestamps: spec.log_timestamps,
-                };
-                let tap = Arc::new(StackTap::default());
-                if let Some(stdout) = child.stdout.take() {
-                    let sink = self.ctx.output.clone();
-                    let task = sink.copy_lines(stdout, origin.clone(), StreamKind::Stdout, None);
-                    self.ctx.output_tasks.spawn(task);
-                }
-                if let Some(stderr) = child.stderr.take() {
-                    let sink = self.ctx.output.clone();
-                    let task = sink.copy_lines(
-                        stderr,
-                        origin.clone(),
-                        StreamKind::Stderr,
-                        Some(tap.clone()),
-                    );
-                    self.ctx.output_tasks.spawn(task);
-                }
-                self.origin = Some(origin);
-                self.tap = Some(tap);
-                self.capture = None;
-                self.child = Some(child);
-                Event::Spawned { pid }
-            }
-            Err(error) => {
-                self.forget_token();
-                Event::SpawnFailed {
-                    error: format!("cannot start {}: {error}", spec.node.display()),
-                }
-            }
-        }
-    }
-
     fn forget_token(&mut self) {
         if let Some(token) = self.token.take() {
             self.ctx.registry.forget(&token);
         }
-    }
-
-    fn publish(&self) {
-        let machine = &self.machine;
-        let (state, pid, spawned_at, last_pong_at, round_trip) = match &machine.phase {
-            Phase::Spawning => (AppState::Starting, None, None, None, None),
-            Phase::Live {
-                pid,
-                spawned_at,
-                ready,
-                heartbeat,
-            } => (
-                if *ready {
-                    AppState::Running
-                } else {
-                    AppState::Starting
-                },
-                Some(*pid),
-                Some(*spawned_at),
-                heartbeat.last_pong_at,
-                heartbeat.last_round_trip,
-            ),
-            Phase::Stopping {
-                pid, spawned_at, ..
-            } => (
-                AppState::Stopping,
-                Some(*pid),
-                Some(*spawned_at),
-                None,
-                None,
-            ),
-            Phase::Backoff { .. } => (AppState::Backoff, None, None, None, None),
-            Phase::Stopped => (AppState::Stopped, None, None, None, None),
-            Phase::Errored { .. } => (AppState::Errored, None, None, None, None),
-        };
-        let monitored = self.connection.is_some();
-        self.snapshot.send_modify(|snapshot| {
-            snapshot.state = state;
-            snapshot.pid = pid;
-            snapshot.spawned_at = spawned_at;
-            snapshot.restarts = machine.restarts;
-            snapshot.hangs = machine.hangs;
-            snapshot.monitored = monitored;
-            snapshot.finished = if machine.is_at_rest() {
-                machine.finished
-            } else {
-                None
-            };
-            snapshot.last_exit = match &machine.phase {
-                Phase::Errored { why } => Some(why.clone()),
-                _ => machine.last_exit.clone(),
-            };
-            if pid.is_none() {
-                snapshot.memory = None;
-                snapshot.loop_delay = None;
-                snapshot.last_pong_at = None;
-                snapshot.pong_round_trip = None;
-            } else {
-                if self.metrics.memory.is_some() {
-                    snapshot.memory = self.metrics.memory;
-                    snapshot.loop_delay = self.metrics.loop_delay;
-                }
-                if last_pong_at.is_some() {
-                    snapshot.last_pong_at = last_pong_at;
-                    snapshot.pong_round_trip = round_trip;
-                }
-            }
-        });
-        self.ctx.changes.send_modify(|n| *n = n.wrapping_add(1));
-    }
-
-    /// Keeps an event in the bounded history.
-    fn remember(&mut self, event: AppEvent) {
-        if self.events.len() == EVENT_HISTORY {
-            self.events.pop_front();
-        }
-        self.events.push_back(event);
-    }
-
-    /// Logs a report and keeps it in the event history.
-    fn log(&mut self, report: Report) {
-        let (kind, message) = self.describe_report(&report);
-        self.record(kind, message);
-        match report {
-            Report::Started { pid } => tracing::info!(pid, "started"),
-            Report::Ready { pid, after } => tracing::info!(pid, "ready after {}", human(after)),
-            Report::NotReady { pid, waited } => tracing::error!(
-                pid,
-                "not ready within {}; killing it",
-                human(waited)
-            ),
-            Report::Exited {
-                pid,
-                status,
-                uptime,
-                restart_in,
-            } => match restart_in {
-                Some(delay) if delay.is_zero() => {
-                    tracing::warn!(pid, "exited with {status} after {}; restarting", human(uptime))
-                }
-                Some(delay) => tracing::warn!(
-                    pid,
-                    "exited with {status} after {}; restarting in {}",
-                    human(uptime),
-                    human(delay)
-                ),
-                None => tracing::warn!(pid, "exited with {status} after {}", human(uptime)),
-            },
-            Report::Hung {
-                pid,
-                silent_for,
-                misses,
-                evidence,
-                ..
-            } => tracing::error!(
-                pid,
-                "hung: event loop silent for {} ({misses} heartbeats missed; {}); killing and restarting",
-                human(silent_for),
-                evidence_text(evidence)
-            ),
-            Report::HangDisproved { misses, queued_for } => tracing::warn!(
-                "{misses} heartbeats missed, but {}: not a hang",
-                disproof_text(queued_for)
-            ),
-            Report::StackTimeout { pid } => tracing::warn!(
-                pid,
-                "no stack within {} of SIGINT; sending SIGKILL",
-                human(STACK_TIMEOUT)
-            ),
-            Report::KillTimeout { pid } => tracing::warn!(
-                pid,
-                "still running {} after SIGTERM; sending SIGKILL",
-                human(self.spec.timing.kill_timeout)
-            ),
-            Report::Stopped { pid, status } => tracing::info!(pid, "stopped ({status})"),
-            Report::SpawnFailed { error } => tracing::error!("{error}"),
-            Report::MemoryExceeded { pid, rss, limit } => tracing::warn!(
-                pid,
-                "memory: rss {} over the limit of {}; restarting gracefully",
-                crate::core::units::bytes(rss),
-                crate::core::units::bytes(limit)
-            ),
-            Report::GaveUp { restarts, window } => tracing::error!(
-                "{restarts} failures within {}: over the restart budget; giving up until an operator restarts it",
-                human(window)
-            ),
-            Report::Unmonitored => tracing::warn!(
-                "no monitor connected within {}; hang detection is off for this process",
-                human(self.spec.timing.start_grace)
-            ),
-            Report::LateCheckVoided { late_by } => tracing::warn!(
-                "supervisor ran {} late; not counting a missed heartbeat",
-                human(late_by)
-            ),
-        }
-    }
-}
-
-impl WorkerTask {
-    /// The event-history form of a report: its kind and one line.
-    fn describe_report(&self, report: &Report) -> (&'static str, String) {
-        match report {
-            Report::Started { pid } => ("started", format!("pid {pid}")),
-            Report::Ready { pid, after } => ("ready", format!("pid {pid}: ready after {}", human(*after))),
-            Report::NotReady { pid, waited } => (
-                "not_ready",
-                format!(
-                    "pid {pid}: not ready within {} (no listen on the shared socket, or no \
-                     monitor.ready() with wait-ready); killed",
-                    human(*waited)
-                ),
-            ),
-            Report::Exited {
-                pid,
-                status,
-                uptime,
-                restart_in,
-            } => (
-                "exited",
-                match restart_in {
-                    Some(delay) if delay.is_zero() => {
-                        format!("pid {pid}: {status} after {}; restarted at once", human(*uptime))
-                    }
-                    Some(delay) => format!(
-                        "pid {pid}: {status} after {}; restart in {} (backoff)",
-                        human(*uptime),
-                        human(*delay)
-                    ),
-                    None => format!("pid {pid}: {status} after {}", human(*uptime)),
-                },
-            ),
-            Report::Hung {
-                pid,
-                silent_for,
-                misses,
-                evidence,
-                ..
-            } => (
-                "hung",
-                format!(
-                    "pid {pid}: event loop silent for {} ({misses} heartbeats missed; {}); killed and restarted",
-                    human(*silent_for),
-                    evidence_text(*evidence)
-                ),
-            ),
-            Report::HangDisproved { misses, queued_for } => (
-                "hang_disproved",
-                format!(
-                    "{misses} heartbeats missed, but {}: not a hang",
-                    disproof_text(*queued_for)
-                ),
-            ),
-            Report::StackTimeout { pid } => (
-                "stack_timeout",
-                format!("pid {pid}: no stack within {} of SIGINT; sent SIGKILL", human(STACK_TIMEOUT)),
-            ),
-            Report::KillTimeout { pid } => (
-                "kill_timeout",
-                format!(
-                    "pid {pid}: still running {} after SIGTERM; sent SIGKILL",
-                    human(self.spec.timing.kill_timeout)
-                ),
-            ),
-            Report::Stopped { pid, status } => ("stopped", format!("pid {pid}: {status}")),
-            Report::SpawnFailed { error } => ("spawn_failed", error.clone()),
-            Report::MemoryExceeded { pid, rss, limit } => (
-                "memory",
-                format!(
-                    "pid {pid}: rss {} over the limit of {}; restarting gracefully",
-                    crate::core::units::bytes(*rss),
-                    crate::core::units::bytes(*limit)
-                ),
-            ),
-            Report::GaveUp { restarts, window } => (
-                "errored",
-                format!(
-                    "{restarts} failures within {}: over the restart budget; not restarting until an operator does",
-                    human(*window)
-                ),
-            ),
-            Report::Unmonitored => (
-                "unmonitored",
-                "no monitor connected; hang detection is off for this process".to_string(),
-            ),
-            Report::LateCheckVoided { late_by } => (
-                "late_check",
-                format!("supervisor ran {} late; a heartbeat check was voided", human(*late_by)),
-            ),
-        }
-    }
-}
-
-/// What confirmed a hang, for its log line.
-fn evidence_text(evidence: HangEvidence) -> String {
-    match evidence {
-        HangEvidence::StuckInJs { queued_for } => {
-            format!("a ping waited {} for the JS thread", human(queued_for))
-        }
-        HangEvidence::NoAnswer => "the monitor's own thread did not answer either".to_string(),
-    }
-}
-
-/// Why missed heartbeats were not the app's fault, for its log line.
-fn disproof_text(queued_for: Option<Duration>) -> String {
-    match queued_for {
-        Some(queued_for) => format!(
-            "the monitor had the latest ping for only {}",
-            human(queued_for)
-        ),
-        None => "the monitor had no ping waiting for JS".to_string(),
-    }
-}
-
-async fn wait_child(child: &mut Option<Child>) -> std::io::Result<std::process::ExitStatus> {
-    match child {
-        Some(child) => child.wait().await,
-        None => std::future::pending().await,
-    }
-}
-
-async fn read_connection(
-    connection: &mut Option<MonitorConnection>,
-) -> Result<Option<WorkerMessage>, crate::io::framed::FrameError> {
-    match connection {
-        Some(connection) => connection.reader.next_message().await,
-        None => std::future::pending().await,
-    }
-}
-
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
-        None => std::future::pending().await,
     }
 }

@@ -1,0 +1,159 @@
+//! What an app task publishes for status, describe and metrics: the snapshot and the event history.
+
+use crate::config::AppSpec;
+use crate::core::machine::Phase;
+use crate::io::proctree::TreeSnapshot;
+use nodeguard_proto::control::{AppEvent, AppState, AppStatus};
+use nodeguard_proto::worker::{LoopDelay, MemoryUsage};
+use std::time::Duration;
+use tokio::time::Instant;
+
+use super::*;
+
+/// What `status` shows of one app, kept with `Instant`s and turned into ages on demand.
+#[derive(Debug, Clone)]
+pub struct WorkerSnapshot {
+    pub state: AppState,
+    pub pid: Option<u32>,
+    pub restarts: u64,
+    pub hangs: u64,
+    pub spawned_at: Option<Instant>,
+    pub monitored: bool,
+    pub memory: Option<MemoryUsage>,
+    pub loop_delay: Option<LoopDelay>,
+    pub last_pong_at: Option<Instant>,
+    pub pong_round_trip: Option<Duration>,
+    pub last_exit: Option<String>,
+    /// Came to rest on its own: cleanly or not (see [`Worker::finished`]).
+    pub finished: Option<bool>,
+}
+
+impl WorkerSnapshot {
+    pub(super) fn initial() -> Self {
+        Self {
+            state: AppState::Starting,
+            pid: None,
+            restarts: 0,
+            hangs: 0,
+            spawned_at: None,
+            monitored: false,
+            memory: None,
+            loop_delay: None,
+            last_pong_at: None,
+            pong_round_trip: None,
+            last_exit: None,
+            finished: None,
+        }
+    }
+
+    /// The wire form, with ages measured at `now` and the process tree from `tree`.
+    pub fn to_status(&self, spec: &AppSpec, now: Instant, tree: &TreeSnapshot) -> AppStatus {
+        let age_ms = |at: Instant| now.saturating_duration_since(at).as_millis() as u64;
+        let descendants = self.pid.and_then(|pid| tree.of(pid));
+        let tree_rss = self
+            .memory
+            .map(|memory| memory.rss + descendants.map_or(0, |tree| tree.descendants_rss));
+        let processes = self
+            .pid
+            .map(|_| 1 + descendants.map_or(0, |tree| tree.descendants.len() as u32));
+        AppStatus {
+            name: spec.name.clone(),
+            id: spec.id,
+            instance: spec.shown_instance(),
+            script: spec.script.display().to_string(),
+            pid: self.pid,
+            state: self.state,
+            restarts: self.restarts,
+            hangs: self.hangs,
+            uptime_ms: self.pid.and(self.spawned_at).map(age_ms),
+            monitored: self.monitored,
+            memory: self.memory,
+            tree_rss,
+            processes,
+            loop_delay_ms: self.loop_delay.map(|d| d.p99_ms),
+            loop_delay: self.loop_delay,
+            last_pong_ms: self.last_pong_at.map(age_ms),
+            pong_rtt_ms: self.pong_round_trip.map(|d| d.as_secs_f64() * 1_000.0),
+            last_exit: self.last_exit.clone(),
+        }
+    }
+}
+
+impl WorkerTask {
+    pub(super) fn publish(&self) {
+        let machine = &self.machine;
+        let (state, pid, spawned_at, last_pong_at, round_trip) = match &machine.phase {
+            Phase::Spawning => (AppState::Starting, None, None, None, None),
+            Phase::Live {
+                pid,
+                spawned_at,
+                ready,
+                heartbeat,
+            } => (
+                if *ready {
+                    AppState::Running
+                } else {
+                    AppState::Starting
+                },
+                Some(*pid),
+                Some(*spawned_at),
+                heartbeat.last_pong_at,
+                heartbeat.last_round_trip,
+            ),
+            Phase::Stopping {
+                pid, spawned_at, ..
+            } => (
+                AppState::Stopping,
+                Some(*pid),
+                Some(*spawned_at),
+                None,
+                None,
+            ),
+            Phase::Backoff { .. } => (AppState::Backoff, None, None, None, None),
+            Phase::Stopped => (AppState::Stopped, None, None, None, None),
+            Phase::Errored { .. } => (AppState::Errored, None, None, None, None),
+        };
+        let monitored = self.connection.is_some();
+        self.snapshot.send_modify(|snapshot| {
+            snapshot.state = state;
+            snapshot.pid = pid;
+            snapshot.spawned_at = spawned_at;
+            snapshot.restarts = machine.restarts;
+            snapshot.hangs = machine.hangs;
+            snapshot.monitored = monitored;
+            snapshot.finished = if machine.is_at_rest() {
+                machine.finished
+            } else {
+                None
+            };
+            snapshot.last_exit = match &machine.phase {
+                Phase::Errored { why } => Some(why.clone()),
+                _ => machine.last_exit.clone(),
+            };
+            if pid.is_none() {
+                snapshot.memory = None;
+                snapshot.loop_delay = None;
+                snapshot.last_pong_at = None;
+                snapshot.pong_round_trip = None;
+            } else {
+                if self.metrics.memory.is_some() {
+                    snapshot.memory = self.metrics.memory;
+                    snapshot.loop_delay = self.metrics.loop_delay;
+                }
+                if last_pong_at.is_some() {
+                    snapshot.last_pong_at = last_pong_at;
+                    snapshot.pong_round_trip = round_trip;
+                }
+            }
+        });
+        self.ctx.changes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Keeps an event in the bounded history.
+    pub(super) fn remember(&mut self, event: AppEvent) {
+        if self.events.len() == EVENT_HISTORY {
+            self.events.pop_front();
+        }
+        self.events.push_back(event);
+    }
+}

@@ -1,0 +1,114 @@
+//! Spawning an app's process: the command line, environment and token, pipes to the output
+//! writer, on the spawner thread.
+
+use crate::core::machine::Event;
+use crate::io::forensics::StackTap;
+use crate::io::monitor_socket::new_token;
+use crate::io::output::{prefix_for, Origin, StreamKind};
+use crate::io::platform;
+use crate::io::proctree::{self};
+use nodeguard_proto::{
+    ENV_APP_NAME, ENV_INSTANCE, ENV_LISTEN, ENV_SOCKET, ENV_TOKEN, ENV_WAIT_READY,
+};
+use std::process::Stdio;
+use std::sync::Arc;
+use tokio::process::Command;
+
+use super::*;
+
+impl WorkerTask {
+    pub(super) async fn spawn(&mut self) -> Event {
+        self.generation += 1;
+        self.forget_token();
+        self.metrics = Metrics::default();
+        let token = match new_token() {
+            Ok(token) => token,
+            Err(error) => {
+                return Event::SpawnFailed {
+                    error: format!("cannot make a token: {error}"),
+                }
+            }
+        };
+        self.ctx
+            .registry
+            .register(token.clone(), self.generation, self.deliver.clone());
+        self.token = Some(token.clone());
+
+        let spec = self.spec.clone();
+        let mut command = Command::new(&spec.node);
+        // A hung process then prints its JS stack on SIGINT (see `forensics`).
+        command.arg("--trace-sigint");
+        if let Some(preload) = &self.ctx.preload {
+            command.arg("--require").arg(preload);
+        }
+        command
+            .args(&spec.node_args)
+            .arg(&spec.script)
+            .args(&spec.args)
+            .current_dir(&spec.cwd)
+            .envs(spec.env.iter().map(|(k, v)| (k, v)))
+            .env(ENV_SOCKET, &self.ctx.worker_socket)
+            .env(ENV_TOKEN, &token)
+            .env(ENV_APP_NAME, &spec.name)
+            .env(ENV_INSTANCE, spec.instance.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(false);
+        platform::configure_child(&mut command);
+        if !self.listeners.is_empty() {
+            command.env(ENV_LISTEN, self.listeners.env_value());
+            platform::inherit_fds(&mut command, self.listeners.fds());
+        }
+        if spec.wait_ready {
+            command.env(ENV_WAIT_READY, "1");
+        }
+
+        let spawn_key = NEXT_SPAWN_KEY.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.spawn_key = spawn_key;
+        command.env(proctree::ENV_SPAWN_KEY, spawn_key.to_string());
+        match self.ctx.spawner.spawn(command, spawn_key).await {
+            Ok(mut child) => {
+                let Some(pid) = child.id() else {
+                    return Event::SpawnFailed {
+                        error: "the process exited before it could be tracked".into(),
+                    };
+                };
+                let origin = Origin {
+                    app: spec.name.as_str().into(),
+                    prefix: prefix_for(&spec.display_name(), spec.id as usize, self.ctx.color),
+                    out_file: spec.out_file.clone().map(Arc::new),
+                    error_file: spec.error_file.clone().map(Arc::new),
+                    timestamps: spec.log_timestamps,
+                };
+                let tap = Arc::new(StackTap::default());
+                if let Some(stdout) = child.stdout.take() {
+                    let sink = self.ctx.output.clone();
+                    let task = sink.copy_lines(stdout, origin.clone(), StreamKind::Stdout, None);
+                    self.ctx.output_tasks.spawn(task);
+                }
+                if let Some(stderr) = child.stderr.take() {
+                    let sink = self.ctx.output.clone();
+                    let task = sink.copy_lines(
+                        stderr,
+                        origin.clone(),
+                        StreamKind::Stderr,
+                        Some(tap.clone()),
+                    );
+                    self.ctx.output_tasks.spawn(task);
+                }
+                self.origin = Some(origin);
+                self.tap = Some(tap);
+                self.capture = None;
+                self.child = Some(child);
+                Event::Spawned { pid }
+            }
+            Err(error) => {
+                self.forget_token();
+                Event::SpawnFailed {
+                    error: format!("cannot start {}: {error}", spec.node.display()),
+                }
+            }
+        }
+    }
+}
