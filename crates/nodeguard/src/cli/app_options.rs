@@ -1,0 +1,113 @@
+//! The per-app flags shared by foreground mode and `start`: heartbeat timing, restart policy,
+//! memory limit, node and its arguments.
+
+use crate::config::file::{self};
+use crate::config::{self, ConfigError, DEFAULT_HEARTBEAT_MISSES};
+use crate::core::duration::parse_duration;
+use crate::core::machine::{Autorestart, ExitCodes, RestartPolicy, Timing, DEFAULT_MAX_RESTARTS};
+use clap::Args;
+use std::time::Duration;
+
+/// How to run an app: the options shared by foreground mode and `start`.
+#[derive(Debug, Clone, Args)]
+pub struct AppOptions {
+    /// Node.js binary to run the apps with.
+    #[arg(long, value_name = "PATH", default_value = "node")]
+    pub node: String,
+
+    /// Extra argument for node itself (before the script); repeat for more.
+    #[arg(long = "node-arg", value_name = "ARG", allow_hyphen_values = true)]
+    pub node_args: Vec<String>,
+
+    /// Time between heartbeats.
+    #[arg(long, value_name = "DUR", default_value = "1s", value_parser = parse_duration)]
+    pub heartbeat_interval: Duration,
+
+    /// Time a heartbeat may stay unanswered before it counts as missed (at most the interval).
+    #[arg(long, value_name = "DUR", default_value = "1s", value_parser = parse_duration)]
+    pub heartbeat_timeout: Duration,
+
+    /// Consecutive missed heartbeats after which the app counts as hung and is restarted.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_HEARTBEAT_MISSES)]
+    pub heartbeat_misses: u32,
+
+    /// Time a newly started app has before its first heartbeat answer is due.
+    #[arg(long, value_name = "DUR", default_value = "5s", value_parser = parse_duration)]
+    pub start_grace: Duration,
+
+    /// Time between SIGTERM and SIGKILL when stopping an app.
+    #[arg(long, value_name = "DUR", default_value = "5s", value_parser = parse_duration)]
+    pub kill_timeout: Duration,
+
+    /// Prefix each log-file line with its time (RFC 3339, UTC), like PM2's `time: true`.
+    #[arg(long)]
+    pub log_timestamps: bool,
+
+    /// Which exits restart the app: always, on-failure (any but a clean exit code), never.
+    #[arg(long, value_name = "MODE", default_value = "always", value_parser = Autorestart::parse)]
+    pub autorestart: Autorestart,
+
+    /// Exit codes that count as a clean stop under --autorestart on-failure (e.g. 0,3).
+    #[arg(long, value_name = "CODES", default_value = "0", value_parser = ExitCodes::parse)]
+    pub clean_exit_codes: ExitCodes,
+
+    /// A run at least this long counts as stable: the backoff resets.
+    #[arg(long, value_name = "DUR", default_value = "1s", value_parser = parse_duration)]
+    pub min_uptime: Duration,
+
+    /// Delay before every restart (quick crashes wait at least the backoff).
+    #[arg(long, value_name = "DUR", default_value = "0s", value_parser = parse_duration)]
+    pub restart_delay: Duration,
+
+    /// First delay after a quick crash, doubling with each further one up to 10 s.
+    #[arg(long, value_name = "DUR", default_value = "100ms", value_parser = parse_duration)]
+    pub backoff_base: Duration,
+
+    /// More restarts than this within --restart-window mark the app errored (0: no limit).
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_RESTARTS)]
+    pub max_restarts: u32,
+
+    /// The window of the restart budget.
+    #[arg(long, value_name = "DUR", default_value = "60s", value_parser = parse_duration)]
+    pub restart_window: Duration,
+
+    /// Restart the app gracefully when its RSS exceeds this (e.g. 200M, 1G), checked at every
+    /// heartbeat.
+    #[arg(long, value_name = "SIZE", value_parser = parse_memory)]
+    pub max_memory: Option<u64>,
+}
+
+/// A memory size on the command line: `200M`, `1.5G`, `512K`, or bytes.
+pub(super) fn parse_memory(text: &str) -> Result<u64, String> {
+    match file::parse_size(text) {
+        Some(0) | None => Err(format!(
+            "'{text}' is not a memory size (write e.g. 200M or 1G)"
+        )),
+        Some(bytes) => Ok(bytes),
+    }
+}
+
+impl AppOptions {
+    /// The heartbeat and stop timing, validated.
+    pub fn timing(&self) -> Result<Timing, ConfigError> {
+        let timing = Timing {
+            heartbeat_interval: self.heartbeat_interval,
+            heartbeat_timeout: self.heartbeat_timeout,
+            heartbeat_misses: self.heartbeat_misses,
+            start_grace: self.start_grace,
+            kill_timeout: self.kill_timeout,
+            policy: RestartPolicy {
+                autorestart: self.autorestart,
+                clean_exit_codes: self.clean_exit_codes,
+                min_uptime: self.min_uptime,
+                restart_delay: self.restart_delay,
+                backoff_base: self.backoff_base,
+                max_restarts: self.max_restarts,
+                restart_window: self.restart_window,
+                max_memory: self.max_memory,
+            },
+        };
+        config::validate_timing(&timing)?;
+        Ok(timing)
+    }
+}

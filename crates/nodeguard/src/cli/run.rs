@@ -1,0 +1,172 @@
+//! Foreground mode (`nodeguard -m app.js …`): flags turned into a validated supervisor config, and
+//! the choice of the monitor preload.
+
+use crate::config::{self, AppSpec, ConfigError};
+use crate::supervisor::{ServiceOptions, SupervisorConfig};
+use clap::Args;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use super::*;
+
+/// Running apps in the foreground.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Script to run with node; repeat for more apps. An app is named after its file.
+    #[arg(short = 'm', long = "main", value_name = "SCRIPT", required = true)]
+    pub scripts: Vec<PathBuf>,
+
+    #[command(flatten)]
+    pub app: AppOptions,
+
+    #[command(flatten)]
+    pub cluster: ClusterOptions,
+
+    /// The monitor preload script (default: found beside the nodeguard binary) [env: NODEGUARD_PRELOAD]
+    #[arg(long, value_name = "PATH", env = "NODEGUARD_PRELOAD", hide_env = true)]
+    pub preload: Option<PathBuf>,
+
+    /// Start apps without preloading the monitor (only apps that call start() get hang detection).
+    #[arg(long, conflicts_with = "preload")]
+    pub no_preload: bool,
+
+    /// Never colour app names in the output.
+    #[arg(long)]
+    pub no_color: bool,
+
+    /// Also write each app's output to <home>/logs/<app>-out.log and -err.log (rotated at 10 MiB).
+    #[arg(long)]
+    pub log_files: bool,
+
+    /// Keep running once every app has finished or been given up on (default: exit, with 0 if
+    /// every app ended cleanly and 3 otherwise).
+    #[arg(long)]
+    pub keep_alive: bool,
+
+    /// Serve /healthz, /readyz and /metrics over HTTP on this address (e.g. 127.0.0.1:9615).
+    #[arg(long, value_name = "ADDR", value_parser = parse_http_address)]
+    pub http: Option<SocketAddr>,
+
+    /// Arguments passed to every app, after `--`.
+    #[arg(last = true, value_name = "APP_ARGS")]
+    pub app_args: Vec<String>,
+}
+
+/// Where the monitor preload comes from, and whether it was found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PreloadChoice {
+    Found(PathBuf),
+    Disabled,
+    NotFound,
+}
+
+impl RunArgs {
+    /// Validates everything and builds the supervisor's configuration.
+    pub fn into_config(
+        self,
+        home: Option<PathBuf>,
+        color_terminal: bool,
+    ) -> Result<(SupervisorConfig, PreloadChoice), ConfigError> {
+        let timing = self.app.timing()?;
+        if self.scripts.is_empty() {
+            return Err(ConfigError::NoApps);
+        }
+        let cwd = std::env::current_dir().map_err(ConfigError::Cwd)?;
+        let node = config::resolve_node(&self.app.node)?;
+        let scripts = self
+            .scripts
+            .iter()
+            .map(|script| config::resolve_script(script, &cwd))
+            .collect::<Result<Vec<_>, _>>()?;
+        let names = config::app_names(self.scripts.iter().map(PathBuf::as_path));
+        if scripts.len() > 1 && !self.cluster.listen.is_empty() {
+            return Err(ConfigError::Policy(format!(
+                "--listen would give all {} apps the same address; run one app per --listen (one \
+                 -m), or use `nodeguard start` with a config file that gives each app its own",
+                scripts.len()
+            )));
+        }
+        let listen = self
+            .cluster
+            .listen
+            .iter()
+            .map(|address| config::ListenAddress::parse(address))
+            .collect::<Result<Vec<_>, _>>()?;
+        let instances = self.cluster.instances.unwrap_or(1);
+        let apps = scripts
+            .into_iter()
+            .zip(names)
+            .enumerate()
+            .map(|(index, (script, name))| AppSpec {
+                // Each app's instances take consecutive ids, as in the daemon.
+                id: index as u32 * instances,
+                name,
+                script,
+                args: self.app_args.clone(),
+                node: node.clone(),
+                node_args: self.app.node_args.clone(),
+                cwd: cwd.clone(),
+                env: Vec::new(),
+                timing,
+                out_file: None,
+                error_file: None,
+                log_timestamps: self.app.log_timestamps,
+                instances,
+                instance: 0,
+                listen: listen.clone(),
+                wait_ready: self.cluster.wait_ready,
+                listen_timeout: self
+                    .cluster
+                    .listen_timeout
+                    .unwrap_or(config::DEFAULT_LISTEN_TIMEOUT),
+            })
+            .collect();
+        let home = match home {
+            Some(home) => home,
+            None => config::default_home()?,
+        };
+        let preload = choose_preload(self.no_preload, self.preload)?;
+        let config = SupervisorConfig {
+            home,
+            apps,
+            preload: preload.path(),
+            color: color_terminal && !self.no_color,
+            terminal_output: true,
+            log_files: self.log_files,
+            persist: false,
+            exit_when_done: !self.keep_alive,
+            service: ServiceOptions {
+                http: self.http,
+                ..Default::default()
+            },
+        };
+        Ok((config, preload))
+    }
+}
+
+/// Picks the monitor preload: disabled, an explicit path (which must exist), or found beside the
+/// binary.
+pub fn choose_preload(
+    disabled: bool,
+    explicit: Option<PathBuf>,
+) -> Result<PreloadChoice, ConfigError> {
+    if disabled {
+        return Ok(PreloadChoice::Disabled);
+    }
+    if let Some(path) = explicit {
+        if !path.is_file() {
+            return Err(ConfigError::ScriptNotFound(path));
+        }
+        return Ok(PreloadChoice::Found(path.canonicalize().unwrap_or(path)));
+    }
+    Ok(config::find_preload().map_or(PreloadChoice::NotFound, PreloadChoice::Found))
+}
+
+impl PreloadChoice {
+    pub fn path(&self) -> Option<PathBuf> {
+        match self {
+            PreloadChoice::Found(path) => Some(path.clone()),
+            PreloadChoice::Disabled | PreloadChoice::NotFound => None,
+        }
+    }
+}

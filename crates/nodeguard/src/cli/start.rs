@@ -1,0 +1,261 @@
+//! `nodeguard start`: a script or a config file with flags, turned into app definitions for the
+//! daemon.
+
+use crate::config::file::{self, AppDefaults, ConfigFileError};
+use crate::config::{self, ConfigError};
+use crate::core::duration::parse_duration;
+use crate::core::machine::{Autorestart, Timing};
+use clap::Args;
+use nodeguard_proto::control::AppDefinition;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::*;
+
+/// `nodeguard start`.
+#[derive(Debug, Args)]
+pub struct StartArgs {
+    /// The script to run, or a config file (*.json, *.config.js such as PM2's ecosystem.config.js)
+    /// whose apps to start.
+    #[arg(value_name = "SCRIPT|CONFIG")]
+    pub script: PathBuf,
+
+    /// The app's name (default: the script's file name without extension).
+    #[arg(long)]
+    pub name: Option<String>,
+
+    #[command(flatten)]
+    pub app: AppOptions,
+
+    #[command(flatten)]
+    pub cluster: ClusterOptions,
+    /// Accepted only to refuse it with a clear message: the HTTP endpoint belongs to the daemon.
+    #[arg(long, value_name = "ADDR", hide = true)]
+    pub http: Option<String>,
+
+    /// Arguments passed to the app, after `--`.
+    #[arg(last = true, value_name = "APP_ARGS")]
+    pub app_args: Vec<String>,
+}
+
+/// Cluster mode: several instances sharing supervisor-owned listening sockets.
+#[derive(Debug, Clone, Args)]
+pub struct ClusterOptions {
+    /// How many processes run the app: a number, or max (one per CPU).
+    #[arg(short = 'i', long = "instances", value_name = "N|max", value_parser = parse_instances)]
+    pub instances: Option<u32>,
+
+    /// [HOST:]PORT for the supervisor to listen on and hand to every instance (repeatable). The
+    /// app's own server.listen(PORT) is mapped onto it by the monitor. Without a host it listens
+    /// on every interface, as Node's listen(PORT) does (:: dual-stack, else 0.0.0.0).
+    #[arg(long, value_name = "[HOST:]PORT")]
+    pub listen: Vec<String>,
+
+    /// An instance is ready only once it calls monitor.ready() (not when it listens).
+    #[arg(long)]
+    pub wait_ready: bool,
+
+    /// How long a new instance has to become ready; one that misses it is killed (and a reload
+    /// is aborted).
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    pub listen_timeout: Option<Duration>,
+}
+
+/// `-i 4` or `-i max`.
+pub(super) fn parse_instances(text: &str) -> Result<u32, String> {
+    if text == "max" {
+        return Ok(file::cpu_count());
+    }
+    match text.parse::<u32>() {
+        Ok(n) if (1..=config::MAX_INSTANCES).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "'{text}' is not an instance count (1 to {}, or max)",
+            config::MAX_INSTANCES
+        )),
+    }
+}
+
+impl ClusterOptions {
+    /// Validates the addresses and writes the options into `definition` (flags given on the
+    /// command line win over a config file's fields).
+    fn apply(&self, definition: &mut AppDefinition) -> Result<(), ConfigError> {
+        for address in &self.listen {
+            config::ListenAddress::parse(address)?;
+        }
+        if let Some(instances) = self.instances {
+            definition.instances = instances;
+        }
+        if !self.listen.is_empty() {
+            definition.listen = self.listen.clone();
+        }
+        definition.wait_ready |= self.wait_ready;
+        if let Some(timeout) = self.listen_timeout {
+            definition.listen_timeout_ms = Some(timeout.as_millis() as u64);
+        }
+        Ok(())
+    }
+}
+
+/// Why `start` could not describe its apps.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    File(#[from] ConfigFileError),
+    #[error(
+        "--http is not an option of `start`: the daemon serves HTTP, and one that `start` launches \
+         serves none; run it yourself with `nodeguard daemon --http ADDR` (or `nodeguard startup \
+         systemd --http ADDR`), or use foreground mode"
+    )]
+    HttpBelongsToTheDaemon,
+}
+
+/// What `start` sends to the daemon, and the warnings to print first.
+pub struct StartPlan {
+    pub apps: Vec<AppDefinition>,
+    pub warnings: Vec<String>,
+}
+
+impl StartArgs {
+    /// Validates the script or config file locally (scripts, node, timing) and describes the
+    /// apps for the daemon. A config file is recognised as PM2 does: `*.json` or `*.config.js`.
+    pub fn into_plan(self) -> Result<StartPlan, StartError> {
+        if self.http.is_some() {
+            return Err(StartError::HttpBelongsToTheDaemon);
+        }
+        let timing = self.app.timing()?;
+        let node = config::resolve_node(&self.app.node)?;
+        let cwd = std::env::current_dir().map_err(ConfigError::Cwd)?;
+        if file::looks_like_config(&self.script) {
+            let file = cwd.join(&self.script);
+            let defaults = AppDefaults {
+                node: node.clone(),
+                timing,
+            };
+            let loaded = file::load(&file, &defaults)?;
+            if loaded.apps.len() > 1 && !self.cluster.listen.is_empty() {
+                return Err(ConfigError::Policy(format!(
+                    "--listen would give all {} apps of {} the same address; put `listen` in \
+                     each app of the file instead",
+                    loaded.apps.len(),
+                    self.script.display()
+                ))
+                .into());
+            }
+            let warnings = loaded.warnings;
+            let mut apps = Vec::new();
+            for app in &loaded.apps {
+                let mut definition = definition(
+                    Some(app.name.clone()),
+                    &app.script,
+                    app.args.clone(),
+                    &node,
+                    app.node_args.clone(),
+                    &app.cwd,
+                    app.env.clone(),
+                    &app.timing,
+                );
+                let path_text =
+                    |path: &Option<PathBuf>| path.as_ref().map(|p| p.display().to_string());
+                definition.out_file = path_text(&app.out_file);
+                definition.error_file = path_text(&app.error_file);
+                definition.log_timestamps = app.log_timestamps || self.app.log_timestamps;
+                if let Some(codes) = &app.stop_exit_codes {
+                    // PM2's stop_exit_codes: those exits do not restart the app.
+                    definition.clean_exit_codes = Some(codes.codes());
+                    definition.autorestart = Some(Autorestart::OnFailure.as_str().to_string());
+                }
+                if !app.autorestart {
+                    definition.autorestart = Some(Autorestart::Never.as_str().to_string());
+                }
+                let millis = |d: Duration| d.as_millis() as u64;
+                if let Some(min_uptime) = app.min_uptime {
+                    definition.min_uptime_ms = Some(millis(min_uptime));
+                }
+                if let Some(restart_delay) = app.restart_delay {
+                    definition.restart_delay_ms = Some(millis(restart_delay));
+                }
+                if let Some(backoff_base) = app.exp_backoff_restart_delay {
+                    definition.backoff_base_ms = Some(millis(backoff_base));
+                }
+                if let Some(max_restarts) = app.max_restarts {
+                    definition.max_restarts = Some(max_restarts);
+                }
+                if let Some(max_memory) = app.max_memory {
+                    definition.max_memory = Some(max_memory);
+                }
+                definition.instances = app.instances.resolve(file::cpu_count());
+                definition.listen = app.listen.clone();
+                definition.wait_ready = app.wait_ready;
+                definition.listen_timeout_ms = app.listen_timeout.map(|d| d.as_millis() as u64);
+                self.cluster.apply(&mut definition)?;
+                apps.push(definition);
+            }
+            return Ok(StartPlan { apps, warnings });
+        }
+        let script = config::resolve_script(&self.script, &cwd)?;
+        let app = definition(
+            self.name,
+            &script,
+            self.app_args,
+            &node,
+            self.app.node_args,
+            &cwd,
+            Vec::new(),
+            &timing,
+        );
+        let mut app = AppDefinition {
+            log_timestamps: self.app.log_timestamps,
+            ..app
+        };
+        self.cluster.apply(&mut app)?;
+        Ok(StartPlan {
+            apps: vec![app],
+            warnings: Vec::new(),
+        })
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(super) fn definition(
+    name: Option<String>,
+    script: &Path,
+    args: Vec<String>,
+    node: &Path,
+    node_args: Vec<String>,
+    cwd: &Path,
+    env: Vec<(String, String)>,
+    timing: &Timing,
+) -> AppDefinition {
+    let millis = |d: Duration| d.as_millis() as u64;
+    AppDefinition {
+        name,
+        script: script.display().to_string(),
+        args,
+        node: node.display().to_string(),
+        node_args,
+        cwd: cwd.display().to_string(),
+        env,
+        out_file: None,
+        error_file: None,
+        log_timestamps: false,
+        autorestart: Some(timing.policy.autorestart.as_str().to_string()),
+        max_restarts: Some(timing.policy.max_restarts),
+        restart_window_ms: Some(millis(timing.policy.restart_window)),
+        max_memory: timing.policy.max_memory,
+        clean_exit_codes: Some(timing.policy.clean_exit_codes.codes()),
+        min_uptime_ms: Some(millis(timing.policy.min_uptime)),
+        restart_delay_ms: Some(millis(timing.policy.restart_delay)),
+        backoff_base_ms: Some(millis(timing.policy.backoff_base)),
+        heartbeat_interval_ms: millis(timing.heartbeat_interval),
+        heartbeat_timeout_ms: millis(timing.heartbeat_timeout),
+        heartbeat_misses: timing.heartbeat_misses,
+        start_grace_ms: millis(timing.start_grace),
+        kill_timeout_ms: millis(timing.kill_timeout),
+        instances: 1,
+        listen: Vec::new(),
+        wait_ready: false,
+        listen_timeout_ms: None,
+    }
+}
