@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use nodeguard::cli::logs;
 use nodeguard::cli::render;
+use nodeguard::cli::startup;
 use nodeguard::cli::{
     choose_preload, Cli, DaemonArgs, PreloadChoice, RunArgs, StartError, StartupArgs, Verb,
 };
@@ -339,7 +340,7 @@ fn startup(args: StartupArgs, home: Option<PathBuf>) -> anyhow::Result<ExitCode>
             Vec::new()
         }
     };
-    let settings = systemd::UnitSettings {
+    let settings = startup::UnitSettings {
         exe,
         home,
         path_env: std::env::var("PATH").ok().filter(|path| !path.is_empty()),
@@ -347,12 +348,12 @@ fn startup(args: StartupArgs, home: Option<PathBuf>) -> anyhow::Result<ExitCode>
         saved_apps,
         state_file,
     };
-    let unit = systemd::unit(&settings);
+    let unit = startup::unit(&settings);
     if !args.install {
         print!("{unit}");
         return Ok(ExitCode::SUCCESS);
     }
-    let path = systemd::user_unit_path()
+    let path = startup::user_unit_path()
         .context("cannot tell where user units go: neither XDG_CONFIG_HOME nor HOME is set")?;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
@@ -362,7 +363,7 @@ fn startup(args: StartupArgs, home: Option<PathBuf>) -> anyhow::Result<ExitCode>
     println!("now run (stop a daemon already running on this home first: nodeguard kill):");
     println!(
         "  systemctl --user daemon-reload && systemctl --user enable --now {}",
-        systemd::UNIT_NAME
+        startup::UNIT_NAME
     );
     println!("to start it at boot rather than at your first login, also run:");
     println!("  loginctl enable-linger \"$USER\"");

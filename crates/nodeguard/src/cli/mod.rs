@@ -5,6 +5,7 @@ pub mod logs;
 pub mod render;
 mod run;
 mod start;
+pub mod startup;
 
 pub use app_options::AppOptions;
 pub use run::{choose_preload, PreloadChoice, RunArgs};

@@ -1,12 +1,10 @@
-//! systemd integration: sd_notify(3) notifications when `NOTIFY_SOCKET` is set (`READY=1`,
-//! `STATUS=`, `WATCHDOG=1`, `STOPPING=1`), and the user unit `nodeguard startup systemd` prints.
+//! systemd integration at run time: sd_notify(3) notifications when `NOTIFY_SOCKET` is set
+//! (`READY=1`, `STATUS=`, `WATCHDOG=1`, `STOPPING=1`). The unit file is written by `cli::startup`.
 //!
 //! The notification protocol is one datagram per message on a Unix socket, so it is done here on
 //! std's `UnixDatagram` (in `platform`) rather than with a dependency.
 
 use std::ffi::OsString;
-use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,10 +19,6 @@ use crate::io::platform::NotifySocket;
 const NOTIFY_VARIABLES: [&str; 3] = ["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"];
 /// How often the apps' states are checked for `READY=1` and `STATUS=` changes.
 const STATUS_POLL: Duration = Duration::from_millis(500);
-/// `WatchdogSec=` of the unit `startup systemd` writes.
-pub const UNIT_WATCHDOG_SEC: u64 = 30;
-/// The unit's file name.
-pub const UNIT_NAME: &str = "nodeguard.service";
 
 /// Where notifications go, and how often the watchdog wants to hear from us.
 pub struct Notifier {
@@ -144,122 +138,6 @@ pub async fn notify(notifier: Arc<Notifier>, probe: Probe, stopping: Cancellatio
     }
 }
 
-/// What the unit file says.
-#[derive(Debug, Clone)]
-pub struct UnitSettings {
-    /// Absolute path of the nodeguard binary.
-    pub exe: PathBuf,
-    /// Absolute path of the nodeguard home.
-    pub home: PathBuf,
-    /// `PATH` for the supervisor and its apps (a user manager's default is minimal).
-    pub path_env: Option<String>,
-    /// `--http ADDR` for the daemon, if wanted.
-    pub http: Option<String>,
-    /// The saved apps' names, for a comment.
-    pub saved_apps: Vec<String>,
-    /// The state file they are saved in.
-    pub state_file: PathBuf,
-}
-
-/// A systemd user unit that runs the supervisor in the foreground as a notify service and brings
-/// back the saved apps.
-pub fn unit(settings: &UnitSettings) -> String {
-    let mut exec = vec![
-        exec_word(&settings.exe.to_string_lossy()),
-        "daemon".to_string(),
-        "--resurrect".to_string(),
-        "--home".to_string(),
-        exec_word(&settings.home.to_string_lossy()),
-    ];
-    if let Some(http) = &settings.http {
-        exec.push("--http".to_string());
-        exec.push(exec_word(http));
-    }
-    let saved = if settings.saved_apps.is_empty() {
-        format!(
-            "# No apps are saved in {} yet: add them with `nodeguard start` (the daemon saves its\n\
-             # app list on every change).",
-            settings.state_file.display()
-        )
-    } else {
-        format!(
-            "# Brings back the {} app(s) saved in {}: {}.",
-            settings.saved_apps.len(),
-            settings.state_file.display(),
-            settings.saved_apps.join(", ")
-        )
-    };
-    let mut text = String::new();
-    let _ = writeln!(
-        text,
-        "# nodeguard supervisor for this user, written by `nodeguard startup systemd`.\n\
-         {saved}\n\
-         # Type=notify: the daemon runs in the foreground, sends READY=1 once the apps have\n\
-         # started, and keeps the watchdog fed while its supervision loop answers.\n\
-         \n\
-         [Unit]\n\
-         Description=nodeguard: supervised Node.js apps\n\
-         After=network.target\n\
-         \n\
-         [Service]\n\
-         Type=notify\n\
-         NotifyAccess=main\n\
-         ExecStart={}\n\
-         Restart=on-failure\n\
-         RestartSec=2s\n\
-         WatchdogSec={UNIT_WATCHDOG_SEC}s\n\
-         # SIGTERM to nodeguard alone: it stops every app itself (SIGTERM, then SIGKILL after the\n\
-         # kill timeout); whatever is left when TimeoutStopSec runs out is killed.\n\
-         KillMode=mixed\n\
-         TimeoutStopSec=60s",
-        exec.join(" ")
-    );
-    if let Some(path) = &settings.path_env {
-        let _ = writeln!(text, "Environment={}", exec_word(&format!("PATH={path}")));
-    }
-    let _ = writeln!(text, "\n[Install]\nWantedBy=default.target");
-    text
-}
-
-/// One word of a unit-file command line or assignment: `%` and `$` escaped (specifiers and
-/// variable expansion), and quoted when it holds whitespace, quotes or backslashes.
-fn exec_word(word: &str) -> String {
-    let escaped = word.replace('%', "%%").replace('$', "$$");
-    let needs_quotes = escaped.is_empty()
-        || escaped
-            .chars()
-            .any(|c| c.is_whitespace() || matches!(c, '"' | '\'' | '\\' | ';'));
-    if !needs_quotes {
-        return escaped;
-    }
-    let mut quoted = String::from("\"");
-    for c in escaped.chars() {
-        match c {
-            '"' | '\\' => {
-                quoted.push('\\');
-                quoted.push(c);
-            }
-            '\n' => quoted.push_str("\\n"),
-            _ => quoted.push(c),
-        }
-    }
-    quoted.push('"');
-    quoted
-}
-
-/// Where a user unit goes: `$XDG_CONFIG_HOME/systemd/user/` or `~/.config/systemd/user/`.
-pub fn user_unit_path() -> Option<PathBuf> {
-    let config = std::env::var_os("XDG_CONFIG_HOME")
-        .map(PathBuf::from)
-        .filter(|dir| dir.is_absolute())
-        .or_else(|| {
-            std::env::var_os("HOME")
-                .filter(|home| !home.is_empty())
-                .map(|home| Path::new(&home).join(".config"))
-        })?;
-    Some(config.join("systemd").join("user").join(UNIT_NAME))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -287,34 +165,6 @@ mod tests {
             fn drop(&mut self) {
                 let _ = std::fs::remove_dir_all(&self.0);
             }
-        }
-    }
-
-    fn settings() -> UnitSettings {
-        UnitSettings {
-            exe: PathBuf::from("/opt/node guard/nodeguard"),
-            home: PathBuf::from("/home/ann/.nodeguard"),
-            path_env: Some("/usr/local/bin:/usr/bin".into()),
-            http: Some("127.0.0.1:9615".into()),
-            saved_apps: vec!["api".into(), "worker".into()],
-            state_file: PathBuf::from("/home/ann/.nodeguard/dump.json"),
-        }
-    }
-
-    #[test]
-    fn the_unit_runs_the_daemon_as_a_notify_service() {
-        let text = unit(&settings());
-        for line in [
-            "Type=notify",
-            "ExecStart=\"/opt/node guard/nodeguard\" daemon --resurrect --home /home/ann/.nodeguard --http 127.0.0.1:9615",
-            "Restart=on-failure",
-            "WatchdogSec=30s",
-            "KillMode=mixed",
-            "Environment=PATH=/usr/local/bin:/usr/bin",
-            "WantedBy=default.target",
-            "# Brings back the 2 app(s) saved in /home/ann/.nodeguard/dump.json: api, worker.",
-        ] {
-            assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
         }
     }
 
@@ -402,14 +252,5 @@ mod tests {
             .await
             .expect("the notifier ends with the supervision loop")
             .unwrap();
-    }
-
-    #[test]
-    fn unit_words_are_escaped() {
-        assert_eq!(exec_word("/usr/bin/x"), "/usr/bin/x");
-        assert_eq!(exec_word("/a b"), "\"/a b\"");
-        assert_eq!(exec_word("100%"), "100%%");
-        assert_eq!(exec_word("$HOME"), "$$HOME");
-        assert_eq!(exec_word("a\"b"), "\"a\\\"b\"");
     }
 }
