@@ -1,7 +1,10 @@
 //! The machine's reports as log lines and describe events, and the hang's stack.
 
 use crate::core::exit::human;
-use crate::core::machine::{HangEvidence, Phase, Report, StackPlan, StopSignal, STACK_TIMEOUT};
+use crate::core::machine::{
+    HangEvidence, Phase, Report, StackPlan, StopSignal, Timing, STACK_TIMEOUT,
+};
+use crate::core::units::bytes;
 use crate::io::forensics::{self};
 use crate::io::logfile::timestamp;
 use crate::io::platform;
@@ -99,173 +102,311 @@ impl WorkerTask {
         });
     }
 
-    /// Logs a report and keeps it in the event history.
+    /// Logs a report and keeps it in the event history: one rendering, two places.
     pub(super) fn log(&mut self, report: Report) {
-        let (kind, message) = self.describe_report(&report);
-        self.record(kind, message);
-        match report {
-            Report::Started { pid } => tracing::info!(pid, "started"),
-            Report::Ready { pid, after } => tracing::info!(pid, "ready after {}", human(after)),
-            Report::NotReady { pid, waited } => tracing::error!(
-                pid,
-                "not ready within {}; killing it",
-                human(waited)
-            ),
-            Report::Exited {
-                pid,
-                status,
-                uptime,
-                restart_in,
-            } => match restart_in {
-                Some(delay) if delay.is_zero() => {
-                    tracing::warn!(pid, "exited with {status} after {}; restarting", human(uptime))
-                }
-                Some(delay) => tracing::warn!(
-                    pid,
-                    "exited with {status} after {}; restarting in {}",
-                    human(uptime),
-                    human(delay)
-                ),
-                None => tracing::warn!(pid, "exited with {status} after {}", human(uptime)),
-            },
-            Report::Hung {
-                pid,
-                silent_for,
-                misses,
-                evidence,
-                ..
-            } => tracing::error!(
-                pid,
-                "hung: event loop silent for {} ({misses} heartbeats missed; {}); killing and restarting",
-                human(silent_for),
-                evidence_text(evidence)
-            ),
-            Report::HangDisproved { misses, queued_for } => tracing::warn!(
-                "{misses} heartbeats missed, but {}: not a hang",
-                disproof_text(queued_for)
-            ),
-            Report::StackTimeout { pid } => tracing::warn!(
-                pid,
-                "no stack within {} of SIGINT; sending SIGKILL",
-                human(STACK_TIMEOUT)
-            ),
-            Report::KillTimeout { pid } => tracing::warn!(
-                pid,
-                "still running {} after SIGTERM; sending SIGKILL",
-                human(self.spec.timing.kill_timeout)
-            ),
-            Report::Stopped { pid, status } => tracing::info!(pid, "stopped ({status})"),
-            Report::SpawnFailed { error } => tracing::error!("{error}"),
-            Report::MemoryExceeded { pid, rss, limit } => tracing::warn!(
-                pid,
-                "memory: rss {} over the limit of {}; restarting gracefully",
-                crate::core::units::bytes(rss),
-                crate::core::units::bytes(limit)
-            ),
-            Report::GaveUp { restarts, window } => tracing::error!(
-                "{restarts} failures within {}: over the restart budget; giving up until an operator restarts it",
-                human(window)
-            ),
-            Report::Unmonitored => tracing::warn!(
-                "no monitor connected within {}; hang detection is off for this process",
-                human(self.spec.timing.start_grace)
-            ),
-            Report::LateCheckVoided { late_by } => tracing::warn!(
-                "supervisor ran {} late; not counting a missed heartbeat",
-                human(late_by)
-            ),
+        let rendered = render(&report, &self.spec.timing);
+        let pid = rendered.pid;
+        let text = &rendered.text;
+        match rendered.level {
+            Level::Info => tracing::info!(pid, "{text}"),
+            Level::Warn => tracing::warn!(pid, "{text}"),
+            Level::Error => tracing::error!(pid, "{text}"),
+        }
+        self.record(rendered.kind, rendered.history_line());
+    }
+}
+
+/// How loud a report is in the supervisor's log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Level {
+    Info,
+    Warn,
+    Error,
+}
+
+/// A report as people read it, in the log and in `describe` alike.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Rendered {
+    /// The event history's name for it (see `AppEvent::kind`).
+    pub(super) kind: &'static str,
+    pub(super) level: Level,
+    /// The process it is about, if one.
+    pub(super) pid: Option<u32>,
+    /// One line, without the pid.
+    pub(super) text: String,
+}
+
+impl Rendered {
+    /// The line kept in the event history: the text, after the pid when there is one.
+    pub(super) fn history_line(&self) -> String {
+        match self.pid {
+            Some(pid) => format!("pid {pid}: {}", self.text),
+            None => self.text.clone(),
         }
     }
+}
 
-    /// The event-history form of a report: its kind and one line.
-    pub(super) fn describe_report(&self, report: &Report) -> (&'static str, String) {
-        match report {
-            Report::Started { pid } => ("started", format!("pid {pid}")),
-            Report::Ready { pid, after } => ("ready", format!("pid {pid}: ready after {}", human(*after))),
-            Report::NotReady { pid, waited } => (
-                "not_ready",
-                format!(
-                    "pid {pid}: not ready within {} (no listen on the shared socket, or no \
-                     monitor.ready() with wait-ready); killed",
-                    human(*waited)
-                ),
+/// The one rendering of every report (the log line and the history entry are both made from it).
+pub(super) fn render(report: &Report, timing: &Timing) -> Rendered {
+    let (kind, level, pid, text) = match report {
+        Report::Started { pid } => ("started", Level::Info, Some(*pid), "started".to_string()),
+        Report::Ready { pid, after } => (
+            "ready",
+            Level::Info,
+            Some(*pid),
+            format!("ready after {}", human(*after)),
+        ),
+        Report::NotReady { pid, waited } => (
+            "not_ready",
+            Level::Error,
+            Some(*pid),
+            format!(
+                "not ready within {} (no listen on the shared socket, or no monitor.ready() with \
+                 wait-ready); killed",
+                human(*waited)
             ),
-            Report::Exited {
-                pid,
-                status,
-                uptime,
-                restart_in,
-            } => (
-                "exited",
-                match restart_in {
-                    Some(delay) if delay.is_zero() => {
-                        format!("pid {pid}: {status} after {}; restarted at once", human(*uptime))
-                    }
-                    Some(delay) => format!(
-                        "pid {pid}: {status} after {}; restart in {} (backoff)",
-                        human(*uptime),
-                        human(*delay)
-                    ),
-                    None => format!("pid {pid}: {status} after {}", human(*uptime)),
+        ),
+        Report::Exited {
+            pid,
+            status,
+            uptime,
+            restart_in,
+        } => (
+            "exited",
+            Level::Warn,
+            Some(*pid),
+            match restart_in {
+                Some(delay) if delay.is_zero() => {
+                    format!("{status} after {}; restarted at once", human(*uptime))
+                }
+                Some(delay) => format!(
+                    "{status} after {}; restart in {} (backoff)",
+                    human(*uptime),
+                    human(*delay)
+                ),
+                None => format!("{status} after {}", human(*uptime)),
+            },
+        ),
+        Report::Hung {
+            pid,
+            silent_for,
+            misses,
+            evidence,
+            ..
+        } => (
+            "hung",
+            Level::Error,
+            Some(*pid),
+            format!(
+                "event loop silent for {} ({misses} heartbeats missed; {}); killed and restarted",
+                human(*silent_for),
+                evidence_text(*evidence)
+            ),
+        ),
+        Report::HangDisproved { misses, queued_for } => (
+            "hang_disproved",
+            Level::Warn,
+            None,
+            format!(
+                "{misses} heartbeats missed, but {}: not a hang",
+                disproof_text(*queued_for)
+            ),
+        ),
+        Report::StackTimeout { pid } => (
+            "stack_timeout",
+            Level::Warn,
+            Some(*pid),
+            format!(
+                "no stack within {} of SIGINT; sent SIGKILL",
+                human(STACK_TIMEOUT)
+            ),
+        ),
+        Report::KillTimeout { pid } => (
+            "kill_timeout",
+            Level::Warn,
+            Some(*pid),
+            format!(
+                "still running {} after SIGTERM; sent SIGKILL",
+                human(timing.kill_timeout)
+            ),
+        ),
+        Report::Stopped { pid, status } => (
+            "stopped",
+            Level::Info,
+            Some(*pid),
+            format!("stopped ({status})"),
+        ),
+        Report::SpawnFailed { error } => ("spawn_failed", Level::Error, None, error.clone()),
+        Report::MemoryExceeded { pid, rss, limit } => (
+            "memory",
+            Level::Warn,
+            Some(*pid),
+            format!(
+                "rss {} over the limit of {}; restarting gracefully",
+                bytes(*rss),
+                bytes(*limit)
+            ),
+        ),
+        Report::GaveUp { restarts, window } => (
+            "errored",
+            Level::Error,
+            None,
+            format!(
+                "{restarts} failures within {}: over the restart budget; not restarting until an \
+                 operator does",
+                human(*window)
+            ),
+        ),
+        Report::Unmonitored => (
+            "unmonitored",
+            Level::Warn,
+            None,
+            format!(
+                "no monitor connected within {}; hang detection is off for this process",
+                human(timing.start_grace)
+            ),
+        ),
+        Report::LateCheckVoided { late_by } => (
+            "late_check",
+            Level::Warn,
+            None,
+            format!(
+                "supervisor ran {} late; a heartbeat check was voided",
+                human(*late_by)
+            ),
+        ),
+    };
+    Rendered {
+        kind,
+        level,
+        pid,
+        text,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::exit::ExitKind;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    /// Each report's kind, level and history line, as one table: the log line and `describe` are
+    /// both made from this rendering, so they cannot drift apart.
+    #[test]
+    fn every_report_renders_once_with_its_kind_level_and_line() {
+        let timing = Timing {
+            heartbeat_interval: 1_000 * MS,
+            heartbeat_timeout: 1_000 * MS,
+            heartbeat_misses: 3,
+            start_grace: 2_000 * MS,
+            kill_timeout: 5_000 * MS,
+            policy: crate::core::machine::RestartPolicy::default(),
+        };
+        let table: Vec<(Report, &str, Level, &str)> = vec![
+            (Report::Started { pid: 7 }, "started", Level::Info, "pid 7: started"),
+            (
+                Report::Ready { pid: 7, after: 120 * MS },
+                "ready",
+                Level::Info,
+                "pid 7: ready after 120ms",
+            ),
+            (
+                Report::Exited {
+                    pid: 7,
+                    status: ExitKind::Code(4),
+                    uptime: 338 * MS,
+                    restart_in: Some(100 * MS),
                 },
+                "exited",
+                Level::Warn,
+                "pid 7: exit code 4 after 338ms; restart in 100ms (backoff)",
             ),
-            Report::Hung {
-                pid,
-                silent_for,
-                misses,
-                evidence,
-                ..
-            } => (
+            (
+                Report::Exited {
+                    pid: 7,
+                    status: ExitKind::Code(1),
+                    uptime: 2_000 * MS,
+                    restart_in: Some(Duration::ZERO),
+                },
+                "exited",
+                Level::Warn,
+                "pid 7: exit code 1 after 2.0s; restarted at once",
+            ),
+            (
+                Report::Hung {
+                    pid: 7,
+                    silent_for: 800 * MS,
+                    misses: 3,
+                    evidence: HangEvidence::NoAnswer,
+                    stack: StackPlan::ProcessUnresponsive,
+                },
                 "hung",
-                format!(
-                    "pid {pid}: event loop silent for {} ({misses} heartbeats missed; {}); killed and restarted",
-                    human(*silent_for),
-                    evidence_text(*evidence)
-                ),
+                Level::Error,
+                "pid 7: event loop silent for 800ms (3 heartbeats missed; the monitor's own thread \
+                 did not answer either); killed and restarted",
             ),
-            Report::HangDisproved { misses, queued_for } => (
+            (
+                Report::HangDisproved {
+                    misses: 3,
+                    queued_for: None,
+                },
                 "hang_disproved",
-                format!(
-                    "{misses} heartbeats missed, but {}: not a hang",
-                    disproof_text(*queued_for)
-                ),
+                Level::Warn,
+                "3 heartbeats missed, but the monitor had no ping waiting for JS: not a hang",
             ),
-            Report::StackTimeout { pid } => (
-                "stack_timeout",
-                format!("pid {pid}: no stack within {} of SIGINT; sent SIGKILL", human(STACK_TIMEOUT)),
-            ),
-            Report::KillTimeout { pid } => (
+            (
+                Report::KillTimeout { pid: 7 },
                 "kill_timeout",
-                format!(
-                    "pid {pid}: still running {} after SIGTERM; sent SIGKILL",
-                    human(self.spec.timing.kill_timeout)
-                ),
+                Level::Warn,
+                "pid 7: still running 5.0s after SIGTERM; sent SIGKILL",
             ),
-            Report::Stopped { pid, status } => ("stopped", format!("pid {pid}: {status}")),
-            Report::SpawnFailed { error } => ("spawn_failed", error.clone()),
-            Report::MemoryExceeded { pid, rss, limit } => (
+            (
+                Report::MemoryExceeded {
+                    pid: 7,
+                    rss: 300 << 20,
+                    limit: 200 << 20,
+                },
                 "memory",
-                format!(
-                    "pid {pid}: rss {} over the limit of {}; restarting gracefully",
-                    crate::core::units::bytes(*rss),
-                    crate::core::units::bytes(*limit)
-                ),
+                Level::Warn,
+                "pid 7: rss 300.0M over the limit of 200.0M; restarting gracefully",
             ),
-            Report::GaveUp { restarts, window } => (
+            (
+                Report::GaveUp {
+                    restarts: 11,
+                    window: 60_000 * MS,
+                },
                 "errored",
-                format!(
-                    "{restarts} failures within {}: over the restart budget; not restarting until an operator does",
-                    human(*window)
-                ),
+                Level::Error,
+                "11 failures within 1m00s: over the restart budget; not restarting until an \
+                 operator does",
             ),
-            Report::Unmonitored => (
+            (
+                Report::Unmonitored,
                 "unmonitored",
-                "no monitor connected; hang detection is off for this process".to_string(),
+                Level::Warn,
+                "no monitor connected within 2.0s; hang detection is off for this process",
             ),
-            Report::LateCheckVoided { late_by } => (
-                "late_check",
-                format!("supervisor ran {} late; a heartbeat check was voided", human(*late_by)),
+            (
+                Report::SpawnFailed {
+                    error: "cannot start node: No such file or directory".into(),
+                },
+                "spawn_failed",
+                Level::Error,
+                "cannot start node: No such file or directory",
             ),
+        ];
+        for (report, kind, level, line) in table {
+            let rendered = render(&report, &timing);
+            assert_eq!(
+                (
+                    rendered.kind,
+                    rendered.level,
+                    rendered.history_line().as_str()
+                ),
+                (kind, level, line),
+                "{report:?}"
+            );
         }
     }
 }
