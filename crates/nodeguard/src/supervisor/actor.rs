@@ -17,6 +17,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::task::TaskTracker;
 
 use super::*;
+use crate::supervisor::events::Happening;
+use tokio::sync::broadcast;
 
 /// The actor that owns the app table.
 pub(super) struct Supervisor {
@@ -72,7 +74,7 @@ impl Supervisor {
         mut internal: mpsc::UnboundedReceiver<Internal>,
     ) {
         let tasks = self.tasks.clone();
-        let mut changes = self.context.changes.subscribe();
+        let mut events = self.context.events.subscribe();
         let mut closing = false;
         loop {
             tokio::select! {
@@ -83,11 +85,20 @@ impl Supervisor {
                 _ = tasks.wait(), if closing => return,
                 Some(request) = inbox.recv() => self.handle(request),
                 Some(message) = internal.recv() => self.on_internal(message),
-                Ok(()) = changes.changed(), if (self.exit_when_done || self.state_file.is_some()) && !closing => {
-                    if self.exit_when_done {
-                        self.end_if_all_finished();
+                received = events.recv(), if (self.exit_when_done || self.state_file.is_some()) && !closing => {
+                    let state_changed = match received {
+                        Ok(event) => matches!(event.what, Happening::State { .. }),
+                        // Missed some: whatever they were, look again.
+                        Err(broadcast::error::RecvError::Lagged(_)) => true,
+                        // The bus lives in the context this actor holds: it cannot close first.
+                        Err(broadcast::error::RecvError::Closed) => false,
+                    };
+                    if state_changed {
+                        if self.exit_when_done {
+                            self.end_if_all_finished();
+                        }
+                        self.persist_new_counts();
                     }
-                    self.persist_new_counts();
                 }
             }
         }

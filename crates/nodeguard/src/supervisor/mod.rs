@@ -13,6 +13,7 @@
 
 mod actor;
 pub mod api;
+pub mod events;
 mod persist;
 mod reload;
 pub mod settings;
@@ -30,7 +31,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::UnixListener;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -131,7 +132,7 @@ pub async fn run(
     let registry = Arc::new(TokenRegistry::default());
     let output_tasks = TaskTracker::new();
     let context = Arc::new(WorkerContext {
-        spawner,
+        spawner: Arc::new(spawner),
         registry: registry.clone(),
         output: output_sink,
         output_tasks: output_tasks.clone(),
@@ -140,7 +141,7 @@ pub async fn run(
         color: config.color,
         tree,
         ping_grid: tokio::time::Instant::now(),
-        changes: watch::Sender::new(0),
+        events: events::EventBus::default(),
     });
 
     let servers = CancellationToken::new();
@@ -199,9 +200,16 @@ pub async fn run(
         }
     }
     if config.service.resurrect {
-        let (reply, answer) = oneshot::channel();
-        supervisor.resurrect(reply);
-        tokio::spawn(log_resurrected(answer));
+        match supervisor.saved_state() {
+            Ok(saved) => {
+                let (reply, answer) = oneshot::channel();
+                supervisor.resurrect_saved(saved, reply);
+                tokio::spawn(log_resurrected(answer));
+            }
+            // Nothing saved yet is no error for a daemon that resurrects at every start.
+            Err(error @ persist::ResurrectError::NothingSaved(_)) => tracing::info!("{error}"),
+            Err(error) => tracing::error!("resurrect: {error}"),
+        }
     }
     tracing::info!(
         home = %home.paths.home.display(),
@@ -237,13 +245,10 @@ pub async fn run(
     })
 }
 
-/// Logs how `daemon --resurrect` went: a missing state file is no error (nothing saved yet).
+/// Logs how `daemon --resurrect` went once the saved apps have started (or failed to).
 async fn log_resurrected(answer: oneshot::Receiver<Outcome>) {
     match answer.await {
         Ok(Outcome::Done { apps }) => tracing::info!("resurrected {} saved app(s)", apps.len()),
-        Ok(Outcome::Error { message }) if message.starts_with("nothing to resurrect") => {
-            tracing::info!("{message}")
-        }
         Ok(Outcome::Error { message }) => tracing::error!("resurrect: {message}"),
         Ok(_) | Err(_) => {}
     }

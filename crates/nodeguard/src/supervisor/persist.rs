@@ -9,6 +9,18 @@ use std::collections::HashSet;
 use tokio::sync::oneshot;
 
 use super::*;
+use crate::io::state_file::StateError;
+
+/// Why there is nothing to resurrect.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum ResurrectError {
+    #[error("this supervisor keeps no state file (foreground mode)")]
+    NoStateFile,
+    #[error("nothing to resurrect: {} does not exist", .0.display())]
+    NothingSaved(PathBuf),
+    #[error(transparent)]
+    Read(#[from] StateError),
+}
 
 impl Supervisor {
     /// Writes the app list to the state file, if this supervisor keeps one.
@@ -100,28 +112,32 @@ impl Supervisor {
         }
     }
 
-    /// Brings back the saved apps that are not in the table, with their ids and counters.
+    /// What the state file holds, to resurrect from.
+    pub(super) fn saved_state(&self) -> Result<SavedState, ResurrectError> {
+        let path = self
+            .state_file
+            .as_ref()
+            .ok_or(ResurrectError::NoStateFile)?;
+        state_file::read(path)?.ok_or_else(|| ResurrectError::NothingSaved(path.clone()))
+    }
+
+    /// `resurrect`: brings back the saved apps, or says why there are none.
     pub(super) fn resurrect(&mut self, reply: oneshot::Sender<Outcome>) {
-        let Some(path) = self.state_file.clone() else {
-            let message = "this supervisor keeps no state file (foreground mode)".to_string();
-            let _ = reply.send(Outcome::Error { message });
-            return;
-        };
-        let saved = match state_file::read(&path) {
-            Ok(Some(saved)) => saved,
-            Ok(None) => {
-                let message = format!("nothing to resurrect: {} does not exist", path.display());
-                let _ = reply.send(Outcome::Error { message });
-                return;
-            }
+        match self.saved_state() {
+            Ok(saved) => self.resurrect_saved(saved, reply),
             Err(error) => {
-                tracing::error!("{error}");
+                if let ResurrectError::Read(error) = &error {
+                    tracing::error!("{error}");
+                }
                 let _ = reply.send(Outcome::Error {
                     message: error.to_string(),
                 });
-                return;
             }
-        };
+        }
+    }
+
+    /// Brings back the saved apps that are not in the table, with their ids and counters.
+    pub(super) fn resurrect_saved(&mut self, saved: SavedState, reply: oneshot::Sender<Outcome>) {
         let mut pending = Vec::new();
         let mut problems = Vec::new();
         for app in saved.apps {

@@ -2,7 +2,7 @@
 //! instance, waits for it to be ready, then retires the old one; and restart in turn.
 
 use crate::io::logfile::timestamp;
-use crate::supervisor::worker::{CommandResult, WorkerCommand, WorkerHandle};
+use crate::supervisor::worker::{CommandError, CommandResult, WorkerCommand, WorkerHandle};
 use nodeguard_proto::control::{AppEvent, AppStatus, Outcome};
 use tokio::sync::{mpsc, oneshot};
 
@@ -162,10 +162,8 @@ pub(super) async fn reload_rolling(
         };
         let (done, started) = oneshot::channel();
         let result = match new.commands.send(WorkerCommand::Start(done)).await {
-            Ok(()) => started
-                .await
-                .unwrap_or_else(|_| Err("its task ended".to_string())),
-            Err(_) => Err("its task ended".to_string()),
+            Ok(()) => started.await.unwrap_or(Err(CommandError::TaskEnded)),
+            Err(_) => Err(CommandError::TaskEnded),
         };
         match result {
             Ok(()) => {

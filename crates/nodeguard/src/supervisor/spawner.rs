@@ -1,19 +1,52 @@
-//! Spawns worker processes from one long-lived thread.
+//! Starts app processes: the [`Launch`] seam the app task calls, and [`Spawner`], the real one,
+//! which spawns from one long-lived thread.
 //!
 //! On Linux a worker's parent-death signal fires when the *thread* that forked it exits, not the
 //! process (see shared/NOTES.md: spawning from `spawn_blocking` killed workers when tokio retired
 //! the thread). So every spawn goes through this thread, which lives as long as the [`Spawner`].
 
+use std::future::Future;
 use std::io;
+use std::pin::Pin;
+use std::process::ExitStatus;
 use std::sync::{mpsc, PoisonError};
 use std::thread;
 
-use tokio::process::{Child, Command};
+use tokio::process::{Child, ChildStderr, ChildStdout, Command};
 use tokio::sync::oneshot;
 
 use crate::io::proctree::ChildSet;
 
 type Job = (Command, u64, oneshot::Sender<io::Result<Child>>);
+
+/// Resolves once the process has exited (and been reaped).
+pub type ExitFuture = Pin<Box<dyn Future<Output = io::Result<ExitStatus>> + Send>>;
+
+/// A started process as the app task holds it: its pid, its output pipes, and its exit.
+pub struct Launched {
+    pub pid: u32,
+    pub stdout: Option<ChildStdout>,
+    pub stderr: Option<ChildStderr>,
+    pub exit: ExitFuture,
+}
+
+/// Starts app processes. The real one is [`Spawner`]; tests give the app task a fake child whose
+/// exit they control, on paused time.
+pub trait Launch: Send + Sync {
+    /// Starts `command`; `spawn_key` is the value of [`crate::io::proctree::ENV_SPAWN_KEY`] in its
+    /// environment.
+    fn launch(
+        &self,
+        command: Command,
+        spawn_key: u64,
+    ) -> Pin<Box<dyn Future<Output = io::Result<Launched>> + Send + '_>>;
+
+    /// Drops `pid` from the supervisor's children once its exit was collected.
+    fn forget(&self, pid: u32);
+
+    /// The supervisor's children and their spawn keys.
+    fn children(&self) -> ChildSet;
+}
 
 /// Handle to the spawning thread. Keep it alive for as long as any worker runs.
 pub struct Spawner {
@@ -70,5 +103,34 @@ impl Spawner {
         answer
             .await
             .map_err(|_| io::Error::other("the spawner thread has stopped"))?
+    }
+}
+
+impl Launch for Spawner {
+    fn launch(
+        &self,
+        command: Command,
+        spawn_key: u64,
+    ) -> Pin<Box<dyn Future<Output = io::Result<Launched>> + Send + '_>> {
+        Box::pin(async move {
+            let mut child = self.spawn(command, spawn_key).await?;
+            let pid = child
+                .id()
+                .ok_or_else(|| io::Error::other("the process exited before it could be tracked"))?;
+            Ok(Launched {
+                pid,
+                stdout: child.stdout.take(),
+                stderr: child.stderr.take(),
+                exit: Box::pin(async move { child.wait().await }),
+            })
+        })
+    }
+
+    fn forget(&self, pid: u32) {
+        Spawner::forget(self, pid);
+    }
+
+    fn children(&self) -> ChildSet {
+        Spawner::children(self).clone()
     }
 }

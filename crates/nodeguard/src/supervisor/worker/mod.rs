@@ -5,6 +5,8 @@
 mod reports;
 mod snapshot;
 mod spawn;
+#[cfg(test)]
+mod tests;
 
 pub use snapshot::WorkerSnapshot;
 
@@ -13,7 +15,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::process::Child;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -33,11 +34,13 @@ use crate::io::monitor_socket::{MonitorConnection, TokenRegistry};
 use crate::io::output::{Origin, OutputSink};
 use crate::io::platform;
 use crate::io::proctree::{self, TreeSnapshot};
-use crate::supervisor::spawner::Spawner;
+use crate::supervisor::events::{BusEvent, EventBus, Happening};
+use crate::supervisor::spawner::{ExitFuture, Launch};
 
 /// What every worker task shares.
 pub struct WorkerContext {
-    pub spawner: Spawner,
+    /// Starts the app's processes (the spawner thread; a fake child in tests).
+    pub spawner: Arc<dyn Launch>,
     pub registry: Arc<TokenRegistry>,
     pub output: OutputSink,
     /// Tracks the output-copying tasks, so shutdown can wait for the last lines.
@@ -49,8 +52,8 @@ pub struct WorkerContext {
     pub tree: watch::Receiver<Arc<TreeSnapshot>>,
     /// Origin of the ping schedule every app shares (see [`crate::core::machine::on_grid`]).
     pub ping_grid: Instant,
-    /// Bumped whenever any app's snapshot changes.
-    pub changes: watch::Sender<u64>,
+    /// Where every app's state changes and reports are published.
+    pub events: EventBus,
 }
 
 /// Handle kept by the supervisor for one app.
@@ -75,7 +78,28 @@ impl WorkerHandle {
 }
 
 /// The answer to a command: `Err` says why the effect did not happen.
-pub type CommandResult = Result<(), String>;
+pub type CommandResult = Result<(), CommandError>;
+
+/// Why a command's effect did not happen.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    #[error("stopped before it was running")]
+    StoppedBeforeRunning,
+    #[error("exited while starting ({last_exit})")]
+    ExitedWhileStarting { last_exit: String },
+    /// The app rests errored; `why` is the machine's reason.
+    #[error("{why}")]
+    Errored { why: String },
+    /// The supervisor shut down or the app was removed while the command waited.
+    #[error("the app was stopped")]
+    AppStopped,
+    /// A later command with another goal came first (e.g. a restart while a stop waited).
+    #[error("a {by} came before it was done")]
+    Superseded { by: &'static str },
+    /// The app's task ended before it answered.
+    #[error("its task ended")]
+    TaskEnded,
+}
 
 /// An operator's request to one app. Each reply is sent once the effect has happened.
 #[derive(Debug)]
@@ -129,7 +153,8 @@ pub struct WorkerTask {
     spec: Arc<AppSpec>,
     ctx: Arc<WorkerContext>,
     machine: Worker,
-    child: Option<Child>,
+    /// The running process's exit, while it runs.
+    child: Option<ExitFuture>,
     connection: Option<MonitorConnection>,
     connections: mpsc::Receiver<MonitorConnection>,
     deliver: mpsc::Sender<MonitorConnection>,
@@ -170,9 +195,9 @@ struct Metrics {
     loop_delay: Option<LoopDelay>,
 }
 
-async fn wait_child(child: &mut Option<Child>) -> std::io::Result<std::process::ExitStatus> {
+async fn wait_child(child: &mut Option<ExitFuture>) -> std::io::Result<std::process::ExitStatus> {
     match child {
-        Some(child) => child.wait().await,
+        Some(exit) => exit.as_mut().await,
         None => std::future::pending().await,
     }
 }
@@ -312,7 +337,7 @@ impl WorkerTask {
             for waiter in self.waiters.drain(..) {
                 let result = match waiter.goal {
                     Goal::AtRest => Ok(()),
-                    Goal::Running { .. } => Err("the app was stopped".to_string()),
+                    Goal::Running { .. } => Err(CommandError::AppStopped),
                 };
                 let _ = waiter.reply.send(result);
             }
@@ -334,13 +359,18 @@ impl WorkerTask {
                 };
                 (Event::Start, Goal::Running { generation }, reply)
             }
-            WorkerCommand::Restart(reply) => (
-                Event::Restart,
-                Goal::Running {
-                    generation: next_generation,
-                },
-                reply,
-            ),
+            WorkerCommand::Restart(reply) => {
+                // A stop still waiting for the process to exit will not see it rest: the restart
+                // starts it again. Answer it now rather than never.
+                self.supersede_stops("restart");
+                (
+                    Event::Restart,
+                    Goal::Running {
+                        generation: next_generation,
+                    },
+                    reply,
+                )
+            }
             WorkerCommand::Stop(reply) => (Event::Stop, Goal::AtRest, reply),
             WorkerCommand::Remove(reply) => {
                 self.ending = true;
@@ -369,6 +399,18 @@ impl WorkerTask {
         Some(event)
     }
 
+    /// Answers every waiter for a stop (the app at rest) with `Superseded { by }`.
+    fn supersede_stops(&mut self, by: &'static str) {
+        let (stops, others): (Vec<Waiter>, Vec<Waiter>) = self
+            .waiters
+            .drain(..)
+            .partition(|waiter| matches!(waiter.goal, Goal::AtRest));
+        self.waiters = others;
+        for waiter in stops {
+            let _ = waiter.reply.send(Err(CommandError::Superseded { by }));
+        }
+    }
+
     /// Answers every waiter whose goal was reached or can no longer be.
     fn resolve_waiters(&mut self) {
         if self.waiters.is_empty() {
@@ -386,14 +428,18 @@ impl WorkerTask {
                 {
                     Some(Ok(()))
                 }
-                (Goal::Running { .. }, Phase::Errored { why }) => Some(Err(why.clone())),
+                (Goal::Running { .. }, Phase::Errored { why }) => {
+                    Some(Err(CommandError::Errored { why: why.clone() }))
+                }
                 (Goal::Running { .. }, Phase::Stopped) => {
-                    Some(Err("stopped before it was running".to_string()))
+                    Some(Err(CommandError::StoppedBeforeRunning))
                 }
                 (Goal::Running { generation: wanted }, Phase::Backoff { .. })
                     if generation >= wanted =>
                 {
-                    Some(Err(format!("exited while starting ({last_exit})")))
+                    Some(Err(CommandError::ExitedWhileStarting {
+                        last_exit: last_exit.clone(),
+                    }))
                 }
                 _ => None,
             };
@@ -532,7 +578,7 @@ impl WorkerTask {
         }
         let tree = self.ctx.tree.borrow().clone();
         proctree::end_known_descendants(tree.of(pid));
-        let (spawn_key, children) = (self.spawn_key, self.ctx.spawner.children().clone());
+        let (spawn_key, children) = (self.spawn_key, self.ctx.spawner.children());
         if matches!(self.machine.phase, Phase::Live { .. }) && !self.ending {
             tokio::task::spawn_blocking(move || proctree::end_orphans_by_key(spawn_key, &children));
         } else {

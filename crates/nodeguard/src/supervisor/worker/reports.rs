@@ -95,6 +95,10 @@ impl WorkerTask {
     }
 
     pub(super) fn record(&mut self, kind: &str, message: String) {
+        self.announce(Happening::Report {
+            kind: kind.to_string(),
+            message: message.clone(),
+        });
         self.remember(AppEvent {
             at: timestamp(SystemTime::now()),
             kind: kind.to_string(),

@@ -114,7 +114,15 @@ impl WorkerTask {
             Phase::Errored { .. } => (AppState::Errored, None, None, None, None),
         };
         let monitored = self.connection.is_some();
+        let mut changed = None;
         self.snapshot.send_modify(|snapshot| {
+            let before = (
+                snapshot.state,
+                snapshot.pid,
+                snapshot.restarts,
+                snapshot.hangs,
+                snapshot.finished,
+            );
             snapshot.state = state;
             snapshot.pid = pid;
             snapshot.spawned_at = spawned_at;
@@ -145,8 +153,37 @@ impl WorkerTask {
                     snapshot.pong_round_trip = round_trip;
                 }
             }
+            let after = (
+                snapshot.state,
+                snapshot.pid,
+                snapshot.restarts,
+                snapshot.hangs,
+                snapshot.finished,
+            );
+            if after != before {
+                changed = Some(after);
+            }
         });
-        self.ctx.changes.send_modify(|n| *n = n.wrapping_add(1));
+        if let Some((state, pid, restarts, hangs, finished)) = changed {
+            self.announce(Happening::State {
+                state,
+                pid,
+                restarts,
+                hangs,
+                finished,
+            });
+        }
+    }
+
+    /// Publishes what happened to this app on the event bus.
+    pub(super) fn announce(&self, what: Happening) {
+        self.ctx.events.publish(BusEvent {
+            app: self.spec.name.as_str().into(),
+            id: self.spec.id,
+            instance: self.spec.shown_instance(),
+            at: crate::io::logfile::timestamp(std::time::SystemTime::now()),
+            what,
+        });
     }
 
     /// Keeps an event in the bounded history.

@@ -67,13 +67,9 @@ impl WorkerTask {
         let spawn_key = NEXT_SPAWN_KEY.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.spawn_key = spawn_key;
         command.env(proctree::ENV_SPAWN_KEY, spawn_key.to_string());
-        match self.ctx.spawner.spawn(command, spawn_key).await {
-            Ok(mut child) => {
-                let Some(pid) = child.id() else {
-                    return Event::SpawnFailed {
-                        error: "the process exited before it could be tracked".into(),
-                    };
-                };
+        match self.ctx.spawner.launch(command, spawn_key).await {
+            Ok(launched) => {
+                let pid = launched.pid;
                 let origin = Origin {
                     app: spec.name.as_str().into(),
                     prefix: prefix_for(&spec.display_name(), spec.id as usize, self.ctx.color),
@@ -82,12 +78,12 @@ impl WorkerTask {
                     timestamps: spec.log_timestamps,
                 };
                 let tap = Arc::new(StackTap::default());
-                if let Some(stdout) = child.stdout.take() {
+                if let Some(stdout) = launched.stdout {
                     let sink = self.ctx.output.clone();
                     let task = sink.copy_lines(stdout, origin.clone(), StreamKind::Stdout, None);
                     self.ctx.output_tasks.spawn(task);
                 }
-                if let Some(stderr) = child.stderr.take() {
+                if let Some(stderr) = launched.stderr {
                     let sink = self.ctx.output.clone();
                     let task = sink.copy_lines(
                         stderr,
@@ -100,7 +96,7 @@ impl WorkerTask {
                 self.origin = Some(origin);
                 self.tap = Some(tap);
                 self.capture = None;
-                self.child = Some(child);
+                self.child = Some(launched.exit);
                 Event::Spawned { pid }
             }
             Err(error) => {
