@@ -29,7 +29,7 @@ use nodeguard_proto::control::{
 
 use crate::config::{self, AppSpec, SupervisorConfig};
 use crate::control;
-use crate::home::{Home, HomeError};
+use crate::home::{Home, HomeError, HomeWatch};
 use crate::listen::SharedListeners;
 use crate::logfile::timestamp;
 use crate::output;
@@ -59,12 +59,14 @@ pub struct Shutdown {
 }
 
 /// How a run ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunSummary {
     pub forced: bool,
     /// Set when the run ended because every app came to rest on its own: whether all ended
     /// cleanly.
     pub apps_finished: Option<bool>,
+    /// Set when the run ended because the home was removed or replaced under it: why.
+    pub home_lost: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -104,7 +106,7 @@ pub async fn run(
     config: SupervisorConfig,
     shutdown: Shutdown,
 ) -> Result<RunSummary, SupervisorError> {
-    let home = Home::prepare(&config.home)?;
+    let home = Home::prepare(&config.home, config.log_files)?;
     let worker_listener = bind(&home.paths.worker_socket)?;
     let control_listener = bind(&home.paths.control_socket)?;
     let http_listener = match config.service.http {
@@ -157,6 +159,13 @@ pub async fn run(
         let stopping = shutdown.graceful.clone();
         tokio::spawn(crate::systemd::notify(notifier, probe, stopping));
     }
+    let home_lost = Arc::new(std::sync::OnceLock::new());
+    tokio::spawn(watch_home(
+        home.watch(),
+        home_lost.clone(),
+        shutdown.clone(),
+        servers.clone(),
+    ));
     tokio::spawn(control::serve(
         control_listener,
         requests,
@@ -176,6 +185,7 @@ pub async fn run(
         tasks: TaskTracker::new(),
         shutdown: shutdown.clone(),
         state_file: config.persist.then(|| state::state_path(&home.paths.home)),
+        home_watch: home.watch(),
         stopped: HashSet::new(),
         saved_counts: std::cell::Cell::new(0),
         state_final: false,
@@ -224,7 +234,36 @@ pub async fn run(
     Ok(RunSummary {
         forced: shutdown.force.is_cancelled(),
         apps_finished,
+        home_lost: home_lost.get().cloned(),
     })
+}
+
+/// How often a supervisor checks that its home is still its own.
+const HOME_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Checks every [`HOME_CHECK_INTERVAL`] that the home is still ours (see [`HomeWatch::lost`]);
+/// once it is not, nobody can reach this supervisor and another may own the home: it records
+/// why and stops every app, so the run ends.
+async fn watch_home(
+    watch: HomeWatch,
+    lost: Arc<std::sync::OnceLock<String>>,
+    shutdown: Shutdown,
+    servers: CancellationToken,
+) {
+    let mut interval = tokio::time::interval(HOME_CHECK_INTERVAL);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = servers.cancelled() => return,
+            _ = interval.tick() => {}
+        }
+        if let Some(reason) = watch.lost() {
+            tracing::error!("{reason}: this supervisor can no longer be reached; stopping every app and exiting");
+            let _ = lost.set(reason);
+            shutdown.graceful.cancel();
+            return;
+        }
+    }
 }
 
 /// Logs how `daemon --resurrect` went: a missing state file is no error (nothing saved yet).
@@ -255,6 +294,9 @@ struct Supervisor {
     shutdown: Shutdown,
     /// The state file, when this supervisor keeps one (the daemon).
     state_file: Option<PathBuf>,
+    /// Whether the home is still ours: the state file is never written into a home that another
+    /// supervisor may have made anew.
+    home_watch: HomeWatch,
     /// Ids of apps an operator stopped: saved as stopped.
     stopped: HashSet<u32>,
     /// Restarts plus hangs of every app as last written to the state file.
@@ -758,6 +800,9 @@ impl Supervisor {
             version: STATE_VERSION,
             apps,
         };
+        if let Some(reason) = self.home_watch.lost() {
+            return Err(format!("not writing {}: {reason}", path.display()));
+        }
         state::write(path, &saved).map_err(|e| e.to_string())?;
         self.saved_counts.set(self.counts());
         Ok(())
