@@ -299,6 +299,9 @@ pub fn check_private_dir_mode(
 pub fn ensure_private_dir(dir: &Path) -> Result<(), PrivatePathError> {
     use rustix::fs::{Mode, OFlags};
     use std::os::unix::fs::DirBuilderExt;
+    // Without a trailing slash (`link/` would resolve a final symbolic link) or `.` components.
+    let dir: PathBuf = dir.components().collect();
+    let dir = dir.as_path();
     let io_err = PrivatePathError::io(dir);
     match std::fs::symlink_metadata(dir) {
         Ok(_) => {}
@@ -614,9 +617,15 @@ mod tests {
         std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o755)).unwrap();
         let link = base.join("link");
         std::os::unix::fs::symlink(&target, &link).unwrap();
-        let error = ensure_private_dir(&link).unwrap_err();
-        assert!(matches!(error, PrivatePathError::Symlink { .. }), "{error}");
-        assert_eq!(mode_of(&target), 0o755);
+        for given in [link.clone(), base.join("link/"), base.join("link/.")] {
+            let error = ensure_private_dir(&given).unwrap_err();
+            assert!(
+                matches!(error, PrivatePathError::Symlink { .. }),
+                "{}: {error}",
+                given.display()
+            );
+            assert_eq!(mode_of(&target), 0o755);
+        }
         let file = base.join("file");
         std::fs::write(&file, b"").unwrap();
         let error = ensure_private_dir(&file).unwrap_err();
