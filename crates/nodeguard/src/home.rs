@@ -171,3 +171,54 @@ impl HomeWatch {
         None
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("ng-home-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
+    #[test]
+    fn a_home_removed_and_made_anew_is_no_longer_ours_and_its_new_sockets_stay() {
+        let dir = scratch("lost");
+        let home = Home::prepare(&dir, true).unwrap();
+        std::fs::write(&home.paths.control_socket, b"").unwrap();
+        let watch = home.watch();
+        assert_eq!(watch.lost(), None);
+        assert!(dir.join("logs").is_dir());
+
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(watch.lost().is_some_and(|why| why.contains("lock file")));
+        // Another supervisor makes the home anew at the same path.
+        let paths = HomePaths::new(&dir);
+        std::fs::create_dir_all(&paths.run_dir).unwrap();
+        std::fs::write(&paths.lock_file, b"999").unwrap();
+        std::fs::write(&paths.control_socket, b"").unwrap();
+        assert!(watch.lost().is_some());
+        drop(home);
+        assert!(
+            paths.control_socket.exists(),
+            "the old supervisor removed the new one's socket"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_removed_control_socket_is_noticed() {
+        let dir = scratch("socket");
+        let home = Home::prepare(&dir, false).unwrap();
+        std::fs::write(&home.paths.control_socket, b"").unwrap();
+        let watch = home.watch();
+        assert_eq!(watch.lost(), None);
+        std::fs::remove_file(&home.paths.control_socket).unwrap();
+        assert!(watch
+            .lost()
+            .is_some_and(|why| why.contains("control socket")));
+        drop(home);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
