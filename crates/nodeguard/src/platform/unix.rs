@@ -268,14 +268,10 @@ impl PrivatePathError {
     }
 }
 
-/// What [`check_private_dir`] found wrong with a directory's owner or mode, if anything:
+/// What [`ensure_private_dir`] finds wrong with a directory's owner or mode, if anything:
 /// `Ok(true)` when it is ours and private, `Ok(false)` when it is ours and only readable by
 /// others (which the caller may tighten), an error when another user owns it or may write to it.
-pub fn check_private_dir_mode(
-    path: &Path,
-    owner: u32,
-    mode: u32,
-) -> Result<bool, PrivatePathError> {
+fn check_private_dir_mode(path: &Path, owner: u32, mode: u32) -> Result<bool, PrivatePathError> {
     if owner != current_uid() {
         return Err(PrivatePathError::OtherOwner {
             path: path.to_path_buf(),
@@ -340,9 +336,13 @@ pub fn ensure_private_dir(dir: &Path) -> Result<(), PrivatePathError> {
         Err(errno) => return Err(io_err(errno.into())),
     };
     // Checked and tightened through the descriptor: what we checked is what we chmod.
-    let stat = rustix::fs::fstat(&directory).map_err(|e| io_err(e.into()))?;
-    if !check_private_dir_mode(dir, stat.st_uid, stat.st_mode)? {
-        rustix::fs::fchmod(&directory, Mode::from_raw_mode(0o700)).map_err(|e| io_err(e.into()))?;
+    let directory = std::fs::File::from(directory);
+    let metadata = directory.metadata().map_err(&io_err)?;
+    use std::os::unix::fs::MetadataExt;
+    if !check_private_dir_mode(dir, metadata.uid(), metadata.mode())? {
+        directory
+            .set_permissions(std::fs::Permissions::from_mode(0o700))
+            .map_err(&io_err)?;
     }
     Ok(())
 }
