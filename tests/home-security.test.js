@@ -245,3 +245,31 @@ test('a foreground run without --home does not collide with a daemon on the defa
   assert.equal(exit.code, 0, foreground.describe());
   assert.ok(!fs.existsSync(ownHome), `the foreground run left ${ownHome}: ${fs.existsSync(ownHome) && fs.readdirSync(ownHome)}`);
 });
+
+test('npm run demo runs in a home of its own beside a daemon on the default home, and status reaches it', async (t) => {
+  const pkg = JSON.parse(fs.readFileSync(path.join(h.REPO, 'package.json'), 'utf8'));
+  // `node scripts/build.js && target/release/nodeguard <options> -m examples/… …`: its options,
+  // with an idle fixture for the examples (they listen on fixed ports that tests/examples.test.js
+  // uses at the same time).
+  const command = pkg.scripts.demo.split('&&').map((part) => part.trim()).find((part) => part.startsWith('target/release/nodeguard'));
+  assert.ok(command, `no nodeguard command in the demo script: ${pkg.scripts.demo}`);
+  const words = command.split(/\s+/).slice(1);
+  const options = words.slice(0, words.indexOf('-m'));
+  const homeIndex = options.indexOf('--home');
+  assert.ok(homeIndex >= 0, `the demo runs on the default home: ${command}`);
+  const demoHome = path.resolve(h.REPO, options[homeIndex + 1]);
+  t.after(() => fs.rmSync(demoHome, { recursive: true, force: true }));
+
+  const daemon = new h.DaemonHome(t, { env: { NODEGUARD_HOME: '' } });
+  const env = { HOME: daemon.home, NODEGUARD_HOME: '' };
+  await daemon.ok(['start', 'idle.js', '--name', 'daemonapp'], { env });
+
+  // npm runs the script in the repo: the home is relative to it.
+  const demoOptions = options.map((word, i) => (i === homeIndex + 1 ? demoHome : word));
+  const demo = new h.Supervisor({ home: demoHome, args: [...demoOptions, '-m', path.join(h.FIXTURES, 'idle.js')], env });
+  t.after(() => demo.cleanup());
+  await demo.waitForLine('idle', /^idle pid=\d+/);
+  const status = await h.run(['status', '--json', ...options], { env, cwd: h.REPO });
+  assert.equal(status.code, 0, `status ${options.join(' ')}: ${status.stderr}`);
+  assert.deepEqual(JSON.parse(status.stdout).map((a) => a.name), ['idle']);
+});
