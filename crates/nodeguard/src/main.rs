@@ -383,10 +383,35 @@ fn foreground(
     home: Option<PathBuf>,
     notifier: Option<std::sync::Arc<Notifier>>,
 ) -> anyhow::Result<ExitCode> {
+    // No home given: one of its own, removed on exit, so it never meets a daemon on the default.
+    let own_home = match home {
+        Some(_) => None,
+        None => config::foreground_home()?,
+    };
+    if let Some(dir) = own_home.as_deref().and_then(std::path::Path::parent) {
+        nodeguard::io::home::ensure_private_home(dir)?;
+    }
+    let home = home.or_else(|| own_home.clone());
     let (mut config, preload) = args.into_config(home, std::io::stdout().is_terminal())?;
     config.service.notify = notifier;
     log_preload(&preload);
-    supervise(config)
+    let outcome = supervise(config);
+    if let Some(dir) = own_home {
+        remove_foreground_home(&dir);
+    }
+    outcome
+}
+
+/// Removes what a foreground run without `--home` left in its own home: the lock file, `run/`,
+/// and the home itself unless `--log-files` wrote logs there (those are kept, and said so).
+fn remove_foreground_home(dir: &std::path::Path) {
+    let paths = HomePaths::new(dir);
+    let _ = std::fs::remove_file(&paths.lock_file);
+    let _ = std::fs::remove_dir(&paths.run_dir);
+    let _ = std::fs::remove_dir(nodeguard::io::logfile::logs_dir(dir));
+    if std::fs::remove_dir(dir).is_err() && dir.exists() {
+        tracing::info!("app logs kept in {}", dir.display());
+    }
 }
 
 /// The background supervisor: no apps at first; `start` adds them.
@@ -443,6 +468,9 @@ fn supervise(config: SupervisorConfig) -> anyhow::Result<ExitCode> {
         signals.abort();
         anyhow::Ok(summary?)
     })?;
+    if let Some(reason) = summary.home_lost {
+        anyhow::bail!("{reason}; stopped every app and exited");
+    }
     if summary.forced {
         tracing::warn!("forced stop: apps were killed");
         return Ok(ExitCode::from(EXIT_FORCED));

@@ -50,7 +50,10 @@ pub struct Cli {
     pub command: Option<Verb>,
     #[command(flatten)]
     pub run: RunArgs,
-    /// State directory: sockets, daemon log [env: NODEGUARD_HOME] [default: ~/.nodeguard]
+    /// State directory: sockets, daemon log [env: NODEGUARD_HOME] [default: ~/.nodeguard; in
+    /// foreground mode a home of its own, ~/.nodeguard/foreground-<pid>, removed on exit]. It must
+    /// be a real directory (not a symlink) that you own and nobody else can write to; one others
+    /// can read is made 0700
     #[arg(long, value_name = "DIR", global = true)]
     pub home: Option<PathBuf>,
 }

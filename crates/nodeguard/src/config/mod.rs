@@ -330,6 +330,17 @@ pub fn default_home() -> Result<PathBuf, ConfigError> {
         .ok_or(ConfigError::NoHome)
 }
 
+/// Foreground mode's home when none is given (no `--home`, no `NODEGUARD_HOME`):
+/// `<default home>/foreground-<pid>`, a home of its own, so that a foreground run (`npm run demo`)
+/// never collides with a daemon on the default home. `None` when `NODEGUARD_HOME` names one.
+pub fn foreground_home() -> Result<Option<PathBuf>, ConfigError> {
+    if std::env::var_os("NODEGUARD_HOME").is_some_and(|h| !h.is_empty()) {
+        return Ok(None);
+    }
+    let home = default_home()?.join(format!("foreground-{}", std::process::id()));
+    Ok(Some(home))
+}
+
 /// Name of the monitor's preload script in the `nodeguard-monitor` package.
 pub const PRELOAD_FILE: &str = "preload.js";
 

@@ -39,6 +39,8 @@ pub enum ClientError {
     Frame(#[from] FrameError),
     #[error("{0}")]
     Refused(String),
+    #[error(transparent)]
+    Home(#[from] crate::io::home::HomeError),
 }
 
 /// Sends one command and returns the supervisor's outcome (an `Outcome::Error` becomes `Err`).
@@ -99,6 +101,9 @@ enum CommandKind {
 /// `nodeguard daemon` detached (its output going to `daemon.log`) and waits until it answers.
 /// Returns whether it launched one.
 pub async fn ensure_daemon(paths: &HomePaths) -> Result<bool, ClientError> {
+    // Before talking to whatever listens there: a home another user owns or may write to is
+    // refused, as the daemon itself would refuse it.
+    crate::io::home::ensure_private_home(&paths.home)?;
     let deadline = tokio::time::Instant::now() + DAEMON_START_TIMEOUT;
     loop {
         match request(paths, Command::Ping).await {
@@ -114,14 +119,9 @@ pub async fn ensure_daemon(paths: &HomePaths) -> Result<bool, ClientError> {
     }
     let failed =
         |what: &str, error: io::Error| ClientError::DaemonFailed(format!("{what}: {error}"));
-    crate::io::platform::ensure_private_dir(&paths.home)
-        .map_err(|e| failed("cannot create the home", e))?;
     let log_path = paths.home.join(DAEMON_LOG);
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)
-        .map_err(|e| failed("cannot open the daemon log", e))?;
+    let log = crate::io::platform::open_private_file(&log_path, true)
+        .map_err(|e| ClientError::DaemonFailed(format!("cannot open the daemon log: {e}")))?;
     let log_err = log
         .try_clone()
         .map_err(|e| failed("cannot open the daemon log", e))?;

@@ -123,7 +123,7 @@ pub fn prepare_logs_dir(home: &Path) -> Result<PathBuf, LogError> {
     let dir = logs_dir(home);
     platform::ensure_private_dir(&dir).map_err(|source| LogError::CreateDir {
         path: dir.clone(),
-        source,
+        source: io::Error::other(source),
     })?;
     Ok(dir)
 }

@@ -66,16 +66,20 @@ pub fn state_path(home: &Path) -> PathBuf {
     home.join(STATE_FILE)
 }
 
-/// Writes `state` to `path` atomically.
+/// How many temporary names [`write`] tries before it gives up (each one taken means a file we did
+/// not make sits there).
+const TEMP_ATTEMPTS: u32 = 16;
+
+/// Writes `state` to `path` atomically: into a new temporary file beside it (created exclusively,
+/// mode 0600, never through a symbolic link), synced, then renamed over `path`.
 pub fn write(path: &Path, state: &SavedState) -> Result<(), StateError> {
     let write_err = |source| StateError::Write {
         path: path.to_path_buf(),
         source,
     };
     let bytes = serde_json::to_vec_pretty(state).map_err(|e| write_err(io::Error::other(e)))?;
-    let temp = path.with_extension(format!("json.tmp-{}", std::process::id()));
+    let (mut file, temp) = create_temp(path).map_err(write_err)?;
     let result = (|| {
-        let mut file = File::create(&temp)?;
         file.write_all(&bytes)?;
         file.sync_all()?;
         fs::rename(&temp, path)?;
@@ -91,18 +95,53 @@ pub fn write(path: &Path, state: &SavedState) -> Result<(), StateError> {
     result.map_err(write_err)
 }
 
-/// Reads the state file: `Ok(None)` if there is none. A corrupt file is renamed to
-/// `dump.json.corrupt-<unix seconds>` and reported.
-pub fn read(path: &Path) -> Result<Option<SavedState>, StateError> {
-    let bytes = match fs::read(path) {
-        Ok(bytes) => bytes,
-        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => {
-            return Err(StateError::Read {
-                path: path.to_path_buf(),
-                source,
-            })
+/// Creates a fresh temporary file beside `path`: `O_CREAT | O_EXCL` (so whatever sits at the name
+/// already, a symbolic link included, is never opened) and `O_NOFOLLOW`, mode 0600 (the file holds
+/// every app's environment).
+fn create_temp(path: &Path) -> io::Result<(File, PathBuf)> {
+    use std::os::unix::fs::OpenOptionsExt;
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let mut last_error = None;
+    for _ in 0..TEMP_ATTEMPTS {
+        let serial = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let temp = path.with_extension(format!(
+            "json.tmp-{}-{nanos:08x}-{serial}",
+            std::process::id()
+        ));
+        match fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&temp)
+        {
+            Ok(file) => return Ok((file, temp)),
+            Err(error) if error.kind() == io::ErrorKind::AlreadyExists => last_error = Some(error),
+            Err(error) => return Err(error),
         }
+    }
+    Err(last_error.unwrap_or_else(|| io::Error::other("no free temporary name")))
+}
+
+/// Reads the state file (never through a symbolic link): `Ok(None)` if there is none. A corrupt
+/// file is renamed to `dump.json.corrupt-<unix seconds>` (with `-<n>` added when that name is
+/// taken, so an earlier backup is never overwritten) and reported.
+pub fn read(path: &Path) -> Result<Option<SavedState>, StateError> {
+    let read_err = |source| StateError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let bytes = match open_no_follow(path) {
+        Ok(mut file) => {
+            let mut bytes = Vec::new();
+            io::Read::read_to_end(&mut file, &mut bytes).map_err(read_err)?;
+            bytes
+        }
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(read_err(source)),
     };
     let reason = match serde_json::from_slice::<SavedState>(&bytes) {
         Ok(state) if state.version == STATE_VERSION => return Ok(Some(state)),
@@ -112,15 +151,53 @@ pub fn read(path: &Path) -> Result<Option<SavedState>, StateError> {
     let seconds = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let backup = path.with_extension(format!("json.corrupt-{seconds}"));
-    fs::rename(path, &backup).map_err(|source| StateError::Write {
-        path: backup.clone(),
-        source,
-    })?;
+    let backup = set_aside(path, &format!("json.corrupt-{seconds}"))?;
     Err(StateError::Corrupt {
         path: path.to_path_buf(),
         backup,
         reason,
+    })
+}
+
+/// Opens `path` for reading unless it is a symbolic link.
+fn open_no_follow(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+}
+
+/// How many numbered backup names [`set_aside`] tries.
+const BACKUP_ATTEMPTS: u32 = 1000;
+
+/// Moves `path` to the first free name of `<path with extension>`, `…-1`, `…-2`, …: linked under
+/// the new name (which fails rather than replace an existing file), then unlinked.
+fn set_aside(path: &Path, extension: &str) -> Result<PathBuf, StateError> {
+    let mut backup = path.with_extension(extension);
+    for attempt in 1..=BACKUP_ATTEMPTS {
+        match fs::hard_link(path, &backup) {
+            Ok(()) => {
+                fs::remove_file(path).map_err(|source| StateError::Write {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+                return Ok(backup);
+            }
+            Err(error) if error.kind() == io::ErrorKind::AlreadyExists => {
+                backup = path.with_extension(format!("{extension}-{attempt}"));
+            }
+            Err(source) => {
+                return Err(StateError::Write {
+                    path: backup,
+                    source,
+                })
+            }
+        }
+    }
+    Err(StateError::Write {
+        path: backup,
+        source: io::Error::other("every backup name is taken"),
     })
 }
 
@@ -230,5 +307,56 @@ mod tests {
             b"{\"version\": 1, \"apps\": [tru"
         );
         assert_eq!(read(&path).unwrap(), None);
+    }
+
+    #[test]
+    fn the_state_file_is_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = temp_dir("mode");
+        let path = state_path(&dir);
+        write(&path, &sample()).unwrap();
+        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "dump.json is {mode:o}");
+    }
+
+    #[test]
+    fn a_symlink_planted_at_the_old_temporary_name_is_not_followed() {
+        let dir = temp_dir("planted-temp");
+        let path = state_path(&dir);
+        let victim = dir.join("victim");
+        fs::write(&victim, b"keep").unwrap();
+        let planted = path.with_extension(format!("json.tmp-{}", std::process::id()));
+        std::os::unix::fs::symlink(&victim, &planted).unwrap();
+        write(&path, &sample()).unwrap();
+        assert_eq!(fs::read(&victim).unwrap(), b"keep");
+        assert!(fs::symlink_metadata(&path).unwrap().file_type().is_file());
+        assert_eq!(read(&path).unwrap(), Some(sample()));
+    }
+
+    #[test]
+    fn a_second_corrupt_file_keeps_the_first_backup() {
+        let dir = temp_dir("corrupt-twice");
+        let path = state_path(&dir);
+        fs::write(&path, b"first").unwrap();
+        let Err(StateError::Corrupt { backup: first, .. }) = read(&path) else {
+            panic!("first not reported as corrupt");
+        };
+        fs::write(&path, b"second").unwrap();
+        let Err(StateError::Corrupt { backup: second, .. }) = read(&path) else {
+            panic!("second not reported as corrupt");
+        };
+        assert_ne!(first, second);
+        assert_eq!(fs::read(&first).unwrap(), b"first");
+        assert_eq!(fs::read(&second).unwrap(), b"second");
+    }
+
+    #[test]
+    fn a_symlinked_state_file_is_not_read() {
+        let dir = temp_dir("symlinked-read");
+        let path = state_path(&dir);
+        let elsewhere = dir.join("elsewhere.json");
+        fs::write(&elsewhere, serde_json::to_vec(&sample()).unwrap()).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, &path).unwrap();
+        assert!(matches!(read(&path), Err(StateError::Read { .. })));
     }
 }

@@ -17,6 +17,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::task::TaskTracker;
 
 use super::*;
+use crate::io::home::HomeWatch;
 use crate::supervisor::events::Happening;
 use tokio::sync::broadcast;
 
@@ -36,6 +37,9 @@ pub(super) struct Supervisor {
     pub(super) shutdown: Shutdown,
     /// The state file, when this supervisor keeps one (the daemon).
     pub(super) state_file: Option<PathBuf>,
+    /// Whether the home is still ours: the state file is never written into a home that another
+    /// supervisor may have made anew.
+    pub(super) home_watch: HomeWatch,
     /// Ids of apps an operator stopped: saved as stopped.
     pub(super) stopped: HashSet<u32>,
     /// Restarts plus hangs of every app as last written to the state file.

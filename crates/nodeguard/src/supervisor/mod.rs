@@ -40,7 +40,7 @@ use std::collections::{HashMap, HashSet};
 use nodeguard_proto::control::Outcome;
 
 use crate::io::control_server;
-use crate::io::home::{Home, HomeError};
+use crate::io::home::{Home, HomeError, HomeWatch};
 use crate::io::monitor_socket::{self, TokenRegistry};
 use crate::io::output;
 use crate::io::platform;
@@ -66,12 +66,14 @@ pub struct Shutdown {
 }
 
 /// How a run ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunSummary {
     pub forced: bool,
     /// Set when the run ended because every app came to rest on its own: whether all ended
     /// cleanly.
     pub apps_finished: Option<bool>,
+    /// Set when the run ended because the home was removed or replaced under it: why.
+    pub home_lost: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -105,7 +107,7 @@ pub async fn run(
     config: SupervisorConfig,
     shutdown: Shutdown,
 ) -> Result<RunSummary, SupervisorError> {
-    let home = Home::prepare(&config.home)?;
+    let home = Home::prepare(&config.home, config.log_files)?;
     let worker_listener = bind(&home.paths.worker_socket)?;
     let control_listener = bind(&home.paths.control_socket)?;
     let http_listener = match config.service.http {
@@ -166,6 +168,13 @@ pub async fn run(
         let stopping = shutdown.graceful.clone();
         tokio::spawn(crate::io::systemd::notify(notifier, probe, stopping));
     }
+    let home_lost = Arc::new(std::sync::OnceLock::new());
+    tokio::spawn(watch_home(
+        home.watch(),
+        home_lost.clone(),
+        shutdown.clone(),
+        servers.clone(),
+    ));
     tokio::spawn(control_server::serve(
         control_listener,
         requests,
@@ -187,6 +196,7 @@ pub async fn run(
         state_file: config
             .persist
             .then(|| state_file::state_path(&home.paths.home)),
+        home_watch: home.watch(),
         stopped: HashSet::new(),
         saved_counts: std::cell::Cell::new(0),
         state_final: false,
@@ -242,7 +252,36 @@ pub async fn run(
     Ok(RunSummary {
         forced: shutdown.force.is_cancelled(),
         apps_finished,
+        home_lost: home_lost.get().cloned(),
     })
+}
+
+/// How often a supervisor checks that its home is still its own.
+const HOME_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Checks every [`HOME_CHECK_INTERVAL`] that the home is still ours (see [`HomeWatch::lost`]);
+/// once it is not, nobody can reach this supervisor and another may own the home: it records
+/// why and stops every app, so the run ends.
+async fn watch_home(
+    watch: HomeWatch,
+    lost: Arc<std::sync::OnceLock<String>>,
+    shutdown: Shutdown,
+    servers: CancellationToken,
+) {
+    let mut interval = tokio::time::interval(HOME_CHECK_INTERVAL);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = servers.cancelled() => return,
+            _ = interval.tick() => {}
+        }
+        if let Some(reason) = watch.lost() {
+            tracing::error!("{reason}: this supervisor can no longer be reached; stopping every app and exiting");
+            let _ = lost.set(reason);
+            shutdown.graceful.cancel();
+            return;
+        }
+    }
 }
 
 /// Logs how `daemon --resurrect` went once the saved apps have started (or failed to).

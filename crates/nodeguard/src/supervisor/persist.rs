@@ -76,6 +76,9 @@ impl Supervisor {
             version: STATE_VERSION,
             apps,
         };
+        if let Some(reason) = self.home_watch.lost() {
+            return Err(format!("not writing {}: {reason}", path.display()));
+        }
         state_file::write(path, &saved).map_err(|e| e.to_string())?;
         self.saved_counts.set(self.counts());
         Ok(())

@@ -5,7 +5,7 @@
 use std::io;
 use std::os::fd::AsFd;
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use rustix::process::{Pid, Signal};
 
@@ -241,22 +241,169 @@ pub fn current_uid() -> u32 {
     rustix::process::geteuid().as_raw()
 }
 
-/// Makes `dir` exist with mode 0700 and checks that it belongs to us, so nobody else can reach
-/// the sockets inside it.
-pub fn ensure_private_dir(dir: &Path) -> io::Result<()> {
-    std::fs::create_dir_all(dir)?;
-    let metadata = std::fs::metadata(dir)?;
-    use std::os::unix::fs::MetadataExt;
-    if metadata.uid() != current_uid() {
-        return Err(io::Error::new(
-            io::ErrorKind::PermissionDenied,
-            format!("{} belongs to another user", dir.display()),
-        ));
+/// Why a directory or file cannot hold nodeguard's private state.
+#[derive(Debug, thiserror::Error)]
+pub enum PrivatePathError {
+    #[error("{}: {source}", path.display())]
+    Io { path: PathBuf, source: io::Error },
+    #[error("{} is a symbolic link; give the real directory (nodeguard never follows a link in its home)", path.display())]
+    Symlink { path: PathBuf },
+    #[error("{} is not a {expected}", path.display())]
+    WrongType {
+        path: PathBuf,
+        expected: &'static str,
+    },
+    #[error("{} belongs to another user (uid {owner}); nodeguard only uses a home it owns", path.display())]
+    OtherOwner { path: PathBuf, owner: u32 },
+    #[error("{} is writable by other users (mode {mode:04o}); use a directory only you can write to (chmod 700 it, or another --home)", path.display())]
+    WritableByOthers { path: PathBuf, mode: u32 },
+}
+
+impl PrivatePathError {
+    fn io(path: &Path) -> impl Fn(io::Error) -> Self + '_ {
+        move |source| Self::Io {
+            path: path.to_path_buf(),
+            source,
+        }
     }
-    if metadata.permissions().mode() & 0o777 != 0o700 {
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+}
+
+/// What [`ensure_private_dir`] finds wrong with a directory's owner or mode, if anything:
+/// `Ok(true)` when it is ours and private, `Ok(false)` when it is ours and only readable by
+/// others (which the caller may tighten), an error when another user owns it or may write to it.
+fn check_private_dir_mode(path: &Path, owner: u32, mode: u32) -> Result<bool, PrivatePathError> {
+    if owner != current_uid() {
+        return Err(PrivatePathError::OtherOwner {
+            path: path.to_path_buf(),
+            owner,
+        });
+    }
+    if mode & 0o022 != 0 {
+        return Err(PrivatePathError::WritableByOthers {
+            path: path.to_path_buf(),
+            mode: mode & 0o7777,
+        });
+    }
+    Ok(mode & 0o077 == 0)
+}
+
+/// Makes `dir` exist as a private directory: created 0700 (with any missing parents) if missing;
+/// if it exists, it must be a real directory (not a symbolic link) that we own and that nobody
+/// else can write to, and one that others can merely read or enter (0755, as systemd's
+/// `StateDirectory=` makes it) is tightened to 0700. Nothing is ever chmodded through a link or
+/// on a directory of another user or one others may write to (a 1777 `/tmp` keeps its mode).
+pub fn ensure_private_dir(dir: &Path) -> Result<(), PrivatePathError> {
+    use rustix::fs::{Mode, OFlags};
+    use std::os::unix::fs::DirBuilderExt;
+    // Without a trailing slash (`link/` would resolve a final symbolic link) or `.` components.
+    let dir: PathBuf = dir.components().collect();
+    let dir = dir.as_path();
+    let io_err = PrivatePathError::io(dir);
+    match std::fs::symlink_metadata(dir) {
+        Ok(_) => {}
+        Err(error) if error.kind() == io::ErrorKind::NotFound => {
+            match std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+            {
+                Ok(()) => {}
+                // Created by someone else meanwhile: checked below like any existing one.
+                Err(error) if error.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(error) => return Err(io_err(error)),
+            }
+        }
+        Err(error) => return Err(io_err(error)),
+    }
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let directory = match rustix::fs::open(dir, flags, Mode::empty()) {
+        Ok(fd) => fd,
+        Err(rustix::io::Errno::LOOP | rustix::io::Errno::NOTDIR) => {
+            let is_link = std::fs::symlink_metadata(dir)
+                .map(|m| m.file_type().is_symlink())
+                .unwrap_or(false);
+            return Err(if is_link {
+                PrivatePathError::Symlink {
+                    path: dir.to_path_buf(),
+                }
+            } else {
+                PrivatePathError::WrongType {
+                    path: dir.to_path_buf(),
+                    expected: "directory",
+                }
+            });
+        }
+        Err(errno) => return Err(io_err(errno.into())),
+    };
+    // Checked and tightened through the descriptor: what we checked is what we chmod.
+    let directory = std::fs::File::from(directory);
+    let metadata = directory.metadata().map_err(&io_err)?;
+    use std::os::unix::fs::MetadataExt;
+    if !check_private_dir_mode(dir, metadata.uid(), metadata.mode())? {
+        directory
+            .set_permissions(std::fs::Permissions::from_mode(0o700))
+            .map_err(&io_err)?;
     }
     Ok(())
+}
+
+/// Opens (creating it 0600 if missing) a regular file inside a private directory, never through
+/// a symbolic link: `append` for a log, else read-write (a lock file). An existing file must be
+/// ours; one that others could read (written by an older version) is tightened to 0600.
+pub fn open_private_file(path: &Path, append: bool) -> Result<std::fs::File, PrivatePathError> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let mut options = std::fs::OpenOptions::new();
+    options
+        .create(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC);
+    if append {
+        options.append(true);
+    } else {
+        options.read(true).write(true).truncate(false);
+    }
+    let file = options.open(path).map_err(|error| {
+        if error.raw_os_error() == Some(libc::ELOOP) {
+            PrivatePathError::Symlink {
+                path: path.to_path_buf(),
+            }
+        } else {
+            PrivatePathError::io(path)(error)
+        }
+    })?;
+    let metadata = file.metadata().map_err(PrivatePathError::io(path))?;
+    if !metadata.file_type().is_file() {
+        return Err(PrivatePathError::WrongType {
+            path: path.to_path_buf(),
+            expected: "regular file",
+        });
+    }
+    if metadata.uid() != current_uid() {
+        return Err(PrivatePathError::OtherOwner {
+            path: path.to_path_buf(),
+            owner: metadata.uid(),
+        });
+    }
+    if metadata.mode() & 0o077 != 0 {
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .map_err(PrivatePathError::io(path))?;
+    }
+    Ok(file)
+}
+
+/// The device and inode of what `path` names now (not following a final symbolic link), if
+/// anything: compared with a remembered pair, it tells whether a file was removed or replaced.
+pub fn file_identity(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let metadata = std::fs::symlink_metadata(path).ok()?;
+    Some((metadata.dev(), metadata.ino()))
+}
+
+/// The device and inode of an open file.
+pub fn open_file_identity(file: &std::fs::File) -> io::Result<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let metadata = file.metadata()?;
+    Ok((metadata.dev(), metadata.ino()))
 }
 
 /// Restricts a socket file to its owner.
@@ -419,5 +566,90 @@ mod tests {
             process_info(me).map(|p| p.start_time),
             Some(entry.start_time)
         );
+    }
+
+    fn scratch(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("ng-private-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn mode_of(path: &Path) -> u32 {
+        std::fs::symlink_metadata(path)
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o7777
+    }
+
+    #[test]
+    fn a_missing_private_dir_is_made_0700_with_its_parents() {
+        let base = scratch("missing");
+        let dir = base.join("a/b");
+        ensure_private_dir(&dir).unwrap();
+        assert_eq!(mode_of(&base.join("a")), 0o700);
+        assert_eq!(mode_of(&dir), 0o700);
+    }
+
+    #[test]
+    fn a_readable_dir_of_ours_is_tightened_and_a_writable_one_refused_untouched() {
+        let base = scratch("modes");
+        std::fs::set_permissions(&base, std::fs::Permissions::from_mode(0o755)).unwrap();
+        ensure_private_dir(&base).unwrap();
+        assert_eq!(mode_of(&base), 0o700);
+        for mode in [0o1777, 0o777, 0o720, 0o702] {
+            std::fs::set_permissions(&base, std::fs::Permissions::from_mode(mode)).unwrap();
+            let error = ensure_private_dir(&base).unwrap_err();
+            assert!(
+                matches!(error, PrivatePathError::WritableByOthers { .. }),
+                "{mode:o}: {error}"
+            );
+            assert_eq!(mode_of(&base), mode, "chmodded a {mode:o} directory");
+        }
+    }
+
+    #[test]
+    fn a_symlinked_dir_is_refused_and_its_target_left_alone() {
+        let base = scratch("symlink");
+        let target = base.join("target");
+        std::fs::create_dir(&target).unwrap();
+        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let link = base.join("link");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        for given in [link.clone(), base.join("link/"), base.join("link/.")] {
+            let error = ensure_private_dir(&given).unwrap_err();
+            assert!(
+                matches!(error, PrivatePathError::Symlink { .. }),
+                "{}: {error}",
+                given.display()
+            );
+            assert_eq!(mode_of(&target), 0o755);
+        }
+        let file = base.join("file");
+        std::fs::write(&file, b"").unwrap();
+        let error = ensure_private_dir(&file).unwrap_err();
+        assert!(
+            matches!(error, PrivatePathError::WrongType { .. }),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_private_file_is_made_0600_never_through_a_link_and_an_old_one_is_tightened() {
+        let base = scratch("files");
+        let log = base.join("daemon.log");
+        drop(open_private_file(&log, true).unwrap());
+        assert_eq!(mode_of(&log), 0o600);
+        std::fs::set_permissions(&log, std::fs::Permissions::from_mode(0o644)).unwrap();
+        drop(open_private_file(&log, true).unwrap());
+        assert_eq!(mode_of(&log), 0o600);
+        let victim = base.join("victim");
+        std::fs::write(&victim, b"keep").unwrap();
+        let link = base.join("planted.log");
+        std::os::unix::fs::symlink(&victim, &link).unwrap();
+        let error = open_private_file(&link, true).unwrap_err();
+        assert!(matches!(error, PrivatePathError::Symlink { .. }), "{error}");
+        assert_eq!(std::fs::read(&victim).unwrap(), b"keep");
     }
 }
