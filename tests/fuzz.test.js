@@ -545,6 +545,7 @@ test('random and mutated frames on the control and worker sockets: the daemon an
 
   // Control socket.
   const journal = new Journal('control socket');
+  let deletedApps = 0;
   let started = performance.now();
   let ran = 0;
   for (let i = 0; i < CONTROL_CASES && performance.now() - started < PHASE_BUDGET_MS; i++, ran++) {
@@ -558,8 +559,23 @@ test('random and mutated frames on the control and worker sockets: the daemon an
       assert.fail(journal.report(`a valid request got ${JSON.stringify(reply.frames)} instead of one answer\n${d.describe()}`));
     }
     assertNoPanic(d, journal);
+    // An app a start brought up goes again at once (dozens of idle apps would crowd a small
+    // machine), which also shows that an app with odd settings can be deleted.
+    const done = reply.frames.frames.find((f) => f.outcome && f.outcome.type === 'done');
+    if (input.answerBy === null && done) {
+      for (const name of new Set(done.outcome.apps.map((a) => a.name))) {
+        journal.add(`case ${i}: delete ${JSON.stringify(name)}`);
+        const deleted = await exchange(control, h.frame({ version: 1, command: { type: 'delete', target: name } }), { timeout: CONTROL_ANSWER_MS });
+        const outcome = deleted.frames.frames[0] && deleted.frames.frames[0].outcome;
+        if (!outcome || outcome.type !== 'done') {
+          assert.fail(journal.report(`deleting an app a start brought up failed: ${JSON.stringify(deleted)}\n${d.describe()}`));
+        }
+        assertNoPanic(d, journal);
+        deletedApps++;
+      }
+    }
   }
-  t.diagnostic(`control socket: ${ran} cases in ${Math.round(performance.now() - started)} ms (seed ${SEED})`);
+  t.diagnostic(`control socket: ${ran} cases, ${deletedApps} apps started and deleted, in ${Math.round(performance.now() - started)} ms (seed ${SEED})`);
 
   // Worker socket, before any hello.
   const workerJournal = new Journal('worker socket');

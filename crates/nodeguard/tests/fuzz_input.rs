@@ -7,6 +7,7 @@
 //! Deterministic: every case comes from a seed (random per run, or `NODEGUARD_FUZZ_SEED`), and a
 //! failure names the seed, the case and its input, so `NODEGUARD_FUZZ_SEED=<seed> cargo test -p
 //! nodeguard --test fuzz_input` replays it.
+#![cfg(unix)]
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
@@ -118,11 +119,19 @@ impl Drop for Scratch {
     }
 }
 
-/// Writes `bytes` to a new file at `path` (replacing one by truncation would make ext4 flush it to
-/// disk on close, thousands of times).
+/// Writes `bytes` to a new private file at `path`, as nodeguard writes its own (replacing a file
+/// by truncation would make ext4 flush it to disk on close, thousands of times).
 fn write_fresh(path: &Path, bytes: &[u8]) {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
     let _ = std::fs::remove_file(path);
-    std::fs::write(path, bytes).expect("write the input file");
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .expect("create the input file");
+    file.write_all(bytes).expect("write the input file");
 }
 
 /// Numbers and strings that break assumptions: huge, negative, fractional, out of range, wrong
