@@ -52,8 +52,8 @@ const RESPONSIVE_MS = 5_000;
 /** How long `daemon --resurrect` may take to say how resurrecting went (its apps take well under
  * a second to run). */
 const RESURRECT_ANSWER_MS = 15_000;
-/** How old the witness's latest pong may be after the run (heartbeats every 200 ms). */
-const FRESH_PONG_MS = 3_000;
+/** How old the witness's latest pong may be after the run (heartbeats every 500 ms). */
+const FRESH_PONG_MS = 4_000;
 const MAX_CONTROL_FRAME = 8 * 1024 * 1024;
 const MAX_WORKER_FRAME = 64 * 1024;
 const PANIC = /panicked/;
@@ -540,7 +540,7 @@ test('random and mutated frames on the control and worker sockets: the daemon an
   const config = path.join(dir, 'apps.json');
   fs.writeFileSync(config, JSON.stringify({
     apps: [
-      { name: 'witness', script: IDLE, heartbeat_interval: '200ms', heartbeat_timeout: '200ms' },
+      { name: 'witness', script: IDLE, heartbeat_interval: '500ms', heartbeat_timeout: '500ms' },
       {
         name: 'puppet', script: IDLE, env: { NODEGUARD_FUZZ_PUPPET: '1' }, start_grace: '300ms',
         heartbeat_interval: '200ms', heartbeat_timeout: '200ms', heartbeat_misses: 3, max_restarts: 0,
