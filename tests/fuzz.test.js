@@ -5,11 +5,13 @@
 //    JSON `Request`) and the worker socket (unauthenticated garbage and hellos, then whole sessions
 //    as an app's monitor, with the one-use token of a "puppet" app that does not connect itself).
 //    Afterwards the daemon is the same process, answers `status`, its apps still run (the witness
-//    app keeps its pid and its heartbeats) and `stop all` stops them; daemon.log has no panic.
+//    app keeps its pid and its heartbeats, apps a fuzzed start brought up can be deleted) and
+//    `stop all` leaves every app at rest; daemon.log has no panic.
 // 2. `nodeguard start <mutated config.json>`: exit 0, 1 or 2 with one error line (a config's
 //    problems one line each, naming the file), never a panic, in the CLI or in the daemon.
 // 3. Mutated dump.json: `nodeguard resurrect` against a running daemon, and `nodeguard daemon
-//    --resurrect` from scratch: a clean result or one line, never a panic, ids stay unique.
+//    --resurrect` from scratch: a clean result or one line, never a panic, ids stay unique, and
+//    the daemon keeps answering `status` while it resurrects.
 //
 // Every input comes from a seed: NODEGUARD_FUZZ_SEED, or a random one. A failure names the seed
 // and the inputs that led to it; `NODEGUARD_FUZZ_SEED=<seed> node --test tests/fuzz.test.js`
