@@ -43,8 +43,9 @@ impl Autorestart {
             "always" => Ok(Autorestart::Always),
             "on-failure" => Ok(Autorestart::OnFailure),
             "never" => Ok(Autorestart::Never),
+            // Quoted as Rust escapes it, so a newline in a file's value cannot split the message.
             other => Err(format!(
-                "'{other}' is not an autorestart mode (use always, on-failure or never)"
+                "{other:?} is not an autorestart mode (use always, on-failure or never)"
             )),
         }
     }
@@ -92,7 +93,7 @@ impl ExitCodes {
             .map(|part| {
                 part.trim()
                     .parse::<i64>()
-                    .map_err(|_| format!("'{text}' is not a list of exit codes (write e.g. 0,3)"))
+                    .map_err(|_| format!("{text:?} is not a list of exit codes (write e.g. 0,3)"))
             })
             .collect::<Result<Vec<_>, _>>()?;
         Self::from_codes(codes)
@@ -158,5 +159,22 @@ impl Timing {
     /// How long a probe of the monitor's native thread may take.
     pub fn probe_timeout(&self) -> Duration {
         self.heartbeat_timeout.min(PROBE_TIMEOUT_MAX)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bad_mode_or_code_list_is_refused_in_one_line_whatever_it_holds() {
+        let mode = Autorestart::parse("\n-failure").unwrap_err();
+        assert_eq!(
+            mode,
+            r#""\n-failure" is not an autorestart mode (use always, on-failure or never)"#
+        );
+        let codes = ExitCodes::parse("0,x\ny").unwrap_err();
+        assert!(!codes.contains('\n'), "{codes}");
+        assert_eq!(Autorestart::parse("on-failure"), Ok(Autorestart::OnFailure));
     }
 }
