@@ -117,11 +117,12 @@ pub async fn ensure_daemon(paths: &HomePaths) -> Result<bool, ClientError> {
     crate::platform::ensure_private_dir(&paths.home)
         .map_err(|e| failed("cannot create the home", e))?;
     let log_path = paths.home.join(DAEMON_LOG);
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)
-        .map_err(|e| failed("cannot open the daemon log", e))?;
+    let log = crate::logfile::open_log_file(&log_path).map_err(|e| {
+        failed(
+            &format!("cannot open the daemon log {}", log_path.display()),
+            e,
+        )
+    })?;
     let log_err = log
         .try_clone()
         .map_err(|e| failed("cannot open the daemon log", e))?;

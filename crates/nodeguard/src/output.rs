@@ -6,7 +6,7 @@
 //! terminal never blocks the runtime. A partial last line is flushed when the app exits. A line
 //! longer than [`MAX_LINE`] is passed on in pieces of that size rather than buffered without bound.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::{self, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -73,6 +73,8 @@ enum Item {
         app: Arc<str>,
         done: oneshot::Sender<()>,
     },
+    /// Close every log file; each is opened again, at its path, for its next line (SIGHUP).
+    Reopen,
 }
 
 /// Sending side of the output writer. Clone one per reader.
@@ -112,6 +114,9 @@ struct Writer {
     /// a line with the same ones goes straight to the open files (working out the paths for every
     /// line cost several allocations each).
     checked: HashMap<Arc<str>, LogChoice>,
+    /// Apps whose log files could not be opened for their current choice (said once in the
+    /// supervisor's log): their lines go nowhere until the choice changes or files are reopened.
+    refused: HashSet<Arc<str>>,
 }
 
 /// What an [`Origin`] says about its log files.
@@ -125,6 +130,7 @@ impl Writer {
             err_buffer: Vec::new(),
             files: HashMap::new(),
             checked: HashMap::new(),
+            refused: HashSet::new(),
         }
     }
 
@@ -147,6 +153,13 @@ impl Writer {
                             }
                         }
                         let _ = done.send(());
+                    }
+                    Item::Reopen => {
+                        self.flush();
+                        // Dropping them closes them; lines queued after this open new files.
+                        self.files.clear();
+                        self.checked.clear();
+                        self.refused.clear();
                     }
                 }
                 if self.out_buffer.len() + self.err_buffer.len() >= WRITE_BATCH {
@@ -189,6 +202,9 @@ impl Writer {
             if same && self.files.contains_key(app) {
                 return self.files.get_mut(app);
             }
+            if same && self.refused.contains(app) {
+                return None;
+            }
         }
         let mut spec = LogSpec::default_for(home, app);
         if let Some(origin) = origin {
@@ -212,11 +228,25 @@ impl Writer {
         if !self.files.contains_key(app) {
             match LogFiles::open(spec) {
                 Ok(files) => {
+                    self.refused.remove(app);
                     self.files.insert(app.clone(), files);
                 }
                 Err(error) => {
-                    tracing::warn!(app = %app, %error, "cannot open the log files; output goes nowhere");
-                    self.checked.remove(app);
+                    tracing::warn!(app = %app, %error, "cannot open the log files; the app runs on, its output goes nowhere until they are reopened (SIGHUP)");
+                    match origin {
+                        Some(origin) => {
+                            let choice = (
+                                origin.out_file.clone(),
+                                origin.error_file.clone(),
+                                origin.timestamps,
+                            );
+                            self.checked.insert(app.clone(), choice);
+                            self.refused.insert(app.clone());
+                        }
+                        None => {
+                            self.checked.remove(app);
+                        }
+                    }
                     return None;
                 }
             }
@@ -377,6 +407,12 @@ impl OutputSink {
             })
             .await
             .is_ok()
+    }
+
+    /// Closes every app's log files so that each is opened again at its path (SIGHUP, after an
+    /// external rotation). Lines queued before this go to the old files, later ones to the new.
+    pub async fn reopen(&self) {
+        let _ = self.lines.send(Item::Reopen).await;
     }
 
     /// Empties an app's log files; returns once done.
