@@ -107,6 +107,16 @@ test('a symlink planted at an app log is refused: its target is untouched and th
   const [app] = await d.status();
   assert.equal(app.state, 'running');
   assert.ok(fs.lstatSync(path.join(logs, 'planted-out.log')).isSymbolicLink(), 'the link was replaced');
+
+  // Once the link is gone, SIGHUP lets the app's output reach a real file again.
+  fs.unlinkSync(path.join(logs, 'planted-out.log'));
+  process.kill(d.daemonPid(), 'SIGHUP');
+  await d.waitFor(() => d.daemonLog().includes('SIGHUP: reopening log files'), { what: 'the daemon to take the SIGHUP' });
+  await d.ok(['restart', 'planted']);
+  const out = path.join(logs, 'planted-out.log');
+  await d.waitFor(() => read(out).includes('idle pid='), { what: `${out} to hold the restarted app's line` });
+  assert.ok(fs.lstatSync(out).isFile());
+  assert.equal(fs.readFileSync(victim, 'utf8'), 'precious\n');
 });
 
 test('a symlink planted at daemon.log is refused by start, its target untouched', async (t) => {

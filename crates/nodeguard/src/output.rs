@@ -6,11 +6,12 @@
 //! terminal never blocks the runtime. A partial last line is flushed when the app exits. A line
 //! longer than [`MAX_LINE`] is passed on in pieces of that size rather than buffered without bound.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::io::{self, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::thread;
+use std::time::{Duration, Instant};
 
 use std::mem::MaybeUninit;
 use std::pin::Pin;
@@ -32,6 +33,8 @@ const READ_CHUNK: usize = 64 * 1024;
 const QUEUE_LINES: usize = 4096;
 /// Bytes gathered before one write to the terminal.
 const WRITE_BATCH: usize = 256 * 1024;
+/// How long after a failed attempt an app's log files are tried again.
+const REOPEN_RETRY: Duration = Duration::from_secs(5);
 /// Colours cycled over apps on a terminal.
 const COLORS: [&str; 6] = ["36", "33", "32", "35", "34", "31"];
 
@@ -115,8 +118,9 @@ struct Writer {
     /// line cost several allocations each).
     checked: HashMap<Arc<str>, LogChoice>,
     /// Apps whose log files could not be opened for their current choice (said once in the
-    /// supervisor's log): their lines go nowhere until the choice changes or files are reopened.
-    refused: HashSet<Arc<str>>,
+    /// supervisor's log), with when to try again: until then, or until the choice changes or the
+    /// files are reopened (SIGHUP), their lines go nowhere.
+    refused: HashMap<Arc<str>, Instant>,
 }
 
 /// What an [`Origin`] says about its log files.
@@ -130,7 +134,7 @@ impl Writer {
             err_buffer: Vec::new(),
             files: HashMap::new(),
             checked: HashMap::new(),
-            refused: HashSet::new(),
+            refused: HashMap::new(),
         }
     }
 
@@ -202,7 +206,11 @@ impl Writer {
             if same && self.files.contains_key(app) {
                 return self.files.get_mut(app);
             }
-            if same && self.refused.contains(app) {
+            let retry_later = self
+                .refused
+                .get(app)
+                .is_some_and(|retry_at| Instant::now() < *retry_at);
+            if same && retry_later {
                 return None;
             }
         }
@@ -232,7 +240,11 @@ impl Writer {
                     self.files.insert(app.clone(), files);
                 }
                 Err(error) => {
-                    tracing::warn!(app = %app, %error, "cannot open the log files; the app runs on, its output goes nowhere until they are reopened (SIGHUP)");
+                    if self.refused.contains_key(app) {
+                        tracing::debug!(app = %app, %error, "still cannot open the log files");
+                    } else {
+                        tracing::warn!(app = %app, %error, "cannot open the log files; the app runs on, its output goes nowhere until they can be opened (tried again every {}s and on SIGHUP)", REOPEN_RETRY.as_secs());
+                    }
                     match origin {
                         Some(origin) => {
                             let choice = (
@@ -241,7 +253,9 @@ impl Writer {
                                 origin.timestamps,
                             );
                             self.checked.insert(app.clone(), choice);
-                            self.refused.insert(app.clone());
+                            let retry_at = Instant::now().checked_add(REOPEN_RETRY);
+                            self.refused
+                                .insert(app.clone(), retry_at.unwrap_or_else(Instant::now));
                         }
                         None => {
                             self.checked.remove(app);
