@@ -126,6 +126,8 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             let read = self.read_some().await?;
             if let Some(charge) = &mut self.charge {
                 if !charge.cover(self.decoder.buffered()) {
+                    // The stream is unusable now: give back what it held at once.
+                    charge.held = None;
                     return Err(FrameError::OverBudget);
                 }
             }
@@ -200,4 +202,54 @@ pub async fn write_message<T: serde::Serialize>(
     writer.write_all(&frame).await?;
     writer.flush().await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use tokio::io::AsyncWriteExt;
+
+    /// A stream whose client has sent a 1 MiB frame's header and `body` bytes of it; the client
+    /// end (returned second) keeps it open.
+    async fn half_sent(body: usize) -> (tokio::io::DuplexStream, tokio::io::DuplexStream) {
+        let (ours, mut theirs) = tokio::io::duplex(2 * 1024 * 1024);
+        let mut bytes = (1024u32 * 1024).to_be_bytes().to_vec();
+        bytes.resize(4 + body, b'a');
+        theirs.write_all(&bytes).await.expect("write");
+        (ours, theirs)
+    }
+
+    /// The next payload, or `None` while the reader still waits for more bytes.
+    async fn next(
+        reader: &mut FrameReader<tokio::io::DuplexStream>,
+    ) -> Option<Result<Option<Vec<u8>>, FrameError>> {
+        tokio::time::timeout(std::time::Duration::from_millis(200), reader.next_payload())
+            .await
+            .ok()
+    }
+
+    #[tokio::test]
+    async fn partly_sent_frames_share_one_budget_and_give_it_back() {
+        let budget = Arc::new(ByteBudget::new(100_000, 10_000));
+        // 60 kB buffered: 10 kB free, 50 kB from the budget.
+        let (stream, _first_client) = half_sent(60_000).await;
+        let mut first = FrameReader::with_budget(stream, 1 << 20, budget.clone());
+        assert!(next(&mut first).await.is_none(), "waits for the rest");
+        assert_eq!(budget.available(), 50_000 - 4);
+        // Another 60 kB would need 50 kB more than the 50 kB left: refused.
+        let (stream, _second_client) = half_sent(60_000).await;
+        let mut second = FrameReader::with_budget(stream, 1 << 20, budget.clone());
+        assert!(matches!(
+            next(&mut second).await,
+            Some(Err(FrameError::OverBudget))
+        ));
+        // Small requests need nothing from the budget.
+        let (stream, _small_client) = half_sent(5_000).await;
+        let mut small = FrameReader::with_budget(stream, 1 << 20, budget.clone());
+        assert!(next(&mut small).await.is_none(), "waits for the rest");
+        assert_eq!(budget.available(), 50_000 - 4);
+        drop(first);
+        assert_eq!(budget.available(), 100_000);
+    }
 }
