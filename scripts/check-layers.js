@@ -3,7 +3,7 @@
 // Checks the module graph of crates/nodeguard/src: every `crate::` path in non-test code is an
 // edge from the file's module to the module it names. Fails (exit 1, one line per problem) on
 //   - a cycle between modules (files), and
-//   - an import against the layer order: core → config → io → supervisor → cli, where a layer may
+//   - an import against the layer order: core → platform → config → io → supervisor → cli, where a layer may
 //     use itself and the layers before it only; `io` may also use `supervisor::api` (the actor's
 //     inbox types), nothing else of `supervisor`.
 // lib.rs and main.rs sit above every layer. Test code (inline `#[cfg(test)] mod … {` blocks, modules
@@ -14,7 +14,7 @@
 const fs = require('node:fs');
 const path = require('node:path');
 
-const LAYERS = ['core', 'config', 'io', 'supervisor', 'cli'];
+const LAYERS = ['core', 'platform', 'config', 'io', 'supervisor', 'cli'];
 /** Imports allowed against the order: [from layer, module path prefix]. */
 const ALLOWED_UPWARD = [['io', 'supervisor::api']];
 

@@ -38,15 +38,16 @@
 //!
 //! # Layout
 //!
-//! Layers depend one way, `core → config → io → supervisor → cli`: a module may use its own layer
-//! and the layers before it, and `io` may use `supervisor::api` (the actor's inbox types) but no
-//! other part of `supervisor`. `scripts/check-layers.js` enforces this in the lint step.
+//! Layers depend one way, `core → platform → config → io → supervisor → cli`: a module may use its
+//! own layer and the layers before it, and `io` may use `supervisor::api` (the actor's inbox
+//! types) but no other part of `supervisor`. `scripts/check-layers.js` enforces this in the lint
+//! step.
 //!
 //! | layer | owns | a new … goes here |
 //! |---|---|---|
 //! | [`core`] | the per-app state machine, heartbeat and hang rules, restart policy, exit kinds, units; pure, no I/O | heartbeat or restart rule: `core::machine` (with a table test) |
 //! | [`config`] | validated app specs, PM2 config files, the one mapping to the wire's `AppDefinition` | config field: `config::file` (checker) and `config::AppSpec` |
-//! | [`io`] | sockets (control, worker, HTTP), home and state file, logs and output, systemd notify, process trees, platform calls | socket message: `crates/proto` + the server in `io` that reads it |
+//! | [`io`] | sockets (control, worker, HTTP), home and state file, logs and output, systemd notify, process trees | socket message: `crates/proto` + the server in `io` that reads it |
 //! | [`supervisor`] | the actor and its table, the per-app task, spawning, rolling reload, persistence | behaviour that spans apps: the actor; per app: `supervisor::worker` |
 //! | [`cli`] | flags and `--help`, client verbs, rendering for people | CLI verb: `cli` (flags) and `main.rs` (dispatch) |
 
@@ -54,4 +55,5 @@ pub mod cli;
 pub mod config;
 pub mod core;
 pub mod io;
+pub mod platform;
 pub mod supervisor;

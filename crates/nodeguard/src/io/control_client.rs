@@ -120,7 +120,7 @@ pub async fn ensure_daemon(paths: &HomePaths) -> Result<bool, ClientError> {
     let failed =
         |what: &str, error: io::Error| ClientError::DaemonFailed(format!("{what}: {error}"));
     let log_path = paths.home.join(DAEMON_LOG);
-    let log = crate::io::platform::open_private_file(&log_path, true)
+    let log = crate::platform::open_private_file(&log_path, true)
         .map_err(|e| ClientError::DaemonFailed(format!("cannot open the daemon log: {e}")))?;
     let log_err = log
         .try_clone()
@@ -134,7 +134,7 @@ pub async fn ensure_daemon(paths: &HomePaths) -> Result<bool, ClientError> {
         .stdin(std::process::Stdio::null())
         .stdout(log)
         .stderr(log_err);
-    crate::io::platform::detach(&mut command);
+    crate::platform::detach(&mut command);
     let mut daemon = command.spawn().map_err(|e| failed("cannot launch it", e))?;
     let deadline = tokio::time::Instant::now() + DAEMON_START_TIMEOUT;
     loop {
@@ -180,7 +180,7 @@ fn cut_off(error: &ClientError) -> bool {
 pub async fn wait_until_exited(pid: u32, within: Duration) -> bool {
     let deadline = tokio::time::Instant::now() + within;
     while tokio::time::Instant::now() < deadline {
-        if !crate::io::platform::process_alive(pid) {
+        if !crate::platform::process_alive(pid) {
             return true;
         }
         tokio::time::sleep(DAEMON_POLL).await;

@@ -5,7 +5,7 @@ use std::fs::File;
 use std::io::{self, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
-use crate::io::platform::{self, PrivatePathError};
+use crate::platform::{self, PrivatePathError};
 
 /// Longest Unix socket path the kernel accepts (`sun_path` is 108 bytes with a terminating NUL).
 pub const MAX_SOCKET_PATH: usize = 107;

@@ -7,7 +7,7 @@ use std::net::TcpListener;
 use std::os::fd::{AsRawFd, RawFd};
 
 use crate::config::ListenAddress;
-use crate::io::platform;
+use crate::platform;
 
 /// Why an app's listen addresses could not be bound.
 #[derive(Debug, thiserror::Error)]

@@ -2,6 +2,7 @@
 //! process trees and the platform's system calls. Depends on `core` and `config`, and on the
 //! actor's inbox types in `supervisor::api`, never on the actors themselves.
 
+pub mod admission;
 pub mod control_client;
 pub mod control_server;
 pub mod forensics;
@@ -15,7 +16,6 @@ pub mod logread;
 pub mod metrics;
 pub mod monitor_socket;
 pub mod output;
-pub mod platform;
 pub mod proctree;
 pub mod state_file;
 pub mod systemd;

@@ -17,7 +17,7 @@ use nodeguard_proto::worker::{SupervisorMessage, WorkerMessage};
 use nodeguard_proto::{decode_payload, peek_version, MAX_WORKER_FRAME, PROTOCOL_VERSION};
 
 use crate::io::framed::{next_connection, write_message, FrameError, FrameReader};
-use crate::io::platform;
+use crate::platform;
 
 /// A client must send its hello within this time.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);

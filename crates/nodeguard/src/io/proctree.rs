@@ -17,7 +17,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::io::platform::{self, ProcessInfo};
+use crate::platform::{self, ProcessInfo};
 
 /// Set in each app's environment to a key unique to that spawn; inherited by its descendants, it
 /// ties an orphan back to its app.

@@ -12,7 +12,7 @@ use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
 use crate::io::health::{self, Probe, PROBE_DEADLINE};
-use crate::io::platform::NotifySocket;
+use crate::platform::NotifySocket;
 
 /// The variables systemd sets for a notify service; taken out of the environment so that apps
 /// (and a daemon that `start` launches) do not inherit them and talk to systemd themselves.

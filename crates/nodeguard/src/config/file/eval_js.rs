@@ -40,6 +40,19 @@ import(url).then(
 );
 "#;
 
+/// SIGKILL to the evaluating node's process group (it leads one), so processes the config spawned
+/// die with it; node alone where there are no process groups.
+fn kill_group(child: &mut std::process::Child) {
+    #[cfg(unix)]
+    {
+        use crate::core::machine::StopSignal;
+        if crate::platform::signal_group(child.id(), StopSignal::Kill).is_ok() {
+            return;
+        }
+    }
+    let _ = child.kill();
+}
+
 pub(super) fn eval_js(
     path: &Path,
     node: &Path,
@@ -65,6 +78,12 @@ pub(super) fn eval_js(
         .stderr(Stdio::piped());
     if let Some(dir) = absolute.parent() {
         command.current_dir(dir);
+    }
+    // Its own process group, so a timeout ends whatever the config started along with node.
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::CommandExt;
+        command.process_group(0);
     }
     let mut child = command.spawn().map_err(|source| ConfigFileError::Node {
         file: file.clone(),
@@ -110,7 +129,7 @@ pub(super) fn eval_js(
         }
     };
     let Some(status) = status else {
-        let _ = child.kill();
+        kill_group(&mut child);
         let _ = child.wait();
         return Err(ConfigFileError::Timeout {
             file,

@@ -580,6 +580,39 @@ mod tests {
         assert!(started.elapsed() < Duration::from_secs(5));
     }
 
+    #[cfg(unix)]
+    #[test]
+    fn a_timed_out_js_config_takes_the_processes_it_spawned_with_it() {
+        let dir = temp_dir(&[(
+            "spawner.config.js",
+            "const { spawn } = require('child_process');\n\
+             const child = spawn('sleep', ['1000'], { stdio: 'ignore' });\n\
+             require('fs').writeFileSync(__dirname + '/child.pid', String(child.pid));\n\
+             while (true) {}\n",
+        )]);
+        let err = load_with_timeout(
+            &dir.join("spawner.config.js"),
+            &defaults(),
+            Duration::from_secs(5),
+        )
+        .expect_err("never finishes");
+        assert!(matches!(err, ConfigFileError::Timeout { .. }), "{err:?}");
+        let pid: u32 = std::fs::read_to_string(dir.join("child.pid"))
+            .expect("the config wrote its child's pid before the timeout")
+            .trim()
+            .parse()
+            .expect("a pid");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while crate::platform::process_alive(pid) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let alive = crate::platform::process_alive(pid);
+        if alive {
+            let _ = crate::platform::kill_process(pid);
+        }
+        assert!(!alive, "the config's child {pid} outlived the timeout");
+    }
+
     #[test]
     fn instances_lots_is_an_error_naming_instances() {
         let dir = temp_dir(&[(

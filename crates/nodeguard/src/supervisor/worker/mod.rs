@@ -32,8 +32,8 @@ use crate::io::forensics::StackTap;
 use crate::io::listen::SharedListeners;
 use crate::io::monitor_socket::{MonitorConnection, TokenRegistry};
 use crate::io::output::{Origin, OutputSink};
-use crate::io::platform;
 use crate::io::proctree::{self, TreeSnapshot};
+use crate::platform;
 use crate::supervisor::events::{BusEvent, EventBus, Happening};
 use crate::supervisor::spawner::{ExitFuture, Launch};
 

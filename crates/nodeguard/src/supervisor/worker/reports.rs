@@ -7,7 +7,7 @@ use crate::core::machine::{
 use crate::core::units::bytes;
 use crate::io::forensics::{self};
 use crate::io::logfile::timestamp;
-use crate::io::platform;
+use crate::platform;
 use nodeguard_proto::control::AppEvent;
 use std::time::{Duration, SystemTime};
 

@@ -5,8 +5,8 @@ use crate::core::machine::Event;
 use crate::io::forensics::StackTap;
 use crate::io::monitor_socket::new_token;
 use crate::io::output::{prefix_for, Origin, StreamKind};
-use crate::io::platform;
 use crate::io::proctree::{self};
+use crate::platform;
 use nodeguard_proto::{
     ENV_APP_NAME, ENV_INSTANCE, ENV_LISTEN, ENV_SOCKET, ENV_TOKEN, ENV_WAIT_READY,
 };
