@@ -12,7 +12,7 @@ const h = require('./helpers');
 const FAST_HEARTBEAT = ['--heartbeat-interval', '200ms', '--heartbeat-timeout', '200ms'];
 /** The line the supervisor logs once it listens (the port is the kernel's choice: :0). */
 const SERVING = /serving \/healthz, \/readyz and \/metrics on http:\/\/([\d.]+):(\d+)/;
-/** The server's read timeout for a request head (http.rs READ_TIMEOUT), plus slack. */
+/** The server's read timeout for a request head (http.rs READ_TIMEOUT, 2 s), plus ample slack. */
 const SLOW_CLIENT_CLOSE_MS = 5_000 + 5_000;
 
 /** The port the supervisor's HTTP endpoint listens on, from its log. */

@@ -32,7 +32,10 @@ Examples:
   nodeguard startup systemd --install   (a user unit that resurrects the saved apps at boot)
 
 Under systemd (NOTIFY_SOCKET set) nodeguard sends READY=1, STATUS= and WATCHDOG=1 itself, and
-removes NOTIFY_SOCKET from its apps' environment.";
+removes NOTIFY_SOCKET from its apps' environment.
+
+Signals: SIGINT, SIGTERM or SIGQUIT stop every app gracefully (again: at once). SIGHUP reopens the
+log files (rotate with mv, then kill -HUP). SIGUSR1, SIGUSR2 and SIGALRM are ignored.";
 
 #[derive(Debug, Parser)]
 #[command(

@@ -320,6 +320,19 @@ import(url).then(
 );
 "#;
 
+/// SIGKILL to the evaluating node's process group (it leads one), so processes the config spawned
+/// die with it; node alone where there are no process groups.
+fn kill_group(child: &mut std::process::Child) {
+    #[cfg(unix)]
+    {
+        use crate::machine::StopSignal;
+        if crate::platform::signal_group(child.id(), StopSignal::Kill).is_ok() {
+            return;
+        }
+    }
+    let _ = child.kill();
+}
+
 fn eval_js(path: &Path, node: &Path, timeout: Duration) -> Result<Value, ConfigFileError> {
     let file = path.to_path_buf();
     std::fs::File::open(path).map_err(|source| ConfigFileError::Read {
@@ -341,6 +354,12 @@ fn eval_js(path: &Path, node: &Path, timeout: Duration) -> Result<Value, ConfigF
         .stderr(Stdio::piped());
     if let Some(dir) = absolute.parent() {
         command.current_dir(dir);
+    }
+    // Its own process group, so a timeout ends whatever the config started along with node.
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::CommandExt;
+        command.process_group(0);
     }
     let mut child = command.spawn().map_err(|source| ConfigFileError::Node {
         file: file.clone(),
@@ -386,7 +405,7 @@ fn eval_js(path: &Path, node: &Path, timeout: Duration) -> Result<Value, ConfigF
         }
     };
     let Some(status) = status else {
-        let _ = child.kill();
+        kill_group(&mut child);
         let _ = child.wait();
         return Err(ConfigFileError::Timeout {
             file,
@@ -1419,6 +1438,39 @@ mod tests {
         .expect_err("hangs");
         assert!(matches!(err, ConfigFileError::Timeout { .. }), "{err:?}");
         assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_timed_out_js_config_takes_the_processes_it_spawned_with_it() {
+        let dir = temp_dir(&[(
+            "spawner.config.js",
+            "const { spawn } = require('child_process');\n\
+             const child = spawn('sleep', ['1000'], { stdio: 'ignore' });\n\
+             require('fs').writeFileSync(__dirname + '/child.pid', String(child.pid));\n\
+             while (true) {}\n",
+        )]);
+        let err = load_with_timeout(
+            &dir.join("spawner.config.js"),
+            &defaults(),
+            Duration::from_secs(5),
+        )
+        .expect_err("never finishes");
+        assert!(matches!(err, ConfigFileError::Timeout { .. }), "{err:?}");
+        let pid: u32 = std::fs::read_to_string(dir.join("child.pid"))
+            .expect("the config wrote its child's pid before the timeout")
+            .trim()
+            .parse()
+            .expect("a pid");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while crate::platform::process_alive(pid) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let alive = crate::platform::process_alive(pid);
+        if alive {
+            let _ = crate::platform::kill_process(pid);
+        }
+        assert!(!alive, "the config's child {pid} outlived the timeout");
     }
 
     #[test]

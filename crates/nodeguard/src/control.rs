@@ -1,5 +1,11 @@
 //! The control socket's server side: one versioned request per connection from a client of the
 //! same user, handed to the supervisor actor, whose answer is written back.
+//!
+//! Connections and the memory they hold are bounded: at most [`MAX_CONNECTIONS`] are served at
+//! once (a new one beyond them closes the oldest still sending its request, so idle clients can
+//! never lock out `status`), and the bytes of partly sent requests are bounded in all (each may
+//! hold [`FREE_BYTES_PER_CONNECTION`]; beyond that they share [`BYTES_IN_FLIGHT`], and a
+//! connection that would exceed it is closed).
 
 use std::time::Duration;
 
@@ -12,12 +18,22 @@ use nodeguard_proto::control::Request;
 use nodeguard_proto::control::{Command, Outcome, Response};
 use nodeguard_proto::{decode_payload, peek_version, MAX_CONTROL_FRAME, PROTOCOL_VERSION};
 
-use crate::framed::{next_connection, write_message, FrameError, FrameReader};
+use std::sync::Arc;
+
+use crate::admission::{Admission, Admitted};
+use crate::framed::{next_connection, write_message, ByteBudget, FrameError, FrameReader};
 use crate::platform;
 use crate::supervisor::ControlRequest;
 
 /// A client must send its request within this time.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Control connections served at once.
+pub const MAX_CONNECTIONS: usize = 64;
+/// Bytes of its unfinished request every connection may hold (a `status` or `stop` is far less).
+pub const FREE_BYTES_PER_CONNECTION: usize = 64 * 1024;
+/// Bytes of unfinished requests, beyond each connection's free ones, held by all connections at
+/// once: four of the largest requests (a `start` with a large environment) fit.
+pub const BYTES_IN_FLIGHT: usize = 4 * MAX_CONTROL_FRAME;
 
 /// Serves control requests until `cancel` fires. Connection tasks are tracked so shutdown can let
 /// the last answers (such as the one to `kill`) reach their clients.
@@ -27,12 +43,23 @@ pub async fn serve(
     connections: TaskTracker,
     cancel: CancellationToken,
 ) {
+    let admission = Admission::new(MAX_CONNECTIONS, "control socket");
+    let budget = Arc::new(ByteBudget::new(BYTES_IN_FLIGHT, FREE_BYTES_PER_CONNECTION));
     while let Some(stream) = next_connection(&listener, &cancel, "control socket").await {
+        let Some(admitted) = admission.admit().await else {
+            continue;
+        };
         let supervisor = supervisor.clone();
+        let budget = budget.clone();
         connections.spawn(async move {
-            if let Err(error) = answer(stream, &supervisor).await {
-                tracing::debug!(%error, "control socket: request failed");
+            match answer(stream, &supervisor, &admitted, budget).await {
+                Err(FrameError::OverBudget) => {
+                    tracing::warn!("control socket: too many bytes of unfinished requests at once; closed a connection");
+                }
+                Err(error) => tracing::debug!(%error, "control socket: request failed"),
+                Ok(()) => {}
             }
+            drop(admitted);
         });
     }
 }
@@ -40,6 +67,8 @@ pub async fn serve(
 async fn answer(
     stream: UnixStream,
     supervisor: &mpsc::Sender<ControlRequest>,
+    admitted: &Admitted,
+    budget: Arc<ByteBudget>,
 ) -> Result<(), FrameError> {
     let uid = platform::peer_uid(&stream)?;
     if uid != platform::current_uid() {
@@ -47,8 +76,17 @@ async fn answer(
         return Ok(());
     }
     let (read_half, mut writer) = stream.into_split();
-    let mut reader = FrameReader::new(read_half, MAX_CONTROL_FRAME);
-    let Ok(payload) = tokio::time::timeout(REQUEST_TIMEOUT, reader.next_payload()).await else {
+    let mut reader = FrameReader::with_budget(read_half, MAX_CONTROL_FRAME, budget);
+    let payload = tokio::select! {
+        biased;
+        // Closed to make room for a newer connection.
+        () = admitted.evicted() => return Ok(()),
+        payload = tokio::time::timeout(REQUEST_TIMEOUT, reader.next_payload()) => payload,
+    };
+    // The request is in (or the client gave up): this connection is no longer idle.
+    admitted.received();
+    drop(reader);
+    let Ok(payload) = payload else {
         return Ok(());
     };
     let Some(payload) = payload? else {

@@ -3,31 +3,32 @@
 //! `TcpListener` (one GET per connection, `Connection: close`) rather than a full HTTP stack, to
 //! keep the supervisor's binary and memory small. Every request is bounded in size and time, and
 //! the number of connections served at once is capped, so garbage, oversized or slow clients cost
-//! little and cannot stall anything else.
+//! little and cannot stall anything else. At the cap, the oldest connection that has not sent its
+//! whole request yet is closed to make room: idle connections can never starve a probe.
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+use crate::admission::{Admission, Admitted};
 use crate::health::{self, Probe, PROBE_DEADLINE};
 use crate::metrics;
 
 /// Largest request head (request line and headers) accepted.
 pub const MAX_REQUEST_HEAD: usize = 8 * 1024;
-/// A client must send its whole request head within this time.
-pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// A client must send its whole request head within this time (a probe sends it at once).
+pub const READ_TIMEOUT: Duration = Duration::from_secs(2);
 /// A client must take the answer within this time.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long, and how many bytes, a closing connection's leftover input is read and dropped.
 const LINGER_TIME: Duration = Duration::from_secs(1);
 const LINGER_BYTES: usize = 256 * 1024;
-/// Connections served at once; more are closed at once.
+/// Connections served at once. A new one beyond them closes the oldest connection still waiting
+/// for its request, or, when every one is busy answering, is closed itself (see admission.rs).
 const MAX_CONNECTIONS: usize = 32;
 /// Pause after a failed accept (such as running out of file descriptors).
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
@@ -45,7 +46,7 @@ pub async fn serve(listener: TcpListener, probe: Probe, cancel: CancellationToke
     if let Ok(address) = listener.local_addr() {
         tracing::info!("serving /healthz, /readyz and /metrics on http://{address}");
     }
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let admission = Admission::new(MAX_CONNECTIONS, "http");
     loop {
         let stream = tokio::select! {
             _ = cancel.cancelled() => return,
@@ -58,18 +59,18 @@ pub async fn serve(listener: TcpListener, probe: Probe, cancel: CancellationToke
                 }
             },
         };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            tracing::debug!("http: too many connections; closing a new one");
+        let Some(admitted) = admission.admit().await else {
             continue;
         };
         let probe = probe.clone();
         let cancel = cancel.clone();
         tokio::spawn(async move {
             tokio::select! {
+                biased;
                 _ = cancel.cancelled() => {}
-                _ = answer(stream, &probe) => {}
+                _ = answer(stream, &probe, &admitted) => {}
             }
-            drop(slot);
+            drop(admitted);
         });
     }
 }
@@ -98,8 +99,15 @@ impl Response {
     }
 }
 
-async fn answer(mut stream: TcpStream, probe: &Probe) {
-    let response = match tokio::time::timeout(READ_TIMEOUT, read_head(&mut stream)).await {
+async fn answer(mut stream: TcpStream, probe: &Probe, admitted: &Admitted) {
+    let head = tokio::select! {
+        biased;
+        // Closed to make room for a newer connection.
+        () = admitted.evicted() => return,
+        head = tokio::time::timeout(READ_TIMEOUT, read_head(&mut stream)) => head,
+    };
+    admitted.received();
+    let response = match head {
         Err(_) => Response::text(408, "request not received in time"),
         Ok(Err(error)) => {
             tracing::debug!(%error, "http: reading a request failed");

@@ -1,6 +1,7 @@
 //! nodeguard: a supervisor for Node.js apps that restarts them when they exit and when their event
 //! loop stops answering heartbeats. The binary in `main.rs` is a thin shell over this library.
 
+pub mod admission;
 pub mod cli;
 pub mod client;
 pub mod config;

@@ -18,10 +18,19 @@
 //! `x.log.1` → `x.log.2` … up to [`LogSpec::keep`], deleting the oldest) and a new `x.log` is
 //! started. A line is never split across files: a line longer than `max_size` gets a file of its
 //! own. If a rename fails, the line goes to the current file anyway (a log over its size beats a
-//! lost line) and rotation is retried after another `max_size` bytes.
+//! lost line) and rotation is retried after another `max_size` bytes. Sizes count the bytes the
+//! disk took: on a full disk a failed or short write adds only what was written, so a file that
+//! never filled is never rotated (and no empty rotated files pile up).
+//!
+//! # Symlinks
+//!
+//! Every log file (and `daemon.log`, see [`open_log_file`]) is opened with `O_NOFOLLOW` and must
+//! be a regular file: a symlink or fifo planted at a log's path is refused with an error, so the
+//! supervisor never appends to whatever file a link points at. Renames and deletions during
+//! rotation act on the names themselves and never follow links either.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -167,24 +176,38 @@ fn civil_from_days(days: u64) -> (u64, u64, u64) {
 /// batch is flushed. Unlike a `BufWriter`, the buffer is let go at each flush, so an app that is
 /// quiet holds no buffer between batches (two 64 KiB `BufWriter`s per app kept at least a page of
 /// each resident for every app). Dropping it writes what is waiting.
+///
+/// It counts the bytes the file really holds: a write the disk refuses (full, failing) adds only
+/// what it took, and a line it cut short is ended with a newline before the next one.
 struct Batched {
     file: File,
     pending: Vec<u8>,
+    /// Bytes in the file: its size at open plus every byte a write call took since.
+    on_disk: u64,
+    /// The last write stopped mid-line: the next one starts with a newline.
+    torn: bool,
 }
 
 impl Batched {
-    fn new(file: File) -> Self {
+    fn new(file: File, on_disk: u64) -> Self {
         Self {
             file,
             pending: Vec::new(),
+            on_disk,
+            torn: false,
         }
+    }
+
+    /// Bytes in the file plus bytes waiting to be written.
+    fn len(&self) -> u64 {
+        self.on_disk.saturating_add(self.pending.len() as u64)
     }
 
     fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
         if self.pending.len() + bytes.len() > BUFFER {
             self.write_pending()?;
             if bytes.len() >= BUFFER {
-                return self.file.write_all(bytes);
+                return self.write_counted(bytes);
             }
         }
         self.pending.extend_from_slice(bytes);
@@ -197,9 +220,42 @@ impl Batched {
         if self.pending.is_empty() {
             return Ok(());
         }
-        let written = self.file.write_all(&self.pending);
+        let pending = std::mem::take(&mut self.pending);
+        let written = self.write_counted(&pending);
+        // Keep the allocation for the next batch, as before.
+        self.pending = pending;
         self.pending.clear();
         written
+    }
+
+    /// Writes `bytes` to the file, adding to `on_disk` exactly what each write call took.
+    fn write_counted(&mut self, bytes: &[u8]) -> io::Result<()> {
+        if self.torn {
+            self.write_raw(b"\n")?;
+            self.torn = false;
+        }
+        let start = self.on_disk;
+        let result = self.write_raw(bytes);
+        if result.is_err() {
+            // The disk took part of `bytes`: cut the file back to the last whole line it took.
+            let taken = usize::try_from(self.on_disk.saturating_sub(start)).unwrap_or(usize::MAX);
+            let taken = bytes.get(..taken).unwrap_or(bytes);
+            if taken.last().is_some_and(|&last| last != b'\n') {
+                let whole = taken
+                    .iter()
+                    .rposition(|&b| b == b'\n')
+                    .map_or(0, |at| at + 1) as u64;
+                match self.file.set_len(start.saturating_add(whole)) {
+                    Ok(()) => self.on_disk = start.saturating_add(whole),
+                    Err(_) => self.torn = true,
+                }
+            }
+        }
+        result
+    }
+
+    fn write_raw(&mut self, bytes: &[u8]) -> io::Result<()> {
+        write_counting(&mut self.file, bytes, &mut self.on_disk)
     }
 
     /// Writes what is waiting and lets the buffer go.
@@ -217,11 +273,13 @@ impl Drop for Batched {
     }
 }
 
-/// One open log file and the bytes it holds (written or buffered).
+/// One open log file.
 struct Sink {
     path: PathBuf,
     file: Batched,
-    size: u64,
+    /// Bytes of the file not counted towards rotation: after a failed rotation, the file's size
+    /// then, so the next attempt comes another `max_size` bytes later.
+    rotation_base: u64,
 }
 
 impl Sink {
@@ -236,23 +294,28 @@ impl Sink {
             path: path.to_path_buf(),
             source,
         };
-        let file = open_append(path).map_err(open_err)?;
+        let mut file = open_append(path).map_err(open_err)?;
         let size = file.metadata().map_err(open_err)?.len();
-        let mut sink = Self {
-            path: path.to_path_buf(),
-            file: Batched::new(file),
-            size,
-        };
         // A previous run that died mid-line left a fragment; end it so our first line stays whole.
-        if size > 0 && !ends_with_newline(path).map_err(open_err)? {
-            sink.append(b"\n")?;
-        }
-        Ok(sink)
+        let torn = size > 0 && last_byte(&mut file).map_err(open_err)? != Some(b'\n');
+        let mut batched = Batched::new(file, size);
+        batched.torn = torn;
+        Ok(Self {
+            path: path.to_path_buf(),
+            file: batched,
+            rotation_base: 0,
+        })
+    }
+
+    /// Bytes that count towards rotation: in the file or waiting to be written.
+    fn size(&self) -> u64 {
+        self.file.len().saturating_sub(self.rotation_base)
     }
 
     fn write_record(&mut self, record: &[u8], max_size: u64, keep: usize) -> Result<(), LogError> {
         let len = record.len() as u64;
-        if max_size > 0 && self.size > 0 && self.size.saturating_add(len) > max_size {
+        let size = self.size();
+        if max_size > 0 && size > 0 && size.saturating_add(len) > max_size {
             self.rotate(keep)?;
         }
         self.append(record)
@@ -264,9 +327,7 @@ impl Sink {
             .map_err(|source| LogError::Write {
                 path: self.path.clone(),
                 source,
-            })?;
-        self.size += bytes.len() as u64;
-        Ok(())
+            })
     }
 
     fn flush(&mut self) -> Result<(), LogError> {
@@ -279,17 +340,23 @@ impl Sink {
     /// Moves the current file to `.1` (or deletes it when `keep` is 0) and starts a new one.
     fn rotate(&mut self, keep: usize) -> Result<(), LogError> {
         self.flush()?;
+        if self.file.on_disk == 0 {
+            // Nothing reached the disk (it refused every write): a rotation would only keep an
+            // empty file.
+            return Ok(());
+        }
         let reopened = shift_rotated(&self.path, keep).and_then(|()| open_append(&self.path));
         match reopened {
             Ok(file) => {
-                self.file = Batched::new(file);
+                self.file = Batched::new(file, 0);
+                self.rotation_base = 0;
             }
             Err(error) => {
                 tracing::warn!(path = %self.path.display(), %error, "log rotation failed; writing on to the current file");
+                // The next attempt comes after another `max_size` bytes.
+                self.rotation_base = self.file.on_disk;
             }
         }
-        // On failure this postpones the next attempt by another `max_size` bytes.
-        self.size = 0;
         Ok(())
     }
 
@@ -306,8 +373,8 @@ impl Sink {
             path: self.path.clone(),
             source,
         })?;
-        self.file = Batched::new(file);
-        self.size = 0;
+        self.file = Batched::new(file, 0);
+        self.rotation_base = 0;
         Ok(())
     }
 }
@@ -352,15 +419,40 @@ fn remove_if_exists(path: &Path) -> io::Result<()> {
     }
 }
 
+/// Opens (creating it 0600 if missing) a log file for appending, refusing to follow a symlink at
+/// `path` and refusing anything but a regular file there (a fifo would block the writer).
+pub fn open_log_file(path: &Path) -> io::Result<File> {
+    open_append(path)
+}
+
 fn open_append(path: &Path) -> io::Result<File> {
     let mut options = OpenOptions::new();
-    options.create(true).append(true);
+    // Readable too, so a leftover fragment can be seen through the same descriptor.
+    options.read(true).create(true).append(true);
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
+        options
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC);
     }
-    options.open(path)
+    let file = options.open(path).map_err(|error| {
+        #[cfg(unix)]
+        if error.raw_os_error() == Some(libc::ELOOP) {
+            return io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "it is a symbolic link; refusing to follow it",
+            );
+        }
+        error
+    })?;
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "it is not a regular file",
+        ));
+    }
+    Ok(file)
 }
 
 fn create_private_dirs(dir: &Path) -> io::Result<()> {
@@ -374,12 +466,26 @@ fn create_private_dirs(dir: &Path) -> io::Result<()> {
     builder.create(dir)
 }
 
-fn ends_with_newline(path: &Path) -> io::Result<bool> {
-    let mut file = File::open(path)?;
-    file.seek(SeekFrom::End(-1))?;
+/// The file's last byte (`None` when empty), read through the open file itself (a pread, so the
+/// append position is untouched) rather than by opening its path again.
+fn last_byte(file: &mut File) -> io::Result<Option<u8>> {
+    let len = file.metadata()?.len();
+    let Some(at) = len.checked_sub(1) else {
+        return Ok(None);
+    };
     let mut last = [0u8];
-    file.read_exact(&mut last)?;
-    Ok(last[0] == b'\n')
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileExt;
+        file.read_exact_at(&mut last, at)?;
+    }
+    #[cfg(not(unix))]
+    {
+        use std::io::{Read, Seek, SeekFrom};
+        file.seek(SeekFrom::Start(at))?;
+        file.read_exact(&mut last)?;
+    }
+    Ok(Some(last[0]))
 }
 
 /// One app's log files. See the module docs for the threading design.
@@ -456,6 +562,142 @@ impl Drop for LogFiles {
             tracing::warn!(%error, "log lines lost at close");
         }
     }
+}
+
+/// The daemon's own log, `<home>/daemon.log`, rotated by the same rules as app logs. `start`
+/// opens it as the daemon's stdout and stderr; the daemon then adopts it ([`DaemonLog::adopt`]):
+/// its log lines are written here and counted, the file is rotated before a line would take it
+/// past `max_size`, and each new file is also put in place of the mirrored descriptors (stdout
+/// and stderr), so anything else written there (a panic message) lands in the current file too.
+#[derive(Debug)]
+pub struct DaemonLog {
+    path: PathBuf,
+    max_size: u64,
+    keep: usize,
+    /// Descriptors made to point at each new file.
+    mirrors: Vec<i32>,
+    current: std::sync::Mutex<Option<DaemonLogFile>>,
+}
+
+#[derive(Debug)]
+struct DaemonLogFile {
+    file: File,
+    /// Bytes the file holds.
+    size: u64,
+}
+
+impl DaemonLog {
+    /// Takes over `path` when our stderr is that very file (as `start` launches the daemon);
+    /// `None` when stderr goes elsewhere (a terminal, the journal), which is then left alone.
+    #[cfg(unix)]
+    pub fn adopt(path: &Path) -> Option<Self> {
+        use std::os::unix::fs::MetadataExt;
+        let ours = fs::symlink_metadata(path).ok()?;
+        let stderr = rustix::fs::fstat(io::stderr()).ok()?;
+        let same = ours.is_file() && ours.dev() == stderr.st_dev && ours.ino() == stderr.st_ino;
+        if !same {
+            return None;
+        }
+        Self::open(path, DEFAULT_MAX_SIZE, DEFAULT_KEEP, vec![1, 2]).ok()
+    }
+
+    #[cfg(not(unix))]
+    pub fn adopt(_path: &Path) -> Option<Self> {
+        None
+    }
+
+    /// Opens `path` for appending (never through a symlink) and points `mirrors` at it.
+    pub fn open(path: &Path, max_size: u64, keep: usize, mirrors: Vec<i32>) -> io::Result<Self> {
+        let log = Self {
+            path: path.to_path_buf(),
+            max_size,
+            keep,
+            mirrors,
+            current: std::sync::Mutex::new(None),
+        };
+        let opened = log.open_current()?;
+        *log.lock() = Some(opened);
+        Ok(log)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<DaemonLogFile>> {
+        // A panic while holding the lock leaves the state usable: it is only a file and a count.
+        self.current
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn open_current(&self) -> io::Result<DaemonLogFile> {
+        let file = open_append(&self.path)?;
+        let size = file.metadata()?.len();
+        #[cfg(unix)]
+        for &fd in &self.mirrors {
+            use std::os::fd::AsRawFd;
+            // SAFETY: dup2 on a descriptor we own onto a number we were told to mirror; it
+            // atomically replaces what that number pointed at.
+            if unsafe { libc::dup2(file.as_raw_fd(), fd) } == -1 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        Ok(DaemonLogFile { file, size })
+    }
+
+    /// Closes the file and opens the one now at its path (SIGHUP after an external `mv`).
+    pub fn reopen(&self) -> io::Result<()> {
+        let opened = self.open_current()?;
+        *self.lock() = Some(opened);
+        Ok(())
+    }
+
+    /// Appends `bytes` (one whole log line or more), rotating first if they would take the file
+    /// past `max_size`. Counts only what the file took.
+    pub fn write_record(&self, bytes: &[u8]) -> io::Result<()> {
+        let mut current = self.lock();
+        let size = current.as_ref().map_or(0, |c| c.size);
+        let len = bytes.len() as u64;
+        if self.max_size > 0 && size > 0 && size.saturating_add(len) > self.max_size {
+            match shift_rotated(&self.path, self.keep).and_then(|()| self.open_current()) {
+                Ok(opened) => *current = Some(opened),
+                Err(error) => {
+                    // Say so in the log itself, and postpone the next attempt by another
+                    // max_size bytes rather than failing on every line.
+                    if let Some(current) = current.as_mut() {
+                        current.size = 0;
+                        let note = format!(
+                            "nodeguard: cannot rotate {}: {error}\n",
+                            self.path.display()
+                        );
+                        let _ =
+                            write_counting(&mut current.file, note.as_bytes(), &mut current.size);
+                    }
+                }
+            }
+        }
+        let Some(current) = current.as_mut() else {
+            return Err(io::ErrorKind::NotConnected.into());
+        };
+        write_counting(&mut current.file, bytes, &mut current.size)
+    }
+}
+
+/// Writes all of `bytes`, adding to `count` what each write call took.
+fn write_counting(file: &mut File, mut bytes: &[u8], count: &mut u64) -> io::Result<()> {
+    while !bytes.is_empty() {
+        match file.write(bytes) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(taken) => {
+                *count = count.saturating_add(taken as u64);
+                bytes = bytes.get(taken..).unwrap_or_default();
+            }
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -660,6 +902,106 @@ pub(crate) mod tests {
         logs.flush().expect("flush");
         assert!(!rotated_path(&spec.out_path, 1).exists());
         assert_eq!(lines_of(&spec.out_path), vec![b"fresh".to_vec()]);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_symlink_at_a_log_path_is_refused_and_its_target_untouched() {
+        let dir = TempDir::new("symlink");
+        let spec = spec(&dir.0, DEFAULT_MAX_SIZE, DEFAULT_KEEP);
+        let target = dir.0.join("victim");
+        fs::write(&target, b"precious\n").expect("seed");
+        std::os::unix::fs::symlink(&target, &spec.out_path).expect("plant");
+        let error = match LogFiles::open(spec.clone()) {
+            Ok(_) => panic!("opened a log file through a symlink"),
+            Err(error) => error.to_string(),
+        };
+        assert!(error.contains("symbolic link"), "{error}");
+        assert_eq!(fs::read(&target).expect("read"), b"precious\n");
+
+        // A rotated name that is a link is replaced, never written through.
+        fs::remove_file(&spec.out_path).expect("unplant");
+        std::os::unix::fs::symlink(&target, rotated_path(&spec.out_path, 1)).expect("plant");
+        let mut small = spec.clone();
+        small.max_size = 64;
+        let mut logs = LogFiles::open(small).expect("open");
+        for i in 0..10 {
+            logs.write_line(Stream::Out, &line(i)).expect("write");
+        }
+        drop(logs);
+        assert_eq!(fs::read(&target).expect("read"), b"precious\n");
+    }
+
+    /// A tmpfs of `kib` KiB mounted on a fresh directory, unmounted on drop. Needs root (the
+    /// suite runs as root); anything else fails the test loudly.
+    struct TinyDisk(TempDir);
+
+    impl TinyDisk {
+        fn mount(kib: u32) -> Self {
+            let dir = TempDir::new("tinydisk");
+            let status = std::process::Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &format!("size={kib}k,mode=0700")])
+                .arg("tmpfs")
+                .arg(&dir.0)
+                .status()
+                .expect("run mount (the test needs root and mount(8))");
+            assert!(
+                status.success(),
+                "cannot mount a tmpfs (the test needs root): {status}"
+            );
+            Self(dir)
+        }
+    }
+
+    impl Drop for TinyDisk {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.0 .0)
+                .status();
+        }
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_full_disk_counts_only_written_bytes_and_leaves_no_empty_rotated_files() {
+        let disk = TinyDisk::mount(64);
+        let spec = spec(&disk.0 .0, 40 * 1024, 5);
+        let mut logs = LogFiles::open(spec.clone()).expect("open");
+        let mut failures = 0;
+        for batch in 0..400 {
+            for i in 0..10 {
+                if logs.write_line(Stream::Out, &line(batch * 10 + i)).is_err() {
+                    failures += 1;
+                }
+            }
+            if logs.flush().is_err() {
+                failures += 1;
+            }
+        }
+        assert!(failures > 0, "the 64 KiB disk never filled");
+        let on_disk = fs::metadata(&spec.out_path).expect("log").len();
+        assert_eq!(
+            logs.out.size(),
+            on_disk,
+            "the size counter counts lost bytes"
+        );
+        drop(logs);
+        for index in 1..=5 {
+            let rotated = rotated_path(&spec.out_path, index);
+            if let Ok(meta) = fs::metadata(&rotated) {
+                assert!(meta.len() > 0, "{} is empty", rotated.display());
+            }
+        }
+        // What reached the disk is whole lines: a write the disk cut short was cut back.
+        let data = fs::read(&spec.out_path).expect("read");
+        for piece in data.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+            assert!(
+                piece.starts_with(b"line "),
+                "{}",
+                String::from_utf8_lossy(piece)
+            );
+        }
     }
 
     #[cfg(unix)]

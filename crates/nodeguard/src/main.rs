@@ -8,6 +8,7 @@ use anyhow::Context;
 use tokio::signal::unix::{signal, SignalKind};
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use nodeguard::cli::{
@@ -16,6 +17,7 @@ use nodeguard::cli::{
 use nodeguard::client;
 use nodeguard::config::{self, ConfigError, ServiceOptions, SupervisorConfig};
 use nodeguard::home::HomePaths;
+use nodeguard::logfile::DaemonLog;
 use nodeguard::logs;
 use nodeguard::render;
 use nodeguard::supervisor::{self, Shutdown};
@@ -36,20 +38,28 @@ fn main() -> ExitCode {
     // `status [--json]` with nothing else is what scripts and dashboards poll: it skips building
     // the whole command-line parser, a fifth of such a run (see `cli::plain_status`).
     if let Some(json) = nodeguard::cli::plain_status(std::env::args_os().skip(1)) {
-        init_logging();
+        init_logging(None);
         return finish(run_client(Verb::Status { json }, None));
     }
     let cli = match Cli::parse_checked() {
         Ok(cli) => cli,
         Err(error) => return clap_error(error),
     };
-    init_logging();
+    // A daemon that `start` launched writes to `<home>/daemon.log`: it adopts the file, to
+    // rotate it and reopen it on SIGHUP.
+    let daemon_log = match &cli.command {
+        Some(Verb::Daemon(_)) => home_paths(cli.home.clone()).ok().and_then(|paths| {
+            DaemonLog::adopt(&paths.home.join(nodeguard::client::DAEMON_LOG)).map(Arc::new)
+        }),
+        _ => None,
+    };
+    init_logging(daemon_log.clone());
     // Before any thread starts: systemd's variables leave the environment whatever the verb, so
     // neither apps nor a daemon that `start` launches inherit them.
     let notifier = systemd::Notifier::take_from_env();
     let outcome = match cli.command {
         None => foreground(cli.run, cli.home, notifier),
-        Some(Verb::Daemon(args)) => daemon(args, cli.home, notifier),
+        Some(Verb::Daemon(args)) => daemon(args, cli.home, notifier, daemon_log),
         Some(Verb::Startup(args)) => startup(args, cli.home),
         Some(verb) => run_client(verb, cli.home),
     };
@@ -107,16 +117,18 @@ fn clap_error(error: clap::Error) -> ExitCode {
 
 /// Logs at the level named by `NODEGUARD_LOG` (`error`, `warn`, `info`, `debug`, `trace` or
 /// `off`; default `info`). A plain level rather than per-module directives keeps the regex engine
-/// out of the binary, which is resident in every supervisor.
-fn init_logging() {
+/// out of the binary, which is resident in every supervisor. To stderr, or to the daemon's own
+/// log file (rotated) when given one.
+fn init_logging(daemon_log: Option<Arc<DaemonLog>>) {
     use tracing_subscriber::filter::LevelFilter;
     let level = std::env::var("NODEGUARD_LOG")
         .ok()
         .and_then(|text| text.trim().parse::<LevelFilter>().ok())
         .unwrap_or(LevelFilter::INFO);
+    let writer = move || LogWriter(daemon_log.clone());
     tracing_subscriber::fmt()
         .with_max_level(level)
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         // A stderr whose reader went away (a pipe into `head`, a restarted log collector) must
         // not stop supervision: tracing-subscriber would otherwise report the failed write with
         // eprintln!, which panics on that same broken stderr, in whichever task was logging.
@@ -124,6 +136,26 @@ fn init_logging() {
         .with_target(false)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
+}
+
+/// Where one log event goes: stderr, or the daemon's log file (one write per event, so the file
+/// rotates between whole lines).
+struct LogWriter(Option<Arc<DaemonLog>>);
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        match &self.0 {
+            Some(log) => log.write_record(bytes).map(|()| bytes.len()),
+            None => std::io::stderr().write(bytes),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match &self.0 {
+            Some(_) => Ok(()),
+            None => std::io::stderr().flush(),
+        }
+    }
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -394,7 +426,7 @@ fn foreground(
     let (mut config, preload) = args.into_config(home, std::io::stdout().is_terminal())?;
     config.service.notify = notifier;
     log_preload(&preload);
-    let outcome = supervise(config);
+    let outcome = supervise(config, None);
     if let Some(dir) = own_home {
         remove_foreground_home(&dir);
     }
@@ -418,6 +450,7 @@ fn daemon(
     args: DaemonArgs,
     home: Option<PathBuf>,
     notifier: Option<std::sync::Arc<Notifier>>,
+    daemon_log: Option<Arc<DaemonLog>>,
 ) -> anyhow::Result<ExitCode> {
     let preload = choose_preload(
         false,
@@ -439,7 +472,7 @@ fn daemon(
             resurrect: args.resurrect,
         },
     };
-    supervise(config)
+    supervise(config, daemon_log)
 }
 
 fn log_preload(preload: &PreloadChoice) {
@@ -458,11 +491,14 @@ fn log_preload(preload: &PreloadChoice) {
     }
 }
 
-fn supervise(config: SupervisorConfig) -> anyhow::Result<ExitCode> {
+fn supervise(
+    config: SupervisorConfig,
+    daemon_log: Option<Arc<DaemonLog>>,
+) -> anyhow::Result<ExitCode> {
     let runtime = runtime()?;
     let summary = runtime.block_on(async {
         let shutdown = Shutdown::default();
-        let signals = watch_signals(shutdown.clone())?;
+        let signals = watch_signals(shutdown.clone(), daemon_log)?;
         let summary = supervisor::run(config, shutdown).await;
         signals.abort();
         anyhow::Ok(summary?)
@@ -481,26 +517,66 @@ fn supervise(config: SupervisorConfig) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// SIGINT, SIGTERM or SIGQUIT stop gracefully; a second one forces the stop.
-fn watch_signals(shutdown: Shutdown) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+/// SIGINT, SIGTERM or SIGQUIT stop gracefully; a second one forces the stop. SIGHUP reopens the
+/// log files (app logs, and the daemon's own log when it writes one), so rotation by `mv` and
+/// SIGHUP works; SIGUSR1, SIGUSR2 and SIGALRM are ignored with a log line. None of these four
+/// ends the supervisor: their handlers stay installed until the process exits.
+fn watch_signals(
+    shutdown: Shutdown,
+    daemon_log: Option<Arc<DaemonLog>>,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let mut quit = signal(SignalKind::quit()).context("cannot handle SIGQUIT")?;
+    let mut hangup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
+    let mut user1 = signal(SignalKind::user_defined1()).context("cannot handle SIGUSR1")?;
+    let mut user2 = signal(SignalKind::user_defined2()).context("cannot handle SIGUSR2")?;
+    let mut alarm = signal(SignalKind::alarm()).context("cannot handle SIGALRM")?;
     Ok(tokio::spawn(async move {
-        for stage in 0.. {
+        let mut stage = 0;
+        loop {
             let name = tokio::select! {
                 _ = interrupt.recv() => "SIGINT",
                 _ = terminate.recv() => "SIGTERM",
                 _ = quit.recv() => "SIGQUIT",
+                _ = hangup.recv() => {
+                    reopen_logs(&shutdown, daemon_log.as_deref());
+                    continue;
+                }
+                _ = user1.recv() => {
+                    tracing::info!("SIGUSR1 ignored (it has no meaning to nodeguard)");
+                    continue;
+                }
+                _ = user2.recv() => {
+                    tracing::info!("SIGUSR2 ignored (it has no meaning to nodeguard)");
+                    continue;
+                }
+                _ = alarm.recv() => {
+                    tracing::info!("SIGALRM ignored (it has no meaning to nodeguard)");
+                    continue;
+                }
             };
             if stage == 0 {
                 tracing::info!("{name}: stopping every app (send it again to force)");
                 shutdown.graceful.cancel();
+                stage = 1;
             } else {
                 tracing::warn!("{name} again: killing every app now");
                 shutdown.force.cancel();
-                break;
+                stage = 2;
             }
         }
     }))
+}
+
+/// SIGHUP: the daemon's own log first (so the line saying so lands in the new file), then every
+/// app's log files.
+fn reopen_logs(shutdown: &Shutdown, daemon_log: Option<&DaemonLog>) {
+    if let Some(log) = daemon_log {
+        if let Err(error) = log.reopen() {
+            tracing::warn!(path = %log.path().display(), %error, "SIGHUP: cannot reopen the daemon log; writing on to the old one");
+        }
+    }
+    tracing::info!("SIGHUP: reopening log files");
+    shutdown.reopen_logs.notify_one();
 }

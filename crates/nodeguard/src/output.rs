@@ -11,6 +11,7 @@ use std::io::{self, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::thread;
+use std::time::{Duration, Instant};
 
 use std::mem::MaybeUninit;
 use std::pin::Pin;
@@ -32,6 +33,8 @@ const READ_CHUNK: usize = 64 * 1024;
 const QUEUE_LINES: usize = 4096;
 /// Bytes gathered before one write to the terminal.
 const WRITE_BATCH: usize = 256 * 1024;
+/// How long after a failed attempt an app's log files are tried again.
+const REOPEN_RETRY: Duration = Duration::from_secs(5);
 /// Colours cycled over apps on a terminal.
 const COLORS: [&str; 6] = ["36", "33", "32", "35", "34", "31"];
 
@@ -73,6 +76,8 @@ enum Item {
         app: Arc<str>,
         done: oneshot::Sender<()>,
     },
+    /// Close every log file; each is opened again, at its path, for its next line (SIGHUP).
+    Reopen,
 }
 
 /// Sending side of the output writer. Clone one per reader.
@@ -112,6 +117,10 @@ struct Writer {
     /// a line with the same ones goes straight to the open files (working out the paths for every
     /// line cost several allocations each).
     checked: HashMap<Arc<str>, LogChoice>,
+    /// Apps whose log files could not be opened for their current choice (said once in the
+    /// supervisor's log), with when to try again: until then, or until the choice changes or the
+    /// files are reopened (SIGHUP), their lines go nowhere.
+    refused: HashMap<Arc<str>, Instant>,
 }
 
 /// What an [`Origin`] says about its log files.
@@ -125,6 +134,7 @@ impl Writer {
             err_buffer: Vec::new(),
             files: HashMap::new(),
             checked: HashMap::new(),
+            refused: HashMap::new(),
         }
     }
 
@@ -147,6 +157,13 @@ impl Writer {
                             }
                         }
                         let _ = done.send(());
+                    }
+                    Item::Reopen => {
+                        self.flush();
+                        // Dropping them closes them; lines queued after this open new files.
+                        self.files.clear();
+                        self.checked.clear();
+                        self.refused.clear();
                     }
                 }
                 if self.out_buffer.len() + self.err_buffer.len() >= WRITE_BATCH {
@@ -189,6 +206,13 @@ impl Writer {
             if same && self.files.contains_key(app) {
                 return self.files.get_mut(app);
             }
+            let retry_later = self
+                .refused
+                .get(app)
+                .is_some_and(|retry_at| Instant::now() < *retry_at);
+            if same && retry_later {
+                return None;
+            }
         }
         let mut spec = LogSpec::default_for(home, app);
         if let Some(origin) = origin {
@@ -212,11 +236,31 @@ impl Writer {
         if !self.files.contains_key(app) {
             match LogFiles::open(spec) {
                 Ok(files) => {
+                    self.refused.remove(app);
                     self.files.insert(app.clone(), files);
                 }
                 Err(error) => {
-                    tracing::warn!(app = %app, %error, "cannot open the log files; output goes nowhere");
-                    self.checked.remove(app);
+                    if self.refused.contains_key(app) {
+                        tracing::debug!(app = %app, %error, "still cannot open the log files");
+                    } else {
+                        tracing::warn!(app = %app, %error, "cannot open the log files; the app runs on, its output goes nowhere until they can be opened (tried again every {}s and on SIGHUP)", REOPEN_RETRY.as_secs());
+                    }
+                    match origin {
+                        Some(origin) => {
+                            let choice = (
+                                origin.out_file.clone(),
+                                origin.error_file.clone(),
+                                origin.timestamps,
+                            );
+                            self.checked.insert(app.clone(), choice);
+                            let retry_at = Instant::now().checked_add(REOPEN_RETRY);
+                            self.refused
+                                .insert(app.clone(), retry_at.unwrap_or_else(Instant::now));
+                        }
+                        None => {
+                            self.checked.remove(app);
+                        }
+                    }
                     return None;
                 }
             }
@@ -377,6 +421,12 @@ impl OutputSink {
             })
             .await
             .is_ok()
+    }
+
+    /// Closes every app's log files so that each is opened again at its path (SIGHUP, after an
+    /// external rotation). Lines queued before this go to the old files, later ones to the new.
+    pub async fn reopen(&self) {
+        let _ = self.lines.send(Item::Reopen).await;
     }
 
     /// Empties an app's log files; returns once done.

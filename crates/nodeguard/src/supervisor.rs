@@ -51,11 +51,13 @@ pub const CONTROL_DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 const REQUEST_QUEUE: usize = 64;
 
 /// Two-stage stop: `graceful` stops every app with SIGTERM and the kill timeout; `force` sends
-/// SIGKILL at once.
+/// SIGKILL at once. Also carries the one other thing a signal asks of a running supervisor:
+/// `reopen_logs` (SIGHUP) closes every app's log files and opens them again at their paths.
 #[derive(Clone, Default)]
 pub struct Shutdown {
     pub graceful: CancellationToken,
     pub force: CancellationToken,
+    pub reopen_logs: Arc<tokio::sync::Notify>,
 }
 
 /// How a run ended.
@@ -146,6 +148,11 @@ pub async fn run(
     });
 
     let servers = CancellationToken::new();
+    tokio::spawn(reopen_logs_on_request(
+        shutdown.reopen_logs.clone(),
+        context.output.clone(),
+        servers.clone(),
+    ));
     let control_tasks = TaskTracker::new();
     let (requests, inbox) = mpsc::channel(REQUEST_QUEUE);
     tokio::spawn(workers::serve(worker_listener, registry, servers.clone()));
@@ -262,6 +269,21 @@ async fn watch_home(
             let _ = lost.set(reason);
             shutdown.graceful.cancel();
             return;
+        }
+    }
+}
+
+/// Passes each request to reopen the log files on to the output writer, until `servers` stops
+/// (then it lets its output sink go, so the writer can finish).
+async fn reopen_logs_on_request(
+    requests: Arc<tokio::sync::Notify>,
+    output: output::OutputSink,
+    servers: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = servers.cancelled() => return,
+            _ = requests.notified() => output.reopen().await,
         }
     }
 }
