@@ -183,7 +183,7 @@ pub async fn run(
         apps_finished: None,
     };
     for spec in config.apps {
-        supervisor.next_id = supervisor.next_id.max(spec.id + spec.instances.max(1));
+        supervisor.next_id = supervisor.next_id.max(spec.end_id());
         if let Err(error) = supervisor.add_app(spec, &[Origins::default()]) {
             tracing::error!("{error}");
         }
@@ -368,7 +368,8 @@ impl Supervisor {
                 .copied()
                 .unwrap_or_default();
             let instance_spec = AppSpec {
-                id: spec.id + instance,
+                // Below `end_id`, which `from_definition` checked to fit in a u32.
+                id: spec.id.saturating_add(instance),
                 instance,
                 ..spec.clone()
             };
@@ -545,17 +546,14 @@ impl Supervisor {
             Some(name) if taken.contains(&name) => {
                 return Err(format!("an app named '{name}' already exists"))
             }
-            Some(name) if name.is_empty() || name == "all" || name.parse::<u32>().is_ok() => {
-                return Err(format!(
-                    "'{name}' cannot be an app name (it would read as a target)"
-                ))
-            }
+            // The name rules (length, control characters, `all`, numbers) are checked with the
+            // rest of the definition, which may come from any client of the control socket.
             Some(name) => name,
             None => config::unique_name(&script, taken),
         };
         let spec =
             AppSpec::from_definition(self.next_id, name, definition).map_err(|e| e.to_string())?;
-        self.next_id += spec.instances;
+        self.next_id = spec.end_id();
         Ok(spec)
     }
 
@@ -837,7 +835,7 @@ impl Supervisor {
                     continue;
                 }
             };
-            self.next_id = self.next_id.max(id + spec.instances);
+            self.next_id = self.next_id.max(spec.end_id());
             // Each instance gets its own counters back; a file with only the sums (one instance,
             // or written before instances were saved) gives them to the first.
             let origins: Vec<Origins> = if app.instances.len() == spec.instances as usize {

@@ -468,6 +468,15 @@ impl WorkerTask {
         &mut self,
         message: Result<Option<WorkerMessage>, crate::framed::FrameError>,
     ) -> Option<Event> {
+        // Every number from the socket is checked before use: a monitor (or anything holding its
+        // token) that sends an impossible one loses its connection, as for a malformed frame.
+        if let Ok(Some(checked)) = &message {
+            if let Err(invalid) = checked.check() {
+                tracing::warn!(%invalid, "dropping the monitor connection");
+                self.connection = None;
+                return Some(Event::MonitorLost);
+            }
+        }
         match message {
             Ok(Some(WorkerMessage::Pong {
                 memory,
@@ -482,7 +491,7 @@ impl WorkerTask {
                     .pid()
                     .and_then(|pid| self.ctx.tree.borrow().of(pid).map(|t| t.descendants_rss));
                 Some(Event::Pong {
-                    rss: Some(memory.rss + descendants_rss.unwrap_or(0)),
+                    rss: Some(memory.rss.saturating_add(descendants_rss.unwrap_or(0))),
                     stack_on_sigint,
                 })
             }
@@ -491,7 +500,7 @@ impl WorkerTask {
                 seq,
                 queued_for: queued_ms
                     .filter(|ms| ms.is_finite() && *ms >= 0.0)
-                    .map(|ms| Duration::from_secs_f64(ms / 1_000.0)),
+                    .and_then(|ms| Duration::try_from_secs_f64(ms / 1_000.0).ok()),
             }),
             Ok(Some(WorkerMessage::Hello { .. })) => {
                 tracing::warn!("monitor sent a second hello; ignoring it");
