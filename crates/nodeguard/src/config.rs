@@ -321,7 +321,7 @@ pub enum ConfigError {
     Cwd(#[source] std::io::Error),
     #[error("'{0}' is not a listen address (write PORT or HOST:PORT, port 1-65535)")]
     Listen(String),
-    #[error("app name \"{name}\" {problem}")]
+    #[error("app name \"{name}\": {problem}")]
     Name { name: String, problem: String },
     #[error("{0} instances is too many (at most {MAX_INSTANCES})")]
     Instances(u32),

@@ -70,16 +70,16 @@ fn finish(outcome: anyhow::Result<ExitCode>) -> ExitCode {
         Err(error) => {
             let usage = error.downcast_ref::<ConfigError>().is_some()
                 || error.downcast_ref::<StartError>().is_some();
-            eprintln!("nodeguard: error: {}", one_line(&error));
+            eprintln!("nodeguard: error: {}", error_chain(&error));
             ExitCode::from(if usage { EXIT_USAGE } else { 1 })
         }
     }
 }
 
-/// An error and its causes as one line, `outer: cause: …`, leaving out a cause the message
-/// already quotes (many messages carry their source's text, e.g. the OS error) and turning line
-/// breaks into spaces.
-fn one_line(error: &anyhow::Error) -> String {
+/// An error and its causes, `outer: cause: …`, leaving out a cause the message already quotes
+/// (many messages carry their source's text, e.g. the OS error, which would otherwise show twice).
+/// A config file's list of problems keeps its one line per problem.
+fn error_chain(error: &anyhow::Error) -> String {
     let mut line = String::new();
     for cause in error.chain() {
         let text = cause.to_string();
@@ -91,7 +91,7 @@ fn one_line(error: &anyhow::Error) -> String {
         }
         line.push_str(&text);
     }
-    line.split_whitespace().collect::<Vec<_>>().join(" ")
+    line
 }
 
 /// Help and version print as clap renders them; a usage error becomes one line.

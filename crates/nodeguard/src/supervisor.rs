@@ -391,13 +391,28 @@ impl Supervisor {
         if origins.stopped {
             self.stopped.insert(spec.id);
         }
-        let (task, mut handle) = WorkerTask::new(spec, self.context.clone(), origins, listeners);
+        let (task, handle) = WorkerTask::new(spec, self.context.clone(), origins, listeners);
+        self.insert_task(index, task, handle)
+    }
+
+    /// Runs `task` watched (see [`crate::worker::watch_task`]): should it fail, the actor hears of it
+    /// and puts an errored entry in its place. Puts `handle` at `index`; returns its key.
+    fn insert_task(&mut self, index: usize, task: WorkerTask, mut handle: WorkerHandle) -> u64 {
         self.next_key += 1;
         handle.key = self.next_key;
-        self.tasks
-            .spawn(task.run(self.shutdown.graceful.clone(), self.shutdown.force.clone()));
+        let key = self.next_key;
+        let run =
+            tokio::spawn(task.run(self.shutdown.graceful.clone(), self.shutdown.force.clone()));
+        let snapshot = handle.snapshot.clone();
+        let name = handle.spec.display_name();
+        let internal = self.internal.clone();
+        self.tasks.spawn(async move {
+            if let Some(why) = crate::worker::watch_task(run, snapshot, name).await {
+                let _ = internal.send(Internal::TaskFailed { key, why });
+            }
+        });
         self.apps.insert(index, handle);
-        self.next_key
+        key
     }
 
     /// Lets go of the listening sockets of apps no longer in the table (the sockets close once
@@ -445,6 +460,43 @@ impl Supervisor {
                 // and then the handle's drop closes the channel and ends the task anyway.
                 let _ = handle.commands.try_send(WorkerCommand::Remove(done));
                 let _ = reply.send(Some(answer));
+            }
+            Internal::TaskFailed { key, why } => {
+                let Some(index) = self.apps.iter().position(|h| h.key == key) else {
+                    return;
+                };
+                if self.shutdown.graceful.is_cancelled() {
+                    self.apps.remove(index);
+                    return;
+                }
+                // The entry stays, errored with the reason, under a fresh task that obeys
+                // stop, restart and delete.
+                let old = self.apps.remove(index);
+                let (restarts, hangs) = {
+                    let snapshot = old.snapshot.borrow();
+                    (snapshot.restarts, snapshot.hangs)
+                };
+                let listeners = self
+                    .listeners
+                    .get(&old.spec.name)
+                    .cloned()
+                    .unwrap_or_default();
+                let origins = Origins {
+                    restarts,
+                    hangs,
+                    stopped: true,
+                    fail_fast: false,
+                };
+                let (task, handle) =
+                    WorkerTask::new(old.spec.clone(), self.context.clone(), origins, listeners);
+                let task = task.begin_errored(why.clone());
+                let event = AppEvent {
+                    at: timestamp(std::time::SystemTime::now()),
+                    kind: "errored".to_string(),
+                    message: why,
+                };
+                let _ = handle.commands.try_send(WorkerCommand::Record(event));
+                self.insert_task(index, task, handle);
             }
             Internal::ReloadDone { names } => {
                 for name in names {
@@ -831,7 +883,7 @@ impl Supervisor {
             let spec = match AppSpec::from_definition(id, name.clone(), app.definition) {
                 Ok(spec) => spec,
                 Err(error) => {
-                    problems.push(format!("{name}: {error}"));
+                    problems.push(format!("{}: {error}", config::shown_name(&name)));
                     continue;
                 }
             };
@@ -865,7 +917,7 @@ impl Supervisor {
             let indexes = match self.add_app(spec, &origins) {
                 Ok(indexes) => indexes,
                 Err(error) => {
-                    problems.push(format!("{name}: {error}"));
+                    problems.push(format!("{}: {error}", config::shown_name(&name)));
                     continue;
                 }
             };
@@ -990,6 +1042,8 @@ enum Internal {
     },
     /// The reload of these apps is over.
     ReloadDone { names: Vec<String> },
+    /// The task of the instance with this key ended by a panic; its process group was killed.
+    TaskFailed { key: u64, why: String },
 }
 
 /// One instance as a reload task sees it.
