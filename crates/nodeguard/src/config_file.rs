@@ -1450,6 +1450,58 @@ mod tests {
     }
 
     #[test]
+    fn durations_sizes_and_names_are_bounded() {
+        let dir = temp_dir(&[
+            ("app.js", ""),
+            (
+                "huge.json",
+                r#"{"apps":[{"name":"api","script":"app.js","kill_timeout":"4000000000000000h",
+                    "start_grace":99999999999999,"restart_delay":"99999999999999",
+                    "max_memory_restart":"2000T"},
+                   {"name":"web\nforged","script":"app.js"},
+                   {"name":"a/b","script":"app.js","heartbeat_interval":"100ms"}]}"#,
+            ),
+        ]);
+        let err = load(&dir.join("huge.json"), &defaults()).expect_err("refused");
+        let text = err.to_string();
+        let fields: Vec<_> = problems(Err(err))
+            .into_iter()
+            .map(|p| (p.app.to_string(), p.field))
+            .collect();
+        let expected = [
+            ("app 'api'", "max_memory_restart"),
+            ("app 'api'", "kill_timeout"),
+            ("app 'api'", "start_grace"),
+            ("app 'api'", "restart_delay"),
+            ("app #1", "name"),
+        ];
+        let expected: Vec<_> = expected
+            .iter()
+            .map(|(app, field)| (app.to_string(), Some(field.to_string())))
+            .collect();
+        assert_eq!(fields, expected, "{text}");
+        assert!(text.contains("too long (at most 720h"), "{text}");
+        assert!(text.contains("control characters"), "{text}");
+        assert!(text.contains(r#"got "web\nforged""#), "{text}");
+    }
+
+    #[test]
+    fn a_short_heartbeat_interval_alone_takes_the_timeout_down_with_it() {
+        let dir = temp_dir(&[
+            ("app.js", ""),
+            (
+                "quick.json",
+                r#"[{"name":"a/b","script":"app.js","heartbeat_interval":"100ms"}]"#,
+            ),
+        ]);
+        let loaded = load(&dir.join("quick.json"), &defaults()).expect("loads");
+        let timing = loaded.apps[0].timing;
+        assert_eq!(timing.heartbeat_interval, Duration::from_millis(100));
+        assert_eq!(timing.heartbeat_timeout, Duration::from_millis(100));
+        assert_eq!(loaded.apps[0].name, "a/b");
+    }
+
+    #[test]
     fn every_problem_is_reported_at_once() {
         let file = fixture("invalid.json");
         let err = load(&file, &defaults()).expect_err("invalid");
