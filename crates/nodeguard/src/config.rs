@@ -405,8 +405,10 @@ pub fn name_problem(name: &str) -> Option<String> {
         "must not be empty or only spaces".to_string()
     } else if name.len() > MAX_NAME_BYTES {
         format!("is {} bytes long (at most {MAX_NAME_BYTES})", name.len())
-    } else if name.chars().any(char::is_control) {
-        "must not contain control characters (newlines, tabs, escapes)".to_string()
+    } else if name.chars().any(is_hidden_character) {
+        "must not contain control characters (newlines, tabs, escapes) or invisible \
+         direction marks"
+            .to_string()
     } else if name == "all" {
         "'all' is reserved (it means every app)".to_string()
     } else if name.bytes().all(|b| b.is_ascii_digit()) {
@@ -415,6 +417,13 @@ pub fn name_problem(name: &str) -> Option<String> {
         return None;
     };
     Some(problem)
+}
+
+/// Control characters, and the invisible Unicode marks that reorder or hide text (bidi
+/// overrides, zero-width characters): either could make a name forge or garble output.
+fn is_hidden_character(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{206F}' | '\u{FEFF}')
 }
 
 /// `Ok` if `name` can be an app name (see [`name_problem`]).
@@ -456,11 +465,25 @@ pub fn app_names<'a>(scripts: impl IntoIterator<Item = &'a Path>) -> Vec<String>
 /// A name for `script` that is not in `taken` and cannot be mistaken for a target (`all`, or an
 /// id): its file stem, suffixed `-1`, `-2`, … if needed.
 pub fn unique_name(script: &Path, taken: &[String]) -> String {
-    let base = script
+    // A stem that breaks the name rules is made to fit them: control characters become `_`,
+    // and it is cut (at a character boundary) to leave room for a `-N` suffix.
+    let stem: String = script
         .file_stem()
         .map(|stem| stem.to_string_lossy().into_owned())
-        .filter(|stem| !stem.is_empty())
-        .unwrap_or_else(|| "app".to_string());
+        .unwrap_or_default()
+        .chars()
+        .map(|c| if is_hidden_character(c) { '_' } else { c })
+        .collect();
+    let mut base = String::new();
+    for c in stem.chars() {
+        if base.len() + c.len_utf8() > MAX_NAME_BYTES - 8 {
+            break;
+        }
+        base.push(c);
+    }
+    if base.trim().is_empty() {
+        base = "app".to_string();
+    }
     let mut name = base.clone();
     let mut suffix = 1;
     while taken.contains(&name) || name == "all" || name.chars().all(|c| c.is_ascii_digit()) {
@@ -518,6 +541,36 @@ mod tests {
         assert_eq!(app_names(scripts), ["main1", "app", "app-1", "app-2"]);
         let reserved = [Path::new("all.js"), Path::new("2024.js")];
         assert_eq!(app_names(reserved), ["all-1", "2024-1"]);
+        let long = format!("{}.js", "é".repeat(100));
+        let odd = [Path::new("a\nb.js"), Path::new(&long), Path::new(" .js")];
+        let names = app_names(odd);
+        assert_eq!(names[0], "a_b");
+        assert!(names[1].len() <= MAX_NAME_BYTES - 8, "{}", names[1]);
+        for name in &names {
+            assert_eq!(name_problem(name), None, "{name:?}");
+        }
+    }
+
+    #[test]
+    fn names_follow_one_rule() {
+        for good in ["api", "a/b", "web server", "é", &"n".repeat(MAX_NAME_BYTES)] {
+            assert_eq!(name_problem(good), None, "{good:?}");
+        }
+        let too_long = "n".repeat(MAX_NAME_BYTES + 1);
+        for bad in [
+            "",
+            "   ",
+            "all",
+            "42",
+            "a\nb",
+            "a\u{1b}[2J",
+            "a\tb",
+            "evil\u{202E}gnp",
+            "a\u{200B}",
+            too_long.as_str(),
+        ] {
+            assert!(name_problem(bad).is_some(), "{bad:?} was accepted");
+        }
     }
 
     #[test]
