@@ -73,7 +73,8 @@ test('impossible numbers from a worker holding the real token: the daemon surviv
   const d = new h.DaemonHome(t, { env: { NODEGUARD_PRELOAD: require('node:path').join(h.FIXTURES, 'bad-monitor.js') } });
   const variants = ['probe-1e300', 'probe-negative', 'pong-1e300', 'pong-delay-huge', 'pong-rss-max'];
   for (const variant of variants) {
-    await d.ok(['start', 'idle.js', '--name', variant, '--', variant]);
+    // Without a monitor an app counts as running once its start grace is over.
+    await d.ok(['start', 'idle.js', '--name', variant, '--start-grace', '300ms', '--', variant]);
   }
   const daemonPid = d.daemonPid();
   const fs = require('node:fs');
