@@ -680,9 +680,9 @@ impl RunArgs {
         let apps = scripts
             .into_iter()
             .zip(names)
-            .enumerate()
-            .map(|(index, (script, name))| AppSpec {
-                id: first_ids[index],
+            .zip(first_ids)
+            .map(|((script, name), id)| AppSpec {
+                id,
                 name,
                 script,
                 args: self.app_args.clone(),
