@@ -219,9 +219,10 @@ pub struct AppOptions {
     #[arg(long, value_name = "DUR", default_value = "1s", value_parser = parse_duration)]
     pub heartbeat_interval: Duration,
 
-    /// Time a heartbeat may stay unanswered before it counts as missed (at most the interval).
-    #[arg(long, value_name = "DUR", default_value = "1s", value_parser = parse_duration)]
-    pub heartbeat_timeout: Duration,
+    /// Time a heartbeat may stay unanswered before it counts as missed (at most the interval)
+    /// [default: 1s, or the interval if that is shorter]
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    pub heartbeat_timeout: Option<Duration>,
 
     /// Consecutive missed heartbeats after which the app counts as hung and is restarted.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_HEARTBEAT_MISSES)]
@@ -273,12 +274,16 @@ pub struct AppOptions {
     pub max_memory: Option<u64>,
 }
 
-/// A memory size on the command line: `200M`, `1.5G`, `512K`, or bytes.
+/// A memory size on the command line: `200M`, `1.5G`, `512K`, or bytes; at most
+/// [`config::MAX_MEMORY`].
 fn parse_memory(text: &str) -> Result<u64, String> {
     match config_file::parse_size(text) {
         Some(0) | None => Err(format!(
             "'{text}' is not a memory size (write e.g. 200M or 1G)"
         )),
+        Some(bytes) if bytes > config::MAX_MEMORY => {
+            Err(format!("'{text}' is too large (at most 1024T)"))
+        }
         Some(bytes) => Ok(bytes),
     }
 }
@@ -286,9 +291,13 @@ fn parse_memory(text: &str) -> Result<u64, String> {
 impl AppOptions {
     /// The heartbeat and stop timing, validated.
     pub fn timing(&self) -> Result<Timing, ConfigError> {
+        // Without an explicit timeout, the default follows a shorter interval.
+        let heartbeat_timeout = self
+            .heartbeat_timeout
+            .unwrap_or(config::DEFAULT_HEARTBEAT_TIMEOUT.min(self.heartbeat_interval));
         let timing = Timing {
             heartbeat_interval: self.heartbeat_interval,
-            heartbeat_timeout: self.heartbeat_timeout,
+            heartbeat_timeout,
             heartbeat_misses: self.heartbeat_misses,
             start_grace: self.start_grace,
             kill_timeout: self.kill_timeout,
@@ -405,7 +414,7 @@ impl ClusterOptions {
         }
         definition.wait_ready |= self.wait_ready;
         if let Some(timeout) = self.listen_timeout {
-            definition.listen_timeout_ms = Some(timeout.as_millis() as u64);
+            definition.listen_timeout_ms = Some(crate::duration::millis(timeout));
         }
         Ok(())
     }
@@ -484,7 +493,7 @@ impl StartArgs {
                 if !app.autorestart {
                     definition.autorestart = Some(Autorestart::Never.as_str().to_string());
                 }
-                let millis = |d: Duration| d.as_millis() as u64;
+                let millis = crate::duration::millis;
                 if let Some(min_uptime) = app.min_uptime {
                     definition.min_uptime_ms = Some(millis(min_uptime));
                 }
@@ -503,11 +512,14 @@ impl StartArgs {
                 definition.instances = app.instances.resolve(config_file::cpu_count());
                 definition.listen = app.listen.clone();
                 definition.wait_ready = app.wait_ready;
-                definition.listen_timeout_ms = app.listen_timeout.map(|d| d.as_millis() as u64);
+                definition.listen_timeout_ms = app.listen_timeout.map(millis);
                 self.cluster.apply(&mut definition)?;
                 apps.push(definition);
             }
             return Ok(StartPlan { apps, warnings });
+        }
+        if let Some(name) = &self.name {
+            config::check_name(name)?;
         }
         let script = config::resolve_script(&self.script, &cwd)?;
         let app = definition(
@@ -543,7 +555,7 @@ fn definition(
     env: Vec<(String, String)>,
     timing: &Timing,
 ) -> AppDefinition {
-    let millis = |d: Duration| d.as_millis() as u64;
+    let millis = crate::duration::millis;
     AppDefinition {
         name,
         script: script.display().to_string(),
@@ -645,6 +657,9 @@ impl RunArgs {
             .map(|script| config::resolve_script(script, &cwd))
             .collect::<Result<Vec<_>, _>>()?;
         let names = config::app_names(self.scripts.iter().map(PathBuf::as_path));
+        for name in &names {
+            config::check_name(name)?;
+        }
         if scripts.len() > 1 && !self.cluster.listen.is_empty() {
             return Err(ConfigError::Policy(format!(
                 "--listen would give all {} apps the same address; run one app per --listen (one \
@@ -659,13 +674,21 @@ impl RunArgs {
             .map(|address| config::ListenAddress::parse(address))
             .collect::<Result<Vec<_>, _>>()?;
         let instances = self.cluster.instances.unwrap_or(1);
+        // Each app's instances take consecutive ids, as in the daemon.
+        let first_ids = (0..scripts.len())
+            .map(|index| {
+                u32::try_from(index)
+                    .ok()
+                    .and_then(|index| index.checked_mul(instances))
+                    .ok_or_else(|| ConfigError::Policy("too many apps".into()))
+            })
+            .collect::<Result<Vec<u32>, _>>()?;
         let apps = scripts
             .into_iter()
             .zip(names)
-            .enumerate()
-            .map(|(index, (script, name))| AppSpec {
-                // Each app's instances take consecutive ids, as in the daemon.
-                id: index as u32 * instances,
+            .zip(first_ids)
+            .map(|((script, name), id)| AppSpec {
+                id,
                 name,
                 script,
                 args: self.app_args.clone(),

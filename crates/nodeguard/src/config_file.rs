@@ -445,8 +445,15 @@ fn eval_js(path: &Path, node: &Path, timeout: Duration) -> Result<Value, ConfigF
     if let Some(ok) = envelope.remove("ok") {
         return Ok(ok);
     }
+    // Node's messages may span lines (a circular structure's explains where the circle closes):
+    // the error is one line, so each line break and its indentation become one space.
     let error = match envelope.get("error") {
-        Some(Value::String(error)) => error.clone(),
+        Some(Value::String(error)) => error
+            .lines()
+            .map(str::trim)
+            .filter(|line| !line.is_empty())
+            .collect::<Vec<_>>()
+            .join(" "),
         _ => "unknown error".to_string(),
     };
     let message = match envelope.get("line").and_then(Value::as_u64) {
@@ -753,8 +760,14 @@ impl Checker<'_> {
                 self.problem("heartbeat_interval", "must be greater than zero");
             }
         }
-        if let Some(timeout) = timeout {
-            timing.heartbeat_timeout = timeout;
+        match (interval, timeout) {
+            (_, Some(timeout)) => timing.heartbeat_timeout = timeout,
+            // The default timeout follows a shorter interval (only an explicit timeout longer
+            // than the interval is a mistake).
+            (Some(interval), None) => {
+                timing.heartbeat_timeout = timing.heartbeat_timeout.min(interval);
+            }
+            (None, None) => {}
         }
         if let Some(misses) = misses {
             timing.heartbeat_misses = misses;
@@ -877,17 +890,8 @@ impl Checker<'_> {
             self.problem("name", format!("expected a string, got {}", show(&value)));
             return None;
         };
-        let message = if name.trim().is_empty() {
-            "must not be empty"
-        } else if name == "all" {
-            "'all' is reserved (it means every app)"
-        } else if name.chars().all(|c| c.is_ascii_digit()) {
-            "must not be a number (numbers address apps by id)"
-        } else if name
-            .chars()
-            .any(|c| c == '/' || c == '\\' || c.is_control())
-        {
-            "must not contain '/', '\\' or control characters"
+        let message = if let Some(problem) = crate::config::name_problem(&name) {
+            problem
         } else if let Some(first) = self.seen.get(&name) {
             let message = format!("'{name}' is already the name of {}", AppRef::Index(*first));
             self.problem("name", message);
@@ -898,10 +902,8 @@ impl Checker<'_> {
             }
             return Some(name);
         };
-        self.problem(
-            "name",
-            format!("{message}, got {}", show(&Value::String(name))),
-        );
+        let shown = crate::config::shown_name(&name);
+        self.problem("name", format!("{message}, got \"{shown}\""));
         None
     }
 
@@ -1148,7 +1150,7 @@ impl Checker<'_> {
                 show(other)
             )),
         };
-        match parsed {
+        match parsed.and_then(crate::duration::bounded) {
             Ok(duration) => Some(duration),
             Err(message) => {
                 self.problem(field, message);
@@ -1167,6 +1169,13 @@ impl Checker<'_> {
         match parsed {
             Some(0) => {
                 self.problem(field, "must be greater than zero");
+                None
+            }
+            Some(bytes) if bytes > crate::config::MAX_MEMORY => {
+                self.problem(
+                    field,
+                    format!("{} is too large (at most 1024T)", show(&value)),
+                );
                 None
             }
             Some(bytes) => Some(bytes),
@@ -1490,6 +1499,58 @@ mod tests {
                 file.display()
             )
         );
+    }
+
+    #[test]
+    fn durations_sizes_and_names_are_bounded() {
+        let dir = temp_dir(&[
+            ("app.js", ""),
+            (
+                "huge.json",
+                r#"{"apps":[{"name":"api","script":"app.js","kill_timeout":"4000000000000000h",
+                    "start_grace":99999999999999,"restart_delay":"99999999999999",
+                    "max_memory_restart":"2000T"},
+                   {"name":"web\nforged","script":"app.js"},
+                   {"name":"a/b","script":"app.js","heartbeat_interval":"100ms"}]}"#,
+            ),
+        ]);
+        let err = load(&dir.join("huge.json"), &defaults()).expect_err("refused");
+        let text = err.to_string();
+        let fields: Vec<_> = problems(Err(err))
+            .into_iter()
+            .map(|p| (p.app.to_string(), p.field))
+            .collect();
+        let expected = [
+            ("app 'api'", "max_memory_restart"),
+            ("app 'api'", "kill_timeout"),
+            ("app 'api'", "start_grace"),
+            ("app 'api'", "restart_delay"),
+            ("app #1", "name"),
+        ];
+        let expected: Vec<_> = expected
+            .iter()
+            .map(|(app, field)| (app.to_string(), Some(field.to_string())))
+            .collect();
+        assert_eq!(fields, expected, "{text}");
+        assert!(text.contains("too long (at most 720h"), "{text}");
+        assert!(text.contains("control characters"), "{text}");
+        assert!(text.contains(r#"got "web\nforged""#), "{text}");
+    }
+
+    #[test]
+    fn a_short_heartbeat_interval_alone_takes_the_timeout_down_with_it() {
+        let dir = temp_dir(&[
+            ("app.js", ""),
+            (
+                "quick.json",
+                r#"[{"name":"a/b","script":"app.js","heartbeat_interval":"100ms"}]"#,
+            ),
+        ]);
+        let loaded = load(&dir.join("quick.json"), &defaults()).expect("loads");
+        let timing = loaded.apps[0].timing;
+        assert_eq!(timing.heartbeat_interval, Duration::from_millis(100));
+        assert_eq!(timing.heartbeat_timeout, Duration::from_millis(100));
+        assert_eq!(loaded.apps[0].name, "a/b");
     }
 
     #[test]

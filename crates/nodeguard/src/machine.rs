@@ -24,6 +24,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::duration::MAX_DURATION;
+
 use crate::exit::ExitKind;
 
 /// Default `min_uptime`: an uptime at least this long means the process was healthy, and its next
@@ -429,6 +431,13 @@ pub fn on_grid(origin: Instant, interval: Duration, at: Instant, now: Instant) -
     }
 }
 
+/// `at + by`, never overflowing: `by` is capped at [`MAX_DURATION`] (settings are bounded at
+/// parse time; this holds whatever reaches the machine), and should the clock still not
+/// represent the sum, the deadline is `at` itself (due at once rather than a panic).
+pub fn later(at: Instant, by: Duration) -> Instant {
+    at.checked_add(by.min(MAX_DURATION)).unwrap_or(at)
+}
+
 /// One app's lifecycle and counters.
 #[derive(Debug, Clone)]
 pub struct Worker {
@@ -493,10 +502,10 @@ impl Worker {
                     consider(heartbeat.next_ping_at);
                 }
                 if !ready && !heartbeat.monitored {
-                    consider(*spawned_at + self.timing.start_grace);
+                    consider(later(*spawned_at, self.timing.start_grace));
                 }
                 if let (false, Some(timeout)) = (*ready, self.ready_timeout) {
-                    consider(*spawned_at + timeout);
+                    consider(later(*spawned_at, timeout));
                 }
                 earliest
             }
@@ -729,7 +738,9 @@ impl Worker {
                     self.phase = Phase::Spawning;
                     actions.push(Action::Spawn);
                 } else {
-                    self.phase = Phase::Backoff { until: now + delay };
+                    self.phase = Phase::Backoff {
+                        until: later(now, delay),
+                    };
                 }
             }
             Phase::Stopping {
@@ -813,7 +824,7 @@ impl Worker {
         self.phase = Phase::Stopping {
             pid,
             spawned_at,
-            kill_at: Some(now + self.timing.kill_timeout),
+            kill_at: Some(later(now, self.timing.kill_timeout)),
             then: AfterExit::GiveUp,
             capturing: false,
         };
@@ -848,7 +859,7 @@ impl Worker {
             Some(timeout),
         ) = (&self.phase, self.ready_timeout)
         {
-            if now >= *spawned_at + timeout {
+            if now >= later(*spawned_at, timeout) {
                 let (pid, spawned_at) = (*pid, *spawned_at);
                 self.on_not_ready(pid, spawned_at, timeout, now, actions);
                 return;
@@ -872,7 +883,7 @@ impl Worker {
                             heartbeat.next_seq += 1;
                             heartbeat.probe = Some(OutstandingProbe {
                                 seq,
-                                deadline: now + timing.probe_timeout(),
+                                deadline: later(now, timing.probe_timeout()),
                             });
                             actions.push(Action::Report(Report::LateCheckVoided { late_by }));
                             actions.push(Action::SendProbe { seq });
@@ -888,7 +899,7 @@ impl Worker {
                         let late_by = now.saturating_duration_since(ping.deadline.max(scheduled));
                         if late_by > timing.late_tolerance() {
                             actions.push(Action::Report(Report::LateCheckVoided { late_by }));
-                        } else if now >= spawned_at + timing.start_grace || *ready {
+                        } else if now >= later(spawned_at, timing.start_grace) || *ready {
                             heartbeat.misses += 1;
                             if heartbeat.misses >= timing.heartbeat_misses {
                                 // Ask the native thread before blaming the app.
@@ -896,7 +907,7 @@ impl Worker {
                                 heartbeat.next_seq += 1;
                                 heartbeat.probe = Some(OutstandingProbe {
                                     seq,
-                                    deadline: now + timing.probe_timeout(),
+                                    deadline: later(now, timing.probe_timeout()),
                                 });
                                 actions.push(Action::SendProbe { seq });
                                 return;
@@ -913,14 +924,14 @@ impl Worker {
                     heartbeat.outstanding = Some(OutstandingPing {
                         seq,
                         sent_at: now,
-                        deadline: now + timing.heartbeat_timeout,
+                        deadline: later(now, timing.heartbeat_timeout),
                     });
-                    let next = heartbeat.next_ping_at + timing.heartbeat_interval;
+                    let next = later(heartbeat.next_ping_at, timing.heartbeat_interval);
                     // After a stall, resume the cadence from now rather than firing a burst.
                     let next = if next > now {
                         next
                     } else {
-                        now + timing.heartbeat_interval
+                        later(now, timing.heartbeat_interval)
                     };
                     heartbeat.next_ping_at = match grid {
                         Some(origin) => on_grid(origin, timing.heartbeat_interval, next, now),
@@ -928,7 +939,7 @@ impl Worker {
                     };
                     actions.push(Action::SendPing { seq });
                 }
-                if !*ready && !heartbeat.monitored && now >= spawned_at + timing.start_grace {
+                if !*ready && !heartbeat.monitored && now >= later(spawned_at, timing.start_grace) {
                     *ready = true;
                     actions.push(Action::Report(Report::Unmonitored));
                 }
@@ -1034,7 +1045,7 @@ impl Worker {
         self.phase = Phase::Stopping {
             pid,
             spawned_at,
-            kill_at: capturing.then(|| now + STACK_TIMEOUT),
+            kill_at: capturing.then(|| later(now, STACK_TIMEOUT)),
             then,
             capturing,
         };
@@ -1107,7 +1118,7 @@ impl Worker {
         self.phase = Phase::Stopping {
             pid,
             spawned_at,
-            kill_at: Some(now + self.timing.kill_timeout),
+            kill_at: Some(later(now, self.timing.kill_timeout)),
             then,
             capturing: false,
         };

@@ -92,11 +92,13 @@ impl WorkerSnapshot {
 
     /// The wire form, with ages measured at `now` and the process tree from `tree`.
     pub fn to_status(&self, spec: &AppSpec, now: Instant, tree: &TreeSnapshot) -> AppStatus {
-        let age_ms = |at: Instant| now.saturating_duration_since(at).as_millis() as u64;
+        let age_ms = |at: Instant| crate::duration::millis(now.saturating_duration_since(at));
         let descendants = self.pid.and_then(|pid| tree.of(pid));
-        let tree_rss = self
-            .memory
-            .map(|memory| memory.rss + descendants.map_or(0, |tree| tree.descendants_rss));
+        let tree_rss = self.memory.map(|memory| {
+            memory
+                .rss
+                .saturating_add(descendants.map_or(0, |tree| tree.descendants_rss))
+        });
         let processes = self
             .pid
             .map(|_| 1 + descendants.map_or(0, |tree| tree.descendants.len() as u32));
@@ -225,6 +227,36 @@ pub struct WorkerTask {
     spawn_key: u64,
 }
 
+/// Waits for an app's task to end; if it ended by a panic (or was cancelled) rather than
+/// returning, SIGKILLs the process group of the last pid it published, logs the failure and
+/// returns why, so the supervisor can put an errored entry in its place.
+pub async fn watch_task(
+    task: tokio::task::JoinHandle<()>,
+    snapshot: watch::Receiver<WorkerSnapshot>,
+    name: String,
+) -> Option<String> {
+    let error = task.await.err()?;
+    let why = if error.is_panic() {
+        let payload = error.into_panic();
+        let text = payload
+            .downcast_ref::<&str>()
+            .map(|text| (*text).to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic".to_string());
+        format!("the supervisor's task for this app failed ({text})")
+    } else {
+        "the supervisor's task for this app was cancelled".to_string()
+    };
+    let pid = snapshot.borrow().pid;
+    if let Some(pid) = pid {
+        if let Err(error) = platform::signal_group(pid, StopSignal::Kill) {
+            tracing::error!(%error, pid, "cannot kill the process group of a failed app task");
+        }
+    }
+    tracing::error!(app = %name, ?pid, "{why}; its process group was killed");
+    Some(why)
+}
+
 /// Keys for [`proctree::ENV_SPAWN_KEY`], unique within this supervisor.
 static NEXT_SPAWN_KEY: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
@@ -291,6 +323,15 @@ impl WorkerTask {
             tree,
         };
         (task, handle)
+    }
+
+    /// A task for an app whose previous task failed: it begins at rest, errored with `why`, and
+    /// from there obeys start, restart, stop and delete as any other.
+    pub fn begin_errored(mut self, why: String) -> Self {
+        self.machine.last_exit = Some(why.clone());
+        self.machine.phase = Phase::Errored { why };
+        self.begin_stopped = true;
+        self
     }
 
     /// Supervises the app until it is removed, or `stop` (graceful) or `force` fires, and it has
@@ -468,6 +509,15 @@ impl WorkerTask {
         &mut self,
         message: Result<Option<WorkerMessage>, crate::framed::FrameError>,
     ) -> Option<Event> {
+        // Every number from the socket is checked before use: a monitor (or anything holding its
+        // token) that sends an impossible one loses its connection, as for a malformed frame.
+        if let Ok(Some(checked)) = &message {
+            if let Err(invalid) = checked.check() {
+                tracing::warn!(%invalid, "dropping the monitor connection");
+                self.connection = None;
+                return Some(Event::MonitorLost);
+            }
+        }
         match message {
             Ok(Some(WorkerMessage::Pong {
                 memory,
@@ -482,7 +532,7 @@ impl WorkerTask {
                     .pid()
                     .and_then(|pid| self.ctx.tree.borrow().of(pid).map(|t| t.descendants_rss));
                 Some(Event::Pong {
-                    rss: Some(memory.rss + descendants_rss.unwrap_or(0)),
+                    rss: Some(memory.rss.saturating_add(descendants_rss.unwrap_or(0))),
                     stack_on_sigint,
                 })
             }
@@ -491,7 +541,7 @@ impl WorkerTask {
                 seq,
                 queued_for: queued_ms
                     .filter(|ms| ms.is_finite() && *ms >= 0.0)
-                    .map(|ms| Duration::from_secs_f64(ms / 1_000.0)),
+                    .and_then(|ms| Duration::try_from_secs_f64(ms / 1_000.0).ok()),
             }),
             Ok(Some(WorkerMessage::Hello { .. })) => {
                 tracing::warn!("monitor sent a second hello; ignoring it");
@@ -1086,5 +1136,40 @@ async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(deadline) => tokio::time::sleep_until(deadline).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::process::{CommandExt, ExitStatusExt};
+
+    /// A task that panics with a process running: the process group is killed and the reason
+    /// comes back for the supervisor to show.
+    #[tokio::test]
+    async fn a_failed_task_kills_its_process_and_says_why() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("1000")
+            .process_group(0)
+            .spawn()
+            .expect("sleep runs");
+        let snapshot = WorkerSnapshot {
+            pid: Some(child.id()),
+            ..WorkerSnapshot::initial()
+        };
+        let (_publish, watched) = watch::channel(snapshot);
+        let task = tokio::spawn(async { panic!("boom from a test") });
+        let why = watch_task(task, watched, "app".to_string()).await;
+        let why = why.expect("a panic is reported");
+        assert!(why.contains("boom from a test"), "{why}");
+        let status = tokio::task::spawn_blocking(move || child.wait())
+            .await
+            .expect("join")
+            .expect("wait");
+        assert_eq!(status.signal(), Some(9), "{status:?}");
+
+        let (_publish, watched) = watch::channel(WorkerSnapshot::initial());
+        let ended = tokio::spawn(async {});
+        assert_eq!(watch_task(ended, watched, "app".to_string()).await, None);
     }
 }
