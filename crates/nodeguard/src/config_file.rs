@@ -9,7 +9,7 @@
 //! reported as warnings that name the file, the app and the field; nothing is dropped silently.
 
 use std::collections::HashMap;
-use std::fmt;
+use std::fmt::{self, Write as _};
 use std::io::Read;
 use std::path::{Component, Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -170,11 +170,22 @@ pub struct Problem {
 
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}: ", self.file.display(), self.app)?;
+        let mut line = format!("{}: {}: ", self.file.display(), self.app);
         if let Some(field) = &self.field {
-            write!(f, "{field}: ")?;
+            line.push_str(field);
+            line.push_str(": ");
         }
-        f.write_str(&self.message)
+        line.push_str(&self.message);
+        // Values from the file (a path, a name) may hold a newline: escaped, a problem stays one
+        // line.
+        for ch in line.chars() {
+            if ch.is_control() {
+                write!(f, "{}", ch.escape_default())?;
+            } else {
+                f.write_char(ch)?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -1535,6 +1546,20 @@ mod tests {
         assert!(text.contains("too long (at most 720h"), "{text}");
         assert!(text.contains("control characters"), "{text}");
         assert!(text.contains(r#"got "web\nforged""#), "{text}");
+    }
+
+    #[test]
+    fn a_problem_quoting_a_value_with_a_newline_stays_one_line() {
+        let problem = Problem {
+            file: PathBuf::from("/etc/app.json"),
+            app: AppRef::Name("cfg".into()),
+            field: Some("script".into()),
+            message: "/srv/line\nbreak not found".into(),
+        };
+        assert_eq!(
+            problem.to_string(),
+            "/etc/app.json: app 'cfg': script: /srv/line\\nbreak not found"
+        );
     }
 
     #[test]

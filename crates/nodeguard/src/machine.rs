@@ -68,8 +68,9 @@ impl Autorestart {
             "always" => Ok(Autorestart::Always),
             "on-failure" => Ok(Autorestart::OnFailure),
             "never" => Ok(Autorestart::Never),
+            // Quoted as Rust escapes it, so a newline in a file's value cannot split the message.
             other => Err(format!(
-                "'{other}' is not an autorestart mode (use always, on-failure or never)"
+                "{other:?} is not an autorestart mode (use always, on-failure or never)"
             )),
         }
     }
@@ -117,7 +118,7 @@ impl ExitCodes {
             .map(|part| {
                 part.trim()
                     .parse::<i64>()
-                    .map_err(|_| format!("'{text}' is not a list of exit codes (write e.g. 0,3)"))
+                    .map_err(|_| format!("{text:?} is not a list of exit codes (write e.g. 0,3)"))
             })
             .collect::<Result<Vec<_>, _>>()?;
         Self::from_codes(codes)

@@ -940,7 +940,9 @@ impl Supervisor {
             if self.apps.iter().any(|h| h.spec.name == name) {
                 continue;
             }
-            let instances = app.definition.instances.max(1);
+            // Bounded before the id scan: a crafted count (u32::MAX) is refused by
+            // `from_definition` below, not scanned id by id first.
+            let instances = app.definition.instances.clamp(1, config::MAX_INSTANCES);
             let taken = |id: u32| self.apps.iter().any(|h| h.spec.id == id);
             let id = if (app.id..app.id.saturating_add(instances)).any(taken) {
                 self.next_id
