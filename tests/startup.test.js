@@ -84,3 +84,20 @@ test('startup refuses an init system it does not know, in one line', async () =>
   assert.match(result.stderr, /^nodeguard: error: invalid value 'upstart' .*systemd/);
   assert.equal(result.stderr.trim().split('\n').length, 1, result.stderr);
 });
+
+test('startup systemd refuses a home whose path holds a newline: no unit line can be injected', async (t) => {
+  const base = fs.mkdtempSync(path.join(os.tmpdir(), 'ng-inject-'));
+  t.after(() => fs.rmSync(base, { recursive: true, force: true }));
+  const home = path.join(base, 'home\nExecStartPre=/bin/touch /tmp/nodeguard-injected\n#');
+  fs.mkdirSync(home, { recursive: true, mode: 0o700 });
+  const env = { HOME: base, XDG_CONFIG_HOME: '', NODEGUARD_HOME: '' };
+  for (const args of [['startup', 'systemd', '--home', home], ['startup', 'systemd', '--install', '--home', home]]) {
+    const result = await h.run(args, { env });
+    assert.equal(result.code, 2, `nodeguard ${JSON.stringify(args)} exited ${result.code}; stdout: ${result.stdout}`);
+    assert.doesNotMatch(result.stdout, /ExecStartPre/, 'an injected line was printed');
+    const lines = result.stderr.split('\n').filter((l) => l.trim() !== '');
+    assert.equal(lines.length, 1, `want one stderr line, got:\n${result.stderr}`);
+    assert.match(lines[0], /home path .* holds a control character/);
+  }
+  assert.ok(!fs.existsSync(path.join(base, '.config', 'systemd', 'user', 'nodeguard.service')), 'a unit was installed');
+});

@@ -66,3 +66,39 @@ test('garbage, oversize frames and a wrong token are disconnected; the superviso
     });
   }
 });
+
+test('impossible numbers from a worker holding the real token: the daemon survives and the app stays controllable', async (t) => {
+  // The fake monitor (fixtures/bad-monitor.js) replaces the real one as the preload: each app
+  // proves itself with its real token, then sends the message its first argument names.
+  const d = new h.DaemonHome(t, { env: { NODEGUARD_PRELOAD: require('node:path').join(h.FIXTURES, 'bad-monitor.js') } });
+  const variants = ['probe-1e300', 'probe-negative', 'pong-1e300', 'pong-delay-huge', 'pong-rss-max'];
+  for (const variant of variants) {
+    // Without a monitor an app counts as running once its start grace is over.
+    await d.ok(['start', 'idle.js', '--name', variant, '--start-grace', '300ms', '--', variant]);
+  }
+  const daemonPid = d.daemonPid();
+  const fs = require('node:fs');
+  const logs = require('node:path').join(d.home, 'logs');
+  const sent = (variant) => {
+    try {
+      return fs.readFileSync(require('node:path').join(logs, `${variant}-out.log`), 'utf8').includes(`bad-monitor sent ${variant}`);
+    } catch {
+      return false;
+    }
+  };
+  await d.waitFor(() => variants.every(sent), { what: 'every fake monitor to send its message' });
+  // Each message is handled (or refused) before the supervisor answers a later request.
+  const ping = await d.ok(['ping']);
+  assert.match(ping.stdout, new RegExp(`\\b${daemonPid}\\b`), 'the daemon was replaced');
+
+  for (const variant of variants) {
+    await d.ok(['stop', variant], { timeout: 15_000 });
+    await d.ok(['restart', variant], { timeout: 15_000 });
+  }
+  await d.ok(['delete', variants[0]], { timeout: 15_000 });
+  const stopAll = await d.cli(['stop', 'all'], { timeout: 15_000 });
+  assert.equal(stopAll.code, 0, `stop all: ${stopAll.stderr}\n${d.describe()}`);
+  const apps = await d.status();
+  assert.deepEqual(apps.map((a) => [a.name, a.state]), variants.slice(1).map((v) => [v, 'stopped']));
+  assert.doesNotMatch(d.daemonLog(), /panicked/, 'a task panicked');
+});

@@ -82,10 +82,28 @@ fn finish(outcome: anyhow::Result<ExitCode>) -> ExitCode {
         Err(error) => {
             let usage = error.downcast_ref::<ConfigError>().is_some()
                 || error.downcast_ref::<StartError>().is_some();
-            eprintln!("nodeguard: error: {error:#}");
+            eprintln!("nodeguard: error: {}", error_chain(&error));
             ExitCode::from(if usage { EXIT_USAGE } else { 1 })
         }
     }
+}
+
+/// An error and its causes, `outer: cause: …`, leaving out a cause the message already quotes
+/// (many messages carry their source's text, e.g. the OS error, which would otherwise show twice).
+/// A config file's list of problems keeps its one line per problem.
+fn error_chain(error: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
 }
 
 /// Help and version print as clap renders them; a usage error becomes one line.
@@ -381,7 +399,7 @@ fn startup(args: StartupArgs, home: Option<PathBuf>) -> anyhow::Result<ExitCode>
         saved_apps,
         state_file,
     };
-    let unit = startup::unit(&settings);
+    let unit = startup::unit(&settings).map_err(|error| ConfigError::Policy(error.to_string()))?;
     if !args.install {
         print!("{unit}");
         return Ok(ExitCode::SUCCESS);

@@ -52,6 +52,55 @@ pub enum WorkerMessage {
     Ready,
 }
 
+/// The largest millisecond figure a monitor may report (a queued ping's wait, a loop delay): a
+/// year. Anything beyond, negative or not finite is not a measurement.
+pub const MAX_REPORTED_MS: f64 = 365.0 * 24.0 * 3_600.0 * 1_000.0;
+
+/// A number in a monitor message that cannot be a measurement.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{field} is {value}, not a number of milliseconds from 0 to {MAX_REPORTED_MS}")]
+pub struct InvalidNumber {
+    pub field: &'static str,
+    pub value: f64,
+}
+
+impl WorkerMessage {
+    /// Checks every number a monitor sent before the supervisor uses it: millisecond figures
+    /// are finite and within 0..=[`MAX_REPORTED_MS`]. (Integers are bounded by their types;
+    /// byte counts are summed with saturating arithmetic by the supervisor.)
+    pub fn check(&self) -> Result<(), InvalidNumber> {
+        let milliseconds = |field: &'static str, value: f64| {
+            if value.is_finite() && (0.0..=MAX_REPORTED_MS).contains(&value) {
+                Ok(())
+            } else {
+                Err(InvalidNumber { field, value })
+            }
+        };
+        match self {
+            WorkerMessage::Pong {
+                queued_ms,
+                loop_delay,
+                ..
+            } => {
+                milliseconds("queued_ms", *queued_ms)?;
+                milliseconds("loop_delay.mean_ms", loop_delay.mean_ms)?;
+                milliseconds("loop_delay.p50_ms", loop_delay.p50_ms)?;
+                milliseconds("loop_delay.p99_ms", loop_delay.p99_ms)?;
+                milliseconds("loop_delay.max_ms", loop_delay.max_ms)
+            }
+            WorkerMessage::ProbeReply {
+                queued_ms: Some(queued_ms),
+                ..
+            } => milliseconds("queued_ms", *queued_ms),
+            WorkerMessage::Hello { .. }
+            | WorkerMessage::ProbeReply {
+                queued_ms: None, ..
+            }
+            | WorkerMessage::Ready => Ok(()),
+        }
+    }
+}
+
 /// From the supervisor to the monitor.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -88,4 +137,42 @@ pub struct LoopDelay {
     pub p50_ms: f64,
     pub p99_ms: f64,
     pub max_ms: f64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pong(queued_ms: f64, p99_ms: f64) -> WorkerMessage {
+        WorkerMessage::Pong {
+            seq: 1,
+            memory: MemoryUsage::default(),
+            loop_delay: LoopDelay {
+                p99_ms,
+                ..LoopDelay::default()
+            },
+            queued_ms,
+            stack_on_sigint: false,
+        }
+    }
+
+    fn probe_reply(queued_ms: f64) -> WorkerMessage {
+        WorkerMessage::ProbeReply {
+            seq: 1,
+            queued_seq: Some(1),
+            queued_ms: Some(queued_ms),
+            last_ping_seq: Some(1),
+        }
+    }
+
+    #[test]
+    fn measurements_pass_and_impossible_numbers_are_refused() {
+        assert!(pong(0.0, 12.5).check().is_ok());
+        assert!(probe_reply(MAX_REPORTED_MS).check().is_ok());
+        for bad in [1e300, -1.0, f64::NAN, f64::INFINITY, MAX_REPORTED_MS * 2.0] {
+            assert!(pong(bad, 0.0).check().is_err(), "queued_ms {bad}");
+            assert!(pong(0.0, bad).check().is_err(), "p99_ms {bad}");
+            assert!(probe_reply(bad).check().is_err(), "probe queued_ms {bad}");
+        }
+    }
 }

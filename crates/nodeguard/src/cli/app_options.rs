@@ -23,9 +23,10 @@ pub struct AppOptions {
     #[arg(long, value_name = "DUR", default_value = "1s", value_parser = parse_duration)]
     pub heartbeat_interval: Duration,
 
-    /// Time a heartbeat may stay unanswered before it counts as missed (at most the interval).
-    #[arg(long, value_name = "DUR", default_value = "1s", value_parser = parse_duration)]
-    pub heartbeat_timeout: Duration,
+    /// Time a heartbeat may stay unanswered before it counts as missed (at most the interval)
+    /// [default: 1s, or the interval if that is shorter]
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    pub heartbeat_timeout: Option<Duration>,
 
     /// Consecutive missed heartbeats after which the app counts as hung and is restarted.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_HEARTBEAT_MISSES)]
@@ -77,12 +78,16 @@ pub struct AppOptions {
     pub max_memory: Option<u64>,
 }
 
-/// A memory size on the command line: `200M`, `1.5G`, `512K`, or bytes.
+/// A memory size on the command line: `200M`, `1.5G`, `512K`, or bytes; at most
+/// [`config::MAX_MEMORY`].
 pub(super) fn parse_memory(text: &str) -> Result<u64, String> {
     match file::parse_size(text) {
         Some(0) | None => Err(format!(
             "'{text}' is not a memory size (write e.g. 200M or 1G)"
         )),
+        Some(bytes) if bytes > config::MAX_MEMORY => {
+            Err(format!("'{text}' is too large (at most 1024T)"))
+        }
         Some(bytes) => Ok(bytes),
     }
 }
@@ -90,9 +95,13 @@ pub(super) fn parse_memory(text: &str) -> Result<u64, String> {
 impl AppOptions {
     /// The heartbeat and stop timing, validated.
     pub fn timing(&self) -> Result<Timing, ConfigError> {
+        // Without an explicit timeout, the default follows a shorter interval.
+        let heartbeat_timeout = self
+            .heartbeat_timeout
+            .unwrap_or(config::DEFAULT_HEARTBEAT_TIMEOUT.min(self.heartbeat_interval));
         let timing = Timing {
             heartbeat_interval: self.heartbeat_interval,
-            heartbeat_timeout: self.heartbeat_timeout,
+            heartbeat_timeout,
             heartbeat_misses: self.heartbeat_misses,
             start_grace: self.start_grace,
             kill_timeout: self.kill_timeout,

@@ -173,7 +173,7 @@ fn names_on_disk(home: &Path) -> Vec<String> {
             let file = entry.file_name().to_string_lossy().into_owned();
             file.strip_suffix("-out.log")
                 .or_else(|| file.strip_suffix("-err.log"))
-                .map(str::to_string)
+                .and_then(logfile::app_name_of_stem)
         })
         .collect();
     names.sort();

@@ -79,6 +79,9 @@ impl RunArgs {
             .map(|script| config::resolve_script(script, &cwd))
             .collect::<Result<Vec<_>, _>>()?;
         let names = config::app_names(self.scripts.iter().map(PathBuf::as_path));
+        for name in &names {
+            config::check_name(name)?;
+        }
         if scripts.len() > 1 && !self.cluster.listen.is_empty() {
             return Err(ConfigError::Policy(format!(
                 "--listen would give all {} apps the same address; run one app per --listen (one \
@@ -93,13 +96,21 @@ impl RunArgs {
             .map(|address| config::ListenAddress::parse(address))
             .collect::<Result<Vec<_>, _>>()?;
         let instances = self.cluster.instances.unwrap_or(1);
+        // Each app's instances take consecutive ids, as in the daemon.
+        let first_ids = (0..scripts.len())
+            .map(|index| {
+                u32::try_from(index)
+                    .ok()
+                    .and_then(|index| index.checked_mul(instances))
+                    .ok_or_else(|| ConfigError::Policy("too many apps".into()))
+            })
+            .collect::<Result<Vec<u32>, _>>()?;
         let apps = scripts
             .into_iter()
             .zip(names)
-            .enumerate()
-            .map(|(index, (script, name))| AppSpec {
-                // Each app's instances take consecutive ids, as in the daemon.
-                id: index as u32 * instances,
+            .zip(first_ids)
+            .map(|((script, name), id)| AppSpec {
+                id,
                 name,
                 script,
                 args: self.app_args.clone(),

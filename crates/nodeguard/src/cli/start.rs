@@ -90,7 +90,7 @@ impl ClusterOptions {
         }
         definition.wait_ready |= self.wait_ready;
         if let Some(timeout) = self.listen_timeout {
-            definition.listen_timeout_ms = Some(timeout.as_millis() as u64);
+            definition.listen_timeout_ms = Some(crate::core::duration::millis(timeout));
         }
         Ok(())
     }
@@ -169,7 +169,7 @@ impl StartArgs {
                 if !app.autorestart {
                     definition.autorestart = Some(Autorestart::Never.as_str().to_string());
                 }
-                let millis = |d: Duration| d.as_millis() as u64;
+                let millis = crate::core::duration::millis;
                 if let Some(min_uptime) = app.min_uptime {
                     definition.min_uptime_ms = Some(millis(min_uptime));
                 }
@@ -188,11 +188,14 @@ impl StartArgs {
                 definition.instances = app.instances.resolve(file::cpu_count());
                 definition.listen = app.listen.clone();
                 definition.wait_ready = app.wait_ready;
-                definition.listen_timeout_ms = app.listen_timeout.map(|d| d.as_millis() as u64);
+                definition.listen_timeout_ms = app.listen_timeout.map(millis);
                 self.cluster.apply(&mut definition)?;
                 apps.push(definition);
             }
             return Ok(StartPlan { apps, warnings });
+        }
+        if let Some(name) = &self.name {
+            config::check_name(name)?;
         }
         let script = config::resolve_script(&self.script, &cwd)?;
         let app = definition(
@@ -228,7 +231,7 @@ pub(super) fn definition(
     env: Vec<(String, String)>,
     timing: &Timing,
 ) -> AppDefinition {
-    let millis = |d: Duration| d.as_millis() as u64;
+    let millis = crate::core::duration::millis;
     AppDefinition {
         name,
         script: script.display().to_string(),

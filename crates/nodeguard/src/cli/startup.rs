@@ -26,9 +26,39 @@ pub struct UnitSettings {
     pub state_file: PathBuf,
 }
 
+/// Why no unit can be written for these settings.
+#[derive(Debug, thiserror::Error)]
+pub enum UnitError {
+    #[error(
+        "the {what} path {path} holds a control character (a newline?): a unit file cannot name \
+         it safely; use a path without one"
+    )]
+    ControlCharacter { what: &'static str, path: String },
+}
+
 /// A systemd user unit that runs the supervisor in the foreground as a notify service and brings
-/// back the saved apps.
-pub fn unit(settings: &UnitSettings) -> String {
+/// back the saved apps. Paths with control characters are refused: a newline in the home would
+/// otherwise end a comment line and inject unit directives.
+pub fn unit(settings: &UnitSettings) -> Result<String, UnitError> {
+    for (what, path) in [
+        ("nodeguard binary", &settings.exe),
+        ("home", &settings.home),
+        ("state file", &settings.state_file),
+    ] {
+        let text = path.to_string_lossy();
+        if text.chars().any(char::is_control) {
+            return Err(UnitError::ControlCharacter {
+                what,
+                path: text.escape_debug().to_string(),
+            });
+        }
+    }
+    // Saved names come from a file: quoted so that none can break out of its comment line.
+    let saved_apps: Vec<String> = settings
+        .saved_apps
+        .iter()
+        .map(|name| name.escape_debug().to_string())
+        .collect();
     let mut exec = vec![
         exec_word(&settings.exe.to_string_lossy()),
         "daemon".to_string(),
@@ -49,9 +79,9 @@ pub fn unit(settings: &UnitSettings) -> String {
     } else {
         format!(
             "# Brings back the {} app(s) saved in {}: {}.",
-            settings.saved_apps.len(),
+            saved_apps.len(),
             settings.state_file.display(),
-            settings.saved_apps.join(", ")
+            saved_apps.join(", ")
         )
     };
     let mut text = String::new();
@@ -83,7 +113,7 @@ pub fn unit(settings: &UnitSettings) -> String {
         let _ = writeln!(text, "Environment={}", exec_word(&format!("PATH={path}")));
     }
     let _ = writeln!(text, "\n[Install]\nWantedBy=default.target");
-    text
+    Ok(text)
 }
 
 /// One word of a unit-file command line or assignment: `%` and `$` escaped (specifiers and
@@ -93,7 +123,7 @@ fn exec_word(word: &str) -> String {
     let needs_quotes = escaped.is_empty()
         || escaped
             .chars()
-            .any(|c| c.is_whitespace() || matches!(c, '"' | '\'' | '\\' | ';'));
+            .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '"' | '\'' | '\\' | ';'));
     if !needs_quotes {
         return escaped;
     }
@@ -105,6 +135,10 @@ fn exec_word(word: &str) -> String {
                 quoted.push(c);
             }
             '\n' => quoted.push_str("\\n"),
+            // Any other control character as a C escape: never a raw line break in the unit.
+            c if c.is_ascii_control() => {
+                let _ = write!(quoted, "\\x{:02x}", u32::from(c));
+            }
             _ => quoted.push(c),
         }
     }
@@ -142,7 +176,7 @@ mod tests {
 
     #[test]
     fn the_unit_runs_the_daemon_as_a_notify_service() {
-        let text = unit(&settings());
+        let text = unit(&settings()).expect("a unit for plain paths");
         for line in [
             "Type=notify",
             "ExecStart=\"/opt/node guard/nodeguard\" daemon --resurrect --home /home/ann/.nodeguard --http 127.0.0.1:9615",

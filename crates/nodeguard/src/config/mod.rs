@@ -119,6 +119,12 @@ impl AppSpec {
         }
     }
 
+    /// The id after this app's last instance (ids `id..end_id()` are its instances'); saturates
+    /// at `u32::MAX`, which [`AppSpec::from_definition`] refuses to reach.
+    pub fn end_id(&self) -> u32 {
+        self.id.saturating_add(self.instances.max(1))
+    }
+
     /// The ready timeout the state machine enforces, in cluster mode.
     pub fn ready_timeout(&self) -> Option<Duration> {
         self.cluster_mode().then_some(self.listen_timeout)
@@ -128,7 +134,7 @@ impl AppSpec {
 impl AppSpec {
     /// The wire form of this app (for `describe` and the state file).
     pub fn definition(&self) -> AppDefinition {
-        let millis = |d: Duration| d.as_millis() as u64;
+        let millis = crate::core::duration::millis;
         AppDefinition {
             name: Some(self.name.clone()),
             script: self.script.display().to_string(),
@@ -166,31 +172,49 @@ impl AppSpec {
         name: String,
         definition: AppDefinition,
     ) -> Result<Self, ConfigError> {
-        let ms = Duration::from_millis;
+        check_name(&name)?;
+        // Every count of milliseconds is bounded before it becomes a duration (a crafted client
+        // or state file may send anything).
+        let ms = |field: &'static str, value: u64| {
+            crate::core::duration::from_millis(value)
+                .map_err(|message| ConfigError::Policy(format!("{field}: {message}")))
+        };
+        let optional = |field: &'static str, value: Option<u64>, default: Duration| {
+            value.map_or(Ok(default), |value| ms(field, value))
+        };
+        if let Some(max_memory) = definition.max_memory {
+            check_memory(max_memory)?;
+        }
         let timing = Timing {
-            heartbeat_interval: ms(definition.heartbeat_interval_ms),
-            heartbeat_timeout: ms(definition.heartbeat_timeout_ms),
+            heartbeat_interval: ms("heartbeat interval", definition.heartbeat_interval_ms)?,
+            heartbeat_timeout: ms("heartbeat timeout", definition.heartbeat_timeout_ms)?,
             heartbeat_misses: definition.heartbeat_misses,
-            start_grace: ms(definition.start_grace_ms),
-            kill_timeout: ms(definition.kill_timeout_ms),
+            start_grace: ms("start grace", definition.start_grace_ms)?,
+            kill_timeout: ms("kill timeout", definition.kill_timeout_ms)?,
             policy: RestartPolicy {
                 autorestart: match definition.autorestart.as_deref() {
                     Some(mode) => Autorestart::parse(mode).map_err(ConfigError::Policy)?,
                     None => Autorestart::Always,
                 },
                 max_restarts: definition.max_restarts.unwrap_or(DEFAULT_MAX_RESTARTS),
-                restart_window: definition
-                    .restart_window_ms
-                    .map_or(DEFAULT_RESTART_WINDOW, ms),
+                restart_window: optional(
+                    "restart window",
+                    definition.restart_window_ms,
+                    DEFAULT_RESTART_WINDOW,
+                )?,
                 max_memory: definition.max_memory,
                 clean_exit_codes: match definition.clean_exit_codes {
                     Some(codes) => ExitCodes::from_codes(codes.into_iter().map(i64::from))
                         .map_err(ConfigError::Policy)?,
                     None => ExitCodes::default(),
                 },
-                min_uptime: definition.min_uptime_ms.map_or(STABLE_UPTIME, ms),
-                restart_delay: definition.restart_delay_ms.map_or(Duration::ZERO, ms),
-                backoff_base: definition.backoff_base_ms.map_or(BACKOFF_BASE, ms),
+                min_uptime: optional("min uptime", definition.min_uptime_ms, STABLE_UPTIME)?,
+                restart_delay: optional(
+                    "restart delay",
+                    definition.restart_delay_ms,
+                    Duration::ZERO,
+                )?,
+                backoff_base: optional("backoff base", definition.backoff_base_ms, BACKOFF_BASE)?,
             },
         };
         validate_timing(&timing)?;
@@ -198,14 +222,23 @@ impl AppSpec {
         if instances > MAX_INSTANCES {
             return Err(ConfigError::Instances(instances));
         }
+        // Ids never wrap: every instance's id (`id..id + instances`) fits in a u32.
+        if id.checked_add(instances).is_none() {
+            return Err(ConfigError::Policy(format!(
+                "no ids left: id {id} with {instances} instance(s) would pass {}",
+                u32::MAX
+            )));
+        }
         let listen = definition
             .listen
             .iter()
             .map(|text| ListenAddress::parse(text))
             .collect::<Result<Vec<_>, _>>()?;
-        let listen_timeout = definition
-            .listen_timeout_ms
-            .map_or(DEFAULT_LISTEN_TIMEOUT, ms);
+        let listen_timeout = optional(
+            "listen timeout",
+            definition.listen_timeout_ms,
+            DEFAULT_LISTEN_TIMEOUT,
+        )?;
         if listen_timeout.is_zero() {
             return Err(ConfigError::Policy(
                 "--listen-timeout must be greater than zero".into(),
@@ -238,6 +271,8 @@ impl AppSpec {
 pub enum ConfigError {
     #[error("script not found: {}", .0.display())]
     ScriptNotFound(PathBuf),
+    #[error("{} is a directory, not a script", .0.display())]
+    ScriptIsDirectory(PathBuf),
     #[error("node binary not found: {0} (install Node.js, or pass --node PATH)")]
     NodeNotFound(String),
     #[error("heartbeat timeout ({timeout}) must not exceed the heartbeat interval ({interval})")]
@@ -256,12 +291,31 @@ pub enum ConfigError {
     Cwd(#[source] std::io::Error),
     #[error("'{0}' is not a listen address (write PORT or HOST:PORT, port 1-65535)")]
     Listen(String),
+    #[error("app name \"{name}\": {problem}")]
+    Name { name: String, problem: String },
     #[error("{0} instances is too many (at most {MAX_INSTANCES})")]
     Instances(u32),
 }
 
 /// Checks the heartbeat settings against each other.
 pub fn validate_timing(timing: &Timing) -> Result<(), ConfigError> {
+    let policy = &timing.policy;
+    for (flag, duration) in [
+        ("--heartbeat-interval", timing.heartbeat_interval),
+        ("--heartbeat-timeout", timing.heartbeat_timeout),
+        ("--start-grace", timing.start_grace),
+        ("--kill-timeout", timing.kill_timeout),
+        ("--min-uptime", policy.min_uptime),
+        ("--restart-delay", policy.restart_delay),
+        ("--backoff-base", policy.backoff_base),
+        ("--restart-window", policy.restart_window),
+    ] {
+        crate::core::duration::bounded(duration)
+            .map_err(|message| ConfigError::Policy(format!("{flag}: {message}")))?;
+    }
+    if let Some(max_memory) = policy.max_memory {
+        check_memory(max_memory)?;
+    }
     if timing.heartbeat_interval.is_zero() {
         return Err(ConfigError::ZeroInterval);
     }
@@ -277,6 +331,20 @@ pub fn validate_timing(timing: &Timing) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// The largest `--max-memory` (1 PiB): more is a typo, and the bound keeps sums of memory sizes
+/// far from overflowing.
+pub const MAX_MEMORY: u64 = 1 << 50;
+
+/// A memory limit is at most [`MAX_MEMORY`].
+pub fn check_memory(bytes: u64) -> Result<(), ConfigError> {
+    if bytes > MAX_MEMORY {
+        return Err(ConfigError::Policy(format!(
+            "a memory limit of {bytes} bytes is too large (at most 1024T)"
+        )));
+    }
+    Ok(())
+}
+
 /// Finds the node binary: a path is taken as is, a bare name is looked up on PATH.
 pub fn resolve_node(node: &str) -> Result<PathBuf, ConfigError> {
     which::which(node).map_err(|_| ConfigError::NodeNotFound(node.to_string()))
@@ -287,9 +355,71 @@ pub fn resolve_script(script: &Path, cwd: &Path) -> Result<PathBuf, ConfigError>
     let full = cwd.join(script);
     if full.is_file() {
         Ok(full)
+    } else if full.is_dir() {
+        Err(ConfigError::ScriptIsDirectory(script.to_path_buf()))
     } else {
         Err(ConfigError::ScriptNotFound(script.to_path_buf()))
     }
+}
+
+/// The longest app name, in bytes. Log file names escape some bytes as three (`%2F`), so this
+/// keeps `<name>-out.log.<n>` well under the usual 255-byte file name limit.
+pub const MAX_NAME_BYTES: usize = 64;
+
+/// What is wrong with `name` as an app name, if anything: empty or only spaces, longer than
+/// [`MAX_NAME_BYTES`], holding control characters (newlines, escapes), or readable as a target
+/// (`all`, or a number, which addresses an app by id). The same rules hold for `--name`, config
+/// files, control-socket clients and the state file.
+pub fn name_problem(name: &str) -> Option<String> {
+    let problem = if name.trim().is_empty() {
+        "must not be empty or only spaces".to_string()
+    } else if name.len() > MAX_NAME_BYTES {
+        format!("is {} bytes long (at most {MAX_NAME_BYTES})", name.len())
+    } else if name.chars().any(is_hidden_character) {
+        "must not contain control characters (newlines, tabs, escapes) or invisible \
+         direction marks"
+            .to_string()
+    } else if name == "all" {
+        "'all' is reserved (it means every app)".to_string()
+    } else if name.bytes().all(|b| b.is_ascii_digit()) {
+        "must not be a number (numbers address apps by id)".to_string()
+    } else {
+        return None;
+    };
+    Some(problem)
+}
+
+/// Control characters, and the invisible Unicode marks that reorder or hide text (bidi
+/// overrides, zero-width characters): either could make a name forge or garble output.
+fn is_hidden_character(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{206F}' | '\u{FEFF}')
+}
+
+/// `Ok` if `name` can be an app name (see [`name_problem`]).
+pub fn check_name(name: &str) -> Result<(), ConfigError> {
+    match name_problem(name) {
+        None => Ok(()),
+        Some(problem) => Err(ConfigError::Name {
+            name: shown_name(name),
+            problem,
+        }),
+    }
+}
+
+/// `name` as an error message may quote it: escaped, and cut after 80 characters.
+pub fn shown_name(name: &str) -> String {
+    const SHOWN: usize = 80;
+    let mut shown: String = name
+        .chars()
+        .take(SHOWN)
+        .collect::<String>()
+        .escape_debug()
+        .to_string();
+    if name.chars().nth(SHOWN).is_some() {
+        shown.push('…');
+    }
+    shown
 }
 
 /// App names from script file names without their extension; a repeated name gets `-1`, `-2`, ….
@@ -305,11 +435,25 @@ pub fn app_names<'a>(scripts: impl IntoIterator<Item = &'a Path>) -> Vec<String>
 /// A name for `script` that is not in `taken` and cannot be mistaken for a target (`all`, or an
 /// id): its file stem, suffixed `-1`, `-2`, … if needed.
 pub fn unique_name(script: &Path, taken: &[String]) -> String {
-    let base = script
+    // A stem that breaks the name rules is made to fit them: control characters become `_`,
+    // and it is cut (at a character boundary) to leave room for a `-N` suffix.
+    let stem: String = script
         .file_stem()
         .map(|stem| stem.to_string_lossy().into_owned())
-        .filter(|stem| !stem.is_empty())
-        .unwrap_or_else(|| "app".to_string());
+        .unwrap_or_default()
+        .chars()
+        .map(|c| if is_hidden_character(c) { '_' } else { c })
+        .collect();
+    let mut base = String::new();
+    for c in stem.chars() {
+        if base.len() + c.len_utf8() > MAX_NAME_BYTES - 8 {
+            break;
+        }
+        base.push(c);
+    }
+    if base.trim().is_empty() {
+        base = "app".to_string();
+    }
     let mut name = base.clone();
     let mut suffix = 1;
     while taken.contains(&name) || name == "all" || name.chars().all(|c| c.is_ascii_digit()) {
@@ -378,6 +522,36 @@ mod tests {
         assert_eq!(app_names(scripts), ["main1", "app", "app-1", "app-2"]);
         let reserved = [Path::new("all.js"), Path::new("2024.js")];
         assert_eq!(app_names(reserved), ["all-1", "2024-1"]);
+        let long = format!("{}.js", "é".repeat(100));
+        let odd = [Path::new("a\nb.js"), Path::new(&long), Path::new(" .js")];
+        let names = app_names(odd);
+        assert_eq!(names[0], "a_b");
+        assert!(names[1].len() <= MAX_NAME_BYTES - 8, "{}", names[1]);
+        for name in &names {
+            assert_eq!(name_problem(name), None, "{name:?}");
+        }
+    }
+
+    #[test]
+    fn names_follow_one_rule() {
+        for good in ["api", "a/b", "web server", "é", &"n".repeat(MAX_NAME_BYTES)] {
+            assert_eq!(name_problem(good), None, "{good:?}");
+        }
+        let too_long = "n".repeat(MAX_NAME_BYTES + 1);
+        for bad in [
+            "",
+            "   ",
+            "all",
+            "42",
+            "a\nb",
+            "a\u{1b}[2J",
+            "a\tb",
+            "evil\u{202E}gnp",
+            "a\u{200B}",
+            too_long.as_str(),
+        ] {
+            assert!(name_problem(bad).is_some(), "{bad:?} was accepted");
+        }
     }
 
     #[test]

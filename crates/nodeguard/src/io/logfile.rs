@@ -97,19 +97,11 @@ pub struct LogSpec {
 
 impl LogSpec {
     /// `<home>/logs/<app>-out.log` and `<app>-err.log` with the default rotation, no timestamps.
-    /// Characters of the name other than ASCII letters, digits, `.`, `_` and `-` become `-`, so a
-    /// name cannot reach outside the logs directory.
+    /// The name is escaped as in a URL: bytes other than ASCII letters, digits, `.`, `_` and `-`
+    /// become `%XX` (`a/b` → `a%2Fb`), so a name cannot reach outside the logs directory and
+    /// two names never share a file (`a/b` and `a-b` stay apart).
     pub fn default_for(home: &Path, app_name: &str) -> Self {
-        let name: String = app_name
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
-                    c
-                } else {
-                    '-'
-                }
-            })
-            .collect();
+        let name = log_file_stem(app_name);
         let dir = logs_dir(home);
         Self {
             out_path: dir.join(format!("{name}-out.log")),
@@ -119,6 +111,42 @@ impl LogSpec {
             timestamps: false,
         }
     }
+}
+
+/// An app name as the start of its log files' names: ASCII letters, digits, `.`, `_` and `-` as
+/// they are, every other byte `%XX`; a leading `.` too, so no name makes a hidden file.
+pub fn log_file_stem(app_name: &str) -> String {
+    let mut stem = String::with_capacity(app_name.len());
+    for (index, byte) in app_name.bytes().enumerate() {
+        let plain = byte.is_ascii_alphanumeric()
+            || matches!(byte, b'_' | b'-')
+            || (byte == b'.' && index > 0);
+        if plain {
+            stem.push(char::from(byte));
+        } else {
+            stem.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    stem
+}
+
+/// The app name a log file stem was made from by [`log_file_stem`], if it was made by it.
+pub fn app_name_of_stem(stem: &str) -> Option<String> {
+    let mut bytes = Vec::with_capacity(stem.len());
+    let mut rest = stem.as_bytes();
+    while let Some((&byte, tail)) = rest.split_first() {
+        if byte == b'%' {
+            let hex = tail.get(..2)?;
+            let hex = std::str::from_utf8(hex).ok()?;
+            bytes.push(u8::from_str_radix(hex, 16).ok()?);
+            rest = &tail[2..];
+        } else {
+            bytes.push(byte);
+            rest = tail;
+        }
+    }
+    let name = String::from_utf8(bytes).ok()?;
+    (log_file_stem(&name) == stem).then_some(name)
 }
 
 /// `<home>/logs`.
@@ -1018,7 +1046,7 @@ pub(crate) mod tests {
         let spec = LogSpec::default_for(&dir.0, "../evil/app");
         assert_eq!(
             spec.out_path,
-            dir.0.join("logs").join("..-evil-app-out.log")
+            dir.0.join("logs").join("%2E.%2Fevil%2Fapp-out.log")
         );
         let logs = LogFiles::open(spec.clone()).expect("open");
         drop(logs);
@@ -1035,6 +1063,29 @@ pub(crate) mod tests {
         assert_eq!(
             prepare_logs_dir(&dir.0).expect("prepare"),
             dir.0.join("logs")
+        );
+    }
+
+    #[test]
+    fn log_file_names_are_escaped_and_distinct() {
+        assert_eq!(log_file_stem("web-1.api_x"), "web-1.api_x");
+        assert_eq!(log_file_stem("a/b"), "a%2Fb");
+        assert_eq!(log_file_stem("a-b"), "a-b");
+        assert_eq!(log_file_stem("a b"), "a%20b");
+        assert_eq!(log_file_stem("../x"), "%2E.%2Fx");
+        assert_eq!(log_file_stem("50%"), "50%25");
+        assert_eq!(log_file_stem("é"), "%C3%A9");
+        for name in ["a/b", "a-b", "a b", "../x", "50%", "é", ".hidden"] {
+            assert_eq!(
+                app_name_of_stem(&log_file_stem(name)).as_deref(),
+                Some(name)
+            );
+        }
+        assert_eq!(app_name_of_stem("a%2"), None);
+        assert_eq!(
+            app_name_of_stem("a%2fb"),
+            None,
+            "not the form log_file_stem writes"
         );
     }
 }

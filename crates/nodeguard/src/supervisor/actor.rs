@@ -18,7 +18,9 @@ use tokio_util::task::TaskTracker;
 
 use super::*;
 use crate::io::home::HomeWatch;
+use crate::io::logfile::timestamp;
 use crate::supervisor::events::Happening;
+use nodeguard_proto::control::AppEvent;
 use tokio::sync::broadcast;
 
 /// The actor that owns the app table.
@@ -166,7 +168,8 @@ impl Supervisor {
                 .copied()
                 .unwrap_or_default();
             let instance_spec = AppSpec {
-                id: spec.id + instance,
+                // Below `end_id`, which `from_definition` checked to fit in a u32.
+                id: spec.id.saturating_add(instance),
                 instance,
                 ..spec.clone()
             };
@@ -188,13 +191,28 @@ impl Supervisor {
         if origins.stopped {
             self.stopped.insert(spec.id);
         }
-        let (task, mut handle) = WorkerTask::new(spec, self.context.clone(), origins, listeners);
+        let (task, handle) = WorkerTask::new(spec, self.context.clone(), origins, listeners);
+        self.insert_task(index, task, handle)
+    }
+
+    /// Runs `task` watched (see [`crate::supervisor::worker::watch_task`]): should it fail, the actor hears of it
+    /// and puts an errored entry in its place. Puts `handle` at `index`; returns its key.
+    fn insert_task(&mut self, index: usize, task: WorkerTask, mut handle: WorkerHandle) -> u64 {
         self.next_key += 1;
         handle.key = self.next_key;
-        self.tasks
-            .spawn(task.run(self.shutdown.graceful.clone(), self.shutdown.force.clone()));
+        let key = self.next_key;
+        let run =
+            tokio::spawn(task.run(self.shutdown.graceful.clone(), self.shutdown.force.clone()));
+        let snapshot = handle.snapshot.clone();
+        let name = handle.spec.display_name();
+        let internal = self.internal.clone();
+        self.tasks.spawn(async move {
+            if let Some(why) = crate::supervisor::worker::watch_task(run, snapshot, name).await {
+                let _ = internal.send(Internal::TaskFailed { key, why });
+            }
+        });
         self.apps.insert(index, handle);
-        self.next_key
+        key
     }
 
     /// Lets go of the listening sockets of apps no longer in the table (the sockets close once
@@ -242,6 +260,43 @@ impl Supervisor {
                 // and then the handle's drop closes the channel and ends the task anyway.
                 let _ = handle.commands.try_send(WorkerCommand::Remove(done));
                 let _ = reply.send(Some(answer));
+            }
+            Internal::TaskFailed { key, why } => {
+                let Some(index) = self.apps.iter().position(|h| h.key == key) else {
+                    return;
+                };
+                if self.shutdown.graceful.is_cancelled() {
+                    self.apps.remove(index);
+                    return;
+                }
+                // The entry stays, errored with the reason, under a fresh task that obeys
+                // stop, restart and delete.
+                let old = self.apps.remove(index);
+                let (restarts, hangs) = {
+                    let snapshot = old.snapshot.borrow();
+                    (snapshot.restarts, snapshot.hangs)
+                };
+                let listeners = self
+                    .listeners
+                    .get(&old.spec.name)
+                    .cloned()
+                    .unwrap_or_default();
+                let origins = Origins {
+                    restarts,
+                    hangs,
+                    stopped: true,
+                    fail_fast: false,
+                };
+                let (task, handle) =
+                    WorkerTask::new(old.spec.clone(), self.context.clone(), origins, listeners);
+                let task = task.begin_errored(why.clone());
+                let event = AppEvent {
+                    at: timestamp(std::time::SystemTime::now()),
+                    kind: "errored".to_string(),
+                    message: why,
+                };
+                let _ = handle.commands.try_send(WorkerCommand::Record(event));
+                self.insert_task(index, task, handle);
             }
             Internal::ReloadDone { names } => {
                 for name in names {
@@ -347,17 +402,14 @@ impl Supervisor {
             Some(name) if taken.contains(&name) => {
                 return Err(format!("an app named '{name}' already exists"))
             }
-            Some(name) if name.is_empty() || name == "all" || name.parse::<u32>().is_ok() => {
-                return Err(format!(
-                    "'{name}' cannot be an app name (it would read as a target)"
-                ))
-            }
+            // The name rules (length, control characters, `all`, numbers) are checked with the
+            // rest of the definition, which may come from any client of the control socket.
             Some(name) => name,
             None => config::unique_name(&script, taken),
         };
         let spec =
             AppSpec::from_definition(self.next_id, name, definition).map_err(|e| e.to_string())?;
-        self.next_id += spec.instances;
+        self.next_id = spec.end_id();
         Ok(spec)
     }
 

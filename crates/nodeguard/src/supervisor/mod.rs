@@ -211,7 +211,7 @@ pub async fn run(
         apps_finished: None,
     };
     for spec in config.apps {
-        supervisor.next_id = supervisor.next_id.max(spec.id + spec.instances.max(1));
+        supervisor.next_id = supervisor.next_id.max(spec.end_id());
         if let Err(error) = supervisor.add_app(spec, &[Origins::default()]) {
             tracing::error!("{error}");
         }

@@ -9,6 +9,7 @@ use std::collections::HashSet;
 use tokio::sync::oneshot;
 
 use super::*;
+use crate::config;
 use crate::io::state_file::StateError;
 
 /// Why there is nothing to resurrect.
@@ -148,7 +149,9 @@ impl Supervisor {
             if self.apps.iter().any(|h| h.spec.name == name) {
                 continue;
             }
-            let instances = app.definition.instances.max(1);
+            // Bounded before the id scan: a crafted count (u32::MAX) is refused by
+            // `from_definition` below, not scanned id by id first.
+            let instances = app.definition.instances.clamp(1, config::MAX_INSTANCES);
             let taken = |id: u32| self.apps.iter().any(|h| h.spec.id == id);
             let id = if (app.id..app.id.saturating_add(instances)).any(taken) {
                 self.next_id
@@ -158,11 +161,11 @@ impl Supervisor {
             let spec = match AppSpec::from_definition(id, name.clone(), app.definition) {
                 Ok(spec) => spec,
                 Err(error) => {
-                    problems.push(format!("{name}: {error}"));
+                    problems.push(format!("{}: {error}", config::shown_name(&name)));
                     continue;
                 }
             };
-            self.next_id = self.next_id.max(id + spec.instances);
+            self.next_id = self.next_id.max(spec.end_id());
             // Each instance gets its own counters back; a file with only the sums (one instance,
             // or written before instances were saved) gives them to the first.
             let origins: Vec<Origins> = if app.instances.len() == spec.instances as usize {
@@ -192,7 +195,7 @@ impl Supervisor {
             let indexes = match self.add_app(spec, &origins) {
                 Ok(indexes) => indexes,
                 Err(error) => {
-                    problems.push(format!("{name}: {error}"));
+                    problems.push(format!("{}: {error}", config::shown_name(&name)));
                     continue;
                 }
             };

@@ -23,6 +23,8 @@ pub(super) enum Internal {
     },
     /// The reload of these apps is over.
     ReloadDone { names: Vec<String> },
+    /// The task of the instance with this key ended by a panic; its process group was killed.
+    TaskFailed { key: u64, why: String },
 }
 
 /// One instance as a reload task sees it.

@@ -114,8 +114,14 @@ impl Checker<'_> {
                 self.problem("heartbeat_interval", "must be greater than zero");
             }
         }
-        if let Some(timeout) = timeout {
-            timing.heartbeat_timeout = timeout;
+        match (interval, timeout) {
+            (_, Some(timeout)) => timing.heartbeat_timeout = timeout,
+            // The default timeout follows a shorter interval (only an explicit timeout longer
+            // than the interval is a mistake).
+            (Some(interval), None) => {
+                timing.heartbeat_timeout = timing.heartbeat_timeout.min(interval);
+            }
+            (None, None) => {}
         }
         if let Some(misses) = misses {
             timing.heartbeat_misses = misses;
@@ -238,17 +244,8 @@ impl Checker<'_> {
             self.problem("name", format!("expected a string, got {}", show(&value)));
             return None;
         };
-        let message = if name.trim().is_empty() {
-            "must not be empty"
-        } else if name == "all" {
-            "'all' is reserved (it means every app)"
-        } else if name.chars().all(|c| c.is_ascii_digit()) {
-            "must not be a number (numbers address apps by id)"
-        } else if name
-            .chars()
-            .any(|c| c == '/' || c == '\\' || c.is_control())
-        {
-            "must not contain '/', '\\' or control characters"
+        let message = if let Some(problem) = crate::config::name_problem(&name) {
+            problem
         } else if let Some(first) = self.seen.get(&name) {
             let message = format!("'{name}' is already the name of {}", AppRef::Index(*first));
             self.problem("name", message);
@@ -259,10 +256,8 @@ impl Checker<'_> {
             }
             return Some(name);
         };
-        self.problem(
-            "name",
-            format!("{message}, got {}", show(&Value::String(name))),
-        );
+        let shown = crate::config::shown_name(&name);
+        self.problem("name", format!("{message}, got \"{shown}\""));
         None
     }
 
@@ -521,7 +516,7 @@ impl Checker<'_> {
                 show(other)
             )),
         };
-        match parsed {
+        match parsed.and_then(crate::core::duration::bounded) {
             Ok(duration) => Some(duration),
             Err(message) => {
                 self.problem(field, message);
@@ -540,6 +535,13 @@ impl Checker<'_> {
         match parsed {
             Some(0) => {
                 self.problem(field, "must be greater than zero");
+                None
+            }
+            Some(bytes) if bytes > crate::config::MAX_MEMORY => {
+                self.problem(
+                    field,
+                    format!("{} is too large (at most 1024T)", show(&value)),
+                );
                 None
             }
             Some(bytes) => Some(bytes),

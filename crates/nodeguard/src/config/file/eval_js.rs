@@ -169,8 +169,15 @@ pub(super) fn eval_js(
     if let Some(ok) = envelope.remove("ok") {
         return Ok(ok);
     }
+    // Node's messages may span lines (a circular structure's explains where the circle closes):
+    // the error is one line, so each line break and its indentation become one space.
     let error = match envelope.get("error") {
-        Some(Value::String(error)) => error.clone(),
+        Some(Value::String(error)) => error
+            .lines()
+            .map(str::trim)
+            .filter(|line| !line.is_empty())
+            .collect::<Vec<_>>()
+            .join(" "),
         _ => "unknown error".to_string(),
     };
     let message = match envelope.get("line").and_then(Value::as_u64) {

@@ -17,7 +17,7 @@ use checker::Checker;
 use eval_js::eval_js;
 
 use std::collections::HashMap;
-use std::fmt;
+use std::fmt::{self, Write as _};
 use std::io::Read;
 use std::path::{Component, Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -178,11 +178,22 @@ pub struct Problem {
 
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}: ", self.file.display(), self.app)?;
+        let mut line = format!("{}: {}: ", self.file.display(), self.app);
         if let Some(field) = &self.field {
-            write!(f, "{field}: ")?;
+            line.push_str(field);
+            line.push_str(": ");
         }
-        f.write_str(&self.message)
+        line.push_str(&self.message);
+        // Values from the file (a path, a name) may hold a newline: escaped, a problem stays one
+        // line.
+        for ch in line.chars() {
+            if ch.is_control() {
+                write!(f, "{}", ch.escape_default())?;
+            } else {
+                f.write_char(ch)?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -630,6 +641,72 @@ mod tests {
                 file.display()
             )
         );
+    }
+
+    #[test]
+    fn durations_sizes_and_names_are_bounded() {
+        let dir = temp_dir(&[
+            ("app.js", ""),
+            (
+                "huge.json",
+                r#"{"apps":[{"name":"api","script":"app.js","kill_timeout":"4000000000000000h",
+                    "start_grace":99999999999999,"restart_delay":"99999999999999",
+                    "max_memory_restart":"2000T"},
+                   {"name":"web\nforged","script":"app.js"},
+                   {"name":"a/b","script":"app.js","heartbeat_interval":"100ms"}]}"#,
+            ),
+        ]);
+        let err = load(&dir.join("huge.json"), &defaults()).expect_err("refused");
+        let text = err.to_string();
+        let fields: Vec<_> = problems(Err(err))
+            .into_iter()
+            .map(|p| (p.app.to_string(), p.field))
+            .collect();
+        let expected = [
+            ("app 'api'", "max_memory_restart"),
+            ("app 'api'", "kill_timeout"),
+            ("app 'api'", "start_grace"),
+            ("app 'api'", "restart_delay"),
+            ("app #1", "name"),
+        ];
+        let expected: Vec<_> = expected
+            .iter()
+            .map(|(app, field)| (app.to_string(), Some(field.to_string())))
+            .collect();
+        assert_eq!(fields, expected, "{text}");
+        assert!(text.contains("too long (at most 720h"), "{text}");
+        assert!(text.contains("control characters"), "{text}");
+        assert!(text.contains(r#"got "web\nforged""#), "{text}");
+    }
+
+    #[test]
+    fn a_problem_quoting_a_value_with_a_newline_stays_one_line() {
+        let problem = Problem {
+            file: PathBuf::from("/etc/app.json"),
+            app: AppRef::Name("cfg".into()),
+            field: Some("script".into()),
+            message: "/srv/line\nbreak not found".into(),
+        };
+        assert_eq!(
+            problem.to_string(),
+            "/etc/app.json: app 'cfg': script: /srv/line\\nbreak not found"
+        );
+    }
+
+    #[test]
+    fn a_short_heartbeat_interval_alone_takes_the_timeout_down_with_it() {
+        let dir = temp_dir(&[
+            ("app.js", ""),
+            (
+                "quick.json",
+                r#"[{"name":"a/b","script":"app.js","heartbeat_interval":"100ms"}]"#,
+            ),
+        ]);
+        let loaded = load(&dir.join("quick.json"), &defaults()).expect("loads");
+        let timing = loaded.apps[0].timing;
+        assert_eq!(timing.heartbeat_interval, Duration::from_millis(100));
+        assert_eq!(timing.heartbeat_timeout, Duration::from_millis(100));
+        assert_eq!(loaded.apps[0].name, "a/b");
     }
 
     #[test]

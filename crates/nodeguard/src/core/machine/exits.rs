@@ -82,7 +82,9 @@ impl Worker {
                     self.phase = Phase::Spawning;
                     actions.push(Action::Spawn);
                 } else {
-                    self.phase = Phase::Backoff { until: now + delay };
+                    self.phase = Phase::Backoff {
+                        until: later(now, delay),
+                    };
                 }
             }
             Phase::Stopping {
@@ -168,7 +170,7 @@ impl Worker {
         self.phase = Phase::Stopping {
             pid,
             spawned_at,
-            kill_at: Some(now + self.timing.kill_timeout),
+            kill_at: Some(later(now, self.timing.kill_timeout)),
             then: AfterExit::GiveUp,
             capturing: false,
         };

@@ -16,7 +16,7 @@ impl Worker {
             Some(timeout),
         ) = (&self.phase, self.ready_timeout)
         {
-            if now >= *spawned_at + timeout {
+            if now >= later(*spawned_at, timeout) {
                 let (pid, spawned_at) = (*pid, *spawned_at);
                 self.on_not_ready(pid, spawned_at, timeout, now, actions);
                 return;
@@ -40,7 +40,7 @@ impl Worker {
                             heartbeat.next_seq += 1;
                             heartbeat.probe = Some(OutstandingProbe {
                                 seq,
-                                deadline: now + timing.probe_timeout(),
+                                deadline: later(now, timing.probe_timeout()),
                             });
                             actions.push(Action::Report(Report::LateCheckVoided { late_by }));
                             actions.push(Action::SendProbe { seq });
@@ -56,7 +56,7 @@ impl Worker {
                         let late_by = now.saturating_duration_since(ping.deadline.max(scheduled));
                         if late_by > timing.late_tolerance() {
                             actions.push(Action::Report(Report::LateCheckVoided { late_by }));
-                        } else if now >= spawned_at + timing.start_grace || *ready {
+                        } else if now >= later(spawned_at, timing.start_grace) || *ready {
                             heartbeat.misses += 1;
                             if heartbeat.misses >= timing.heartbeat_misses {
                                 // Ask the native thread before blaming the app.
@@ -64,7 +64,7 @@ impl Worker {
                                 heartbeat.next_seq += 1;
                                 heartbeat.probe = Some(OutstandingProbe {
                                     seq,
-                                    deadline: now + timing.probe_timeout(),
+                                    deadline: later(now, timing.probe_timeout()),
                                 });
                                 actions.push(Action::SendProbe { seq });
                                 return;
@@ -81,14 +81,14 @@ impl Worker {
                     heartbeat.outstanding = Some(OutstandingPing {
                         seq,
                         sent_at: now,
-                        deadline: now + timing.heartbeat_timeout,
+                        deadline: later(now, timing.heartbeat_timeout),
                     });
-                    let next = heartbeat.next_ping_at + timing.heartbeat_interval;
+                    let next = later(heartbeat.next_ping_at, timing.heartbeat_interval);
                     // After a stall, resume the cadence from now rather than firing a burst.
                     let next = if next > now {
                         next
                     } else {
-                        now + timing.heartbeat_interval
+                        later(now, timing.heartbeat_interval)
                     };
                     heartbeat.next_ping_at = match grid {
                         Some(origin) => on_grid(origin, timing.heartbeat_interval, next, now),
@@ -96,7 +96,7 @@ impl Worker {
                     };
                     actions.push(Action::SendPing { seq });
                 }
-                if !*ready && !heartbeat.monitored && now >= spawned_at + timing.start_grace {
+                if !*ready && !heartbeat.monitored && now >= later(spawned_at, timing.start_grace) {
                     *ready = true;
                     actions.push(Action::Report(Report::Unmonitored));
                 }
@@ -207,7 +207,7 @@ impl Worker {
         self.phase = Phase::Stopping {
             pid,
             spawned_at,
-            kill_at: capturing.then(|| now + STACK_TIMEOUT),
+            kill_at: capturing.then(|| later(now, STACK_TIMEOUT)),
             then,
             capturing,
         };

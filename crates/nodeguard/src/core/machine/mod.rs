@@ -30,6 +30,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::core::duration::MAX_DURATION;
+
 use crate::core::exit::ExitKind;
 
 pub use crate::core::heartbeat::{on_grid, Heartbeat, OutstandingPing, OutstandingProbe};
@@ -154,6 +156,13 @@ pub enum Action {
     Report(Report),
 }
 
+/// `at + by`, never overflowing: `by` is capped at [`MAX_DURATION`] (settings are bounded at
+/// parse time; this holds whatever reaches the machine), and should the clock still not
+/// represent the sum, the deadline is `at` itself (due at once rather than a panic).
+pub fn later(at: Instant, by: Duration) -> Instant {
+    at.checked_add(by.min(MAX_DURATION)).unwrap_or(at)
+}
+
 /// One app's lifecycle and counters.
 #[derive(Debug, Clone)]
 pub struct Worker {
@@ -218,10 +227,10 @@ impl Worker {
                     consider(heartbeat.next_ping_at);
                 }
                 if !ready && !heartbeat.monitored {
-                    consider(*spawned_at + self.timing.start_grace);
+                    consider(later(*spawned_at, self.timing.start_grace));
                 }
                 if let (false, Some(timeout)) = (*ready, self.ready_timeout) {
-                    consider(*spawned_at + timeout);
+                    consider(later(*spawned_at, timeout));
                 }
                 earliest
             }

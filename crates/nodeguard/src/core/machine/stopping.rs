@@ -63,7 +63,7 @@ impl Worker {
         self.phase = Phase::Stopping {
             pid,
             spawned_at,
-            kill_at: Some(now + self.timing.kill_timeout),
+            kill_at: Some(later(now, self.timing.kill_timeout)),
             then,
             capturing: false,
         };

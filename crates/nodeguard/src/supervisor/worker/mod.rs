@@ -180,6 +180,36 @@ pub struct WorkerTask {
     spawn_key: u64,
 }
 
+/// Waits for an app's task to end; if it ended by a panic (or was cancelled) rather than
+/// returning, SIGKILLs the process group of the last pid it published, logs the failure and
+/// returns why, so the supervisor can put an errored entry in its place.
+pub async fn watch_task(
+    task: tokio::task::JoinHandle<()>,
+    snapshot: watch::Receiver<WorkerSnapshot>,
+    name: String,
+) -> Option<String> {
+    let error = task.await.err()?;
+    let why = if error.is_panic() {
+        let payload = error.into_panic();
+        let text = payload
+            .downcast_ref::<&str>()
+            .map(|text| (*text).to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic".to_string());
+        format!("the supervisor's task for this app failed ({text})")
+    } else {
+        "the supervisor's task for this app was cancelled".to_string()
+    };
+    let pid = snapshot.borrow().pid;
+    if let Some(pid) = pid {
+        if let Err(error) = platform::signal_group(pid, StopSignal::Kill) {
+            tracing::error!(%error, pid, "cannot kill the process group of a failed app task");
+        }
+    }
+    tracing::error!(app = %name, ?pid, "{why}; its process group was killed");
+    Some(why)
+}
+
 /// Keys for [`proctree::ENV_SPAWN_KEY`], unique within this supervisor.
 static NEXT_SPAWN_KEY: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
@@ -269,6 +299,15 @@ impl WorkerTask {
             tree,
         };
         (task, handle)
+    }
+
+    /// A task for an app whose previous task failed: it begins at rest, errored with `why`, and
+    /// from there obeys start, restart, stop and delete as any other.
+    pub fn begin_errored(mut self, why: String) -> Self {
+        self.machine.last_exit = Some(why.clone());
+        self.machine.phase = Phase::Errored { why };
+        self.begin_stopped = true;
+        self
     }
 
     /// Supervises the app until it is removed, or `stop` (graceful) or `force` fires, and it has
@@ -467,6 +506,15 @@ impl WorkerTask {
         &mut self,
         message: Result<Option<WorkerMessage>, crate::io::framed::FrameError>,
     ) -> Option<Event> {
+        // Every number from the socket is checked before use: a monitor (or anything holding its
+        // token) that sends an impossible one loses its connection, as for a malformed frame.
+        if let Ok(Some(checked)) = &message {
+            if let Err(invalid) = checked.check() {
+                tracing::warn!(%invalid, "dropping the monitor connection");
+                self.connection = None;
+                return Some(Event::MonitorLost);
+            }
+        }
         match message {
             Ok(Some(WorkerMessage::Pong {
                 memory,
@@ -481,7 +529,7 @@ impl WorkerTask {
                     .pid()
                     .and_then(|pid| self.ctx.tree.borrow().of(pid).map(|t| t.descendants_rss));
                 Some(Event::Pong {
-                    rss: Some(memory.rss + descendants_rss.unwrap_or(0)),
+                    rss: Some(memory.rss.saturating_add(descendants_rss.unwrap_or(0))),
                     stack_on_sigint,
                 })
             }
@@ -490,7 +538,7 @@ impl WorkerTask {
                 seq,
                 queued_for: queued_ms
                     .filter(|ms| ms.is_finite() && *ms >= 0.0)
-                    .map(|ms| Duration::from_secs_f64(ms / 1_000.0)),
+                    .and_then(|ms| Duration::try_from_secs_f64(ms / 1_000.0).ok()),
             }),
             Ok(Some(WorkerMessage::Hello { .. })) => {
                 tracing::warn!("monitor sent a second hello; ignoring it");
@@ -630,5 +678,40 @@ impl WorkerTask {
         if let Some(token) = self.token.take() {
             self.ctx.registry.forget(&token);
         }
+    }
+}
+
+#[cfg(test)]
+mod task_failure_tests {
+    use super::*;
+    use std::os::unix::process::{CommandExt, ExitStatusExt};
+
+    /// A task that panics with a process running: the process group is killed and the reason
+    /// comes back for the supervisor to show.
+    #[tokio::test]
+    async fn a_failed_task_kills_its_process_and_says_why() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("1000")
+            .process_group(0)
+            .spawn()
+            .expect("sleep runs");
+        let snapshot = WorkerSnapshot {
+            pid: Some(child.id()),
+            ..WorkerSnapshot::initial()
+        };
+        let (_publish, watched) = watch::channel(snapshot);
+        let task = tokio::spawn(async { panic!("boom from a test") });
+        let why = watch_task(task, watched, "app".to_string()).await;
+        let why = why.expect("a panic is reported");
+        assert!(why.contains("boom from a test"), "{why}");
+        let status = tokio::task::spawn_blocking(move || child.wait())
+            .await
+            .expect("join")
+            .expect("wait");
+        assert_eq!(status.signal(), Some(9), "{status:?}");
+
+        let (_publish, watched) = watch::channel(WorkerSnapshot::initial());
+        let ended = tokio::spawn(async {});
+        assert_eq!(watch_task(ended, watched, "app".to_string()).await, None);
     }
 }

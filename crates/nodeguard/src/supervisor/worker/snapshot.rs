@@ -48,11 +48,13 @@ impl WorkerSnapshot {
 
     /// The wire form, with ages measured at `now` and the process tree from `tree`.
     pub fn to_status(&self, spec: &AppSpec, now: Instant, tree: &TreeSnapshot) -> AppStatus {
-        let age_ms = |at: Instant| now.saturating_duration_since(at).as_millis() as u64;
+        let age_ms = |at: Instant| crate::core::duration::millis(now.saturating_duration_since(at));
         let descendants = self.pid.and_then(|pid| tree.of(pid));
-        let tree_rss = self
-            .memory
-            .map(|memory| memory.rss + descendants.map_or(0, |tree| tree.descendants_rss));
+        let tree_rss = self.memory.map(|memory| {
+            memory
+                .rss
+                .saturating_add(descendants.map_or(0, |tree| tree.descendants_rss))
+        });
         let processes = self
             .pid
             .map(|_| 1 + descendants.map_or(0, |tree| tree.descendants.len() as u32));
