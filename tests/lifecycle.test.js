@@ -141,7 +141,7 @@ test('spawn failures that exhaust the restart budget end errored with the reason
 
 // Item 15 ------------------------------------------------------------------------------------
 
-test('start and kill fail in one line when the state file cannot be written; the apps keep running', async (t) => {
+test('start, stop and kill fail in one line when the state file cannot be written; the apps keep running', async (t) => {
   assert.equal(process.getuid(), 0, 'this test mounts a tmpfs: run it as root');
   // A real full disk: a tiny tmpfs as the home, filled up once the daemon runs.
   const home = new h.DaemonHome(null);
@@ -183,6 +183,12 @@ test('start and kill fail in one line when the state file cannot be written; the
   apps = await home.byName();
   assert.equal(apps.first.state, 'running', JSON.stringify(apps));
   assert.equal(apps.second.state, 'running', JSON.stringify(apps));
+
+  // Other verbs that change the app list act, and say it was not saved.
+  const stop = await home.cli(['stop', 'second']);
+  assert.notEqual(stop.code, 0, `stop reported success:\n${stop.stdout}`);
+  assert.match(oneLine(stop.stderr), /app list was not saved .*No space left on device/);
+  assert.equal((await home.byName()).second.state, 'stopped');
 
   // Room again: kill saves both and stops them.
   fs.unlinkSync(filler);

@@ -682,8 +682,10 @@ impl Supervisor {
                 self.stopped.remove(&member.watched.spec.id);
             }
         }
-        self.persist_or_warn();
-        tokio::spawn(reload_task(groups, self.internal.clone(), reply));
+        let saved = self.persist_checked();
+        let (done, answer) = oneshot::channel();
+        tokio::spawn(reload_task(groups, self.internal.clone(), done));
+        tokio::spawn(forward_saved(answer, saved, reply));
     }
 
     /// Empties the target's log files.
@@ -934,14 +936,16 @@ impl Supervisor {
                 pending.push((watched(handle), answer));
             }
         }
-        self.persist_or_warn();
+        let saved = self.persist_checked();
         if !problems.is_empty() {
-            let _ = reply.send(Outcome::Error {
-                message: format!("could not bring back: {}", problems.join("; ")),
-            });
+            let mut message = format!("could not bring back: {}", problems.join("; "));
+            if let Err(unsaved) = saved {
+                message = format!("{message}; {unsaved}");
+            }
+            let _ = reply.send(Outcome::Error { message });
             return;
         }
-        tokio::spawn(report_when_done(pending, reply));
+        tokio::spawn(report_saved_when_done(pending, saved, reply));
     }
 
     /// Saves the app list (so `resurrect` brings it back), stops every app, answers, then ends
@@ -1021,6 +1025,15 @@ async fn report_saved_when_done(
 ) {
     let (done, answer) = oneshot::channel();
     report_when_done(pending, done).await;
+    forward_saved(answer, saved, reply).await;
+}
+
+/// Passes a command's answer on; an app list that could not be saved (`saved`) makes it an error.
+async fn forward_saved(
+    answer: oneshot::Receiver<Outcome>,
+    saved: Result<(), String>,
+    reply: oneshot::Sender<Outcome>,
+) {
     let Ok(outcome) = answer.await else {
         return;
     };
