@@ -831,8 +831,8 @@ impl Supervisor {
         }
         self.persist().map_err(|error| {
             let message = format!(
-                "the app list was not saved ({error}): the apps keep running, but `resurrect` \
-                 would not bring this change back; free the disk and run `nodeguard save`"
+                "the app list was not saved ({error}): the change took effect, but `resurrect` \
+                 would not see it; make room and run `nodeguard save`"
             );
             tracing::error!("{message}");
             message
