@@ -44,6 +44,9 @@ pub const STACK_TIMEOUT: Duration = Duration::from_millis(250);
 /// shorter). It answers within microseconds unless the whole process is frozen.
 pub const PROBE_TIMEOUT_MAX: Duration = Duration::from_millis(500);
 
+/// How `last_exit` begins when a process could not be started at all.
+pub const SPAWN_FAILED: &str = "spawn failed";
+
 /// Default restart budget: more restarts than this within [`DEFAULT_RESTART_WINDOW`] mark the
 /// app errored.
 pub const DEFAULT_MAX_RESTARTS: u32 = 10;
@@ -458,6 +461,9 @@ pub struct Worker {
     pub ready_timeout: Option<Duration>,
     /// Until its first ready: an exit or a missed ready timeout ends in `Errored`, no restart.
     pub fail_fast: bool,
+    /// Ready timeouts missed in a row. More than `max_restarts` of them end the app errored even
+    /// when they are too slow to exceed the budget's window (an 8 s timeout fits 7 in a minute).
+    pub not_ready_streak: u32,
     /// Origin of a ping schedule shared by every app of a supervisor: pings after the first go out
     /// at `origin + k × interval`, so apps with the same interval are pinged in one wakeup rather
     /// than each at its own moment (see [`on_grid`]). `None` keeps each app's own cadence.
@@ -478,6 +484,7 @@ impl Worker {
             recent_restarts: std::collections::VecDeque::new(),
             ready_timeout: None,
             fail_fast: false,
+            not_ready_streak: 0,
             ping_grid: None,
         }
     }
@@ -534,14 +541,7 @@ impl Worker {
         let mut actions = Vec::new();
         match event {
             Event::Spawned { pid } => self.on_spawned(pid, now, &mut actions),
-            Event::SpawnFailed { error } => {
-                self.finished = Some(false);
-                self.last_exit = Some(format!("spawn failed: {error}"));
-                self.phase = Phase::Errored {
-                    why: format!("spawn failed: {error}"),
-                };
-                actions.push(Action::Report(Report::SpawnFailed { error }));
-            }
+            Event::SpawnFailed { error } => self.on_spawn_failed(error, now, &mut actions),
             Event::MonitorConnected => {
                 if let Phase::Live { heartbeat, .. } = &mut self.phase {
                     heartbeat.monitored = true;
@@ -617,6 +617,7 @@ impl Worker {
                     if !*ready {
                         *ready = true;
                         self.fail_fast = false;
+                        self.not_ready_streak = 0;
                         actions.push(Action::Report(Report::Ready {
                             pid: *pid,
                             after: now.saturating_duration_since(*spawned_at),
@@ -634,6 +635,7 @@ impl Worker {
             Event::Start => {
                 if self.is_at_rest() {
                     self.crash_streak = 0;
+                    self.not_ready_streak = 0;
                     self.phase = Phase::Spawning;
                     actions.push(Action::Spawn);
                 }
@@ -777,6 +779,31 @@ impl Worker {
             // No process is ours in these phases; a stray exit changes nothing.
             Phase::Spawning | Phase::Backoff { .. } | Phase::Stopped | Phase::Errored { .. } => {}
         }
+    }
+
+    /// A process could not be started (the interpreter missing during an upgrade, too many open
+    /// files): a failed start like a crash at once, so it is retried after the backoff within the
+    /// restart budget, and errored with the reason once that is spent. A reload's fail-fast
+    /// replacement rests errored at once.
+    fn on_spawn_failed(&mut self, error: String, now: Instant, actions: &mut Vec<Action>) {
+        let why = format!("{SPAWN_FAILED}: {error}");
+        self.last_exit = Some(why.clone());
+        actions.push(Action::Report(Report::SpawnFailed { error }));
+        if !matches!(self.phase, Phase::Spawning) {
+            return;
+        }
+        if self.fail_fast {
+            self.finished = Some(false);
+            self.phase = Phase::Errored { why };
+            return;
+        }
+        if !self.within_budget(now, actions) {
+            self.give_up();
+            return;
+        }
+        self.restarts += 1;
+        let delay = self.restart_delay(Duration::ZERO);
+        self.phase = Phase::Backoff { until: now + delay };
     }
 
     /// Records a restart about to happen; false (with a report) if it would exceed the budget.
@@ -1076,7 +1103,23 @@ impl Worker {
             ", or call monitor.ready() with wait-ready"
         ));
         actions.push(Action::Report(Report::NotReady { pid, waited }));
+        self.not_ready_streak = self.not_ready_streak.saturating_add(1);
+        let max_restarts = self.timing.policy.max_restarts;
         let then = if self.fail_fast {
+            AfterExit::Fail
+        } else if max_restarts != 0 && self.not_ready_streak > max_restarts {
+            actions.push(Action::Report(Report::GaveUp {
+                restarts: usize::try_from(self.not_ready_streak).unwrap_or(usize::MAX),
+                window: waited.saturating_mul(self.not_ready_streak),
+            }));
+            self.finished = Some(false);
+            self.last_exit = Some(format!(
+                "not ready {} times in a row (the budget is {max_restarts} restarts); not \
+                 restarting until an operator does (last: {})",
+                self.not_ready_streak,
+                self.last_exit.clone().unwrap_or_default()
+            ));
+            self.not_ready_streak = 0;
             AfterExit::Fail
         } else if self.within_budget(now, actions) {
             self.restarts += 1;
@@ -1155,6 +1198,7 @@ impl Worker {
             Phase::Stopping { then, .. } => *then = AfterExit::Restart,
             Phase::Backoff { .. } | Phase::Stopped | Phase::Errored { .. } => {
                 self.crash_streak = 0;
+                self.not_ready_streak = 0;
                 self.phase = Phase::Spawning;
                 actions.push(Action::Spawn);
             }
@@ -2024,19 +2068,88 @@ mod tests {
     }
 
     #[test]
-    fn a_failed_spawn_is_errored_with_the_reason() {
+    fn a_failed_spawn_backs_off_and_retries_until_the_budget_is_spent() {
+        let t0 = Instant::now();
+        let mut worker = with_policy(RestartPolicy {
+            max_restarts: 2,
+            ..RestartPolicy::default()
+        });
+        let mut now = t0;
+        for round in 0..2 {
+            worker.step(
+                Event::SpawnFailed {
+                    error: "no such file".into(),
+                },
+                now,
+            );
+            assert_eq!(state(&worker), "backoff", "round {round}");
+            assert_eq!(
+                worker.last_exit.as_deref(),
+                Some("spawn failed: no such file")
+            );
+            let (at, actions) = fire(&mut worker);
+            assert_eq!(actions, [Action::Spawn], "round {round}");
+            now = at;
+        }
+        worker.step(
+            Event::SpawnFailed {
+                error: "no such file".into(),
+            },
+            now,
+        );
+        let Phase::Errored { why } = &worker.phase else {
+            panic!("not errored: {:?}", worker.phase);
+        };
+        assert!(why.contains("spawn failed: no such file"), "{why}");
+        assert_eq!(worker.restarts, 2);
+    }
+
+    #[test]
+    fn a_failed_spawn_that_succeeds_on_retry_runs() {
+        let t0 = Instant::now();
         let mut worker = Worker::new(timing());
         worker.step(
             Event::SpawnFailed {
                 error: "no such file".into(),
             },
-            Instant::now(),
+            t0,
         );
-        assert_eq!(state(&worker), "errored");
-        assert_eq!(
-            worker.last_exit.as_deref(),
-            Some("spawn failed: no such file")
-        );
+        let (at, actions) = fire(&mut worker);
+        assert_eq!(actions, [Action::Spawn]);
+        worker.step(Event::Spawned { pid: 9 }, at);
+        assert_eq!(state(&worker), "starting");
+    }
+
+    #[test]
+    fn ready_timeouts_in_a_row_over_the_budget_end_errored_however_slow() {
+        let t0 = Instant::now();
+        let mut worker = cluster(t0, false);
+        worker.timing.policy.max_restarts = 2;
+        let mut now = t0;
+        for round in 0..3 {
+            // Far apart: the window alone would never see more than one of them.
+            now += Duration::from_secs(600);
+            worker.step(Event::Spawned { pid: 7 }, now);
+            now += 2_000 * MS;
+            worker.step(Event::Timer { scheduled: now }, now);
+            let actions = worker.step(
+                Event::Exited {
+                    status: ExitKind::Signal(9),
+                },
+                now,
+            );
+            if round < 2 {
+                assert!(
+                    actions.contains(&Action::Spawn),
+                    "round {round}: {actions:?}"
+                );
+            }
+        }
+        let Phase::Errored { why } = &worker.phase else {
+            panic!("not errored: {:?}", worker.phase);
+        };
+        assert!(why.contains("not ready 3 times in a row"), "{why}");
+        assert_eq!(worker.finished, Some(false));
     }
 
     /// A cluster-mode worker: ready only at `Ready`, within 2 s.

@@ -84,6 +84,12 @@ pub enum SupervisorError {
         address: std::net::SocketAddr,
         source: io::Error,
     },
+    /// Its cause is part of the message (one line), not a separate source.
+    #[error("{app}: {error}")]
+    Listen {
+        app: String,
+        error: crate::listen::ListenError,
+    },
 }
 
 /// A control command on its way to the supervisor actor, with the channel for its answer.
@@ -118,6 +124,21 @@ pub async fn run(
         ),
         None => None,
     };
+    // Every app's listen addresses are bound before any app starts: a port that is taken (or
+    // privileged, or an address this host does not have) ends the run at once, with nothing
+    // left running and no health endpoint answering for an app that never ran.
+    let mut listeners = HashMap::new();
+    for spec in &config.apps {
+        if spec.listen.is_empty() || listeners.contains_key(&spec.name) {
+            continue;
+        }
+        let bound =
+            SharedListeners::bind(&spec.listen).map_err(|error| SupervisorError::Listen {
+                app: spec.name.clone(),
+                error,
+            })?;
+        listeners.insert(spec.name.clone(), Arc::new(bound));
+    }
     if let Err(error) = platform::become_subreaper() {
         tracing::warn!(%error, "cannot become a child subreaper; escaped grandchildren go to init");
     }
@@ -184,7 +205,7 @@ pub async fn run(
     let mut supervisor = Supervisor {
         apps: Vec::new(),
         next_key: 0,
-        listeners: HashMap::new(),
+        listeners,
         reloading: HashSet::new(),
         internal,
         next_id: 0,
@@ -441,6 +462,17 @@ impl Supervisor {
             self.insert(index, Arc::new(instance_spec), origin, listeners.clone());
             indexes.push(index);
         }
+        // Bound above to catch a taken port now; an app that begins stopped does not hold it.
+        let instances = usize::try_from(spec.instances.max(1)).unwrap_or(usize::MAX);
+        let all_stopped = (0..instances).all(|i| {
+            origins
+                .get(i)
+                .or(origins.last())
+                .is_some_and(|origin| origin.stopped)
+        });
+        if all_stopped {
+            listeners.close_if_unused();
+        }
         Ok(indexes)
     }
 
@@ -635,7 +667,10 @@ impl Supervisor {
                 Ok(indexes) => indexes,
                 Err(message) => {
                     // Apps added before this one keep running; say which one failed.
-                    self.persist_or_warn();
+                    let message = match self.persist_checked() {
+                        Ok(()) => message,
+                        Err(unsaved) => format!("{message}; {unsaved}"),
+                    };
                     let _ = reply.send(Outcome::Error { message });
                     return;
                 }
@@ -648,8 +683,8 @@ impl Supervisor {
                 pending.push((watched(handle), answer));
             }
         }
-        self.persist_or_warn();
-        tokio::spawn(report_when_done(pending, reply));
+        let saved = self.persist_checked();
+        tokio::spawn(report_saved_when_done(pending, saved, reply));
     }
 
     fn spec_from(
@@ -727,8 +762,8 @@ impl Supervisor {
                 self.release_listeners();
             }
         }
-        self.persist_or_warn();
-        tokio::spawn(report_when_done(pending, reply));
+        let saved = self.persist_checked();
+        tokio::spawn(report_saved_when_done(pending, saved, reply));
     }
 
     /// Starts a rolling reload of the target's apps in its own task (see [`reload_task`]).
@@ -761,8 +796,10 @@ impl Supervisor {
                 self.stopped.remove(&member.watched.spec.id);
             }
         }
-        self.persist_or_warn();
-        tokio::spawn(reload_task(groups, self.internal.clone(), reply));
+        let saved = self.persist_checked();
+        let (done, answer) = oneshot::channel();
+        tokio::spawn(reload_task(groups, self.internal.clone(), done));
+        tokio::spawn(forward_saved(answer, saved, reply));
     }
 
     /// Empties the target's log files.
@@ -902,6 +939,23 @@ impl Supervisor {
         }
     }
 
+    /// Keeps the state file in step with the app table for a command that changed it: the error
+    /// (also logged) is the one line that command's answer must carry, since apps that are not
+    /// saved are lost at the next `resurrect`. Ok when this supervisor keeps no state file.
+    fn persist_checked(&self) -> Result<(), String> {
+        if self.state_file.is_none() {
+            return Ok(());
+        }
+        self.persist().map_err(|error| {
+            let message = format!(
+                "the app list was not saved ({error}): the change took effect, but `resurrect` \
+                 would not see it; make room and run `nodeguard save`"
+            );
+            tracing::error!("{message}");
+            message
+        })
+    }
+
     /// Keeps the state file in step with the app table; a failure is logged, not fatal.
     fn persist_or_warn(&self) {
         if self.state_file.is_some() {
@@ -1001,20 +1055,31 @@ impl Supervisor {
                 pending.push((watched(handle), answer));
             }
         }
-        self.persist_or_warn();
+        let saved = self.persist_checked();
         if !problems.is_empty() {
-            let _ = reply.send(Outcome::Error {
-                message: format!("could not bring back: {}", problems.join("; ")),
-            });
+            let mut message = format!("could not bring back: {}", problems.join("; "));
+            if let Err(unsaved) = saved {
+                message = format!("{message}; {unsaved}");
+            }
+            let _ = reply.send(Outcome::Error { message });
             return;
         }
-        tokio::spawn(report_when_done(pending, reply));
+        tokio::spawn(report_saved_when_done(pending, saved, reply));
     }
 
     /// Saves the app list (so `resurrect` brings it back), stops every app, answers, then ends
     /// the supervisor.
     fn kill(&mut self, reply: oneshot::Sender<Outcome>) {
-        self.persist_or_warn();
+        // Stopping apps whose list cannot be saved would lose them for good: refuse instead.
+        if let Err(error) = self.persist() {
+            let message = format!(
+                "nothing was stopped: the app list cannot be saved for `resurrect` ({error}); \
+                 free the disk, or stop the apps with `nodeguard delete all` first"
+            );
+            tracing::error!("kill refused: {message}");
+            let _ = reply.send(Outcome::Error { message });
+            return;
+        }
         self.state_final = true;
         let mut pending = Vec::new();
         self.listeners.clear();
@@ -1068,6 +1133,37 @@ fn matches_target(handle: &WorkerHandle, target: &Target) -> bool {
     target.is_all()
         || handle.spec.name == target.0
         || target.0.parse::<u32>().ok() == Some(handle.spec.id)
+}
+
+/// [`report_when_done`], but an app list that could not be saved (`saved`) makes the answer an
+/// error as well.
+async fn report_saved_when_done(
+    pending: Vec<(Watched, oneshot::Receiver<CommandResult>)>,
+    saved: Result<(), String>,
+    reply: oneshot::Sender<Outcome>,
+) {
+    let (done, answer) = oneshot::channel();
+    report_when_done(pending, done).await;
+    forward_saved(answer, saved, reply).await;
+}
+
+/// Passes a command's answer on; an app list that could not be saved (`saved`) makes it an error.
+async fn forward_saved(
+    answer: oneshot::Receiver<Outcome>,
+    saved: Result<(), String>,
+    reply: oneshot::Sender<Outcome>,
+) {
+    let Ok(outcome) = answer.await else {
+        return;
+    };
+    let outcome = match (outcome, saved) {
+        (outcome, Ok(())) => outcome,
+        (Outcome::Error { message }, Err(unsaved)) => Outcome::Error {
+            message: format!("{message}; {unsaved}"),
+        },
+        (_, Err(unsaved)) => Outcome::Error { message: unsaved },
+    };
+    let _ = reply.send(outcome);
 }
 
 /// Waits for every app's answer, then sends `Done` with their statuses, or an `Error` naming each

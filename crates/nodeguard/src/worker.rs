@@ -28,7 +28,8 @@ use crate::forensics::{self, StackTap};
 use crate::listen::SharedListeners;
 use crate::logfile::timestamp;
 use crate::machine::{
-    Action, Event, HangEvidence, Phase, Report, StackPlan, StopSignal, Worker, STACK_TIMEOUT,
+    Action, Event, HangEvidence, Phase, Report, StackPlan, StopSignal, Worker, SPAWN_FAILED,
+    STACK_TIMEOUT,
 };
 use crate::output::{prefix_for, Origin, OutputSink, StreamKind};
 use crate::platform;
@@ -225,6 +226,8 @@ pub struct WorkerTask {
     capture: Option<Duration>,
     /// The current process's [`proctree::ENV_SPAWN_KEY`].
     spawn_key: u64,
+    /// Holds a lease on `listeners` (from its first spawn until it comes to rest).
+    leased: bool,
 }
 
 /// Waits for an app's task to end; if it ended by a panic (or was cancelled) rather than
@@ -314,6 +317,7 @@ impl WorkerTask {
             tap: None,
             capture: None,
             spawn_key: 0,
+            leased: false,
         };
         let handle = WorkerHandle {
             key: 0,
@@ -479,6 +483,14 @@ impl WorkerTask {
                     Some(Err("stopped before it was running".to_string()))
                 }
                 (Goal::Running { generation: wanted }, Phase::Backoff { .. })
+                    if generation >= wanted && last_exit.starts_with(SPAWN_FAILED) =>
+                {
+                    Some(Err(format!(
+                        "could not start ({last_exit}); retrying after a backoff within the \
+                         restart budget"
+                    )))
+                }
+                (Goal::Running { generation: wanted }, Phase::Backoff { .. })
                     if generation >= wanted =>
                 {
                     Some(Err(format!("exited while starting ({last_exit})")))
@@ -570,8 +582,49 @@ impl WorkerTask {
                 }
             }
         }
+        if self.leased && self.machine.is_at_rest() {
+            self.leased = false;
+            self.listeners.release();
+        }
         self.publish();
         self.resolve_waiters();
+    }
+
+    /// The current process missed its ready timeout: whoever waits for it to run (`start`) hears
+    /// why now, instead of waiting through restarts that may never get ready either. A reload's
+    /// fail-fast replacement is answered when it rests errored.
+    fn fail_starting_waiters(&mut self, waited: Duration) {
+        if self.machine.fail_fast {
+            return;
+        }
+        let spec = &self.spec;
+        let what = if spec.listen.is_empty() {
+            "call ready() (wait-ready)".to_string()
+        } else {
+            let addresses: Vec<String> = spec.listen.iter().map(ToString::to_string).collect();
+            format!("listen on {}", addresses.join(", "))
+        };
+        // `start` puts the app's name before it.
+        let who = match spec.shown_instance() {
+            Some(instance) => format!("instance {instance} "),
+            None => String::new(),
+        };
+        let why = format!(
+            "{who}did not {what} within {}; it was killed and is restarted within the restart \
+             budget",
+            human(waited)
+        );
+        let generation = self.generation;
+        let mut still_waiting = Vec::new();
+        for waiter in self.waiters.drain(..) {
+            match waiter.goal {
+                Goal::Running { generation: wanted } if generation >= wanted => {
+                    let _ = waiter.reply.send(Err(why.clone()));
+                }
+                _ => still_waiting.push(waiter),
+            }
+        }
+        self.waiters = still_waiting;
     }
 
     async fn perform(&mut self, action: Action) -> Option<Event> {
@@ -603,6 +656,9 @@ impl WorkerTask {
                 None
             }
             Action::Report(report) => {
+                if let Report::NotReady { waited, .. } = report {
+                    self.fail_starting_waiters(waited);
+                }
                 let note = self.hang_note(&report);
                 self.log(report);
                 if let Some(text) = note {
@@ -746,6 +802,14 @@ impl WorkerTask {
 
     async fn spawn(&mut self) -> Event {
         self.generation += 1;
+        if !self.leased && !self.listeners.is_empty() {
+            if let Err(error) = self.listeners.acquire() {
+                return Event::SpawnFailed {
+                    error: error.to_string(),
+                };
+            }
+            self.leased = true;
+        }
         self.forget_token();
         self.metrics = Metrics::default();
         let token = match new_token() {
