@@ -2,11 +2,103 @@
 // What nodeguard runs apps with: `node --require <package>/preload.js app.js`. Connects before the
 // app's own code runs. If that fails, says so in one line on stderr and lets the app run anyway
 // (unsupervised by heartbeats: the supervisor sees no monitor and treats the app accordingly).
+//
+// An ES module entry (`.mjs`, a `"type": "module"` package, ESM syntax in a `.js` file) is loaded
+// asynchronously, after this preload: the event loop turns while its imports are resolved, so a
+// monitor connected now would answer the supervisor's first ping, and the app would count as
+// started, before a missing import ends the process. For such an entry the monitor connects once
+// the entry module has loaded (or after ESM_LOAD_WAIT_MS, for one whose top-level await runs on),
+// so a load failure is an exit while starting, as it is for CommonJS. A CommonJS entry runs
+// synchronously right after this file, so there the monitor connects at once and even a
+// top-level infinite loop is caught as a hang.
 
-try {
-  require('./index.js').start();
-} catch (error) {
-  const message = require('./platform.js').oneLine(error);
-  const prefix = 'nodeguard-monitor: ';
-  process.stderr.write(`${message.startsWith(prefix) ? message : prefix + message}\n`);
+/** Longest wait for an ES module entry to finish loading before the monitor connects anyway. */
+const ESM_LOAD_WAIT_MS = 1000;
+
+function startMonitor() {
+  try {
+    require('./index.js').start();
+  } catch (error) {
+    const message = require('./platform.js').oneLine(error);
+    const prefix = 'nodeguard-monitor: ';
+    process.stderr.write(`${message.startsWith(prefix) ? message : prefix + message}\n`);
+  }
+}
+
+/** The entry script's path if Node will load it as an ES module (asynchronously), else null. */
+function esmEntry() {
+  const main = process.argv[1];
+  if (!main) return null;
+  const path = require('node:path');
+  const fs = require('node:fs');
+  let file;
+  try {
+    file = require.resolve(path.resolve(main));
+  } catch {
+    return null;
+  }
+  const loaderFlag = /(^|\s)--(import|loader|experimental-loader)(=|\s|$)/;
+  if ([...process.execArgv, process.env.NODE_OPTIONS || ''].some((arg) => loaderFlag.test(arg))) {
+    // With loader hooks Node runs every entry, CommonJS too, through the ES module loader.
+    return file;
+  }
+  const extension = path.extname(file);
+  if (extension === '.mjs' || extension === '.mts') return file;
+  if (extension !== '.js' && extension !== '') return null;
+  for (let dir = path.dirname(file); ; ) {
+    let text;
+    try {
+      text = fs.readFileSync(path.join(dir, 'package.json'), 'utf8');
+    } catch {
+      const parent = path.dirname(dir);
+      if (parent === dir) break;
+      dir = parent;
+      continue;
+    }
+    let type;
+    try {
+      type = JSON.parse(text).type;
+    } catch {
+      return null;
+    }
+    if (type === 'module') return file;
+    if (type === 'commonjs') return null;
+    break;
+  }
+  // No "type": newer Node versions load a .js file with ESM syntax as an ES module.
+  try {
+    const source = fs.readFileSync(file, 'utf8');
+    return /^\s*(import\s*[\w{*'"]|export\s)/m.test(source) ? file : null;
+  } catch {
+    return null;
+  }
+}
+
+const entry = esmEntry();
+if (entry === null) {
+  startMonitor();
+} else {
+  // By the next tick Node has begun loading the entry itself: importing the same URL then joins
+  // that load (the module is evaluated once) and settles when it does.
+  process.nextTick(() => {
+    if (process.mainModule !== undefined) {
+      // It ran as CommonJS after all (and has finished).
+      startMonitor();
+      return;
+    }
+    let settled = false;
+    const connect = () => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(fallback);
+      startMonitor();
+    };
+    const fallback = setTimeout(connect, ESM_LOAD_WAIT_MS);
+    fallback.unref();
+    import(require('node:url').pathToFileURL(entry).href).then(connect, () => {
+      // Node reports the failure itself and exits 1: the supervisor sees an exit while starting.
+      settled = true;
+      clearTimeout(fallback);
+    });
+  });
 }

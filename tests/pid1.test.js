@@ -87,3 +87,55 @@ test('as PID 1 in a PID namespace, nodeguard reaps adopted orphans and exits 0 o
   const exit = await exited;
   assert.equal(exit.code, 0, `exit ${JSON.stringify(exit)}; output:\n${output}`);
 });
+
+test('as PID 1 in a PID namespace that still shows the host /proc, nodeguard reaps 30 orphans', async (t) => {
+  // `unshare --pid --fork` without --mount-proc (as some sandboxes do): /proc is the host's, so its
+  // pids and parent pids are not the namespace's. Reaping must not depend on reading it.
+  const prefix = unsharePrefix().filter((arg) => arg !== '--mount-proc');
+  const home = h.makeHome();
+  const child = spawn(prefix[0], [...prefix.slice(1), h.BIN, '--home', home, '-m', path.join(h.FIXTURES, 'orphans.js')], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, ORPHANS: '30', ORPHAN_SECONDS: '1' },
+  });
+  let output = '';
+  child.stdout.on('data', (d) => (output += d));
+  child.stderr.on('data', (d) => (output += d));
+  const exited = new Promise((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })));
+  let nodeguardPid = null;
+  t.after(() => {
+    // unshare's death does not end nodeguard: SIGKILL to PID 1 ends its whole namespace.
+    for (const pid of [nodeguardPid, child.pid]) {
+      try {
+        if (pid) process.kill(pid, 'SIGKILL');
+      } catch {
+        // already gone
+      }
+    }
+    fs.rmSync(home, { recursive: true, force: true });
+  });
+  const waitFor = async (predicate, what, timeout = h.DEFAULT_TIMEOUT_MS) => {
+    const start = Date.now();
+    for (;;) {
+      const value = predicate();
+      if (value) return value;
+      if (Date.now() - start > timeout) throw new Error(`timed out waiting for ${what}; output:\n${output}`);
+      await h.sleep(20);
+    }
+  };
+
+  await waitFor(() => /orphaned 30/.test(output), 'the app to leave 30 orphans');
+  const nodeguard = await waitFor(() => processTable().find((p) => p.ppid === child.pid), 'nodeguard under unshare');
+  nodeguardPid = nodeguard.pid;
+  const sleepsOf = () => processTable().filter((p) => p.ppid === nodeguard.pid && p.comm === 'sleep');
+  // They exit after 1 s; a PID 1 that does not reap them keeps them as zombies ('Z') for good.
+  try {
+    await waitFor(() => sleepsOf().length === 0, 'nodeguard to reap the orphans once they exit');
+  } catch (error) {
+    const left = sleepsOf();
+    throw new Error(`${left.length} orphans left (states ${[...new Set(left.map((p) => p.state))].join(',')}): ${error.message}`);
+  }
+
+  process.kill(nodeguard.pid, 'SIGTERM');
+  const exit = await exited;
+  assert.equal(exit.code, 0, `exit ${JSON.stringify(exit)}; output:\n${output}`);
+});

@@ -47,7 +47,8 @@ pub struct ClusterOptions {
 
     /// [HOST:]PORT for the supervisor to listen on and hand to every instance (repeatable). The
     /// app's own server.listen(PORT) is mapped onto it by the monitor. Without a host it listens
-    /// on every interface, as Node's listen(PORT) does (:: dual-stack, else 0.0.0.0).
+    /// on every interface, as Node's listen(PORT) does (:: dual-stack, else 0.0.0.0). Closed once
+    /// every instance is stopped, deleted or errored; a port that cannot be bound fails at once.
     #[arg(long, value_name = "[HOST:]PORT")]
     pub listen: Vec<String>,
 
@@ -56,7 +57,8 @@ pub struct ClusterOptions {
     pub wait_ready: bool,
 
     /// How long a new instance has to become ready; one that misses it is killed (and a reload
-    /// is aborted).
+    /// is aborted), and `start` fails with the reason. More misses in a row than --max-restarts
+    /// end it errored.
     #[arg(long, value_name = "DUR", value_parser = parse_duration)]
     pub listen_timeout: Option<Duration>,
 }

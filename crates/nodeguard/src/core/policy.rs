@@ -19,6 +19,9 @@ pub const STACK_TIMEOUT: Duration = Duration::from_millis(250);
 /// shorter). It answers within microseconds unless the whole process is frozen.
 pub const PROBE_TIMEOUT_MAX: Duration = Duration::from_millis(500);
 
+/// How `last_exit` begins when a process could not be started at all.
+pub const SPAWN_FAILED: &str = "spawn failed";
+
 /// Default restart budget: more restarts than this within [`DEFAULT_RESTART_WINDOW`] mark the
 /// app errored.
 pub const DEFAULT_MAX_RESTARTS: u32 = 10;

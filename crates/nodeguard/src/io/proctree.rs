@@ -207,11 +207,15 @@ pub fn start(children: ChildSet, stop: CancellationToken) -> watch::Receiver<Arc
                 _ = sleep_until_due(reap_at) => false,
             };
             reap_at = None;
+            if reap_orphans(&children) {
+                // An exited child of tokio's hides the others from waitid until tokio collects
+                // it, which it does on this same SIGCHLD: look again shortly.
+                reap_at = Some(tokio::time::Instant::now() + ORPHAN_REAP_DELAY);
+            }
             let Ok(table) = platform::list_processes() else {
-                // No process table here: no trees, nothing to reap this way.
+                // No process table here: no trees.
                 continue;
             };
-            reap_orphans(&table, &children, me);
             if scan_tree {
                 let roots = children
                     .lock()
@@ -229,19 +233,19 @@ pub fn start(children: ChildSet, stop: CancellationToken) -> watch::Receiver<Arc
     snapshots
 }
 
-/// Collects zombies whose parent is us but which are not children tokio waits for.
-fn reap_orphans(table: &[ProcessInfo], children: &ChildSet, me: u32) {
-    let zombies = table.iter().filter(|p| p.zombie && p.ppid == me);
-    let mut zombies = zombies.peekable();
-    if zombies.peek().is_none() {
-        return;
-    }
+/// Collects exited children that are not children tokio waits for: orphans we adopted as a
+/// subreaper or PID 1. It asks the kernel (waitid), not /proc, which in a PID namespace may be
+/// the host's and show none of our children. True if one of tokio's children is still to be
+/// collected and hides any others.
+fn reap_orphans(children: &ChildSet) -> bool {
+    // The spawner holds this lock from fork until it records the pid, so a child tokio will wait
+    // for is never taken for an orphan.
     let ours = children.lock().unwrap_or_else(PoisonError::into_inner);
-    for zombie in zombies {
-        if !ours.contains_key(&zombie.pid) && platform::reap(zombie.pid) {
-            tracing::debug!(pid = zombie.pid, "reaped an orphan");
-        }
+    let (reaped, blocked) = platform::reap_exited_orphans(|pid| ours.contains_key(&pid));
+    if reaped > 0 {
+        tracing::debug!(reaped, "reaped orphans");
     }
+    blocked
 }
 
 /// Sleeps until `due`, or forever without one.

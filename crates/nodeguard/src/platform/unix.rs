@@ -225,6 +225,50 @@ pub fn reap(pid: u32) -> bool {
     )
 }
 
+/// Collects every exited child that `is_ours` does not claim (tokio waits for those), without
+/// reading /proc: `waitid(P_ALL, WEXITED | WNOHANG | WNOWAIT)` names an exited child without
+/// collecting it, and only one that is not ours is then collected. It stops at the first exited
+/// child that is ours (waitid names the same one until tokio collects it), so a later call picks
+/// up the rest. Returns how many were collected, and whether it stopped at one of ours.
+pub fn reap_exited_orphans(is_ours: impl Fn(u32) -> bool) -> (usize, bool) {
+    // Each round collects one zombie; the bound keeps a storm of them from holding the caller.
+    const MOST_PER_CALL: usize = 4096;
+    let mut reaped = 0;
+    while reaped < MOST_PER_CALL {
+        // SAFETY: a zeroed siginfo_t is a valid out-parameter for waitid, which fills it in.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: `info` is valid for writes; with WNOWAIT nothing is collected.
+        let result = unsafe {
+            libc::waitid(
+                libc::P_ALL,
+                0,
+                &mut info,
+                libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+            )
+        };
+        if result != 0 {
+            // ECHILD: no children at all.
+            return (reaped, false);
+        }
+        // SAFETY: waitid succeeded; si_pid is set (0 when no child has exited yet).
+        let pid = unsafe { info.si_pid() };
+        let Ok(pid) = u32::try_from(pid) else {
+            return (reaped, false);
+        };
+        if pid == 0 {
+            return (reaped, false);
+        }
+        if is_ours(pid) {
+            return (reaped, true);
+        }
+        if !reap(pid) {
+            return (reaped, false);
+        }
+        reaped += 1;
+    }
+    (reaped, false)
+}
+
 /// SIGKILL to process `pid` alone. A process already gone is not an error.
 pub fn kill_process(pid: u32) -> io::Result<()> {
     let Some(pid) = i32::try_from(pid).ok().and_then(Pid::from_raw) else {

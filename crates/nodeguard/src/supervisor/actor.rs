@@ -177,6 +177,17 @@ impl Supervisor {
             self.insert(index, Arc::new(instance_spec), origin, listeners.clone());
             indexes.push(index);
         }
+        // Bound above to catch a taken port now; an app that begins stopped does not hold it.
+        let instances = usize::try_from(spec.instances.max(1)).unwrap_or(usize::MAX);
+        let all_stopped = (0..instances).all(|i| {
+            origins
+                .get(i)
+                .or(origins.last())
+                .is_some_and(|origin| origin.stopped)
+        });
+        if all_stopped {
+            listeners.close_if_unused();
+        }
         Ok(indexes)
     }
 
@@ -375,7 +386,10 @@ impl Supervisor {
                 Ok(indexes) => indexes,
                 Err(message) => {
                     // Apps added before this one keep running; say which one failed.
-                    self.persist_or_warn();
+                    let message = match self.persist_checked() {
+                        Ok(()) => message,
+                        Err(unsaved) => format!("{message}; {unsaved}"),
+                    };
                     let _ = reply.send(Outcome::Error { message });
                     return;
                 }
@@ -388,8 +402,8 @@ impl Supervisor {
                 pending.push((watched(handle), answer));
             }
         }
-        self.persist_or_warn();
-        tokio::spawn(report_when_done(pending, reply));
+        let saved = self.persist_checked();
+        tokio::spawn(report_saved_when_done(pending, saved, reply));
     }
 
     pub(super) fn spec_from(
@@ -467,8 +481,8 @@ impl Supervisor {
                 self.release_listeners();
             }
         }
-        self.persist_or_warn();
-        tokio::spawn(report_when_done(pending, reply));
+        let saved = self.persist_checked();
+        tokio::spawn(report_saved_when_done(pending, saved, reply));
     }
 
     /// Starts a rolling reload of the target's apps in its own task (see [`reload_task`]).
@@ -501,8 +515,10 @@ impl Supervisor {
                 self.stopped.remove(&member.watched.spec.id);
             }
         }
-        self.persist_or_warn();
-        tokio::spawn(reload_task(groups, self.internal.clone(), reply));
+        let saved = self.persist_checked();
+        let (done, answer) = oneshot::channel();
+        tokio::spawn(reload_task(groups, self.internal.clone(), done));
+        tokio::spawn(forward_saved(answer, saved, reply));
     }
 
     /// Empties the target's log files.
@@ -562,7 +578,16 @@ impl Supervisor {
     /// Saves the app list (so `resurrect` brings it back), stops every app, answers, then ends
     /// the supervisor.
     pub(super) fn kill(&mut self, reply: oneshot::Sender<Outcome>) {
-        self.persist_or_warn();
+        // Stopping apps whose list cannot be saved would lose them for good: refuse instead.
+        if let Err(error) = self.persist() {
+            let message = format!(
+                "nothing was stopped: the app list cannot be saved for `resurrect` ({error}); \
+                 free the disk, or stop the apps with `nodeguard delete all` first"
+            );
+            tracing::error!("kill refused: {message}");
+            let _ = reply.send(Outcome::Error { message });
+            return;
+        }
         self.state_final = true;
         let mut pending = Vec::new();
         self.listeners.clear();
@@ -616,6 +641,37 @@ pub(super) fn matches_target(handle: &WorkerHandle, target: &Target) -> bool {
     target.is_all()
         || handle.spec.name == target.0
         || target.0.parse::<u32>().ok() == Some(handle.spec.id)
+}
+
+/// [`report_when_done`], but an app list that could not be saved (`saved`) makes the answer an
+/// error as well.
+pub(super) async fn report_saved_when_done(
+    pending: Vec<(Watched, oneshot::Receiver<CommandResult>)>,
+    saved: Result<(), String>,
+    reply: oneshot::Sender<Outcome>,
+) {
+    let (done, answer) = oneshot::channel();
+    report_when_done(pending, done).await;
+    forward_saved(answer, saved, reply).await;
+}
+
+/// Passes a command's answer on; an app list that could not be saved (`saved`) makes it an error.
+pub(super) async fn forward_saved(
+    answer: oneshot::Receiver<Outcome>,
+    saved: Result<(), String>,
+    reply: oneshot::Sender<Outcome>,
+) {
+    let Ok(outcome) = answer.await else {
+        return;
+    };
+    let outcome = match (outcome, saved) {
+        (outcome, Ok(())) => outcome,
+        (Outcome::Error { message }, Err(unsaved)) => Outcome::Error {
+            message: format!("{message}; {unsaved}"),
+        },
+        (_, Err(unsaved)) => Outcome::Error { message: unsaved },
+    };
+    let _ = reply.send(outcome);
 }
 
 /// Waits for every app's answer, then sends `Done` with their statuses, or an `Error` naming each

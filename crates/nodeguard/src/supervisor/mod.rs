@@ -20,7 +20,7 @@ pub mod settings;
 pub mod spawner;
 pub mod worker;
 
-use actor::{report_when_done, watched, Supervisor, Watched};
+use actor::{report_saved_when_done, watched, Supervisor, Watched};
 pub use api::ControlRequest;
 use reload::{reload_task, Internal, Member, ReloadGroup};
 pub use settings::{ServiceOptions, SupervisorConfig};
@@ -41,6 +41,7 @@ use nodeguard_proto::control::Outcome;
 
 use crate::io::control_server;
 use crate::io::home::{Home, HomeError, HomeWatch};
+use crate::io::listen::SharedListeners;
 use crate::io::monitor_socket::{self, TokenRegistry};
 use crate::io::output;
 use crate::io::proctree;
@@ -91,6 +92,12 @@ pub enum SupervisorError {
         address: std::net::SocketAddr,
         source: io::Error,
     },
+    /// Its cause is part of the message (one line), not a separate source.
+    #[error("{app}: {error}")]
+    Listen {
+        app: String,
+        error: crate::io::listen::ListenError,
+    },
 }
 
 fn bind(path: &Path) -> Result<UnixListener, SupervisorError> {
@@ -119,6 +126,21 @@ pub async fn run(
         ),
         None => None,
     };
+    // Every app's listen addresses are bound before any app starts: a port that is taken (or
+    // privileged, or an address this host does not have) ends the run at once, with nothing
+    // left running and no health endpoint answering for an app that never ran.
+    let mut listeners = HashMap::new();
+    for spec in &config.apps {
+        if spec.listen.is_empty() || listeners.contains_key(&spec.name) {
+            continue;
+        }
+        let bound =
+            SharedListeners::bind(&spec.listen).map_err(|error| SupervisorError::Listen {
+                app: spec.name.clone(),
+                error,
+            })?;
+        listeners.insert(spec.name.clone(), Arc::new(bound));
+    }
     if let Err(error) = platform::become_subreaper() {
         tracing::warn!(%error, "cannot become a child subreaper; escaped grandchildren go to init");
     }
@@ -193,7 +215,7 @@ pub async fn run(
     let mut supervisor = Supervisor {
         apps: Vec::new(),
         next_key: 0,
-        listeners: HashMap::new(),
+        listeners,
         reloading: HashSet::new(),
         internal,
         next_id: 0,

@@ -107,6 +107,23 @@ impl Supervisor {
         }
     }
 
+    /// Keeps the state file in step with the app table for a command that changed it: the error
+    /// (also logged) is the one line that command's answer must carry, since apps that are not
+    /// saved are lost at the next `resurrect`. Ok when this supervisor keeps no state file.
+    pub(super) fn persist_checked(&self) -> Result<(), String> {
+        if self.state_file.is_none() {
+            return Ok(());
+        }
+        self.persist().map_err(|error| {
+            let message = format!(
+                "the app list was not saved ({error}): the change took effect, but `resurrect` \
+                 would not see it; make room and run `nodeguard save`"
+            );
+            tracing::error!("{message}");
+            message
+        })
+    }
+
     /// Keeps the state file in step with the app table; a failure is logged, not fatal.
     pub(super) fn persist_or_warn(&self) {
         if self.state_file.is_some() {
@@ -210,13 +227,15 @@ impl Supervisor {
                 pending.push((watched(handle), answer));
             }
         }
-        self.persist_or_warn();
+        let saved = self.persist_checked();
         if !problems.is_empty() {
-            let _ = reply.send(Outcome::Error {
-                message: format!("could not bring back: {}", problems.join("; ")),
-            });
+            let mut message = format!("could not bring back: {}", problems.join("; "));
+            if let Err(unsaved) = saved {
+                message = format!("{message}; {unsaved}");
+            }
+            let _ = reply.send(Outcome::Error { message });
             return;
         }
-        tokio::spawn(report_when_done(pending, reply));
+        tokio::spawn(report_saved_when_done(pending, saved, reply));
     }
 }

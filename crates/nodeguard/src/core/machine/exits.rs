@@ -124,6 +124,38 @@ impl Worker {
         }
     }
 
+    /// A process could not be started (the interpreter missing during an upgrade, too many open
+    /// files): a failed start like a crash at once, so it is retried after the backoff within the
+    /// restart budget, and errored with the reason once that is spent. A reload's fail-fast
+    /// replacement rests errored at once.
+    pub(super) fn on_spawn_failed(
+        &mut self,
+        error: String,
+        now: Instant,
+        actions: &mut Vec<Action>,
+    ) {
+        let why = format!("{SPAWN_FAILED}: {error}");
+        self.last_exit = Some(why.clone());
+        actions.push(Action::Report(Report::SpawnFailed { error }));
+        if !matches!(self.phase, Phase::Spawning) {
+            return;
+        }
+        if self.fail_fast {
+            self.finished = Some(false);
+            self.phase = Phase::Errored { why };
+            return;
+        }
+        if !self.within_budget(now, actions) {
+            self.give_up();
+            return;
+        }
+        self.restarts += 1;
+        let delay = self.restart_delay(Duration::ZERO);
+        self.phase = Phase::Backoff {
+            until: later(now, delay),
+        };
+    }
+
     /// Records a restart about to happen; false (with a report) if it would exceed the budget.
     pub(super) fn within_budget(&mut self, now: Instant, actions: &mut Vec<Action>) -> bool {
         let policy = self.timing.policy;

@@ -182,6 +182,9 @@ pub struct Worker {
     pub ready_timeout: Option<Duration>,
     /// Until its first ready: an exit or a missed ready timeout ends in `Errored`, no restart.
     pub fail_fast: bool,
+    /// Ready timeouts missed in a row. More than `max_restarts` of them end the app errored even
+    /// when they are too slow to exceed the budget's window (an 8 s timeout fits 7 in a minute).
+    pub not_ready_streak: u32,
     /// Origin of a ping schedule shared by every app of a supervisor: pings after the first go out
     /// at `origin + k × interval`, so apps with the same interval are pinged in one wakeup rather
     /// than each at its own moment (see [`on_grid`]). `None` keeps each app's own cadence.
@@ -202,6 +205,7 @@ impl Worker {
             recent_restarts: std::collections::VecDeque::new(),
             ready_timeout: None,
             fail_fast: false,
+            not_ready_streak: 0,
             ping_grid: None,
         }
     }
@@ -258,14 +262,7 @@ impl Worker {
         let mut actions = Vec::new();
         match event {
             Event::Spawned { pid } => self.on_spawned(pid, now, &mut actions),
-            Event::SpawnFailed { error } => {
-                self.finished = Some(false);
-                self.last_exit = Some(format!("spawn failed: {error}"));
-                self.phase = Phase::Errored {
-                    why: format!("spawn failed: {error}"),
-                };
-                actions.push(Action::Report(Report::SpawnFailed { error }));
-            }
+            Event::SpawnFailed { error } => self.on_spawn_failed(error, now, &mut actions),
             Event::MonitorConnected => {
                 if let Phase::Live { heartbeat, .. } = &mut self.phase {
                     heartbeat.monitored = true;
@@ -341,6 +338,7 @@ impl Worker {
                     if !*ready {
                         *ready = true;
                         self.fail_fast = false;
+                        self.not_ready_streak = 0;
                         actions.push(Action::Report(Report::Ready {
                             pid: *pid,
                             after: now.saturating_duration_since(*spawned_at),
@@ -358,6 +356,7 @@ impl Worker {
             Event::Start => {
                 if self.is_at_rest() {
                     self.crash_streak = 0;
+                    self.not_ready_streak = 0;
                     self.phase = Phase::Spawning;
                     actions.push(Action::Spawn);
                 }

@@ -20,7 +20,23 @@ impl Worker {
             ", or call monitor.ready() with wait-ready"
         ));
         actions.push(Action::Report(Report::NotReady { pid, waited }));
+        self.not_ready_streak = self.not_ready_streak.saturating_add(1);
+        let max_restarts = self.timing.policy.max_restarts;
         let then = if self.fail_fast {
+            AfterExit::Fail
+        } else if max_restarts != 0 && self.not_ready_streak > max_restarts {
+            actions.push(Action::Report(Report::GaveUp {
+                restarts: usize::try_from(self.not_ready_streak).unwrap_or(usize::MAX),
+                window: waited.saturating_mul(self.not_ready_streak),
+            }));
+            self.finished = Some(false);
+            self.last_exit = Some(format!(
+                "not ready {} times in a row (the budget is {max_restarts} restarts); not \
+                 restarting until an operator does (last: {})",
+                self.not_ready_streak,
+                self.last_exit.clone().unwrap_or_default()
+            ));
+            self.not_ready_streak = 0;
             AfterExit::Fail
         } else if self.within_budget(now, actions) {
             self.restarts += 1;
@@ -99,6 +115,7 @@ impl Worker {
             Phase::Stopping { then, .. } => *then = AfterExit::Restart,
             Phase::Backoff { .. } | Phase::Stopped | Phase::Errored { .. } => {
                 self.crash_streak = 0;
+                self.not_ready_streak = 0;
                 self.phase = Phase::Spawning;
                 actions.push(Action::Spawn);
             }

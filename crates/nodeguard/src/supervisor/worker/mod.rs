@@ -26,8 +26,8 @@ use nodeguard_proto::worker::{LoopDelay, MemoryUsage, SupervisorMessage, WorkerM
 use nodeguard_proto::{encode_frame, MAX_WORKER_FRAME};
 
 use crate::config::AppSpec;
-use crate::core::exit::ExitKind;
-use crate::core::machine::{Action, Event, Phase, StopSignal, Worker};
+use crate::core::exit::{human, ExitKind};
+use crate::core::machine::{Action, Event, Phase, Report, StopSignal, Worker, SPAWN_FAILED};
 use crate::io::forensics::StackTap;
 use crate::io::listen::SharedListeners;
 use crate::io::monitor_socket::{MonitorConnection, TokenRegistry};
@@ -99,6 +99,12 @@ pub enum CommandError {
     /// The app's task ended before it answered.
     #[error("its task ended")]
     TaskEnded,
+    /// A cluster instance missed its ready timeout; it is killed and restarted.
+    #[error("{why}")]
+    NotReady { why: String },
+    /// The process could not be started; the task retries after a backoff.
+    #[error("could not start ({last_exit}); retrying after a backoff within the restart budget")]
+    SpawnFailed { last_exit: String },
 }
 
 /// An operator's request to one app. Each reply is sent once the effect has happened.
@@ -178,6 +184,8 @@ pub struct WorkerTask {
     capture: Option<Duration>,
     /// The current process's [`proctree::ENV_SPAWN_KEY`].
     spawn_key: u64,
+    /// Holds a lease on `listeners` (from its first spawn until it comes to rest).
+    leased: bool,
 }
 
 /// Waits for an app's task to end; if it ended by a panic (or was cancelled) rather than
@@ -290,6 +298,7 @@ impl WorkerTask {
             tap: None,
             capture: None,
             spawn_key: 0,
+            leased: false,
         };
         let handle = WorkerHandle {
             key: 0,
@@ -474,6 +483,13 @@ impl WorkerTask {
                     Some(Err(CommandError::StoppedBeforeRunning))
                 }
                 (Goal::Running { generation: wanted }, Phase::Backoff { .. })
+                    if generation >= wanted && last_exit.starts_with(SPAWN_FAILED) =>
+                {
+                    Some(Err(CommandError::SpawnFailed {
+                        last_exit: last_exit.clone(),
+                    }))
+                }
+                (Goal::Running { generation: wanted }, Phase::Backoff { .. })
                     if generation >= wanted =>
                 {
                     Some(Err(CommandError::ExitedWhileStarting {
@@ -567,8 +583,51 @@ impl WorkerTask {
                 }
             }
         }
+        if self.leased && self.machine.is_at_rest() {
+            self.leased = false;
+            self.listeners.release();
+        }
         self.publish();
         self.resolve_waiters();
+    }
+
+    /// The current process missed its ready timeout: whoever waits for it to run (`start`) hears
+    /// why now, instead of waiting through restarts that may never get ready either. A reload's
+    /// fail-fast replacement is answered when it rests errored.
+    fn fail_starting_waiters(&mut self, waited: Duration) {
+        if self.machine.fail_fast {
+            return;
+        }
+        let spec = &self.spec;
+        let what = if spec.listen.is_empty() {
+            "call ready() (wait-ready)".to_string()
+        } else {
+            let addresses: Vec<String> = spec.listen.iter().map(ToString::to_string).collect();
+            format!("listen on {}", addresses.join(", "))
+        };
+        // `start` puts the app's name before it.
+        let who = match spec.shown_instance() {
+            Some(instance) => format!("instance {instance} "),
+            None => String::new(),
+        };
+        let why = format!(
+            "{who}did not {what} within {}; it was killed and is restarted within the restart \
+             budget",
+            human(waited)
+        );
+        let generation = self.generation;
+        let mut still_waiting = Vec::new();
+        for waiter in self.waiters.drain(..) {
+            match waiter.goal {
+                Goal::Running { generation: wanted } if generation >= wanted => {
+                    let _ = waiter
+                        .reply
+                        .send(Err(CommandError::NotReady { why: why.clone() }));
+                }
+                _ => still_waiting.push(waiter),
+            }
+        }
+        self.waiters = still_waiting;
     }
 
     async fn perform(&mut self, action: Action) -> Option<Event> {
@@ -600,6 +659,9 @@ impl WorkerTask {
                 None
             }
             Action::Report(report) => {
+                if let Report::NotReady { waited, .. } = report {
+                    self.fail_starting_waiters(waited);
+                }
                 let note = self.hang_note(&report);
                 self.log(report);
                 if let Some(text) = note {

@@ -19,6 +19,14 @@ use super::*;
 impl WorkerTask {
     pub(super) async fn spawn(&mut self) -> Event {
         self.generation += 1;
+        if !self.leased && !self.listeners.is_empty() {
+            if let Err(error) = self.listeners.acquire() {
+                return Event::SpawnFailed {
+                    error: error.to_string(),
+                };
+            }
+            self.leased = true;
+        }
         self.forget_token();
         self.metrics = Metrics::default();
         let token = match new_token() {

@@ -215,17 +215,54 @@ fn a_hang_over_the_budget_ends_errored_once_the_process_is_gone() {
 }
 
 #[test]
-fn a_failed_spawn_is_errored_with_the_reason() {
+fn a_failed_spawn_backs_off_and_retries_until_the_budget_is_spent() {
+    let t0 = Instant::now();
+    let mut worker = with_policy(RestartPolicy {
+        max_restarts: 2,
+        ..RestartPolicy::default()
+    });
+    let mut now = t0;
+    for round in 0..2 {
+        worker.step(
+            Event::SpawnFailed {
+                error: "no such file".into(),
+            },
+            now,
+        );
+        assert_eq!(state(&worker), "backoff", "round {round}");
+        assert_eq!(
+            worker.last_exit.as_deref(),
+            Some("spawn failed: no such file")
+        );
+        let (at, actions) = fire(&mut worker);
+        assert_eq!(actions, [Action::Spawn], "round {round}");
+        now = at;
+    }
+    worker.step(
+        Event::SpawnFailed {
+            error: "no such file".into(),
+        },
+        now,
+    );
+    let Phase::Errored { why } = &worker.phase else {
+        panic!("not errored: {:?}", worker.phase);
+    };
+    assert!(why.contains("spawn failed: no such file"), "{why}");
+    assert_eq!(worker.restarts, 2);
+}
+
+#[test]
+fn a_failed_spawn_that_succeeds_on_retry_runs() {
+    let t0 = Instant::now();
     let mut worker = Worker::new(timing());
     worker.step(
         Event::SpawnFailed {
             error: "no such file".into(),
         },
-        Instant::now(),
+        t0,
     );
-    assert_eq!(state(&worker), "errored");
-    assert_eq!(
-        worker.last_exit.as_deref(),
-        Some("spawn failed: no such file")
-    );
+    let (at, actions) = fire(&mut worker);
+    assert_eq!(actions, [Action::Spawn]);
+    worker.step(Event::Spawned { pid: 9 }, at);
+    assert_eq!(state(&worker), "starting");
 }

@@ -126,3 +126,35 @@ fn an_ordinary_cluster_worker_that_misses_its_ready_timeout_is_restarted() {
     assert!(actions.contains(&Action::Spawn));
     assert_eq!(worker.restarts, 1);
 }
+
+#[test]
+fn ready_timeouts_in_a_row_over_the_budget_end_errored_however_slow() {
+    let t0 = Instant::now();
+    let mut worker = cluster(t0, false);
+    worker.timing.policy.max_restarts = 2;
+    let mut now = t0;
+    for round in 0..3 {
+        // Far apart: the window alone would never see more than one of them.
+        now += Duration::from_secs(600);
+        worker.step(Event::Spawned { pid: 7 }, now);
+        now += 2_000 * MS;
+        worker.step(Event::Timer { scheduled: now }, now);
+        let actions = worker.step(
+            Event::Exited {
+                status: ExitKind::Signal(9),
+            },
+            now,
+        );
+        if round < 2 {
+            assert!(
+                actions.contains(&Action::Spawn),
+                "round {round}: {actions:?}"
+            );
+        }
+    }
+    let Phase::Errored { why } = &worker.phase else {
+        panic!("not errored: {:?}", worker.phase);
+    };
+    assert!(why.contains("not ready 3 times in a row"), "{why}");
+    assert_eq!(worker.finished, Some(false));
+}
