@@ -425,9 +425,8 @@ fn check_accepted(app: &file::AppConfig, defaults: &AppDefaults) {
             );
         }
     }
-    let spec = app.to_spec(0, &defaults.node);
-    let definition = spec.definition();
-    match AppSpec::from_definition(0, spec.name.clone(), definition) {
+    let definition = app.definition(&defaults.node, false);
+    match AppSpec::from_definition(0, app.name.clone(), definition) {
         Ok(back) => {
             let whole_ms = |d: Duration| Duration::from_millis(wire_millis(d).unwrap_or(0));
             assert_eq!(

@@ -2,12 +2,11 @@
 //! daemon.
 
 use crate::config::file::{self, AppDefaults, ConfigFileError};
-use crate::config::{self, ConfigError};
+use crate::config::{self, AppCommand, ConfigError};
 use crate::core::duration::parse_duration;
-use crate::core::machine::{Autorestart, Timing};
 use clap::Args;
 use nodeguard_proto::control::AppDefinition;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use super::*;
@@ -148,49 +147,7 @@ impl StartArgs {
             let warnings = loaded.warnings;
             let mut apps = Vec::new();
             for app in &loaded.apps {
-                let mut definition = definition(
-                    Some(app.name.clone()),
-                    &app.script,
-                    app.args.clone(),
-                    &node,
-                    app.node_args.clone(),
-                    &app.cwd,
-                    app.env.clone(),
-                    &app.timing,
-                );
-                let path_text =
-                    |path: &Option<PathBuf>| path.as_ref().map(|p| p.display().to_string());
-                definition.out_file = path_text(&app.out_file);
-                definition.error_file = path_text(&app.error_file);
-                definition.log_timestamps = app.log_timestamps || self.app.log_timestamps;
-                if let Some(codes) = &app.stop_exit_codes {
-                    // PM2's stop_exit_codes: those exits do not restart the app.
-                    definition.clean_exit_codes = Some(codes.codes());
-                    definition.autorestart = Some(Autorestart::OnFailure.as_str().to_string());
-                }
-                if !app.autorestart {
-                    definition.autorestart = Some(Autorestart::Never.as_str().to_string());
-                }
-                let millis = crate::core::duration::millis;
-                if let Some(min_uptime) = app.min_uptime {
-                    definition.min_uptime_ms = Some(millis(min_uptime));
-                }
-                if let Some(restart_delay) = app.restart_delay {
-                    definition.restart_delay_ms = Some(millis(restart_delay));
-                }
-                if let Some(backoff_base) = app.exp_backoff_restart_delay {
-                    definition.backoff_base_ms = Some(millis(backoff_base));
-                }
-                if let Some(max_restarts) = app.max_restarts {
-                    definition.max_restarts = Some(max_restarts);
-                }
-                if let Some(max_memory) = app.max_memory {
-                    definition.max_memory = Some(max_memory);
-                }
-                definition.instances = app.instances.resolve(file::cpu_count());
-                definition.listen = app.listen.clone();
-                definition.wait_ready = app.wait_ready;
-                definition.listen_timeout_ms = app.listen_timeout.map(millis);
+                let mut definition = app.definition(&node, self.app.log_timestamps);
                 self.cluster.apply(&mut definition)?;
                 apps.push(definition);
             }
@@ -200,67 +157,22 @@ impl StartArgs {
             config::check_name(name)?;
         }
         let script = config::resolve_script(&self.script, &cwd)?;
-        let app = definition(
-            self.name,
-            &script,
-            self.app_args,
-            &node,
-            self.app.node_args,
-            &cwd,
-            Vec::new(),
-            &timing,
-        );
-        let mut app = AppDefinition {
-            log_timestamps: self.app.log_timestamps,
-            ..app
-        };
+        let mut app = AppCommand {
+            name: self.name,
+            script: &script,
+            args: self.app_args,
+            node: &node,
+            node_args: self.app.node_args,
+            cwd: &cwd,
+            env: Vec::new(),
+            timing: &timing,
+        }
+        .definition();
+        app.log_timestamps = self.app.log_timestamps;
         self.cluster.apply(&mut app)?;
         Ok(StartPlan {
             apps: vec![app],
             warnings: Vec::new(),
         })
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-pub(super) fn definition(
-    name: Option<String>,
-    script: &Path,
-    args: Vec<String>,
-    node: &Path,
-    node_args: Vec<String>,
-    cwd: &Path,
-    env: Vec<(String, String)>,
-    timing: &Timing,
-) -> AppDefinition {
-    let millis = crate::core::duration::millis;
-    AppDefinition {
-        name,
-        script: script.display().to_string(),
-        args,
-        node: node.display().to_string(),
-        node_args,
-        cwd: cwd.display().to_string(),
-        env,
-        out_file: None,
-        error_file: None,
-        log_timestamps: false,
-        autorestart: Some(timing.policy.autorestart.as_str().to_string()),
-        max_restarts: Some(timing.policy.max_restarts),
-        restart_window_ms: Some(millis(timing.policy.restart_window)),
-        max_memory: timing.policy.max_memory,
-        clean_exit_codes: Some(timing.policy.clean_exit_codes.codes()),
-        min_uptime_ms: Some(millis(timing.policy.min_uptime)),
-        restart_delay_ms: Some(millis(timing.policy.restart_delay)),
-        backoff_base_ms: Some(millis(timing.policy.backoff_base)),
-        heartbeat_interval_ms: millis(timing.heartbeat_interval),
-        heartbeat_timeout_ms: millis(timing.heartbeat_timeout),
-        heartbeat_misses: timing.heartbeat_misses,
-        start_grace_ms: millis(timing.start_grace),
-        kill_timeout_ms: millis(timing.kill_timeout),
-        instances: 1,
-        listen: Vec::new(),
-        wait_ready: false,
-        listen_timeout_ms: None,
     }
 }

@@ -99,6 +99,57 @@ impl std::fmt::Display for ListenAddress {
     }
 }
 
+/// What every app's wire definition starts from, wherever the app comes from (the command line,
+/// a config file, a running app): the command it runs and its timing.
+pub struct AppCommand<'a> {
+    pub name: Option<String>,
+    pub script: &'a Path,
+    pub args: Vec<String>,
+    pub node: &'a Path,
+    pub node_args: Vec<String>,
+    pub cwd: &'a Path,
+    pub env: Vec<(String, String)>,
+    pub timing: &'a Timing,
+}
+
+impl AppCommand<'_> {
+    /// The one mapping of a command and its timing to the wire's `AppDefinition`; log files and
+    /// cluster settings are left at their defaults for the caller to set.
+    pub fn definition(self) -> AppDefinition {
+        let millis = crate::core::duration::millis;
+        let policy = &self.timing.policy;
+        AppDefinition {
+            name: self.name,
+            script: self.script.display().to_string(),
+            args: self.args,
+            node: self.node.display().to_string(),
+            node_args: self.node_args,
+            cwd: self.cwd.display().to_string(),
+            env: self.env,
+            out_file: None,
+            error_file: None,
+            log_timestamps: false,
+            autorestart: Some(policy.autorestart.as_str().to_string()),
+            max_restarts: Some(policy.max_restarts),
+            restart_window_ms: Some(millis(policy.restart_window)),
+            max_memory: policy.max_memory,
+            clean_exit_codes: Some(policy.clean_exit_codes.codes()),
+            min_uptime_ms: Some(millis(policy.min_uptime)),
+            restart_delay_ms: Some(millis(policy.restart_delay)),
+            backoff_base_ms: Some(millis(policy.backoff_base)),
+            heartbeat_interval_ms: millis(self.timing.heartbeat_interval),
+            heartbeat_timeout_ms: millis(self.timing.heartbeat_timeout),
+            heartbeat_misses: self.timing.heartbeat_misses,
+            start_grace_ms: millis(self.timing.start_grace),
+            kill_timeout_ms: millis(self.timing.kill_timeout),
+            instances: 1,
+            listen: Vec::new(),
+            wait_ready: false,
+            listen_timeout_ms: None,
+        }
+    }
+}
+
 impl AppSpec {
     /// Whether the app runs in cluster mode: readiness by `Ready`, rolling reloads.
     pub fn cluster_mode(&self) -> bool {
@@ -134,36 +185,25 @@ impl AppSpec {
 impl AppSpec {
     /// The wire form of this app (for `describe` and the state file).
     pub fn definition(&self) -> AppDefinition {
-        let millis = crate::core::duration::millis;
-        AppDefinition {
+        let mut definition = AppCommand {
             name: Some(self.name.clone()),
-            script: self.script.display().to_string(),
+            script: &self.script,
             args: self.args.clone(),
-            node: self.node.display().to_string(),
+            node: &self.node,
             node_args: self.node_args.clone(),
-            cwd: self.cwd.display().to_string(),
+            cwd: &self.cwd,
             env: self.env.clone(),
-            out_file: self.out_file.as_ref().map(|p| p.display().to_string()),
-            error_file: self.error_file.as_ref().map(|p| p.display().to_string()),
-            log_timestamps: self.log_timestamps,
-            autorestart: Some(self.timing.policy.autorestart.as_str().to_string()),
-            max_restarts: Some(self.timing.policy.max_restarts),
-            restart_window_ms: Some(millis(self.timing.policy.restart_window)),
-            max_memory: self.timing.policy.max_memory,
-            clean_exit_codes: Some(self.timing.policy.clean_exit_codes.codes()),
-            min_uptime_ms: Some(millis(self.timing.policy.min_uptime)),
-            restart_delay_ms: Some(millis(self.timing.policy.restart_delay)),
-            backoff_base_ms: Some(millis(self.timing.policy.backoff_base)),
-            heartbeat_interval_ms: millis(self.timing.heartbeat_interval),
-            heartbeat_timeout_ms: millis(self.timing.heartbeat_timeout),
-            heartbeat_misses: self.timing.heartbeat_misses,
-            start_grace_ms: millis(self.timing.start_grace),
-            kill_timeout_ms: millis(self.timing.kill_timeout),
-            instances: self.instances,
-            listen: self.listen.iter().map(ToString::to_string).collect(),
-            wait_ready: self.wait_ready,
-            listen_timeout_ms: Some(millis(self.listen_timeout)),
+            timing: &self.timing,
         }
+        .definition();
+        definition.out_file = self.out_file.as_ref().map(|p| p.display().to_string());
+        definition.error_file = self.error_file.as_ref().map(|p| p.display().to_string());
+        definition.log_timestamps = self.log_timestamps;
+        definition.instances = self.instances;
+        definition.listen = self.listen.iter().map(ToString::to_string).collect();
+        definition.wait_ready = self.wait_ready;
+        definition.listen_timeout_ms = Some(crate::core::duration::millis(self.listen_timeout));
+        definition
     }
 
     /// An app from its wire form, with the given id and name; the timing is validated.

@@ -26,10 +26,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
 
-use crate::config::AppSpec;
+use crate::config::AppCommand;
 use crate::core::duration::parse_duration;
 use crate::core::exit::human;
-use crate::core::machine::{ExitCodes, Timing};
+use crate::core::machine::{Autorestart, ExitCodes, Timing};
+use nodeguard_proto::control::AppDefinition;
 
 /// The longest a JS config file may take to evaluate before it is killed.
 pub const EVAL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -108,33 +109,53 @@ pub struct AppConfig {
 }
 
 impl AppConfig {
-    /// The supervisor's view of this app.
-    pub fn to_spec(&self, id: u32, node: &Path) -> AppSpec {
-        AppSpec {
-            id,
-            name: self.name.clone(),
-            script: self.script.clone(),
+    /// The wire form of this app, PM2's fields mapped onto nodeguard's; `node` runs it, and
+    /// `log_timestamps` (the command line's `--log-timestamps`) adds to the file's `time`.
+    pub fn definition(&self, node: &Path, log_timestamps: bool) -> AppDefinition {
+        let mut definition = AppCommand {
+            name: Some(self.name.clone()),
+            script: &self.script,
             args: self.args.clone(),
-            node: node.to_path_buf(),
+            node,
             node_args: self.node_args.clone(),
-            cwd: self.cwd.clone(),
+            cwd: &self.cwd,
             env: self.env.clone(),
-            timing: self.timing,
-            out_file: self.out_file.clone(),
-            error_file: self.error_file.clone(),
-            log_timestamps: self.log_timestamps,
-            instances: self.instances.resolve(cpu_count()),
-            instance: 0,
-            listen: self
-                .listen
-                .iter()
-                .filter_map(|text| crate::config::ListenAddress::parse(text).ok())
-                .collect(),
-            wait_ready: self.wait_ready,
-            listen_timeout: self
-                .listen_timeout
-                .unwrap_or(crate::config::DEFAULT_LISTEN_TIMEOUT),
+            timing: &self.timing,
         }
+        .definition();
+        let path_text = |path: &Option<PathBuf>| path.as_ref().map(|p| p.display().to_string());
+        definition.out_file = path_text(&self.out_file);
+        definition.error_file = path_text(&self.error_file);
+        definition.log_timestamps = self.log_timestamps || log_timestamps;
+        if let Some(codes) = &self.stop_exit_codes {
+            // PM2's stop_exit_codes: those exits do not restart the app.
+            definition.clean_exit_codes = Some(codes.codes());
+            definition.autorestart = Some(Autorestart::OnFailure.as_str().to_string());
+        }
+        if !self.autorestart {
+            definition.autorestart = Some(Autorestart::Never.as_str().to_string());
+        }
+        let millis = crate::core::duration::millis;
+        if let Some(min_uptime) = self.min_uptime {
+            definition.min_uptime_ms = Some(millis(min_uptime));
+        }
+        if let Some(restart_delay) = self.restart_delay {
+            definition.restart_delay_ms = Some(millis(restart_delay));
+        }
+        if let Some(backoff_base) = self.exp_backoff_restart_delay {
+            definition.backoff_base_ms = Some(millis(backoff_base));
+        }
+        if let Some(max_restarts) = self.max_restarts {
+            definition.max_restarts = Some(max_restarts);
+        }
+        if let Some(max_memory) = self.max_memory {
+            definition.max_memory = Some(max_memory);
+        }
+        definition.instances = self.instances.resolve(cpu_count());
+        definition.listen = self.listen.clone();
+        definition.wait_ready = self.wait_ready;
+        definition.listen_timeout_ms = self.listen_timeout.map(millis);
+        definition
     }
 }
 
@@ -512,10 +533,12 @@ mod tests {
         assert_eq!(worker.max_restarts, Some(10));
         assert_eq!(worker.timing, defaults().timing);
 
-        let spec = worker.to_spec(7, Path::new("/usr/bin/node"));
-        assert_eq!((spec.id, spec.name.as_str()), (7, "worker"));
-        assert_eq!(spec.node, Path::new("/usr/bin/node"));
-        assert_eq!(spec.script, worker.script);
+        let definition = worker.definition(Path::new("/usr/bin/node"), false);
+        assert_eq!(definition.name.as_deref(), Some("worker"));
+        assert_eq!(definition.node, "/usr/bin/node");
+        assert_eq!(definition.script, worker.script.display().to_string());
+        assert_eq!(definition.autorestart.as_deref(), Some("never"));
+        assert_eq!(definition.min_uptime_ms, Some(5_000));
     }
 
     #[test]
