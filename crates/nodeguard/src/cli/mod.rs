@@ -231,6 +231,13 @@ mod tests {
     use std::time::Duration;
 
     #[test]
+    fn no_flags_give_the_one_set_of_defaults() {
+        use crate::core::machine::Timing;
+        let cli = Cli::try_parse_from(["nodeguard", "-m", "app.js"]).expect("parses");
+        assert_eq!(cli.run.app.timing().expect("valid"), Timing::default());
+    }
+
+    #[test]
     fn only_a_bare_status_request_skips_clap() {
         let plain = |args: &[&str]| plain_status(args.iter().map(std::ffi::OsString::from));
         assert_eq!(plain(&["status"]), Some(false));

@@ -13,16 +13,10 @@ use crate::core::machine::{
     DEFAULT_RESTART_WINDOW, STABLE_UPTIME,
 };
 
-/// Default time between heartbeats.
-pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
-/// Default time a ping may stay unanswered before it counts as a miss.
-pub const DEFAULT_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(1);
-/// Default consecutive misses that declare a worker hung.
-pub const DEFAULT_HEARTBEAT_MISSES: u32 = 3;
-/// Default time a new worker has before its first pong is due.
-pub const DEFAULT_START_GRACE: Duration = Duration::from_secs(5);
-/// Default time between SIGTERM and SIGKILL when stopping.
-pub const DEFAULT_KILL_TIMEOUT: Duration = Duration::from_secs(5);
+pub use crate::core::policy::{
+    DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_HEARTBEAT_MISSES, DEFAULT_HEARTBEAT_TIMEOUT,
+    DEFAULT_KILL_TIMEOUT, DEFAULT_START_GRACE,
+};
 /// Default time a cluster-mode instance has to become ready (PM2's `listen_timeout` default).
 pub const DEFAULT_LISTEN_TIMEOUT: Duration = Duration::from_secs(8);
 /// The most instances one app may have.

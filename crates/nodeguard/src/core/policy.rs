@@ -28,6 +28,16 @@ pub const DEFAULT_MAX_RESTARTS: u32 = 10;
 /// Default window of the restart budget.
 pub const DEFAULT_RESTART_WINDOW: Duration = Duration::from_secs(60);
 
+/// Default time between heartbeats.
+pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
+/// Default time a ping may stay unanswered before it counts as a miss.
+pub const DEFAULT_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(1);
+/// Default consecutive misses that declare a worker hung.
+pub const DEFAULT_HEARTBEAT_MISSES: u32 = 3;
+/// Default time a new worker has before its first pong is due.
+pub const DEFAULT_START_GRACE: Duration = Duration::from_secs(5);
+/// Default time between SIGTERM and SIGKILL when stopping.
+pub const DEFAULT_KILL_TIMEOUT: Duration = Duration::from_secs(5);
 /// Which exits restart the app.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Autorestart {
@@ -162,6 +172,21 @@ impl Timing {
     /// How long a probe of the monitor's native thread may take.
     pub fn probe_timeout(&self) -> Duration {
         self.heartbeat_timeout.min(PROBE_TIMEOUT_MAX)
+    }
+}
+
+/// The one set of defaults: what an app gets when neither the command line nor a config file
+/// says otherwise (the CLI's `--help` shows the same values; a test ties the two together).
+impl Default for Timing {
+    fn default() -> Self {
+        Self {
+            heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
+            heartbeat_timeout: DEFAULT_HEARTBEAT_TIMEOUT,
+            heartbeat_misses: DEFAULT_HEARTBEAT_MISSES,
+            start_grace: DEFAULT_START_GRACE,
+            kill_timeout: DEFAULT_KILL_TIMEOUT,
+            policy: RestartPolicy::default(),
+        }
     }
 }
 
