@@ -401,6 +401,7 @@ impl Connection {
 }
 
 #[cfg(test)]
+#[allow(clippy::cast_possible_truncation)] // test frames of known, small sizes
 mod tests {
     use std::os::unix::net::{UnixListener, UnixStream};
     use std::path::PathBuf;

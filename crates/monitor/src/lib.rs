@@ -28,6 +28,7 @@ pub mod agent;
 pub const EXIT_SUPERVISOR_GONE: i32 = 69;
 
 /// A byte count from JS (a double) for the wire: negative or NaN becomes 0 (`as` saturates).
+#[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // saturating, as said above
 fn js_bytes(value: f64) -> u64 {
     value as u64
 }

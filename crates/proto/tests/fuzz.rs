@@ -4,6 +4,11 @@
 //! Deterministic: every case comes from a seed (random per run, or `NODEGUARD_FUZZ_SEED`), and a
 //! failure names the seed, the case and its input, so `NODEGUARD_FUZZ_SEED=<seed> cargo test -p
 //! nodeguard-proto --test fuzz` replays it.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::cast_possible_truncation
+)] // a test: casts of random numbers are the point, and a failed step should stop it loudly
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 

@@ -35,5 +35,8 @@ pub fn parse_size(text: &str) -> Option<u64> {
         _ => return None,
     };
     let bytes = (number * multiplier as f64).round();
-    (bytes.is_finite() && bytes >= 0.0 && bytes < u64::MAX as f64).then_some(bytes as u64)
+    // In range (checked first), so the conversion is exact up to f64's own precision.
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let whole = bytes as u64;
+    (bytes.is_finite() && bytes >= 0.0 && bytes < u64::MAX as f64).then_some(whole)
 }

@@ -57,7 +57,7 @@ fn last_lines_of(path: &Path, n: usize, current: bool) -> io::Result<Vec<Vec<u8>
         let size = pos.min(BLOCK as u64);
         pos -= size;
         file.seek(SeekFrom::Start(pos))?;
-        let mut block = Vec::with_capacity(size as usize);
+        let mut block = Vec::with_capacity(usize::try_from(size).unwrap_or(BLOCK));
         file.by_ref().take(size).read_to_end(&mut block)?;
         newlines += block.iter().filter(|&&b| b == b'\n').count();
         blocks.push(block);
@@ -232,7 +232,7 @@ async fn end_of_last_line(file: &mut tokio::fs::File, len: u64) -> io::Result<u6
     let mut pos = len;
     let mut block = vec![0; BLOCK];
     while pos > 0 {
-        let size = pos.min(BLOCK as u64) as usize;
+        let size = usize::try_from(pos).map_or(BLOCK, |pos| pos.min(BLOCK));
         pos -= size as u64;
         file.seek(SeekFrom::Start(pos)).await?;
         file.read_exact(&mut block[..size]).await?;

@@ -55,9 +55,10 @@ impl WorkerSnapshot {
                 .rss
                 .saturating_add(descendants.map_or(0, |tree| tree.descendants_rss))
         });
-        let processes = self
-            .pid
-            .map(|_| 1 + descendants.map_or(0, |tree| tree.descendants.len() as u32));
+        let processes = self.pid.map(|_| {
+            let descendants = descendants.map_or(0, |tree| tree.descendants.len());
+            u32::try_from(descendants).map_or(u32::MAX, |n| n.saturating_add(1))
+        });
         AppStatus {
             name: spec.name.clone(),
             id: spec.id,
