@@ -1,5 +1,5 @@
 //! nodeguard: a supervisor for Node.js apps that restarts them when they exit and when their event
-//! loop stops answering heartbeats. The binary in `main.rs` is a thin shell over this library.
+//! loop stops answering heartbeats. The binary (`main/`) is a thin shell over this library.
 //!
 //! # Theory of operation
 //!
@@ -49,7 +49,7 @@
 //! | [`config`] | validated app specs, PM2 config files, the one mapping to the wire's `AppDefinition` | config field: `config::file` (checker) and `config::AppSpec` |
 //! | [`io`] | sockets (control, worker, HTTP), home and state file, logs and output, systemd notify, process trees | socket message: `crates/proto` + the server in `io` that reads it |
 //! | [`supervisor`] | the actor and its table, the per-app task, spawning, rolling reload, persistence | behaviour that spans apps: the actor; per app: `supervisor::worker` |
-//! | [`cli`] | flags and `--help`, client verbs, rendering for people | CLI verb: `cli` (flags) and `main.rs` (dispatch) |
+//! | [`cli`] | flags and `--help`, client verbs, rendering for people | CLI verb: `cli` (flags) and `main/verbs.rs` (what it does) |
 
 pub mod cli;
 pub mod config;

@@ -1,0 +1,240 @@
+//! The client verbs (`start`, `stop`, `status`, `logs` …): one request to the daemon each, its
+//! answer printed; and `startup`, which writes the systemd unit.
+
+use super::*;
+
+/// The verbs that talk to a running supervisor.
+pub(super) fn client_verb(verb: Verb, home: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let paths = home_paths(home)?;
+    let runtime = runtime()?;
+    match verb {
+        Verb::Status { json } => {
+            let Outcome::Status { apps } =
+                runtime.block_on(client::request(&paths, Command::Status))?
+            else {
+                anyhow::bail!("unexpected answer from the supervisor");
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&apps)?);
+            } else {
+                print!("{}", render::status_table(&apps));
+            }
+        }
+        Verb::Start(args) => {
+            let plan = args.into_plan()?;
+            for warning in &plan.warnings {
+                eprintln!("nodeguard: warning: {warning}");
+            }
+            let outcome = runtime.block_on(async {
+                if client::ensure_daemon(&paths).await? {
+                    println!("nodeguard: daemon started on {}", paths.home.display());
+                }
+                client::request(&paths, Command::Start { apps: plan.apps }).await
+            })?;
+            print_done(outcome)?;
+        }
+        Verb::Stop { target } => print_done(runtime.block_on(client::request(
+            &paths,
+            Command::Stop {
+                target: Target(target),
+            },
+        ))?)?,
+        Verb::Restart { target } => print_done(runtime.block_on(client::request(
+            &paths,
+            Command::Restart {
+                target: Target(target),
+            },
+        ))?)?,
+        Verb::Reload { target } => {
+            let outcome = runtime.block_on(client::request(
+                &paths,
+                Command::Reload {
+                    target: Target(target),
+                },
+            ))?;
+            let Outcome::Reloaded { apps, notes } = outcome else {
+                anyhow::bail!("unexpected answer from the supervisor");
+            };
+            for note in notes {
+                println!("{note}");
+            }
+            print!("{}", render::status_table(&apps));
+        }
+        Verb::Delete { target } => {
+            let Outcome::Done { apps } = runtime.block_on(client::request(
+                &paths,
+                Command::Delete {
+                    target: Target(target),
+                },
+            ))?
+            else {
+                anyhow::bail!("unexpected answer from the supervisor");
+            };
+            for app in apps {
+                println!("deleted {} (id {})", app.name, app.id);
+            }
+        }
+        Verb::Ping => {
+            let Outcome::Pong { pid, version } =
+                runtime.block_on(client::request(&paths, Command::Ping))?
+            else {
+                anyhow::bail!("unexpected answer from the supervisor");
+            };
+            println!(
+                "nodeguard {version} supervisor running, pid {pid}, home {}",
+                paths.home.display()
+            );
+        }
+        Verb::Kill => {
+            let Outcome::Pong { pid, .. } =
+                runtime.block_on(client::request(&paths, Command::Ping))?
+            else {
+                anyhow::bail!("unexpected answer from the supervisor");
+            };
+            let Outcome::Done { apps } =
+                runtime.block_on(client::request(&paths, Command::Kill))?
+            else {
+                anyhow::bail!("unexpected answer from the supervisor");
+            };
+            if !runtime.block_on(client::wait_until_exited(pid, KILL_WAIT)) {
+                anyhow::bail!(
+                    "stopped {} app(s), but the supervisor (pid {pid}) is still running",
+                    apps.len()
+                );
+            }
+            println!("stopped {} app(s); the supervisor has exited", apps.len());
+        }
+        Verb::Logs {
+            target,
+            lines,
+            follow,
+            err,
+            out,
+        } => {
+            let streams = logs::Streams {
+                out: !err || out,
+                err: !out || err,
+            };
+            runtime.block_on(logs::show(&paths, target, lines, follow, streams))?;
+        }
+        Verb::Flush { target } => {
+            let target = Target(target.unwrap_or_else(|| "all".into()));
+            let Outcome::Done { apps } =
+                runtime.block_on(client::request(&paths, Command::Flush { target }))?
+            else {
+                anyhow::bail!("unexpected answer from the supervisor");
+            };
+            for app in apps {
+                println!("flushed the logs of {}", app.name);
+            }
+        }
+        Verb::Describe { target, json } => {
+            let Outcome::Described { apps } = runtime.block_on(client::request(
+                &paths,
+                Command::Describe {
+                    target: Target(target),
+                },
+            ))?
+            else {
+                anyhow::bail!("unexpected answer from the supervisor");
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&apps)?);
+            } else {
+                for app in &apps {
+                    print!("{}", render::description(app));
+                }
+            }
+        }
+        Verb::Save => {
+            let Outcome::Done { apps } =
+                runtime.block_on(client::request(&paths, Command::Save))?
+            else {
+                anyhow::bail!("unexpected answer from the supervisor");
+            };
+            let file = nodeguard::io::state_file::state_path(&paths.home);
+            println!("saved {} app(s) to {}", apps.len(), file.display());
+        }
+        Verb::Resurrect => {
+            let outcome = runtime.block_on(async {
+                if client::ensure_daemon(&paths).await? {
+                    println!("nodeguard: daemon started on {}", paths.home.display());
+                }
+                client::request(&paths, Command::Resurrect).await
+            })?;
+            print_done(outcome)?;
+        }
+        Verb::Daemon(_) | Verb::Startup(_) => not_a_client_verb()?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `daemon` and `startup` are dispatched before `client_verb`; reaching it here is a programming
+/// error that must still not panic.
+pub(super) fn not_a_client_verb() -> anyhow::Result<()> {
+    anyhow::bail!("internal error: a non-client verb was routed to the client")
+}
+
+/// `nodeguard startup systemd [--install]`: prints or writes the user unit.
+pub(super) fn startup(args: StartupArgs, home: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let nodeguard::cli::InitSystem::Systemd = args.system;
+    let exe = std::env::current_exe().context("cannot find the nodeguard binary's path")?;
+    let exe = exe.canonicalize().unwrap_or(exe);
+    let home = home_paths(home)?.home;
+    let home = if home.is_absolute() {
+        home
+    } else {
+        std::env::current_dir()
+            .context("cannot read the current directory")?
+            .join(home)
+    };
+    let state_file = nodeguard::io::state_file::state_path(&home);
+    let saved_apps = match nodeguard::io::state_file::read(&state_file) {
+        Ok(Some(saved)) => saved
+            .apps
+            .into_iter()
+            .map(|app| app.definition.name.unwrap_or_else(|| app.id.to_string()))
+            .collect(),
+        Ok(None) => Vec::new(),
+        Err(error) => {
+            eprintln!("nodeguard: warning: {error}");
+            Vec::new()
+        }
+    };
+    let settings = startup::UnitSettings {
+        exe,
+        home,
+        path_env: std::env::var("PATH").ok().filter(|path| !path.is_empty()),
+        http: args.http.map(|address| address.to_string()),
+        saved_apps,
+        state_file,
+    };
+    let unit = startup::unit(&settings).map_err(|error| ConfigError::Policy(error.to_string()))?;
+    if !args.install {
+        print!("{unit}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let path = startup::user_unit_path()
+        .context("cannot tell where user units go: neither XDG_CONFIG_HOME nor HOME is set")?;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    std::fs::write(&path, unit).with_context(|| format!("cannot write {}", path.display()))?;
+    println!("wrote {}", path.display());
+    println!("now run (stop a daemon already running on this home first: nodeguard kill):");
+    println!(
+        "  systemctl --user daemon-reload && systemctl --user enable --now {}",
+        startup::UNIT_NAME
+    );
+    println!("to start it at boot rather than at your first login, also run:");
+    println!("  loginctl enable-linger \"$USER\"");
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(super) fn print_done(outcome: Outcome) -> anyhow::Result<()> {
+    let Outcome::Done { apps } = outcome else {
+        anyhow::bail!("unexpected answer from the supervisor");
+    };
+    print!("{}", render::status_table(&apps));
+    Ok(())
+}
