@@ -2,12 +2,17 @@
 //! [`Event`]s for the pure [`Worker`] state machine, performs the actions it returns, and publishes
 //! a snapshot after every step.
 
+mod commands;
+mod failure;
 mod reports;
 mod snapshot;
 mod spawn;
 #[cfg(test)]
 mod tests;
 
+pub use commands::{CommandError, CommandResult, WorkerCommand};
+use commands::{Goal, Waiter};
+pub use failure::watch_task;
 pub use snapshot::WorkerSnapshot;
 
 use std::collections::VecDeque;
@@ -77,55 +82,6 @@ impl WorkerHandle {
     }
 }
 
-/// The answer to a command: `Err` says why the effect did not happen.
-pub type CommandResult = Result<(), CommandError>;
-
-/// Why a command's effect did not happen.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum CommandError {
-    #[error("stopped before it was running")]
-    StoppedBeforeRunning,
-    #[error("exited while starting ({last_exit})")]
-    ExitedWhileStarting { last_exit: String },
-    /// The app rests errored; `why` is the machine's reason.
-    #[error("{why}")]
-    Errored { why: String },
-    /// The supervisor shut down or the app was removed while the command waited.
-    #[error("the app was stopped")]
-    AppStopped,
-    /// A later command with another goal came first (e.g. a restart while a stop waited).
-    #[error("a {by} came before it was done")]
-    Superseded { by: &'static str },
-    /// The app's task ended before it answered.
-    #[error("its task ended")]
-    TaskEnded,
-    /// A cluster instance missed its ready timeout; it is killed and restarted.
-    #[error("{why}")]
-    NotReady { why: String },
-    /// The process could not be started; the task retries after a backoff.
-    #[error("could not start ({last_exit}); retrying after a backoff within the restart budget")]
-    SpawnFailed { last_exit: String },
-}
-
-/// An operator's request to one app. Each reply is sent once the effect has happened.
-#[derive(Debug)]
-pub enum WorkerCommand {
-    /// Start if stopped or errored; replies once the process runs.
-    Start(oneshot::Sender<CommandResult>),
-    /// Stop gracefully; replies once the process has exited.
-    Stop(oneshot::Sender<CommandResult>),
-    /// Replace the process; replies once the new one runs.
-    Restart(oneshot::Sender<CommandResult>),
-    /// Stop and end the task; replies once the process has exited.
-    Remove(oneshot::Sender<CommandResult>),
-    /// The recent events, at once.
-    Describe(oneshot::Sender<Vec<AppEvent>>),
-    /// Adds an event to the history (e.g. a reload that was aborted), and logs it.
-    Record(AppEvent),
-    /// Puts the history of the instance this one replaces before its own (reloads).
-    Inherit(Vec<AppEvent>),
-}
-
 /// Events kept per app for `describe`.
 pub const EVENT_HISTORY: usize = 50;
 
@@ -138,20 +94,6 @@ pub struct Origins {
     pub stopped: bool,
     /// A reload's replacement: until its first ready, failing means errored, not restarted.
     pub fail_fast: bool,
-}
-
-/// What a waiting reply needs to see.
-#[derive(Debug, Clone, Copy)]
-enum Goal {
-    /// A ready process of at least this spawn generation.
-    Running { generation: u64 },
-    /// Stopped or errored.
-    AtRest,
-}
-
-struct Waiter {
-    goal: Goal,
-    reply: oneshot::Sender<CommandResult>,
 }
 
 /// The task that supervises one app.
@@ -186,36 +128,6 @@ pub struct WorkerTask {
     spawn_key: u64,
     /// Holds a lease on `listeners` (from its first spawn until it comes to rest).
     leased: bool,
-}
-
-/// Waits for an app's task to end; if it ended by a panic (or was cancelled) rather than
-/// returning, SIGKILLs the process group of the last pid it published, logs the failure and
-/// returns why, so the supervisor can put an errored entry in its place.
-pub async fn watch_task(
-    task: tokio::task::JoinHandle<()>,
-    snapshot: watch::Receiver<WorkerSnapshot>,
-    name: String,
-) -> Option<String> {
-    let error = task.await.err()?;
-    let why = if error.is_panic() {
-        let payload = error.into_panic();
-        let text = payload
-            .downcast_ref::<&str>()
-            .map(|text| (*text).to_string())
-            .or_else(|| payload.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "a panic".to_string());
-        format!("the supervisor's task for this app failed ({text})")
-    } else {
-        "the supervisor's task for this app was cancelled".to_string()
-    };
-    let pid = snapshot.borrow().pid;
-    if let Some(pid) = pid {
-        if let Err(error) = platform::signal_group(pid, StopSignal::Kill) {
-            tracing::error!(%error, pid, "cannot kill the process group of a failed app task");
-        }
-    }
-    tracing::error!(app = %name, ?pid, "{why}; its process group was killed");
-    Some(why)
 }
 
 /// Keys for [`proctree::ENV_SPAWN_KEY`], unique within this supervisor.
@@ -310,15 +222,6 @@ impl WorkerTask {
         (task, handle)
     }
 
-    /// A task for an app whose previous task failed: it begins at rest, errored with `why`, and
-    /// from there obeys start, restart, stop and delete as any other.
-    pub fn begin_errored(mut self, why: String) -> Self {
-        self.machine.last_exit = Some(why.clone());
-        self.machine.phase = Phase::Errored { why };
-        self.begin_stopped = true;
-        self
-    }
-
     /// Supervises the app until it is removed, or `stop` (graceful) or `force` fires, and it has
     /// come to rest.
     pub async fn run(mut self, stop: CancellationToken, force: CancellationToken) {
@@ -393,119 +296,6 @@ impl WorkerTask {
         }
         .instrument(span)
         .await
-    }
-
-    /// Registers the command's reply and returns the event it means for the machine, if any.
-    fn on_command(&mut self, command: WorkerCommand) -> Option<Event> {
-        let next_generation = self.generation + 1;
-        let (event, goal, reply) = match command {
-            WorkerCommand::Start(reply) => {
-                let generation = if self.machine.is_at_rest() {
-                    next_generation
-                } else {
-                    self.generation
-                };
-                (Event::Start, Goal::Running { generation }, reply)
-            }
-            WorkerCommand::Restart(reply) => {
-                // A stop still waiting for the process to exit will not see it rest: the restart
-                // starts it again. Answer it now rather than never.
-                self.supersede_stops("restart");
-                (
-                    Event::Restart,
-                    Goal::Running {
-                        generation: next_generation,
-                    },
-                    reply,
-                )
-            }
-            WorkerCommand::Stop(reply) => (Event::Stop, Goal::AtRest, reply),
-            WorkerCommand::Remove(reply) => {
-                self.ending = true;
-                (Event::Stop, Goal::AtRest, reply)
-            }
-            WorkerCommand::Describe(reply) => {
-                let _ = reply.send(self.events.iter().cloned().collect());
-                return None;
-            }
-            WorkerCommand::Record(event) => {
-                tracing::info!("{}: {}", event.kind, event.message);
-                self.remember(event);
-                return None;
-            }
-            WorkerCommand::Inherit(earlier) => {
-                let mut events: VecDeque<AppEvent> = earlier.into();
-                events.append(&mut self.events);
-                while events.len() > EVENT_HISTORY {
-                    events.pop_front();
-                }
-                self.events = events;
-                return None;
-            }
-        };
-        self.waiters.push(Waiter { goal, reply });
-        Some(event)
-    }
-
-    /// Answers every waiter for a stop (the app at rest) with `Superseded { by }`.
-    fn supersede_stops(&mut self, by: &'static str) {
-        let (stops, others): (Vec<Waiter>, Vec<Waiter>) = self
-            .waiters
-            .drain(..)
-            .partition(|waiter| matches!(waiter.goal, Goal::AtRest));
-        self.waiters = others;
-        for waiter in stops {
-            let _ = waiter.reply.send(Err(CommandError::Superseded { by }));
-        }
-    }
-
-    /// Answers every waiter whose goal was reached or can no longer be.
-    fn resolve_waiters(&mut self) {
-        if self.waiters.is_empty() {
-            return;
-        }
-        let phase = &self.machine.phase;
-        let generation = self.generation;
-        let last_exit = self.machine.last_exit.clone().unwrap_or_default();
-        let mut still_waiting = Vec::new();
-        for waiter in self.waiters.drain(..) {
-            let result = match (waiter.goal, phase) {
-                (Goal::AtRest, Phase::Stopped | Phase::Errored { .. }) => Some(Ok(())),
-                (Goal::Running { generation: wanted }, Phase::Live { ready: true, .. })
-                    if generation >= wanted =>
-                {
-                    Some(Ok(()))
-                }
-                (Goal::Running { .. }, Phase::Errored { why }) => {
-                    Some(Err(CommandError::Errored { why: why.clone() }))
-                }
-                (Goal::Running { .. }, Phase::Stopped) => {
-                    Some(Err(CommandError::StoppedBeforeRunning))
-                }
-                (Goal::Running { generation: wanted }, Phase::Backoff { .. })
-                    if generation >= wanted && last_exit.starts_with(SPAWN_FAILED) =>
-                {
-                    Some(Err(CommandError::SpawnFailed {
-                        last_exit: last_exit.clone(),
-                    }))
-                }
-                (Goal::Running { generation: wanted }, Phase::Backoff { .. })
-                    if generation >= wanted =>
-                {
-                    Some(Err(CommandError::ExitedWhileStarting {
-                        last_exit: last_exit.clone(),
-                    }))
-                }
-                _ => None,
-            };
-            match result {
-                Some(result) => {
-                    let _ = waiter.reply.send(result);
-                }
-                None => still_waiting.push(waiter),
-            }
-        }
-        self.waiters = still_waiting;
     }
 
     /// The first spawn (unless restored as stopped).
@@ -589,45 +379,6 @@ impl WorkerTask {
         }
         self.publish();
         self.resolve_waiters();
-    }
-
-    /// The current process missed its ready timeout: whoever waits for it to run (`start`) hears
-    /// why now, instead of waiting through restarts that may never get ready either. A reload's
-    /// fail-fast replacement is answered when it rests errored.
-    fn fail_starting_waiters(&mut self, waited: Duration) {
-        if self.machine.fail_fast {
-            return;
-        }
-        let spec = &self.spec;
-        let what = if spec.listen.is_empty() {
-            "call ready() (wait-ready)".to_string()
-        } else {
-            let addresses: Vec<String> = spec.listen.iter().map(ToString::to_string).collect();
-            format!("listen on {}", addresses.join(", "))
-        };
-        // `start` puts the app's name before it.
-        let who = match spec.shown_instance() {
-            Some(instance) => format!("instance {instance} "),
-            None => String::new(),
-        };
-        let why = format!(
-            "{who}did not {what} within {}; it was killed and is restarted within the restart \
-             budget",
-            human(waited)
-        );
-        let generation = self.generation;
-        let mut still_waiting = Vec::new();
-        for waiter in self.waiters.drain(..) {
-            match waiter.goal {
-                Goal::Running { generation: wanted } if generation >= wanted => {
-                    let _ = waiter
-                        .reply
-                        .send(Err(CommandError::NotReady { why: why.clone() }));
-                }
-                _ => still_waiting.push(waiter),
-            }
-        }
-        self.waiters = still_waiting;
     }
 
     async fn perform(&mut self, action: Action) -> Option<Event> {
