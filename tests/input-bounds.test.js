@@ -105,6 +105,30 @@ test('a planted dump.json is held to the name rules and cannot make ids wrap', a
   assert.deepEqual(apps.map((a) => [a.id, a.name]), [[0, 'keeper']], 'a planted app was brought back');
 });
 
+test('a planted dump.json claiming u32::MAX instances is refused at once, not scanned id by id', async (t) => {
+  const d = new h.DaemonHome(t);
+  await d.ok(['start', 'idle.js', '--name', 'keeper']);
+  await d.ok(['kill']);
+  const dump = path.join(d.home, 'dump.json');
+  const saved = JSON.parse(fs.readFileSync(dump, 'utf8'));
+  const keeper = saved.apps[0];
+  saved.apps.push({ ...keeper, id: 7, definition: { ...keeper.definition, name: 'huge', instances: 4294967295 }, instances: [] });
+  fs.writeFileSync(dump, JSON.stringify(saved), { mode: 0o600 });
+  // Before the fix the daemon scanned four billion ids first and answered nothing for 8-16 s; the
+  // bound only says "it did not do that", generously for a loaded machine.
+  const started = Date.now();
+  const result = await d.cli(['resurrect']);
+  const took = Date.now() - started;
+  assert.equal(result.code, 1, `resurrect: exit ${result.code}\n${result.stdout}${result.stderr}`);
+  const lines = result.stderr.split('\n').filter((l) => l.trim() !== '');
+  assert.equal(lines.length, 1, `want one line, got:\n${result.stderr}`);
+  assert.match(lines[0], /huge/);
+  assert.match(lines[0], /instances/);
+  assert.ok(took < 4_000, `resurrect took ${took} ms`);
+  const apps = await d.status();
+  assert.deepEqual(apps.map((a) => [a.id, a.name]), [[0, 'keeper']]);
+});
+
 test('names that need escaping get their own log files: a/b and a-b do not share one', async (t) => {
   const d = new h.DaemonHome(t);
   await d.ok(['start', 'idle.js', '--name', 'a/b', '--', 'from-a-slash-b']);
