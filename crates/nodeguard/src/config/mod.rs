@@ -371,6 +371,15 @@ pub const MAX_MEMORY: u64 = 1 << 50;
 
 /// A memory limit is at most [`MAX_MEMORY`].
 pub fn check_memory(bytes: u64) -> Result<(), ConfigError> {
+    // The command line and config files refuse 0 when they parse it; a crafted control client or
+    // dump.json must not get past with it either (the app would be restarted at every heartbeat).
+    if bytes == 0 {
+        return Err(ConfigError::Policy(
+            "a memory limit of 0 bytes would restart the app at every heartbeat; leave it out \
+             for no limit"
+                .to_string(),
+        ));
+    }
     if bytes > MAX_MEMORY {
         return Err(ConfigError::Policy(format!(
             "a memory limit of {bytes} bytes is too large (at most 1024T)"
@@ -564,6 +573,13 @@ mod tests {
         for name in &names {
             assert_eq!(name_problem(name), None, "{name:?}");
         }
+    }
+
+    #[test]
+    fn a_zero_or_huge_memory_limit_is_refused_wherever_it_comes_from() {
+        assert!(check_memory(0).is_err());
+        assert!(check_memory(MAX_MEMORY + 1).is_err());
+        assert!(check_memory(200 << 20).is_ok());
     }
 
     #[test]
