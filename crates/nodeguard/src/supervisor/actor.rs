@@ -353,7 +353,9 @@ impl Supervisor {
                 Ok(()) => Outcome::Done {
                     apps: self.apps.iter().map(WorkerHandle::status).collect(),
                 },
-                Err(message) => Outcome::Error { message },
+                Err(error) => Outcome::Error {
+                    message: error.to_string(),
+                },
             },
             Command::Resurrect => return self.resurrect(reply),
             Command::Kill => return self.kill(reply),

@@ -12,6 +12,18 @@ use super::*;
 use crate::config;
 use crate::io::state_file::StateError;
 
+/// Why the app list was not written to the state file.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum PersistError {
+    #[error("this supervisor keeps no state file (foreground mode)")]
+    NoStateFile,
+    /// The home is no longer this supervisor's (deleted, or made anew by another).
+    #[error("not writing {}: {reason}", path.display())]
+    HomeLost { path: PathBuf, reason: String },
+    #[error(transparent)]
+    Write(#[from] StateError),
+}
+
 /// Why there is nothing to resurrect.
 #[derive(Debug, thiserror::Error)]
 pub(super) enum ResurrectError {
@@ -25,9 +37,9 @@ pub(super) enum ResurrectError {
 
 impl Supervisor {
     /// Writes the app list to the state file, if this supervisor keeps one.
-    pub(super) fn persist(&self) -> Result<(), String> {
+    pub(super) fn persist(&self) -> Result<(), PersistError> {
         let Some(path) = &self.state_file else {
-            return Err("this supervisor keeps no state file (foreground mode)".to_string());
+            return Err(PersistError::NoStateFile);
         };
         // One entry per app (not per instance): its first instance's id, the counters summed
         // and per instance, and stopped only if every instance was stopped.
@@ -78,9 +90,12 @@ impl Supervisor {
             apps,
         };
         if let Some(reason) = self.home_watch.lost() {
-            return Err(format!("not writing {}: {reason}", path.display()));
+            return Err(PersistError::HomeLost {
+                path: path.clone(),
+                reason,
+            });
         }
-        state_file::write(path, &saved).map_err(|e| e.to_string())?;
+        state_file::write(path, &saved)?;
         self.saved_counts.set(self.counts());
         Ok(())
     }
