@@ -3,9 +3,8 @@
 
 use crate::config::{self, AppSpec};
 use crate::io::listen::SharedListeners;
-use crate::io::proctree;
 use crate::supervisor::worker::{
-    CommandResult, Origins, WorkerCommand, WorkerContext, WorkerHandle, WorkerSnapshot, WorkerTask,
+    CommandResult, Origins, WorkerCommand, WorkerContext, WorkerHandle, WorkerTask,
 };
 use nodeguard_proto::control::{
     AppDefinition, AppDescription, AppStatus, Command, Outcome, Target,
@@ -13,7 +12,7 @@ use nodeguard_proto::control::{
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::task::TaskTracker;
 
 use super::*;
@@ -53,22 +52,6 @@ pub(super) struct Supervisor {
     pub(super) exit_when_done: bool,
     /// Why the run ended, if every app came to rest on its own: whether all ended cleanly.
     pub(super) apps_finished: Option<bool>,
-}
-
-/// What an awaiting task needs to report on an app once its command is done.
-pub(super) struct Watched {
-    pub(super) spec: Arc<AppSpec>,
-    pub(super) snapshot: watch::Receiver<WorkerSnapshot>,
-    pub(super) tree: watch::Receiver<Arc<proctree::TreeSnapshot>>,
-}
-
-impl Watched {
-    pub(super) fn status(&self) -> AppStatus {
-        let tree = self.tree.borrow().clone();
-        self.snapshot
-            .borrow()
-            .to_status(&self.spec, tokio::time::Instant::now(), &tree)
-    }
 }
 
 impl Supervisor {
@@ -620,84 +603,4 @@ pub(super) enum Change {
     Run,
     /// It leaves the table.
     Forget,
-}
-
-pub(super) fn watched(handle: &WorkerHandle) -> Watched {
-    Watched {
-        spec: handle.spec.clone(),
-        snapshot: handle.snapshot.clone(),
-        tree: handle.tree.clone(),
-    }
-}
-
-/// Why a command found no app for `target`.
-pub(super) fn no_match(target: &Target) -> String {
-    if target.is_all() {
-        "there are no apps".to_string()
-    } else {
-        format!("no app named or numbered '{}'", target.0)
-    }
-}
-
-pub(super) fn matches_target(handle: &WorkerHandle, target: &Target) -> bool {
-    target.is_all()
-        || handle.spec.name == target.0
-        || target.0.parse::<u32>().ok() == Some(handle.spec.id)
-}
-
-/// [`report_when_done`], but an app list that could not be saved (`saved`) makes the answer an
-/// error as well.
-pub(super) async fn report_saved_when_done(
-    pending: Vec<(Watched, oneshot::Receiver<CommandResult>)>,
-    saved: Result<(), String>,
-    reply: oneshot::Sender<Outcome>,
-) {
-    let (done, answer) = oneshot::channel();
-    report_when_done(pending, done).await;
-    forward_saved(answer, saved, reply).await;
-}
-
-/// Passes a command's answer on; an app list that could not be saved (`saved`) makes it an error.
-pub(super) async fn forward_saved(
-    answer: oneshot::Receiver<Outcome>,
-    saved: Result<(), String>,
-    reply: oneshot::Sender<Outcome>,
-) {
-    let Ok(outcome) = answer.await else {
-        return;
-    };
-    let outcome = match (outcome, saved) {
-        (outcome, Ok(())) => outcome,
-        (Outcome::Error { message }, Err(unsaved)) => Outcome::Error {
-            message: format!("{message}; {unsaved}"),
-        },
-        (_, Err(unsaved)) => Outcome::Error { message: unsaved },
-    };
-    let _ = reply.send(outcome);
-}
-
-/// Waits for every app's answer, then sends `Done` with their statuses, or an `Error` naming each
-/// app whose command failed.
-pub(super) async fn report_when_done(
-    pending: Vec<(Watched, oneshot::Receiver<CommandResult>)>,
-    reply: oneshot::Sender<Outcome>,
-) {
-    let mut failures = Vec::new();
-    let mut apps = Vec::new();
-    for (app, answer) in pending {
-        match answer.await {
-            Ok(Ok(())) => {}
-            Ok(Err(why)) => failures.push(format!("{}: {why}", app.spec.name)),
-            Err(_) => failures.push(format!("{}: the app's task ended", app.spec.name)),
-        }
-        apps.push(app.status());
-    }
-    let outcome = if failures.is_empty() {
-        Outcome::Done { apps }
-    } else {
-        Outcome::Error {
-            message: failures.join("; "),
-        }
-    };
-    let _ = reply.send(outcome);
 }

@@ -16,13 +16,18 @@ pub mod api;
 pub mod events;
 mod persist;
 mod reload;
+mod replies;
 pub mod settings;
 pub mod spawner;
 pub mod worker;
 
-use actor::{report_saved_when_done, watched, Supervisor, Watched};
+use actor::Supervisor;
 pub use api::ControlRequest;
 use reload::{reload_task, Internal, Member, ReloadGroup};
+use replies::{
+    forward_saved, matches_target, no_match, report_saved_when_done, report_when_done, watched,
+    Watched,
+};
 pub use settings::{ServiceOptions, SupervisorConfig};
 
 use std::io;
