@@ -111,6 +111,7 @@ test('ecosystem.json with comments and trailing commas is read as PM2 reads it; 
   assert.equal(reply.pid, web.pid);
   assert.equal(reply.nodeEnv, 'staging');
   assert.equal(fs.readlinkSync(`/proc/${web.pid}/cwd`), dir, 'cwd "." is the config file\'s directory');
+  assert.ok(h.procArgv(web.pid).includes('--no-deprecation'), `interpreterArgs reach node: ${h.procArgv(web.pid)}`);
   const def = await definition(d, 'web');
   assert.equal(def.min_uptime_ms, 5000);
   assert.equal(def.max_restarts, 10);

@@ -84,6 +84,8 @@ impl Checker<'_> {
         let args = self.words_field(&mut fields, "args");
         let mut node_args = self.words_field(&mut fields, "node_args");
         node_args.extend(self.words_field(&mut fields, "interpreter_args"));
+        // PM2's camel-case alias of interpreter_args.
+        node_args.extend(self.words_field(&mut fields, "interpreterArgs"));
         let mut env = fields
             .remove("env")
             .map(|value| self.env(value))

@@ -996,7 +996,7 @@ mod tests {
             ),
             (
                 "commented.json",
-                "// PM2 evaluates .json as JavaScript\n{\n  apps: [\n    { name: 'web', script: 'app.js', /* inline */ args: ['--port', 8080], },\n  ],\n}\n",
+                "// PM2 evaluates .json as JavaScript\n{\n  apps: [\n    { name: 'web', script: 'app.js', /* inline */ args: ['--port', 8080], interpreterArgs: '--no-warnings', },\n  ],\n}\n",
             ),
             ("bare.json", r#"{"name":"solo","script":"app.js","port":4000,"watch":false}"#),
         ]);
@@ -1027,6 +1027,7 @@ mod tests {
         assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
         assert_eq!(loaded.apps[0].name, "web");
         assert_eq!(loaded.apps[0].args, ["--port", "8080"]);
+        assert_eq!(loaded.apps[0].node_args, ["--no-warnings"]);
 
         let loaded = load(&dir.join("bare.json"), &defaults()).expect("one app loads");
         assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
