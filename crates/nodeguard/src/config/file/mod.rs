@@ -236,11 +236,11 @@ pub enum ConfigFileError {
         file.display()
     )]
     UnsupportedType { file: PathBuf },
-    #[error("{}:{line}:{column}: invalid YAML: {message}", file.display())]
+    /// `at` is `:line:column`, or empty when the parser gives no place.
+    #[error("{}{at}: invalid YAML: {message}", file.display())]
     Yaml {
         file: PathBuf,
-        line: usize,
-        column: usize,
+        at: String,
         message: String,
     },
     #[error("{}:{line}:{column}: invalid JSON: {message}", file.display())]
@@ -349,14 +349,57 @@ fn read_json(path: &Path, node: &Path, timeout: Duration) -> Result<Value, Confi
     }
 }
 
+/// The YAML parser's own nesting limit; deeper flow collections are refused before parsing,
+/// because its scanner slows down quadratically with their depth (100k `[` take over a minute).
+const MAX_YAML_NESTING: usize = 128;
+
+/// True if `[`/`{` nest deeper than `limit` outside quotes and comments (quotes are tracked per
+/// line: an approximation that can only err on the side of parsing).
+fn flow_nesting_exceeds(text: &str, limit: usize) -> bool {
+    let mut depth = 0usize;
+    for line in text.lines() {
+        let mut quote = None;
+        let mut previous = ' ';
+        for ch in line.chars() {
+            match quote {
+                Some(open) if ch == open => quote = None,
+                Some(_) => {}
+                None => match ch {
+                    '\'' | '"' => quote = Some(ch),
+                    '#' if previous.is_whitespace() => break,
+                    '[' | '{' => {
+                        depth += 1;
+                        if depth > limit {
+                            return true;
+                        }
+                    }
+                    ']' | '}' => depth = depth.saturating_sub(1),
+                    _ => {}
+                },
+            }
+            previous = ch;
+        }
+    }
+    false
+}
+
 /// A YAML file (as PM2 reads `process.yml`), merge keys (`<<: *defaults`) applied, as JSON.
 fn read_yaml(path: &Path) -> Result<Value, ConfigFileError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigFileError::Read {
         file: path.to_path_buf(),
         source,
     })?;
+    if flow_nesting_exceeds(&text, MAX_YAML_NESTING) {
+        return Err(ConfigFileError::Yaml {
+            file: path.to_path_buf(),
+            at: String::new(),
+            message: format!("nested deeper than {MAX_YAML_NESTING} levels of [ ] or {{ }}"),
+        });
+    }
     let syntax = |err: serde_norway::Error| {
-        let (line, column) = err.location().map_or((0, 0), |at| (at.line(), at.column()));
+        let at = err
+            .location()
+            .map_or_else(String::new, |at| format!(":{}:{}", at.line(), at.column()));
         let full = err.to_string();
         let message = match full.find(" at line ") {
             Some(at) => full[..at].to_string(),
@@ -364,8 +407,7 @@ fn read_yaml(path: &Path) -> Result<Value, ConfigFileError> {
         };
         ConfigFileError::Yaml {
             file: path.to_path_buf(),
-            line,
-            column,
+            at,
             message,
         }
     };
@@ -939,11 +981,32 @@ mod tests {
         assert!(err.to_string().contains("SyntaxError"), "{err}");
         assert!(err.to_string().ends_with("(line 3)"), "{err}");
         let err = load(&dir.join("broken.yml"), &defaults()).expect_err("yaml syntax");
-        assert!(
-            matches!(err, ConfigFileError::Yaml { line: 3, .. }),
-            "{err:?}"
-        );
+        assert!(matches!(err, ConfigFileError::Yaml { .. }), "{err:?}");
         assert!(err.to_string().contains("broken.yml:3:"), "{err}");
+        // Deep nesting and alias bombs are refused at once, in one line.
+        let deep = format!("apps: {}{}\n", "[".repeat(100_000), "]".repeat(100_000));
+        let mut bomb = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+        for level in 1..12 {
+            let refs = vec![format!("*a{}", level - 1); 10].join(", ");
+            bomb.push_str(&format!("a{level}: &a{level} [{refs}]\n"));
+        }
+        bomb.push_str("apps: *a11\n");
+        let bombs = temp_dir(&[("deep.yml", &deep), ("bomb.yaml", &bomb)]);
+        let started = Instant::now();
+        for (name, says) in [
+            ("deep.yml", "nested deeper than 128 levels"),
+            ("bomb.yaml", "repetition limit exceeded"),
+        ] {
+            let err = load(&bombs.join(name), &defaults()).expect_err(name);
+            assert!(matches!(err, ConfigFileError::Yaml { .. }), "{err:?}");
+            assert!(err.to_string().contains(says), "{err}");
+            assert_eq!(err.to_string().lines().count(), 1, "{err}");
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
         let err = load(&dir.join("empty.json"), &defaults()).expect_err("empty");
         assert!(matches!(err, ConfigFileError::NoApps { .. }), "{err:?}");
         let err = load(&dir.join("noapps.json"), &defaults()).expect_err("no apps");
