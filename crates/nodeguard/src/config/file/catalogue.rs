@@ -77,10 +77,10 @@ pub(super) const NOT_SUPPORTED: &[(&str, &str)] = &[
     ("user", "apps run as the daemon's user; run the daemon as that user"),
     ("gid", "apps run as the daemon's group; run the daemon as that user"),
     ("username", "apps run as the daemon's user; run the daemon as that user"),
-    ("name_prefix", ""),
-    ("install_url", ""),
+    ("name_prefix", "the name is used as written, with no prefix"),
+    ("install_url", "nothing is installed from a URL"),
     ("execute_command", ""),
-    ("write", ""),
+    ("write", "PM2's internal flag has no meaning here"),
     (
         "disable_trace",
         "there is no PM2.io transaction tracing",
@@ -109,8 +109,14 @@ pub(super) const NOT_SUPPORTED: &[(&str, &str)] = &[
     ),
     ("increment_var", ""),
     ("filter_env", ""),
-    ("namespace", ""),
-    ("post_update", ""),
+    (
+        "namespace",
+        "there are no namespaces; address apps by name, id or `all`",
+    ),
+    (
+        "post_update",
+        "nothing pulls and restarts the app from outside; run these commands in your deployment",
+    ),
     ("append_env_to_name", ""),
     ("shutdown_with_message", ""),
     ("max_memory_restart_interval", ""),
@@ -142,6 +148,7 @@ pub(super) fn changes_nothing(field: &str, value: &serde_json::Value) -> bool {
         // Only Windows has console windows; PM2's own retry interval while stopping.
         "windowsHide" | "disable_source_map_support" | "kill_retry_time" => true,
         "namespace" => value.as_str() == Some("default"),
+        "post_update" => value.as_array().is_some_and(Vec::is_empty),
         _ => false,
     }
 }
