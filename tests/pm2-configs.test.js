@@ -169,3 +169,26 @@ test('an ESM ecosystem.config.mjs runs; exec_mode cluster without listen says wh
     assert.equal(h.procEnv(row.pid).QUEUE, 'crunch');
   }
 });
+
+test('exec_mode cluster without listen does what its warning says: one instance serves, the other fails with EADDRINUSE and `start` fails', async (t) => {
+  const { dir, port } = await stage(t);
+  const d = new h.DaemonHome(t);
+  const r = await d.cli(['start', 'cluster.config.js'], { cwd: dir });
+  const [warning, ...others] = warnings(r.stderr);
+  assert.deepEqual(others, [], r.stderr);
+  assert.match(warning, /app 'api-cluster': field 'exec_mode' is 'cluster' but the app has no 'listen': .* runs 2 separate processes/);
+  assert.match(warning, /the others exit with EADDRINUSE \(so `start` fails\) and are restarted with backoff/);
+  assert.equal(r.code, 1, `start should fail as the warning says: ${r.stderr}`);
+  assert.match(r.stderr, /api-cluster: exited while starting/);
+
+  const rows = await d.waitForStatus(
+    (apps) => {
+      const mine = apps.filter((a) => a.name === 'api-cluster');
+      return mine.some((a) => a.state === 'running') && mine.some((a) => a.restarts > 0) ? mine : null;
+    },
+    { what: 'one instance running, the other restarting' },
+  );
+  const serving = rows.find((a) => a.state === 'running');
+  assert.equal((await json(port(5))).pid, serving.pid, 'the instance that bound the port serves');
+  await lineIn(d, path.join(d.home, 'logs', 'api-cluster-err.log'), /EADDRINUSE/);
+});
