@@ -7,7 +7,7 @@
 //    Afterwards the daemon is the same process, answers `status`, its apps still run (the witness
 //    app keeps its pid and its heartbeats, apps a fuzzed start brought up can be deleted) and
 //    `stop all` leaves every app at rest; daemon.log has no panic.
-// 2. `nodeguard start <mutated config.json>`: exit 0, 1 or 2 with one error line (a config's
+// 2. `nodeguard start <mutated config.json or .yml>`: exit 0, 1 or 2 with one error line (a config's
 //    problems one line each, naming the file), never a panic, in the CLI or in the daemon.
 // 3. Mutated dump.json: `nodeguard resurrect` against a running daemon, and `nodeguard daemon
 //    --resurrect` from scratch: a clean result or one line, never a panic, ids stay unique, and
@@ -675,7 +675,7 @@ function assertOneLineErrors(stderr, file, journal) {
   return errors;
 }
 
-test('nodeguard start with mutated JSON config files: a clean start or one line per problem, never a panic', async (t) => {
+test('nodeguard start with mutated JSON and YAML config files: a clean start or one line per problem, never a panic', async (t) => {
   const d = new h.DaemonHome(t);
   const dir = scratch(t);
   const base = {
@@ -695,9 +695,10 @@ test('nodeguard start with mutated JSON config files: a clean start or one line 
   let ran = 0;
   for (let i = 0; i < CONFIG_CASES && performance.now() - started < 3 * PHASE_BUDGET_MS; i++, ran++) {
     const rng = rngFor(4, i);
-    const file = path.join(dir, `c${i}.json`);
-    let bytes;
     const choice = rng.below(10);
+    // Damaged text is also read as YAML (JSON is YAML), half the time.
+    const file = path.join(dir, `c${i}.${choice < 2 && rng.chance(2) ? 'yml' : 'json'}`);
+    let bytes;
     if (choice < 2) {
       // Damaged text, from a base whose log paths a flipped bit cannot move out of the scratch dir.
       bytes = mutateBytes(toJson({ apps: [{ ...base.apps[0], out_file: undefined, error_file: undefined }] }, true), rng);

@@ -14,7 +14,8 @@ use super::*;
 /// `nodeguard start`.
 #[derive(Debug, Args)]
 pub struct StartArgs {
-    /// The script to run, or a config file (*.json, *.config.js such as PM2's ecosystem.config.js)
+    /// The script to run, or a config file (*.json, *.yml, *.yaml, *.config.js|cjs|mjs, such as
+    /// PM2's ecosystem.config.js or process.yml)
     /// whose apps to start.
     #[arg(value_name = "SCRIPT|CONFIG")]
     pub script: PathBuf,
@@ -120,7 +121,8 @@ pub struct StartPlan {
 
 impl StartArgs {
     /// Validates the script or config file locally (scripts, node, timing) and describes the
-    /// apps for the daemon. A config file is recognised as PM2 does: `*.json` or `*.config.js`.
+    /// apps for the daemon. A config file is recognised as PM2 does: `*.json`, `*.yml`, `*.yaml`
+    /// or `*.config.{js,cjs,mjs}`.
     pub fn into_plan(self) -> Result<StartPlan, StartError> {
         if self.http.is_some() {
             return Err(StartError::HttpBelongsToTheDaemon);

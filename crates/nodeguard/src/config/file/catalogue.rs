@@ -3,9 +3,87 @@
 
 /// Fields nodeguard knows from PM2 but does not act on, with what to tell the user.
 pub(super) const NOT_SUPPORTED: &[(&str, &str)] = &[
+    // PM2's logging fields (`output`/`error` and the other aliases of out_file/error_file, `time`,
+    // `merge_logs` and `log_date_format` are read by the checker).
     (
-        "exec_mode",
-        "cluster mode is not supported yet; the app runs as one process",
+        "log_file",
+        "no combined log of stdout and stderr is written: stdout goes to out_file, stderr to \
+         error_file, and `nodeguard logs <app>` shows both",
+    ),
+    (
+        "log",
+        "no combined log of stdout and stderr is written: stdout goes to out_file, stderr to \
+         error_file, and `nodeguard logs <app>` shows both",
+    ),
+    (
+        "log_type",
+        "log lines are written as plain text, not as JSON objects",
+    ),
+    (
+        "pid_file",
+        "no pid file is written; `nodeguard status --json` gives each process's pid",
+    ),
+    (
+        "pid",
+        "no pid file is written; `nodeguard status --json` gives each process's pid",
+    ),
+    (
+        "disable_logs",
+        "the output is still written to out_file and error_file; `nodeguard flush` empties them",
+    ),
+    // PM2's own machinery, and PM2.io (Keymetrics).
+    (
+        "source_map_support",
+        "no source-map-support is injected; add `--enable-source-maps` to node_args",
+    ),
+    (
+        "treekill",
+        "stopping an app always signals its whole process group",
+    ),
+    (
+        "force",
+        "an app name runs once; `nodeguard restart <app>` restarts it",
+    ),
+    (
+        "vizion",
+        "no versioning (git) metadata is collected",
+    ),
+    (
+        "pmx",
+        "there is no PM2.io integration; metrics are served at /metrics (`nodeguard daemon --http ADDR`)",
+    ),
+    (
+        "automation",
+        "there is no PM2.io integration; metrics are served at /metrics (`nodeguard daemon --http ADDR`)",
+    ),
+    (
+        "trace",
+        "there is no PM2.io transaction tracing",
+    ),
+    (
+        "v8",
+        "there is no PM2.io integration; heap figures are in `nodeguard status --json`",
+    ),
+    (
+        "event_loop_inspector",
+        "there is no PM2.io integration; event-loop delay is in `nodeguard status --json`",
+    ),
+    (
+        "deep_monitoring",
+        "there is no PM2.io integration; metrics are served at /metrics (`nodeguard daemon --http ADDR`)",
+    ),
+    ("io", "there is no PM2.io integration"),
+    ("uid", "apps run as the daemon's user; run the daemon as that user"),
+    ("user", "apps run as the daemon's user; run the daemon as that user"),
+    ("gid", "apps run as the daemon's group; run the daemon as that user"),
+    ("username", "apps run as the daemon's user; run the daemon as that user"),
+    ("name_prefix", "the name is used as written, with no prefix"),
+    ("install_url", "nothing is installed from a URL"),
+    ("execute_command", ""),
+    ("write", "PM2's internal flag has no meaning here"),
+    (
+        "disable_trace",
+        "there is no PM2.io transaction tracing",
     ),
     ("watch", "restarting on file changes is not supported"),
     (
@@ -17,27 +95,6 @@ pub(super) const NOT_SUPPORTED: &[(&str, &str)] = &[
         "restarting on file changes is not supported",
     ),
     ("cron_restart", "scheduled restarts are not supported"),
-    (
-        "merge_logs",
-        "per-instance logs do not apply (one process runs)",
-    ),
-    (
-        "combine_logs",
-        "per-instance logs do not apply (one process runs)",
-    ),
-    (
-        "log_date_format",
-        "timestamps (with `time: true`) are always RFC 3339 UTC",
-    ),
-    (
-        "log_file",
-        "a combined log file is not supported; use out_file and error_file",
-    ),
-    ("log_type", "JSON log lines are not supported"),
-    (
-        "pid_file",
-        "pid files are not written; use `nodeguard status`",
-    ),
     (
         "interpreter",
         "apps always run with node (choose it with --node)",
@@ -51,22 +108,50 @@ pub(super) const NOT_SUPPORTED: &[(&str, &str)] = &[
         "the instance number is in NODEGUARD_INSTANCE",
     ),
     ("increment_var", ""),
-    ("source_map_support", ""),
     ("filter_env", ""),
-    ("namespace", ""),
-    ("vizion", ""),
-    ("post_update", ""),
-    ("force", ""),
+    (
+        "namespace",
+        "there are no namespaces; address apps by name, id or `all`",
+    ),
+    (
+        "post_update",
+        "nothing pulls and restarts the app from outside; run these commands in your deployment",
+    ),
     ("append_env_to_name", ""),
-    ("treekill", ""),
     ("shutdown_with_message", ""),
-    ("kill_retry_time", ""),
-    ("port", ""),
-    ("automation", ""),
-    ("pmx", ""),
-    ("disable_trace", ""),
     ("max_memory_restart_interval", ""),
 ];
+
+/// Values of PM2 fields that ask for what nodeguard does anyway (or for PM2's default): taken
+/// without a warning, since nothing is lost.
+pub(super) fn changes_nothing(field: &str, value: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    let off = matches!(value, Value::Bool(false));
+    match field {
+        "watch"
+        | "force"
+        | "append_env_to_name"
+        | "disable_logs"
+        | "source_map_support"
+        | "vizion"
+        | "pmx"
+        | "automation"
+        | "trace"
+        | "v8"
+        | "event_loop_inspector"
+        | "deep_monitoring"
+        | "log_file"
+        | "log"
+        | "shutdown_with_message"
+        | "filter_env" => off,
+        "treekill" | "disable_trace" => matches!(value, Value::Bool(true)),
+        // Only Windows has console windows; PM2's own retry interval while stopping.
+        "windowsHide" | "disable_source_map_support" | "kill_retry_time" => true,
+        "namespace" => value.as_str() == Some("default"),
+        "post_update" => value.as_array().is_some_and(Vec::is_empty),
+        _ => false,
+    }
+}
 
 /// Every field this module reads, for "did you mean" hints.
 pub(super) const SUPPORTED: &[&str] = &[
@@ -91,6 +176,13 @@ pub(super) const SUPPORTED: &[&str] = &[
     "listen",
     "out_file",
     "error_file",
+    "output",
+    "error",
+    "merge_logs",
+    "log_date_format",
+    "exec_mode",
+    "port",
+    "interpreterArgs",
     "time",
     "heartbeat_interval",
     "heartbeat_timeout",

@@ -1,6 +1,6 @@
 //! Checks one app of a config file field by field, collecting every problem and warning at once.
 
-use super::catalogue::{NOT_SUPPORTED, SUPPORTED};
+use super::catalogue::{changes_nothing, NOT_SUPPORTED, SUPPORTED};
 use super::*;
 
 /// Checks one app's fields, recording problems and warnings as it goes.
@@ -84,10 +84,25 @@ impl Checker<'_> {
         let args = self.words_field(&mut fields, "args");
         let mut node_args = self.words_field(&mut fields, "node_args");
         node_args.extend(self.words_field(&mut fields, "interpreter_args"));
-        let env = fields
+        // PM2's camel-case alias of interpreter_args.
+        node_args.extend(self.words_field(&mut fields, "interpreterArgs"));
+        let mut env = fields
             .remove("env")
             .map(|value| self.env(value))
             .unwrap_or_default();
+        // PM2's `port`: a shortcut that sets PORT in the app's environment (over env's).
+        if let Some(port) = fields.remove("port") {
+            match port.as_u64().and_then(|port| u16::try_from(port).ok()) {
+                Some(port) => {
+                    env.retain(|(key, _)| key != "PORT");
+                    env.push(("PORT".to_string(), port.to_string()));
+                }
+                None => self.problem(
+                    "port",
+                    format!("expected a port number, got {}", show(&port)),
+                ),
+            }
+        }
         let instances = match fields.remove("instances") {
             None => Instances::Count(1),
             Some(value) => self.instances(value).unwrap_or(Instances::Count(1)),
@@ -161,13 +176,8 @@ impl Checker<'_> {
         let wait_ready = self.bool_field(&mut fields, "wait_ready").unwrap_or(false);
         let listen_timeout = self.duration_field(&mut fields, "listen_timeout");
         let listen = self.listen_field(&mut fields);
-        let out_file = fields
-            .remove("out_file")
-            .and_then(|value| self.path("out_file", value, &cwd));
-        let error_file = fields
-            .remove("error_file")
-            .and_then(|value| self.path("error_file", value, &cwd));
-        let log_timestamps = self.bool_field(&mut fields, "time").unwrap_or(false);
+        self.exec_mode(&mut fields, instances, listen.is_empty());
+        let (out_file, error_file, log_timestamps) = self.log_fields(&mut fields, &cwd, instances);
 
         self.leftovers(fields);
 
@@ -203,12 +213,133 @@ impl Checker<'_> {
         })
     }
 
+    /// PM2's `exec_mode`: `fork` is what nodeguard does; `cluster` without nodeguard's `listen`
+    /// is said as it is: separate processes, each binding its own ports.
+    fn exec_mode(
+        &mut self,
+        fields: &mut Map<String, Value>,
+        instances: Instances,
+        no_listen: bool,
+    ) {
+        let Some(value) = fields.remove("exec_mode") else {
+            return;
+        };
+        let mode = value.as_str().unwrap_or("");
+        match mode {
+            "fork" | "fork_mode" => {}
+            "cluster" | "cluster_mode" if !no_listen => {}
+            "cluster" | "cluster_mode" if instances == Instances::Count(1) => self.warn(
+                "exec_mode",
+                "is 'cluster' but the app has no 'listen': it runs as one process that binds its \
+                 own port, so `reload` stops it and then starts it (a moment of downtime); add \
+                 `listen: <port>` to reload it with none",
+            ),
+            "cluster" | "cluster_mode" => {
+                let count = instances.resolve(cpu_count());
+                self.warn(
+                    "exec_mode",
+                    &format!(
+                        "is 'cluster' but the app has no 'listen': nodeguard does not share a \
+                         port among the instances yet, so it runs {count} separate processes \
+                         (instances: {instances}), each binding its own ports: if the app \
+                         listens on a fixed port, the first process to bind it serves, the others \
+                         exit with EADDRINUSE (so `start` fails) and are restarted with backoff \
+                         until they end errored; add `listen: <port>` (the port the app listens \
+                         on) and the supervisor binds it once and shares it among the {count}"
+                    ),
+                );
+            }
+            _ => self.problem(
+                "exec_mode",
+                format!("expected \"fork\" or \"cluster\", got {}", show(&value)),
+            ),
+        }
+    }
+
+    /// PM2's log fields: `out_file` and `error_file` with their aliases (`output`, `error`, …),
+    /// `time`, `log_date_format` (timestamps, in nodeguard's format) and `merge_logs`.
+    fn log_fields(
+        &mut self,
+        fields: &mut Map<String, Value>,
+        cwd: &Path,
+        instances: Instances,
+    ) -> (Option<PathBuf>, Option<PathBuf>, bool) {
+        let out_file = self.aliased_path(fields, "out_file", &["out", "output", "out_log"], cwd);
+        let error_file = self.aliased_path(
+            fields,
+            "error_file",
+            &["error", "err", "err_file", "err_log"],
+            cwd,
+        );
+        let mut timestamps = self.bool_field(fields, "time").unwrap_or(false);
+        match fields.remove("log_date_format") {
+            None => {}
+            Some(Value::String(format)) if format.trim().is_empty() => {}
+            Some(Value::String(format)) => {
+                // PM2 prefixes each line with the time when a format is given.
+                timestamps = true;
+                self.warn(
+                    "log_date_format",
+                    &format!(
+                        "is applied in part: each log line gets its time, but written as RFC 3339 \
+                         in UTC (2026-01-31T13:45:00.000Z), not as {}",
+                        show(&Value::String(format))
+                    ),
+                );
+            }
+            Some(other) => self.problem(
+                "log_date_format",
+                format!("expected a format string, got {}", show(&other)),
+            ),
+        }
+        for field in ["merge_logs", "combine_logs"] {
+            match fields.remove(field) {
+                None | Some(Value::Bool(true)) => {}
+                Some(Value::Bool(false)) if instances == Instances::Count(1) => {}
+                Some(Value::Bool(false)) => self.warn(
+                    field,
+                    "is false, but the instances of an app always share its two log files \
+                     (PM2 writes one pair per instance); `nodeguard logs <app>` shows them",
+                ),
+                Some(other) => self.problem(
+                    field,
+                    format!("expected true or false, got {}", show(&other)),
+                ),
+            }
+        }
+        (out_file, error_file, timestamps)
+    }
+
+    /// A path field that PM2 also reads under other names; two of them at once is a problem.
+    fn aliased_path(
+        &mut self,
+        fields: &mut Map<String, Value>,
+        field: &str,
+        aliases: &[&str],
+        cwd: &Path,
+    ) -> Option<PathBuf> {
+        let mut found: Option<(String, Value)> =
+            fields.remove(field).map(|v| (field.to_string(), v));
+        for alias in aliases {
+            let Some(value) = fields.remove(*alias) else {
+                continue;
+            };
+            match &found {
+                Some((first, _)) => {
+                    let message = format!("'{first}' already sets the {field}; keep one of them");
+                    self.problem(alias, message);
+                }
+                None => found = Some((alias.to_string(), value)),
+            }
+        }
+        let (name, value) = found?;
+        self.path(&name, value, cwd)
+    }
+
     /// Warns about every field that was not taken.
     pub(super) fn leftovers(&mut self, fields: Map<String, Value>) {
-        for key in fields.keys() {
-            if key == "exec_mode"
-                && matches!(fields.get(key), Some(Value::String(mode)) if mode == "fork" || mode == "fork_mode")
-            {
+        for (key, value) in &fields {
+            if changes_nothing(key, value) {
                 continue;
             }
             if key.starts_with("env_") {

@@ -1,13 +1,24 @@
 //! Evaluates a JavaScript config file with node, bounded in time, and reads back its export as
-//! JSON (CommonJS and ESM alike).
+//! JSON (CommonJS and ESM alike); or, for a `.json` file that is not strict JSON, its text as one
+//! JavaScript expression, as PM2 reads it.
 
 use super::*;
 
 /// Marks the line that carries the evaluation's result, so output the config prints is ignored.
 const RESULT_MARKER: &str = "\u{1}nodeguard-config-result\u{1}";
 
-/// Imports the file named by argv[1] (CommonJS or ESM alike), and prints its export, or the error
-/// it threw with the line in the file where that happened, as one JSON envelope after the marker.
+/// How node reads the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum EvalAs {
+    /// Imported as a module (CommonJS or ESM): its export is the config.
+    Module,
+    /// Its whole text is one expression (PM2's way with `.json`), evaluated in a fresh context.
+    Expression,
+}
+
+/// Imports the file named by argv[1] (CommonJS or ESM alike), or with `NODEGUARD_CONFIG_EXPR`
+/// evaluates its text as one expression, and prints its export, or the error it threw with the
+/// line in the file where that happened, as one JSON envelope after the marker.
 const EVAL_SCRIPT: &str = r#"
 const { pathToFileURL } = require('url');
 const file = process.argv[1];
@@ -28,7 +39,13 @@ const where = (err) => {
   return null;
 };
 const describe = (err) => err instanceof Error ? `${err.name}: ${err.message}` : `thrown value: ${String(err)}`;
-import(url).then(
+const load = process.env.NODEGUARD_CONFIG_EXPR === '1'
+  ? new Promise((resolve) => {
+      const text = require('fs').readFileSync(file, 'utf8').replace(/^\uFEFF/, '');
+      resolve({ default: require('vm').runInNewContext('(' + text + '\n)', Object.create(null), { filename: file }) });
+    })
+  : import(url);
+load.then(
   (ns) => {
     let value = ns.default !== undefined ? ns.default : { ...ns };
     if (value === undefined || typeof value === 'function') value = null;
@@ -57,6 +74,7 @@ pub(super) fn eval_js(
     path: &Path,
     node: &Path,
     timeout: Duration,
+    how: EvalAs,
 ) -> Result<Value, ConfigFileError> {
     let file = path.to_path_buf();
     std::fs::File::open(path).map_err(|source| ConfigFileError::Read {
@@ -73,6 +91,10 @@ pub(super) fn eval_js(
         .arg(EVAL_SCRIPT)
         .arg(&absolute)
         .env("NODEGUARD_CONFIG_MARKER", RESULT_MARKER)
+        .env(
+            "NODEGUARD_CONFIG_EXPR",
+            if how == EvalAs::Expression { "1" } else { "0" },
+        )
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());

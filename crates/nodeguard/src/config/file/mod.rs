@@ -1,9 +1,13 @@
-//! Config files: PM2-style `apps` lists in JSON or JavaScript (`nodeguard.config.js`,
-//! `ecosystem.config.js`), validated as a whole so that every problem is reported at once.
+//! Config files: PM2-style `apps` lists in JSON, YAML or JavaScript (`nodeguard.config.js`,
+//! `ecosystem.config.js`, `process.yml`), validated as a whole so that every problem is reported
+//! at once.
 //!
-//! JSON is parsed directly. A JS file (`.js`, `.cjs`, `.mjs`) is evaluated by node, bounded by
-//! [`EVAL_TIMEOUT`], and whatever it exports (`module.exports`, or an ESM default export) is read
-//! back as JSON. Either way the top level is `{ "apps": [...] }` or a bare array of apps.
+//! JSON is parsed directly; JSON that is not strict JSON (comments, trailing commas, which PM2
+//! accepts because it evaluates `.json` files as JavaScript) is evaluated by node as one
+//! expression, as PM2 does. YAML (`.yml`, `.yaml`) is parsed directly. A JS file (`.js`, `.cjs`,
+//! `.mjs`) is evaluated by node, bounded by [`EVAL_TIMEOUT`], and whatever it exports
+//! (`module.exports`, or an ESM default export) is read back as JSON. Either way the top level is
+//! `{ "apps": [...] }`, a bare array of apps, or one bare app object (with a `script`).
 //!
 //! Fields that nodeguard knows but does not act on yet, and fields it does not know at all, are
 //! reported as warnings that name the file, the app and the field; nothing is dropped silently.
@@ -14,7 +18,7 @@ mod eval_js;
 
 pub use crate::core::units::parse_size;
 use checker::Checker;
-use eval_js::eval_js;
+use eval_js::{eval_js, EvalAs};
 
 use std::collections::HashMap;
 use std::fmt::{self, Write as _};
@@ -228,10 +232,17 @@ pub enum ConfigFileError {
         source: std::io::Error,
     },
     #[error(
-        "{}: unsupported config file type (use .json, .js, .cjs or .mjs)",
+        "{}: unsupported config file type (use .json, .yml, .yaml, .js, .cjs or .mjs)",
         file.display()
     )]
     UnsupportedType { file: PathBuf },
+    /// `at` is `:line:column`, or empty when the parser gives no place.
+    #[error("{}{at}: invalid YAML: {message}", file.display())]
+    Yaml {
+        file: PathBuf,
+        at: String,
+        message: String,
+    },
     #[error("{}:{line}:{column}: invalid JSON: {message}", file.display())]
     Syntax {
         file: PathBuf,
@@ -258,14 +269,16 @@ pub enum ConfigFileError {
     Invalid { problems: Vec<Problem> },
 }
 
-/// True for paths that name a config file rather than a script, by PM2's rule: `*.json`, or
-/// `*.config.js` / `*.config.cjs` / `*.config.mjs`.
+/// True for paths that name a config file rather than a script, by PM2's rule: `*.json`,
+/// `*.yml`, `*.yaml`, or `*.config.js` / `*.config.cjs` / `*.config.mjs`.
 pub fn looks_like_config(path: &Path) -> bool {
     let name = path
         .file_name()
         .map(|name| name.to_string_lossy().to_ascii_lowercase())
         .unwrap_or_default();
     name.ends_with(".json")
+        || name.ends_with(".yml")
+        || name.ends_with(".yaml")
         || [".config.js", ".config.cjs", ".config.mjs"]
             .iter()
             .any(|suffix| name.ends_with(suffix))
@@ -287,8 +300,9 @@ fn load_with_timeout(
         .map(|ext| ext.to_string_lossy().to_ascii_lowercase())
         .unwrap_or_default();
     let value = match extension.as_str() {
-        "json" => read_json(path)?,
-        "js" | "cjs" | "mjs" => eval_js(path, &defaults.node, timeout)?,
+        "json" => read_json(path, &defaults.node, timeout)?,
+        "yml" | "yaml" => read_yaml(path)?,
+        "js" | "cjs" | "mjs" => eval_js(path, &defaults.node, timeout, EvalAs::Module)?,
         _ => return Err(ConfigFileError::UnsupportedType { file }),
     };
     let absolute = std::path::absolute(path).map_err(|source| ConfigFileError::Read {
@@ -302,13 +316,16 @@ fn load_with_timeout(
     build(&file, &base, value, defaults)
 }
 
-fn read_json(path: &Path) -> Result<Value, ConfigFileError> {
+/// Strict JSON directly; anything else PM2 would accept (it evaluates a `.json` file as a
+/// JavaScript expression: comments, trailing commas, unquoted keys) through node, as PM2 does.
+/// A file node cannot read either is reported as node saw it.
+fn read_json(path: &Path, node: &Path, timeout: Duration) -> Result<Value, ConfigFileError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigFileError::Read {
         file: path.to_path_buf(),
         source,
     })?;
     let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
-    serde_json::from_str(text).map_err(|err| {
+    let strict = serde_json::from_str(text).map_err(|err| {
         let full = err.to_string();
         let message = match full.rfind(" at line ") {
             Some(at) => full[..at].to_string(),
@@ -320,6 +337,85 @@ fn read_json(path: &Path) -> Result<Value, ConfigFileError> {
             column: err.column(),
             message,
         }
+    });
+    match strict {
+        Ok(value) => Ok(value),
+        Err(syntax) => match eval_js(path, node, timeout, EvalAs::Expression) {
+            Ok(value) => Ok(value),
+            // Without node, the JSON parser's own message is the best there is.
+            Err(ConfigFileError::Node { .. }) => Err(syntax),
+            Err(err) => Err(err),
+        },
+    }
+}
+
+/// The YAML parser's own nesting limit; deeper flow collections are refused before parsing,
+/// because its scanner slows down quadratically with their depth (100k `[` take over a minute).
+const MAX_YAML_NESTING: usize = 128;
+
+/// True if `[`/`{` nest deeper than `limit` outside quotes and comments (quotes are tracked per
+/// line: an approximation that can only err on the side of parsing).
+fn flow_nesting_exceeds(text: &str, limit: usize) -> bool {
+    let mut depth = 0usize;
+    for line in text.lines() {
+        let mut quote = None;
+        let mut previous = ' ';
+        for ch in line.chars() {
+            match quote {
+                Some(open) if ch == open => quote = None,
+                Some(_) => {}
+                None => match ch {
+                    '\'' | '"' => quote = Some(ch),
+                    '#' if previous.is_whitespace() => break,
+                    '[' | '{' => {
+                        depth += 1;
+                        if depth > limit {
+                            return true;
+                        }
+                    }
+                    ']' | '}' => depth = depth.saturating_sub(1),
+                    _ => {}
+                },
+            }
+            previous = ch;
+        }
+    }
+    false
+}
+
+/// A YAML file (as PM2 reads `process.yml`), merge keys (`<<: *defaults`) applied, as JSON.
+fn read_yaml(path: &Path) -> Result<Value, ConfigFileError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigFileError::Read {
+        file: path.to_path_buf(),
+        source,
+    })?;
+    if flow_nesting_exceeds(&text, MAX_YAML_NESTING) {
+        return Err(ConfigFileError::Yaml {
+            file: path.to_path_buf(),
+            at: String::new(),
+            message: format!("nested deeper than {MAX_YAML_NESTING} levels of [ ] or {{ }}"),
+        });
+    }
+    let syntax = |err: serde_norway::Error| {
+        let at = err
+            .location()
+            .map_or_else(String::new, |at| format!(":{}:{}", at.line(), at.column()));
+        let full = err.to_string();
+        let message = match full.find(" at line ") {
+            Some(at) => full[..at].to_string(),
+            None => full,
+        };
+        ConfigFileError::Yaml {
+            file: path.to_path_buf(),
+            at,
+            message,
+        }
+    };
+    let mut yaml: serde_norway::Value = serde_norway::from_str(&text).map_err(syntax)?;
+    yaml.apply_merge().map_err(syntax)?;
+    serde_json::to_value(yaml).map_err(|err| ConfigFileError::Shape {
+        file: path.to_path_buf(),
+        message: format!("cannot be read as a config: {err}"),
     })
 }
 
@@ -333,9 +429,27 @@ fn build(
     let mut warnings = Vec::new();
     let entries = match value {
         Value::Array(entries) => entries,
+        // One bare app object, as PM2 accepts it (`pm2 start app.json` holding `{ "script": … }`).
+        Value::Object(top) if !top.contains_key("apps") && top.contains_key("script") => {
+            vec![Value::Object(top)]
+        }
         Value::Object(mut top) => {
             let apps = top.remove("apps");
             for key in top.keys() {
+                if key == "deploy" {
+                    // Said once per file, not per app.
+                    warnings.push(format!(
+                        "{}: 'deploy' is ignored: nodeguard does no remote deployment (`pm2 \
+                         deploy`); ship the code with your own tooling (git pull, rsync, CI), \
+                         then run `nodeguard start {}` or `nodeguard reload all` on the host",
+                        file.display(),
+                        file.file_name().map_or_else(
+                            || file.display().to_string(),
+                            |name| name.to_string_lossy().into_owned()
+                        )
+                    ));
+                    continue;
+                }
                 warnings.push(format!(
                     "{}: top-level field '{key}' is not supported and is ignored",
                     file.display()
@@ -352,9 +466,9 @@ fn build(
                 None => {
                     return Err(ConfigFileError::Shape {
                         file: file.to_path_buf(),
-                        message:
-                            "no \"apps\" field: expected { \"apps\": [...] } or an array of apps"
-                                .to_string(),
+                        message: "no \"apps\" field: expected { \"apps\": [...] }, an array of \
+                                  apps, or one app (an object with a \"script\")"
+                            .to_string(),
                     })
                 }
             }
@@ -788,7 +902,7 @@ mod tests {
         assert_eq!(
             loaded.warnings,
             [
-                format!("{file}: top-level field 'deploy' is not supported and is ignored"),
+                format!("{file}: 'deploy' is ignored: nodeguard does no remote deployment (`pm2 deploy`); ship the code with your own tooling (git pull, rsync, CI), then run `nodeguard start c.json` or `nodeguard reload all` on the host"),
                 format!("{file}: app 'api': field 'cron_restart' is not supported and is ignored (scheduled restarts are not supported)"),
                 format!("{file}: app 'api': field 'env_production' is not supported and is ignored (per-environment env blocks are not supported; put the variables in env)"),
                 format!("{file}: app 'api': field 'kill_timout' is not a known field and is ignored (did you mean 'kill_timeout'?)"),
@@ -853,18 +967,46 @@ mod tests {
         let dir = temp_dir(&[
             (
                 "syntax.json",
-                "{\n  \"apps\": [\n    {\"script\": \"app.js\",}\n  ]\n}",
+                "{\n  \"apps\": [\n    {\"script\": \"app.js\" \"name\"}\n  ]\n}",
             ),
             ("empty.json", r#"{"apps": []}"#),
             ("noapps.json", r#"{"app": []}"#),
             ("config.yaml", "apps: []"),
+            ("config.toml", "[apps]"),
+            ("broken.yml", "apps:\n  - script: app.js\n   name: [x\n"),
         ]);
+        // Not JSON, and not a JavaScript expression either: node's reason, with the line.
         let err = load(&dir.join("syntax.json"), &defaults()).expect_err("syntax");
+        assert!(matches!(err, ConfigFileError::Eval { .. }), "{err:?}");
+        assert!(err.to_string().contains("SyntaxError"), "{err}");
+        assert!(err.to_string().ends_with("(line 3)"), "{err}");
+        let err = load(&dir.join("broken.yml"), &defaults()).expect_err("yaml syntax");
+        assert!(matches!(err, ConfigFileError::Yaml { .. }), "{err:?}");
+        assert!(err.to_string().contains("broken.yml:3:"), "{err}");
+        // Deep nesting and alias bombs are refused at once, in one line.
+        let deep = format!("apps: {}{}\n", "[".repeat(100_000), "]".repeat(100_000));
+        let mut bomb = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+        for level in 1..12 {
+            let refs = vec![format!("*a{}", level - 1); 10].join(", ");
+            bomb.push_str(&format!("a{level}: &a{level} [{refs}]\n"));
+        }
+        bomb.push_str("apps: *a11\n");
+        let bombs = temp_dir(&[("deep.yml", &deep), ("bomb.yaml", &bomb)]);
+        let started = Instant::now();
+        for (name, says) in [
+            ("deep.yml", "nested deeper than 128 levels"),
+            ("bomb.yaml", "repetition limit exceeded"),
+        ] {
+            let err = load(&bombs.join(name), &defaults()).expect_err(name);
+            assert!(matches!(err, ConfigFileError::Yaml { .. }), "{err:?}");
+            assert!(err.to_string().contains(says), "{err}");
+            assert_eq!(err.to_string().lines().count(), 1, "{err}");
+        }
         assert!(
-            matches!(err, ConfigFileError::Syntax { line: 3, .. }),
-            "{err:?}"
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
         );
-        assert!(err.to_string().contains("syntax.json:3:"), "{err}");
         let err = load(&dir.join("empty.json"), &defaults()).expect_err("empty");
         assert!(matches!(err, ConfigFileError::NoApps { .. }), "{err:?}");
         let err = load(&dir.join("noapps.json"), &defaults()).expect_err("no apps");
@@ -872,6 +1014,8 @@ mod tests {
         let err = load(&dir.join("missing.json"), &defaults()).expect_err("missing");
         assert!(matches!(err, ConfigFileError::Read { .. }), "{err:?}");
         let err = load(&dir.join("config.yaml"), &defaults()).expect_err("yaml");
+        assert!(matches!(err, ConfigFileError::NoApps { .. }), "{err:?}");
+        let err = load(&dir.join("config.toml"), &defaults()).expect_err("toml");
         assert!(
             matches!(err, ConfigFileError::UnsupportedType { .. }),
             "{err:?}"
@@ -907,8 +1051,149 @@ mod tests {
     }
 
     #[test]
+    fn pm2_shapes_load_yaml_json_with_comments_and_one_bare_app() {
+        let dir = temp_dir(&[
+            (
+                "process.yml",
+                "defaults: &defaults\n  script: app.js\n  time: true\napps:\n  - <<: *defaults\n    name: api\n    output: logs/api.out\n    error: logs/api.err\n    instances: 2\n    env:\n      PORT: 3000\n      DEBUG: false\n",
+            ),
+            (
+                "commented.json",
+                "// PM2 evaluates .json as JavaScript\n{\n  apps: [\n    { name: 'web', script: 'app.js', /* inline */ args: ['--port', 8080], interpreterArgs: '--no-warnings', },\n  ],\n}\n",
+            ),
+            ("bare.json", r#"{"name":"solo","script":"app.js","port":4000,"watch":false}"#),
+        ]);
+        let loaded = load(&dir.join("process.yml"), &defaults()).expect("yaml loads");
+        let file = dir.join("process.yml").display().to_string();
+        assert_eq!(
+            loaded.warnings,
+            [format!(
+                "{file}: top-level field 'defaults' is not supported and is ignored"
+            )]
+        );
+        let api = &loaded.apps[0];
+        assert_eq!(api.name, "api");
+        assert_eq!(api.script, dir.join("app.js"));
+        assert!(api.log_timestamps);
+        assert_eq!(api.out_file, Some(dir.join("logs/api.out")));
+        assert_eq!(api.error_file, Some(dir.join("logs/api.err")));
+        assert_eq!(api.instances, Instances::Count(2));
+        assert_eq!(
+            api.env,
+            [
+                ("DEBUG".into(), "false".into()),
+                ("PORT".into(), "3000".into())
+            ]
+        );
+
+        let loaded = load(&dir.join("commented.json"), &defaults()).expect("json5-ish loads");
+        assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+        assert_eq!(loaded.apps[0].name, "web");
+        assert_eq!(loaded.apps[0].args, ["--port", "8080"]);
+        assert_eq!(loaded.apps[0].node_args, ["--no-warnings"]);
+
+        let loaded = load(&dir.join("bare.json"), &defaults()).expect("one app loads");
+        assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+        assert_eq!(loaded.apps[0].name, "solo");
+        assert_eq!(loaded.apps[0].env, [("PORT".into(), "4000".into())]);
+    }
+
+    #[test]
+    fn pm2_log_aliases_apply_and_defaults_draw_no_warning() {
+        let dir = temp_dir(&[(
+            "c.json",
+            r#"[{"name":"a","script":"app.js","output":"o.log","out_file":"p.log","err":"e.log",
+                 "log_date_format":"YYYY-MM-DD HH:mm Z","merge_logs":true,"exec_mode":"fork_mode",
+                 "watch":false,"autorestart":true,"instances":1,"treekill":true,"vizion":false,
+                 "pmx":false,"log_file":false,"windowsHide":true,"kill_retry_time":100}]"#,
+        )]);
+        let file = dir.join("c.json");
+        let problems = problems(load(&file, &defaults()));
+        let shown: Vec<_> = problems.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            shown,
+            [format!(
+                "{}: app 'a': output: 'out_file' already sets the out_file; keep one of them",
+                file.display()
+            )]
+        );
+        std::fs::write(
+            &file,
+            r#"[{"name":"a","script":"app.js","output":"o.log","err":"e.log",
+                 "log_date_format":"YYYY-MM-DD HH:mm Z","merge_logs":true,"exec_mode":"fork_mode",
+                 "watch":false,"autorestart":true,"instances":1,"treekill":true,"vizion":false,
+                 "pmx":false,"log_file":false,"windowsHide":true,"kill_retry_time":100,
+                 "pid_file":"a.pid","log_type":"json"}]"#,
+        )
+        .expect("rewrite");
+        let loaded = load(&file, &defaults()).expect("loads");
+        let app = &loaded.apps[0];
+        assert_eq!(app.out_file, Some(dir.join("o.log")));
+        assert_eq!(app.error_file, Some(dir.join("e.log")));
+        assert!(app.log_timestamps, "log_date_format turns timestamps on");
+        let file = file.display();
+        assert_eq!(
+            loaded.warnings,
+            [
+                format!("{file}: app 'a': field 'log_date_format' is applied in part: each log line gets its time, but written as RFC 3339 in UTC (2026-01-31T13:45:00.000Z), not as \"YYYY-MM-DD HH:mm Z\""),
+                format!("{file}: app 'a': field 'log_type' is not supported and is ignored (log lines are written as plain text, not as JSON objects)"),
+                format!("{file}: app 'a': field 'pid_file' is not supported and is ignored (no pid file is written; `nodeguard status --json` gives each process's pid)"),
+            ]
+        );
+    }
+
+    #[test]
+    fn cluster_mode_without_listen_says_what_runs() {
+        let dir = temp_dir(&[(
+            "c.json",
+            r#"[{"name":"a","script":"app.js","exec_mode":"cluster","instances":4},
+                {"name":"b","script":"app.js","exec_mode":"cluster_mode"},
+                {"name":"c","script":"app.js","exec_mode":"cluster","instances":4,"listen":3000},
+                {"name":"d","script":"app.js","instances":4,"merge_logs":false}]"#,
+        )]);
+        let file = dir.join("c.json");
+        let loaded = load(&file, &defaults()).expect("loads");
+        let warned: Vec<_> = loaded
+            .warnings
+            .iter()
+            .map(|w| w.split(": field ").next().unwrap_or("").to_string())
+            .collect();
+        let file = file.display();
+        assert_eq!(
+            warned,
+            [
+                format!("{file}: app 'a'"),
+                format!("{file}: app 'b'"),
+                format!("{file}: app 'd'")
+            ]
+        );
+        assert!(
+            loaded.warnings[0].contains("runs 4 separate processes"),
+            "{:?}",
+            loaded.warnings
+        );
+        assert!(
+            loaded.warnings[0].contains("EADDRINUSE"),
+            "{:?}",
+            loaded.warnings
+        );
+        assert!(
+            loaded.warnings[1].contains("runs as one process"),
+            "{:?}",
+            loaded.warnings
+        );
+        assert!(
+            loaded.warnings[2].contains("merge_logs"),
+            "{:?}",
+            loaded.warnings
+        );
+    }
+
+    #[test]
     fn config_files_are_told_from_scripts() {
         for yes in [
+            "process.yml",
+            "ecosystem.YAML",
             "ecosystem.config.js",
             "a/nodeguard.config.mjs",
             "apps.json",
