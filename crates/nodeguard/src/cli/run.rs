@@ -130,6 +130,10 @@ impl RunArgs {
                     .cluster
                     .listen_timeout
                     .unwrap_or(config::DEFAULT_LISTEN_TIMEOUT),
+                watch: None,
+                cron_restart: None,
+                kill_signal: crate::core::machine::StopSignal::Terminate,
+                shutdown_with_message: false,
             })
             .collect();
         let home = match home {

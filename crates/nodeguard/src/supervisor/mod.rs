@@ -18,6 +18,7 @@ mod persist;
 mod reload;
 pub mod settings;
 pub mod spawner;
+mod triggers;
 pub mod worker;
 
 use actor::{report_saved_when_done, watched, Supervisor, Watched};
@@ -217,6 +218,7 @@ pub async fn run(
         next_key: 0,
         listeners,
         reloading: HashSet::new(),
+        triggers: HashMap::new(),
         internal,
         next_id: 0,
         context: context.clone(),

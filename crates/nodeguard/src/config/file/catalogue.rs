@@ -7,16 +7,11 @@ pub(super) const NOT_SUPPORTED: &[(&str, &str)] = &[
         "exec_mode",
         "cluster mode is not supported yet; the app runs as one process",
     ),
-    ("watch", "restarting on file changes is not supported"),
-    (
-        "ignore_watch",
-        "restarting on file changes is not supported",
-    ),
     (
         "watch_options",
-        "restarting on file changes is not supported",
+        "chokidar options do not apply (nodeguard watches with inotify); use ignore_watch and \
+         watch_delay",
     ),
-    ("cron_restart", "scheduled restarts are not supported"),
     (
         "merge_logs",
         "per-instance logs do not apply (one process runs)",
@@ -59,7 +54,6 @@ pub(super) const NOT_SUPPORTED: &[(&str, &str)] = &[
     ("force", ""),
     ("append_env_to_name", ""),
     ("treekill", ""),
-    ("shutdown_with_message", ""),
     ("kill_retry_time", ""),
     ("port", ""),
     ("automation", ""),
@@ -96,4 +90,10 @@ pub(super) const SUPPORTED: &[&str] = &[
     "heartbeat_timeout",
     "heartbeat_misses",
     "start_grace",
+    "watch",
+    "ignore_watch",
+    "watch_delay",
+    "cron_restart",
+    "kill_signal",
+    "shutdown_with_message",
 ];
