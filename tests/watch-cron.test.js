@@ -27,15 +27,14 @@ const STARTER = `console.log('started ' + process.pid + ' ' + Date.now());
 setInterval(() => {}, 1000);
 `;
 
-/** The `started` lines of an app's out log: [{ pid, at }]. */
+/**
+ * Every process the supervisor started for an app, from daemon.log: [{ pid, at }]. (Not the app's
+ * own output: a process restarted again before its first line, as a burst without a debounce
+ * would do, never prints one.)
+ */
 function starts(d, name) {
-  let text = '';
-  try {
-    text = fs.readFileSync(path.join(d.home, 'logs', `${name}-out.log`), 'utf8');
-  } catch {
-    return [];
-  }
-  return [...text.matchAll(/^started (\d+) (\d+)$/gm)].map((m) => ({ pid: Number(m[1]), at: Number(m[2]) }));
+  const pattern = new RegExp(`^(\\S+)\\s+INFO app\\{name=${name}(?::\\d+)?\\}: started pid=(\\d+)`, 'gm');
+  return [...d.daemonLog().matchAll(pattern)].map((m) => ({ pid: Number(m[2]), at: Date.parse(m[1]) }));
 }
 
 function waitStarts(d, name, count, what) {
@@ -55,7 +54,7 @@ test('watch: true restarts once per burst of saves, in new directories too; igno
     '.git/HEAD': 'ref: x\n',
     'logs/app.log': '',
     'ecosystem.config.js': `module.exports = { apps: [{
-      name: 'watched', script: 'app.js', watch: true, ignore_watch: ['logs', '*.tmp'], watch_delay: 300,
+      name: 'watched', script: 'app.js', watch: true, ignore_watch: ['logs', '*.tmp'], watch_delay: 400,
     }] };\n`,
   });
   const d = new h.DaemonHome(t);
@@ -63,10 +62,11 @@ test('watch: true restarts once per burst of saves, in new directories too; igno
   assert.doesNotMatch(started.stderr, /watch/, 'watch fields draw no warning');
   await waitStarts(d, 'watched', 1);
 
-  // A burst: ten saves 30 ms apart (well inside the 300 ms watch_delay) make one restart.
-  for (let i = 0; i < 10; i += 1) {
+  // A burst: eight saves 150 ms apart (inside the 400 ms watch_delay, but far enough apart for
+  // the app to restart between two of them) make one restart.
+  for (let i = 0; i < 8; i += 1) {
     fs.writeFileSync(path.join(dir, 'src/lib.js'), `module.exports = ${i};\n`);
-    await quiet(30);
+    await quiet(150);
   }
   await waitStarts(d, 'watched', 2, 'a restart after the burst of saves');
   await quiet(1500);

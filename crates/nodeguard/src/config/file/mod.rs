@@ -843,7 +843,7 @@ mod tests {
         assert_eq!(a.cron_restart.as_deref(), Some("*/5 * * * * *"));
         assert_eq!(a.kill_signal, StopSignal::User2);
         assert!(a.shutdown_with_message);
-        assert_eq!(loaded.apps[1].triggers.watch, [dir.clone()]);
+        assert_eq!(loaded.apps[1].triggers.watch, vec![dir.clone()]);
         let definition = loaded.apps[0].definition(Path::new("/usr/bin/node"), false);
         assert_eq!(definition.kill_signal.as_deref(), Some("SIGUSR2"));
         assert_eq!(definition.watch_delay_ms, Some(250));
