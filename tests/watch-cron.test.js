@@ -246,3 +246,16 @@ setInterval(() => {}, 1000);
   assert.equal(bad.code, 2, bad.stderr);
   assert.match(bad.stderr, /unknown signal 'SIGFOO'/);
 });
+
+test('foreground mode: nodeguard -m app.js --watch DIR restarts the app on a change', async (t) => {
+  const dir = project(t, { 'app.js': STARTER, 'src/lib.js': '1\n' });
+  const sup = h.startSupervisor(t, {
+    scripts: [path.join(dir, 'app.js')],
+    flags: ['--watch', path.join(dir, 'src'), '--watch-delay', '200ms'],
+  });
+  const first = await sup.waitForLine('app', /^started (\d+)/);
+  fs.writeFileSync(path.join(dir, 'src/lib.js'), '2\n');
+  await sup.waitFor(() => sup.appLines('app').some((l) => l.startsWith('started ') && !l.startsWith(`started ${first[1]} `)), {
+    what: 'a second process after the change',
+  });
+});

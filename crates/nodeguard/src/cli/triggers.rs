@@ -44,7 +44,45 @@ pub struct TriggerOptions {
     pub shutdown_with_message: bool,
 }
 
+/// The parts of an `AppSpec` these options set, for foreground mode.
+pub struct SpecTriggers {
+    pub watch: Option<config::WatchSpec>,
+    pub cron_restart: Option<String>,
+    pub kill_signal: StopSignal,
+    pub shutdown_with_message: bool,
+}
+
 impl TriggerOptions {
+    /// The options checked, as foreground mode's specs take them (paths against `cwd`).
+    pub fn spec(&self, cwd: &Path) -> Result<SpecTriggers, ConfigError> {
+        let mut definition = crate::config::AppCommand {
+            name: None,
+            script: cwd,
+            args: Vec::new(),
+            node: cwd,
+            node_args: Vec::new(),
+            cwd,
+            env: Vec::new(),
+            timing: &crate::core::machine::Timing::default(),
+        }
+        .definition();
+        self.apply(&mut definition, cwd)?;
+        let watch = (!definition.watch.is_empty()).then(|| config::WatchSpec {
+            paths: definition.watch.iter().map(PathBuf::from).collect(),
+            ignore: definition.ignore_watch.clone(),
+            delay: self.watch_delay.unwrap_or(config::DEFAULT_WATCH_DELAY),
+        });
+        Ok(SpecTriggers {
+            watch,
+            cron_restart: definition.cron_restart,
+            kill_signal: match &definition.kill_signal {
+                Some(name) => StopSignal::parse(name).map_err(ConfigError::Policy)?,
+                None => StopSignal::Terminate,
+            },
+            shutdown_with_message: definition.shutdown_with_message,
+        })
+    }
+
     /// Checks the options and writes them into `definition` (over a config file's fields);
     /// `--watch` paths are resolved against `cwd`, none meaning `cwd` itself.
     pub fn apply(&self, definition: &mut AppDefinition, cwd: &Path) -> Result<(), ConfigError> {
