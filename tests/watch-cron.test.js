@@ -136,6 +136,10 @@ http.createServer((req, res) => res.end(String(process.pid))).listen(Number(proc
   assert.ok(answered > 0);
   const describe = await d.ok(['describe', 'web']);
   assert.match(describe.stdout, /index\.html changed: reloading/);
+
+  const missing = await d.cli(['start', 'server.js', '--name', 'other', '--watch', 'nowhere'], { cwd: dir });
+  assert.equal(missing.code, 2, missing.stderr);
+  assert.match(missing.stderr, /--watch: \S*nowhere does not exist/);
 });
 
 test('cron_restart with a seconds field restarts on schedule, in local time', async (t) => {

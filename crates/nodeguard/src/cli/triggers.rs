@@ -90,10 +90,18 @@ impl TriggerOptions {
             definition.watch = if paths.is_empty() {
                 vec![cwd.display().to_string()]
             } else {
-                paths
-                    .iter()
-                    .map(|path| cwd.join(path).display().to_string())
-                    .collect()
+                let mut resolved = Vec::new();
+                for path in paths {
+                    let path = cwd.join(path);
+                    if !path.exists() {
+                        return Err(ConfigError::Policy(format!(
+                            "--watch: {} does not exist",
+                            path.display()
+                        )));
+                    }
+                    resolved.push(path.display().to_string());
+                }
+                resolved
             };
         }
         definition

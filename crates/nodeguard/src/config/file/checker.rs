@@ -211,11 +211,20 @@ impl Checker<'_> {
         let watch = match fields.remove("watch") {
             None | Some(Value::Bool(false)) | Some(Value::Null) => Vec::new(),
             Some(Value::Bool(true)) => vec![cwd.to_path_buf()],
+            Some(Value::String(path)) if !cwd.join(&path).exists() => {
+                let message = format!("{} does not exist", cwd.join(&path).display());
+                self.problem("watch", message);
+                Vec::new()
+            }
             Some(Value::String(path)) => vec![cwd.join(path)],
             Some(Value::Array(items)) => {
                 let mut paths = Vec::new();
                 for (index, item) in items.into_iter().enumerate() {
                     match item {
+                        Value::String(path) if !cwd.join(&path).exists() => self.problem(
+                            &format!("watch[{index}]"),
+                            format!("{} does not exist", cwd.join(&path).display()),
+                        ),
                         Value::String(path) => paths.push(cwd.join(path)),
                         other => self.problem(
                             &format!("watch[{index}]"),

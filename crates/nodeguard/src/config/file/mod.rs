@@ -823,21 +823,21 @@ mod tests {
     #[test]
     fn watch_cron_and_kill_signal_fields_are_read_and_checked() {
         let dir = temp_dir(&[
-            ("app.js", ""),
+            ("lib.js", ""),
             (
                 "ok.json",
-                r#"[{"name":"a","script":"app.js","watch":["src","app.js"],"ignore_watch":["logs","*.tmp"],"watch_delay":250,"cron_restart":"*/5 * * * * *","kill_signal":"SIGUSR2","shutdown_with_message":true},
+                r#"[{"name":"a","script":"app.js","watch":["lib.js","app.js"],"ignore_watch":["logs","*.tmp"],"watch_delay":250,"cron_restart":"*/5 * * * * *","kill_signal":"SIGUSR2","shutdown_with_message":true},
                     {"name":"b","script":"app.js","watch":true}]"#,
             ),
             (
                 "bad.json",
-                r#"[{"script":"app.js","watch":3,"cron_restart":"* * *","kill_signal":"SIGFOO"}]"#,
+                r#"[{"script":"app.js","watch":3,"cron_restart":"* * *","kill_signal":"SIGFOO"},{"script":"app.js","watch":["nowhere"]}]"#,
             ),
         ]);
         let loaded = load(&dir.join("ok.json"), &defaults()).expect("loads");
         assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
         let a = &loaded.apps[0].triggers;
-        assert_eq!(a.watch, [dir.join("src"), dir.join("app.js")]);
+        assert_eq!(a.watch, [dir.join("lib.js"), dir.join("app.js")]);
         assert_eq!(a.ignore_watch, ["logs", "*.tmp"]);
         assert_eq!(a.watch_delay, Some(Duration::from_millis(250)));
         assert_eq!(a.cron_restart.as_deref(), Some("*/5 * * * * *"));
@@ -856,6 +856,10 @@ mod tests {
         );
         assert!(text.contains("'* * *' has 3 fields"), "{text}");
         assert!(text.contains("unknown signal 'SIGFOO'"), "{text}");
+        assert!(
+            text.contains("watch[0]: ") && text.contains("nowhere does not exist"),
+            "{text}"
+        );
     }
 
     #[test]
