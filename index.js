@@ -45,11 +45,22 @@
 // it, and that request is lost); the process exits 0 once every connection has ended. With no
 // server at all SIGTERM keeps its default meaning (the process ends by the signal, as without the
 // monitor). The supervisor SIGKILLs after its kill timeout regardless.
+//
+// PM2's contracts, for apps written for PM2: apps run without an IPC channel, so `start()` gives a
+// process without `process.send` one that takes `process.send('ready')` as `ready()` (PM2's
+// readiness call, with wait_ready) and drops any other message. The shutdown message, when the
+// app has no 'shutdown' listener here: with shutdown_with_message and a `process.on('message')`
+// listener, that listener gets 'shutdown' (as PM2 sends it); else, if the app handles its
+// kill_signal (NODEGUARD_KILL_SIGNAL, default SIGTERM), it gets that signal; else, if it handles
+// only the other of SIGINT and SIGTERM, it gets that one (an app written for PM2's SIGINT keeps its
+// cleanup under nodeguard's SIGTERM, and the reverse); else the default drain above.
 
 const ENV_SOCKET = 'NODEGUARD_SOCKET';
 const ENV_TOKEN = 'NODEGUARD_TOKEN';
 const ENV_LISTEN = 'NODEGUARD_LISTEN';
 const ENV_WAIT_READY = 'NODEGUARD_WAIT_READY';
+const ENV_KILL_SIGNAL = 'NODEGUARD_KILL_SIGNAL';
+const ENV_SHUTDOWN_MESSAGE = 'NODEGUARD_SHUTDOWN_MESSAGE';
 /**
  * How long a draining server leaves its idle keep-alive connections open (ms), for their clients
  * to send one more request (answered with `Connection: close`) rather than lose it to a close.
@@ -82,6 +93,8 @@ function processState() {
       addon: undefined,
       originalListen: undefined,
       shuttingDown: false,
+      killSignal: 'SIGTERM', // the app's kill_signal (PM2 field)
+      shutdownMessage: false, // PM2's shutdown_with_message
     };
     Object.defineProperty(globalThis, STATE_KEY, { value: state });
   }
@@ -254,6 +267,19 @@ const sigtermHandler = () => {
   beginShutdown(processState(), 'signal');
 };
 
+/**
+ * `process.send` for an app without an IPC channel: 'ready' (PM2's readiness call) is `ready()`;
+ * other messages have no parent to go to and are dropped. Calls back as Node's does.
+ */
+function installSendShim(state) {
+  process.send = function send(message, ...rest) {
+    if (message === 'ready') sendReady(state);
+    const callback = rest.find((arg) => typeof arg === 'function');
+    if (callback !== undefined) process.nextTick(callback, null);
+    return true;
+  };
+}
+
 /** The shutdown message from the supervisor, on the JS thread. */
 function onShutdownMessage() {
   beginShutdown(processState(), 'message');
@@ -267,9 +293,22 @@ function beginShutdown(state, source) {
     }
     return;
   }
-  if (source === 'message' && process.listeners('SIGTERM').some((l) => l !== sigtermHandler)) {
-    process.kill(process.pid, 'SIGTERM');
-    return;
+  if (source === 'message') {
+    if (state.shutdownMessage && process.listenerCount('message') > 0) {
+      if (!state.shuttingDown) {
+        state.shuttingDown = true;
+        process.emit('message', 'shutdown');
+      }
+      return;
+    }
+    const handled = (signal) =>
+      process.listeners(signal).some((listener) => listener !== sigtermHandler);
+    const other = state.killSignal === 'SIGINT' ? 'SIGTERM' : 'SIGINT';
+    const signal = [state.killSignal, other].find(handled);
+    if (signal !== undefined) {
+      process.kill(process.pid, signal);
+      return;
+    }
   }
   drain(state);
 }
@@ -333,8 +372,13 @@ function start() {
   delete process.env[ENV_SOCKET];
   delete process.env[ENV_TOKEN];
   delete process.env[ENV_LISTEN];
+  state.killSignal = process.env[ENV_KILL_SIGNAL] || 'SIGTERM';
+  state.shutdownMessage = process.env[ENV_SHUTDOWN_MESSAGE] === '1';
   delete process.env[ENV_WAIT_READY];
+  delete process.env[ENV_KILL_SIGNAL];
+  delete process.env[ENV_SHUTDOWN_MESSAGE];
   patchListen(state);
+  if (typeof process.send !== 'function') installSendShim(state);
   process.on('SIGTERM', sigtermHandler);
   try {
     if (!token) {

@@ -47,8 +47,8 @@
 //! |---|---|---|
 //! | [`core`] | the per-app state machine, heartbeat and hang rules, restart policy, exit kinds, units; pure, no I/O | heartbeat or restart rule: `core::machine` (with a table test) |
 //! | [`config`] | validated app specs, PM2 config files, the one mapping to the wire's `AppDefinition` | config field: `config::file` (checker) and `config::AppSpec` |
-//! | [`io`] | sockets (control, worker, HTTP), home and state file, logs and output, systemd notify, process trees | socket message: `crates/proto` + the server in `io` that reads it |
-//! | [`supervisor`] | the actor and its table, the per-app task, spawning, rolling reload, persistence | behaviour that spans apps: the actor; per app: `supervisor::worker` |
+//! | [`io`] | sockets (control, worker, HTTP), home and state file, logs and output, systemd notify, process trees, file watches (inotify) | socket message: `crates/proto` + the server in `io` that reads it |
+//! | [`supervisor`] | the actor and its table, the per-app task, spawning, rolling reload, persistence, watch and cron triggers | behaviour that spans apps: the actor; per app: `supervisor::worker` |
 //! | [`cli`] | flags and `--help`, client verbs, rendering for people | CLI verb: `cli` (flags) and `main/verbs.rs` (what it does) |
 
 pub mod cli;

@@ -122,6 +122,25 @@ pub struct AppDefinition {
     /// How long a new instance has to become ready; `None` means the default.
     #[serde(default)]
     pub listen_timeout_ms: Option<u64>,
+    /// Absolute paths whose changes restart the app (reload it, with listen addresses); empty
+    /// means no watching.
+    #[serde(default)]
+    pub watch: Vec<String>,
+    /// Globs of paths under the watched ones to leave out (besides `node_modules` and `.git`).
+    #[serde(default)]
+    pub ignore_watch: Vec<String>,
+    /// Quiet time after a change before the restart; `None` means the default.
+    #[serde(default)]
+    pub watch_delay_ms: Option<u64>,
+    /// A cron pattern (5 or 6 fields, seconds first when 6) of graceful restarts, in local time.
+    #[serde(default)]
+    pub cron_restart: Option<String>,
+    /// The signal that asks the app to stop (`SIGINT`, `SIGTERM`, ...); `None` means SIGTERM.
+    #[serde(default)]
+    pub kill_signal: Option<String>,
+    /// Ask the app to stop with the message `'shutdown'` on `process.on('message')`.
+    #[serde(default)]
+    pub shutdown_with_message: bool,
 }
 
 fn one() -> u32 {

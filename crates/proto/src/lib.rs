@@ -35,6 +35,12 @@ pub const ENV_INSTANCE: &str = "NODEGUARD_INSTANCE";
 pub const ENV_LISTEN: &str = "NODEGUARD_LISTEN";
 /// Environment variable set to `1` when the app is ready only once it calls `monitor.ready()`.
 pub const ENV_WAIT_READY: &str = "NODEGUARD_WAIT_READY";
+/// Environment variable naming the app's `kill_signal` (e.g. `SIGINT`) when it is not SIGTERM: the
+/// monitor turns the supervisor's shutdown message into that signal.
+pub const ENV_KILL_SIGNAL: &str = "NODEGUARD_KILL_SIGNAL";
+/// Environment variable set to `1` for `shutdown_with_message`: the monitor turns the shutdown
+/// message into `'shutdown'` on `process.on('message')`.
+pub const ENV_SHUTDOWN_MESSAGE: &str = "NODEGUARD_SHUTDOWN_MESSAGE";
 
 /// Errors from framing or decoding a message.
 #[derive(Debug, thiserror::Error)]

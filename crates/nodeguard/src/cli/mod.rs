@@ -6,6 +6,7 @@ pub mod render;
 mod run;
 mod start;
 pub mod startup;
+mod triggers;
 
 pub use app_options::AppOptions;
 pub use run::{choose_preload, PreloadChoice, RunArgs};

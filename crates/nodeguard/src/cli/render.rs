@@ -148,6 +148,38 @@ pub fn description(app: &AppDescription) -> String {
         "kill timeout",
         human(std::time::Duration::from_millis(definition.kill_timeout_ms)),
     );
+    field(
+        "kill signal",
+        format!(
+            "{}{}",
+            definition.kill_signal.as_deref().unwrap_or("SIGTERM"),
+            if definition.shutdown_with_message {
+                " ('shutdown' message first)"
+            } else {
+                ""
+            },
+        ),
+    );
+    if !definition.watch.is_empty() {
+        let ignored = if definition.ignore_watch.is_empty() {
+            String::new()
+        } else {
+            format!(", ignoring {}", definition.ignore_watch.join(", "))
+        };
+        field(
+            "watch",
+            format!(
+                "{}{ignored}, after {} of quiet",
+                definition.watch.join(", "),
+                human(std::time::Duration::from_millis(
+                    definition.watch_delay_ms.unwrap_or(1000)
+                )),
+            ),
+        );
+    }
+    if let Some(pattern) = &definition.cron_restart {
+        field("cron restart", format!("{pattern} (local time)"));
+    }
     let ms = |ms: Option<u64>| {
         ms.map_or_else(|| "default".into(), |ms| human(Duration::from_millis(ms)))
     };

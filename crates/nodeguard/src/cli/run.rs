@@ -22,6 +22,9 @@ pub struct RunArgs {
     #[command(flatten)]
     pub cluster: ClusterOptions,
 
+    #[command(flatten)]
+    pub triggers: super::triggers::TriggerOptions,
+
     /// The monitor preload script (default: found beside the nodeguard binary) [env: NODEGUARD_PRELOAD]
     #[arg(long, value_name = "PATH", env = "NODEGUARD_PRELOAD", hide_env = true)]
     pub preload: Option<PathBuf>,
@@ -96,6 +99,7 @@ impl RunArgs {
             .map(|address| config::ListenAddress::parse(address))
             .collect::<Result<Vec<_>, _>>()?;
         let instances = self.cluster.instances.unwrap_or(1);
+        let triggers = self.triggers.spec(&cwd)?;
         // Each app's instances take consecutive ids, as in the daemon.
         let first_ids = (0..scripts.len())
             .map(|index| {
@@ -130,6 +134,10 @@ impl RunArgs {
                     .cluster
                     .listen_timeout
                     .unwrap_or(config::DEFAULT_LISTEN_TIMEOUT),
+                watch: triggers.watch.clone(),
+                cron_restart: triggers.cron_restart.clone(),
+                kill_signal: triggers.kill_signal,
+                shutdown_with_message: triggers.shutdown_with_message,
             })
             .collect();
         let home = match home {

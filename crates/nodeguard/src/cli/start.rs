@@ -29,6 +29,9 @@ pub struct StartArgs {
 
     #[command(flatten)]
     pub cluster: ClusterOptions,
+
+    #[command(flatten)]
+    pub triggers: super::triggers::TriggerOptions,
     /// Accepted only to refuse it with a clear message: the HTTP endpoint belongs to the daemon.
     #[arg(long, value_name = "ADDR", hide = true)]
     pub http: Option<String>,
@@ -151,6 +154,7 @@ impl StartArgs {
             for app in &loaded.apps {
                 let mut definition = app.definition(&node, self.app.log_timestamps);
                 self.cluster.apply(&mut definition)?;
+                self.triggers.apply(&mut definition, &cwd)?;
                 apps.push(definition);
             }
             return Ok(StartPlan { apps, warnings });
@@ -172,6 +176,7 @@ impl StartArgs {
         .definition();
         app.log_timestamps = self.app.log_timestamps;
         self.cluster.apply(&mut app)?;
+        self.triggers.apply(&mut app, &cwd)?;
         Ok(StartPlan {
             apps: vec![app],
             warnings: Vec::new(),

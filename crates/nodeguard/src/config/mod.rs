@@ -9,7 +9,7 @@ use std::time::Duration;
 use nodeguard_proto::control::AppDefinition;
 
 use crate::core::machine::{
-    Autorestart, ExitCodes, RestartPolicy, Timing, BACKOFF_BASE, DEFAULT_MAX_RESTARTS,
+    Autorestart, ExitCodes, RestartPolicy, StopSignal, Timing, BACKOFF_BASE, DEFAULT_MAX_RESTARTS,
     DEFAULT_RESTART_WINDOW, STABLE_UPTIME,
 };
 
@@ -51,6 +51,48 @@ pub struct AppSpec {
     pub wait_ready: bool,
     /// How long an instance has to become ready (cluster mode only).
     pub listen_timeout: Duration,
+    /// Restart (or reload) when files change.
+    pub watch: Option<WatchSpec>,
+    /// Restart (or reload) on this schedule (a checked cron pattern).
+    pub cron_restart: Option<String>,
+    /// What a graceful stop sends the app when its monitor cannot be asked.
+    pub kill_signal: StopSignal,
+    /// Ask the app to stop with `'shutdown'` on `process.on('message')`.
+    pub shutdown_with_message: bool,
+}
+
+/// Default quiet time after a file change before the restart (PM2's `watch_delay` default).
+pub const DEFAULT_WATCH_DELAY: Duration = Duration::from_millis(1000);
+
+/// What to watch for an app's `watch`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WatchSpec {
+    /// Absolute files or directories (directories recursively).
+    pub paths: Vec<PathBuf>,
+    /// Globs to leave out, besides [`WatchSpec::ALWAYS_IGNORED`].
+    pub ignore: Vec<String>,
+    /// How long changes must stop before the restart: one burst of saves is one restart.
+    pub delay: Duration,
+}
+
+impl WatchSpec {
+    /// Never watched, whatever `ignore_watch` says (as PM2).
+    pub const ALWAYS_IGNORED: &'static [&'static str] = &["node_modules", ".git"];
+}
+
+/// Checks a `cron_restart` pattern: 5 fields, or 6 with seconds first (PM2's croner syntax).
+pub fn check_cron(pattern: &str) -> Result<(), ConfigError> {
+    let fields = pattern.split_whitespace().count();
+    let nickname = pattern.trim_start().starts_with('@');
+    if !nickname && !(5..=6).contains(&fields) {
+        return Err(ConfigError::Cron(format!(
+            "'{pattern}' has {fields} fields; cron_restart takes 5 (minute first) or 6 (second first)"
+        )));
+    }
+    pattern
+        .parse::<croner::Cron>()
+        .map(|_| ())
+        .map_err(|error| ConfigError::Cron(format!("'{pattern}': {error}")))
 }
 
 /// A `[host:]port` the supervisor binds for an app.
@@ -140,6 +182,12 @@ impl AppCommand<'_> {
             listen: Vec::new(),
             wait_ready: false,
             listen_timeout_ms: None,
+            watch: Vec::new(),
+            ignore_watch: Vec::new(),
+            watch_delay_ms: None,
+            cron_restart: None,
+            kill_signal: None,
+            shutdown_with_message: false,
         }
     }
 }
@@ -197,6 +245,19 @@ impl AppSpec {
         definition.listen = self.listen.iter().map(ToString::to_string).collect();
         definition.wait_ready = self.wait_ready;
         definition.listen_timeout_ms = Some(crate::core::duration::millis(self.listen_timeout));
+        if let Some(watch) = &self.watch {
+            definition.watch = watch
+                .paths
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect();
+            definition.ignore_watch = watch.ignore.clone();
+            definition.watch_delay_ms = Some(crate::core::duration::millis(watch.delay));
+        }
+        definition.cron_restart = self.cron_restart.clone();
+        definition.kill_signal = (self.kill_signal != StopSignal::Terminate)
+            .then(|| self.kill_signal.name().to_string());
+        definition.shutdown_with_message = self.shutdown_with_message;
         definition
     }
 
@@ -278,6 +339,26 @@ impl AppSpec {
                 "--listen-timeout must be greater than zero".into(),
             ));
         }
+        let watch = if definition.watch.is_empty() {
+            None
+        } else {
+            Some(WatchSpec {
+                paths: definition.watch.iter().map(PathBuf::from).collect(),
+                ignore: definition.ignore_watch,
+                delay: optional(
+                    "watch delay",
+                    definition.watch_delay_ms,
+                    DEFAULT_WATCH_DELAY,
+                )?,
+            })
+        };
+        if let Some(pattern) = &definition.cron_restart {
+            check_cron(pattern)?;
+        }
+        let kill_signal = match &definition.kill_signal {
+            Some(name) => StopSignal::parse(name).map_err(ConfigError::Policy)?,
+            None => StopSignal::Terminate,
+        };
         Ok(AppSpec {
             id,
             name,
@@ -296,6 +377,10 @@ impl AppSpec {
             listen,
             wait_ready: definition.wait_ready,
             listen_timeout,
+            watch,
+            cron_restart: definition.cron_restart,
+            kill_signal,
+            shutdown_with_message: definition.shutdown_with_message,
         })
     }
 }
@@ -303,6 +388,8 @@ impl AppSpec {
 /// A problem with the configuration, reported before anything starts.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    #[error("cron_restart: {0}")]
+    Cron(String),
     #[error("script not found: {}", .0.display())]
     ScriptNotFound(PathBuf),
     #[error("{} is a directory, not a script", .0.display())]

@@ -19,3 +19,4 @@ pub mod output;
 pub mod proctree;
 pub mod state_file;
 pub mod systemd;
+pub mod watch;

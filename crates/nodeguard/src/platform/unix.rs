@@ -16,6 +16,11 @@ pub fn signal_group(pgid: u32, signal: StopSignal) -> io::Result<()> {
     let signal = match signal {
         StopSignal::Terminate => Signal::TERM,
         StopSignal::Kill => Signal::KILL,
+        StopSignal::Interrupt => Signal::INT,
+        StopSignal::Hangup => Signal::HUP,
+        StopSignal::Quit => Signal::QUIT,
+        StopSignal::User1 => Signal::USR1,
+        StopSignal::User2 => Signal::USR2,
     };
     let Some(pid) = i32::try_from(pgid).ok().and_then(Pid::from_raw) else {
         return Ok(());

@@ -28,6 +28,8 @@ pub(super) struct Supervisor {
     pub(super) next_key: u64,
     /// Each cluster-mode app's listening sockets, by app name, for the app's life.
     pub(super) listeners: HashMap<String, Arc<SharedListeners>>,
+    /// The watch and cron tasks of apps that have them, by app name: cancelled with the app.
+    pub(super) triggers: HashMap<String, tokio_util::sync::CancellationToken>,
     /// Apps a reload is running for.
     pub(super) reloading: HashSet<String>,
     /// Where reload tasks send their requests to the actor.
@@ -143,6 +145,13 @@ impl Supervisor {
                 bound
             }
         };
+        if (spec.watch.is_some() || spec.cron_restart.is_some())
+            && !self.triggers.contains_key(&spec.name)
+        {
+            let stop = self.shutdown.graceful.child_token();
+            triggers::start(&spec, &self.internal, &stop);
+            self.triggers.insert(spec.name.clone(), stop);
+        }
         let mut indexes = Vec::new();
         for instance in 0..spec.instances.max(1) {
             let origin = origins
@@ -215,6 +224,13 @@ impl Supervisor {
         let apps = &self.apps;
         self.listeners
             .retain(|name, _| apps.iter().any(|handle| &handle.spec.name == name));
+        self.triggers.retain(|name, stop| {
+            let kept = apps.iter().any(|handle| &handle.spec.name == name);
+            if !kept {
+                stop.cancel();
+            }
+            kept
+        });
     }
 
     pub(super) fn on_internal(&mut self, message: Internal) {
@@ -292,12 +308,53 @@ impl Supervisor {
                 let _ = handle.commands.try_send(WorkerCommand::Record(event));
                 self.insert_task(index, task, handle);
             }
+            Internal::Trigger { name, why } => self.on_trigger(name, why),
             Internal::ReloadDone { names } => {
                 for name in names {
                     self.reloading.remove(&name);
                 }
             }
         }
+    }
+
+    /// A watch or cron trigger: restarts the app (reloads it with zero downtime when it has
+    /// listen addresses), unless an operator stopped it, a reload of it is running, or the
+    /// supervisor is shutting down.
+    fn on_trigger(&mut self, name: String, why: String) {
+        let instances: Vec<&WorkerHandle> =
+            self.apps.iter().filter(|h| h.spec.name == name).collect();
+        let Some(first) = instances.first() else {
+            return;
+        };
+        if self.shutdown.graceful.is_cancelled()
+            || self.reloading.contains(&name)
+            || instances.iter().all(|h| self.stopped.contains(&h.spec.id))
+        {
+            return;
+        }
+        let reload = !first.spec.listen.is_empty();
+        let message = format!("{why}: {}", if reload { "reloading" } else { "restarting" });
+        tracing::info!(app = %name, "{message}");
+        for handle in &instances {
+            let event = AppEvent {
+                at: timestamp(std::time::SystemTime::now()),
+                kind: "trigger".to_string(),
+                message: message.clone(),
+            };
+            let _ = handle.commands.try_send(WorkerCommand::Record(event));
+        }
+        let target = Target(name.clone());
+        let (reply, answer) = oneshot::channel();
+        if reload {
+            self.reload(&target, reply);
+        } else {
+            self.command_each(&target, Change::Run, reply, WorkerCommand::Restart);
+        }
+        tokio::spawn(async move {
+            if let Ok(Outcome::Error { message }) = answer.await {
+                tracing::warn!(app = %name, "{message}");
+            }
+        });
     }
 
     pub(super) fn handle(&mut self, request: ControlRequest) {

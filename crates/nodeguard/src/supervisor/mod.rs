@@ -19,6 +19,7 @@ mod reload;
 mod replies;
 pub mod settings;
 pub mod spawner;
+mod triggers;
 pub mod worker;
 
 use actor::Supervisor;
@@ -222,6 +223,7 @@ pub async fn run(
         next_key: 0,
         listeners,
         reloading: HashSet::new(),
+        triggers: HashMap::new(),
         internal,
         next_id: 0,
         context: context.clone(),

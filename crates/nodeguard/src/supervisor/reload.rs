@@ -25,6 +25,8 @@ pub(super) enum Internal {
     ReloadDone { names: Vec<String> },
     /// The task of the instance with this key ended by a panic; its process group was killed.
     TaskFailed { key: u64, why: String },
+    /// A file change or the cron schedule asks to restart (or reload) the app.
+    Trigger { name: String, why: String },
 }
 
 /// One instance as a reload task sees it.

@@ -85,16 +85,11 @@ pub(super) const NOT_SUPPORTED: &[(&str, &str)] = &[
         "disable_trace",
         "there is no PM2.io transaction tracing",
     ),
-    ("watch", "restarting on file changes is not supported"),
-    (
-        "ignore_watch",
-        "restarting on file changes is not supported",
-    ),
     (
         "watch_options",
-        "restarting on file changes is not supported",
+        "chokidar options do not apply (nodeguard watches with inotify); use ignore_watch and \
+         watch_delay",
     ),
-    ("cron_restart", "scheduled restarts are not supported"),
     (
         "interpreter",
         "apps always run with node (choose it with --node)",
@@ -118,7 +113,6 @@ pub(super) const NOT_SUPPORTED: &[(&str, &str)] = &[
         "nothing pulls and restarts the app from outside; run these commands in your deployment",
     ),
     ("append_env_to_name", ""),
-    ("shutdown_with_message", ""),
     ("max_memory_restart_interval", ""),
 ];
 
@@ -188,4 +182,10 @@ pub(super) const SUPPORTED: &[&str] = &[
     "heartbeat_timeout",
     "heartbeat_misses",
     "start_grace",
+    "watch",
+    "ignore_watch",
+    "watch_delay",
+    "cron_restart",
+    "kill_signal",
+    "shutdown_with_message",
 ];

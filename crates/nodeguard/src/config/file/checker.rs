@@ -178,6 +178,7 @@ impl Checker<'_> {
         let listen = self.listen_field(&mut fields);
         self.exec_mode(&mut fields, instances, listen.is_empty());
         let (out_file, error_file, log_timestamps) = self.log_fields(&mut fields, &cwd, instances);
+        let triggers = self.triggers(&mut fields, &cwd);
 
         self.leftovers(fields);
 
@@ -209,6 +210,7 @@ impl Checker<'_> {
                 out_file,
                 error_file,
                 log_timestamps,
+                triggers,
             },
         })
     }
@@ -334,6 +336,94 @@ impl Checker<'_> {
         }
         let (name, value) = found?;
         self.path(&name, value, cwd)
+    }
+
+    /// `watch`, `ignore_watch`, `watch_delay`, `cron_restart`, `kill_signal` (SIGINT when absent,
+    /// as PM2) and `shutdown_with_message`.
+    pub(super) fn triggers(&mut self, fields: &mut Map<String, Value>, cwd: &Path) -> Triggers {
+        let watch = match fields.remove("watch") {
+            None | Some(Value::Bool(false)) | Some(Value::Null) => Vec::new(),
+            Some(Value::Bool(true)) => vec![cwd.to_path_buf()],
+            Some(Value::String(path)) if !cwd.join(&path).exists() => {
+                let message = format!("{} does not exist", cwd.join(&path).display());
+                self.problem("watch", message);
+                Vec::new()
+            }
+            Some(Value::String(path)) => vec![cwd.join(path)],
+            Some(Value::Array(items)) => {
+                let mut paths = Vec::new();
+                for (index, item) in items.into_iter().enumerate() {
+                    match item {
+                        Value::String(path) if !cwd.join(&path).exists() => self.problem(
+                            &format!("watch[{index}]"),
+                            format!("{} does not exist", cwd.join(&path).display()),
+                        ),
+                        Value::String(path) => paths.push(cwd.join(path)),
+                        other => self.problem(
+                            &format!("watch[{index}]"),
+                            format!("expected a path, got {}", show(&other)),
+                        ),
+                    }
+                }
+                paths
+            }
+            Some(other) => {
+                self.problem(
+                    "watch",
+                    format!(
+                        "expected true, false or a list of paths, got {}",
+                        show(&other)
+                    ),
+                );
+                Vec::new()
+            }
+        };
+        let ignore_watch = self.words_field(fields, "ignore_watch");
+        let watch_delay = self.duration_field(fields, "watch_delay");
+        let cron_restart = match fields.remove("cron_restart") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(pattern)) => match crate::config::check_cron(&pattern) {
+                Ok(()) => Some(pattern),
+                Err(error) => {
+                    let message = error.to_string();
+                    let message = message.strip_prefix("cron_restart: ").unwrap_or(&message);
+                    self.problem("cron_restart", message.to_string());
+                    None
+                }
+            },
+            Some(other) => {
+                self.problem(
+                    "cron_restart",
+                    format!("expected a cron pattern, got {}", show(&other)),
+                );
+                None
+            }
+        };
+        let kill_signal = match fields.remove("kill_signal") {
+            None | Some(Value::Null) => StopSignal::Interrupt,
+            Some(Value::String(name)) => StopSignal::parse(&name).unwrap_or_else(|message| {
+                self.problem("kill_signal", message);
+                StopSignal::Interrupt
+            }),
+            Some(other) => {
+                self.problem(
+                    "kill_signal",
+                    format!("expected a signal name, got {}", show(&other)),
+                );
+                StopSignal::Interrupt
+            }
+        };
+        let shutdown_with_message = self
+            .bool_field(fields, "shutdown_with_message")
+            .unwrap_or(false);
+        Triggers {
+            watch,
+            ignore_watch,
+            watch_delay,
+            cron_restart,
+            kill_signal,
+            shutdown_with_message,
+        }
     }
 
     /// Warns about every field that was not taken.

@@ -33,7 +33,7 @@ use serde_json::{Map, Value};
 use crate::config::AppCommand;
 use crate::core::duration::parse_duration;
 use crate::core::exit::human;
-use crate::core::machine::{Autorestart, ExitCodes, Timing};
+use crate::core::machine::{Autorestart, ExitCodes, StopSignal, Timing};
 use nodeguard_proto::control::AppDefinition;
 
 /// The longest a JS config file may take to evaluate before it is killed.
@@ -110,6 +110,21 @@ pub struct AppConfig {
     pub error_file: Option<PathBuf>,
     /// PM2's `time`: prefix each log line with its time.
     pub log_timestamps: bool,
+    /// `watch`, `cron_restart`, `kill_signal` and company.
+    pub triggers: Triggers,
+}
+
+/// An app's restart triggers and stop contract, from PM2's fields.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Triggers {
+    /// Absolute paths; empty for `watch: false` or none.
+    pub watch: Vec<PathBuf>,
+    pub ignore_watch: Vec<String>,
+    pub watch_delay: Option<Duration>,
+    pub cron_restart: Option<String>,
+    /// PM2's default, SIGINT, when the file does not say.
+    pub kill_signal: StopSignal,
+    pub shutdown_with_message: bool,
 }
 
 impl AppConfig {
@@ -159,6 +174,17 @@ impl AppConfig {
         definition.listen = self.listen.clone();
         definition.wait_ready = self.wait_ready;
         definition.listen_timeout_ms = self.listen_timeout.map(millis);
+        let triggers = &self.triggers;
+        definition.watch = triggers
+            .watch
+            .iter()
+            .map(|path| path.display().to_string())
+            .collect();
+        definition.ignore_watch = triggers.ignore_watch.clone();
+        definition.watch_delay_ms = triggers.watch_delay.map(millis);
+        definition.cron_restart = triggers.cron_restart.clone();
+        definition.kill_signal = Some(triggers.kill_signal.name().to_string());
+        definition.shutdown_with_message = triggers.shutdown_with_message;
         definition
     }
 }
@@ -676,13 +702,10 @@ mod tests {
         assert_eq!(worker.timing.heartbeat_misses, 5);
         assert_eq!(worker.timing.start_grace, Duration::from_secs(10));
 
-        let file = fixture("ecosystem.config.js").display().to_string();
-        assert_eq!(
-            loaded.warnings,
-            [
-                format!("{file}: app 'api': field 'watch' is not supported and is ignored (restarting on file changes is not supported)"),
-            ]
-        );
+        // `watch: false` changes nothing and draws no warning; PM2's kill_signal default.
+        assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+        assert!(api.triggers.watch.is_empty());
+        assert_eq!(api.triggers.kill_signal, StopSignal::Interrupt);
     }
 
     #[test]
@@ -894,7 +917,7 @@ mod tests {
     fn unknown_and_unsupported_fields_warn() {
         let dir = temp_dir(&[(
             "c.json",
-            r#"{"deploy":{},"apps":[{"name":"api","script":"app.js","scirpt_x":1,"kill_timout":5,"cron_restart":"0 * * * *","exec_mode":"fork","env_production":{}}]}"#,
+            r#"{"deploy":{},"apps":[{"name":"api","script":"app.js","scirpt_x":1,"kill_timout":5,"watch_options":{"usePolling":true},"exec_mode":"fork","env_production":{}}]}"#,
         )]);
         let file = dir.join("c.json");
         let loaded = load(&file, &defaults()).expect("loads");
@@ -903,11 +926,53 @@ mod tests {
             loaded.warnings,
             [
                 format!("{file}: 'deploy' is ignored: nodeguard does no remote deployment (`pm2 deploy`); ship the code with your own tooling (git pull, rsync, CI), then run `nodeguard start c.json` or `nodeguard reload all` on the host"),
-                format!("{file}: app 'api': field 'cron_restart' is not supported and is ignored (scheduled restarts are not supported)"),
                 format!("{file}: app 'api': field 'env_production' is not supported and is ignored (per-environment env blocks are not supported; put the variables in env)"),
                 format!("{file}: app 'api': field 'kill_timout' is not a known field and is ignored (did you mean 'kill_timeout'?)"),
                 format!("{file}: app 'api': field 'scirpt_x' is not a known field and is ignored"),
+                format!("{file}: app 'api': field 'watch_options' is not supported and is ignored (chokidar options do not apply (nodeguard watches with inotify); use ignore_watch and watch_delay)"),
             ]
+        );
+    }
+
+    #[test]
+    fn watch_cron_and_kill_signal_fields_are_read_and_checked() {
+        let dir = temp_dir(&[
+            ("lib.js", ""),
+            (
+                "ok.json",
+                r#"[{"name":"a","script":"app.js","watch":["lib.js","app.js"],"ignore_watch":["logs","*.tmp"],"watch_delay":250,"cron_restart":"*/5 * * * * *","kill_signal":"SIGUSR2","shutdown_with_message":true},
+                    {"name":"b","script":"app.js","watch":true}]"#,
+            ),
+            (
+                "bad.json",
+                r#"[{"script":"app.js","watch":3,"cron_restart":"* * *","kill_signal":"SIGFOO"},{"script":"app.js","watch":["nowhere"]}]"#,
+            ),
+        ]);
+        let loaded = load(&dir.join("ok.json"), &defaults()).expect("loads");
+        assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+        let a = &loaded.apps[0].triggers;
+        assert_eq!(a.watch, [dir.join("lib.js"), dir.join("app.js")]);
+        assert_eq!(a.ignore_watch, ["logs", "*.tmp"]);
+        assert_eq!(a.watch_delay, Some(Duration::from_millis(250)));
+        assert_eq!(a.cron_restart.as_deref(), Some("*/5 * * * * *"));
+        assert_eq!(a.kill_signal, StopSignal::User2);
+        assert!(a.shutdown_with_message);
+        assert_eq!(loaded.apps[1].triggers.watch, vec![dir.clone()]);
+        let definition = loaded.apps[0].definition(Path::new("/usr/bin/node"), false);
+        assert_eq!(definition.kill_signal.as_deref(), Some("SIGUSR2"));
+        assert_eq!(definition.watch_delay_ms, Some(250));
+
+        let err = load(&dir.join("bad.json"), &defaults()).expect_err("bad fields");
+        let text = err.to_string();
+        assert!(
+            text.contains("watch") && text.contains("expected true, false or a list of paths"),
+            "{text}"
+        );
+        assert!(text.contains("'* * *' has 3 fields"), "{text}");
+        assert!(text.contains("unknown signal 'SIGFOO'"), "{text}");
+        assert!(
+            text.contains("watch[0]: ") && text.contains("nowhere does not exist"),
+            "{text}"
         );
     }
 

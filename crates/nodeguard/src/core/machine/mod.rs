@@ -128,6 +128,52 @@ pub enum Event {
 pub enum StopSignal {
     Terminate,
     Kill,
+    /// SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2: an app's `kill_signal`, sent where the machine
+    /// says `Terminate`.
+    Interrupt,
+    Hangup,
+    Quit,
+    User1,
+    User2,
+}
+
+impl StopSignal {
+    /// The signals `kill_signal` may name, with and without the `SIG` prefix, as PM2 accepts them.
+    pub const NAMES: &'static [(&'static str, StopSignal)] = &[
+        ("SIGTERM", StopSignal::Terminate),
+        ("SIGINT", StopSignal::Interrupt),
+        ("SIGHUP", StopSignal::Hangup),
+        ("SIGQUIT", StopSignal::Quit),
+        ("SIGUSR1", StopSignal::User1),
+        ("SIGUSR2", StopSignal::User2),
+        ("SIGKILL", StopSignal::Kill),
+    ];
+
+    /// `SIGINT`, `sigint`, `INT`; an unknown name is an error naming the accepted ones.
+    pub fn parse(name: &str) -> Result<Self, String> {
+        let upper = name.trim().to_ascii_uppercase();
+        let full = if upper.starts_with("SIG") {
+            upper
+        } else {
+            format!("SIG{upper}")
+        };
+        Self::NAMES
+            .iter()
+            .find(|(known, _)| *known == full)
+            .map(|(_, signal)| *signal)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Self::NAMES.iter().map(|(known, _)| *known).collect();
+                format!("unknown signal '{name}' (one of {})", names.join(", "))
+            })
+    }
+
+    /// `SIGINT` and so on.
+    pub fn name(self) -> &'static str {
+        Self::NAMES
+            .iter()
+            .find(|(_, signal)| *signal == self)
+            .map_or("SIGTERM", |(known, _)| known)
+    }
 }
 
 /// Side effects for the task to perform, in order.

@@ -190,7 +190,7 @@ impl WorkerTask {
         }
         let spec = &self.spec;
         let what = if spec.listen.is_empty() {
-            "call ready() (wait-ready)".to_string()
+            "call ready() or process.send('ready') (wait-ready)".to_string()
         } else {
             let addresses: Vec<String> = spec.listen.iter().map(ToString::to_string).collect();
             format!("listen on {}", addresses.join(", "))

@@ -385,6 +385,11 @@ impl WorkerTask {
         match action {
             Action::Spawn => Some(self.spawn().await),
             Action::SignalGroup { pgid, signal } => {
+                // The machine's graceful signal is the app's kill_signal.
+                let signal = match signal {
+                    StopSignal::Terminate => self.spec.kill_signal,
+                    other => other,
+                };
                 if let Err(error) = platform::signal_group(pgid, signal) {
                     tracing::error!(%error, pgid, ?signal, "cannot signal the process group");
                 }
@@ -394,7 +399,7 @@ impl WorkerTask {
             Action::SendProbe { seq } => self.send(SupervisorMessage::Probe { seq }),
             Action::RequestShutdown { pgid } => {
                 if !self.send_shutdown() {
-                    if let Err(error) = platform::signal_group(pgid, StopSignal::Terminate) {
+                    if let Err(error) = platform::signal_group(pgid, self.spec.kill_signal) {
                         tracing::error!(%error, pgid, "cannot signal the process group");
                     }
                 }

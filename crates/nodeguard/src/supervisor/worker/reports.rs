@@ -165,8 +165,8 @@ pub(super) fn render(report: &Report, timing: &Timing) -> Rendered {
             Level::Error,
             Some(*pid),
             format!(
-                "not ready within {} (no listen on the shared socket, or no monitor.ready() with \
-                 wait-ready); killed",
+                "not ready within {} (no listen on the shared socket, or no monitor.ready() or \
+                 process.send('ready') with wait-ready); killed",
                 human(*waited)
             ),
         ),

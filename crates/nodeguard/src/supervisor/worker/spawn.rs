@@ -8,7 +8,8 @@ use crate::io::output::{prefix_for, Origin, StreamKind};
 use crate::io::proctree::{self};
 use crate::platform;
 use nodeguard_proto::{
-    ENV_APP_NAME, ENV_INSTANCE, ENV_LISTEN, ENV_SOCKET, ENV_TOKEN, ENV_WAIT_READY,
+    ENV_APP_NAME, ENV_INSTANCE, ENV_KILL_SIGNAL, ENV_LISTEN, ENV_SHUTDOWN_MESSAGE, ENV_SOCKET,
+    ENV_TOKEN, ENV_WAIT_READY,
 };
 use std::process::Stdio;
 use std::sync::Arc;
@@ -70,6 +71,12 @@ impl WorkerTask {
         }
         if spec.wait_ready {
             command.env(ENV_WAIT_READY, "1");
+        }
+        if spec.kill_signal != crate::core::machine::StopSignal::Terminate {
+            command.env(ENV_KILL_SIGNAL, spec.kill_signal.name());
+        }
+        if spec.shutdown_with_message {
+            command.env(ENV_SHUTDOWN_MESSAGE, "1");
         }
 
         let spawn_key = NEXT_SPAWN_KEY.fetch_add(1, std::sync::atomic::Ordering::Relaxed);

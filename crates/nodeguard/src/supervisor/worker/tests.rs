@@ -121,6 +121,10 @@ fn spec(timing: Timing) -> AppSpec {
         listen: Vec::new(),
         wait_ready: false,
         listen_timeout: 8_000 * MS,
+        watch: None,
+        cron_restart: None,
+        kill_signal: crate::core::machine::StopSignal::Terminate,
+        shutdown_with_message: false,
     }
 }
 
