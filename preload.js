@@ -74,8 +74,31 @@ function esmEntry() {
   }
 }
 
-const entry = esmEntry();
-if (entry === null) {
+/**
+ * Under a command (`nodeguard start npm -- start`, `tsx app.ts`), NODE_OPTIONS preloads this file
+ * into every Node process of the app's tree, NODEGUARD_COMMAND=1 says so, and the first process to
+ * connect becomes the monitored one (its monitor takes the token out of its own environment, so
+ * its children do not compete). The launchers that only start the app are skipped, so that the
+ * app's own process, not npm's event loop, carries the monitor: npm, npx, yarn, pnpm, corepack,
+ * and tsx's and nodemon's CLIs, which run the app in a child process.
+ */
+const LAUNCHER = /[\\/](npm-cli|npx-cli|npm|npx|yarn|yarnpkg|pnpm|pnpx|corepack|nodemon|tsx)(\.c?js|\.mjs)?$|[\\/](npm|yarn|pnpm|corepack|tsx|nodemon)[\\/](bin|dist|lib)[\\/][^\\/]+$|[\\/]\.yarn[\\/]releases[\\/][^\\/]+$/;
+
+function isLauncher() {
+  if (process.env.NODEGUARD_COMMAND !== '1') return false;
+  const main = process.argv[1];
+  if (!main) return false;
+  let real = main;
+  try {
+    real = require('node:fs').realpathSync(main);
+  } catch {}
+  return LAUNCHER.test(main) || LAUNCHER.test(real);
+}
+
+const entry = isLauncher() ? undefined : esmEntry();
+if (entry === undefined) {
+  // A launcher: the monitor belongs to the app it starts.
+} else if (entry === null) {
   startMonitor();
 } else {
   // By the next tick Node has begun loading the entry itself: importing the same URL then joins

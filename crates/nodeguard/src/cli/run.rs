@@ -130,6 +130,8 @@ impl RunArgs {
                     .cluster
                     .listen_timeout
                     .unwrap_or(config::DEFAULT_LISTEN_TIMEOUT),
+                interpreter: None,
+                interpreter_args: Vec::new(),
             })
             .collect();
         let home = match home {

@@ -1,6 +1,7 @@
 //! What to supervise: validated app specs and supervisor settings, built from the command line and
 //! checked up front so that a bad script or node path is refused before anything starts.
 
+pub mod command;
 pub mod file;
 
 use std::path::{Path, PathBuf};
@@ -51,6 +52,9 @@ pub struct AppSpec {
     pub wait_ready: bool,
     /// How long an instance has to become ready (cluster mode only).
     pub listen_timeout: Duration,
+    /// What runs the script (see [`AppDefinition::interpreter`]): `None` is node.
+    pub interpreter: Option<String>,
+    pub interpreter_args: Vec<String>,
 }
 
 /// A `[host:]port` the supervisor binds for an app.
@@ -140,11 +144,46 @@ impl AppCommand<'_> {
             listen: Vec::new(),
             wait_ready: false,
             listen_timeout_ms: None,
+            interpreter: None,
+            interpreter_args: Vec::new(),
         }
     }
 }
 
 impl AppSpec {
+    /// The program the app's process runs: node, the interpreter, or the command itself.
+    pub fn runtime(&self) -> &Path {
+        match self.interpreter.as_deref() {
+            None => &self.node,
+            Some(command::NONE) => &self.script,
+            Some(interpreter) => Path::new(interpreter),
+        }
+    }
+
+    /// Why no monitor can be expected in this app's process, if that is known up front: an
+    /// interpreter that is neither Node nor Bun (python3, deno, ...).
+    pub fn unmonitorable(&self) -> Option<String> {
+        let interpreter = self.interpreter.as_deref()?;
+        if interpreter == command::NONE || command::is_bun(interpreter) {
+            return None;
+        }
+        let name = Path::new(interpreter)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if name.contains("node")
+            || name == "tsx"
+            || name == "ts-node"
+            || name == "sh"
+            || name == "bash"
+        {
+            return None;
+        }
+        Some(format!(
+            "{name} is not Node or Bun: the monitor cannot run in it"
+        ))
+    }
+
     /// Whether the app runs in cluster mode: readiness by `Ready`, rolling reloads.
     pub fn cluster_mode(&self) -> bool {
         !self.listen.is_empty() || self.wait_ready
@@ -197,6 +236,8 @@ impl AppSpec {
         definition.listen = self.listen.iter().map(ToString::to_string).collect();
         definition.wait_ready = self.wait_ready;
         definition.listen_timeout_ms = Some(crate::core::duration::millis(self.listen_timeout));
+        definition.interpreter = self.interpreter.clone();
+        definition.interpreter_args = self.interpreter_args.clone();
         definition
     }
 
@@ -296,6 +337,8 @@ impl AppSpec {
             listen,
             wait_ready: definition.wait_ready,
             listen_timeout,
+            interpreter: definition.interpreter.filter(|i| !i.is_empty()),
+            interpreter_args: definition.interpreter_args,
         })
     }
 }
@@ -309,6 +352,8 @@ pub enum ConfigError {
     ScriptIsDirectory(PathBuf),
     #[error("node binary not found: {0} (install Node.js, or pass --node PATH)")]
     NodeNotFound(String),
+    #[error("interpreter not found: {0} (install it, or give its path)")]
+    InterpreterNotFound(String),
     #[error("heartbeat timeout ({timeout}) must not exceed the heartbeat interval ({interval})")]
     TimeoutExceedsInterval { timeout: String, interval: String },
     #[error("--heartbeat-misses must be at least 1")]

@@ -245,6 +245,8 @@ mod tests {
                     listen: vec!["127.0.0.1:8080".into()],
                     wait_ready: true,
                     listen_timeout_ms: Some(3000),
+                    interpreter: Some("none".into()),
+                    interpreter_args: vec!["-u".into()],
                 },
                 restarts: 4,
                 hangs: 1,

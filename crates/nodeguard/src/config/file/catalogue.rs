@@ -39,14 +39,6 @@ pub(super) const NOT_SUPPORTED: &[(&str, &str)] = &[
         "pid files are not written; use `nodeguard status`",
     ),
     (
-        "interpreter",
-        "apps always run with node (choose it with --node)",
-    ),
-    (
-        "exec_interpreter",
-        "apps always run with node (choose it with --node)",
-    ),
-    (
         "instance_var",
         "the instance number is in NODEGUARD_INSTANCE",
     ),
@@ -78,6 +70,8 @@ pub(super) const SUPPORTED: &[&str] = &[
     "instances",
     "node_args",
     "interpreter_args",
+    "interpreter",
+    "exec_interpreter",
     "max_memory_restart",
     "kill_timeout",
     "autorestart",

@@ -84,8 +84,12 @@ pub struct AppConfig {
     pub args: Vec<String>,
     pub cwd: PathBuf,
     pub env: Vec<(String, String)>,
-    /// `node_args` followed by `interpreter_args`.
+    /// `node_args`, and `interpreter_args` when node runs the app.
     pub node_args: Vec<String>,
+    /// What runs the script (see [`AppDefinition::interpreter`]); `None` is node.
+    pub interpreter: Option<String>,
+    /// `interpreter_args` for an interpreter other than node.
+    pub interpreter_args: Vec<String>,
     pub instances: Instances,
     /// The defaults' timing with this app's heartbeat, grace and kill-timeout fields applied.
     pub timing: Timing,
@@ -125,6 +129,8 @@ impl AppConfig {
         .definition();
         let path_text = |path: &Option<PathBuf>| path.as_ref().map(|p| p.display().to_string());
         definition.out_file = path_text(&self.out_file);
+        definition.interpreter = self.interpreter.clone();
+        definition.interpreter_args = self.interpreter_args.clone();
         definition.error_file = path_text(&self.error_file);
         definition.log_timestamps = self.log_timestamps || log_timestamps;
         if let Some(codes) = &self.stop_exit_codes {
