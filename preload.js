@@ -100,6 +100,11 @@ if (entry === undefined) {
   // A launcher: the monitor belongs to the app it starts.
 } else if (entry === null) {
   startMonitor();
+} else if (/\.[cm]?tsx?$/.test(entry)) {
+  // TypeScript through a loader (`--import tsx`): importing the entry here would run before the
+  // loader's hooks are registered (Node runs --require preloads first) and fail on `.ts`. The
+  // monitor connects after the load wait instead; a load failure still ends the process first.
+  setTimeout(startMonitor, ESM_LOAD_WAIT_MS).unref();
 } else {
   // By the next tick Node has begun loading the entry itself: importing the same URL then joins
   // that load (the module is evaluated once) and settles when it does.

@@ -105,6 +105,7 @@ impl RunArgs {
                     .ok_or_else(|| ConfigError::Policy("too many apps".into()))
             })
             .collect::<Result<Vec<u32>, _>>()?;
+        let node_args = self.app.split_node_args()?;
         let apps = scripts
             .into_iter()
             .zip(names)
@@ -115,7 +116,7 @@ impl RunArgs {
                 script,
                 args: self.app_args.clone(),
                 node: node.clone(),
-                node_args: self.app.node_args.clone(),
+                node_args: node_args.clone(),
                 cwd: cwd.clone(),
                 env: Vec::new(),
                 timing,

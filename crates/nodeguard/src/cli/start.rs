@@ -174,8 +174,16 @@ impl StartArgs {
             &cwd,
             &node,
         )?;
+        let user_node_args = self.app.split_node_args()?;
         let mut node_args = entry.node_args;
-        node_args.extend(self.app.split_node_args()?);
+        if user_node_args
+            .iter()
+            .any(|arg| arg.contains("tsx") || arg.contains("ts-node"))
+        {
+            // The user's own TypeScript loader (--node-arg="--import tsx") replaces ours.
+            node_args.retain(|arg| arg != "--import=tsx");
+        }
+        node_args.extend(user_node_args);
         let interpreter_args = match &self.interpreter_args {
             Some(text) => shell_words::split(text).map_err(|error| {
                 ConfigError::Policy(format!("--interpreter-args {text:?}: {error}"))
