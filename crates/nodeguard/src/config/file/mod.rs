@@ -819,6 +819,60 @@ mod tests {
     }
 
     #[test]
+    fn scripts_are_commands_files_or_interpreted_as_pm2_resolves_them() {
+        let dir = temp_dir(&[
+            ("worker.py", ""),
+            (
+                "c.json",
+                r#"[{"name":"web","script":"npm run start"},
+                    {"name":"py","script":"worker.py","interpreter":"python3","interpreter_args":"-u"},
+                    {"name":"js","script":"app.js","exec_interpreter":"node","interpreter_args":"--trace-warnings"},
+                    {"name":"gone","script":"no-such-program-here --flag"},
+                    {"name":"odd","script":"app.js","interpreter":7}]"#,
+            ),
+        ]);
+        let found = problems(load(&dir.join("c.json"), &defaults()));
+        let fields: Vec<_> = found.iter().map(|p| p.to_string()).collect();
+        assert_eq!(found.len(), 2, "{fields:?}");
+        assert!(
+            fields[0]
+                .contains("no-such-program-here --flag not found (as a file or a command on PATH)"),
+            "{fields:?}"
+        );
+        assert!(
+            fields[1].contains("interpreter: expected a program name or path, got 7"),
+            "{fields:?}"
+        );
+        std::fs::write(
+            dir.join("c.json"),
+            r#"[{"name":"web","script":"npm run start"},
+                {"name":"py","script":"worker.py","interpreter":"python3","interpreter_args":"-u"},
+                {"name":"js","script":"app.js","exec_interpreter":"node","interpreter_args":"--trace-warnings"}]"#,
+        )
+        .expect("config");
+        let loaded = load(&dir.join("c.json"), &defaults()).expect("loads");
+        assert_eq!(
+            loaded.warnings,
+            Vec::<String>::new(),
+            "interpreter is applied, not warned"
+        );
+        let [web, py, js] = &loaded.apps[..] else {
+            panic!("three apps")
+        };
+        assert_eq!(web.interpreter.as_deref(), Some("none"));
+        assert!(web.script.ends_with("npm"), "{:?}", web.script);
+        assert_eq!(web.args, ["run", "start"]);
+        assert!(py
+            .interpreter
+            .as_deref()
+            .is_some_and(|i| i.contains("python3")));
+        assert_eq!(py.interpreter_args, ["-u"]);
+        assert_eq!(py.script, dir.join("worker.py"));
+        assert_eq!(js.interpreter, None);
+        assert_eq!(js.node_args, ["--trace-warnings"]);
+    }
+
+    #[test]
     fn relative_cwd_and_script_resolve_against_the_config_file() {
         let dir = temp_dir(&[]);
         std::fs::create_dir_all(dir.join("srv/bin")).expect("dirs");

@@ -182,3 +182,22 @@ fn node_options(inherited: Option<String>, preload: Option<&Path>, node_args: &[
     words.extend(node_args.iter().map(|arg| quote(arg)));
     words.join(" ")
 }
+
+#[cfg(test)]
+mod node_options_tests {
+    use super::*;
+
+    #[test]
+    fn node_options_keep_the_apps_own_and_quote_paths_with_spaces() {
+        let options = node_options(
+            Some("--max-old-space-size=256".into()),
+            Some(Path::new("/opt/my apps/preload.js")),
+            &["--import".to_string(), "tsx".to_string()],
+        );
+        assert_eq!(
+            options,
+            r#"--max-old-space-size=256 --trace-sigint --require "/opt/my apps/preload.js" --import tsx"#
+        );
+        assert_eq!(node_options(Some("  ".into()), None, &[]), "--trace-sigint");
+    }
+}
