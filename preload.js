@@ -82,7 +82,15 @@ function esmEntry() {
  * app's own process, not npm's event loop, carries the monitor: npm, npx, yarn, pnpm, corepack,
  * and tsx's and nodemon's CLIs, which run the app in a child process.
  */
-const LAUNCHER = /[\\/](npm-cli|npx-cli|npm|npx|yarn|yarnpkg|pnpm|pnpx|corepack|nodemon|tsx)(\.c?js|\.mjs)?$|[\\/](npm|yarn|pnpm|corepack|tsx|nodemon)[\\/](bin|dist|lib)[\\/][^\\/]+$|[\\/]\.yarn[\\/]releases[\\/][^\\/]+$/;
+const LAUNCHERS = [
+  /[\\/]npm[\\/]bin[\\/](npm|npx)-cli\.js$/,
+  /[\\/]yarn[\\/]([^\\/]+[\\/])?bin[\\/]yarn(pkg)?\.c?js$/,
+  /[\\/]\.yarn[\\/]releases[\\/]yarn-[^\\/]+\.c?js$/,
+  /[\\/]pnpm[\\/]([^\\/]+[\\/])?(bin|dist)[\\/](pnpm|pnpx)\.c?js$/,
+  /[\\/]corepack[\\/]dist[\\/][^\\/]+\.js$/,
+  /[\\/]tsx[\\/]dist[\\/]cli\.c?mjs$/,
+  /[\\/]nodemon[\\/]bin[\\/]nodemon\.js$/,
+];
 
 function isLauncher() {
   if (process.env.NODEGUARD_COMMAND !== '1') return false;
@@ -92,7 +100,7 @@ function isLauncher() {
   try {
     real = require('node:fs').realpathSync(main);
   } catch {}
-  return LAUNCHER.test(main) || LAUNCHER.test(real);
+  return LAUNCHERS.some((launcher) => launcher.test(main) || launcher.test(real));
 }
 
 const entry = isLauncher() ? undefined : esmEntry();

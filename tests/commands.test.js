@@ -195,8 +195,19 @@ test('TypeScript: a .ts app runs through the project\'s tsx, monitored; --node-a
     { what: 'app.ts with --node-arg="--import tsx" to be monitored' });
   const argv = h.procArgv(explicit.pid);
   assert.ok(argv.includes('--import') && argv.includes('tsx'), argv.join(' '));
+  // interpreter tsx: tsx's CLI is a launcher; the Node process it starts for the app carries the
+  // monitor, so a hang in the app is caught.
+  fs.writeFileSync(path.join(dir, 'hang.ts'), HANGING_APP);
+  await home.ok(['start', 'hang.ts', '--name', 'via-tsx', '--interpreter', path.join(BIN_DIR, 'tsx'), ...FAST], { cwd: dir });
+  const viaTsx = await home.waitForStatus((apps) => apps.find((a) => a.name === 'via-tsx' && a.monitored),
+    { what: 'hang.ts under --interpreter tsx to be monitored' });
+  const appPid = await home.waitFor(() => readPid(dir, 0), { what: 'the app under tsx to start' });
+  assert.notEqual(appPid, viaTsx.pid, "the app runs in tsx's child process");
+  fs.writeFileSync(path.join(dir, 'hang-now'), '');
+  await home.waitForStatus((apps) => apps.find((a) => a.name === 'via-tsx' && a.hangs >= 1),
+    { what: 'the hang under tsx to be detected' });
   await home.ok(['stop', 'all']);
-  await h.waitGone([row.pid, explicit.pid], { what: 'the TypeScript apps to end' });
+  await h.waitGone([row.pid, explicit.pid, appPid], { what: 'the TypeScript apps to end' });
 });
 
 test('bun: --interpreter bun runs, logs, restarts and stops the app, and the preloaded monitor catches a hang', async (t) => {
