@@ -171,6 +171,15 @@ test('a config file: script as a command line, interpreter python3 and none', as
   await home.waitForStatus((apps) => apps.find((a) => a.name === 'site' && a.monitored), { what: 'site (through npm run) to be monitored' });
   await home.waitFor(() => logText(home, 'worker').includes('worker up') && logText(home, 'tool').includes('tool up'),
     { what: 'the logs of worker and tool' });
+  // The runtime is part of what is saved: after save → kill → resurrect each app runs as before.
+  await home.ok(['save']);
+  await home.ok(['kill']);
+  await home.ok(['resurrect'], { cwd: os.tmpdir() });
+  await home.waitForStatus((apps) => ['site', 'worker', 'tool'].every((n) => apps.find((a) => a.name === n && a.state === 'running')),
+    { what: 'the three apps to run after resurrect' });
+  await home.waitForStatus((apps) => apps.find((a) => a.name === 'site' && a.monitored), { what: 'site to be monitored after resurrect' });
+  const worker = (await home.byName()).worker;
+  assert.match(h.procArgv(worker.pid)[0], /python3/);
   await home.ok(['stop', 'all']);
 });
 
