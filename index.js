@@ -130,9 +130,10 @@ function nowMs() {
  * supervisor then uses it to show where a hung loop is stuck). `stop` stops the sampler.
  */
 function createPingCallback() {
-  // Bun reads neither flag and prints no stack on SIGINT.
+  // Bun and Deno print no JS stack on SIGINT.
   const traceSigint =
     typeof globalThis.Bun === 'undefined' &&
+    typeof globalThis.Deno === 'undefined' &&
     (process.execArgv.includes('--trace-sigint') ||
       /(^|\s)--trace-sigint(\s|$)/.test(process.env.NODE_OPTIONS || ''));
   // Lateness samples since the previous ping, in ms. Past MAX_SAMPLES the oldest are overwritten:

@@ -92,6 +92,20 @@ const LAUNCHERS = [
   /[\\/]nodemon[\\/]bin[\\/]nodemon\.js$/,
 ];
 
+/**
+ * Deno reads NODE_OPTIONS' --require too. The monitor needs env and ffi (its Node-API addon)
+ * permissions there: without them (`deno app.js`, no -A) it stays out, and the app runs
+ * unmonitored instead of failing on a permission error. `deno run -A` grants them.
+ */
+function denoWithoutPermissions() {
+  if (typeof globalThis.Deno === 'undefined') return false;
+  try {
+    return !['env', 'ffi', 'read'].every((name) => globalThis.Deno.permissions.querySync({ name }).state === 'granted');
+  } catch {
+    return true;
+  }
+}
+
 function isLauncher() {
   if (process.env.NODEGUARD_COMMAND !== '1') return false;
   const main = process.argv[1];
@@ -103,9 +117,9 @@ function isLauncher() {
   return LAUNCHERS.some((launcher) => launcher.test(main) || launcher.test(real));
 }
 
-const entry = isLauncher() ? undefined : esmEntry();
+const entry = denoWithoutPermissions() || isLauncher() ? undefined : esmEntry();
 if (entry === undefined) {
-  // A launcher: the monitor belongs to the app it starts.
+  // A launcher (the monitor belongs to the app it starts), or Deno without permissions.
 } else if (entry === null) {
   startMonitor();
 } else if (/\.[cm]?tsx?$/.test(entry)) {

@@ -238,3 +238,31 @@ test('bun: --interpreter bun runs, logs, restarts and stops the app, and the pre
   await home.ok(['stop', 'server']);
   await h.waitGone([last.pid], { what: 'the Bun app to end' });
 });
+
+test('deno: --interpreter deno runs, logs, restarts and stops the app; describe says why it is not monitored', async (t) => {
+  requireTool('deno', ['--version']);
+  const dir = project(t, [['app.js', "console.log('deno up', typeof Deno, Deno.pid);\nsetInterval(() => {}, 1000);\n"]]);
+  const home = new h.DaemonHome(t, { env: { PATH: PATH_WITH_BIN } });
+  await home.ok(['start', 'app.js', '--interpreter', 'deno', '--start-grace', '500ms'], { cwd: dir });
+  const row = await home.waitForStatus((apps) => apps.find((a) => a.name === 'app' && a.state === 'running' && a.pid),
+    { what: 'the Deno app to run' });
+  await home.waitFor(() => logText(home, 'app').includes(`deno up object ${row.pid}`), { what: "the Deno app's output" });
+  await home.waitFor(async () => events(await describe(home, 'app'))
+    .find((e) => e.kind === 'unmonitored' && /not monitored: deno without permissions for the monitor/.test(e.message)),
+  { what: 'the reason the Deno app is not monitored' });
+  await home.ok(['restart', 'app']);
+  const second = await home.waitForStatus((apps) => apps.find((a) => a.name === 'app' && a.state === 'running' && a.pid && a.pid !== row.pid),
+    { what: 'the Deno app to restart' });
+  await home.ok(['stop', 'app']);
+  await h.waitGone([row.pid, second.pid], { what: 'the Deno app to end' });
+  // With the permissions (`deno run -A`), the monitor loads through Node-API: a hang is caught.
+  fs.writeFileSync(path.join(dir, 'hang.js'), HANGING_APP.replace("const fs = require('node:fs');", "import fs from 'node:fs';"));
+  await home.ok(['start', 'hang.js', '--interpreter', 'deno', '--interpreter-args', 'run -A', ...FAST], { cwd: dir });
+  const monitored = await home.waitForStatus((apps) => apps.find((a) => a.name === 'hang' && a.monitored),
+    { what: 'the Deno app with -A to be monitored' });
+  fs.writeFileSync(path.join(dir, 'hang-now'), '');
+  await home.waitForStatus((apps) => apps.find((a) => a.name === 'hang' && a.hangs >= 1),
+    { what: 'the Deno hang to be detected' });
+  await home.ok(['stop', 'hang']);
+  await h.waitGone([monitored.pid], { what: 'the monitored Deno app to end' });
+});

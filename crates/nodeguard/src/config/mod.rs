@@ -179,6 +179,18 @@ impl AppSpec {
         {
             return None;
         }
+        if name == "deno" {
+            // Deno loads the preload from NODE_OPTIONS and the addon through Node-API, given the
+            // env, read and ffi permissions; nodeguard does not widen an app's permissions.
+            let granted = self.interpreter_args.iter().any(|arg| {
+                matches!(arg.as_str(), "-A" | "--allow-all") || arg.starts_with("--allow-ffi")
+            });
+            return (!granted).then(|| {
+                "deno without permissions for the monitor (give interpreter_args \"run -A\", \
+                 or --allow-env --allow-read --allow-ffi)"
+                    .to_string()
+            });
+        }
         Some(format!(
             "{name} is not Node or Bun: the monitor cannot run in it"
         ))

@@ -50,7 +50,7 @@ impl WorkerTask {
             }
             StackPlan::AppHandlesSigint => {
                 "the app listens for SIGINT, which turns off Node's --trace-sigint (or runs \
-                 on Bun, which prints no stack on SIGINT)"
+                 on Bun or Deno, which print no stack on SIGINT)"
             }
             StackPlan::ProcessUnresponsive => {
                 "the process did not answer at all (not even the monitor's own thread)"
