@@ -143,9 +143,12 @@ function nowMs() {
  * supervisor then uses it to show where a hung loop is stuck). `stop` stops the sampler.
  */
 function createPingCallback() {
+  // Bun and Deno print no JS stack on SIGINT.
   const traceSigint =
-    process.execArgv.includes('--trace-sigint') ||
-    /(^|\s)--trace-sigint(\s|$)/.test(process.env.NODE_OPTIONS || '');
+    typeof globalThis.Bun === 'undefined' &&
+    typeof globalThis.Deno === 'undefined' &&
+    (process.execArgv.includes('--trace-sigint') ||
+      /(^|\s)--trace-sigint(\s|$)/.test(process.env.NODE_OPTIONS || ''));
   // Lateness samples since the previous ping, in ms. Past MAX_SAMPLES the oldest are overwritten:
   // the percentiles then cover the most recent ones; mean and max still cover all.
   const samples = new Float64Array(MAX_SAMPLES);

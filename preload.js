@@ -74,9 +74,59 @@ function esmEntry() {
   }
 }
 
-const entry = esmEntry();
-if (entry === null) {
+/**
+ * Under a command (`nodeguard start npm -- start`, `tsx app.ts`), NODE_OPTIONS preloads this file
+ * into every Node process of the app's tree, NODEGUARD_COMMAND=1 says so, and the first process to
+ * connect becomes the monitored one (its monitor takes the token out of its own environment, so
+ * its children do not compete). The launchers that only start the app are skipped, so that the
+ * app's own process, not npm's event loop, carries the monitor: npm, npx, yarn, pnpm, corepack,
+ * and tsx's and nodemon's CLIs, which run the app in a child process.
+ */
+const LAUNCHERS = [
+  /[\\/]npm[\\/]bin[\\/](npm|npx)-cli\.js$/,
+  /[\\/]yarn[\\/]([^\\/]+[\\/])?bin[\\/]yarn(pkg)?\.c?js$/,
+  /[\\/]\.yarn[\\/]releases[\\/]yarn-[^\\/]+\.c?js$/,
+  /[\\/]pnpm[\\/]([^\\/]+[\\/])?(bin|dist)[\\/](pnpm|pnpx)\.c?js$/,
+  /[\\/]corepack[\\/]dist[\\/][^\\/]+\.js$/,
+  /[\\/]tsx[\\/]dist[\\/]cli\.c?mjs$/,
+  /[\\/]nodemon[\\/]bin[\\/]nodemon\.js$/,
+];
+
+/**
+ * Deno reads NODE_OPTIONS' --require too. The monitor needs env and ffi (its Node-API addon)
+ * permissions there: without them (`deno app.js`, no -A) it stays out, and the app runs
+ * unmonitored instead of failing on a permission error. `deno run -A` grants them.
+ */
+function denoWithoutPermissions() {
+  if (typeof globalThis.Deno === 'undefined') return false;
+  try {
+    return !['env', 'ffi', 'read'].every((name) => globalThis.Deno.permissions.querySync({ name }).state === 'granted');
+  } catch {
+    return true;
+  }
+}
+
+function isLauncher() {
+  if (process.env.NODEGUARD_COMMAND !== '1') return false;
+  const main = process.argv[1];
+  if (!main) return false;
+  let real = main;
+  try {
+    real = require('node:fs').realpathSync(main);
+  } catch {}
+  return LAUNCHERS.some((launcher) => launcher.test(main) || launcher.test(real));
+}
+
+const entry = denoWithoutPermissions() || isLauncher() ? undefined : esmEntry();
+if (entry === undefined) {
+  // A launcher (the monitor belongs to the app it starts), or Deno without permissions.
+} else if (entry === null) {
   startMonitor();
+} else if (/\.[cm]?tsx?$/.test(entry)) {
+  // TypeScript through a loader (`--import tsx`): importing the entry here would run before the
+  // loader's hooks are registered (Node runs --require preloads first) and fail on `.ts`. The
+  // monitor connects after the load wait instead; a load failure still ends the process first.
+  setTimeout(startMonitor, ESM_LOAD_WAIT_MS).unref();
 } else {
   // By the next tick Node has begun loading the entry itself: importing the same URL then joins
   // that load (the module is evaluated once) and settles when it does.

@@ -336,6 +336,7 @@ function definition(name) {
     heartbeat_misses: 3, start_grace_ms: 2000, kill_timeout_ms: 2000, instances: 1, listen: [],
     wait_ready: false, listen_timeout_ms: 2000, watch: [], ignore_watch: [], watch_delay_ms: null,
     cron_restart: null, kill_signal: null, shutdown_with_message: false,
+    wait_ready: false, listen_timeout_ms: 2000, interpreter: null, interpreter_args: [],
   };
 }
 

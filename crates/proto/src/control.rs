@@ -141,6 +141,16 @@ pub struct AppDefinition {
     /// Ask the app to stop with the message `'shutdown'` on `process.on('message')`.
     #[serde(default)]
     pub shutdown_with_message: bool,
+    /// What runs `script`: `None` is node (`node` above, with the monitor preloaded); `"none"`
+    /// runs `script` itself as a command (a file or a program found on PATH); anything else is
+    /// the absolute path of an interpreter (bun, python3, tsx, ...) run as
+    /// `interpreter interpreter_args script args`. Node processes started by a command or an
+    /// interpreter carry the monitor through `NODE_OPTIONS`.
+    #[serde(default)]
+    pub interpreter: Option<String>,
+    /// Arguments for a non-node interpreter, before the script.
+    #[serde(default)]
+    pub interpreter_args: Vec<String>,
 }
 
 fn one() -> u32 {

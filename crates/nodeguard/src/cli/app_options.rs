@@ -15,7 +15,8 @@ pub struct AppOptions {
     #[arg(long, value_name = "PATH", default_value = "node")]
     pub node: String,
 
-    /// Extra argument for node itself (before the script); repeat for more.
+    /// Extra argument for node itself (before the script); repeat for more. One value holding
+    /// spaces is split as a shell would: --node-arg="--import tsx" is two arguments.
     #[arg(long = "node-arg", value_name = "ARG", allow_hyphen_values = true)]
     pub node_args: Vec<String>,
 
@@ -93,6 +94,17 @@ pub(super) fn parse_memory(text: &str) -> Result<u64, String> {
 }
 
 impl AppOptions {
+    /// `--node-arg` values, each split shell-like (`--import tsx` is two words).
+    pub fn split_node_args(&self) -> Result<Vec<String>, ConfigError> {
+        let mut words = Vec::new();
+        for arg in &self.node_args {
+            let split = shell_words::split(arg)
+                .map_err(|error| ConfigError::Policy(format!("--node-arg {arg:?}: {error}")))?;
+            words.extend(split);
+        }
+        Ok(words)
+    }
+
     /// The heartbeat and stop timing, validated.
     pub fn timing(&self) -> Result<Timing, ConfigError> {
         // Without an explicit timeout, the default follows a shorter interval.

@@ -109,6 +109,7 @@ impl RunArgs {
                     .ok_or_else(|| ConfigError::Policy("too many apps".into()))
             })
             .collect::<Result<Vec<u32>, _>>()?;
+        let node_args = self.app.split_node_args()?;
         let apps = scripts
             .into_iter()
             .zip(names)
@@ -119,7 +120,7 @@ impl RunArgs {
                 script,
                 args: self.app_args.clone(),
                 node: node.clone(),
-                node_args: self.app.node_args.clone(),
+                node_args: node_args.clone(),
                 cwd: cwd.clone(),
                 env: Vec::new(),
                 timing,
@@ -138,6 +139,8 @@ impl RunArgs {
                 cron_restart: triggers.cron_restart.clone(),
                 kill_signal: triggers.kill_signal,
                 shutdown_with_message: triggers.shutdown_with_message,
+                interpreter: None,
+                interpreter_args: Vec::new(),
             })
             .collect();
         let home = match home {

@@ -15,10 +15,22 @@ use super::*;
 #[derive(Debug, Args)]
 pub struct StartArgs {
     /// The script to run, or a config file (*.json, *.yml, *.yaml, *.config.js|cjs|mjs, such as
-    /// PM2's ecosystem.config.js or process.yml)
-    /// whose apps to start.
-    #[arg(value_name = "SCRIPT|CONFIG")]
+    /// PM2's ecosystem.config.js or process.yml) whose apps to start. A .js/.mjs/.cjs file runs
+    /// with node (with the monitor), a .ts file with node's type stripping or the project's tsx, a
+    /// .py file with python3, an executable or a command on PATH (npm, yarn, pnpm, npx, uvicorn,
+    /// ...) as a command, and so does a quoted command line ("npm run start"); Node processes
+    /// inside a command carry the monitor.
+    #[arg(value_name = "SCRIPT|CONFIG|COMMAND")]
     pub script: PathBuf,
+
+    /// What runs the script, as PM2's --interpreter: node, bun, python3, tsx, deno, none (the
+    /// script runs itself), or a path.
+    #[arg(long, value_name = "PROGRAM")]
+    pub interpreter: Option<String>,
+
+    /// Arguments for the interpreter, before the script (split as a shell would).
+    #[arg(long, value_name = "ARGS", allow_hyphen_values = true)]
+    pub interpreter_args: Option<String>,
 
     /// The app's name (default: the script's file name without extension).
     #[arg(long)]
@@ -162,18 +174,43 @@ impl StartArgs {
         if let Some(name) = &self.name {
             config::check_name(name)?;
         }
-        let script = config::resolve_script(&self.script, &cwd)?;
+        let entry = config::command::resolve_entry(
+            &self.script.to_string_lossy(),
+            self.interpreter.as_deref(),
+            &cwd,
+            &node,
+        )?;
+        let user_node_args = self.app.split_node_args()?;
+        let mut node_args = entry.node_args;
+        if user_node_args
+            .iter()
+            .any(|arg| arg.contains("tsx") || arg.contains("ts-node"))
+        {
+            // The user's own TypeScript loader (--node-arg="--import tsx") replaces ours.
+            node_args.retain(|arg| arg != "--import=tsx");
+        }
+        node_args.extend(user_node_args);
+        let interpreter_args = match &self.interpreter_args {
+            Some(text) => shell_words::split(text).map_err(|error| {
+                ConfigError::Policy(format!("--interpreter-args {text:?}: {error}"))
+            })?,
+            None => Vec::new(),
+        };
+        let mut args = entry.args;
+        args.extend(self.app_args);
         let mut app = AppCommand {
             name: self.name,
-            script: &script,
-            args: self.app_args,
+            script: &entry.script,
+            args,
             node: &node,
-            node_args: self.app.node_args,
+            node_args,
             cwd: &cwd,
             env: Vec::new(),
             timing: &timing,
         }
         .definition();
+        app.interpreter = entry.interpreter;
+        app.interpreter_args = interpreter_args;
         app.log_timestamps = self.app.log_timestamps;
         self.cluster.apply(&mut app)?;
         self.triggers.apply(&mut app, &cwd)?;

@@ -1,6 +1,7 @@
 //! What to supervise: validated app specs and supervisor settings, built from the command line and
 //! checked up front so that a bad script or node path is refused before anything starts.
 
+pub mod command;
 pub mod file;
 
 use std::path::{Path, PathBuf};
@@ -59,6 +60,9 @@ pub struct AppSpec {
     pub kill_signal: StopSignal,
     /// Ask the app to stop with `'shutdown'` on `process.on('message')`.
     pub shutdown_with_message: bool,
+    /// What runs the script (see [`AppDefinition::interpreter`]): `None` is node.
+    pub interpreter: Option<String>,
+    pub interpreter_args: Vec<String>,
 }
 
 /// Default quiet time after a file change before the restart (PM2's `watch_delay` default).
@@ -188,11 +192,58 @@ impl AppCommand<'_> {
             cron_restart: None,
             kill_signal: None,
             shutdown_with_message: false,
+            interpreter: None,
+            interpreter_args: Vec::new(),
         }
     }
 }
 
 impl AppSpec {
+    /// The program the app's process runs: node, the interpreter, or the command itself.
+    pub fn runtime(&self) -> &Path {
+        match self.interpreter.as_deref() {
+            None => &self.node,
+            Some(command::NONE) => &self.script,
+            Some(interpreter) => Path::new(interpreter),
+        }
+    }
+
+    /// Why no monitor can be expected in this app's process, if that is known up front: an
+    /// interpreter that is neither Node nor Bun (python3, deno, ...).
+    pub fn unmonitorable(&self) -> Option<String> {
+        let interpreter = self.interpreter.as_deref()?;
+        if interpreter == command::NONE || command::is_bun(interpreter) {
+            return None;
+        }
+        let name = Path::new(interpreter)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if name.contains("node")
+            || name == "tsx"
+            || name == "ts-node"
+            || name == "sh"
+            || name == "bash"
+        {
+            return None;
+        }
+        if name == "deno" {
+            // Deno loads the preload from NODE_OPTIONS and the addon through Node-API, given the
+            // env, read and ffi permissions; nodeguard does not widen an app's permissions.
+            let granted = self.interpreter_args.iter().any(|arg| {
+                matches!(arg.as_str(), "-A" | "--allow-all") || arg.starts_with("--allow-ffi")
+            });
+            return (!granted).then(|| {
+                "deno without permissions for the monitor (give interpreter_args \"run -A\", \
+                 or --allow-env --allow-read --allow-ffi)"
+                    .to_string()
+            });
+        }
+        Some(format!(
+            "{name} is not Node or Bun: the monitor cannot run in it"
+        ))
+    }
+
     /// Whether the app runs in cluster mode: readiness by `Ready`, rolling reloads.
     pub fn cluster_mode(&self) -> bool {
         !self.listen.is_empty() || self.wait_ready
@@ -258,6 +309,8 @@ impl AppSpec {
         definition.kill_signal = (self.kill_signal != StopSignal::Terminate)
             .then(|| self.kill_signal.name().to_string());
         definition.shutdown_with_message = self.shutdown_with_message;
+        definition.interpreter = self.interpreter.clone();
+        definition.interpreter_args = self.interpreter_args.clone();
         definition
     }
 
@@ -381,6 +434,8 @@ impl AppSpec {
             cron_restart: definition.cron_restart,
             kill_signal,
             shutdown_with_message: definition.shutdown_with_message,
+            interpreter: definition.interpreter.filter(|i| !i.is_empty()),
+            interpreter_args: definition.interpreter_args,
         })
     }
 }
@@ -396,6 +451,8 @@ pub enum ConfigError {
     ScriptIsDirectory(PathBuf),
     #[error("node binary not found: {0} (install Node.js, or pass --node PATH)")]
     NodeNotFound(String),
+    #[error("interpreter not found: {0} (install it, or give its path)")]
+    InterpreterNotFound(String),
     #[error("heartbeat timeout ({timeout}) must not exceed the heartbeat interval ({interval})")]
     TimeoutExceedsInterval { timeout: String, interval: String },
     #[error("--heartbeat-misses must be at least 1")]

@@ -26,6 +26,9 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
 pub struct MonitorConnection {
     /// Which spawn of the app this connection belongs to.
     pub generation: u64,
+    /// The connected process, as the kernel names it (Linux), else as its hello says. Under a
+    /// command (`npm start`) this is the app's Node process, a descendant of the spawned one.
+    pub pid: u32,
     pub reader: FrameReader<OwnedReadHalf>,
     pub writer: OwnedWriteHalf,
 }
@@ -114,6 +117,7 @@ enum HandshakeError {
 
 async fn handshake(stream: UnixStream, registry: &TokenRegistry) -> Result<(), HandshakeError> {
     let uid = platform::peer_uid(&stream).map_err(HandshakeError::Credentials)?;
+    let peer_pid = platform::peer_pid(&stream);
     if uid != platform::current_uid() {
         return Err(HandshakeError::ForeignUser(uid));
     }
@@ -148,6 +152,7 @@ async fn handshake(stream: UnixStream, registry: &TokenRegistry) -> Result<(), H
     write_message(&mut writer, &welcome, MAX_WORKER_FRAME).await?;
     let connection = MonitorConnection {
         generation: registration.generation,
+        pid: peer_pid.unwrap_or(pid),
         reader,
         writer,
     };

@@ -44,6 +44,9 @@ pub struct AppTree {
     pub descendants: Vec<Member>,
     /// Resident memory of the descendants, in bytes.
     pub descendants_rss: u64,
+    /// Resident memory of the main process itself, in bytes (what its monitor reports, when the
+    /// monitor is in it; under a command the monitor is in a descendant).
+    pub root_rss: u64,
 }
 
 /// Every app's tree at the last scan, by the pid of the app's main process.
@@ -137,6 +140,11 @@ impl TreeIndex {
         }
         for &root in roots.keys() {
             apps.entry(root).or_default();
+        }
+        for process in table {
+            if let Some(tree) = apps.get_mut(&process.pid) {
+                tree.root_rss = process.rss;
+            }
         }
         self.foreign = foreign;
         self.owner = owner;

@@ -251,6 +251,8 @@ mod tests {
                     cron_restart: Some("0 3 * * *".into()),
                     kill_signal: Some("SIGINT".into()),
                     shutdown_with_message: true,
+                    interpreter: Some("none".into()),
+                    interpreter_args: vec!["-u".into()],
                 },
                 restarts: 4,
                 hangs: 1,

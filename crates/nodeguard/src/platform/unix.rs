@@ -84,6 +84,20 @@ pub fn peer_uid(socket: &impl AsFd) -> io::Result<u32> {
     }
 }
 
+/// The process id at the other end of a Unix socket, where the system tells it (Linux).
+pub fn peer_pid(socket: &impl AsFd) -> Option<u32> {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        let cred = rustix::net::sockopt::socket_peercred(socket).ok()?;
+        u32::try_from(cred.pid.as_raw_nonzero().get()).ok()
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    {
+        let _ = socket;
+        None
+    }
+}
+
 /// Whether process `pid` still runs (a zombie counts as exited: it has finished, only its
 /// parent has not collected it yet).
 pub fn process_alive(pid: u32) -> bool {

@@ -91,14 +91,6 @@ pub(super) const NOT_SUPPORTED: &[(&str, &str)] = &[
          watch_delay",
     ),
     (
-        "interpreter",
-        "apps always run with node (choose it with --node)",
-    ),
-    (
-        "exec_interpreter",
-        "apps always run with node (choose it with --node)",
-    ),
-    (
         "instance_var",
         "the instance number is in NODEGUARD_INSTANCE",
     ),
@@ -157,6 +149,8 @@ pub(super) const SUPPORTED: &[&str] = &[
     "instances",
     "node_args",
     "interpreter_args",
+    "interpreter",
+    "exec_interpreter",
     "max_memory_restart",
     "kill_timeout",
     "autorestart",

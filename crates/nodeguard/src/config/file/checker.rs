@@ -2,6 +2,8 @@
 
 use super::catalogue::{changes_nothing, NOT_SUPPORTED, SUPPORTED};
 use super::*;
+use crate::config::command::{self, Entry};
+use crate::config::ConfigError;
 
 /// Checks one app's fields, recording problems and warnings as it goes.
 pub(super) struct Checker<'a> {
@@ -63,29 +65,78 @@ impl Checker<'_> {
                 None => (base.to_path_buf(), false),
             },
         };
-        let script = match fields.remove("script") {
+        // PM2's `interpreter` (or its older name `exec_interpreter`) chooses the runtime.
+        let mut interpreter = None;
+        for field in ["interpreter", "exec_interpreter"] {
+            match fields.remove(field) {
+                Some(Value::String(text)) if interpreter.is_none() => interpreter = Some(text),
+                Some(Value::String(_)) | None => {}
+                Some(other) => self.problem(
+                    field,
+                    format!("expected a program name or path, got {}", show(&other)),
+                ),
+            }
+        }
+        let entry = match fields.remove("script") {
             None => {
                 self.problem("script", "missing: every app needs the script to run");
                 None
             }
-            Some(value) => self.path("script", value, &cwd).filter(|script| {
-                if !cwd_ok || script.is_file() {
-                    return true;
+            Some(Value::String(text))
+                if !text.trim().is_empty() && !text.contains('\0') && cwd_ok =>
+            {
+                match command::resolve_entry(&text, interpreter.as_deref(), &cwd, &defaults.node) {
+                    Ok(entry) => Some(Entry {
+                        script: normalize(&entry.script),
+                        ..entry
+                    }),
+                    Err(error) => {
+                        let full = normalize(&cwd.join(&text));
+                        let message = match error {
+                            ConfigError::ScriptNotFound(_) => {
+                                format!(
+                                    "{} not found (as a file or a command on PATH)",
+                                    full.display()
+                                )
+                            }
+                            ConfigError::ScriptIsDirectory(_) => {
+                                format!("{} is a directory, not a script", full.display())
+                            }
+                            other => other.to_string(),
+                        };
+                        self.problem("script", message);
+                        None
+                    }
                 }
-                let message = if script.is_dir() {
-                    format!("{} is a directory, not a script", script.display())
-                } else {
-                    format!("{} not found", script.display())
-                };
-                self.problem("script", message);
-                false
+            }
+            Some(value) => self.path("script", value, &cwd).map(|script| Entry {
+                script,
+                args: Vec::new(),
+                interpreter: None,
+                node_args: Vec::new(),
             }),
         };
-        let args = self.words_field(&mut fields, "args");
+        let mut args = self.words_field(&mut fields, "args");
         let mut node_args = self.words_field(&mut fields, "node_args");
-        node_args.extend(self.words_field(&mut fields, "interpreter_args"));
+        let mut extra = self.words_field(&mut fields, "interpreter_args");
         // PM2's camel-case alias of interpreter_args.
-        node_args.extend(self.words_field(&mut fields, "interpreterArgs"));
+        extra.extend(self.words_field(&mut fields, "interpreterArgs"));
+        let interpreter_args = match entry.as_ref().and_then(|e| e.interpreter.as_ref()) {
+            // A non-node interpreter takes them; for node they are node arguments, as in PM2.
+            Some(_) => extra,
+            None => {
+                node_args.extend(extra);
+                Vec::new()
+            }
+        };
+        let (script, interpreter) = match entry {
+            Some(entry) => {
+                args.splice(0..0, entry.args);
+                node_args.splice(0..0, entry.node_args);
+                (Some(entry.script), entry.interpreter)
+            }
+            None => (None, None),
+        };
         let mut env = fields
             .remove("env")
             .map(|value| self.env(value))
@@ -195,6 +246,8 @@ impl Checker<'_> {
                 cwd,
                 env,
                 node_args,
+                interpreter,
+                interpreter_args,
                 instances,
                 timing,
                 max_memory,

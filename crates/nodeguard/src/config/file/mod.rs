@@ -88,8 +88,12 @@ pub struct AppConfig {
     pub args: Vec<String>,
     pub cwd: PathBuf,
     pub env: Vec<(String, String)>,
-    /// `node_args` followed by `interpreter_args`.
+    /// `node_args`, and `interpreter_args` when node runs the app.
     pub node_args: Vec<String>,
+    /// What runs the script (see [`AppDefinition::interpreter`]); `None` is node.
+    pub interpreter: Option<String>,
+    /// `interpreter_args` for an interpreter other than node.
+    pub interpreter_args: Vec<String>,
     pub instances: Instances,
     /// The defaults' timing with this app's heartbeat, grace and kill-timeout fields applied.
     pub timing: Timing,
@@ -144,6 +148,8 @@ impl AppConfig {
         .definition();
         let path_text = |path: &Option<PathBuf>| path.as_ref().map(|p| p.display().to_string());
         definition.out_file = path_text(&self.out_file);
+        definition.interpreter = self.interpreter.clone();
+        definition.interpreter_args = self.interpreter_args.clone();
         definition.error_file = path_text(&self.error_file);
         definition.log_timestamps = self.log_timestamps || log_timestamps;
         if let Some(codes) = &self.stop_exit_codes {
@@ -989,6 +995,60 @@ mod tests {
         let dir = temp_dir(&[("c.json", r#"[{"script":"app.js","args":"'unclosed"}]"#)]);
         let problems = problems(load(&dir.join("c.json"), &defaults()));
         assert_eq!(problems[0].field.as_deref(), Some("args"));
+    }
+
+    #[test]
+    fn scripts_are_commands_files_or_interpreted_as_pm2_resolves_them() {
+        let dir = temp_dir(&[
+            ("worker.py", ""),
+            (
+                "c.json",
+                r#"[{"name":"web","script":"npm run start"},
+                    {"name":"py","script":"worker.py","interpreter":"python3","interpreter_args":"-u"},
+                    {"name":"js","script":"app.js","exec_interpreter":"node","interpreter_args":"--trace-warnings"},
+                    {"name":"gone","script":"no-such-program-here --flag"},
+                    {"name":"odd","script":"app.js","interpreter":7}]"#,
+            ),
+        ]);
+        let found = problems(load(&dir.join("c.json"), &defaults()));
+        let fields: Vec<_> = found.iter().map(|p| p.to_string()).collect();
+        assert_eq!(found.len(), 2, "{fields:?}");
+        assert!(
+            fields[0]
+                .contains("no-such-program-here --flag not found (as a file or a command on PATH)"),
+            "{fields:?}"
+        );
+        assert!(
+            fields[1].contains("interpreter: expected a program name or path, got 7"),
+            "{fields:?}"
+        );
+        std::fs::write(
+            dir.join("c.json"),
+            r#"[{"name":"web","script":"npm run start"},
+                {"name":"py","script":"worker.py","interpreter":"python3","interpreter_args":"-u"},
+                {"name":"js","script":"app.js","exec_interpreter":"node","interpreter_args":"--trace-warnings"}]"#,
+        )
+        .expect("config");
+        let loaded = load(&dir.join("c.json"), &defaults()).expect("loads");
+        assert_eq!(
+            loaded.warnings,
+            Vec::<String>::new(),
+            "interpreter is applied, not warned"
+        );
+        let [web, py, js] = &loaded.apps[..] else {
+            panic!("three apps")
+        };
+        assert_eq!(web.interpreter.as_deref(), Some("none"));
+        assert!(web.script.ends_with("npm"), "{:?}", web.script);
+        assert_eq!(web.args, ["run", "start"]);
+        assert!(py
+            .interpreter
+            .as_deref()
+            .is_some_and(|i| i.contains("python3")));
+        assert_eq!(py.interpreter_args, ["-u"]);
+        assert_eq!(py.script, dir.join("worker.py"));
+        assert_eq!(js.interpreter, None);
+        assert_eq!(js.node_args, ["--trace-warnings"]);
     }
 
     #[test]

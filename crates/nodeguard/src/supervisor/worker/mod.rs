@@ -330,12 +330,20 @@ impl WorkerTask {
             })) => {
                 self.metrics.memory = Some(memory);
                 self.metrics.loop_delay = Some(loop_delay);
-                let descendants_rss = self
-                    .machine
-                    .pid()
-                    .and_then(|pid| self.ctx.tree.borrow().of(pid).map(|t| t.descendants_rss));
+                let main = self.machine.pid();
+                let tree = main.and_then(|pid| self.ctx.tree.borrow().of(pid).cloned());
+                let monitor_in_main = self.connection.as_ref().map(|c| c.pid) == main;
+                let rss = match tree {
+                    Some(tree) if monitor_in_main => {
+                        memory.rss.saturating_add(tree.descendants_rss)
+                    }
+                    // Under a command (npm start) the monitored process is a descendant, already
+                    // in the tree's sum: add the main process's own memory instead.
+                    Some(tree) => tree.root_rss.saturating_add(tree.descendants_rss),
+                    None => memory.rss,
+                };
                 Some(Event::Pong {
-                    rss: Some(memory.rss.saturating_add(descendants_rss.unwrap_or(0))),
+                    rss: Some(rss),
                     stack_on_sigint,
                 })
             }
@@ -409,6 +417,9 @@ impl WorkerTask {
                 if let Some(tap) = &self.tap {
                     tap.arm();
                 }
+                // Under a command (npm start) the monitored process is the app's own Node
+                // process, not the spawned launcher: it is the one to print its stack.
+                let pid = self.connection.as_ref().map_or(pid, |c| c.pid);
                 if let Err(error) = platform::interrupt(pid) {
                     tracing::error!(%error, pid, "cannot send SIGINT for the stack");
                 }
@@ -418,10 +429,18 @@ impl WorkerTask {
                 if let Report::NotReady { waited, .. } = report {
                     self.fail_starting_waiters(waited);
                 }
+                let why_unmonitored = matches!(report, Report::Unmonitored)
+                    .then(|| self.spec.unmonitorable())
+                    .flatten();
                 let note = self.hang_note(&report);
                 self.log(report);
                 if let Some(text) = note {
                     self.note(text).await;
+                }
+                if let Some(why) = why_unmonitored {
+                    // The runtime says why (python3 cannot load the monitor): in describe too.
+                    tracing::warn!(app = %self.spec.name, "not monitored: {why}");
+                    self.record("unmonitored", format!("not monitored: {why}"));
                 }
                 None
             }

@@ -49,7 +49,8 @@ impl WorkerTask {
                 return None;
             }
             StackPlan::AppHandlesSigint => {
-                "the app listens for SIGINT, which turns off Node's --trace-sigint"
+                "the app listens for SIGINT, which turns off Node's --trace-sigint (or runs \
+                 on Bun or Deno, which print no stack on SIGINT)"
             }
             StackPlan::ProcessUnresponsive => {
                 "the process did not answer at all (not even the monitor's own thread)"

@@ -19,6 +19,8 @@ pub struct WorkerSnapshot {
     pub hangs: u64,
     pub spawned_at: Option<Instant>,
     pub monitored: bool,
+    /// The monitored process, when it is not the main one (an app run through `npm start`).
+    pub monitored_descendant: Option<u32>,
     pub memory: Option<MemoryUsage>,
     pub loop_delay: Option<LoopDelay>,
     pub last_pong_at: Option<Instant>,
@@ -37,6 +39,7 @@ impl WorkerSnapshot {
             hangs: 0,
             spawned_at: None,
             monitored: false,
+            monitored_descendant: None,
             memory: None,
             loop_delay: None,
             last_pong_at: None,
@@ -50,11 +53,15 @@ impl WorkerSnapshot {
     pub fn to_status(&self, spec: &AppSpec, now: Instant, tree: &TreeSnapshot) -> AppStatus {
         let age_ms = |at: Instant| crate::core::duration::millis(now.saturating_duration_since(at));
         let descendants = self.pid.and_then(|pid| tree.of(pid));
-        let tree_rss = self.memory.map(|memory| {
-            memory
-                .rss
-                .saturating_add(descendants.map_or(0, |tree| tree.descendants_rss))
-        });
+        let tree_rss = self
+            .memory
+            .map(|memory| match (self.monitored_descendant, descendants) {
+                // The monitored process is among the descendants: add the main process's own.
+                (Some(_), Some(tree)) => tree.root_rss.saturating_add(tree.descendants_rss),
+                _ => memory
+                    .rss
+                    .saturating_add(descendants.map_or(0, |tree| tree.descendants_rss)),
+            });
         let processes = self.pid.map(|_| {
             let descendants = descendants.map_or(0, |tree| tree.descendants.len());
             u32::try_from(descendants).map_or(u32::MAX, |n| n.saturating_add(1))
@@ -117,6 +124,11 @@ impl WorkerTask {
             Phase::Errored { .. } => (AppState::Errored, None, None, None, None),
         };
         let monitored = self.connection.is_some();
+        let monitored_descendant = self
+            .connection
+            .as_ref()
+            .map(|c| c.pid)
+            .filter(|monitored| Some(*monitored) != pid);
         let mut changed = None;
         self.snapshot.send_modify(|snapshot| {
             let before = (
@@ -132,6 +144,7 @@ impl WorkerTask {
             snapshot.restarts = machine.restarts;
             snapshot.hangs = machine.hangs;
             snapshot.monitored = monitored;
+            snapshot.monitored_descendant = monitored_descendant;
             snapshot.finished = if machine.is_at_rest() {
                 machine.finished
             } else {

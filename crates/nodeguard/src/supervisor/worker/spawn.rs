@@ -1,6 +1,7 @@
 //! Spawning an app's process: the command line, environment and token, pipes to the output
 //! writer, on the spawner thread.
 
+use crate::config::command;
 use crate::core::machine::Event;
 use crate::io::forensics::StackTap;
 use crate::io::monitor_socket::new_token;
@@ -11,6 +12,7 @@ use nodeguard_proto::{
     ENV_APP_NAME, ENV_INSTANCE, ENV_KILL_SIGNAL, ENV_LISTEN, ENV_SHUTDOWN_MESSAGE, ENV_SOCKET,
     ENV_TOKEN, ENV_WAIT_READY,
 };
+use std::path::Path;
 use std::process::Stdio;
 use std::sync::Arc;
 use tokio::process::Command;
@@ -44,15 +46,50 @@ impl WorkerTask {
         self.token = Some(token.clone());
 
         let spec = self.spec.clone();
-        let mut command = Command::new(&spec.node);
-        // A hung process then prints its JS stack on SIGINT (see `forensics`).
-        command.arg("--trace-sigint");
-        if let Some(preload) = &self.ctx.preload {
-            command.arg("--require").arg(preload);
-        }
+        let mut node_options_value = None;
+        let mut command = match spec.interpreter.as_deref() {
+            None => {
+                let mut command = Command::new(&spec.node);
+                // A hung process then prints its JS stack on SIGINT (see `forensics`).
+                command.arg("--trace-sigint");
+                if let Some(preload) = &self.ctx.preload {
+                    command.arg("--require").arg(preload);
+                }
+                command.args(&spec.node_args).arg(&spec.script);
+                command
+            }
+            Some(interpreter) => {
+                let command = if interpreter == command::NONE {
+                    Command::new(&spec.script)
+                } else {
+                    let mut command = Command::new(interpreter);
+                    if command::is_bun(interpreter) {
+                        if let Some(preload) = &self.ctx.preload {
+                            command.arg("--preload").arg(preload);
+                        }
+                    }
+                    command.args(&spec.interpreter_args).arg(&spec.script);
+                    command
+                };
+                // Every Node process the command starts is a candidate for the monitor; the
+                // preload skips package managers' own CLIs (see preload.js), and the first other
+                // one to connect is the app.
+                let inherited = spec
+                    .env
+                    .iter()
+                    .rev()
+                    .find(|(key, _)| key == "NODE_OPTIONS")
+                    .map(|(_, value)| value.clone())
+                    .or_else(|| std::env::var("NODE_OPTIONS").ok());
+                node_options_value = Some(node_options(
+                    inherited,
+                    self.ctx.preload.as_deref(),
+                    &spec.node_args,
+                ));
+                command
+            }
+        };
         command
-            .args(&spec.node_args)
-            .arg(&spec.script)
             .args(&spec.args)
             .current_dir(&spec.cwd)
             .envs(spec.env.iter().map(|(k, v)| (k, v)))
@@ -64,6 +101,9 @@ impl WorkerTask {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(false);
+        if let Some(options) = node_options_value {
+            command.env("NODE_OPTIONS", options).env(ENV_COMMAND, "1");
+        }
         platform::configure_child(&mut command);
         if !self.listeners.is_empty() {
             command.env(ENV_LISTEN, self.listeners.env_value());
@@ -117,9 +157,54 @@ impl WorkerTask {
             Err(error) => {
                 self.forget_token();
                 Event::SpawnFailed {
-                    error: format!("cannot start {}: {error}", spec.node.display()),
+                    error: format!("cannot start {}: {error}", spec.runtime().display()),
                 }
             }
         }
+    }
+}
+
+/// Set for a command or interpreter run: the preload then skips package managers' own CLIs.
+pub const ENV_COMMAND: &str = "NODEGUARD_COMMAND";
+
+/// `NODE_OPTIONS` for the Node processes inside a command: what the app had, then
+/// `--trace-sigint`, the monitor's preload (quoted, as NODE_OPTIONS allows) and the node args.
+fn node_options(inherited: Option<String>, preload: Option<&Path>, node_args: &[String]) -> String {
+    let quote = |word: &str| {
+        if word.contains([' ', '"', '\\']) {
+            format!("\"{}\"", word.replace('\\', "\\\\").replace('"', "\\\""))
+        } else {
+            word.to_string()
+        }
+    };
+    let mut words: Vec<String> = inherited
+        .into_iter()
+        .filter(|o| !o.trim().is_empty())
+        .collect();
+    words.push("--trace-sigint".to_string());
+    if let Some(preload) = preload {
+        words.push("--require".to_string());
+        words.push(quote(&preload.display().to_string()));
+    }
+    words.extend(node_args.iter().map(|arg| quote(arg)));
+    words.join(" ")
+}
+
+#[cfg(test)]
+mod node_options_tests {
+    use super::*;
+
+    #[test]
+    fn node_options_keep_the_apps_own_and_quote_paths_with_spaces() {
+        let options = node_options(
+            Some("--max-old-space-size=256".into()),
+            Some(Path::new("/opt/my apps/preload.js")),
+            &["--import".to_string(), "tsx".to_string()],
+        );
+        assert_eq!(
+            options,
+            r#"--max-old-space-size=256 --trace-sigint --require "/opt/my apps/preload.js" --import tsx"#
+        );
+        assert_eq!(node_options(Some("  ".into()), None, &[]), "--trace-sigint");
     }
 }

@@ -125,6 +125,8 @@ fn spec(timing: Timing) -> AppSpec {
         cron_restart: None,
         kill_signal: crate::core::machine::StopSignal::Terminate,
         shutdown_with_message: false,
+        interpreter: None,
+        interpreter_args: Vec::new(),
     }
 }
 
