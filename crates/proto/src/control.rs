@@ -122,6 +122,17 @@ pub struct AppDefinition {
     /// How long a new instance has to become ready; `None` means the default.
     #[serde(default)]
     pub listen_timeout_ms: Option<u64>,
+    /// The variable holding the instance number (PM2's `instance_var`); `None` means
+    /// `NODE_APP_INSTANCE`, as in PM2.
+    #[serde(default)]
+    pub instance_var: Option<String>,
+    /// A variable of the app's environment (e.g. `PORT`) whose number grows by one per instance
+    /// (PM2's `increment_var`).
+    #[serde(default)]
+    pub increment_var: Option<String>,
+    /// A group name that targets every app in it (`restart <namespace>`), PM2's `namespace`.
+    #[serde(default)]
+    pub namespace: Option<String>,
 }
 
 fn one() -> u32 {

@@ -65,18 +65,31 @@ pub struct Cli {
 pub enum Verb {
     /// Start an app in the background daemon (starting the daemon if needed); returns once it runs.
     Start(Box<StartArgs>),
-    /// Stop apps (they stay listed); returns once they have exited. TARGET: a name, an id, or all.
-    Stop { target: String },
+    /// Stop apps (they stay listed); returns once they have exited. TARGET: a name, an id, or all
+    /// (several targets: `stop api worker`).
+    Stop {
+        #[arg(required = true, value_name = "TARGET")]
+        targets: Vec<String>,
+    },
     /// Restart apps, or start stopped ones; returns once the new processes run.
-    Restart { target: String },
+    Restart {
+        #[arg(required = true, value_name = "TARGET")]
+        targets: Vec<String>,
+    },
     /// Rolling reload: for each instance, start a replacement, wait until it is ready, then drain
     /// the old one (apps with --listen lose no request). A replacement that fails aborts the
     /// reload and the old instances keep serving (exit code 1). Apps without --listen are
     /// restarted one instance at a time instead.
-    Reload { target: String },
+    Reload {
+        #[arg(required = true, value_name = "TARGET")]
+        targets: Vec<String>,
+    },
     /// Stop apps and forget them.
     #[command(visible_alias = "del")]
-    Delete { target: String },
+    Delete {
+        #[arg(required = true, value_name = "TARGET")]
+        targets: Vec<String>,
+    },
     /// Show every app: pid, state, restarts, hangs, memory, loop delay.
     #[command(visible_alias = "ls", alias = "list")]
     Status {
@@ -101,7 +114,18 @@ pub enum Verb {
         #[arg(long)]
         out: bool,
     },
+    /// Every app as one line of JSON (PM2's `jlist`; `status --json` is the same, indented).
+    Jlist,
+    /// Every app as indented JSON (PM2's `prettylist`).
+    Prettylist,
+    /// Start the apps of a config file that are not running and restart the others (by name).
+    #[command(name = "startOrRestart")]
+    StartOrRestart(Box<StartArgs>),
+    /// Start the apps of a config file that are not running and reload the others (by name).
+    #[command(name = "startOrReload")]
+    StartOrReload(Box<StartArgs>),
     /// Show an app's configuration, counters and recent events (starts, exits, hangs, restarts).
+    #[command(visible_alias = "show")]
     Describe {
         /// An app name or id.
         target: String,

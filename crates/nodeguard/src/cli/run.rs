@@ -130,6 +130,8 @@ impl RunArgs {
                     .cluster
                     .listen_timeout
                     .unwrap_or(config::DEFAULT_LISTEN_TIMEOUT),
+                instance_vars: config::InstanceVars::default(),
+                namespace: None,
             })
             .collect();
         let home = match home {

@@ -15,7 +15,8 @@ use super::*;
 #[derive(Debug, Args)]
 pub struct StartArgs {
     /// The script to run, or a config file (*.json, *.config.js such as PM2's ecosystem.config.js)
-    /// whose apps to start.
+    /// whose apps to start, or the name or id of an app the daemon knows (which is then restarted,
+    /// or started if stopped, as PM2's `start <name>` does).
     #[arg(value_name = "SCRIPT|CONFIG")]
     pub script: PathBuf,
 
@@ -28,6 +29,39 @@ pub struct StartArgs {
 
     #[command(flatten)]
     pub cluster: ClusterOptions,
+
+    /// The app's working directory; a relative script is found from it (default: the current
+    /// directory).
+    #[arg(long, value_name = "DIR")]
+    pub cwd: Option<PathBuf>,
+
+    /// Write the app's stdout to this file instead of <home>/logs/<name>-out.log (PM2's -o).
+    #[arg(
+        short = 'o',
+        long = "output",
+        visible_alias = "out-file",
+        value_name = "FILE"
+    )]
+    pub output: Option<PathBuf>,
+
+    /// Write the app's stderr to this file instead of <home>/logs/<name>-err.log (PM2's -e).
+    #[arg(
+        short = 'e',
+        long = "error",
+        visible_alias = "error-file",
+        value_name = "FILE"
+    )]
+    pub error: Option<PathBuf>,
+
+    /// Never restart the app when it exits (PM2's spelling of --autorestart never).
+    #[arg(long)]
+    pub no_autorestart: bool,
+
+    /// Put the app in a group that verbs can target by its name (`restart <namespace>`), as PM2's
+    /// --namespace.
+    #[arg(long, value_name = "NAME")]
+    pub namespace: Option<String>,
+
     /// Accepted only to refuse it with a clear message: the HTTP endpoint belongs to the daemon.
     #[arg(long, value_name = "ADDR", hide = true)]
     pub http: Option<String>,
@@ -148,6 +182,12 @@ impl StartArgs {
             let mut apps = Vec::new();
             for app in &loaded.apps {
                 let mut definition = app.definition(&node, self.app.log_timestamps);
+                if self.no_autorestart {
+                    definition.autorestart = Some("never".to_string());
+                }
+                if self.namespace.is_some() {
+                    definition.namespace = self.namespace.clone();
+                }
                 self.cluster.apply(&mut definition)?;
                 apps.push(definition);
             }
@@ -156,6 +196,23 @@ impl StartArgs {
         if let Some(name) = &self.name {
             config::check_name(name)?;
         }
+        if let Some(namespace) = &self.namespace {
+            config::check_name(namespace)?;
+        }
+        let cwd = match &self.cwd {
+            Some(dir) => {
+                let dir = cwd.join(dir);
+                if !dir.is_dir() {
+                    return Err(ConfigError::Policy(format!(
+                        "--cwd {} is not a directory",
+                        dir.display()
+                    ))
+                    .into());
+                }
+                dir
+            }
+            None => cwd,
+        };
         let script = config::resolve_script(&self.script, &cwd)?;
         let mut app = AppCommand {
             name: self.name,
@@ -169,6 +226,17 @@ impl StartArgs {
         }
         .definition();
         app.log_timestamps = self.app.log_timestamps;
+        let in_cwd = |file: &PathBuf| cwd.join(file).to_string_lossy().into_owned();
+        if let Some(file) = &self.output {
+            app.out_file = Some(in_cwd(file));
+        }
+        if let Some(file) = &self.error {
+            app.error_file = Some(in_cwd(file));
+        }
+        if self.no_autorestart {
+            app.autorestart = Some("never".to_string());
+        }
+        app.namespace = self.namespace;
         self.cluster.apply(&mut app)?;
         Ok(StartPlan {
             apps: vec![app],

@@ -51,6 +51,59 @@ pub struct AppSpec {
     pub wait_ready: bool,
     /// How long an instance has to become ready (cluster mode only).
     pub listen_timeout: Duration,
+    /// PM2's `instance_var` and `increment_var`.
+    pub instance_vars: InstanceVars,
+    /// PM2's `namespace`: a target naming every app in it.
+    pub namespace: Option<String>,
+}
+
+/// The environment variables PM2 sets per instance.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InstanceVars {
+    /// Holds the instance number; `None` is `NODE_APP_INSTANCE`.
+    pub instance_var: Option<String>,
+    /// A numeric variable of the app's environment that grows by one per instance.
+    pub increment_var: Option<String>,
+}
+
+/// PM2's default name for the instance-number variable.
+pub const DEFAULT_INSTANCE_VAR: &str = "NODE_APP_INSTANCE";
+
+impl InstanceVars {
+    /// The variables for instance `instance`, given the app's environment (`env`, then the
+    /// supervisor's own for an `increment_var` the app's does not set). An `increment_var` that is
+    /// missing or not a number is left as it is.
+    pub fn for_instance(&self, instance: u32, env: &[(String, String)]) -> Vec<(String, String)> {
+        let name = self.instance_var.as_deref().unwrap_or(DEFAULT_INSTANCE_VAR);
+        let mut vars = vec![(name.to_string(), instance.to_string())];
+        if let Some(var) = &self.increment_var {
+            let base = env
+                .iter()
+                .rev()
+                .find(|(key, _)| key == var)
+                .map(|(_, value)| value.clone())
+                .or_else(|| std::env::var(var).ok());
+            let next = base
+                .and_then(|text| text.trim().parse::<u64>().ok())
+                .and_then(|base| base.checked_add(u64::from(instance)));
+            if let Some(value) = next {
+                vars.push((var.clone(), value.to_string()));
+            }
+        }
+        vars
+    }
+}
+
+/// An environment variable name given in a config (`instance_var`, `increment_var`): non-empty,
+/// no `=` or NUL, at most 256 bytes.
+pub fn check_var_name(field: &str, name: &str) -> Result<(), ConfigError> {
+    if name.is_empty() || name.len() > 256 || name.contains(['=', '\0']) {
+        return Err(ConfigError::Policy(format!(
+            "{field}: '{}' is not an environment variable name",
+            name.escape_debug()
+        )));
+    }
+    Ok(())
 }
 
 /// A `[host:]port` the supervisor binds for an app.
@@ -140,6 +193,9 @@ impl AppCommand<'_> {
             listen: Vec::new(),
             wait_ready: false,
             listen_timeout_ms: None,
+            instance_var: None,
+            increment_var: None,
+            namespace: None,
         }
     }
 }
@@ -197,6 +253,9 @@ impl AppSpec {
         definition.listen = self.listen.iter().map(ToString::to_string).collect();
         definition.wait_ready = self.wait_ready;
         definition.listen_timeout_ms = Some(crate::core::duration::millis(self.listen_timeout));
+        definition.instance_var = self.instance_vars.instance_var.clone();
+        definition.increment_var = self.instance_vars.increment_var.clone();
+        definition.namespace = self.namespace.clone();
         definition
     }
 
@@ -278,6 +337,17 @@ impl AppSpec {
                 "--listen-timeout must be greater than zero".into(),
             ));
         }
+        for (field, var) in [
+            ("instance_var", &definition.instance_var),
+            ("increment_var", &definition.increment_var),
+        ] {
+            if let Some(var) = var {
+                check_var_name(field, var)?;
+            }
+        }
+        if let Some(namespace) = &definition.namespace {
+            check_name(namespace)?;
+        }
         Ok(AppSpec {
             id,
             name,
@@ -296,6 +366,11 @@ impl AppSpec {
             listen,
             wait_ready: definition.wait_ready,
             listen_timeout,
+            instance_vars: InstanceVars {
+                instance_var: definition.instance_var,
+                increment_var: definition.increment_var,
+            },
+            namespace: definition.namespace,
         })
     }
 }
@@ -369,11 +444,30 @@ pub fn validate_timing(timing: &Timing) -> Result<(), ConfigError> {
 /// far from overflowing.
 pub const MAX_MEMORY: u64 = 1 << 50;
 
-/// A memory limit is at most [`MAX_MEMORY`].
+/// The smallest memory limit (1 MiB). No Node process fits under it, so a smaller limit would
+/// restart the app in a loop; it is nearly always a PM2 config's bare number meant as megabytes
+/// (PM2 reads `max_memory_restart: 200` as 200 bytes).
+pub const MIN_MEMORY: u64 = 1 << 20;
+
+/// The one-line refusal of a memory limit under [`MIN_MEMORY`], with the likely intent.
+pub fn memory_too_small(text: &str, bytes: u64) -> String {
+    format!(
+        "{text} is {bytes} bytes, under 1M: every process is larger, so the app would restart in \
+         a loop (a bare number is bytes, as in PM2; write e.g. \"{bytes}M\" for megabytes)"
+    )
+}
+
+/// A memory limit is at least [`MIN_MEMORY`] and at most [`MAX_MEMORY`].
 pub fn check_memory(bytes: u64) -> Result<(), ConfigError> {
     if bytes > MAX_MEMORY {
         return Err(ConfigError::Policy(format!(
             "a memory limit of {bytes} bytes is too large (at most 1024T)"
+        )));
+    }
+    if bytes < MIN_MEMORY {
+        return Err(ConfigError::Policy(format!(
+            "a memory limit of {}",
+            memory_too_small(&bytes.to_string(), bytes)
         )));
     }
     Ok(())

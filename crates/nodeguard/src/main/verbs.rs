@@ -21,6 +21,18 @@ pub(super) fn client_verb(verb: Verb, home: Option<PathBuf>) -> anyhow::Result<E
             }
         }
         Verb::Start(args) => {
+            // PM2's `start <name>`: a bare word that is no file but names an app the daemon knows
+            // restarts that app (or starts it if stopped).
+            if let Some(target) = runtime.block_on(known_app(&paths, &args.script)) {
+                let outcome = runtime.block_on(client::request(
+                    &paths,
+                    Command::Restart {
+                        target: Target(target),
+                    },
+                ))?;
+                print_done(outcome)?;
+                return Ok(ExitCode::SUCCESS);
+            }
             let plan = args.into_plan()?;
             for warning in &plan.warnings {
                 eprintln!("nodeguard: warning: {warning}");
@@ -33,47 +45,64 @@ pub(super) fn client_verb(verb: Verb, home: Option<PathBuf>) -> anyhow::Result<E
             })?;
             print_done(outcome)?;
         }
-        Verb::Stop { target } => print_done(runtime.block_on(client::request(
-            &paths,
-            Command::Stop {
-                target: Target(target),
-            },
-        ))?)?,
-        Verb::Restart { target } => print_done(runtime.block_on(client::request(
-            &paths,
-            Command::Restart {
-                target: Target(target),
-            },
-        ))?)?,
-        Verb::Reload { target } => {
-            let outcome = runtime.block_on(client::request(
-                &paths,
-                Command::Reload {
-                    target: Target(target),
-                },
-            ))?;
-            let Outcome::Reloaded { apps, notes } = outcome else {
-                anyhow::bail!("unexpected answer from the supervisor");
-            };
-            for note in notes {
-                println!("{note}");
-            }
-            print!("{}", render::status_table(&apps));
+        Verb::Stop { targets } => {
+            let command = |target| Command::Stop { target };
+            print_done_all(&runtime, &paths, targets, command)?;
         }
-        Verb::Delete { target } => {
-            let Outcome::Done { apps } = runtime.block_on(client::request(
-                &paths,
-                Command::Delete {
-                    target: Target(target),
-                },
-            ))?
+        Verb::Restart { targets } => {
+            let command = |target| Command::Restart { target };
+            print_done_all(&runtime, &paths, targets, command)?;
+        }
+        Verb::Reload { targets } => {
+            let mut all = Vec::new();
+            for target in targets {
+                let outcome = runtime.block_on(client::request(
+                    &paths,
+                    Command::Reload {
+                        target: Target(target),
+                    },
+                ))?;
+                let Outcome::Reloaded { apps, notes } = outcome else {
+                    anyhow::bail!("unexpected answer from the supervisor");
+                };
+                for note in notes {
+                    println!("{note}");
+                }
+                all.extend(apps);
+            }
+            print!("{}", render::status_table(&all));
+        }
+        Verb::Delete { targets } => {
+            for target in targets {
+                let Outcome::Done { apps } = runtime.block_on(client::request(
+                    &paths,
+                    Command::Delete {
+                        target: Target(target),
+                    },
+                ))?
+                else {
+                    anyhow::bail!("unexpected answer from the supervisor");
+                };
+                for app in apps {
+                    println!("deleted {} (id {})", app.name, app.id);
+                }
+            }
+        }
+        Verb::Jlist | Verb::Prettylist => {
+            let pretty = matches!(verb, Verb::Prettylist);
+            let Outcome::Status { apps } =
+                runtime.block_on(client::request(&paths, Command::Status))?
             else {
                 anyhow::bail!("unexpected answer from the supervisor");
             };
-            for app in apps {
-                println!("deleted {} (id {})", app.name, app.id);
+            if pretty {
+                println!("{}", serde_json::to_string_pretty(&apps)?);
+            } else {
+                println!("{}", serde_json::to_string(&apps)?);
             }
         }
+        Verb::StartOrRestart(args) => start_or(&runtime, &paths, *args, false)?,
+        Verb::StartOrReload(args) => start_or(&runtime, &paths, *args, true)?,
         Verb::Ping => {
             let Outcome::Pong { pid, version } =
                 runtime.block_on(client::request(&paths, Command::Ping))?
@@ -229,6 +258,101 @@ pub(super) fn startup(args: StartupArgs, home: Option<PathBuf>) -> anyhow::Resul
     println!("to start it at boot rather than at your first login, also run:");
     println!("  loginctl enable-linger \"$USER\"");
     Ok(ExitCode::SUCCESS)
+}
+
+/// A client verb's targets, one request each, in order; one table of every app they touched. The
+/// first failure ends the run (the targets before it have acted).
+fn print_done_all(
+    runtime: &tokio::runtime::Runtime,
+    paths: &HomePaths,
+    targets: Vec<String>,
+    command: impl Fn(Target) -> Command,
+) -> anyhow::Result<()> {
+    let mut all = Vec::new();
+    for target in targets {
+        let outcome = runtime.block_on(client::request(paths, command(Target(target))))?;
+        let Outcome::Done { apps } = outcome else {
+            anyhow::bail!("unexpected answer from the supervisor");
+        };
+        all.extend(apps);
+    }
+    print!("{}", render::status_table(&all));
+    Ok(())
+}
+
+/// `start <name>`: the name or id of an app the running daemon knows, when `script` is a single
+/// word that is not a file. No daemon, or no such app: `None` (and `start` goes on as usual,
+/// without starting a daemon for the question).
+async fn known_app(paths: &HomePaths, script: &std::path::Path) -> Option<String> {
+    let word = script.to_str()?;
+    if word.contains('/') || std::path::Path::new(word).exists() {
+        return None;
+    }
+    let Ok(Outcome::Status { apps }) = client::request(paths, Command::Status).await else {
+        return None;
+    };
+    apps.iter()
+        .any(|app| app.name == word || word.parse::<u32>().ok() == Some(app.id))
+        .then(|| word.to_string())
+}
+
+/// `startOrRestart` / `startOrReload`: the apps of the plan the daemon does not know (by name)
+/// start; the others restart (or reload).
+fn start_or(
+    runtime: &tokio::runtime::Runtime,
+    paths: &HomePaths,
+    args: nodeguard::cli::StartArgs,
+    reload: bool,
+) -> anyhow::Result<()> {
+    let plan = args.into_plan()?;
+    for warning in &plan.warnings {
+        eprintln!("nodeguard: warning: {warning}");
+    }
+    runtime.block_on(async {
+        if client::ensure_daemon(paths).await? {
+            println!("nodeguard: daemon started on {}", paths.home.display());
+        }
+        let Outcome::Status { apps: known } = client::request(paths, Command::Status).await? else {
+            anyhow::bail!("unexpected answer from the supervisor");
+        };
+        let (running, new): (Vec<_>, Vec<_>) = plan.apps.into_iter().partition(|app| {
+            app.name
+                .as_ref()
+                .is_some_and(|name| known.iter().any(|k| &k.name == name))
+        });
+        let mut shown = Vec::new();
+        for app in running {
+            let target = Target(app.name.unwrap_or_default());
+            if reload {
+                let Outcome::Reloaded { apps, notes } =
+                    client::request(paths, Command::Reload { target }).await?
+                else {
+                    anyhow::bail!("unexpected answer from the supervisor");
+                };
+                for note in notes {
+                    println!("{note}");
+                }
+                shown.extend(apps);
+            } else {
+                let Outcome::Done { apps } =
+                    client::request(paths, Command::Restart { target }).await?
+                else {
+                    anyhow::bail!("unexpected answer from the supervisor");
+                };
+                shown.extend(apps);
+            }
+        }
+        if !new.is_empty() {
+            let Outcome::Done { apps } =
+                client::request(paths, Command::Start { apps: new }).await?
+            else {
+                anyhow::bail!("unexpected answer from the supervisor");
+            };
+            shown.extend(apps);
+        }
+        print!("{}", render::status_table(&shown));
+        Ok(())
+    })
 }
 
 pub(super) fn print_done(outcome: Outcome) -> anyhow::Result<()> {

@@ -46,14 +46,8 @@ pub(super) const NOT_SUPPORTED: &[(&str, &str)] = &[
         "exec_interpreter",
         "apps always run with node (choose it with --node)",
     ),
-    (
-        "instance_var",
-        "the instance number is in NODEGUARD_INSTANCE",
-    ),
-    ("increment_var", ""),
     ("source_map_support", ""),
     ("filter_env", ""),
-    ("namespace", ""),
     ("vizion", ""),
     ("post_update", ""),
     ("force", ""),
@@ -96,4 +90,7 @@ pub(super) const SUPPORTED: &[&str] = &[
     "heartbeat_timeout",
     "heartbeat_misses",
     "start_grace",
+    "instance_var",
+    "increment_var",
+    "namespace",
 ];

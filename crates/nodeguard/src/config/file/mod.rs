@@ -106,6 +106,10 @@ pub struct AppConfig {
     pub error_file: Option<PathBuf>,
     /// PM2's `time`: prefix each log line with its time.
     pub log_timestamps: bool,
+    /// PM2's `instance_var` and `increment_var`.
+    pub instance_vars: crate::config::InstanceVars,
+    /// PM2's `namespace`.
+    pub namespace: Option<String>,
 }
 
 impl AppConfig {
@@ -127,6 +131,9 @@ impl AppConfig {
         definition.out_file = path_text(&self.out_file);
         definition.error_file = path_text(&self.error_file);
         definition.log_timestamps = self.log_timestamps || log_timestamps;
+        definition.instance_var = self.instance_vars.instance_var.clone();
+        definition.increment_var = self.instance_vars.increment_var.clone();
+        definition.namespace = self.namespace.clone();
         if let Some(codes) = &self.stop_exit_codes {
             // PM2's stop_exit_codes: those exits do not restart the app.
             definition.clean_exit_codes = Some(codes.codes());

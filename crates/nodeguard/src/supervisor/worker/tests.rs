@@ -121,6 +121,8 @@ fn spec(timing: Timing) -> AppSpec {
         listen: Vec::new(),
         wait_ready: false,
         listen_timeout: 8_000 * MS,
+        instance_vars: crate::config::InstanceVars::default(),
+        namespace: None,
     }
 }
 
