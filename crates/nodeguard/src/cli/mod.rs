@@ -151,7 +151,8 @@ pub enum Verb {
     /// `start` launches the same daemon in the background. Verbs from other shells control it as
     /// usual. Under systemd (NOTIFY_SOCKET set) it sends READY=1, STATUS= and WATCHDOG=1.
     Daemon(DaemonArgs),
-    /// Print (or --install) a systemd user unit that resurrects the saved apps at boot.
+    /// Print (or --install) a systemd user unit (or with --system --user NAME, a system unit)
+    /// that resurrects the saved apps at boot.
     ///
     /// The unit runs `nodeguard daemon --resurrect` as a Type=notify service with a watchdog and
     /// Restart=on-failure. --install writes it to ~/.config/systemd/user/nodeguard.service (or
@@ -178,9 +179,19 @@ pub struct StartupArgs {
     #[arg(value_enum)]
     pub system: InitSystem,
 
-    /// Write the unit to ~/.config/systemd/user/nodeguard.service instead of printing it.
+    /// Write the unit to ~/.config/systemd/user/nodeguard.service instead of printing it (with
+    /// --system: /etc/systemd/system/nodeguard-USER.service, as root).
     #[arg(long)]
     pub install: bool,
+
+    /// A system unit instead of a user unit, for root installs: the daemon runs as --user (its
+    /// home defaults to that user's ~/.nodeguard) and starts at boot without lingering.
+    #[arg(long = "system", requires = "user")]
+    pub system_unit: bool,
+
+    /// The account a --system unit runs the daemon (and its apps) as.
+    #[arg(long, value_name = "NAME", requires = "system_unit")]
+    pub user: Option<String>,
 
     /// Have the daemon serve /healthz, /readyz and /metrics on this address.
     #[arg(long, value_name = "ADDR", value_parser = parse_http_address)]

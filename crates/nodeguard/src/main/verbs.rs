@@ -209,7 +209,19 @@ pub(super) fn startup(args: StartupArgs, home: Option<PathBuf>) -> anyhow::Resul
     let nodeguard::cli::InitSystem::Systemd = args.system;
     let exe = std::env::current_exe().context("cannot find the nodeguard binary's path")?;
     let exe = exe.canonicalize().unwrap_or(exe);
-    let home = home_paths(home)?.home;
+    // A system unit's daemon runs as --user: its home is that user's unless --home says.
+    let account = match &args.user {
+        Some(user) => Some(
+            nodeguard::platform::user_account(user)
+                .with_context(|| format!("cannot look up the user {user}"))?
+                .ok_or_else(|| ConfigError::Policy(format!("--user {user}: no such user")))?,
+        ),
+        None => None,
+    };
+    let home = match (&home, &account) {
+        (None, Some(account)) => account.home.join(".nodeguard"),
+        _ => home_paths(home)?.home,
+    };
     let home = if home.is_absolute() {
         home
     } else {
@@ -237,10 +249,29 @@ pub(super) fn startup(args: StartupArgs, home: Option<PathBuf>) -> anyhow::Resul
         http: args.http.map(|address| address.to_string()),
         saved_apps,
         state_file,
+        system_user: args.user.clone().filter(|_| args.system_unit),
     };
     let unit = startup::unit(&settings).map_err(|error| ConfigError::Policy(error.to_string()))?;
     if !args.install {
         print!("{unit}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    if let Some(user) = &settings.system_user {
+        let path = startup::system_unit_path(user);
+        std::fs::write(&path, unit).with_context(|| {
+            let hint = if nodeguard::platform::current_uid() == 0 {
+                ""
+            } else {
+                " (a system unit is installed by root: run it with sudo)"
+            };
+            format!("cannot write {}{hint}", path.display())
+        })?;
+        println!("wrote {}", path.display());
+        println!("now run (stop a daemon already running on that home first: nodeguard kill):");
+        println!(
+            "  systemctl daemon-reload && systemctl enable --now {}",
+            startup::system_unit_name(user)
+        );
         return Ok(ExitCode::SUCCESS);
     }
     let path = startup::user_unit_path()
