@@ -204,3 +204,35 @@ test('startOrRestart and startOrReload start the apps not running and restart or
   assert.notEqual(two1.pid, two0.pid);
   assert.equal((await d.status()).length, 2);
 });
+
+test('reset zeroes the restart and hang counters of its targets, and leaves the processes running', async (t) => {
+  const d = new h.DaemonHome(t);
+  await d.ok(['start', IDLE, '--name', 'flaky']);
+  await d.ok(['start', IDLE, '--name', 'steady']);
+  let row = await waitRunning(d, 'flaky');
+  for (let i = 1; i <= 2; i++) {
+    process.kill(row.pid, 'SIGKILL');
+    row = await d.waitForStatus((apps) => {
+      const r = running(apps, 'flaky')[0];
+      return r && r.pid !== row.pid && r.restarts === i ? r : null;
+    }, { what: `flaky restarted ${i} time(s)` });
+  }
+  const steady = await waitRunning(d, 'steady');
+  process.kill(steady.pid, 'SIGKILL');
+  await d.waitForStatus((apps) => running(apps, 'steady').find((r) => r.pid !== steady.pid && r.restarts === 1), { what: 'steady restarted once' });
+
+  const reset = await d.ok(['reset', 'flaky']);
+  assert.match(reset.stdout, /flaky/);
+  const apps = await d.byName();
+  assert.equal(apps.flaky.restarts, 0, JSON.stringify(apps.flaky));
+  assert.equal(apps.flaky.hangs, 0);
+  assert.equal(apps.flaky.pid, row.pid, 'reset does not restart the app');
+  assert.equal(apps.flaky.state, 'running');
+  assert.equal(apps.steady.restarts, 1, 'an app not named keeps its counters');
+
+  await d.ok(['reset', 'all']);
+  assert.equal((await d.byName()).steady.restarts, 0);
+  const missing = await d.cli(['reset', 'nosuch']);
+  assert.equal(missing.code, 1, missing.stderr);
+  assert.match(missing.stderr, /nosuch/);
+});

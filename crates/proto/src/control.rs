@@ -38,6 +38,8 @@ pub enum Command {
     Describe { target: Target },
     /// Empty the target's log files.
     Flush { target: Target },
+    /// Zero the target's restart and hang counters and its restart budget (PM2's `reset`).
+    Reset { target: Target },
     /// Write the app list (configs, counters, stopped or not) to the state file now.
     Save,
     /// Bring back the apps of the state file that are not running.

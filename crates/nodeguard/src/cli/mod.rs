@@ -114,6 +114,11 @@ pub enum Verb {
         #[arg(long)]
         out: bool,
     },
+    /// Zero apps' restart and hang counters and their restart budget (PM2's `reset`).
+    Reset {
+        #[arg(required = true, value_name = "TARGET")]
+        targets: Vec<String>,
+    },
     /// Every app as one line of JSON (PM2's `jlist`; `status --json` is the same, indented).
     Jlist,
     /// Every app as indented JSON (PM2's `prettylist`).

@@ -49,6 +49,10 @@ pub(super) fn client_verb(verb: Verb, home: Option<PathBuf>) -> anyhow::Result<E
             let command = |target| Command::Stop { target };
             print_done_all(&runtime, &paths, targets, command)?;
         }
+        Verb::Reset { targets } => {
+            let command = |target| Command::Reset { target };
+            print_done_all(&runtime, &paths, targets, command)?;
+        }
         Verb::Restart { targets } => {
             let command = |target| Command::Restart { target };
             print_done_all(&runtime, &paths, targets, command)?;
