@@ -143,7 +143,7 @@ test('verbs: several targets, start <name> of a stopped app, namespaces, jlist, 
   assert.deepEqual(JSON.parse(pretty.stdout).map((a) => a.name).sort(), ['api', 'other', 'worker']);
   // show = describe.
   const show = await d.ok(['show', 'api']);
-  assert.match(show.stdout, /api/);
+  assert.match(show.stdout, /namespace.*backend/);
   const [described] = JSON.parse((await d.ok(['show', 'api', '--json'])).stdout);
   assert.equal(described.definition.namespace, 'backend');
 
@@ -176,6 +176,12 @@ test('NODE_APP_INSTANCE per instance by default; instance_var renames it; increm
   const bad = await d.cli(['start', writeConfig(dir, 'bad.config.js', { name: 'bad', script: IDLE, instance_var: 'A=B' })]);
   assert.equal(bad.code, 2, `exit ${bad.code}: ${bad.stderr}`);
   assert.match(bad.stderr, /instance_var.*not an environment variable name/);
+  assert.match((await d.ok(['show', 'renamed'])).stdout, /instance vars.*INSTANCE_ID, PORT \+ instance/);
+
+  // Flags that describe one script's app are refused with a config file, not ignored.
+  const cwd = await d.cli(['start', file, '--cwd', dir]);
+  assert.equal(cwd.code, 2, cwd.stderr);
+  assert.match(cwd.stderr, /--cwd applies to a script; with a config file .* put `cwd` in its apps instead/);
 });
 
 function writeConfig(dir, name, ...apps) {

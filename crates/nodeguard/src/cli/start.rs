@@ -169,6 +169,19 @@ impl StartArgs {
                 timing,
             };
             let loaded = file::load(&file, &defaults)?;
+            let per_app = [
+                ("--cwd", self.cwd.is_some(), "cwd"),
+                ("-o/--output", self.output.is_some(), "out_file"),
+                ("-e/--error", self.error.is_some(), "error_file"),
+            ];
+            if let Some((flag, _, field)) = per_app.iter().find(|(_, given, _)| *given) {
+                return Err(ConfigError::Policy(format!(
+                    "{flag} applies to a script; with a config file ({}), put `{field}` in its \
+                     apps instead",
+                    self.script.display()
+                ))
+                .into());
+            }
             if loaded.apps.len() > 1 && !self.cluster.listen.is_empty() {
                 return Err(ConfigError::Policy(format!(
                     "--listen would give all {} apps of {} the same address; put `listen` in \
