@@ -350,7 +350,7 @@ const U32_EDGES = [0, 1, 2, 4294967295];
  * which would wait out its listen timeout). */
 const INSTANCE_EDGES = [0, 1, 257, 4294967295];
 const edgesOf = (field) => (field === 'instances' ? INSTANCE_EDGES : U32_FIELDS.includes(field) ? U32_EDGES : U64_EDGES);
-const TARGET_COMMANDS = ['stop', 'restart', 'reload', 'delete', 'describe', 'flush'];
+const TARGET_COMMANDS = ['stop', 'restart', 'reload', 'delete', 'describe', 'flush', 'reset'];
 
 /** One input for the control socket: { what, bytes, answerBy } (answerBy: ms, or null if none is due). */
 function controlInput(rng, index, isProtected, logDir) {
