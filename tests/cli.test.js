@@ -48,7 +48,8 @@ const cases = [
     args: ({ app }) => ['--heartbeat-interval', '1s', '--heartbeat-timeout', '2s', '-m', app],
     mentions: /timeout/i,
   },
-  { name: 'no -m at all', args: () => [], mentions: /(-m|script)/i },
+  // No arguments at all print the usage (exit 2), as PM2 does: tests/pm2-cli.test.js.
+  { name: 'options but no -m', args: () => ['--no-color'], mentions: /(-m|main|script)/i },
   {
     name: '--listen shared by two apps',
     args: ({ app }) => ['--listen', '127.0.0.1:1', '-m', app, '-m', app],

@@ -337,6 +337,8 @@ function definition(name) {
     wait_ready: false, listen_timeout_ms: 2000, watch: [], ignore_watch: [], watch_delay_ms: null,
     cron_restart: null, kill_signal: null, shutdown_with_message: false,
     wait_ready: false, listen_timeout_ms: 2000, interpreter: null, interpreter_args: [],
+    wait_ready: false, listen_timeout_ms: 2000,
+    instance_var: null, increment_var: null, namespace: null,
   };
 }
 
@@ -351,7 +353,7 @@ const U32_EDGES = [0, 1, 2, 4294967295];
  * which would wait out its listen timeout). */
 const INSTANCE_EDGES = [0, 1, 257, 4294967295];
 const edgesOf = (field) => (field === 'instances' ? INSTANCE_EDGES : U32_FIELDS.includes(field) ? U32_EDGES : U64_EDGES);
-const TARGET_COMMANDS = ['stop', 'restart', 'reload', 'delete', 'describe', 'flush'];
+const TARGET_COMMANDS = ['stop', 'restart', 'reload', 'delete', 'describe', 'flush', 'reset'];
 
 /** One input for the control socket: { what, bytes, answerBy } (answerBy: ms, or null if none is due). */
 function controlInput(rng, index, isProtected, logDir) {

@@ -38,6 +38,8 @@ pub enum Command {
     Describe { target: Target },
     /// Empty the target's log files.
     Flush { target: Target },
+    /// Zero the target's restart and hang counters and its restart budget (PM2's `reset`).
+    Reset { target: Target },
     /// Write the app list (configs, counters, stopped or not) to the state file now.
     Save,
     /// Bring back the apps of the state file that are not running.
@@ -151,6 +153,17 @@ pub struct AppDefinition {
     /// Arguments for a non-node interpreter, before the script.
     #[serde(default)]
     pub interpreter_args: Vec<String>,
+    /// The variable holding the instance number (PM2's `instance_var`); `None` means
+    /// `NODE_APP_INSTANCE`, as in PM2.
+    #[serde(default)]
+    pub instance_var: Option<String>,
+    /// A variable of the app's environment (e.g. `PORT`) whose number grows by one per instance
+    /// (PM2's `increment_var`).
+    #[serde(default)]
+    pub increment_var: Option<String>,
+    /// A group name that targets every app in it (`restart <namespace>`), PM2's `namespace`.
+    #[serde(default)]
+    pub namespace: Option<String>,
 }
 
 fn one() -> u32 {

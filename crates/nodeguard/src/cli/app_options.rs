@@ -15,9 +15,14 @@ pub struct AppOptions {
     #[arg(long, value_name = "PATH", default_value = "node")]
     pub node: String,
 
-    /// Extra argument for node itself (before the script); repeat for more. One value holding
-    /// spaces is split as a shell would: --node-arg="--import tsx" is two arguments.
-    #[arg(long = "node-arg", value_name = "ARG", allow_hyphen_values = true)]
+    /// Extra argument for node itself (before the script); repeat for more (PM2's --node-args). One
+    /// value holding spaces is split as a shell would: --node-arg="--import tsx" is two arguments.
+    #[arg(
+        long = "node-arg",
+        visible_alias = "node-args",
+        value_name = "ARG",
+        allow_hyphen_values = true
+    )]
     pub node_args: Vec<String>,
 
     /// Time between heartbeats.
@@ -41,8 +46,8 @@ pub struct AppOptions {
     #[arg(long, value_name = "DUR", default_value = "5s", value_parser = parse_duration)]
     pub kill_timeout: Duration,
 
-    /// Prefix each log-file line with its time (RFC 3339, UTC), like PM2's `time: true`.
-    #[arg(long)]
+    /// Prefix each log-file line with its time (RFC 3339, UTC), like PM2's `time: true` (--time).
+    #[arg(long, visible_alias = "time")]
     pub log_timestamps: bool,
 
     /// Which exits restart the app: always, on-failure (any but a clean exit code), never.
@@ -73,9 +78,15 @@ pub struct AppOptions {
     #[arg(long, value_name = "DUR", default_value = "60s", value_parser = parse_duration)]
     pub restart_window: Duration,
 
-    /// Restart the app gracefully when its RSS exceeds this (e.g. 200M, 1G), checked at every
-    /// heartbeat.
-    #[arg(long, value_name = "SIZE", value_parser = parse_memory)]
+    /// Restart the app gracefully when its RSS exceeds this (e.g. 200M, 1G; a bare number is
+    /// bytes, as in PM2, and at least 1M), checked at every heartbeat (PM2's
+    /// --max-memory-restart).
+    #[arg(
+        long,
+        visible_alias = "max-memory-restart",
+        value_name = "SIZE",
+        value_parser = parse_memory
+    )]
     pub max_memory: Option<u64>,
 }
 
@@ -89,6 +100,7 @@ pub(super) fn parse_memory(text: &str) -> Result<u64, String> {
         Some(bytes) if bytes > config::MAX_MEMORY => {
             Err(format!("'{text}' is too large (at most 1024T)"))
         }
+        Some(bytes) if bytes < config::MIN_MEMORY => Err(config::memory_too_small(text, bytes)),
         Some(bytes) => Ok(bytes),
     }
 }

@@ -66,18 +66,31 @@ pub struct Cli {
 pub enum Verb {
     /// Start an app in the background daemon (starting the daemon if needed); returns once it runs.
     Start(Box<StartArgs>),
-    /// Stop apps (they stay listed); returns once they have exited. TARGET: a name, an id, or all.
-    Stop { target: String },
+    /// Stop apps (they stay listed); returns once they have exited. TARGET: a name, an id, or all
+    /// (several targets: `stop api worker`).
+    Stop {
+        #[arg(required = true, value_name = "TARGET")]
+        targets: Vec<String>,
+    },
     /// Restart apps, or start stopped ones; returns once the new processes run.
-    Restart { target: String },
+    Restart {
+        #[arg(required = true, value_name = "TARGET")]
+        targets: Vec<String>,
+    },
     /// Rolling reload: for each instance, start a replacement, wait until it is ready, then drain
     /// the old one (apps with --listen lose no request). A replacement that fails aborts the
     /// reload and the old instances keep serving (exit code 1). Apps without --listen are
     /// restarted one instance at a time instead.
-    Reload { target: String },
+    Reload {
+        #[arg(required = true, value_name = "TARGET")]
+        targets: Vec<String>,
+    },
     /// Stop apps and forget them.
     #[command(visible_alias = "del")]
-    Delete { target: String },
+    Delete {
+        #[arg(required = true, value_name = "TARGET")]
+        targets: Vec<String>,
+    },
     /// Show every app: pid, state, restarts, hangs, memory, loop delay.
     #[command(visible_alias = "ls", alias = "list")]
     Status {
@@ -102,7 +115,23 @@ pub enum Verb {
         #[arg(long)]
         out: bool,
     },
+    /// Zero apps' restart and hang counters and their restart budget (PM2's `reset`).
+    Reset {
+        #[arg(required = true, value_name = "TARGET")]
+        targets: Vec<String>,
+    },
+    /// Every app as one line of JSON (PM2's `jlist`; `status --json` is the same, indented).
+    Jlist,
+    /// Every app as indented JSON (PM2's `prettylist`).
+    Prettylist,
+    /// Start the apps of a config file that are not running and restart the others (by name).
+    #[command(name = "startOrRestart")]
+    StartOrRestart(Box<StartArgs>),
+    /// Start the apps of a config file that are not running and reload the others (by name).
+    #[command(name = "startOrReload")]
+    StartOrReload(Box<StartArgs>),
     /// Show an app's configuration, counters and recent events (starts, exits, hangs, restarts).
+    #[command(visible_alias = "show")]
     Describe {
         /// An app name or id.
         target: String,
@@ -128,7 +157,8 @@ pub enum Verb {
     /// `start` launches the same daemon in the background. Verbs from other shells control it as
     /// usual. Under systemd (NOTIFY_SOCKET set) it sends READY=1, STATUS= and WATCHDOG=1.
     Daemon(DaemonArgs),
-    /// Print (or --install) a systemd user unit that resurrects the saved apps at boot.
+    /// Print (or --install) a systemd user unit (or with --system --user NAME, a system unit)
+    /// that resurrects the saved apps at boot.
     ///
     /// The unit runs `nodeguard daemon --resurrect` as a Type=notify service with a watchdog and
     /// Restart=on-failure. --install writes it to ~/.config/systemd/user/nodeguard.service (or
@@ -155,9 +185,19 @@ pub struct StartupArgs {
     #[arg(value_enum)]
     pub system: InitSystem,
 
-    /// Write the unit to ~/.config/systemd/user/nodeguard.service instead of printing it.
+    /// Write the unit to ~/.config/systemd/user/nodeguard.service instead of printing it (with
+    /// --system: /etc/systemd/system/nodeguard-USER.service, as root).
     #[arg(long)]
     pub install: bool,
+
+    /// A system unit instead of a user unit, for root installs: the daemon runs as --user (its
+    /// home defaults to that user's ~/.nodeguard) and starts at boot without lingering.
+    #[arg(long = "system", requires = "user")]
+    pub system_unit: bool,
+
+    /// The account a --system unit runs the daemon (and its apps) as.
+    #[arg(long, value_name = "NAME", requires = "system_unit")]
+    pub user: Option<String>,
 
     /// Have the daemon serve /healthz, /readyz and /metrics on this address.
     #[arg(long, value_name = "ADDR", value_parser = parse_http_address)]

@@ -105,6 +105,20 @@ pub fn description(app: &AppDescription) -> String {
     field("script", definition.script.clone());
     field("args", format!("{:?}", definition.args));
     field("cwd", definition.cwd.clone());
+    if let Some(namespace) = &definition.namespace {
+        field("namespace", namespace.clone());
+    }
+    if definition.instance_var.is_some() || definition.increment_var.is_some() {
+        let instance_var = definition
+            .instance_var
+            .as_deref()
+            .unwrap_or(crate::config::DEFAULT_INSTANCE_VAR);
+        let increment = match &definition.increment_var {
+            Some(var) => format!(", {var} + instance"),
+            None => String::new(),
+        };
+        field("instance vars", format!("{instance_var}{increment}"));
+    }
     field(
         "node",
         format!("{} {:?}", definition.node, definition.node_args),

@@ -141,6 +141,8 @@ impl RunArgs {
                 shutdown_with_message: triggers.shutdown_with_message,
                 interpreter: None,
                 interpreter_args: Vec::new(),
+                instance_vars: config::InstanceVars::default(),
+                namespace: None,
             })
             .collect();
         let home = match home {

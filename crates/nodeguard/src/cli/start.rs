@@ -19,7 +19,8 @@ pub struct StartArgs {
     /// with node (with the monitor), a .ts file with node's type stripping or the project's tsx, a
     /// .py file with python3, an executable or a command on PATH (npm, yarn, pnpm, npx, uvicorn,
     /// ...) as a command, and so does a quoted command line ("npm run start"); Node processes
-    /// inside a command carry the monitor.
+    /// inside a command carry the monitor. Or the name or id of an app the daemon knows (which is
+    /// then restarted, or started if stopped, as PM2's `start <name>` does).
     #[arg(value_name = "SCRIPT|CONFIG|COMMAND")]
     pub script: PathBuf,
 
@@ -44,6 +45,38 @@ pub struct StartArgs {
 
     #[command(flatten)]
     pub triggers: super::triggers::TriggerOptions,
+    /// The app's working directory; a relative script is found from it (default: the current
+    /// directory).
+    #[arg(long, value_name = "DIR")]
+    pub cwd: Option<PathBuf>,
+
+    /// Write the app's stdout to this file instead of <home>/logs/<name>-out.log (PM2's -o).
+    #[arg(
+        short = 'o',
+        long = "output",
+        visible_alias = "out-file",
+        value_name = "FILE"
+    )]
+    pub output: Option<PathBuf>,
+
+    /// Write the app's stderr to this file instead of <home>/logs/<name>-err.log (PM2's -e).
+    #[arg(
+        short = 'e',
+        long = "error",
+        visible_alias = "error-file",
+        value_name = "FILE"
+    )]
+    pub error: Option<PathBuf>,
+
+    /// Never restart the app when it exits (PM2's spelling of --autorestart never).
+    #[arg(long)]
+    pub no_autorestart: bool,
+
+    /// Put the app in a group that verbs can target by its name (`restart <namespace>`), as PM2's
+    /// --namespace.
+    #[arg(long, value_name = "NAME")]
+    pub namespace: Option<String>,
+
     /// Accepted only to refuse it with a clear message: the HTTP endpoint belongs to the daemon.
     #[arg(long, value_name = "ADDR", hide = true)]
     pub http: Option<String>,
@@ -152,6 +185,19 @@ impl StartArgs {
                 timing,
             };
             let loaded = file::load(&file, &defaults)?;
+            let per_app = [
+                ("--cwd", self.cwd.is_some(), "cwd"),
+                ("-o/--output", self.output.is_some(), "out_file"),
+                ("-e/--error", self.error.is_some(), "error_file"),
+            ];
+            if let Some((flag, _, field)) = per_app.iter().find(|(_, given, _)| *given) {
+                return Err(ConfigError::Policy(format!(
+                    "{flag} applies to a script; with a config file ({}), put `{field}` in its \
+                     apps instead",
+                    self.script.display()
+                ))
+                .into());
+            }
             if loaded.apps.len() > 1 && !self.cluster.listen.is_empty() {
                 return Err(ConfigError::Policy(format!(
                     "--listen would give all {} apps of {} the same address; put `listen` in \
@@ -165,6 +211,12 @@ impl StartArgs {
             let mut apps = Vec::new();
             for app in &loaded.apps {
                 let mut definition = app.definition(&node, self.app.log_timestamps);
+                if self.no_autorestart {
+                    definition.autorestart = Some("never".to_string());
+                }
+                if self.namespace.is_some() {
+                    definition.namespace = self.namespace.clone();
+                }
                 self.cluster.apply(&mut definition)?;
                 self.triggers.apply(&mut definition, &cwd)?;
                 apps.push(definition);
@@ -174,6 +226,23 @@ impl StartArgs {
         if let Some(name) = &self.name {
             config::check_name(name)?;
         }
+        if let Some(namespace) = &self.namespace {
+            config::check_name(namespace)?;
+        }
+        let cwd = match &self.cwd {
+            Some(dir) => {
+                let dir = cwd.join(dir);
+                if !dir.is_dir() {
+                    return Err(ConfigError::Policy(format!(
+                        "--cwd {} is not a directory",
+                        dir.display()
+                    ))
+                    .into());
+                }
+                dir
+            }
+            None => cwd,
+        };
         let entry = config::command::resolve_entry(
             &self.script.to_string_lossy(),
             self.interpreter.as_deref(),
@@ -212,6 +281,17 @@ impl StartArgs {
         app.interpreter = entry.interpreter;
         app.interpreter_args = interpreter_args;
         app.log_timestamps = self.app.log_timestamps;
+        let in_cwd = |file: &PathBuf| cwd.join(file).to_string_lossy().into_owned();
+        if let Some(file) = &self.output {
+            app.out_file = Some(in_cwd(file));
+        }
+        if let Some(file) = &self.error {
+            app.error_file = Some(in_cwd(file));
+        }
+        if self.no_autorestart {
+            app.autorestart = Some("never".to_string());
+        }
+        app.namespace = self.namespace;
         self.cluster.apply(&mut app)?;
         self.triggers.apply(&mut app, &cwd)?;
         Ok(StartPlan {

@@ -24,6 +24,8 @@ pub struct UnitSettings {
     pub saved_apps: Vec<String>,
     /// The state file they are saved in.
     pub state_file: PathBuf,
+    /// For a system unit (`--system --user NAME`): the account the daemon runs as.
+    pub system_user: Option<String>,
 }
 
 /// Why no unit can be written for these settings.
@@ -34,6 +36,31 @@ pub enum UnitError {
          it safely; use a path without one"
     )]
     ControlCharacter { what: &'static str, path: String },
+    #[error(
+        "'{0}' is not a user name a unit can hold (letters, digits, '.', '_' and '-'; not \
+         starting with '-')"
+    )]
+    UserName(String),
+}
+
+/// Whether `name` is a user name systemd's `User=` takes as it is (the portable subset).
+fn plain_user_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with('-')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
+/// The system unit's file name for `user` (`nodeguard-<user>.service`, as PM2's `pm2-<user>`).
+pub fn system_unit_name(user: &str) -> String {
+    format!("nodeguard-{user}.service")
+}
+
+/// Where a system unit goes.
+pub fn system_unit_path(user: &str) -> PathBuf {
+    Path::new("/etc/systemd/system").join(system_unit_name(user))
 }
 
 /// A systemd user unit that runs the supervisor in the foreground as a notify service and brings
@@ -51,6 +78,11 @@ pub fn unit(settings: &UnitSettings) -> Result<String, UnitError> {
                 what,
                 path: text.escape_debug().to_string(),
             });
+        }
+    }
+    if let Some(user) = &settings.system_user {
+        if !plain_user_name(user) {
+            return Err(UnitError::UserName(user.escape_debug().to_string()));
         }
     }
     // Saved names come from a file: quoted so that none can break out of its comment line.
@@ -84,10 +116,25 @@ pub fn unit(settings: &UnitSettings) -> Result<String, UnitError> {
             saved_apps.join(", ")
         )
     };
+    let (whose, user_line, wanted_by) = match &settings.system_user {
+        Some(user) => (
+            format!(
+                "{user} (a system unit), written by `nodeguard startup systemd --system --user \
+                 {user}`"
+            ),
+            format!("User={user}\n"),
+            "multi-user.target",
+        ),
+        None => (
+            "this user, written by `nodeguard startup systemd`".to_string(),
+            String::new(),
+            "default.target",
+        ),
+    };
     let mut text = String::new();
     let _ = writeln!(
         text,
-        "# nodeguard supervisor for this user, written by `nodeguard startup systemd`.\n\
+        "# nodeguard supervisor for {whose}.\n\
          {saved}\n\
          # Type=notify: the daemon runs in the foreground, sends READY=1 once the apps have\n\
          # started, and keeps the watchdog fed while its supervision loop answers.\n\
@@ -99,6 +146,7 @@ pub fn unit(settings: &UnitSettings) -> Result<String, UnitError> {
          [Service]\n\
          Type=notify\n\
          NotifyAccess=main\n\
+         {user_line}\
          ExecStart={}\n\
          Restart=on-failure\n\
          RestartSec=2s\n\
@@ -112,7 +160,7 @@ pub fn unit(settings: &UnitSettings) -> Result<String, UnitError> {
     if let Some(path) = &settings.path_env {
         let _ = writeln!(text, "Environment={}", exec_word(&format!("PATH={path}")));
     }
-    let _ = writeln!(text, "\n[Install]\nWantedBy=default.target");
+    let _ = writeln!(text, "\n[Install]\nWantedBy={wanted_by}");
     Ok(text)
 }
 
@@ -171,7 +219,28 @@ mod tests {
             http: Some("127.0.0.1:9615".into()),
             saved_apps: vec!["api".into(), "worker".into()],
             state_file: PathBuf::from("/home/ann/.nodeguard/dump.json"),
+            system_user: None,
         }
+    }
+
+    #[test]
+    fn a_system_unit_runs_as_the_user_and_starts_with_the_system() {
+        let settings = UnitSettings {
+            system_user: Some("ann".into()),
+            ..settings()
+        };
+        let text = unit(&settings).expect("a unit");
+        for line in ["User=ann", "WantedBy=multi-user.target"] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in\n{text}"
+            );
+        }
+        let bad = UnitSettings {
+            system_user: Some("ann\nExecStartPre=/bin/evil".into()),
+            ..settings
+        };
+        assert!(matches!(unit(&bad), Err(UnitError::UserName(_))));
     }
 
     #[test]

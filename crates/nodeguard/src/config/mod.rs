@@ -63,6 +63,59 @@ pub struct AppSpec {
     /// What runs the script (see [`AppDefinition::interpreter`]): `None` is node.
     pub interpreter: Option<String>,
     pub interpreter_args: Vec<String>,
+    /// PM2's `instance_var` and `increment_var`.
+    pub instance_vars: InstanceVars,
+    /// PM2's `namespace`: a target naming every app in it.
+    pub namespace: Option<String>,
+}
+
+/// The environment variables PM2 sets per instance.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InstanceVars {
+    /// Holds the instance number; `None` is `NODE_APP_INSTANCE`.
+    pub instance_var: Option<String>,
+    /// A numeric variable of the app's environment that grows by one per instance.
+    pub increment_var: Option<String>,
+}
+
+/// PM2's default name for the instance-number variable.
+pub const DEFAULT_INSTANCE_VAR: &str = "NODE_APP_INSTANCE";
+
+impl InstanceVars {
+    /// The variables for instance `instance`, given the app's environment (`env`, then the
+    /// supervisor's own for an `increment_var` the app's does not set). An `increment_var` that is
+    /// missing or not a number is left as it is.
+    pub fn for_instance(&self, instance: u32, env: &[(String, String)]) -> Vec<(String, String)> {
+        let name = self.instance_var.as_deref().unwrap_or(DEFAULT_INSTANCE_VAR);
+        let mut vars = vec![(name.to_string(), instance.to_string())];
+        if let Some(var) = &self.increment_var {
+            let base = env
+                .iter()
+                .rev()
+                .find(|(key, _)| key == var)
+                .map(|(_, value)| value.clone())
+                .or_else(|| std::env::var(var).ok());
+            let next = base
+                .and_then(|text| text.trim().parse::<u64>().ok())
+                .and_then(|base| base.checked_add(u64::from(instance)));
+            if let Some(value) = next {
+                vars.push((var.clone(), value.to_string()));
+            }
+        }
+        vars
+    }
+}
+
+/// An environment variable name given in a config (`instance_var`, `increment_var`): non-empty,
+/// no `=` or NUL, at most 256 bytes.
+pub fn check_var_name(field: &str, name: &str) -> Result<(), ConfigError> {
+    if name.is_empty() || name.len() > 256 || name.contains(['=', '\0']) {
+        return Err(ConfigError::Policy(format!(
+            "{field}: '{}' is not an environment variable name",
+            name.escape_debug()
+        )));
+    }
+    Ok(())
 }
 
 /// Default quiet time after a file change before the restart (PM2's `watch_delay` default).
@@ -194,6 +247,9 @@ impl AppCommand<'_> {
             shutdown_with_message: false,
             interpreter: None,
             interpreter_args: Vec::new(),
+            instance_var: None,
+            increment_var: None,
+            namespace: None,
         }
     }
 }
@@ -311,6 +367,9 @@ impl AppSpec {
         definition.shutdown_with_message = self.shutdown_with_message;
         definition.interpreter = self.interpreter.clone();
         definition.interpreter_args = self.interpreter_args.clone();
+        definition.instance_var = self.instance_vars.instance_var.clone();
+        definition.increment_var = self.instance_vars.increment_var.clone();
+        definition.namespace = self.namespace.clone();
         definition
     }
 
@@ -412,6 +471,17 @@ impl AppSpec {
             Some(name) => StopSignal::parse(name).map_err(ConfigError::Policy)?,
             None => StopSignal::Terminate,
         };
+        for (field, var) in [
+            ("instance_var", &definition.instance_var),
+            ("increment_var", &definition.increment_var),
+        ] {
+            if let Some(var) = var {
+                check_var_name(field, var)?;
+            }
+        }
+        if let Some(namespace) = &definition.namespace {
+            check_name(namespace)?;
+        }
         Ok(AppSpec {
             id,
             name,
@@ -436,6 +506,11 @@ impl AppSpec {
             shutdown_with_message: definition.shutdown_with_message,
             interpreter: definition.interpreter.filter(|i| !i.is_empty()),
             interpreter_args: definition.interpreter_args,
+            instance_vars: InstanceVars {
+                instance_var: definition.instance_var,
+                increment_var: definition.increment_var,
+            },
+            namespace: definition.namespace,
         })
     }
 }
@@ -513,7 +588,20 @@ pub fn validate_timing(timing: &Timing) -> Result<(), ConfigError> {
 /// far from overflowing.
 pub const MAX_MEMORY: u64 = 1 << 50;
 
-/// A memory limit is at most [`MAX_MEMORY`].
+/// The smallest memory limit (1 MiB). No Node process fits under it, so a smaller limit would
+/// restart the app in a loop; it is nearly always a PM2 config's bare number meant as megabytes
+/// (PM2 reads `max_memory_restart: 200` as 200 bytes).
+pub const MIN_MEMORY: u64 = 1 << 20;
+
+/// The one-line refusal of a memory limit under [`MIN_MEMORY`], with the likely intent.
+pub fn memory_too_small(text: &str, bytes: u64) -> String {
+    format!(
+        "{text} is {bytes} bytes, under 1M: every process is larger, so the app would restart in \
+         a loop (a bare number is bytes, as in PM2; write e.g. \"{bytes}M\" for megabytes)"
+    )
+}
+
+/// A memory limit is at least [`MIN_MEMORY`] and at most [`MAX_MEMORY`].
 pub fn check_memory(bytes: u64) -> Result<(), ConfigError> {
     // The command line and config files refuse 0 when they parse it; a crafted control client or
     // dump.json must not get past with it either (the app would be restarted at every heartbeat).
@@ -527,6 +615,12 @@ pub fn check_memory(bytes: u64) -> Result<(), ConfigError> {
     if bytes > MAX_MEMORY {
         return Err(ConfigError::Policy(format!(
             "a memory limit of {bytes} bytes is too large (at most 1024T)"
+        )));
+    }
+    if bytes < MIN_MEMORY {
+        return Err(ConfigError::Policy(format!(
+            "a memory limit of {}",
+            memory_too_small(&bytes.to_string(), bytes)
         )));
     }
     Ok(())

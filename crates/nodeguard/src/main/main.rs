@@ -55,6 +55,12 @@ fn main() -> ExitCode {
         init_logging(None);
         return finish(run_client(Verb::Status { json }, None));
     }
+    // Bare `nodeguard`, as PM2 does: the usage, and the exit code of a usage error.
+    if std::env::args_os().len() <= 1 {
+        use clap::CommandFactory;
+        eprint!("{}", Cli::command().render_help());
+        return ExitCode::from(EXIT_USAGE);
+    }
     let cli = match Cli::parse_checked() {
         Ok(cli) => cli,
         Err(error) => return clap_error(error),
@@ -129,6 +135,11 @@ fn clap_error(error: clap::Error) -> ExitCode {
         let _ = error.print();
         return ExitCode::SUCCESS;
     }
+    // A mistyped verb (`nodeguard resart api`): one line naming the verb it resembles.
+    if let Some(line) = mistyped_verb(&error) {
+        eprintln!("nodeguard: error: {line}");
+        return ExitCode::from(EXIT_USAGE);
+    }
     // clap puts details (such as which argument is missing) on indented lines after the first.
     let rendered = error.render().to_string();
     let mut lines = rendered.lines().filter(|line| !line.trim().is_empty());
@@ -146,6 +157,64 @@ fn clap_error(error: clap::Error) -> ExitCode {
     }
     eprintln!("nodeguard: error: {first} (see nodeguard --help)");
     ExitCode::from(EXIT_USAGE)
+}
+
+/// "unknown verb 'resart' (did you mean 'restart'?)" when clap found a word where a verb goes
+/// and a verb resembles it (clap's own suggestions are compiled out, to keep the binary small).
+fn mistyped_verb(error: &clap::Error) -> Option<String> {
+    use clap::error::{ContextKind, ContextValue};
+    use clap::CommandFactory;
+    let Some(ContextValue::String(typed)) = error.get(ContextKind::InvalidArg) else {
+        return None;
+    };
+    // Only a word in the verb's place: first, or after `--home DIR`.
+    let mut args = std::env::args().skip(1);
+    let mut first = args.next()?;
+    if first == "--home" {
+        args.next()?;
+        first = args.next()?;
+    } else if first.starts_with("--home=") {
+        first = args.next()?;
+    }
+    if typed.starts_with('-') || first != *typed {
+        return None;
+    }
+    let command = Cli::command();
+    let verbs = command.get_subcommands().flat_map(|verb| {
+        std::iter::once(verb.get_name()).chain(verb.get_all_aliases().collect::<Vec<_>>())
+    });
+    let (distance, verb) = verbs
+        .map(|verb| {
+            (
+                edit_distance(&typed.to_lowercase(), &verb.to_lowercase()),
+                verb,
+            )
+        })
+        .min_by_key(|(distance, _)| *distance)?;
+    let hint = if distance <= 2.max(typed.chars().count() / 3) {
+        format!(" (did you mean '{verb}'?)")
+    } else {
+        String::new()
+    };
+    Some(format!(
+        "unknown verb '{typed}'{hint} (see nodeguard --help)"
+    ))
+}
+
+/// Levenshtein distance between two short words.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut previous = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let substitution = previous + usize::from(ca != *cb);
+            previous = row[j + 1];
+            row[j + 1] = substitution.min(previous + 1).min(row[j] + 1);
+        }
+    }
+    row[b.len()]
 }
 
 /// Logs at the level named by `NODEGUARD_LOG` (`error`, `warn`, `info`, `debug`, `trace` or

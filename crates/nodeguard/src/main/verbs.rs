@@ -21,6 +21,18 @@ pub(super) fn client_verb(verb: Verb, home: Option<PathBuf>) -> anyhow::Result<E
             }
         }
         Verb::Start(args) => {
+            // PM2's `start <name>`: a bare word that is no file but names an app the daemon knows
+            // restarts that app (or starts it if stopped).
+            if let Some(target) = runtime.block_on(known_app(&paths, &args.script)) {
+                let outcome = runtime.block_on(client::request(
+                    &paths,
+                    Command::Restart {
+                        target: Target(target),
+                    },
+                ))?;
+                print_done(outcome)?;
+                return Ok(ExitCode::SUCCESS);
+            }
             let plan = args.into_plan()?;
             for warning in &plan.warnings {
                 eprintln!("nodeguard: warning: {warning}");
@@ -33,47 +45,68 @@ pub(super) fn client_verb(verb: Verb, home: Option<PathBuf>) -> anyhow::Result<E
             })?;
             print_done(outcome)?;
         }
-        Verb::Stop { target } => print_done(runtime.block_on(client::request(
-            &paths,
-            Command::Stop {
-                target: Target(target),
-            },
-        ))?)?,
-        Verb::Restart { target } => print_done(runtime.block_on(client::request(
-            &paths,
-            Command::Restart {
-                target: Target(target),
-            },
-        ))?)?,
-        Verb::Reload { target } => {
-            let outcome = runtime.block_on(client::request(
-                &paths,
-                Command::Reload {
-                    target: Target(target),
-                },
-            ))?;
-            let Outcome::Reloaded { apps, notes } = outcome else {
-                anyhow::bail!("unexpected answer from the supervisor");
-            };
-            for note in notes {
-                println!("{note}");
-            }
-            print!("{}", render::status_table(&apps));
+        Verb::Stop { targets } => {
+            let command = |target| Command::Stop { target };
+            print_done_all(&runtime, &paths, targets, command)?;
         }
-        Verb::Delete { target } => {
-            let Outcome::Done { apps } = runtime.block_on(client::request(
-                &paths,
-                Command::Delete {
-                    target: Target(target),
-                },
-            ))?
+        Verb::Reset { targets } => {
+            let command = |target| Command::Reset { target };
+            print_done_all(&runtime, &paths, targets, command)?;
+        }
+        Verb::Restart { targets } => {
+            let command = |target| Command::Restart { target };
+            print_done_all(&runtime, &paths, targets, command)?;
+        }
+        Verb::Reload { targets } => {
+            let mut all = Vec::new();
+            for target in targets {
+                let outcome = runtime.block_on(client::request(
+                    &paths,
+                    Command::Reload {
+                        target: Target(target),
+                    },
+                ))?;
+                let Outcome::Reloaded { apps, notes } = outcome else {
+                    anyhow::bail!("unexpected answer from the supervisor");
+                };
+                for note in notes {
+                    println!("{note}");
+                }
+                all.extend(apps);
+            }
+            print!("{}", render::status_table(&all));
+        }
+        Verb::Delete { targets } => {
+            for target in targets {
+                let Outcome::Done { apps } = runtime.block_on(client::request(
+                    &paths,
+                    Command::Delete {
+                        target: Target(target),
+                    },
+                ))?
+                else {
+                    anyhow::bail!("unexpected answer from the supervisor");
+                };
+                for app in apps {
+                    println!("deleted {} (id {})", app.name, app.id);
+                }
+            }
+        }
+        Verb::Jlist | Verb::Prettylist => {
+            let pretty = matches!(verb, Verb::Prettylist);
+            let Outcome::Status { apps } =
+                runtime.block_on(client::request(&paths, Command::Status))?
             else {
                 anyhow::bail!("unexpected answer from the supervisor");
             };
-            for app in apps {
-                println!("deleted {} (id {})", app.name, app.id);
+            if pretty {
+                println!("{}", serde_json::to_string_pretty(&apps)?);
+            } else {
+                println!("{}", serde_json::to_string(&apps)?);
             }
         }
+        Verb::StartOrRestart(args) => start_or(&runtime, &paths, *args, false)?,
+        Verb::StartOrReload(args) => start_or(&runtime, &paths, *args, true)?,
         Verb::Ping => {
             let Outcome::Pong { pid, version } =
                 runtime.block_on(client::request(&paths, Command::Ping))?
@@ -180,7 +213,19 @@ pub(super) fn startup(args: StartupArgs, home: Option<PathBuf>) -> anyhow::Resul
     let nodeguard::cli::InitSystem::Systemd = args.system;
     let exe = std::env::current_exe().context("cannot find the nodeguard binary's path")?;
     let exe = exe.canonicalize().unwrap_or(exe);
-    let home = home_paths(home)?.home;
+    // A system unit's daemon runs as --user: its home is that user's unless --home says.
+    let account = match &args.user {
+        Some(user) => Some(
+            nodeguard::platform::user_account(user)
+                .with_context(|| format!("cannot look up the user {user}"))?
+                .ok_or_else(|| ConfigError::Policy(format!("--user {user}: no such user")))?,
+        ),
+        None => None,
+    };
+    let home = match (&home, &account) {
+        (None, Some(account)) => account.home.join(".nodeguard"),
+        _ => home_paths(home)?.home,
+    };
     let home = if home.is_absolute() {
         home
     } else {
@@ -208,10 +253,29 @@ pub(super) fn startup(args: StartupArgs, home: Option<PathBuf>) -> anyhow::Resul
         http: args.http.map(|address| address.to_string()),
         saved_apps,
         state_file,
+        system_user: args.user.clone().filter(|_| args.system_unit),
     };
     let unit = startup::unit(&settings).map_err(|error| ConfigError::Policy(error.to_string()))?;
     if !args.install {
         print!("{unit}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    if let Some(user) = &settings.system_user {
+        let path = startup::system_unit_path(user);
+        std::fs::write(&path, unit).with_context(|| {
+            let hint = if nodeguard::platform::current_uid() == 0 {
+                ""
+            } else {
+                " (a system unit is installed by root: run it with sudo)"
+            };
+            format!("cannot write {}{hint}", path.display())
+        })?;
+        println!("wrote {}", path.display());
+        println!("now run (stop a daemon already running on that home first: nodeguard kill):");
+        println!(
+            "  systemctl daemon-reload && systemctl enable --now {}",
+            startup::system_unit_name(user)
+        );
         return Ok(ExitCode::SUCCESS);
     }
     let path = startup::user_unit_path()
@@ -229,6 +293,101 @@ pub(super) fn startup(args: StartupArgs, home: Option<PathBuf>) -> anyhow::Resul
     println!("to start it at boot rather than at your first login, also run:");
     println!("  loginctl enable-linger \"$USER\"");
     Ok(ExitCode::SUCCESS)
+}
+
+/// A client verb's targets, one request each, in order; one table of every app they touched. The
+/// first failure ends the run (the targets before it have acted).
+fn print_done_all(
+    runtime: &tokio::runtime::Runtime,
+    paths: &HomePaths,
+    targets: Vec<String>,
+    command: impl Fn(Target) -> Command,
+) -> anyhow::Result<()> {
+    let mut all = Vec::new();
+    for target in targets {
+        let outcome = runtime.block_on(client::request(paths, command(Target(target))))?;
+        let Outcome::Done { apps } = outcome else {
+            anyhow::bail!("unexpected answer from the supervisor");
+        };
+        all.extend(apps);
+    }
+    print!("{}", render::status_table(&all));
+    Ok(())
+}
+
+/// `start <name>`: the name or id of an app the running daemon knows, when `script` is a single
+/// word that is not a file. No daemon, or no such app: `None` (and `start` goes on as usual,
+/// without starting a daemon for the question).
+async fn known_app(paths: &HomePaths, script: &std::path::Path) -> Option<String> {
+    let word = script.to_str()?;
+    if word.contains('/') || std::path::Path::new(word).exists() {
+        return None;
+    }
+    let Ok(Outcome::Status { apps }) = client::request(paths, Command::Status).await else {
+        return None;
+    };
+    apps.iter()
+        .any(|app| app.name == word || word.parse::<u32>().ok() == Some(app.id))
+        .then(|| word.to_string())
+}
+
+/// `startOrRestart` / `startOrReload`: the apps of the plan the daemon does not know (by name)
+/// start; the others restart (or reload).
+fn start_or(
+    runtime: &tokio::runtime::Runtime,
+    paths: &HomePaths,
+    args: nodeguard::cli::StartArgs,
+    reload: bool,
+) -> anyhow::Result<()> {
+    let plan = args.into_plan()?;
+    for warning in &plan.warnings {
+        eprintln!("nodeguard: warning: {warning}");
+    }
+    runtime.block_on(async {
+        if client::ensure_daemon(paths).await? {
+            println!("nodeguard: daemon started on {}", paths.home.display());
+        }
+        let Outcome::Status { apps: known } = client::request(paths, Command::Status).await? else {
+            anyhow::bail!("unexpected answer from the supervisor");
+        };
+        let (running, new): (Vec<_>, Vec<_>) = plan.apps.into_iter().partition(|app| {
+            app.name
+                .as_ref()
+                .is_some_and(|name| known.iter().any(|k| &k.name == name))
+        });
+        let mut shown = Vec::new();
+        for app in running {
+            let target = Target(app.name.unwrap_or_default());
+            if reload {
+                let Outcome::Reloaded { apps, notes } =
+                    client::request(paths, Command::Reload { target }).await?
+                else {
+                    anyhow::bail!("unexpected answer from the supervisor");
+                };
+                for note in notes {
+                    println!("{note}");
+                }
+                shown.extend(apps);
+            } else {
+                let Outcome::Done { apps } =
+                    client::request(paths, Command::Restart { target }).await?
+                else {
+                    anyhow::bail!("unexpected answer from the supervisor");
+                };
+                shown.extend(apps);
+            }
+        }
+        if !new.is_empty() {
+            let Outcome::Done { apps } =
+                client::request(paths, Command::Start { apps: new }).await?
+            else {
+                anyhow::bail!("unexpected answer from the supervisor");
+            };
+            shown.extend(apps);
+        }
+        print!("{}", render::status_table(&shown));
+        Ok(())
+    })
 }
 
 pub(super) fn print_done(outcome: Outcome) -> anyhow::Result<()> {

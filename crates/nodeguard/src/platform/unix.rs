@@ -304,6 +304,59 @@ pub fn current_uid() -> u32 {
     rustix::process::geteuid().as_raw()
 }
 
+/// A user account from the system's user database (getpwnam_r, so NSS sources such as LDAP
+/// count too).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserAccount {
+    pub uid: u32,
+    pub gid: u32,
+    pub home: PathBuf,
+}
+
+/// The account named `name`; `Ok(None)` if there is none.
+pub fn user_account(name: &str) -> io::Result<Option<UserAccount>> {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c_name) = std::ffi::CString::new(name) else {
+        return Ok(None);
+    };
+    let mut size = 16 * 1024;
+    loop {
+        let mut buffer = vec![0_u8; size];
+        // SAFETY: all-zero bytes are a valid `passwd` (null pointers and zero ids), and
+        // getpwnam_r only writes it and the buffer, whose real length it is given.
+        let mut entry: libc::passwd = unsafe { std::mem::zeroed() };
+        let mut found: *mut libc::passwd = std::ptr::null_mut();
+        // SAFETY: every pointer is valid for the call; the strings it stores point into `buffer`,
+        // which outlives their use below.
+        let rc = unsafe {
+            libc::getpwnam_r(
+                c_name.as_ptr(),
+                &mut entry,
+                buffer.as_mut_ptr().cast(),
+                buffer.len(),
+                &mut found,
+            )
+        };
+        if rc == libc::ERANGE && size < 1024 * 1024 {
+            size *= 4;
+            continue;
+        }
+        if rc != 0 {
+            return Err(io::Error::from_raw_os_error(rc));
+        }
+        if found.is_null() || entry.pw_dir.is_null() {
+            return Ok(None);
+        }
+        // SAFETY: getpwnam_r succeeded, so pw_dir is a NUL-terminated string inside `buffer`.
+        let home = unsafe { std::ffi::CStr::from_ptr(entry.pw_dir) };
+        return Ok(Some(UserAccount {
+            uid: entry.pw_uid,
+            gid: entry.pw_gid,
+            home: PathBuf::from(std::ffi::OsStr::from_bytes(home.to_bytes())),
+        }));
+    }
+}
+
 /// Why a directory or file cannot hold nodeguard's private state.
 #[derive(Debug, thiserror::Error)]
 pub enum PrivatePathError {

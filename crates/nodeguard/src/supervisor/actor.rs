@@ -388,6 +388,9 @@ impl Supervisor {
             }
             Command::Reload { target } => return self.reload(&target, reply),
             Command::Flush { target } => return self.flush(&target, reply),
+            Command::Reset { target } => {
+                return self.command_each(&target, Change::Keep, reply, WorkerCommand::Reset)
+            }
             Command::Describe { target } => return self.describe(&target, reply),
             Command::Save => match self.persist() {
                 Ok(()) => Outcome::Done {
@@ -510,6 +513,7 @@ impl Supervisor {
             }
         }
         match change {
+            Change::Keep => {}
             Change::Stop => self.stopped.extend(ids),
             Change::Run => self.stopped.retain(|id| !ids.contains(id)),
             Change::Forget => {
@@ -654,6 +658,8 @@ impl Supervisor {
 /// What a command does to an app's place in the table and its saved state.
 #[derive(Debug, Clone, Copy)]
 pub(super) enum Change {
+    /// Whether it runs does not change (`reset`).
+    Keep,
     /// It stays, saved as stopped.
     Stop,
     /// It stays, saved as running.

@@ -38,13 +38,14 @@ pub(super) fn no_match(target: &Target) -> String {
     if target.is_all() {
         "there are no apps".to_string()
     } else {
-        format!("no app named or numbered '{}'", target.0)
+        format!("no app named, numbered or in a namespace '{}'", target.0)
     }
 }
 
 pub(super) fn matches_target(handle: &WorkerHandle, target: &Target) -> bool {
     target.is_all()
         || handle.spec.name == target.0
+        || handle.spec.namespace.as_deref() == Some(target.0.as_str())
         || target.0.parse::<u32>().ok() == Some(handle.spec.id)
 }
 

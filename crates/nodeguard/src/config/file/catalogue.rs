@@ -90,16 +90,7 @@ pub(super) const NOT_SUPPORTED: &[(&str, &str)] = &[
         "chokidar options do not apply (nodeguard watches with inotify); use ignore_watch and \
          watch_delay",
     ),
-    (
-        "instance_var",
-        "the instance number is in NODEGUARD_INSTANCE",
-    ),
-    ("increment_var", ""),
     ("filter_env", ""),
-    (
-        "namespace",
-        "there are no namespaces; address apps by name, id or `all`",
-    ),
     (
         "post_update",
         "nothing pulls and restarts the app from outside; run these commands in your deployment",
@@ -182,4 +173,7 @@ pub(super) const SUPPORTED: &[&str] = &[
     "cron_restart",
     "kill_signal",
     "shutdown_with_message",
+    "instance_var",
+    "increment_var",
+    "namespace",
 ];

@@ -230,6 +230,9 @@ impl Checker<'_> {
         self.exec_mode(&mut fields, instances, listen.is_empty());
         let (out_file, error_file, log_timestamps) = self.log_fields(&mut fields, &cwd, instances);
         let triggers = self.triggers(&mut fields, &cwd);
+        let instance_var = self.var_name_field(&mut fields, "instance_var");
+        let increment_var = self.var_name_field(&mut fields, "increment_var");
+        let namespace = self.namespace_field(&mut fields);
 
         self.leftovers(fields);
 
@@ -264,6 +267,11 @@ impl Checker<'_> {
                 error_file,
                 log_timestamps,
                 triggers,
+                instance_vars: crate::config::InstanceVars {
+                    instance_var,
+                    increment_var,
+                },
+                namespace,
             },
         })
     }
@@ -476,6 +484,47 @@ impl Checker<'_> {
             cron_restart,
             kill_signal,
             shutdown_with_message,
+        }
+    }
+
+    /// PM2's `instance_var` / `increment_var`: an environment variable name.
+    pub(super) fn var_name_field(
+        &mut self,
+        fields: &mut Map<String, Value>,
+        field: &str,
+    ) -> Option<String> {
+        match fields.remove(field)? {
+            Value::String(name) => match crate::config::check_var_name(field, &name) {
+                Ok(()) => Some(name),
+                Err(error) => {
+                    self.problem(field, error.to_string());
+                    None
+                }
+            },
+            other => {
+                let message = format!("expected a variable name, got {}", show(&other));
+                self.problem(field, message);
+                None
+            }
+        }
+    }
+
+    /// PM2's `namespace`: a group name, under the rules of app names.
+    pub(super) fn namespace_field(&mut self, fields: &mut Map<String, Value>) -> Option<String> {
+        match fields.remove("namespace")? {
+            Value::String(name) => match crate::config::name_problem(&name) {
+                None => Some(name),
+                Some(problem) => {
+                    let shown = crate::config::shown_name(&name);
+                    self.problem("namespace", format!("{problem}, got \"{shown}\""));
+                    None
+                }
+            },
+            other => {
+                let message = format!("expected a string, got {}", show(&other));
+                self.problem("namespace", message);
+                None
+            }
         }
     }
 
@@ -809,6 +858,11 @@ impl Checker<'_> {
         match parsed {
             Some(0) => {
                 self.problem(field, "must be greater than zero");
+                None
+            }
+            Some(bytes) if bytes < crate::config::MIN_MEMORY => {
+                let text = show(&value);
+                self.problem(field, crate::config::memory_too_small(&text, bytes));
                 None
             }
             Some(bytes) if bytes > crate::config::MAX_MEMORY => {

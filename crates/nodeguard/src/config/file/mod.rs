@@ -116,6 +116,10 @@ pub struct AppConfig {
     pub log_timestamps: bool,
     /// `watch`, `cron_restart`, `kill_signal` and company.
     pub triggers: Triggers,
+    /// PM2's `instance_var` and `increment_var`.
+    pub instance_vars: crate::config::InstanceVars,
+    /// PM2's `namespace`.
+    pub namespace: Option<String>,
 }
 
 /// An app's restart triggers and stop contract, from PM2's fields.
@@ -152,6 +156,9 @@ impl AppConfig {
         definition.interpreter_args = self.interpreter_args.clone();
         definition.error_file = path_text(&self.error_file);
         definition.log_timestamps = self.log_timestamps || log_timestamps;
+        definition.instance_var = self.instance_vars.instance_var.clone();
+        definition.increment_var = self.instance_vars.increment_var.clone();
+        definition.namespace = self.namespace.clone();
         if let Some(codes) = &self.stop_exit_codes {
             // PM2's stop_exit_codes: those exits do not restart the app.
             definition.clean_exit_codes = Some(codes.codes());

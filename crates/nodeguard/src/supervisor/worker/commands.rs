@@ -51,6 +51,8 @@ pub enum WorkerCommand {
     Record(AppEvent),
     /// Puts the history of the instance this one replaces before its own (reloads).
     Inherit(Vec<AppEvent>),
+    /// Zeroes the restart and hang counters and the restart budget; replies at once.
+    Reset(oneshot::Sender<CommandResult>),
 }
 
 /// What a waiting reply needs to see.
@@ -104,6 +106,15 @@ impl WorkerTask {
             WorkerCommand::Record(event) => {
                 tracing::info!("{}: {}", event.kind, event.message);
                 self.remember(event);
+                return None;
+            }
+            WorkerCommand::Reset(reply) => {
+                self.machine.restarts = 0;
+                self.machine.hangs = 0;
+                self.machine.recent_restarts.clear();
+                self.machine.not_ready_streak = 0;
+                self.publish();
+                let _ = reply.send(Ok(()));
                 return None;
             }
             WorkerCommand::Inherit(earlier) => {

@@ -97,6 +97,7 @@ impl WorkerTask {
             .env(ENV_TOKEN, &token)
             .env(ENV_APP_NAME, &spec.name)
             .env(ENV_INSTANCE, spec.instance.to_string())
+            .envs(spec.instance_vars.for_instance(spec.instance, &spec.env))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

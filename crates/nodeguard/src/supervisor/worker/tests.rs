@@ -127,6 +127,8 @@ fn spec(timing: Timing) -> AppSpec {
         shutdown_with_message: false,
         interpreter: None,
         interpreter_args: Vec::new(),
+        instance_vars: crate::config::InstanceVars::default(),
+        namespace: None,
     }
 }
 
