@@ -1,6 +1,7 @@
 //! The command line: flags, `--help` text, and turning them into a validated [`SupervisorConfig`].
 
 mod app_options;
+pub mod env;
 pub mod logs;
 pub mod render;
 mod run;
@@ -68,12 +69,24 @@ pub enum Verb {
     /// Stop apps (they stay listed); returns once they have exited. TARGET: a name, an id, or all.
     Stop { target: String },
     /// Restart apps, or start stopped ones; returns once the new processes run.
-    Restart { target: String },
+    Restart {
+        target: String,
+        /// Give the apps this shell's environment in place of the one they were started with
+        /// (their config's env still wins over it), and print which variables changed.
+        #[arg(long)]
+        update_env: bool,
+    },
     /// Rolling reload: for each instance, start a replacement, wait until it is ready, then drain
     /// the old one (apps with --listen lose no request). A replacement that fails aborts the
     /// reload and the old instances keep serving (exit code 1). Apps without --listen are
     /// restarted one instance at a time instead.
-    Reload { target: String },
+    Reload {
+        target: String,
+        /// Give the apps this shell's environment in place of the one they were started with
+        /// (their config's env still wins over it), and print which variables changed.
+        #[arg(long)]
+        update_env: bool,
+    },
     /// Stop apps and forget them.
     #[command(visible_alias = "del")]
     Delete { target: String },
@@ -108,6 +121,16 @@ pub enum Verb {
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
+    },
+    /// Show the environment an app was started with, one NAME=value per line. Values that look
+    /// secret (names with TOKEN, SECRET, PASS, KEY, AUTH, CREDENTIAL or PRIVATE; passwords in
+    /// URLs) are masked unless --reveal.
+    Env {
+        /// An app name or id.
+        target: String,
+        /// Show secret-looking values as they are.
+        #[arg(long, visible_alias = "show-secrets")]
+        reveal: bool,
     },
     /// Save the daemon's app list now (it is also kept up to date on every change).
     Save,

@@ -28,6 +28,17 @@ pub struct StartArgs {
 
     #[command(flatten)]
     pub cluster: ClusterOptions,
+    /// With a config file: use each app's env_NAME block on top of its env (PM2's
+    /// `--env production` for `env_production`).
+    #[arg(long = "env", value_name = "NAME")]
+    pub env_name: Option<String>,
+
+    /// Read variables from this dotenv file (KEY=VALUE lines, as node --env-file reads them);
+    /// repeatable, later files win. These win over the caller's environment and everything in a
+    /// config file (see "Environment" in the README).
+    #[arg(long = "env-file", value_name = "FILE")]
+    pub env_files: Vec<PathBuf>,
+
     /// Accepted only to refuse it with a clear message: the HTTP endpoint belongs to the daemon.
     #[arg(long, value_name = "ADDR", hide = true)]
     pub http: Option<String>,
@@ -128,6 +139,15 @@ impl StartArgs {
         let timing = self.app.timing()?;
         let node = config::resolve_node(&self.app.node)?;
         let cwd = std::env::current_dir().map_err(ConfigError::Cwd)?;
+        // The app's environment: this caller's, then the config's layers, then --env-file.
+        let (caller_env, skipped) = config::env::caller_env();
+        let mut env_warnings: Vec<String> = skipped
+            .iter()
+            .map(|name| {
+                format!("{name} from your environment is not passed on: it is not UTF-8 text")
+            })
+            .collect();
+        let cli_env = super::env::env_files(&self.env_files, &cwd)?;
         if file::looks_like_config(&self.script) {
             let file = cwd.join(&self.script);
             let defaults = AppDefaults {
@@ -144,17 +164,39 @@ impl StartArgs {
                 ))
                 .into());
             }
-            let warnings = loaded.warnings;
+            let mut warnings = loaded.warnings;
+            let env_name = self.env_name.as_deref();
+            if let Some(name) = env_name {
+                super::env::check_env_name(name, &self.script, &loaded.apps)?;
+            }
             let mut apps = Vec::new();
             for app in &loaded.apps {
                 let mut definition = app.definition(&node, self.app.log_timestamps);
+                definition.env = config::env::layered([&app.env_for(env_name)[..], &cli_env]);
+                definition.caller_env = Some(caller_env.clone());
+                if let Some(name) = env_name.filter(|name| !app.has_env_block(name)) {
+                    env_warnings.push(format!(
+                        "{}: app '{}' has no env_{name} block; it gets its env only",
+                        self.script.display(),
+                        app.name
+                    ));
+                }
                 self.cluster.apply(&mut definition)?;
                 apps.push(definition);
             }
+            warnings.append(&mut env_warnings);
             return Ok(StartPlan { apps, warnings });
         }
         if let Some(name) = &self.name {
             config::check_name(name)?;
+        }
+        if let Some(name) = &self.env_name {
+            return Err(ConfigError::Policy(format!(
+                "--env {name} chooses the env_{name} block of a config file, and {} is a script; \
+                 give variables with --env-file FILE, or in the shell that runs start",
+                self.script.display()
+            ))
+            .into());
         }
         let script = config::resolve_script(&self.script, &cwd)?;
         let mut app = AppCommand {
@@ -164,15 +206,16 @@ impl StartArgs {
             node: &node,
             node_args: self.app.node_args,
             cwd: &cwd,
-            env: Vec::new(),
+            env: cli_env,
             timing: &timing,
         }
         .definition();
+        app.caller_env = Some(caller_env);
         app.log_timestamps = self.app.log_timestamps;
         self.cluster.apply(&mut app)?;
         Ok(StartPlan {
             apps: vec![app],
-            warnings: Vec::new(),
+            warnings: env_warnings,
         })
     }
 }

@@ -1,6 +1,7 @@
 //! What to supervise: validated app specs and supervisor settings, built from the command line and
 //! checked up front so that a bad script or node path is refused before anything starts.
 
+pub mod env;
 pub mod file;
 
 use std::path::{Path, PathBuf};
@@ -33,8 +34,11 @@ pub struct AppSpec {
     pub node: PathBuf,
     pub node_args: Vec<String>,
     pub cwd: PathBuf,
-    /// Extra environment, on top of the supervisor's own.
+    /// Extra environment, on top of `caller_env` (or the supervisor's own).
     pub env: Vec<(String, String)>,
+    /// The environment of `start`'s caller, which the app gets instead of the supervisor's own
+    /// (see [`env`]); `None` in foreground mode and for apps saved before it was recorded.
+    pub caller_env: Option<Vec<(String, String)>>,
     pub timing: Timing,
     /// Log file paths instead of the defaults under `<home>/logs/`.
     pub out_file: Option<PathBuf>,
@@ -120,6 +124,7 @@ impl AppCommand<'_> {
             node_args: self.node_args,
             cwd: self.cwd.display().to_string(),
             env: self.env,
+            caller_env: None,
             out_file: None,
             error_file: None,
             log_timestamps: false,
@@ -197,6 +202,7 @@ impl AppSpec {
         definition.listen = self.listen.iter().map(ToString::to_string).collect();
         definition.wait_ready = self.wait_ready;
         definition.listen_timeout_ms = Some(crate::core::duration::millis(self.listen_timeout));
+        definition.caller_env.clone_from(&self.caller_env);
         definition
     }
 
@@ -218,6 +224,10 @@ impl AppSpec {
         };
         if let Some(max_memory) = definition.max_memory {
             check_memory(max_memory)?;
+        }
+        env::check_vars("env", &definition.env).map_err(ConfigError::Policy)?;
+        if let Some(caller_env) = &definition.caller_env {
+            env::check_vars("caller_env", caller_env).map_err(ConfigError::Policy)?;
         }
         let timing = Timing {
             heartbeat_interval: ms("heartbeat interval", definition.heartbeat_interval_ms)?,
@@ -287,6 +297,7 @@ impl AppSpec {
             node_args: definition.node_args,
             cwd: PathBuf::from(definition.cwd),
             env: definition.env,
+            caller_env: definition.caller_env,
             timing,
             out_file: definition.out_file.map(PathBuf::from),
             error_file: definition.error_file.map(PathBuf::from),

@@ -39,17 +39,23 @@ pub(super) fn client_verb(verb: Verb, home: Option<PathBuf>) -> anyhow::Result<E
                 target: Target(target),
             },
         ))?)?,
-        Verb::Restart { target } => print_done(runtime.block_on(client::request(
-            &paths,
-            Command::Restart {
-                target: Target(target),
-            },
-        ))?)?,
-        Verb::Reload { target } => {
+        Verb::Restart { target, update_env } => {
+            let update_env = runtime.block_on(env_update(&paths, &target, update_env))?;
+            print_done(runtime.block_on(client::request(
+                &paths,
+                Command::Restart {
+                    target: Target(target),
+                    update_env,
+                },
+            ))?)?
+        }
+        Verb::Reload { target, update_env } => {
+            let update_env = runtime.block_on(env_update(&paths, &target, update_env))?;
             let outcome = runtime.block_on(client::request(
                 &paths,
                 Command::Reload {
                     target: Target(target),
+                    update_env,
                 },
             ))?;
             let Outcome::Reloaded { apps, notes } = outcome else {
@@ -139,12 +145,39 @@ pub(super) fn client_verb(verb: Verb, home: Option<PathBuf>) -> anyhow::Result<E
                 anyhow::bail!("unexpected answer from the supervisor");
             };
             if json {
+                let mut apps = apps;
+                for app in &mut apps {
+                    nodeguard::cli::env::mask_definition(&mut app.definition);
+                }
                 println!("{}", serde_json::to_string_pretty(&apps)?);
             } else {
                 for app in &apps {
                     print!("{}", render::description(app));
                 }
             }
+        }
+        Verb::Env { target, reveal } => {
+            let Outcome::Described { apps } = runtime.block_on(client::request(
+                &paths,
+                Command::Describe {
+                    target: Target(target),
+                },
+            ))?
+            else {
+                anyhow::bail!("unexpected answer from the supervisor");
+            };
+            // Instances share one definition: the first describes them all.
+            let Some(app) = apps.first() else {
+                anyhow::bail!("unexpected answer from the supervisor");
+            };
+            if app.definition.caller_env.is_none() {
+                eprintln!(
+                    "nodeguard: note: {} was started before nodeguard recorded its caller's \
+                     environment: it runs with the daemon's environment plus these variables",
+                    app.status.name
+                );
+            }
+            print!("{}", nodeguard::cli::env::listing(&app.definition, reveal));
         }
         Verb::Save => {
             let Outcome::Done { apps } =
@@ -229,6 +262,43 @@ pub(super) fn startup(args: StartupArgs, home: Option<PathBuf>) -> anyhow::Resul
     println!("to start it at boot rather than at your first login, also run:");
     println!("  loginctl enable-linger \"$USER\"");
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--update-env`: this shell's environment, to send with the command, after printing what it
+/// changes for each app the target names (asked of the daemon first). `None` without the flag.
+async fn env_update(
+    paths: &nodeguard::io::home::HomePaths,
+    target: &str,
+    update: bool,
+) -> anyhow::Result<Option<Vec<(String, String)>>> {
+    if !update {
+        return Ok(None);
+    }
+    let (caller_env, skipped) = nodeguard::config::env::caller_env();
+    for name in skipped {
+        eprintln!("nodeguard: warning: {name} from your environment is not passed on: it is not UTF-8 text");
+    }
+    let Outcome::Described { apps } = client::request(
+        paths,
+        Command::Describe {
+            target: Target(target.to_string()),
+        },
+    )
+    .await?
+    else {
+        anyhow::bail!("unexpected answer from the supervisor");
+    };
+    let mut seen = std::collections::HashSet::new();
+    for app in &apps {
+        if seen.insert(app.status.name.clone()) {
+            for line in
+                nodeguard::cli::env::update_report(&app.status.name, &app.definition, &caller_env)
+            {
+                println!("{line}");
+            }
+        }
+    }
+    Ok(Some(caller_env))
 }
 
 pub(super) fn print_done(outcome: Outcome) -> anyhow::Result<()> {

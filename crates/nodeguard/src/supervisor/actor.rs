@@ -340,13 +340,23 @@ impl Supervisor {
             Command::Stop { target } => {
                 return self.command_each(&target, Change::Stop, reply, WorkerCommand::Stop)
             }
-            Command::Restart { target } => {
-                return self.command_each(&target, Change::Run, reply, WorkerCommand::Restart)
+            Command::Restart { target, update_env } => {
+                if let Err(message) = self.update_env(&target, update_env) {
+                    let _ = reply.send(Outcome::Error { message });
+                    return;
+                }
+                return self.command_each(&target, Change::Run, reply, WorkerCommand::Restart);
             }
             Command::Delete { target } => {
                 return self.command_each(&target, Change::Forget, reply, WorkerCommand::Remove)
             }
-            Command::Reload { target } => return self.reload(&target, reply),
+            Command::Reload { target, update_env } => {
+                if let Err(message) = self.update_env(&target, update_env) {
+                    let _ = reply.send(Outcome::Error { message });
+                    return;
+                }
+                return self.reload(&target, reply);
+            }
             Command::Flush { target } => return self.flush(&target, reply),
             Command::Describe { target } => return self.describe(&target, reply),
             Command::Save => match self.persist() {
@@ -404,6 +414,32 @@ impl Supervisor {
         }
         let saved = self.persist_checked();
         tokio::spawn(report_saved_when_done(pending, saved, reply));
+    }
+
+    /// `--update-env`: the target's apps are given `caller_env` in place of the environment they
+    /// were started with, for their next processes (the restart or reload that follows). Their
+    /// own `env` stays, and still wins over it.
+    pub(super) fn update_env(
+        &mut self,
+        target: &Target,
+        caller_env: Option<Vec<(String, String)>>,
+    ) -> Result<(), String> {
+        let Some(caller_env) = caller_env else {
+            return Ok(());
+        };
+        config::env::check_vars("update_env", &caller_env)?;
+        for handle in self.apps.iter_mut().filter(|h| matches_target(h, target)) {
+            let spec = Arc::new(AppSpec {
+                caller_env: Some(caller_env.clone()),
+                ..(*handle.spec).clone()
+            });
+            handle
+                .commands
+                .try_send(WorkerCommand::Respec(spec.clone()))
+                .map_err(|error| format!("app '{}' is busy: {error}", handle.spec.name))?;
+            handle.spec = spec;
+        }
+        Ok(())
     }
 
     pub(super) fn spec_from(

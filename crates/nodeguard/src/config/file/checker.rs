@@ -84,10 +84,7 @@ impl Checker<'_> {
         let args = self.words_field(&mut fields, "args");
         let mut node_args = self.words_field(&mut fields, "node_args");
         node_args.extend(self.words_field(&mut fields, "interpreter_args"));
-        let env = fields
-            .remove("env")
-            .map(|value| self.env(value))
-            .unwrap_or_default();
+        let env = self.env_fields(&mut fields, &cwd);
         let instances = match fields.remove("instances") {
             None => Instances::Count(1),
             Some(value) => self.instances(value).unwrap_or(Instances::Count(1)),
@@ -182,7 +179,9 @@ impl Checker<'_> {
                 script,
                 args,
                 cwd,
-                env,
+                env: env.env,
+                env_blocks: env.blocks,
+                env_file: env.file,
                 node_args,
                 instances,
                 timing,
@@ -211,13 +210,7 @@ impl Checker<'_> {
             {
                 continue;
             }
-            if key.starts_with("env_") {
-                self.warn(
-                    key,
-                    "is not supported and is ignored (per-environment env blocks are not \
-                     supported; put the variables in env)",
-                );
-            } else if let Some((_, why)) = NOT_SUPPORTED.iter().find(|(known, _)| known == key) {
+            if let Some((_, why)) = NOT_SUPPORTED.iter().find(|(known, _)| known == key) {
                 let message = if why.is_empty() {
                     "is not supported and is ignored".to_string()
                 } else {
@@ -330,45 +323,6 @@ impl Checker<'_> {
             self.problem(field, "must not contain NUL characters");
         }
         words
-    }
-
-    pub(super) fn env(&mut self, value: Value) -> Vec<(String, String)> {
-        let Value::Object(vars) = value else {
-            self.problem(
-                "env",
-                format!("expected an object of variables, got {}", show(&value)),
-            );
-            return Vec::new();
-        };
-        let mut env = Vec::new();
-        for (key, value) in vars {
-            let field = format!("env.{key}");
-            if key.is_empty() || key.contains('=') || key.contains('\0') {
-                self.problem(
-                    "env",
-                    format!("invalid variable name {}", show(&Value::String(key))),
-                );
-                continue;
-            }
-            let text = match value {
-                Value::String(text) => text,
-                Value::Number(number) => number.to_string(),
-                Value::Bool(flag) => flag.to_string(),
-                other => {
-                    self.problem(
-                        &field,
-                        format!("expected a string, number or boolean, got {}", show(&other)),
-                    );
-                    continue;
-                }
-            };
-            if text.contains('\0') {
-                self.problem(&field, "must not contain NUL characters");
-                continue;
-            }
-            env.push((key, text));
-        }
-        env
     }
 
     pub(super) fn instances(&mut self, value: Value) -> Option<Instances> {

@@ -10,6 +10,7 @@
 
 mod catalogue;
 mod checker;
+mod env_fields;
 mod eval_js;
 
 pub use crate::core::units::parse_size;
@@ -84,6 +85,10 @@ pub struct AppConfig {
     pub args: Vec<String>,
     pub cwd: PathBuf,
     pub env: Vec<(String, String)>,
+    /// PM2's `env_<name>` blocks, by name (`production` for `env_production`), for `--env`.
+    pub env_blocks: Vec<(String, Vec<(String, String)>)>,
+    /// The variables of the `env_file` files, later files winning.
+    pub env_file: Vec<(String, String)>,
     /// `node_args` followed by `interpreter_args`.
     pub node_args: Vec<String>,
     pub instances: Instances,
@@ -119,7 +124,7 @@ impl AppConfig {
             node,
             node_args: self.node_args.clone(),
             cwd: &self.cwd,
-            env: self.env.clone(),
+            env: self.env_for(None),
             timing: &self.timing,
         }
         .definition();
@@ -156,6 +161,23 @@ impl AppConfig {
         definition.wait_ready = self.wait_ready;
         definition.listen_timeout_ms = self.listen_timeout.map(millis);
         definition
+    }
+}
+
+impl AppConfig {
+    /// The variables this app sets over its caller's environment, in their order of precedence:
+    /// `env_file`, then `env`, then the `env_<name>` block `name` chooses (if the app has one).
+    pub fn env_for(&self, name: Option<&str>) -> Vec<(String, String)> {
+        let block = name
+            .and_then(|name| self.env_blocks.iter().find(|(known, _)| known == name))
+            .map(|(_, vars)| vars.as_slice())
+            .unwrap_or_default();
+        crate::config::env::layered([&self.env_file[..], &self.env[..], block])
+    }
+
+    /// Whether the app has an `env_<name>` block.
+    pub fn has_env_block(&self, name: &str) -> bool {
+        self.env_blocks.iter().any(|(known, _)| known == name)
     }
 }
 
@@ -790,7 +812,6 @@ mod tests {
             [
                 format!("{file}: top-level field 'deploy' is not supported and is ignored"),
                 format!("{file}: app 'api': field 'cron_restart' is not supported and is ignored (scheduled restarts are not supported)"),
-                format!("{file}: app 'api': field 'env_production' is not supported and is ignored (per-environment env blocks are not supported; put the variables in env)"),
                 format!("{file}: app 'api': field 'kill_timout' is not a known field and is ignored (did you mean 'kill_timeout'?)"),
                 format!("{file}: app 'api': field 'scirpt_x' is not a known field and is ignored"),
             ]

@@ -51,6 +51,8 @@ pub enum WorkerCommand {
     Record(AppEvent),
     /// Puts the history of the instance this one replaces before its own (reloads).
     Inherit(Vec<AppEvent>),
+    /// The app's definition changed (`--update-env`): the next process is spawned from this.
+    Respec(Arc<AppSpec>),
 }
 
 /// What a waiting reply needs to see.
@@ -104,6 +106,10 @@ impl WorkerTask {
             WorkerCommand::Record(event) => {
                 tracing::info!("{}: {}", event.kind, event.message);
                 self.remember(event);
+                return None;
+            }
+            WorkerCommand::Respec(spec) => {
+                self.spec = spec;
                 return None;
             }
             WorkerCommand::Inherit(earlier) => {

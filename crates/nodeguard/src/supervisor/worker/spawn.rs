@@ -49,6 +49,14 @@ impl WorkerTask {
         if let Some(preload) = &self.ctx.preload {
             command.arg("--require").arg(preload);
         }
+        // The app's environment is its caller's, not this supervisor's (which is whatever the
+        // shell that first started the daemon had, or systemd's at boot); PWD follows its cwd.
+        if let Some(caller_env) = &spec.caller_env {
+            command
+                .env_clear()
+                .envs(caller_env.iter().map(|(k, v)| (k, v)))
+                .env("PWD", &spec.cwd);
+        }
         command
             .args(&spec.node_args)
             .arg(&spec.script)

@@ -112,6 +112,7 @@ fn spec(timing: Timing) -> AppSpec {
         node_args: Vec::new(),
         cwd: PathBuf::from("/"),
         env: Vec::new(),
+        caller_env: None,
         timing,
         out_file: None,
         error_file: None,
