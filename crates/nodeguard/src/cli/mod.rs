@@ -32,6 +32,9 @@ Examples:
   nodeguard -i 2 --listen 3000 -m app.js   (cluster mode in the foreground)
   nodeguard reload web   (rolling, zero-downtime with --listen; aborts if a new instance fails)
   nodeguard restart api; nodeguard stop all; nodeguard kill
+  nodeguard start ecosystem.config.js --env production   (env_production over env)
+  NODE_ENV=staging nodeguard restart api --update-env   (the app gets this shell's environment)
+  nodeguard env api   (what it was started with; secrets masked unless --reveal)
   nodeguard --http 127.0.0.1:9615 -m server.js   (/healthz, /readyz, /metrics)
   nodeguard startup systemd --install   (a user unit that resurrects the saved apps at boot)
 
