@@ -37,8 +37,9 @@ pub struct AppSpec {
     /// Extra environment, on top of `caller_env` (or the supervisor's own).
     pub env: Vec<(String, String)>,
     /// The environment of `start`'s caller, which the app gets instead of the supervisor's own
-    /// (see [`env`]); `None` in foreground mode and for apps saved before it was recorded.
-    pub caller_env: Option<Vec<(String, String)>>,
+    /// (see [`env`]); `None` in foreground mode and for apps saved before it was recorded. Shared
+    /// by the app's instances and reload replacements.
+    pub caller_env: Option<std::sync::Arc<[(String, String)]>>,
     pub timing: Timing,
     /// Log file paths instead of the defaults under `<home>/logs/`.
     pub out_file: Option<PathBuf>,
@@ -202,7 +203,7 @@ impl AppSpec {
         definition.listen = self.listen.iter().map(ToString::to_string).collect();
         definition.wait_ready = self.wait_ready;
         definition.listen_timeout_ms = Some(crate::core::duration::millis(self.listen_timeout));
-        definition.caller_env.clone_from(&self.caller_env);
+        definition.caller_env = self.caller_env.as_deref().map(<[_]>::to_vec);
         definition
     }
 
@@ -297,7 +298,7 @@ impl AppSpec {
             node_args: definition.node_args,
             cwd: PathBuf::from(definition.cwd),
             env: definition.env,
-            caller_env: definition.caller_env,
+            caller_env: definition.caller_env.map(std::sync::Arc::from),
             timing,
             out_file: definition.out_file.map(PathBuf::from),
             error_file: definition.error_file.map(PathBuf::from),

@@ -428,6 +428,7 @@ impl Supervisor {
             return Ok(());
         };
         config::env::check_vars("update_env", &caller_env)?;
+        let caller_env: Arc<[(String, String)]> = Arc::from(caller_env);
         for handle in self.apps.iter_mut().filter(|h| matches_target(h, target)) {
             let spec = Arc::new(AppSpec {
                 caller_env: Some(caller_env.clone()),
