@@ -96,9 +96,12 @@ pub fn update_report(app: &str, definition: &AppDefinition, caller_env: &[Var]) 
     let after = vars::layered([caller_env, &definition.env[..]]);
     let mut lines = Vec::new();
     if definition.caller_env.is_none() {
+        // What the daemon's environment held is not known here: every variable would be "added".
         lines.push(format!(
-            "{app}: was started with the daemon's environment; it now gets yours"
+            "{app}: was started with the daemon's environment; it now gets yours ({} variables)",
+            after.len()
         ));
+        return lines;
     }
     let changes = vars::diff(&before, &after);
     if changes.is_empty() {
@@ -119,4 +122,73 @@ pub fn update_report(app: &str, definition: &AppDefinition, caller_env: &[Var]) 
         }
     }
     lines
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn definition(caller_env: Option<&[(&str, &str)]>, env: &[(&str, &str)]) -> AppDefinition {
+        let owned = |pairs: &[(&str, &str)]| -> Vec<Var> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let timing = crate::core::machine::Timing::default();
+        let mut definition = crate::config::AppCommand {
+            name: Some("api".into()),
+            script: Path::new("/srv/app.js"),
+            args: Vec::new(),
+            node: Path::new("/usr/bin/node"),
+            node_args: Vec::new(),
+            cwd: Path::new("/srv"),
+            env: owned(env),
+            timing: &timing,
+        }
+        .definition();
+        definition.caller_env = caller_env.map(owned);
+        definition
+    }
+
+    #[test]
+    fn the_listing_is_sorted_masked_and_layered() {
+        let app = definition(
+            Some(&[("Z", "caller"), ("API_KEY", "k"), ("PORT", "1")]),
+            &[("PORT", "2"), ("MULTI", "a\nb")],
+        );
+        assert_eq!(
+            listing(&app, false),
+            "API_KEY=****\nMULTI=\"a\\nb\"\nPORT=2\nZ=caller\n"
+        );
+        assert!(listing(&app, true).starts_with("API_KEY=k\n"));
+    }
+
+    #[test]
+    fn an_update_reports_changes_and_what_the_apps_own_env_keeps() {
+        let caller = |pairs: &[(&str, &str)]| -> Vec<Var> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let app = definition(Some(&[("FOO", "1"), ("PORT", "1")]), &[("PORT", "80")]);
+        assert_eq!(
+            update_report("api", &app, &caller(&[("FOO", "2"), ("PORT", "9")])),
+            [
+                "api: FOO changed (1 -> 2)",
+                "api: PORT is set by the app's own env (config, env_file or --env-file), which \
+                 wins; unchanged"
+            ]
+        );
+        assert_eq!(
+            update_report("api", &app, &caller(&[("FOO", "1"), ("PORT", "1")])),
+            ["api: environment unchanged"]
+        );
+        let old = definition(None, &[]);
+        assert_eq!(
+            update_report("api", &old, &caller(&[("FOO", "1"), ("BAR", "1")])),
+            ["api: was started with the daemon's environment; it now gets yours (2 variables)"]
+        );
+    }
 }
