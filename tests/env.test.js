@@ -177,6 +177,44 @@ test('restart --update-env takes the caller\'s environment now, keeps the app\'s
   assert.match(same.stdout, /^api: environment unchanged$/m, same.stdout);
 });
 
+test('PM2\'s filter_env: prefixes of the caller\'s variables, or true for the system basics only, at start and at --update-env', async (t) => {
+  const d = new h.DaemonHome(t);
+  const dir = scratch(t, {
+    'ecosystem.config.json': JSON.stringify({
+      apps: [
+        { name: 'prefixes', script: IDLE, filter_env: ['AWS_', 'npm_'] },
+        { name: 'basics', script: IDLE, filter_env: true, env: { KEEP: '1' } },
+      ],
+    }),
+  });
+  const started = await d.ok(['start', 'ecosystem.config.json'], { cwd: dir, env: { AWS_SECRET: 'a', npm_config_x: 'y', NODE_ENV: 'dev', LC_ALL: 'C' } });
+  assert.doesNotMatch(started.stderr, /filter_env/, started.stderr);
+  let apps = await d.byName();
+  let prefixes = h.procEnv(apps.prefixes.pid);
+  let basics = h.procEnv(apps.basics.pid);
+  assert.equal(prefixes.AWS_SECRET, undefined);
+  assert.equal(prefixes.npm_config_x, undefined);
+  assert.equal(prefixes.NODE_ENV, 'dev');
+  assert.equal(basics.NODE_ENV, undefined, 'filter_env: true passes no other variable of the caller');
+  assert.equal(basics.PATH, process.env.PATH);
+  assert.equal(basics.LC_ALL, 'C');
+  assert.equal(basics.KEEP, '1', 'the app\'s own env is not filtered');
+  assert.ok(basics.NODEGUARD_TOKEN, 'nor are the monitor\'s variables');
+
+  await d.ok(['restart', 'all', '--update-env'], { cwd: dir, env: { AWS_SECRET: 'b', NODE_ENV: 'prod' } });
+  apps = await d.byName();
+  prefixes = h.procEnv(apps.prefixes.pid);
+  basics = h.procEnv(apps.basics.pid);
+  assert.equal(prefixes.AWS_SECRET, undefined, 'the filter holds at --update-env');
+  assert.equal(prefixes.NODE_ENV, 'prod');
+  assert.equal(basics.NODE_ENV, undefined);
+
+  const bad = scratch(t, { 'c.json': JSON.stringify({ apps: [{ name: 'x', script: IDLE, filter_env: 3 }] }) });
+  const refused = await d.cli(['start', 'c.json'], { cwd: bad });
+  assert.equal(refused.code, 2, refused.stderr);
+  assert.match(refused.stderr, /filter_env: expected true, false, a prefix or a list of prefixes/);
+});
+
 test('nodeguard env shows what an app was started with, secrets masked unless --reveal', async (t) => {
   const d = new h.DaemonHome(t);
   await d.ok(['start', IDLE, '--name', 'web'], {

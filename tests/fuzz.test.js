@@ -334,7 +334,7 @@ function definition(name) {
     restart_window_ms: 60000, max_memory: null, clean_exit_codes: [0], min_uptime_ms: 1000,
     restart_delay_ms: 0, backoff_base_ms: 100, heartbeat_interval_ms: 1000, heartbeat_timeout_ms: 1000,
     heartbeat_misses: 3, start_grace_ms: 2000, kill_timeout_ms: 2000, instances: 1, listen: [],
-    wait_ready: false, listen_timeout_ms: 2000, caller_env: null,
+    wait_ready: false, listen_timeout_ms: 2000, caller_env: null, filter_env: null,
   };
 }
 

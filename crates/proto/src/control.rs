@@ -90,6 +90,11 @@ pub struct AppDefinition {
     /// means the supervisor's own environment.
     #[serde(default)]
     pub caller_env: Option<Vec<(String, String)>>,
+    /// PM2's `filter_env`: the caller's variables whose names start with one of these prefixes
+    /// are not passed (at `start` and at `--update-env`); the empty prefix (PM2's `true`) passes
+    /// only the system's basics (PATH, HOME, USER, locale …).
+    #[serde(default)]
+    pub filter_env: Option<Vec<String>>,
     /// Where the app's stdout goes instead of `<home>/logs/<name>-out.log`.
     #[serde(default)]
     pub out_file: Option<String>,

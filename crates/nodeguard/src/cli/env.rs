@@ -92,6 +92,7 @@ pub fn mask_definition(definition: &mut AppDefinition) {
 /// in `nodeguard env`), and a line for each variable of the caller whose new value the app's own
 /// `env` overrides.
 pub fn update_report(app: &str, definition: &AppDefinition, caller_env: &[Var]) -> Vec<String> {
+    let caller_env = &vars::filtered(caller_env, definition.filter_env.as_deref())[..];
     let before = effective(definition);
     let after = vars::layered([caller_env, &definition.env[..]]);
     let mut lines = Vec::new();

@@ -125,6 +125,7 @@ impl RunArgs {
                 cwd: cwd.clone(),
                 env: env.clone(),
                 caller_env: None,
+                filter_env: None,
                 timing,
                 out_file: None,
                 error_file: None,

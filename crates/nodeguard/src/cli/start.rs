@@ -173,7 +173,10 @@ impl StartArgs {
             for app in &loaded.apps {
                 let mut definition = app.definition(&node, self.app.log_timestamps);
                 definition.env = config::env::layered([&app.env_for(env_name)[..], &cli_env]);
-                definition.caller_env = Some(caller_env.clone());
+                definition.caller_env = Some(config::env::filtered(
+                    &caller_env,
+                    app.filter_env.as_deref(),
+                ));
                 if let Some(name) = env_name.filter(|name| !app.has_env_block(name)) {
                     env_warnings.push(format!(
                         "{}: app '{}' has no env_{name} block; it gets its env only",

@@ -70,6 +70,30 @@ pub fn filter_caller(
     (kept, skipped)
 }
 
+/// What PM2's `filter_env: true` still passes: the system's basics.
+pub const BASICS: &[&str] = &[
+    "PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "TZ", "TMPDIR", "TERM",
+];
+
+/// The caller's variables less those PM2's `filter_env` leaves out: names starting with one of
+/// `prefixes`; the empty prefix (`filter_env: true`) leaves out all but [`BASICS`] and `LC_*`.
+pub fn filtered(caller: &[Var], prefixes: Option<&[String]>) -> Vec<Var> {
+    let Some(prefixes) = prefixes.filter(|p| !p.is_empty()) else {
+        return caller.to_vec();
+    };
+    let dropped = |name: &str| {
+        prefixes.iter().any(|prefix| {
+            name.starts_with(prefix.as_str())
+                && !(prefix.is_empty() && (BASICS.contains(&name) || name.starts_with("LC_")))
+        })
+    };
+    caller
+        .iter()
+        .filter(|(name, _)| !dropped(name))
+        .cloned()
+        .collect()
+}
+
 /// `layers` put together, later ones winning; a variable keeps the place where it first appeared.
 pub fn layered<'a>(layers: impl IntoIterator<Item = &'a [Var]>) -> Vec<Var> {
     let mut out: Vec<Var> = Vec::new();
@@ -448,6 +472,28 @@ mod tests {
             vars(&[("FOO", "bar"), ("NODEGUARD_HOME", "/h"), ("PATH", "/bin")])
         );
         assert_eq!(skipped, ["BAD"]);
+    }
+
+    #[test]
+    fn filter_env_drops_prefixes_or_all_but_the_basics() {
+        let caller = vars(&[
+            ("PATH", "/bin"),
+            ("LC_ALL", "C"),
+            ("AWS_KEY", "k"),
+            ("NODE_ENV", "dev"),
+        ]);
+        assert_eq!(filtered(&caller, None), caller);
+        assert_eq!(filtered(&caller, Some(&[])), caller);
+        let aws = ["AWS_".to_string()];
+        assert_eq!(
+            filtered(&caller, Some(&aws)),
+            vars(&[("PATH", "/bin"), ("LC_ALL", "C"), ("NODE_ENV", "dev")])
+        );
+        let all = [String::new()];
+        assert_eq!(
+            filtered(&caller, Some(&all)),
+            vars(&[("PATH", "/bin"), ("LC_ALL", "C")])
+        );
     }
 
     #[test]

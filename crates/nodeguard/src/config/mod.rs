@@ -40,6 +40,8 @@ pub struct AppSpec {
     /// (see [`env`]); `None` in foreground mode and for apps saved before it was recorded. Shared
     /// by the app's instances and reload replacements.
     pub caller_env: Option<std::sync::Arc<[(String, String)]>>,
+    /// PM2's `filter_env`, applied to a new caller environment (`--update-env`).
+    pub filter_env: Option<Vec<String>>,
     pub timing: Timing,
     /// Log file paths instead of the defaults under `<home>/logs/`.
     pub out_file: Option<PathBuf>,
@@ -126,6 +128,7 @@ impl AppCommand<'_> {
             cwd: self.cwd.display().to_string(),
             env: self.env,
             caller_env: None,
+            filter_env: None,
             out_file: None,
             error_file: None,
             log_timestamps: false,
@@ -204,6 +207,7 @@ impl AppSpec {
         definition.wait_ready = self.wait_ready;
         definition.listen_timeout_ms = Some(crate::core::duration::millis(self.listen_timeout));
         definition.caller_env = self.caller_env.as_deref().map(<[_]>::to_vec);
+        definition.filter_env.clone_from(&self.filter_env);
         definition
     }
 
@@ -299,6 +303,7 @@ impl AppSpec {
             cwd: PathBuf::from(definition.cwd),
             env: definition.env,
             caller_env: definition.caller_env.map(std::sync::Arc::from),
+            filter_env: definition.filter_env,
             timing,
             out_file: definition.out_file.map(PathBuf::from),
             error_file: definition.error_file.map(PathBuf::from),

@@ -226,6 +226,7 @@ mod tests {
                     cwd: "/srv".into(),
                     env: vec![("A".into(), "1".into())],
                     caller_env: Some(vec![("PATH".into(), "/usr/bin".into())]),
+                    filter_env: Some(vec!["AWS_".into()]),
                     out_file: None,
                     error_file: Some("/var/log/api.err".into()),
                     log_timestamps: true,

@@ -351,6 +351,17 @@ impl Supervisor {
                 return self.command_each(&target, Change::Forget, reply, WorkerCommand::Remove)
             }
             Command::Reload { target, update_env } => {
+                // A reload that will be refused must not change the environment either.
+                let busy = self
+                    .apps
+                    .iter()
+                    .filter(|h| matches_target(h, &target))
+                    .find(|h| self.reloading.contains(&h.spec.name));
+                if let (Some(handle), Some(_)) = (busy, &update_env) {
+                    let message = format!("a reload of '{}' is already running", handle.spec.name);
+                    let _ = reply.send(Outcome::Error { message });
+                    return;
+                }
                 if let Err(message) = self.update_env(&target, update_env) {
                     let _ = reply.send(Outcome::Error { message });
                     return;
@@ -430,8 +441,12 @@ impl Supervisor {
         config::env::check_vars("update_env", &caller_env)?;
         let caller_env: Arc<[(String, String)]> = Arc::from(caller_env);
         for handle in self.apps.iter_mut().filter(|h| matches_target(h, target)) {
+            let caller_env = match handle.spec.filter_env.as_deref() {
+                Some(prefixes) => Arc::from(config::env::filtered(&caller_env, Some(prefixes))),
+                None => caller_env.clone(),
+            };
             let spec = Arc::new(AppSpec {
-                caller_env: Some(caller_env.clone()),
+                caller_env: Some(caller_env),
                 ..(*handle.spec).clone()
             });
             handle

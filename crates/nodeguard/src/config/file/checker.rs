@@ -182,6 +182,7 @@ impl Checker<'_> {
                 env: env.env,
                 env_blocks: env.blocks,
                 env_file: env.file,
+                filter_env: env.filter,
                 node_args,
                 instances,
                 timing,

@@ -10,6 +10,8 @@ pub(super) struct EnvFields {
     pub(super) env: Vec<Var>,
     pub(super) blocks: Vec<(String, Vec<Var>)>,
     pub(super) file: Vec<Var>,
+    /// PM2's `filter_env` as prefixes (`true` is the empty prefix).
+    pub(super) filter: Option<Vec<String>>,
 }
 
 impl Checker<'_> {
@@ -23,6 +25,33 @@ impl Checker<'_> {
             None => Vec::new(),
             Some(value) => self.env_file(value, cwd),
         };
+        let filter = match fields.remove("filter_env") {
+            None | Some(Value::Bool(false)) => None,
+            Some(Value::Bool(true)) => Some(vec![String::new()]),
+            Some(Value::String(prefix)) if !prefix.is_empty() => Some(vec![prefix]),
+            Some(Value::Array(items))
+                if items
+                    .iter()
+                    .all(|i| matches!(i, Value::String(s) if !s.is_empty())) =>
+            {
+                Some(
+                    items
+                        .iter()
+                        .filter_map(|i| i.as_str().map(str::to_string))
+                        .collect(),
+                )
+            }
+            Some(other) => {
+                self.problem(
+                    "filter_env",
+                    format!(
+                        "expected true, false, a prefix or a list of prefixes (non-empty strings), got {}",
+                        show(&other)
+                    ),
+                );
+                None
+            }
+        };
         let names: Vec<String> = fields
             .keys()
             .filter(|key| key.starts_with("env_") && key.len() > "env_".len())
@@ -35,7 +64,12 @@ impl Checker<'_> {
                 blocks.push((key["env_".len()..].to_string(), vars));
             }
         }
-        EnvFields { env, blocks, file }
+        EnvFields {
+            env,
+            blocks,
+            file,
+            filter,
+        }
     }
 
     /// An object of variables (strings, numbers or booleans).

@@ -89,6 +89,8 @@ pub struct AppConfig {
     pub env_blocks: Vec<(String, Vec<(String, String)>)>,
     /// The variables of the `env_file` files, later files winning.
     pub env_file: Vec<(String, String)>,
+    /// PM2's `filter_env` as prefixes of the caller's variables not passed (`true`: `[""]`).
+    pub filter_env: Option<Vec<String>>,
     /// `node_args` followed by `interpreter_args`.
     pub node_args: Vec<String>,
     pub instances: Instances,
@@ -132,6 +134,7 @@ impl AppConfig {
         definition.out_file = path_text(&self.out_file);
         definition.error_file = path_text(&self.error_file);
         definition.log_timestamps = self.log_timestamps || log_timestamps;
+        definition.filter_env.clone_from(&self.filter_env);
         if let Some(codes) = &self.stop_exit_codes {
             // PM2's stop_exit_codes: those exits do not restart the app.
             definition.clean_exit_codes = Some(codes.codes());

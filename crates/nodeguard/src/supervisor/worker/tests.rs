@@ -113,6 +113,7 @@ fn spec(timing: Timing) -> AppSpec {
         cwd: PathBuf::from("/"),
         env: Vec::new(),
         caller_env: None,
+        filter_env: None,
         timing,
         out_file: None,
         error_file: None,
