@@ -26,12 +26,22 @@ pub enum Command {
     /// Stop the target's processes; answered once they have exited. The apps stay listed.
     Stop { target: Target },
     /// Restart the target (or start it if stopped); answered once the new processes run.
-    Restart { target: Target },
+    /// `update_env`: the caller's environment, replacing the one the apps were started with
+    /// (`--update-env`).
+    Restart {
+        target: Target,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        update_env: Option<Vec<(String, String)>>,
+    },
     /// Rolling reload: for each instance start a replacement, wait until it is ready, then drain
     /// the old one. Apps without listen addresses are restarted one instance at a time instead.
     /// Answered with [`Outcome::Reloaded`], or an error once a replacement failed (the old
     /// instances then keep serving).
-    Reload { target: Target },
+    Reload {
+        target: Target,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        update_env: Option<Vec<(String, String)>>,
+    },
     /// Stop the target and forget it.
     Delete { target: Target },
     /// The target's configuration, counters and recent events.
@@ -74,7 +84,19 @@ pub struct AppDefinition {
     pub node: String,
     pub node_args: Vec<String>,
     pub cwd: String,
+    /// Variables set on top of `caller_env`: from env files, the config's `env` and its
+    /// `env_<name>` block, already put together in their order of precedence.
     pub env: Vec<(String, String)>,
+    /// The environment of the `start` command's caller (less the variables that belong to the
+    /// caller alone), the base of the app's environment; `None` (older clients and state files)
+    /// means the supervisor's own environment.
+    #[serde(default)]
+    pub caller_env: Option<Vec<(String, String)>>,
+    /// PM2's `filter_env`: the caller's variables whose names start with one of these prefixes
+    /// are not passed (at `start` and at `--update-env`); the empty prefix (PM2's `true`) passes
+    /// only the system's basics (PATH, HOME, USER, locale …).
+    #[serde(default)]
+    pub filter_env: Option<Vec<String>>,
     /// Where the app's stdout goes instead of `<home>/logs/<name>-out.log`.
     #[serde(default)]
     pub out_file: Option<String>,

@@ -1,6 +1,7 @@
 //! The command line: flags, `--help` text, and turning them into a validated [`SupervisorConfig`].
 
 mod app_options;
+pub mod env;
 pub mod logs;
 pub mod render;
 mod run;
@@ -32,6 +33,9 @@ Examples:
   nodeguard -i 2 --listen 3000 -m app.js   (cluster mode in the foreground)
   nodeguard reload web   (rolling, zero-downtime with --listen; aborts if a new instance fails)
   nodeguard restart api; nodeguard stop all; nodeguard kill
+  nodeguard start ecosystem.config.js --env production   (env_production over env)
+  NODE_ENV=staging nodeguard restart api --update-env   (the app gets this shell's environment)
+  nodeguard env api   (what it was started with; secrets masked unless --reveal)
   nodeguard --http 127.0.0.1:9615 -m server.js   (/healthz, /readyz, /metrics)
   nodeguard startup systemd --install   (a user unit that resurrects the saved apps at boot)
 
@@ -76,6 +80,10 @@ pub enum Verb {
     Restart {
         #[arg(required = true, value_name = "TARGET")]
         targets: Vec<String>,
+        /// Give the apps this shell's environment in place of the one they were started with
+        /// (their config's env still wins over it), and print which variables changed.
+        #[arg(long)]
+        update_env: bool,
     },
     /// Rolling reload: for each instance, start a replacement, wait until it is ready, then drain
     /// the old one (apps with --listen lose no request). A replacement that fails aborts the
@@ -84,6 +92,10 @@ pub enum Verb {
     Reload {
         #[arg(required = true, value_name = "TARGET")]
         targets: Vec<String>,
+        /// Give the apps this shell's environment in place of the one they were started with
+        /// (their config's env still wins over it), and print which variables changed.
+        #[arg(long)]
+        update_env: bool,
     },
     /// Stop apps and forget them.
     #[command(visible_alias = "del")]
@@ -138,6 +150,16 @@ pub enum Verb {
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
+    },
+    /// Show the environment an app was started with, one NAME=value per line. Values that look
+    /// secret (names with TOKEN, SECRET, PASS, KEY, AUTH, CREDENTIAL or PRIVATE; passwords in
+    /// URLs) are masked unless --reveal.
+    Env {
+        /// An app name or id.
+        target: String,
+        /// Show secret-looking values as they are.
+        #[arg(long, visible_alias = "show-secrets")]
+        reveal: bool,
     },
     /// Save the daemon's app list now (it is also kept up to date on every change).
     Save,

@@ -33,6 +33,11 @@ pub struct RunArgs {
     #[arg(long, conflicts_with = "preload")]
     pub no_preload: bool,
 
+    /// Read variables from this dotenv file (KEY=VALUE lines, as node --env-file reads them) and
+    /// give them to every app, over this process's environment; repeatable, later files win.
+    #[arg(long = "env-file", value_name = "FILE")]
+    pub env_files: Vec<PathBuf>,
+
     /// Never colour app names in the output.
     #[arg(long)]
     pub no_color: bool,
@@ -92,6 +97,7 @@ impl RunArgs {
                 scripts.len()
             )));
         }
+        let env = super::env::env_files(&self.env_files, &cwd)?;
         let listen = self
             .cluster
             .listen
@@ -122,7 +128,9 @@ impl RunArgs {
                 node: node.clone(),
                 node_args: node_args.clone(),
                 cwd: cwd.clone(),
-                env: Vec::new(),
+                env: env.clone(),
+                caller_env: None,
+                filter_env: None,
                 timing,
                 out_file: None,
                 error_file: None,

@@ -77,6 +77,17 @@ pub struct StartArgs {
     #[arg(long, value_name = "NAME")]
     pub namespace: Option<String>,
 
+    /// With a config file: use each app's env_NAME block on top of its env (PM2's
+    /// `--env production` for `env_production`).
+    #[arg(long = "env", value_name = "NAME")]
+    pub env_name: Option<String>,
+
+    /// Read variables from this dotenv file (KEY=VALUE lines, as node --env-file reads them);
+    /// repeatable, later files win. These win over the caller's environment and everything in a
+    /// config file (see "Environment" in the README).
+    #[arg(long = "env-file", value_name = "FILE")]
+    pub env_files: Vec<PathBuf>,
+
     /// Accepted only to refuse it with a clear message: the HTTP endpoint belongs to the daemon.
     #[arg(long, value_name = "ADDR", hide = true)]
     pub http: Option<String>,
@@ -178,6 +189,15 @@ impl StartArgs {
         let timing = self.app.timing()?;
         let node = config::resolve_node(&self.app.node)?;
         let cwd = std::env::current_dir().map_err(ConfigError::Cwd)?;
+        // The app's environment: this caller's, then the config's layers, then --env-file.
+        let (caller_env, skipped) = config::env::caller_env();
+        let mut env_warnings: Vec<String> = skipped
+            .iter()
+            .map(|name| {
+                format!("{name} from your environment is not passed on: it is not UTF-8 text")
+            })
+            .collect();
+        let cli_env = super::env::env_files(&self.env_files, &cwd)?;
         if file::looks_like_config(&self.script) {
             let file = cwd.join(&self.script);
             let defaults = AppDefaults {
@@ -207,7 +227,11 @@ impl StartArgs {
                 ))
                 .into());
             }
-            let warnings = loaded.warnings;
+            let mut warnings = loaded.warnings;
+            let env_name = self.env_name.as_deref();
+            if let Some(name) = env_name {
+                super::env::check_env_name(name, &self.script, &loaded.apps)?;
+            }
             let mut apps = Vec::new();
             for app in &loaded.apps {
                 let mut definition = app.definition(&node, self.app.log_timestamps);
@@ -217,14 +241,35 @@ impl StartArgs {
                 if self.namespace.is_some() {
                     definition.namespace = self.namespace.clone();
                 }
+                definition.env = config::env::layered([&app.env_for(env_name)[..], &cli_env]);
+                definition.caller_env = Some(config::env::filtered(
+                    &caller_env,
+                    app.filter_env.as_deref(),
+                ));
+                if let Some(name) = env_name.filter(|name| !app.has_env_block(name)) {
+                    env_warnings.push(format!(
+                        "{}: app '{}' has no env_{name} block; it gets its env only",
+                        self.script.display(),
+                        app.name
+                    ));
+                }
                 self.cluster.apply(&mut definition)?;
                 self.triggers.apply(&mut definition, &cwd)?;
                 apps.push(definition);
             }
+            warnings.append(&mut env_warnings);
             return Ok(StartPlan { apps, warnings });
         }
         if let Some(name) = &self.name {
             config::check_name(name)?;
+        }
+        if let Some(name) = &self.env_name {
+            return Err(ConfigError::Policy(format!(
+                "--env {name} chooses the env_{name} block of a config file, and {} is a script; \
+                 give variables with --env-file FILE, or in the shell that runs start",
+                self.script.display()
+            ))
+            .into());
         }
         if let Some(namespace) = &self.namespace {
             config::check_name(namespace)?;
@@ -274,12 +319,13 @@ impl StartArgs {
             node: &node,
             node_args,
             cwd: &cwd,
-            env: Vec::new(),
+            env: cli_env,
             timing: &timing,
         }
         .definition();
         app.interpreter = entry.interpreter;
         app.interpreter_args = interpreter_args;
+        app.caller_env = Some(caller_env);
         app.log_timestamps = self.app.log_timestamps;
         let in_cwd = |file: &PathBuf| cwd.join(file).to_string_lossy().into_owned();
         if let Some(file) = &self.output {
@@ -296,7 +342,7 @@ impl StartArgs {
         self.triggers.apply(&mut app, &cwd)?;
         Ok(StartPlan {
             apps: vec![app],
-            warnings: Vec::new(),
+            warnings: env_warnings,
         })
     }
 }

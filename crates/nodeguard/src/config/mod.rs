@@ -2,6 +2,7 @@
 //! checked up front so that a bad script or node path is refused before anything starts.
 
 pub mod command;
+pub mod env;
 pub mod file;
 
 use std::path::{Path, PathBuf};
@@ -34,8 +35,14 @@ pub struct AppSpec {
     pub node: PathBuf,
     pub node_args: Vec<String>,
     pub cwd: PathBuf,
-    /// Extra environment, on top of the supervisor's own.
+    /// Extra environment, on top of `caller_env` (or the supervisor's own).
     pub env: Vec<(String, String)>,
+    /// The environment of `start`'s caller, which the app gets instead of the supervisor's own
+    /// (see [`env`]); `None` in foreground mode and for apps saved before it was recorded. Shared
+    /// by the app's instances and reload replacements.
+    pub caller_env: Option<std::sync::Arc<[(String, String)]>>,
+    /// PM2's `filter_env`, applied to a new caller environment (`--update-env`).
+    pub filter_env: Option<Vec<String>>,
     pub timing: Timing,
     /// Log file paths instead of the defaults under `<home>/logs/`.
     pub out_file: Option<PathBuf>,
@@ -219,6 +226,8 @@ impl AppCommand<'_> {
             node_args: self.node_args,
             cwd: self.cwd.display().to_string(),
             env: self.env,
+            caller_env: None,
+            filter_env: None,
             out_file: None,
             error_file: None,
             log_timestamps: false,
@@ -370,6 +379,8 @@ impl AppSpec {
         definition.instance_var = self.instance_vars.instance_var.clone();
         definition.increment_var = self.instance_vars.increment_var.clone();
         definition.namespace = self.namespace.clone();
+        definition.caller_env = self.caller_env.as_deref().map(<[_]>::to_vec);
+        definition.filter_env.clone_from(&self.filter_env);
         definition
     }
 
@@ -391,6 +402,10 @@ impl AppSpec {
         };
         if let Some(max_memory) = definition.max_memory {
             check_memory(max_memory)?;
+        }
+        env::check_vars("env", &definition.env).map_err(ConfigError::Policy)?;
+        if let Some(caller_env) = &definition.caller_env {
+            env::check_vars("caller_env", caller_env).map_err(ConfigError::Policy)?;
         }
         let timing = Timing {
             heartbeat_interval: ms("heartbeat interval", definition.heartbeat_interval_ms)?,
@@ -491,6 +506,8 @@ impl AppSpec {
             node_args: definition.node_args,
             cwd: PathBuf::from(definition.cwd),
             env: definition.env,
+            caller_env: definition.caller_env.map(std::sync::Arc::from),
+            filter_env: definition.filter_env,
             timing,
             out_file: definition.out_file.map(PathBuf::from),
             error_file: definition.error_file.map(PathBuf::from),

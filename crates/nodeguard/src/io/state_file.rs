@@ -225,6 +225,8 @@ mod tests {
                     node_args: vec![],
                     cwd: "/srv".into(),
                     env: vec![("A".into(), "1".into())],
+                    caller_env: Some(vec![("PATH".into(), "/usr/bin".into())]),
+                    filter_env: Some(vec!["AWS_".into()]),
                     out_file: None,
                     error_file: Some("/var/log/api.err".into()),
                     log_timestamps: true,

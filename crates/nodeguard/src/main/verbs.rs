@@ -28,6 +28,7 @@ pub(super) fn client_verb(verb: Verb, home: Option<PathBuf>) -> anyhow::Result<E
                     &paths,
                     Command::Restart {
                         target: Target(target),
+                        update_env: None,
                     },
                 ))?;
                 print_done(outcome)?;
@@ -53,17 +54,29 @@ pub(super) fn client_verb(verb: Verb, home: Option<PathBuf>) -> anyhow::Result<E
             let command = |target| Command::Reset { target };
             print_done_all(&runtime, &paths, targets, command)?;
         }
-        Verb::Restart { targets } => {
-            let command = |target| Command::Restart { target };
+        Verb::Restart {
+            targets,
+            update_env,
+        } => {
+            let update_env = env_update_for(&runtime, &paths, &targets, update_env)?;
+            let command = |target| Command::Restart {
+                target,
+                update_env: update_env.clone(),
+            };
             print_done_all(&runtime, &paths, targets, command)?;
         }
-        Verb::Reload { targets } => {
+        Verb::Reload {
+            targets,
+            update_env,
+        } => {
+            let update_env = env_update_for(&runtime, &paths, &targets, update_env)?;
             let mut all = Vec::new();
             for target in targets {
                 let outcome = runtime.block_on(client::request(
                     &paths,
                     Command::Reload {
                         target: Target(target),
+                        update_env: update_env.clone(),
                     },
                 ))?;
                 let Outcome::Reloaded { apps, notes } = outcome else {
@@ -172,12 +185,39 @@ pub(super) fn client_verb(verb: Verb, home: Option<PathBuf>) -> anyhow::Result<E
                 anyhow::bail!("unexpected answer from the supervisor");
             };
             if json {
+                let mut apps = apps;
+                for app in &mut apps {
+                    nodeguard::cli::env::mask_definition(&mut app.definition);
+                }
                 println!("{}", serde_json::to_string_pretty(&apps)?);
             } else {
                 for app in &apps {
                     print!("{}", render::description(app));
                 }
             }
+        }
+        Verb::Env { target, reveal } => {
+            let Outcome::Described { apps } = runtime.block_on(client::request(
+                &paths,
+                Command::Describe {
+                    target: Target(target),
+                },
+            ))?
+            else {
+                anyhow::bail!("unexpected answer from the supervisor");
+            };
+            // Instances share one definition: the first describes them all.
+            let Some(app) = apps.first() else {
+                anyhow::bail!("unexpected answer from the supervisor");
+            };
+            if app.definition.caller_env.is_none() {
+                eprintln!(
+                    "nodeguard: note: {} was started before nodeguard recorded its caller's \
+                     environment: it runs with the daemon's environment plus these variables",
+                    app.status.name
+                );
+            }
+            print!("{}", nodeguard::cli::env::listing(&app.definition, reveal));
         }
         Verb::Save => {
             let Outcome::Done { apps } =
@@ -359,8 +399,14 @@ fn start_or(
         for app in running {
             let target = Target(app.name.unwrap_or_default());
             if reload {
-                let Outcome::Reloaded { apps, notes } =
-                    client::request(paths, Command::Reload { target }).await?
+                let Outcome::Reloaded { apps, notes } = client::request(
+                    paths,
+                    Command::Reload {
+                        target,
+                        update_env: None,
+                    },
+                )
+                .await?
                 else {
                     anyhow::bail!("unexpected answer from the supervisor");
                 };
@@ -369,8 +415,14 @@ fn start_or(
                 }
                 shown.extend(apps);
             } else {
-                let Outcome::Done { apps } =
-                    client::request(paths, Command::Restart { target }).await?
+                let Outcome::Done { apps } = client::request(
+                    paths,
+                    Command::Restart {
+                        target,
+                        update_env: None,
+                    },
+                )
+                .await?
                 else {
                     anyhow::bail!("unexpected answer from the supervisor");
                 };
@@ -390,10 +442,61 @@ fn start_or(
     })
 }
 
+/// `--update-env`: this shell's environment, to send with the command, after printing what it
+/// changes for each app the target names (asked of the daemon first). `None` without the flag.
+async fn env_update(
+    paths: &nodeguard::io::home::HomePaths,
+    target: &str,
+    update: bool,
+) -> anyhow::Result<Option<Vec<(String, String)>>> {
+    if !update {
+        return Ok(None);
+    }
+    let (caller_env, skipped) = nodeguard::config::env::caller_env();
+    for name in skipped {
+        eprintln!("nodeguard: warning: {name} from your environment is not passed on: it is not UTF-8 text");
+    }
+    let Outcome::Described { apps } = client::request(
+        paths,
+        Command::Describe {
+            target: Target(target.to_string()),
+        },
+    )
+    .await?
+    else {
+        anyhow::bail!("unexpected answer from the supervisor");
+    };
+    let mut seen = std::collections::HashSet::new();
+    for app in &apps {
+        if seen.insert(app.status.name.clone()) {
+            for line in
+                nodeguard::cli::env::update_report(&app.status.name, &app.definition, &caller_env)
+            {
+                println!("{line}");
+            }
+        }
+    }
+    Ok(Some(caller_env))
+}
+
 pub(super) fn print_done(outcome: Outcome) -> anyhow::Result<()> {
     let Outcome::Done { apps } = outcome else {
         anyhow::bail!("unexpected answer from the supervisor");
     };
     print!("{}", render::status_table(&apps));
     Ok(())
+}
+
+/// [`env_update`] for each target (its report printed), and the environment to send once.
+fn env_update_for(
+    runtime: &tokio::runtime::Runtime,
+    paths: &nodeguard::io::home::HomePaths,
+    targets: &[String],
+    update: bool,
+) -> anyhow::Result<Option<Vec<(String, String)>>> {
+    let mut env = None;
+    for target in targets {
+        env = runtime.block_on(env_update(paths, target, update))?;
+    }
+    Ok(env)
 }

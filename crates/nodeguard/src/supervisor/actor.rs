@@ -380,13 +380,34 @@ impl Supervisor {
             Command::Stop { target } => {
                 return self.command_each(&target, Change::Stop, reply, WorkerCommand::Stop)
             }
-            Command::Restart { target } => {
-                return self.command_each(&target, Change::Run, reply, WorkerCommand::Restart)
+            Command::Restart { target, update_env } => {
+                if let Err(message) = self.update_env(&target, update_env) {
+                    let _ = reply.send(Outcome::Error { message });
+                    return;
+                }
+                return self.command_each(&target, Change::Run, reply, WorkerCommand::Restart);
             }
             Command::Delete { target } => {
                 return self.command_each(&target, Change::Forget, reply, WorkerCommand::Remove)
             }
-            Command::Reload { target } => return self.reload(&target, reply),
+            Command::Reload { target, update_env } => {
+                // A reload that will be refused must not change the environment either.
+                let busy = self
+                    .apps
+                    .iter()
+                    .filter(|h| matches_target(h, &target))
+                    .find(|h| self.reloading.contains(&h.spec.name));
+                if let (Some(handle), Some(_)) = (busy, &update_env) {
+                    let message = format!("a reload of '{}' is already running", handle.spec.name);
+                    let _ = reply.send(Outcome::Error { message });
+                    return;
+                }
+                if let Err(message) = self.update_env(&target, update_env) {
+                    let _ = reply.send(Outcome::Error { message });
+                    return;
+                }
+                return self.reload(&target, reply);
+            }
             Command::Flush { target } => return self.flush(&target, reply),
             Command::Reset { target } => {
                 return self.command_each(&target, Change::Keep, reply, WorkerCommand::Reset)
@@ -449,6 +470,37 @@ impl Supervisor {
         }
         let saved = self.persist_checked();
         tokio::spawn(report_saved_when_done(pending, saved, reply));
+    }
+
+    /// `--update-env`: the target's apps are given `caller_env` in place of the environment they
+    /// were started with, for their next processes (the restart or reload that follows). Their
+    /// own `env` stays, and still wins over it.
+    pub(super) fn update_env(
+        &mut self,
+        target: &Target,
+        caller_env: Option<Vec<(String, String)>>,
+    ) -> Result<(), String> {
+        let Some(caller_env) = caller_env else {
+            return Ok(());
+        };
+        config::env::check_vars("update_env", &caller_env)?;
+        let caller_env: Arc<[(String, String)]> = Arc::from(caller_env);
+        for handle in self.apps.iter_mut().filter(|h| matches_target(h, target)) {
+            let caller_env = match handle.spec.filter_env.as_deref() {
+                Some(prefixes) => Arc::from(config::env::filtered(&caller_env, Some(prefixes))),
+                None => caller_env.clone(),
+            };
+            let spec = Arc::new(AppSpec {
+                caller_env: Some(caller_env),
+                ..(*handle.spec).clone()
+            });
+            handle
+                .commands
+                .try_send(WorkerCommand::Respec(spec.clone()))
+                .map_err(|error| format!("app '{}' is busy: {error}", handle.spec.name))?;
+            handle.spec = spec;
+        }
+        Ok(())
     }
 
     pub(super) fn spec_from(

@@ -90,7 +90,6 @@ pub(super) const NOT_SUPPORTED: &[(&str, &str)] = &[
         "chokidar options do not apply (nodeguard watches with inotify); use ignore_watch and \
          watch_delay",
     ),
-    ("filter_env", ""),
     (
         "post_update",
         "nothing pulls and restarts the app from outside; run these commands in your deployment",
@@ -137,6 +136,8 @@ pub(super) const SUPPORTED: &[&str] = &[
     "args",
     "cwd",
     "env",
+    "env_file",
+    "filter_env",
     "instances",
     "node_args",
     "interpreter_args",

@@ -137,16 +137,13 @@ impl Checker<'_> {
             }
             None => (None, None),
         };
-        let mut env = fields
-            .remove("env")
-            .map(|value| self.env(value))
-            .unwrap_or_default();
+        let mut env = self.env_fields(&mut fields, &cwd);
         // PM2's `port`: a shortcut that sets PORT in the app's environment (over env's).
         if let Some(port) = fields.remove("port") {
             match port.as_u64().and_then(|port| u16::try_from(port).ok()) {
                 Some(port) => {
-                    env.retain(|(key, _)| key != "PORT");
-                    env.push(("PORT".to_string(), port.to_string()));
+                    env.env.retain(|(key, _)| key != "PORT");
+                    env.env.push(("PORT".to_string(), port.to_string()));
                 }
                 None => self.problem(
                     "port",
@@ -247,7 +244,10 @@ impl Checker<'_> {
                 script,
                 args,
                 cwd,
-                env,
+                env: env.env,
+                env_blocks: env.blocks,
+                env_file: env.file,
+                filter_env: env.filter,
                 node_args,
                 interpreter,
                 interpreter_args,
@@ -534,13 +534,7 @@ impl Checker<'_> {
             if changes_nothing(key, value) {
                 continue;
             }
-            if key.starts_with("env_") {
-                self.warn(
-                    key,
-                    "is not supported and is ignored (per-environment env blocks are not \
-                     supported; put the variables in env)",
-                );
-            } else if let Some((_, why)) = NOT_SUPPORTED.iter().find(|(known, _)| known == key) {
+            if let Some((_, why)) = NOT_SUPPORTED.iter().find(|(known, _)| known == key) {
                 let message = if why.is_empty() {
                     "is not supported and is ignored".to_string()
                 } else {
@@ -653,45 +647,6 @@ impl Checker<'_> {
             self.problem(field, "must not contain NUL characters");
         }
         words
-    }
-
-    pub(super) fn env(&mut self, value: Value) -> Vec<(String, String)> {
-        let Value::Object(vars) = value else {
-            self.problem(
-                "env",
-                format!("expected an object of variables, got {}", show(&value)),
-            );
-            return Vec::new();
-        };
-        let mut env = Vec::new();
-        for (key, value) in vars {
-            let field = format!("env.{key}");
-            if key.is_empty() || key.contains('=') || key.contains('\0') {
-                self.problem(
-                    "env",
-                    format!("invalid variable name {}", show(&Value::String(key))),
-                );
-                continue;
-            }
-            let text = match value {
-                Value::String(text) => text,
-                Value::Number(number) => number.to_string(),
-                Value::Bool(flag) => flag.to_string(),
-                other => {
-                    self.problem(
-                        &field,
-                        format!("expected a string, number or boolean, got {}", show(&other)),
-                    );
-                    continue;
-                }
-            };
-            if text.contains('\0') {
-                self.problem(&field, "must not contain NUL characters");
-                continue;
-            }
-            env.push((key, text));
-        }
-        env
     }
 
     pub(super) fn instances(&mut self, value: Value) -> Option<Instances> {

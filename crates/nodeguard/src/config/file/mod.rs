@@ -14,6 +14,7 @@
 
 mod catalogue;
 mod checker;
+mod env_fields;
 mod eval_js;
 
 pub use crate::core::units::parse_size;
@@ -88,6 +89,12 @@ pub struct AppConfig {
     pub args: Vec<String>,
     pub cwd: PathBuf,
     pub env: Vec<(String, String)>,
+    /// PM2's `env_<name>` blocks, by name (`production` for `env_production`), for `--env`.
+    pub env_blocks: Vec<(String, Vec<(String, String)>)>,
+    /// The variables of the `env_file` files, later files winning.
+    pub env_file: Vec<(String, String)>,
+    /// PM2's `filter_env` as prefixes of the caller's variables not passed (`true`: `[""]`).
+    pub filter_env: Option<Vec<String>>,
     /// `node_args`, and `interpreter_args` when node runs the app.
     pub node_args: Vec<String>,
     /// What runs the script (see [`AppDefinition::interpreter`]); `None` is node.
@@ -146,7 +153,7 @@ impl AppConfig {
             node,
             node_args: self.node_args.clone(),
             cwd: &self.cwd,
-            env: self.env.clone(),
+            env: self.env_for(None),
             timing: &self.timing,
         }
         .definition();
@@ -159,6 +166,7 @@ impl AppConfig {
         definition.instance_var = self.instance_vars.instance_var.clone();
         definition.increment_var = self.instance_vars.increment_var.clone();
         definition.namespace = self.namespace.clone();
+        definition.filter_env.clone_from(&self.filter_env);
         if let Some(codes) = &self.stop_exit_codes {
             // PM2's stop_exit_codes: those exits do not restart the app.
             definition.clean_exit_codes = Some(codes.codes());
@@ -199,6 +207,23 @@ impl AppConfig {
         definition.kill_signal = Some(triggers.kill_signal.name().to_string());
         definition.shutdown_with_message = triggers.shutdown_with_message;
         definition
+    }
+}
+
+impl AppConfig {
+    /// The variables this app sets over its caller's environment, in their order of precedence:
+    /// `env_file`, then `env`, then the `env_<name>` block `name` chooses (if the app has one).
+    pub fn env_for(&self, name: Option<&str>) -> Vec<(String, String)> {
+        let block = name
+            .and_then(|name| self.env_blocks.iter().find(|(known, _)| known == name))
+            .map(|(_, vars)| vars.as_slice())
+            .unwrap_or_default();
+        crate::config::env::layered([&self.env_file[..], &self.env[..], block])
+    }
+
+    /// Whether the app has an `env_<name>` block.
+    pub fn has_env_block(&self, name: &str) -> bool {
+        self.env_blocks.iter().any(|(known, _)| known == name)
     }
 }
 
@@ -939,7 +964,6 @@ mod tests {
             loaded.warnings,
             [
                 format!("{file}: 'deploy' is ignored: nodeguard does no remote deployment (`pm2 deploy`); ship the code with your own tooling (git pull, rsync, CI), then run `nodeguard start c.json` or `nodeguard reload all` on the host"),
-                format!("{file}: app 'api': field 'env_production' is not supported and is ignored (per-environment env blocks are not supported; put the variables in env)"),
                 format!("{file}: app 'api': field 'kill_timout' is not a known field and is ignored (did you mean 'kill_timeout'?)"),
                 format!("{file}: app 'api': field 'scirpt_x' is not a known field and is ignored"),
                 format!("{file}: app 'api': field 'watch_options' is not supported and is ignored (chokidar options do not apply (nodeguard watches with inotify); use ignore_watch and watch_delay)"),

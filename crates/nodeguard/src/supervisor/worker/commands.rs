@@ -53,6 +53,8 @@ pub enum WorkerCommand {
     Inherit(Vec<AppEvent>),
     /// Zeroes the restart and hang counters and the restart budget; replies at once.
     Reset(oneshot::Sender<CommandResult>),
+    /// The app's definition changed (`--update-env`): the next process is spawned from this.
+    Respec(Arc<AppSpec>),
 }
 
 /// What a waiting reply needs to see.
@@ -115,6 +117,10 @@ impl WorkerTask {
                 self.machine.not_ready_streak = 0;
                 self.publish();
                 let _ = reply.send(Ok(()));
+                return None;
+            }
+            WorkerCommand::Respec(spec) => {
+                self.spec = spec;
                 return None;
             }
             WorkerCommand::Inherit(earlier) => {

@@ -80,7 +80,14 @@ impl WorkerTask {
                     .rev()
                     .find(|(key, _)| key == "NODE_OPTIONS")
                     .map(|(_, value)| value.clone())
-                    .or_else(|| std::env::var("NODE_OPTIONS").ok());
+                    .or_else(|| match &spec.caller_env {
+                        // The app's environment is its caller's: so is the NODE_OPTIONS it had.
+                        Some(caller_env) => caller_env
+                            .iter()
+                            .find(|(key, _)| key == "NODE_OPTIONS")
+                            .map(|(_, value)| value.clone()),
+                        None => std::env::var("NODE_OPTIONS").ok(),
+                    });
                 node_options_value = Some(node_options(
                     inherited,
                     self.ctx.preload.as_deref(),
@@ -89,6 +96,14 @@ impl WorkerTask {
                 command
             }
         };
+        // The app's environment is its caller's, not this supervisor's (which is whatever the
+        // shell that first started the daemon had, or systemd's at boot); PWD follows its cwd.
+        if let Some(caller_env) = &spec.caller_env {
+            command
+                .env_clear()
+                .envs(caller_env.iter().map(|(k, v)| (k, v)))
+                .env("PWD", &spec.cwd);
+        }
         command
             .args(&spec.args)
             .current_dir(&spec.cwd)

@@ -112,6 +112,8 @@ fn spec(timing: Timing) -> AppSpec {
         node_args: Vec::new(),
         cwd: PathBuf::from("/"),
         env: Vec::new(),
+        caller_env: None,
+        filter_env: None,
         timing,
         out_file: None,
         error_file: None,
