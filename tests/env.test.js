@@ -237,7 +237,7 @@ test('nodeguard env shows what an app was started with, secrets masked unless --
   assert.doesNotMatch(describe.stdout, /tok-secret|hunter2|pw-42/, 'describe --json masks them too');
   const none = await d.cli(['env', 'nope']);
   assert.equal(none.code, 1, none.stderr);
-  assert.match(none.stderr, /no app named or numbered 'nope'/);
+  assert.match(none.stderr, /no app named, numbered or in a namespace 'nope'/);
 });
 
 test('foreground mode: --env-file gives every app the file\'s variables over the process environment', async (t) => {
