@@ -40,3 +40,23 @@ pub fn parse_size(text: &str) -> Option<u64> {
     let whole = bytes as u64;
     (bytes.is_finite() && bytes >= 0.0 && bytes < u64::MAX as f64).then_some(whole)
 }
+
+/// Levenshtein distance, for "did you mean" hints (config fields, CLI verbs).
+pub fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut previous = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let current = row[j + 1];
+            row[j + 1] = if ca == *cb {
+                previous
+            } else {
+                1 + previous.min(row[j]).min(current)
+            };
+            previous = current;
+        }
+    }
+    row[b.len()]
+}

@@ -186,7 +186,7 @@ fn mistyped_verb(error: &clap::Error) -> Option<String> {
     let (distance, verb) = verbs
         .map(|verb| {
             (
-                edit_distance(&typed.to_lowercase(), &verb.to_lowercase()),
+                nodeguard::core::units::edit_distance(&typed.to_lowercase(), &verb.to_lowercase()),
                 verb,
             )
         })
@@ -199,22 +199,6 @@ fn mistyped_verb(error: &clap::Error) -> Option<String> {
     Some(format!(
         "unknown verb '{typed}'{hint} (see nodeguard --help)"
     ))
-}
-
-/// Levenshtein distance between two short words.
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut previous = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let substitution = previous + usize::from(ca != *cb);
-            previous = row[j + 1];
-            row[j + 1] = substitution.min(previous + 1).min(row[j] + 1);
-        }
-    }
-    row[b.len()]
 }
 
 /// Logs at the level named by `NODEGUARD_LOG` (`error`, `warn`, `info`, `debug`, `trace` or

@@ -175,15 +175,7 @@ pub(super) fn client_verb(verb: Verb, home: Option<PathBuf>) -> anyhow::Result<E
             }
         }
         Verb::Describe { target, json } => {
-            let Outcome::Described { apps } = runtime.block_on(client::request(
-                &paths,
-                Command::Describe {
-                    target: Target(target),
-                },
-            ))?
-            else {
-                anyhow::bail!("unexpected answer from the supervisor");
-            };
+            let apps = describe(&runtime, &paths, target)?;
             if json {
                 let mut apps = apps;
                 for app in &mut apps {
@@ -197,15 +189,7 @@ pub(super) fn client_verb(verb: Verb, home: Option<PathBuf>) -> anyhow::Result<E
             }
         }
         Verb::Env { target, reveal } => {
-            let Outcome::Described { apps } = runtime.block_on(client::request(
-                &paths,
-                Command::Describe {
-                    target: Target(target),
-                },
-            ))?
-            else {
-                anyhow::bail!("unexpected answer from the supervisor");
-            };
+            let apps = describe(&runtime, &paths, target)?;
             // Instances share one definition: the first describes them all.
             let Some(app) = apps.first() else {
                 anyhow::bail!("unexpected answer from the supervisor");
@@ -499,4 +483,22 @@ fn env_update_for(
         env = runtime.block_on(env_update(paths, target, update))?;
     }
     Ok(env)
+}
+
+/// `describe <target>`: every app it names, with its definition and recent events.
+fn describe(
+    runtime: &tokio::runtime::Runtime,
+    paths: &HomePaths,
+    target: String,
+) -> anyhow::Result<Vec<nodeguard_proto::control::AppDescription>> {
+    let Outcome::Described { apps } = runtime.block_on(client::request(
+        paths,
+        Command::Describe {
+            target: Target(target),
+        },
+    ))?
+    else {
+        anyhow::bail!("unexpected answer from the supervisor");
+    };
+    Ok(apps)
 }

@@ -4,6 +4,7 @@ use super::catalogue::{changes_nothing, NOT_SUPPORTED, SUPPORTED};
 use super::*;
 use crate::config::command::{self, Entry};
 use crate::config::ConfigError;
+use crate::core::units::edit_distance;
 
 /// Checks one app's fields, recording problems and warnings as it goes.
 pub(super) struct Checker<'a> {
@@ -857,24 +858,4 @@ pub(super) fn normalize(path: &Path) -> PathBuf {
         }
     }
     out
-}
-
-/// Levenshtein distance, for "did you mean" hints on short field names.
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut previous = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let current = row[j + 1];
-            row[j + 1] = if ca == *cb {
-                previous
-            } else {
-                1 + previous.min(row[j]).min(current)
-            };
-            previous = current;
-        }
-    }
-    row[b.len()]
 }
