@@ -193,7 +193,7 @@ function exchange(socketPath, bytes, { timeout, keepOpen = false } = {}) {
       settled = true;
       clearTimeout(timer);
       socket.destroy();
-      resolve({ closed, frames: parseFrames(Buffer.concat(chunks)), ms: performance.now() - start });
+      resolve({ closed, frames: h.decodeFrames(Buffer.concat(chunks)), ms: performance.now() - start });
     };
     const timer = setTimeout(() => finish(false), timeout);
     socket.on('connect', () => {
@@ -212,23 +212,6 @@ function exchange(socketPath, bytes, { timeout, keepOpen = false } = {}) {
       }
     });
   });
-}
-
-function parseFrames(data) {
-  const frames = [];
-  let offset = 0;
-  while (data.length - offset >= 4) {
-    const len = data.readUInt32BE(offset);
-    if (data.length - offset - 4 < len) break;
-    const text = data.subarray(offset + 4, offset + 4 + len).toString('utf8');
-    try {
-      frames.push(JSON.parse(text));
-    } catch {
-      frames.push({ unparsable: text });
-    }
-    offset += 4 + len;
-  }
-  return { frames, rest: data.length - offset };
 }
 
 /** A short description of bytes sent, for failure messages: the first 4 bytes in hex (a length
@@ -506,7 +489,7 @@ async function monitorSession(socketPath, rng, token, pid, journal) {
   const welcome = new Promise((resolve) => { welcomed = resolve; });
   socket.on('data', (chunk) => {
     buffer = Buffer.concat([buffer, chunk]);
-    const { frames, rest } = parseFrames(buffer);
+    const { frames, rest } = h.decodeFrames(buffer);
     buffer = buffer.subarray(buffer.length - rest);
     for (const f of frames) {
       if (f.type === 'welcome' || f.type === 'refused') welcomed(f);

@@ -517,7 +517,7 @@ function exchange(socketPath, bytes, { timeout = 5_000 } = {}) {
       clearTimeout(timer);
       socket.destroy();
       const data = Buffer.concat(chunks);
-      resolve({ closed, frames: parseFrames(data), bytes: data });
+      resolve({ closed, frames: decodeFrames(data).frames, bytes: data });
     };
     const timer = setTimeout(() => finish(false), timeout);
     socket.on('connect', () => socket.write(bytes));
@@ -536,7 +536,12 @@ function exchange(socketPath, bytes, { timeout = 5_000 } = {}) {
   });
 }
 
-function parseFrames(data) {
+/**
+ * Splits bytes into the length-prefixed JSON frames of the wire protocol. Resolves { frames, rest }:
+ * a frame that is not JSON becomes { unparsable: text }; `rest` counts the bytes of a trailing,
+ * incomplete frame.
+ */
+function decodeFrames(data) {
   const frames = [];
   let offset = 0;
   while (data.length - offset >= 4) {
@@ -550,7 +555,7 @@ function parseFrames(data) {
     }
     offset += 4 + len;
   }
-  return frames;
+  return { frames, rest: data.length - offset };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -776,6 +781,7 @@ function freePort() {
 }
 
 module.exports = {
+  decodeFrames,
   BIN,
   REPO,
   FIXTURES,
