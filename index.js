@@ -110,6 +110,8 @@ function processState() {
       // sharing), and the shared ports this process listens on.
       share: undefined,
       shareListening: new Set(),
+      listenPrepared: false,
+      waitingListens: [], // listens made before the monitor connected, run once it has
     };
     Object.defineProperty(globalThis, STATE_KEY, { value: state });
   }
@@ -358,9 +360,15 @@ function patchListen(state) {
     if (fd !== undefined) {
       return listenShared(state, this, port, fd, callback);
     }
-    if (state.share !== undefined && state.addon !== undefined) {
+    if (state.share !== undefined) {
       const wanted = shareableListen(args);
-      if (wanted !== undefined) return listenRequested(state, this, wanted, callback);
+      if (wanted !== undefined && state.addon !== undefined) return listenRequested(state, this, wanted, callback);
+      if (wanted !== undefined && !state.started) {
+        // Before the monitor connects (an ES module entry): the listen waits for the connection.
+        track(state, this);
+        (state.waitingListens ||= []).push(() => this.listen(...args));
+        return this;
+      }
     }
     track(state, this);
     if (state.listen.size > 0 && state.addon !== undefined) {
@@ -480,23 +488,15 @@ function start() {
     return false;
   }
   const token = process.env[ENV_TOKEN];
-  state.listen = parseListen(process.env[ENV_LISTEN]);
-  if (process.env[ENV_SHARE] !== undefined) {
-    state.share = process.env[ENV_SHARE].split(',').filter((p) => /^\d+$/.test(p)).map(Number);
-  }
-  state.waitReady = process.env[ENV_WAIT_READY] === '1';
+  prepareListen(state);
   // Child processes of the app must not take the socket, token and listen fds for their own,
   // whether or not this connection succeeds; later calls use `state`, not the environment.
   delete process.env[ENV_SOCKET];
   delete process.env[ENV_TOKEN];
-  delete process.env[ENV_LISTEN];
-  delete process.env[ENV_SHARE];
   state.killSignal = process.env[ENV_KILL_SIGNAL] || 'SIGTERM';
   state.shutdownMessage = process.env[ENV_SHUTDOWN_MESSAGE] === '1';
-  delete process.env[ENV_WAIT_READY];
   delete process.env[ENV_KILL_SIGNAL];
   delete process.env[ENV_SHUTDOWN_MESSAGE];
-  patchListen(state);
   if (typeof process.send !== 'function') installSendShim(state);
   process.on('SIGTERM', sigtermHandler);
   try {
@@ -518,8 +518,47 @@ function start() {
   } catch (error) {
     state.error = monitorError(error instanceof Error ? error.message : error, error);
     throw state.error;
+  } finally {
+    afterConnect(state);
   }
   return state.supervised;
+}
+
+/**
+ * Reads the listen environment (NODEGUARD_LISTEN, NODEGUARD_SHARE, NODEGUARD_WAIT_READY; then
+ * removed, so the app's children do not take them) and patches net.Server.prototype.listen. Once
+ * per process; `start()` calls it, and the preload calls it before an ES module entry loads (the
+ * monitor connects only after that load, but the entry's top-level `server.listen()` runs during
+ * it: a listen that needs the connection waits for it).
+ */
+function prepareListen(state) {
+  if (state.listenPrepared) return;
+  state.listenPrepared = true;
+  if (!process.env[ENV_SOCKET]) return;
+  state.listen = parseListen(process.env[ENV_LISTEN]);
+  if (process.env[ENV_SHARE] !== undefined) {
+    state.share = process.env[ENV_SHARE].split(',').filter((p) => /^\d+$/.test(p)).map(Number);
+  }
+  state.waitReady = process.env[ENV_WAIT_READY] === '1';
+  delete process.env[ENV_LISTEN];
+  delete process.env[ENV_SHARE];
+  delete process.env[ENV_WAIT_READY];
+  patchListen(state);
+}
+
+/** Connected or not: runs the listens that waited for it, and says `Ready` if already due. */
+function afterConnect(state) {
+  const waiting = state.waitingListens || [];
+  state.waitingListens = [];
+  for (const run of waiting) run();
+  if (!state.waitReady && state.listen.size > 0 && [...state.listen.keys()].every((p) => state.listening.has(p))) {
+    sendReady(state);
+  }
+}
+
+/** For the preload: see `prepareListen`. */
+function prepare() {
+  prepareListen(processState());
 }
 
 /** Whether `start()` connected this process to a nodeguard supervisor. */
@@ -581,4 +620,4 @@ function off(event, listener) {
   return module.exports;
 }
 
-module.exports = { start, isSupervised, ready, listen, on, once, off };
+module.exports = { start, isSupervised, ready, listen, on, once, off, _prepare: prepare };

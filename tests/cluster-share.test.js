@@ -196,3 +196,14 @@ test('with --listen, an app that listens on another port is told so: "web:0 list
   await home.ok(['delete', 'web']);
   await start;
 });
+
+test('an ES module entry shares too: its top-level listen() runs before the monitor connects, and waits for it', async (t) => {
+  const home = new h.DaemonHome(t);
+  const port = await h.freePort();
+  await home.ok(['start', path.join(h.FIXTURES, 'share.mjs'), '--name', 'esm', '-i', '2', '--', String(port), '127.0.0.1']);
+  const pids = (await waitInstances(home, 'esm', 2)).map((r) => r.pid);
+  await everyInstanceAnswers(home, port, pids);
+  assert.equal(listening(port).length, 1);
+  const rows = await home.status();
+  assert.ok(rows.every((r) => r.restarts === 0), JSON.stringify(rows));
+});
