@@ -149,6 +149,12 @@ test('-i 2 without --listen shares the port the app chose, on the host it chose,
   const still = listening(port);
   assert.deepEqual(still.map((r) => r.inode), [inode], 'the same socket, never closed during the reload');
 
+  // A crashed instance's replacement gets the same socket while its sibling serves.
+  process.kill(after[0], 'SIGKILL');
+  const replaced = (await waitInstances(home, 'web', 2, [after[0]])).map((r) => r.pid);
+  await everyInstanceAnswers(home, port, replaced);
+  assert.deepEqual(listening(port).map((r) => r.inode), [inode], 'still the same socket after a crash');
+
   // Stopped, the socket closes (nothing listens on the port any more).
   await home.ok(['stop', 'web']);
   await home.waitFor(() => listening(port).length === 0, { what: `port ${port} to close after stop` });
