@@ -43,7 +43,7 @@
 // native reader thread), and the server listens on it (`{ fd }`). Every instance gets the same
 // socket. A failure is an 'error' event with Node's code. Port 0, paths, fds/handles and
 // `exclusive`/`ipv6Only`/`reusePort` listens are left to the app. `Ready` is sent once the server
-// listens on every port NODEGUARD_SHARE lists (the ports the app's instances shared before).
+// listens on every port NODEGUARD_SHARE lists (the ports this instance number shared before).
 //
 // Graceful stop: the supervisor's shutdown message, and SIGTERM from anyone, lead to one place.
 // If the app listens for 'shutdown' (`on('shutdown', fn)`), that event is all that happens: the app
@@ -106,7 +106,7 @@ function processState() {
       shuttingDown: false,
       killSignal: 'SIGTERM', // the app's kill_signal (PM2 field)
       shutdownMessage: false, // PM2's shutdown_with_message
-      // Cluster mode without --listen: ports the app's instances shared before (undefined: not
+      // Cluster mode without --listen: ports this instance number shared before (undefined: not
       // sharing), and the shared ports this process listens on.
       share: undefined,
       shareListening: new Set(),

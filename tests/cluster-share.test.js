@@ -213,3 +213,43 @@ test('an ES module entry shares too: its top-level listen() runs before the moni
   const rows = await home.status();
   assert.ok(rows.every((r) => r.restarts === 0), JSON.stringify(rows));
 });
+
+/** A free port whose next port is free too (for increment_var). */
+async function twoFreePorts() {
+  for (;;) {
+    const port = await h.freePort();
+    if (port >= 65535) continue;
+    const probe = net.createServer();
+    const free = await new Promise((resolve) => {
+      probe.once('error', () => resolve(false));
+      probe.listen(port + 1, '127.0.0.1', () => probe.close(() => resolve(true)));
+    });
+    if (free) return port;
+  }
+}
+
+test('PM2\'s increment_var: each instance shares a port of its own, and a reload waits for each on its own port', async (t) => {
+  const home = new h.DaemonHome(t);
+  const base = await twoFreePorts();
+  const dir = fs.mkdtempSync(path.join(require('node:os').tmpdir(), 'nodeguard-share-'));
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const config = path.join(dir, 'ecosystem.config.js');
+  const script = path.join(h.FIXTURES, 'pm2', 'apps', 'server.js');
+  fs.writeFileSync(config, `module.exports = { apps: [{ name: 'inc', script: ${JSON.stringify(script)}, instances: 2, increment_var: 'PORT', env: { PORT: ${base} } }] };\n`);
+  await home.ok(['start', config], { cwd: dir });
+  const before = (await waitInstances(home, 'inc', 2)).sort((a, b) => a.instance - b.instance).map((r) => r.pid);
+  const pidOn = async (port) => JSON.parse((await home.waitFor(async () => {
+    try {
+      return await h.get(port, '/');
+    } catch {
+      return false;
+    }
+  }, { what: `an answer on ${port}` })).body).pid;
+  assert.deepEqual([await pidOn(base), await pidOn(base + 1)], before);
+
+  const reload = await home.ok(['reload', 'inc'], { timeout: 60_000 });
+  assert.match(reload.stdout, /inc: reloaded 2 instance\(s\)/);
+  const after = (await waitInstances(home, 'inc', 2, before)).sort((a, b) => a.instance - b.instance);
+  assert.deepEqual([await pidOn(base), await pidOn(base + 1)], after.map((r) => r.pid));
+  assert.ok(after.every((r) => r.restarts === 0), JSON.stringify(after));
+});

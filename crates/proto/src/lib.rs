@@ -43,8 +43,8 @@ pub const ENV_KILL_SIGNAL: &str = "NODEGUARD_KILL_SIGNAL";
 pub const ENV_SHUTDOWN_MESSAGE: &str = "NODEGUARD_SHUTDOWN_MESSAGE";
 /// Environment variable set for an app with several instances and no `--listen`: the monitor asks
 /// the supervisor for each TCP address the app listens on (`Share`) and listens on the socket it
-/// is handed. Its value lists the ports the app's instances shared before (`3000,3001`, or empty):
-/// an instance is ready once it listens on all of them.
+/// is handed. Its value lists the ports this instance number shared before (`3000,3001`, or
+/// empty): the new process is ready once it listens on all of them.
 pub const ENV_SHARE: &str = "NODEGUARD_SHARE";
 
 /// Errors from framing or decoding a message.

@@ -45,9 +45,10 @@ struct Bound {
     sockets: Option<Vec<TcpListener>>,
     /// Sockets bound at the instances' request, while a lease is held.
     shared: Vec<(Option<IpAddr>, u16, TcpListener)>,
-    /// Every port an instance had shared (kept while the sockets are closed): a later instance
-    /// is ready once it listens on all of them.
-    ports: Vec<u16>,
+    /// The ports each instance number had shared (kept while the sockets are closed): its next
+    /// process is ready once it listens on all of them. Per instance, as with PM2's
+    /// `increment_var: 'PORT'` each instance listens on a port of its own.
+    ports: Vec<(u32, u16)>,
     leases: usize,
 }
 
@@ -84,9 +85,14 @@ impl SharedListeners {
         self.on_request
     }
 
-    /// The ports shared on request so far, for `NODEGUARD_SHARE` (`3000,3001`).
-    pub fn shared_ports(&self) -> Vec<u16> {
-        self.lock().ports.clone()
+    /// The ports instance number `instance` had shared so far, for `NODEGUARD_SHARE`.
+    pub fn shared_ports(&self, instance: u32) -> Vec<u16> {
+        self.lock()
+            .ports
+            .iter()
+            .filter(|(i, _)| *i == instance)
+            .map(|(_, port)| *port)
+            .collect()
     }
 
     /// The listening socket for `host:port`, bound on the first request and handed (as a new
@@ -94,7 +100,12 @@ impl SharedListeners {
     /// resolves names as Node would); `None` is Node's default, `::` dual-stack (else
     /// `0.0.0.0`). Nothing but the asked address is ever bound. Errors are what the app's
     /// `listen` then fails with.
-    pub fn share(&self, host: Option<&str>, port: u32) -> Result<OwnedFd, ShareError> {
+    pub fn share(
+        &self,
+        instance: u32,
+        host: Option<&str>,
+        port: u32,
+    ) -> Result<OwnedFd, ShareError> {
         if !self.on_request {
             return Err(share_error(
                 "EACCES",
@@ -156,12 +167,12 @@ impl SharedListeners {
                 tracing::info!(address = %shown, "sharing the address the app listens on among its instances");
                 let clone = listener.try_clone();
                 bound.shared.push((ip, port, listener));
-                if !bound.ports.contains(&port) {
-                    bound.ports.push(port);
-                }
                 clone
             }
         };
+        if !bound.ports.contains(&(instance, port)) {
+            bound.ports.push((instance, port));
+        }
         listener.map(OwnedFd::from).map_err(|error| {
             let errno = error.raw_os_error().unwrap_or(0);
             let code = platform::errno_name(errno).unwrap_or("EUNKNOWN");
@@ -338,25 +349,26 @@ mod tests {
         assert!(!shared.is_empty() && shared.shares_on_request());
         let port = free_port();
         shared.acquire().unwrap();
-        let first = shared.share(Some("127.0.0.1"), u32::from(port)).unwrap();
-        let second = shared.share(Some("127.0.0.1"), u32::from(port)).unwrap();
+        let first = shared.share(0, Some("127.0.0.1"), u32::from(port)).unwrap();
+        let second = shared.share(1, Some("127.0.0.1"), u32::from(port)).unwrap();
         let a = TcpListener::from(first);
         let b = TcpListener::from(second);
         assert_eq!(a.local_addr().unwrap(), b.local_addr().unwrap());
         assert_eq!(a.local_addr().unwrap().ip().to_string(), "127.0.0.1");
-        assert_eq!(shared.shared_ports(), vec![port]);
+        assert_eq!(shared.shared_ports(1), vec![port]);
+        assert!(shared.shared_ports(2).is_empty());
         drop((a, b));
         shared.release();
         // Closed with the last lease: the port is free, and the ports are remembered.
         drop(TcpListener::bind(("127.0.0.1", port)).unwrap());
-        assert_eq!(shared.shared_ports(), vec![port]);
+        assert_eq!(shared.shared_ports(0), vec![port]);
     }
 
     #[test]
     fn bad_requests_are_errors_with_nodes_codes() {
         let shared = SharedListeners::on_request();
         shared.acquire().unwrap();
-        let code = |host: Option<&str>, port: u32| shared.share(host, port).unwrap_err().code;
+        let code = |host: Option<&str>, port: u32| shared.share(0, host, port).unwrap_err().code;
         assert_eq!(code(None, 0), "EINVAL");
         assert_eq!(code(None, 70_000), "EINVAL");
         assert_eq!(code(Some("localhost"), 3000), "EADDRNOTAVAIL");
@@ -366,7 +378,7 @@ mod tests {
         let taken = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = taken.local_addr().unwrap().port();
         let error = shared
-            .share(Some("127.0.0.1"), u32::from(port))
+            .share(0, Some("127.0.0.1"), u32::from(port))
             .unwrap_err();
         assert_eq!(error.code, "EADDRINUSE");
         assert!(
@@ -376,6 +388,6 @@ mod tests {
         );
         // An app with --listen addresses never binds on request.
         let fixed = SharedListeners::bind(&[]).unwrap();
-        assert_eq!(fixed.share(None, 3000).unwrap_err().code, "EACCES");
+        assert_eq!(fixed.share(0, None, 3000).unwrap_err().code, "EACCES");
     }
 }

@@ -206,11 +206,11 @@ impl WorkerTask {
             return;
         }
         let spec = &self.spec;
-        let shared = self.listeners.shared_ports();
+        let shared = self.listeners.shared_ports(spec.instance);
         let what = if spec.shares_on_request() && !shared.is_empty() {
             let ports: Vec<String> = shared.iter().map(ToString::to_string).collect();
             format!(
-                "listen on port {} as the app's other instances do",
+                "listen on port {} as its previous process did",
                 ports.join(", ")
             )
         } else if spec.listen.is_empty() {

@@ -16,7 +16,9 @@ impl WorkerTask {
     /// Answers a `Share` request: the socket for `host:port` (bound once for the whole app) goes
     /// with the answer, or the error the app's listen fails with (logged in one line).
     pub(super) fn on_share(&mut self, id: u64, host: Option<String>, port: u32) -> Option<Event> {
-        let shared = self.listeners.share(host.as_deref(), port);
+        let shared = self
+            .listeners
+            .share(self.spec.instance, host.as_deref(), port);
         let (message, fd) = match shared {
             Ok(fd) => (SupervisorMessage::Shared { id, error: None }, Some(fd)),
             Err(error) => {

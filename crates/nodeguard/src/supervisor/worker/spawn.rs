@@ -122,9 +122,9 @@ impl WorkerTask {
         }
         platform::configure_child(&mut command);
         if self.listeners.shares_on_request() {
-            // The instance asks for each address as it listens. Once the app has shared some,
-            // a new instance (restart, reload, scale) is ready when it listens on them all.
-            let ports = self.listeners.shared_ports();
+            // The instance asks for each address as it listens. Once this instance number has
+            // shared some, its next process (restart, reload) is ready when it listens on them all.
+            let ports = self.listeners.shared_ports(spec.instance);
             self.machine.ready_timeout =
                 (!ports.is_empty() || spec.wait_ready).then_some(spec.listen_timeout);
             let ports: Vec<String> = ports.iter().map(ToString::to_string).collect();
