@@ -322,7 +322,7 @@ impl Supervisor {
     }
 
     /// A watch or cron trigger: restarts the app (reloads it with zero downtime when it has
-    /// listen addresses), unless an operator stopped it, a reload of it is running, or the
+    /// listen addresses or shares them on request), unless an operator stopped it, a reload of it is running, or the
     /// supervisor is shutting down.
     fn on_trigger(&mut self, name: String, why: String) {
         let instances: Vec<&WorkerHandle> =
