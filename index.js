@@ -321,7 +321,12 @@ function listenRequested(state, server, wanted, callback) {
         if (!state.waitReady && state.share.every((p) => state.shareListening.has(p))) sendReady(state);
       });
       const options = backlog === undefined ? { fd: answer.fd } : { fd: answer.fd, backlog };
-      state.originalListen.call(server, options, ...(callback ? [callback] : []));
+      try {
+        state.originalListen.call(server, options, ...(callback ? [callback] : []));
+      } catch (error) {
+        require('node:fs').close(answer.fd, () => {});
+        fail(error);
+      }
     };
     try {
       if (state.addon.share(ip === undefined ? null : ip, port, answered)) return;
@@ -360,7 +365,7 @@ function patchListen(state) {
     if (fd !== undefined) {
       return listenShared(state, this, port, fd, callback);
     }
-    if (state.share !== undefined) {
+    if (state.share !== undefined && !this.listening) {
       const wanted = shareableListen(args);
       if (wanted !== undefined && state.addon !== undefined) return listenRequested(state, this, wanted, callback);
       if (wanted !== undefined && !state.started) {
