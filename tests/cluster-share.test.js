@@ -3,7 +3,8 @@
 // `server.listen(PORT, '127.0.0.1')` unchanged. The supervisor binds the address the app asked
 // for (that host only) once, hands the socket to every instance over the worker socket, keeps it
 // open across a reload (which is then rolling and loses nothing), and an address it cannot bind
-// is the app's ordinary listen error. With --listen, an app that listens elsewhere is told so.
+// is the app's ordinary listen error. ES module entries, PM2's increment_var and foreground mode
+// share too. With --listen, an app that listens elsewhere is told so.
 
 const test = require('node:test');
 const assert = require('node:assert/strict');
@@ -252,4 +253,26 @@ test('PM2\'s increment_var: each instance shares a port of its own, and a reload
   const after = (await waitInstances(home, 'inc', 2, before)).sort((a, b) => a.instance - b.instance);
   assert.deepEqual([await pidOn(base), await pidOn(base + 1)], after.map((r) => r.pid));
   assert.ok(after.every((r) => r.restarts === 0), JSON.stringify(after));
+});
+
+test('foreground mode too: -i 2 -m app.js without --listen shares the app\'s port; SIGTERM closes it and exits 0', async (t) => {
+  const port = await h.freePort();
+  const sup = h.startSupervisor(t, { scripts: ['share.js'], flags: ['-i', '2'], appArgs: [String(port), '127.0.0.1'] });
+  const rows = await sup.waitForStatus((apps) => {
+    const mine = apps.filter((a) => a.name === 'share');
+    return mine.length === 2 && mine.every((a) => a.state === 'running' && a.pid) ? mine : false;
+  }, { what: 'two share instances running' });
+  const pids = rows.map((r) => r.pid);
+  const seen = new Set();
+  await sup.waitFor(async () => {
+    const answers = await Promise.all(Array.from({ length: 8 }, () => h.get(port, '/')));
+    for (const answer of answers) seen.add(Number(answer.body.trim()));
+    return pids.every((pid) => seen.has(pid));
+  }, { what: `both instances (${pids}) to answer; seen: ${[...seen]}` });
+  assert.equal(listening(port).length, 1);
+  sup.signal('SIGTERM');
+  const exit = await sup.waitExit();
+  assert.equal(exit.code, 0);
+  await h.waitGone(pids);
+  assert.equal(listening(port).length, 0, 'the shared socket closed with the supervisor');
 });
