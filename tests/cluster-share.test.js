@@ -194,7 +194,7 @@ test('with --listen, an app that listens on another port is told so: "web:0 list
     const [app] = JSON.parse(described.stdout);
     return app.events.find((e) => e.kind === 'listened_elsewhere');
   }, { what: 'a listened_elsewhere event in describe' });
-  assert.ok(event.message.startsWith(expected), event.message);
+  assert.ok(event.message.startsWith(`pid ${event.message.match(/^pid (\d+): /)?.[1]}: ${expected}`), event.message);
   const err = path.join(home.home, 'logs', 'web-err.log');
   await home.waitFor(() => fs.existsSync(err) && fs.readFileSync(err, 'utf8').includes(`[nodeguard] ${expected}`), {
     what: 'the note in the app\'s own log',

@@ -322,8 +322,8 @@ impl Supervisor {
     }
 
     /// A watch or cron trigger: restarts the app (reloads it with zero downtime when it has
-    /// listen addresses or shares them on request), unless an operator stopped it, a reload of it is running, or the
-    /// supervisor is shutting down.
+    /// listen addresses or shares them on request), unless an operator stopped it, a reload of
+    /// it is running, or the supervisor is shutting down.
     fn on_trigger(&mut self, name: String, why: String) {
         let instances: Vec<&WorkerHandle> =
             self.apps.iter().filter(|h| h.spec.name == name).collect();

@@ -4,7 +4,7 @@
 
 use std::os::fd::AsFd;
 
-use nodeguard_proto::worker::{ShareError, SupervisorMessage};
+use nodeguard_proto::worker::SupervisorMessage;
 use nodeguard_proto::{encode_frame, MAX_WORKER_FRAME};
 
 use crate::core::machine::Event;
@@ -23,10 +23,6 @@ impl WorkerTask {
             Ok(fd) => (SupervisorMessage::Shared { id, error: None }, Some(fd)),
             Err(error) => {
                 tracing::warn!(code = %error.code, "cannot share a listening socket with the app: {}", error.message);
-                let error = ShareError {
-                    message: error.message,
-                    ..error
-                };
                 (
                     SupervisorMessage::Shared {
                         id,
@@ -83,8 +79,28 @@ impl WorkerTask {
             self.spec.display_name(),
             owned.join(" or ")
         );
+        // Once per process and port, whatever the monitor sends.
+        let entry = match self.machine.pid() {
+            Some(pid) => format!("pid {pid}: {text}"),
+            None => text.clone(),
+        };
+        if self
+            .events
+            .iter()
+            .any(|event| event.kind == "listened_elsewhere" && event.message == entry)
+        {
+            return;
+        }
         tracing::warn!("{text}");
-        self.record("listened_elsewhere", text.clone());
+        self.announce(Happening::Report {
+            kind: "listened_elsewhere".to_string(),
+            message: text.clone(),
+        });
+        self.remember(AppEvent {
+            at: crate::io::logfile::timestamp(std::time::SystemTime::now()),
+            kind: "listened_elsewhere".to_string(),
+            message: entry,
+        });
         if let Some(origin) = self.origin.clone() {
             let output = self.ctx.output.clone();
             tokio::spawn(async move { output.note(&origin, format!("[nodeguard] {text}")).await });
