@@ -276,3 +276,19 @@ test('foreground mode too: -i 2 -m app.js without --listen shares the app\'s por
   await h.waitGone(pids);
   assert.equal(listening(port).length, 0, 'the shared socket closed with the supervisor');
 });
+
+test('a Fastify app from npm, fastify.listen({ port, host: \'localhost\' }) unchanged: -i 2 serves from both, loopback only', async (t) => {
+  const home = new h.DaemonHome(t);
+  const port = await h.freePort();
+  await home.ok(['start', path.join(h.FIXTURES, 'share-fastify.js'), '--name', 'fy', '-i', '2', '--', String(port)]);
+  const pids = (await waitInstances(home, 'fy', 2)).map((r) => r.pid);
+  await everyInstanceAnswers(home, port, pids);
+  // Fastify listens on each address `localhost` has (127.0.0.1, and ::1 where there is one):
+  // one shared socket each, all of them loopback.
+  const rows = listening(port);
+  assert.ok(rows.length >= 1 && rows.length <= 2, JSON.stringify(rows));
+  const loopback = new Set([`0100007F:${port.toString(16).toUpperCase().padStart(4, '0')}`, `00000000000000000000000001000000:${port.toString(16).toUpperCase().padStart(4, '0')}`]);
+  for (const row of rows) assert.ok(loopback.has(row.local), `not loopback: ${JSON.stringify(row)}`);
+  assert.equal(await connects('127.0.0.2', port), false);
+  assert.ok((await home.status()).every((r) => r.restarts === 0));
+});
