@@ -33,7 +33,17 @@
 // `listen(PORT, host, cb)`, `listen({ port })`, a port given as a string) listens on the inherited
 // socket (`{ fd }`) instead; the host is ignored, the supervisor chose it. `listen(server)` is the
 // explicit form. Once every supervisor-owned port has a listening server the monitor tells the
-// supervisor `Ready` (with NODEGUARD_WAIT_READY=1 only `ready()` does).
+// supervisor `Ready` (with NODEGUARD_WAIT_READY=1 only `ready()` does). A TCP listen on any other
+// port is reported to the supervisor, which says so ("web:0 listened on 3721, not 3720").
+//
+// Cluster mode without --listen (`-i N`, N >= 2; NODEGUARD_SHARE is set): the patched listen asks
+// the supervisor for the address (port 1-65535, and the host: an IP as given, a name looked up here
+// first as Node does, none for Node's default) through the addon's `share()`; the supervisor binds
+// it once for the app and sends the listening socket with its answer (SCM_RIGHTS, received by the
+// native reader thread), and the server listens on it (`{ fd }`). Every instance gets the same
+// socket. A failure is an 'error' event with Node's code. Port 0, paths, fds/handles and
+// `exclusive`/`ipv6Only`/`reusePort` listens are left to the app. `Ready` is sent once the server
+// listens on every port NODEGUARD_SHARE lists (the ports this instance number shared before).
 //
 // Graceful stop: the supervisor's shutdown message, and SIGTERM from anyone, lead to one place.
 // If the app listens for 'shutdown' (`on('shutdown', fn)`), that event is all that happens: the app
@@ -61,6 +71,7 @@ const ENV_LISTEN = 'NODEGUARD_LISTEN';
 const ENV_WAIT_READY = 'NODEGUARD_WAIT_READY';
 const ENV_KILL_SIGNAL = 'NODEGUARD_KILL_SIGNAL';
 const ENV_SHUTDOWN_MESSAGE = 'NODEGUARD_SHUTDOWN_MESSAGE';
+const ENV_SHARE = 'NODEGUARD_SHARE';
 /**
  * How long a draining server leaves its idle keep-alive connections open (ms), for their clients
  * to send one more request (answered with `Connection: close`) rather than lose it to a close.
@@ -95,6 +106,12 @@ function processState() {
       shuttingDown: false,
       killSignal: 'SIGTERM', // the app's kill_signal (PM2 field)
       shutdownMessage: false, // PM2's shutdown_with_message
+      // Cluster mode without --listen: ports this instance number shared before (undefined: not
+      // sharing), and the shared ports this process listens on.
+      share: undefined,
+      shareListening: new Set(),
+      listenPrepared: false,
+      waitingListens: [], // listens made before the monitor connected, run once it has
     };
     Object.defineProperty(globalThis, STATE_KEY, { value: state });
   }
@@ -218,6 +235,26 @@ function requestedPort(args) {
   return undefined;
 }
 
+/**
+ * What a `listen(...)` call asks for, when the supervisor may share it (cluster mode without
+ * --listen): `{ port, host, backlog }` for a TCP port from 1 to 65535, else undefined (a path, a
+ * pipe, an fd or handle, port 0 or none, which the app binds itself; so do `exclusive`,
+ * `ipv6Only` and `reusePort` listens, as under Node's cluster module for `exclusive`).
+ */
+function shareableListen(args) {
+  const port = requestedPort(args);
+  if (port === undefined || port < 1 || port > 65535) return undefined;
+  const first = args[0];
+  if (first !== null && typeof first === 'object') {
+    if (first.exclusive || first.ipv6Only || first.reusePort) return undefined;
+    const host = first.host === undefined || first.host === null || first.host === '' ? undefined : String(first.host);
+    return { port, host, backlog: first.backlog };
+  }
+  const host = typeof args[1] === 'string' && args[1] !== '' ? args[1] : undefined;
+  const backlog = typeof args[1] === 'number' ? args[1] : typeof args[2] === 'number' ? args[2] : undefined;
+  return { port, host, backlog };
+}
+
 function emitter(state) {
   if (state.events === undefined) {
     const { EventEmitter } = require('node:events');
@@ -234,10 +271,15 @@ function sendReady(state) {
   return state.addon.ready();
 }
 
-/** Listens `server` on the inherited socket of `port`. */
-function listenShared(state, server, port, fd, callback) {
+/** Counts `server` among the servers the default drain closes. */
+function track(state, server) {
   state.servers.add(server);
   server.once('close', () => state.servers.delete(server));
+}
+
+/** Listens `server` on the inherited socket of `port`. */
+function listenShared(state, server, port, fd, callback) {
+  track(state, server);
   server.once('listening', () => {
     state.listening.add(port);
     if (!state.waitReady && [...state.listen.keys()].every((p) => state.listening.has(p))) {
@@ -247,7 +289,70 @@ function listenShared(state, server, port, fd, callback) {
   return state.originalListen.call(server, { fd }, ...(callback ? [callback] : []));
 }
 
-/** Maps listens on supervisor-owned ports to the inherited sockets; tracks every server. */
+/** An Error like the ones Node's listen emits (`code`, `errno`, `syscall`, `address`, `port`). */
+function listenError(answer, host, port) {
+  const code = answer.code || 'EADDRNOTAVAIL';
+  const error = new Error(`listen ${code}: ${answer.message || 'the supervisor could not share it'}`);
+  error.code = code;
+  error.errno = answer.errno ? -Math.abs(answer.errno) : undefined;
+  error.syscall = 'listen';
+  error.address = host === undefined ? '::' : host;
+  error.port = port;
+  return error;
+}
+
+/**
+ * Cluster mode without --listen: asks the supervisor for `host:port` (a host name is looked up
+ * first, as Node's listen does) and listens `server` on the socket it hands over, the same one
+ * every instance of the app gets. A failure is an 'error' event on the server, as Node's is.
+ */
+function listenRequested(state, server, wanted, callback) {
+  track(state, server);
+  const { port, backlog } = wanted;
+  const fail = (error) => process.nextTick(() => server.emit('error', error));
+  const ask = (ip) => {
+    const answered = (answer) => {
+      if (answer.fd === undefined || answer.fd === null) {
+        fail(listenError(answer, ip, port));
+        return;
+      }
+      server.once('listening', () => {
+        state.shareListening.add(port);
+        if (!state.waitReady && state.share.every((p) => state.shareListening.has(p))) sendReady(state);
+      });
+      const options = backlog === undefined ? { fd: answer.fd } : { fd: answer.fd, backlog };
+      try {
+        state.originalListen.call(server, options, ...(callback ? [callback] : []));
+      } catch (error) {
+        require('node:fs').close(answer.fd, () => {});
+        fail(error);
+      }
+    };
+    try {
+      if (state.addon.share(ip === undefined ? null : ip, port, answered)) return;
+    } catch (error) {
+      fail(listenError({ code: 'EADDRNOTAVAIL', message: String(error.message || error) }, ip, port));
+      return;
+    }
+    // No connection in this copy of the addon: the app binds it itself.
+    const args = ip === undefined ? [port] : [port, ip];
+    if (backlog !== undefined) args.push(backlog);
+    state.originalListen.apply(server, callback ? [...args, callback] : args);
+  };
+  const net = require('node:net');
+  if (wanted.host === undefined || net.isIP(wanted.host)) {
+    ask(wanted.host);
+  } else {
+    require('node:dns').lookup(wanted.host, (error, ip) => (error ? fail(error) : ask(ip)));
+  }
+  return server;
+}
+
+/**
+ * Maps listens on supervisor-owned ports to the inherited sockets (--listen), or asks the
+ * supervisor for the address (several instances without --listen); tracks every server. With
+ * --listen, a TCP server on another port is reported ("web:0 listened on 3721, not 3720").
+ */
 function patchListen(state) {
   const net = require('node:net');
   const original = net.Server.prototype.listen;
@@ -255,13 +360,33 @@ function patchListen(state) {
   net.Server.prototype.listen = function listen(...args) {
     const port = requestedPort(args);
     const fd = port === undefined ? undefined : state.listen.get(port);
-    if (fd === undefined) {
-      state.servers.add(this);
-      this.once('close', () => state.servers.delete(this));
-      return original.apply(this, args);
-    }
     const last = args[args.length - 1];
-    return listenShared(state, this, port, fd, typeof last === 'function' ? last : undefined);
+    const callback = typeof last === 'function' ? last : undefined;
+    if (fd !== undefined) {
+      return listenShared(state, this, port, fd, callback);
+    }
+    if (state.share !== undefined && !this.listening) {
+      const wanted = shareableListen(args);
+      if (wanted !== undefined && state.addon !== undefined) return listenRequested(state, this, wanted, callback);
+      if (wanted !== undefined && !state.started) {
+        // Before the monitor connects (an ES module entry): the listen waits for the connection.
+        track(state, this);
+        (state.waitingListens ||= []).push(() => this.listen(...args));
+        return this;
+      }
+    }
+    track(state, this);
+    if (state.listen.size > 0 && state.addon !== undefined) {
+      this.once('listening', () => {
+        const address = this.address();
+        if (address !== null && typeof address === 'object') {
+          try {
+            state.addon.listenedElsewhere(address.port);
+          } catch {}
+        }
+      });
+    }
+    return original.apply(this, args);
   };
 }
 
@@ -368,19 +493,15 @@ function start() {
     return false;
   }
   const token = process.env[ENV_TOKEN];
-  state.listen = parseListen(process.env[ENV_LISTEN]);
-  state.waitReady = process.env[ENV_WAIT_READY] === '1';
+  prepareListen(state);
   // Child processes of the app must not take the socket, token and listen fds for their own,
   // whether or not this connection succeeds; later calls use `state`, not the environment.
   delete process.env[ENV_SOCKET];
   delete process.env[ENV_TOKEN];
-  delete process.env[ENV_LISTEN];
   state.killSignal = process.env[ENV_KILL_SIGNAL] || 'SIGTERM';
   state.shutdownMessage = process.env[ENV_SHUTDOWN_MESSAGE] === '1';
-  delete process.env[ENV_WAIT_READY];
   delete process.env[ENV_KILL_SIGNAL];
   delete process.env[ENV_SHUTDOWN_MESSAGE];
-  patchListen(state);
   if (typeof process.send !== 'function') installSendShim(state);
   process.on('SIGTERM', sigtermHandler);
   try {
@@ -402,8 +523,47 @@ function start() {
   } catch (error) {
     state.error = monitorError(error instanceof Error ? error.message : error, error);
     throw state.error;
+  } finally {
+    afterConnect(state);
   }
   return state.supervised;
+}
+
+/**
+ * Reads the listen environment (NODEGUARD_LISTEN, NODEGUARD_SHARE, NODEGUARD_WAIT_READY; then
+ * removed, so the app's children do not take them) and patches net.Server.prototype.listen. Once
+ * per process; `start()` calls it, and the preload calls it before an ES module entry loads (the
+ * monitor connects only after that load, but the entry's top-level `server.listen()` runs during
+ * it: a listen that needs the connection waits for it).
+ */
+function prepareListen(state) {
+  if (state.listenPrepared) return;
+  state.listenPrepared = true;
+  if (!process.env[ENV_SOCKET]) return;
+  state.listen = parseListen(process.env[ENV_LISTEN]);
+  if (process.env[ENV_SHARE] !== undefined) {
+    state.share = process.env[ENV_SHARE].split(',').filter((p) => /^\d+$/.test(p)).map(Number);
+  }
+  state.waitReady = process.env[ENV_WAIT_READY] === '1';
+  delete process.env[ENV_LISTEN];
+  delete process.env[ENV_SHARE];
+  delete process.env[ENV_WAIT_READY];
+  patchListen(state);
+}
+
+/** Connected or not: runs the listens that waited for it, and says `Ready` if already due. */
+function afterConnect(state) {
+  const waiting = state.waitingListens || [];
+  state.waitingListens = [];
+  for (const run of waiting) run();
+  if (!state.waitReady && state.listen.size > 0 && [...state.listen.keys()].every((p) => state.listening.has(p))) {
+    sendReady(state);
+  }
+}
+
+/** For the preload: see `prepareListen`. */
+function prepare() {
+  prepareListen(processState());
 }
 
 /** Whether `start()` connected this process to a nodeguard supervisor. */
@@ -465,4 +625,4 @@ function off(event, listener) {
   return module.exports;
 }
 
-module.exports = { start, isSupervised, ready, listen, on, once, off };
+module.exports = { start, isSupervised, ready, listen, on, once, off, _prepare: prepare };

@@ -118,6 +118,13 @@ function isLauncher() {
 }
 
 const entry = denoWithoutPermissions() || isLauncher() ? undefined : esmEntry();
+if (entry !== undefined && entry !== null) {
+  // The entry's top-level server.listen() runs before the monitor connects: the listen patch
+  // (shared sockets of cluster mode) must be in place before it.
+  try {
+    require('./index.js')._prepare();
+  } catch {}
+}
 if (entry === undefined) {
   // A launcher (the monitor belongs to the app it starts), or Deno without permissions.
 } else if (entry === null) {

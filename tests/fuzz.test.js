@@ -414,6 +414,8 @@ const NUMERIC_LEAVES = {
   probe_reply: [['seq'], ['queued_seq'], ['queued_ms'], ['last_ping_seq']],
   hello: [['version'], ['pid']],
   ready: [],
+  share: [['id'], ['port']],
+  listened_elsewhere: [['port']],
 };
 
 function withLeaf(message, leaf, value) {
@@ -438,8 +440,11 @@ function monitorMessage(rng, lastPing, token, pid) {
     () => ({ type: 'probe_reply', seq: lastPing, queued_seq: lastPing, queued_ms: 120.5, last_ping_seq: lastPing }),
     () => ({ type: 'ready' }),
     () => ({ type: 'hello', version: 1, token, pid }),
+    // The puppet runs one instance: a share request is answered with an error, nothing is bound.
+    () => ({ type: 'share', id: 1, host: rng.pick(['127.0.0.1', '::', 'localhost', '', null]), port: rng.pick([3000, 0, 65536]) }),
+    () => ({ type: 'listened_elsewhere', port: 3721 }),
   ];
-  const message = templates[rng.pick([0, 0, 0, 1, 1, 1, 2, 3])]();
+  const message = templates[rng.pick([0, 0, 0, 1, 1, 1, 2, 3, 4, 5])]();
   const choice = rng.below(10);
   if (choice < 3) return { what: `a valid ${message.type}`, bytes: h.frame(message) };
   const leaves = NUMERIC_LEAVES[message.type];
@@ -449,7 +454,7 @@ function monitorMessage(rng, lastPing, token, pid) {
     return { what: `a ${message.type} with an edge value in ${leaf.join('.')}`, bytes: framed(Buffer.from(toJson(edged))) };
   }
   if (choice < 9) {
-    const mutated = mutateMany(message, rng, ['seq', 'queued_ms', 'queued_seq', 'memory', 'loop_delay', 'rss', 'type', 'version']);
+    const mutated = mutateMany(message, rng, ['seq', 'queued_ms', 'queued_seq', 'memory', 'loop_delay', 'rss', 'type', 'version', 'host', 'port', 'id']);
     return { what: `a mutated ${message.type}`, bytes: framed(Buffer.from(toJson(mutated))) };
   }
   if (rng.chance(2)) return { what: `a damaged ${message.type}`, bytes: framed(mutateBytes(toJson(message), rng)) };

@@ -238,6 +238,7 @@ test('the native addon is built for this platform', () => {
     'NODEGUARD_TOKEN',
     'NODEGUARD_LISTEN',
     'NODEGUARD_WAIT_READY',
+    'NODEGUARD_SHARE',
   ]);
   const index = fs.readFileSync(path.join(ROOT, 'index.js'), 'utf8');
   for (const name of addon.envNames()) assert.ok(index.includes(`'${name}'`), name);

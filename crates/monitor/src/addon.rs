@@ -128,6 +128,81 @@ pub fn ready() -> napi::Result<bool> {
     Ok(true)
 }
 
+/// The answer to `share()`, as the JS callback gets it: `fd` (a listening socket this process now
+/// owns) or the error (`code`, `errno`, `message`), as Node's own listen errors carry them.
+#[napi(object)]
+pub struct ShareAnswer {
+    pub fd: Option<i32>,
+    pub code: Option<String>,
+    pub errno: Option<i32>,
+    pub message: Option<String>,
+}
+
+/// The JS callback of one `share()`: not weak (a pending listen keeps the process alive, as a
+/// DNS lookup before a listen does), called once.
+type ShareCallback = ThreadsafeFunction<ShareAnswer, (), ShareAnswer, Status, false, false, 0>;
+
+/// Asks the supervisor for the app's shared listening socket on `host:port` (cluster mode
+/// without --listen); `callback` gets a [`ShareAnswer`] on the JS thread. `host` is an IP address
+/// or null. Returns false when this copy of the addon holds no connection (nothing was sent);
+/// throws if the write failed.
+#[napi]
+pub fn share(host: Option<String>, port: u32, callback: ShareCallback) -> napi::Result<bool> {
+    let Some(sender) = sender() else {
+        return Ok(false);
+    };
+    let reply = Box::new(move |outcome: agent::ShareOutcome| {
+        let answer = match outcome {
+            #[cfg(unix)]
+            Ok(fd) => ShareAnswer {
+                fd: Some(std::os::fd::IntoRawFd::into_raw_fd(fd)),
+                code: None,
+                errno: None,
+                message: None,
+            },
+            #[cfg(not(unix))]
+            Ok(()) => ShareAnswer {
+                fd: None,
+                code: Some("ENOTSUP".into()),
+                errno: None,
+                message: Some("shared sockets need Unix".into()),
+            },
+            Err(error) => ShareAnswer {
+                fd: None,
+                code: Some(error.code),
+                errno: Some(error.errno),
+                message: Some(error.message),
+            },
+        };
+        // If it cannot be queued the environment is closing (the descriptor goes with it).
+        let _status = callback.call(answer, ThreadsafeFunctionCallMode::NonBlocking);
+    });
+    sender
+        .share(host, port, reply)
+        .map_err(|e| napi::Error::from_reason(format!("cannot ask the supervisor: {e}")))?;
+    Ok(true)
+}
+
+/// Tells the supervisor (which owns other ports, `--listen`) that the app listened on `port`.
+/// Returns false when this copy of the addon holds no connection.
+#[napi]
+pub fn listened_elsewhere(port: u32) -> napi::Result<bool> {
+    let Some(sender) = sender() else {
+        return Ok(false);
+    };
+    sender
+        .listened_elsewhere(port)
+        .map_err(|e| napi::Error::from_reason(format!("cannot tell the supervisor: {e}")))?;
+    Ok(true)
+}
+
+fn sender() -> Option<agent::Sender> {
+    SENDER
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone()
+}
+
 /// Whether this copy of the addon already holds the process's connection.
 static CONNECTED: Mutex<bool> = Mutex::new(false);
 
@@ -200,6 +275,7 @@ pub fn env_names() -> Vec<&'static str> {
         nodeguard_proto::ENV_TOKEN,
         nodeguard_proto::ENV_LISTEN,
         nodeguard_proto::ENV_WAIT_READY,
+        nodeguard_proto::ENV_SHARE,
     ]
 }
 

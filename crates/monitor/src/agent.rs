@@ -15,15 +15,25 @@
 //! saying which ping (if any) is waiting for the JS thread and since when. That is the monitor's own
 //! view of a silence: a ping stuck in JS means a blocked loop; no ping waiting means the pings never
 //! arrived (the supervisor, not the app, was stalled).
+//!
+//! Shared sockets (cluster mode without `--listen`): [`Sender::share`] asks for an address and
+//! registers a reply; the reader thread reads with `recvmsg`, so a listening socket the
+//! supervisor attaches to its `Shared` answer (SCM_RIGHTS) is kept (close-on-exec) and handed to
+//! that reply. Descriptors arrive in the order of the answers that carry them.
 
+use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read, Write};
+#[cfg(unix)]
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use interprocess::local_socket::{prelude::*, ConnectOptions, GenericFilePath, Stream};
 use interprocess::ConnectWaitMode;
-use nodeguard_proto::worker::{LoopDelay, MemoryUsage, SupervisorMessage, WorkerMessage};
+use nodeguard_proto::worker::{
+    LoopDelay, MemoryUsage, ShareError, SupervisorMessage, WorkerMessage,
+};
 use nodeguard_proto::{
     decode_payload, encode_frame, FrameDecoder, ProtoError, MAX_WORKER_FRAME, PROTOCOL_VERSION,
 };
@@ -98,6 +108,30 @@ struct Link {
     last_ping_seq: AtomicU64,
     /// A write failed or timed out, possibly mid-frame: never write again on this stream.
     broken: AtomicBool,
+    /// Share requests waiting for their answer, by id.
+    shares: PendingShares,
+    /// The id of the next share request.
+    next_share: AtomicU64,
+}
+
+/// The answer to a share request: the listening socket, or why there is none.
+#[cfg(unix)]
+pub type ShareOutcome = Result<OwnedFd, ShareError>;
+#[cfg(not(unix))]
+pub type ShareOutcome = Result<(), ShareError>;
+
+/// Called (on the reader thread) with the answer to one share request.
+pub type ShareReply = Box<dyn FnOnce(ShareOutcome) + Send>;
+
+/// Share requests waiting for their answer, by id.
+#[derive(Default)]
+struct PendingShares(Mutex<HashMap<u64, ShareReply>>);
+
+impl std::fmt::Debug for PendingShares {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let count = self.0.lock().unwrap_or_else(PoisonError::into_inner).len();
+        write!(f, "PendingShares({count})")
+    }
 }
 
 impl Link {
@@ -127,6 +161,9 @@ pub struct Connection {
     link: Arc<Link>,
     /// Holds any bytes that arrived right behind the `Welcome`.
     decoder: FrameDecoder,
+    /// Descriptors received and not yet claimed by a `Shared` answer.
+    #[cfg(unix)]
+    received_fds: VecDeque<OwnedFd>,
 }
 
 /// Sends messages on the connection from any thread (whole frames, serialised with the pongs).
@@ -139,6 +176,30 @@ impl Sender {
     /// Tells the supervisor the app is ready for traffic.
     pub fn ready(&self) -> io::Result<()> {
         self.link.send(&WorkerMessage::Ready)
+    }
+
+    /// Asks the supervisor for the app's shared listening socket on `host:port`; `reply` gets
+    /// it (or the error) on the reader thread. `host` is an IP address, or `None` for Node's
+    /// default. A failed write is returned and `reply` is not called.
+    pub fn share(&self, host: Option<String>, port: u32, reply: ShareReply) -> io::Result<()> {
+        let id = self.link.next_share.fetch_add(1, Ordering::Relaxed);
+        self.link.shares().insert(id, reply);
+        let sent = self.link.send(&WorkerMessage::Share { id, host, port });
+        if sent.is_err() {
+            self.link.shares().remove(&id);
+        }
+        sent
+    }
+
+    /// Tells the supervisor (which owns other ports, `--listen`) that the app listened on `port`.
+    pub fn listened_elsewhere(&self, port: u32) -> io::Result<()> {
+        self.link.send(&WorkerMessage::ListenedElsewhere { port })
+    }
+}
+
+impl Link {
+    fn shares(&self) -> std::sync::MutexGuard<'_, HashMap<u64, ShareReply>> {
+        self.shares.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -269,7 +330,8 @@ pub fn connect(
                 Ok(
                     SupervisorMessage::Ping { .. }
                     | SupervisorMessage::Probe { .. }
-                    | SupervisorMessage::Shutdown,
+                    | SupervisorMessage::Shutdown
+                    | SupervisorMessage::Shared { .. },
                 )
                 | Err(_) => {}
             }
@@ -309,8 +371,12 @@ pub fn connect(
             queued: Mutex::new(None),
             last_ping_seq: AtomicU64::new(0),
             broken: AtomicBool::new(false),
+            shares: PendingShares::default(),
+            next_share: AtomicU64::new(1),
         }),
         decoder,
+        #[cfg(unix)]
+        received_fds: VecDeque::new(),
     })
 }
 
@@ -340,16 +406,57 @@ impl Connection {
                     Ok(SupervisorMessage::Ping { seq }) => self.on_ping(seq, sink),
                     Ok(SupervisorMessage::Probe { seq }) => self.on_probe(seq),
                     Ok(SupervisorMessage::Shutdown) => sink.shutdown(),
+                    Ok(SupervisorMessage::Shared { id, error }) => self.on_shared(id, error),
                     _ => {}
                 }
             }
-            match (&self.link.stream).read(&mut buffer) {
+            match self.receive(&mut buffer) {
                 Ok(0) => return Ended::Eof,
                 Ok(n) => self.decoder.push(&buffer[..n]),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Ended::ReadError(e),
             }
         }
+    }
+
+    /// Reads what the supervisor sent, keeping any descriptors that came with it.
+    #[cfg(unix)]
+    fn receive(&mut self, buffer: &mut [u8]) -> io::Result<usize> {
+        let socket = stream_fd(&self.link.stream);
+        receive_with_fds(socket, buffer, &mut self.received_fds)
+    }
+
+    #[cfg(not(unix))]
+    fn receive(&mut self, buffer: &mut [u8]) -> io::Result<usize> {
+        (&self.link.stream).read(buffer)
+    }
+
+    /// The answer to a share request: hands the socket that came with it (or the error) to the
+    /// request's reply.
+    fn on_shared(&mut self, id: u64, error: Option<ShareError>) {
+        let reply = self.link.shares().remove(&id);
+        let outcome = match error {
+            Some(error) => Err(error),
+            None => self.claim_fd(),
+        };
+        // An answer nobody waits for drops its descriptor here, which closes it.
+        if let Some(reply) = reply {
+            reply(outcome);
+        }
+    }
+
+    #[cfg(unix)]
+    fn claim_fd(&mut self) -> ShareOutcome {
+        self.received_fds.pop_front().ok_or_else(|| ShareError {
+            code: "EBADF".into(),
+            errno: 0,
+            message: "the supervisor's answer came without its socket".into(),
+        })
+    }
+
+    #[cfg(not(unix))]
+    fn claim_fd(&mut self) -> ShareOutcome {
+        Ok(())
     }
 
     /// A handle for sending the app's own messages (`Ready`) while [`Connection::run`] reads.
@@ -398,6 +505,80 @@ impl Connection {
         };
         let _ = self.link.send(&reply);
     }
+}
+
+/// The descriptor of the connection (a Unix domain socket on Unix).
+#[cfg(unix)]
+fn stream_fd(stream: &Stream) -> RawFd {
+    #[allow(unreachable_patterns)] // one variant on Unix
+    match stream {
+        Stream::UdSocket(socket) => socket.as_fd().as_raw_fd(),
+        _ => -1,
+    }
+}
+
+/// Most descriptors taken from one read: the supervisor attaches one per answer, and Linux
+/// never merges two messages that carry descriptors into one read.
+#[cfg(unix)]
+const MAX_FDS_PER_READ: usize = 4;
+
+/// `read` on `socket` with room for descriptors (SCM_RIGHTS), which are kept in `fds` in the
+/// order they came, close-on-exec so the app's children do not inherit them.
+#[cfg(unix)]
+fn receive_with_fds(
+    socket: RawFd,
+    buffer: &mut [u8],
+    fds: &mut VecDeque<OwnedFd>,
+) -> io::Result<usize> {
+    // u64s keep the control buffer aligned for cmsghdr.
+    let mut control = [0u64; 16];
+    let mut iov = libc::iovec {
+        iov_base: buffer.as_mut_ptr().cast(),
+        iov_len: buffer.len(),
+    };
+    // SAFETY: msghdr is plain data; all-zero is a valid empty header.
+    let mut message: libc::msghdr = unsafe { std::mem::zeroed() };
+    message.msg_iov = &mut iov;
+    message.msg_iovlen = 1;
+    message.msg_control = control.as_mut_ptr().cast();
+    // SAFETY: CMSG_SPACE only computes a size.
+    let room = unsafe {
+        libc::CMSG_SPACE(
+            u32::try_from(MAX_FDS_PER_READ * std::mem::size_of::<libc::c_int>()).unwrap_or(0),
+        )
+    };
+    debug_assert!(room as usize <= std::mem::size_of_val(&control));
+    message.msg_controllen = room.try_into().unwrap_or(0);
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    let flags = libc::MSG_CMSG_CLOEXEC;
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let flags = 0;
+    // SAFETY: `message` points at `iov` (into `buffer`) and `control`, which outlive the call.
+    let received = unsafe { libc::recvmsg(socket, &mut message, flags) };
+    let received = usize::try_from(received).map_err(|_| io::Error::last_os_error())?;
+    // SAFETY: the CMSG_* walk stays within `control` as the kernel filled it (msg_controllen).
+    unsafe {
+        let mut header = libc::CMSG_FIRSTHDR(&message);
+        while !header.is_null() {
+            if (*header).cmsg_level == libc::SOL_SOCKET && (*header).cmsg_type == libc::SCM_RIGHTS {
+                let data = libc::CMSG_DATA(header);
+                let offset = data as usize - header as usize;
+                // cmsg_len is a size_t on Linux, a socklen_t on macOS.
+                #[allow(clippy::useless_conversion)]
+                let length = usize::try_from((*header).cmsg_len)
+                    .unwrap_or(0)
+                    .saturating_sub(offset);
+                for index in 0..length / std::mem::size_of::<libc::c_int>() {
+                    let fd = std::ptr::read_unaligned(data.cast::<libc::c_int>().add(index));
+                    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+                    libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+                    fds.push_back(OwnedFd::from_raw_fd(fd));
+                }
+            }
+            header = libc::CMSG_NXTHDR(&message, header);
+        }
+    }
+    Ok(received)
 }
 
 #[cfg(test)]
@@ -827,6 +1008,108 @@ mod tests {
         let connection = connect_to(&dir).unwrap();
         let ended = connection.run(&mut Answer);
         assert!(matches!(ended, Ended::Protocol(_)), "{ended:?}");
+        server.join().unwrap();
+    }
+
+    /// Sends `bytes` with `fd` attached (SCM_RIGHTS), as the supervisor does.
+    fn send_with_fd(stream: &UnixStream, bytes: &[u8], fd: RawFd) {
+        let mut control = [0u64; 8];
+        let mut iov = libc::iovec {
+            iov_base: bytes.as_ptr() as *mut libc::c_void,
+            iov_len: bytes.len(),
+        };
+        unsafe {
+            let mut message: libc::msghdr = std::mem::zeroed();
+            message.msg_iov = &mut iov;
+            message.msg_iovlen = 1;
+            message.msg_control = control.as_mut_ptr().cast();
+            message.msg_controllen =
+                libc::CMSG_SPACE(std::mem::size_of::<libc::c_int>() as u32) as _;
+            let header = libc::CMSG_FIRSTHDR(&message);
+            (*header).cmsg_level = libc::SOL_SOCKET;
+            (*header).cmsg_type = libc::SCM_RIGHTS;
+            (*header).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<libc::c_int>() as u32) as _;
+            std::ptr::write_unaligned(libc::CMSG_DATA(header).cast::<libc::c_int>(), fd);
+            let sent = libc::sendmsg(stream.as_raw_fd(), &message, 0);
+            assert_eq!(sent, bytes.len() as isize);
+        }
+    }
+
+    #[test]
+    fn a_shared_answer_hands_over_the_socket_that_came_with_it_and_errors_pass_through() {
+        let dir = TempDir::new("share");
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = supervisor(&dir, move |mut peer| {
+            peer.receive();
+            peer.send(&SupervisorMessage::Welcome {
+                version: PROTOCOL_VERSION,
+            });
+            match peer.receive() {
+                WorkerMessage::Share { id, host, port } => {
+                    assert_eq!((host.as_deref(), port), (Some("127.0.0.1"), 3000));
+                    let answer = SupervisorMessage::Shared { id, error: None };
+                    let frame = encode_frame(&answer, MAX_WORKER_FRAME).unwrap();
+                    send_with_fd(&peer.stream, &frame, listener.as_raw_fd());
+                }
+                other => panic!("expected a share request, got {other:?}"),
+            }
+            match peer.receive() {
+                WorkerMessage::Share { id, host: None, .. } => {
+                    peer.send(&SupervisorMessage::Shared {
+                        id,
+                        error: Some(ShareError {
+                            code: "EADDRINUSE".into(),
+                            errno: 98,
+                            message: "taken".into(),
+                        }),
+                    });
+                }
+                other => panic!("expected a share request, got {other:?}"),
+            }
+            assert_eq!(
+                peer.receive(),
+                WorkerMessage::ListenedElsewhere { port: 3721 }
+            );
+        });
+
+        struct Nothing;
+        impl PingSink for Nothing {
+            fn deliver(&mut self, _ping: PendingPing) {}
+        }
+        let connection = connect_to(&dir).unwrap();
+        let sender = connection.sender();
+        let reader = thread::spawn(move || connection.run(&mut Nothing));
+        let (tx, rx) = mpsc::channel();
+        let first = tx.clone();
+        sender
+            .share(
+                Some("127.0.0.1".into()),
+                3000,
+                Box::new(move |outcome| first.send(outcome).unwrap()),
+            )
+            .unwrap();
+        let fd = rx.recv_timeout(Duration::from_secs(10)).unwrap().unwrap();
+        let handed = std::net::TcpListener::from(fd);
+        assert_eq!(handed.local_addr().unwrap().port(), port);
+        // Close-on-exec: the app's children do not inherit it.
+        let flags = unsafe { libc::fcntl(handed.as_raw_fd(), libc::F_GETFD) };
+        assert_eq!(flags & libc::FD_CLOEXEC, libc::FD_CLOEXEC);
+
+        sender
+            .share(
+                None,
+                3000,
+                Box::new(move |outcome| tx.send(outcome).unwrap()),
+            )
+            .unwrap();
+        let error = rx
+            .recv_timeout(Duration::from_secs(10))
+            .unwrap()
+            .unwrap_err();
+        assert_eq!((error.code.as_str(), error.errno), ("EADDRINUSE", 98));
+        sender.listened_elsewhere(3721).unwrap();
+        assert!(matches!(reader.join().unwrap(), Ended::Eof));
         server.join().unwrap();
     }
 }

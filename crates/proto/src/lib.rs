@@ -41,6 +41,11 @@ pub const ENV_KILL_SIGNAL: &str = "NODEGUARD_KILL_SIGNAL";
 /// Environment variable set to `1` for `shutdown_with_message`: the monitor turns the shutdown
 /// message into `'shutdown'` on `process.on('message')`.
 pub const ENV_SHUTDOWN_MESSAGE: &str = "NODEGUARD_SHUTDOWN_MESSAGE";
+/// Environment variable set for an app with several instances and no `--listen`: the monitor asks
+/// the supervisor for each TCP address the app listens on (`Share`) and listens on the socket it
+/// is handed. Its value lists the ports this instance number shared before (`3000,3001`, or
+/// empty): the new process is ready once it listens on all of them.
+pub const ENV_SHARE: &str = "NODEGUARD_SHARE";
 
 /// Errors from framing or decoding a message.
 #[derive(Debug, thiserror::Error)]

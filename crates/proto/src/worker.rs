@@ -50,6 +50,22 @@ pub enum WorkerMessage {
     /// The app is ready for traffic: its server listens on the supervisor's shared socket, or
     /// (with wait-ready) it called `monitor.ready()`.
     Ready,
+    /// Cluster mode without `--listen` (the supervisor set `NODEGUARD_SHARE`): the app called
+    /// `server.listen(port, host)`; the supervisor binds that address once for all the app's
+    /// instances and answers [`SupervisorMessage::Shared`] with the listening socket attached
+    /// (SCM_RIGHTS). `host` is an IP address (the monitor resolves names as Node would) or
+    /// absent for Node's default (`::`, dual-stack, else `0.0.0.0`). `port` is checked by the
+    /// supervisor (1 to 65535), so a bad one gets an error answer, not a dropped connection.
+    Share {
+        /// Chosen by the monitor; echoed in the answer.
+        id: u64,
+        #[serde(default)]
+        host: Option<String>,
+        port: u32,
+    },
+    /// With `--listen`: the app listened on a TCP port the supervisor does not own (it bound it
+    /// itself, so nothing the supervisor shares reaches that server).
+    ListenedElsewhere { port: u32 },
 }
 
 /// The largest millisecond figure a monitor may report (a queued ping's wait, a loop delay): a
@@ -96,7 +112,9 @@ impl WorkerMessage {
             | WorkerMessage::ProbeReply {
                 queued_ms: None, ..
             }
-            | WorkerMessage::Ready => Ok(()),
+            | WorkerMessage::Ready
+            | WorkerMessage::Share { .. }
+            | WorkerMessage::ListenedElsewhere { .. } => Ok(()),
         }
     }
 }
@@ -117,6 +135,26 @@ pub enum SupervisorMessage {
     /// Stop gracefully: raises `shutdown` in JS (by default the app's servers close, in-flight
     /// requests finish and the process exits). SIGKILL follows after the kill timeout.
     Shutdown,
+    /// Answer to [`WorkerMessage::Share`]. On success the frame's first byte carries the
+    /// listening socket as SCM_RIGHTS ancillary data (the monitor's reader takes it with
+    /// `recvmsg`); on failure `error` says why, as Node's listen errors do.
+    Shared {
+        id: u64,
+        #[serde(default)]
+        error: Option<ShareError>,
+    },
+}
+
+/// Why the supervisor could not share an address: what the app's `listen` then fails with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShareError {
+    /// The errno name Node uses for `error.code` (`EADDRINUSE`, `EACCES`, `EADDRNOTAVAIL`, …).
+    pub code: String,
+    /// The errno value (positive), 0 when there is none.
+    #[serde(default)]
+    pub errno: i32,
+    /// One line, as the supervisor logged it.
+    pub message: String,
 }
 
 /// `process.memoryUsage()` in bytes, read on the JS thread.

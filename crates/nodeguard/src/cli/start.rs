@@ -100,12 +100,16 @@ pub struct StartArgs {
 /// Cluster mode: several instances sharing supervisor-owned listening sockets.
 #[derive(Debug, Clone, Args)]
 pub struct ClusterOptions {
-    /// How many processes run the app: a number, or max (one per CPU).
+    /// How many processes run the app: a number, or max (one per CPU). With 2 or more and no
+    /// --listen, the supervisor binds the address the app's server.listen(port, host) asks for
+    /// (that host only) once and hands the socket to every instance, as Node's cluster module
+    /// does; reload is then zero-downtime.
     #[arg(short = 'i', long = "instances", value_name = "N|max", value_parser = parse_instances)]
     pub instances: Option<u32>,
 
-    /// [HOST:]PORT for the supervisor to listen on and hand to every instance (repeatable). The
-    /// app's own server.listen(PORT) is mapped onto it by the monitor. Without a host it listens
+    /// [HOST:]PORT for the supervisor to listen on and hand to every instance (repeatable), bound
+    /// before any app runs. The app's own server.listen(PORT) is mapped onto it by the monitor
+    /// (a listen on another port is reported: "web:0 listened on 3721, not 3720"). Without a host it listens
     /// on every interface, as Node's listen(PORT) does (:: dual-stack, else 0.0.0.0). Closed once
     /// every instance is stopped, deleted or errored; a port that cannot be bound fails at once.
     #[arg(long, value_name = "[HOST:]PORT")]

@@ -14,8 +14,8 @@ use crate::core::machine::StopSignal;
 /// Restart triggers and the stop contract.
 #[derive(Debug, Clone, Default, Args)]
 pub struct TriggerOptions {
-    /// Restart the app when a file changes (reload it, with --listen): the app's directory, or
-    /// the given paths (comma-separated or repeated; put --watch after the script).
+    /// Restart the app when a file changes (reload it, with --listen or -i 2+): the app's
+    /// directory, or the given paths (comma-separated or repeated; put --watch after the script).
     /// node_modules and .git are never watched.
     #[arg(long, value_name = "PATHS", num_args = 0..=1, value_delimiter = ',', action = clap::ArgAction::Append)]
     pub watch: Option<Vec<PathBuf>>,
@@ -29,8 +29,8 @@ pub struct TriggerOptions {
     #[arg(long, value_name = "DUR", value_parser = parse_duration)]
     pub watch_delay: Option<Duration>,
 
-    /// Restart (reload, with --listen) on a cron schedule in local time: 5 fields, or 6 with
-    /// seconds first ("*/30 * * * * *").
+    /// Restart (reload, with --listen or -i 2+) on a cron schedule in local time: 5 fields, or
+    /// 6 with seconds first ("*/30 * * * * *").
     #[arg(long, visible_alias = "cron", value_name = "PATTERN")]
     pub cron_restart: Option<String>,
 

@@ -314,6 +314,18 @@ impl AppSpec {
         !self.listen.is_empty() || self.wait_ready
     }
 
+    /// Whether the app's instances share what they listen on by asking the supervisor (several
+    /// instances, no `--listen`): see `io::listen::SharedListeners::share`.
+    pub fn shares_on_request(&self) -> bool {
+        self.listen.is_empty() && self.instances > 1
+    }
+
+    /// Whether a reload can overlap old and new instances (the supervisor owns the sockets, or
+    /// will once the app listens): rolling, never fewer instances ready.
+    pub fn reloads_rolling(&self) -> bool {
+        !self.listen.is_empty() || self.shares_on_request()
+    }
+
     /// The instance number, for an app with several instances or in cluster mode (what status
     /// shows as `name:instance`).
     pub fn shown_instance(&self) -> Option<u32> {

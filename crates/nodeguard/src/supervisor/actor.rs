@@ -137,7 +137,11 @@ impl Supervisor {
         let listeners = match self.listeners.get(&spec.name) {
             Some(listeners) => listeners.clone(),
             None => {
-                let bound = SharedListeners::bind(&spec.listen).map_err(|e| e.to_string())?;
+                let bound = if spec.shares_on_request() {
+                    SharedListeners::on_request()
+                } else {
+                    SharedListeners::bind(&spec.listen).map_err(|e| e.to_string())?
+                };
                 let bound = Arc::new(bound);
                 if !bound.is_empty() {
                     self.listeners.insert(spec.name.clone(), bound.clone());
@@ -318,8 +322,8 @@ impl Supervisor {
     }
 
     /// A watch or cron trigger: restarts the app (reloads it with zero downtime when it has
-    /// listen addresses), unless an operator stopped it, a reload of it is running, or the
-    /// supervisor is shutting down.
+    /// listen addresses or shares them on request), unless an operator stopped it, a reload of
+    /// it is running, or the supervisor is shutting down.
     fn on_trigger(&mut self, name: String, why: String) {
         let instances: Vec<&WorkerHandle> =
             self.apps.iter().filter(|h| h.spec.name == name).collect();
@@ -332,7 +336,7 @@ impl Supervisor {
         {
             return;
         }
-        let reload = !first.spec.listen.is_empty();
+        let reload = first.spec.reloads_rolling();
         let message = format!("{why}: {}", if reload { "reloading" } else { "restarting" });
         tracing::info!(app = %name, "{message}");
         for handle in &instances {
@@ -592,7 +596,7 @@ impl Supervisor {
                 Some(group) => group.members.push(member),
                 None => groups.push(ReloadGroup {
                     name: handle.spec.name.clone(),
-                    rolling: !handle.spec.listen.is_empty(),
+                    rolling: handle.spec.reloads_rolling(),
                     members: vec![member],
                 }),
             }

@@ -277,8 +277,10 @@ impl Checker<'_> {
         })
     }
 
-    /// PM2's `exec_mode`: `fork` is what nodeguard does; `cluster` without nodeguard's `listen`
-    /// is said as it is: separate processes, each binding its own ports.
+    /// PM2's `exec_mode`: `fork` is what nodeguard does. `cluster` with several instances is
+    /// what nodeguard does for them anyway: the supervisor binds the address the app listens on
+    /// once and shares it (as Node's cluster module does for PM2). With one instance the app
+    /// binds its own port, and a reload has a moment of downtime: that is said.
     fn exec_mode(
         &mut self,
         fields: &mut Map<String, Value>,
@@ -292,27 +294,14 @@ impl Checker<'_> {
         match mode {
             "fork" | "fork_mode" => {}
             "cluster" | "cluster_mode" if !no_listen => {}
-            "cluster" | "cluster_mode" if instances == Instances::Count(1) => self.warn(
+            "cluster" | "cluster_mode" if instances.resolve(cpu_count()) <= 1 => self.warn(
                 "exec_mode",
-                "is 'cluster' but the app has no 'listen': it runs as one process that binds its \
-                 own port, so `reload` stops it and then starts it (a moment of downtime); add \
-                 `listen: <port>` to reload it with none",
+                "is 'cluster' but the app has no 'listen' and one instance: it runs as one \
+                 process that binds its own port, so `reload` stops it and then starts it (a \
+                 moment of downtime); add `listen: <port>`, or run 2 or more instances (the \
+                 supervisor then shares the port the app listens on), to reload it with none",
             ),
-            "cluster" | "cluster_mode" => {
-                let count = instances.resolve(cpu_count());
-                self.warn(
-                    "exec_mode",
-                    &format!(
-                        "is 'cluster' but the app has no 'listen': nodeguard does not share a \
-                         port among the instances yet, so it runs {count} separate processes \
-                         (instances: {instances}), each binding its own ports: if the app \
-                         listens on a fixed port, the first process to bind it serves, the others \
-                         exit with EADDRINUSE (so `start` fails) and are restarted with backoff \
-                         until they end errored; add `listen: <port>` (the port the app listens \
-                         on) and the supervisor binds it once and shares it among the {count}"
-                    ),
-                );
-            }
+            "cluster" | "cluster_mode" => {}
             _ => self.problem(
                 "exec_mode",
                 format!("expected \"fork\" or \"cluster\", got {}", show(&value)),

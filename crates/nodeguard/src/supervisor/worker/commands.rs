@@ -206,7 +206,14 @@ impl WorkerTask {
             return;
         }
         let spec = &self.spec;
-        let what = if spec.listen.is_empty() {
+        let shared = self.listeners.shared_ports(spec.instance);
+        let what = if spec.shares_on_request() && !shared.is_empty() {
+            let ports: Vec<String> = shared.iter().map(ToString::to_string).collect();
+            format!(
+                "listen on port {} as its previous process did",
+                ports.join(", ")
+            )
+        } else if spec.listen.is_empty() {
             "call ready() or process.send('ready') (wait-ready)".to_string()
         } else {
             let addresses: Vec<String> = spec.listen.iter().map(ToString::to_string).collect();

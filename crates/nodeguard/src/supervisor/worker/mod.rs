@@ -5,6 +5,7 @@
 mod commands;
 mod failure;
 mod reports;
+mod share;
 mod snapshot;
 mod spawn;
 #[cfg(test)]
@@ -348,6 +349,11 @@ impl WorkerTask {
                 })
             }
             Ok(Some(WorkerMessage::Ready)) => Some(Event::Ready),
+            Ok(Some(WorkerMessage::Share { id, host, port })) => self.on_share(id, host, port),
+            Ok(Some(WorkerMessage::ListenedElsewhere { port })) => {
+                self.on_listened_elsewhere(port);
+                None
+            }
             Ok(Some(WorkerMessage::ProbeReply { seq, queued_ms, .. })) => Some(Event::ProbeReply {
                 seq,
                 queued_for: queued_ms

@@ -9,8 +9,8 @@ use crate::io::output::{prefix_for, Origin, StreamKind};
 use crate::io::proctree::{self};
 use crate::platform;
 use nodeguard_proto::{
-    ENV_APP_NAME, ENV_INSTANCE, ENV_KILL_SIGNAL, ENV_LISTEN, ENV_SHUTDOWN_MESSAGE, ENV_SOCKET,
-    ENV_TOKEN, ENV_WAIT_READY,
+    ENV_APP_NAME, ENV_INSTANCE, ENV_KILL_SIGNAL, ENV_LISTEN, ENV_SHARE, ENV_SHUTDOWN_MESSAGE,
+    ENV_SOCKET, ENV_TOKEN, ENV_WAIT_READY,
 };
 use std::path::Path;
 use std::process::Stdio;
@@ -121,7 +121,15 @@ impl WorkerTask {
             command.env("NODE_OPTIONS", options).env(ENV_COMMAND, "1");
         }
         platform::configure_child(&mut command);
-        if !self.listeners.is_empty() {
+        if self.listeners.shares_on_request() {
+            // The instance asks for each address as it listens. Once this instance number has
+            // shared some, its next process (restart, reload) is ready when it listens on them all.
+            let ports = self.listeners.shared_ports(spec.instance);
+            self.machine.ready_timeout =
+                (!ports.is_empty() || spec.wait_ready).then_some(spec.listen_timeout);
+            let ports: Vec<String> = ports.iter().map(ToString::to_string).collect();
+            command.env(ENV_SHARE, ports.join(","));
+        } else if !self.listeners.is_empty() {
             command.env(ENV_LISTEN, self.listeners.env_value());
             platform::inherit_fds(&mut command, self.listeners.fds());
         }
