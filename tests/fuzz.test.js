@@ -385,7 +385,12 @@ function controlInput(rng, index, isProtected, logDir) {
       return { what: `a valid ${command}`, bytes: request({ type: command }), answerBy: CONTROL_ANSWER_MS, wantAnswer: true };
     }
     case 5: case 6: {
-      const command = { type: rng.pick(TARGET_COMMANDS), target: target() };
+      const command = { type: rng.pick([...TARGET_COMMANDS, 'scale']), target: target() };
+      if (command.type === 'scale') {
+        command.count = rng.pick([0, 1, -1, 257, -257, raw('9223372036854775807'), raw('-9223372036854775808'),
+          raw('18446744073709551615')]);
+        command.relative = rng.chance(2);
+      }
       return { what: `a valid ${command.type} of a target that is no protected app`, bytes: request(command), answerBy: CONTROL_ANSWER_MS, wantAnswer: true };
     }
     case 7: case 8: {

@@ -17,6 +17,7 @@ pub mod events;
 mod persist;
 mod reload;
 mod replies;
+mod scale;
 pub mod settings;
 pub mod spawner;
 mod triggers;
