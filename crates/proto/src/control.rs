@@ -197,6 +197,13 @@ pub struct AppDefinition {
     /// A group name that targets every app in it (`restart <namespace>`), PM2's `namespace`.
     #[serde(default)]
     pub namespace: Option<String>,
+    /// Run the app as this user (a name, or a number with `gid`), PM2's `uid`; root only. Its
+    /// group is the user's own unless `gid` says otherwise.
+    #[serde(default)]
+    pub uid: Option<String>,
+    /// Run the app with this group (a name or a number), PM2's `gid`; root only.
+    #[serde(default)]
+    pub gid: Option<String>,
 }
 
 fn one() -> u32 {

@@ -263,6 +263,8 @@ mod tests {
                     instance_var: None,
                     increment_var: None,
                     namespace: None,
+                    uid: Some("ann".into()),
+                    gid: None,
                 },
                 restarts: 4,
                 hangs: 1,
