@@ -86,6 +86,10 @@ test('an ecosystem file with uid and gid runs the app as them', async (t) => {
   const nogroup = Number(spawnSync('getent', ['group', 'nogroup'], { encoding: 'utf8' }).stdout.split(':')[2]);
   assert.match(status, new RegExp(`^Uid:\\s+${uid}\\s`, 'm'));
   assert.match(status, new RegExp(`^Gid:\\s+${nogroup}\\s`, 'm'));
+  // A daemon that ends on its own removes the socket directory it made.
+  const socket = h.procEnv(row.pid).NODEGUARD_SOCKET;
+  await home.ok(['kill']);
+  assert.ok(!fs.existsSync(path.dirname(socket)));
 });
 
 test('unknown users and groups, and a supervisor that is not root, are refused in one line', async (t) => {
@@ -102,6 +106,7 @@ test('unknown users and groups, and a supervisor that is not root, are refused i
     assert.equal(result.stderr.trim().split('\n').filter((l) => l.startsWith('nodeguard: error')).length, 1, result.stderr);
   }
   assert.deepEqual(await home.status(), []);
+  await home.ok(['kill']);
 
   // A daemon of an ordinary user cannot run apps as anyone else.
   const own = fs.mkdtempSync(path.join(os.tmpdir(), 'ng-runas-user-'));

@@ -82,6 +82,8 @@ test('scale 1 -> 3 under load: all serve; 3 -> 1: drained, no failed request; re
     what: `every instance (${three.map((r) => r.pid)}) to answer a request`,
   });
   assert.equal(saved(home).apps[0].definition.instances, 3);
+  const described = JSON.parse((await home.ok(['describe', 'web', '--json'])).stdout);
+  assert.deepEqual(described.map((d) => [d.status.instance, d.definition.instances]), [[0, 3], [1, 3], [2, 3]]);
 
   const removed = three.slice(1).map((r) => r.pid);
   const down = await home.ok(['scale', 'web', '1'], { timeout: 60_000 });
