@@ -113,20 +113,6 @@ impl Supervisor {
                 ))
             }
         };
-        // Every instance keeps the count in its spec: it is what status shows (`web:1`) and
-        // what the state file saves.
-        for &index in &instances {
-            let handle = &mut self.apps[index];
-            let spec = Arc::new(AppSpec {
-                instances: wanted,
-                ..(*handle.spec).clone()
-            });
-            // A full queue means a stuck task; its next process (if any) shows the old count.
-            let _ = handle
-                .commands
-                .try_send(WorkerCommand::Respec(spec.clone()));
-            handle.spec = spec;
-        }
         let mut pending = Vec::new();
         if wanted > current {
             let Some(&first) = instances.first() else {
@@ -149,6 +135,7 @@ impl Supervisor {
                 let spec = AppSpec {
                     id,
                     instance,
+                    instances: wanted,
                     ..(*template).clone()
                 };
                 let origins = Origins {
@@ -173,12 +160,21 @@ impl Supervisor {
                 .copied()
                 .filter(|&i| self.apps[i].spec.instance >= wanted)
                 .collect();
+            // All or none: with no reload of the app running, only this actor sends to these
+            // queues, so room now is room below.
+            if let Some(&index) = removed
+                .iter()
+                .find(|&&i| self.apps[i].commands.capacity() == 0)
+            {
+                return Err(format!(
+                    "app '{}' is busy: its command queue is full",
+                    self.apps[index].spec.display_name()
+                ));
+            }
             for &index in &removed {
                 let handle = &self.apps[index];
                 let (done, answer) = oneshot::channel();
-                if let Err(error) = handle.commands.try_send(WorkerCommand::Remove(done)) {
-                    return Err(format!("app '{}' is busy: {error}", handle.spec.name));
-                }
+                let _ = handle.commands.try_send(WorkerCommand::Remove(done));
                 pending.push((watched(handle), answer));
             }
             let ids: Vec<u32> = removed.iter().map(|&i| self.apps[i].spec.id).collect();
@@ -189,6 +185,21 @@ impl Supervisor {
                 index += 1;
                 keep
             });
+        }
+        // Every instance keeps the count in its spec: it is what status shows (`web:1`) and
+        // what the state file saves.
+        for handle in self.apps.iter_mut().filter(|h| h.spec.name == name) {
+            if handle.spec.instances != wanted {
+                let spec = Arc::new(AppSpec {
+                    instances: wanted,
+                    ..(*handle.spec).clone()
+                });
+                // A full queue means a stuck task; its next process (if any) logs the old count.
+                let _ = handle
+                    .commands
+                    .try_send(WorkerCommand::Respec(spec.clone()));
+                handle.spec = spec;
+            }
         }
         let kept = self
             .apps
