@@ -66,6 +66,7 @@ test('--uid: the app runs as that user, cannot read the home, and a hang is stil
   // Saved with the app: describe and dump.json carry the user.
   const saved = JSON.parse(fs.readFileSync(dump, 'utf8'));
   assert.equal(saved.apps[0].definition.uid, h.OTHER_USER);
+  assert.match((await home.ok(['describe', 'web'])).stdout, new RegExp(`^\\s*user\\s+${h.OTHER_USER}$`, 'm'));
   await home.ok(['kill']);
   assert.ok(!fs.existsSync(path.dirname(socket)), 'the socket directory is removed with the daemon');
 });
