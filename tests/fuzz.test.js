@@ -319,7 +319,7 @@ function definition(name) {
     heartbeat_misses: 3, start_grace_ms: 2000, kill_timeout_ms: 2000, instances: 1, listen: [],
     wait_ready: false, listen_timeout_ms: 2000, watch: [], ignore_watch: [], watch_delay_ms: null,
     cron_restart: null, kill_signal: null, shutdown_with_message: false, interpreter: null,
-    interpreter_args: [], instance_var: null, increment_var: null, namespace: null, caller_env: null,
+    interpreter_args: [], instance_var: null, increment_var: null, namespace: null, uid: null, gid: null, caller_env: null,
     filter_env: null,
   };
 }
@@ -368,7 +368,12 @@ function controlInput(rng, index, isProtected, logDir) {
       return { what: `a valid ${command}`, bytes: request({ type: command }), answerBy: CONTROL_ANSWER_MS, wantAnswer: true };
     }
     case 5: case 6: {
-      const command = { type: rng.pick(TARGET_COMMANDS), target: target() };
+      const command = { type: rng.pick([...TARGET_COMMANDS, 'scale']), target: target() };
+      if (command.type === 'scale') {
+        command.count = rng.pick([0, 1, -1, 257, -257, raw('9223372036854775807'), raw('-9223372036854775808'),
+          raw('18446744073709551615')]);
+        command.relative = rng.chance(2);
+      }
       return { what: `a valid ${command.type} of a target that is no protected app`, bytes: request(command), answerBy: CONTROL_ANSWER_MS, wantAnswer: true };
     }
     case 7: case 8: {

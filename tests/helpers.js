@@ -780,8 +780,27 @@ function freePort() {
   });
 }
 
+/** A second user for tests that need one (root only). */
+const OTHER_USER = 'nodeguard-test';
+
+/** The uid of OTHER_USER, created if missing (idempotent; two test files may race to create it). */
+function otherUid() {
+  if (process.getuid() !== 0) throw new Error('these tests need root (they make a second user); run them as root');
+  for (let attempt = 0; attempt < 20; attempt++) {
+    const id = spawnSync('id', ['-u', OTHER_USER], { encoding: 'utf8' });
+    if (id.status === 0) return Number(id.stdout.trim());
+    // Exit 9: it exists (another test file made it meanwhile); others (a locked /etc/passwd while
+    // another useradd runs): try again.
+    spawnSync('useradd', ['--system', '--no-create-home', '--shell', '/usr/sbin/nologin', OTHER_USER], { encoding: 'utf8' });
+    spawnSync('sleep', ['0.1']);
+  }
+  throw new Error(`cannot create the user ${OTHER_USER} (useradd)`);
+}
+
 module.exports = {
   decodeFrames,
+  OTHER_USER,
+  otherUid,
   BIN,
   REPO,
   FIXTURES,

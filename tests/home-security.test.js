@@ -8,13 +8,12 @@
 
 const test = require('node:test');
 const assert = require('node:assert/strict');
-const { spawnSync } = require('node:child_process');
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
 const h = require('./helpers');
 
-const OTHER_USER = 'nodeguard-test';
+const { OTHER_USER, otherUid } = h;
 /** How long a daemon whose home was deleted may take to notice, stop its app and exit. */
 const HOME_LOSS_EXIT_MS = 15_000;
 
@@ -24,20 +23,6 @@ function mode(file) {
 
 function octal(value) {
   return `0${value.toString(8)}`;
-}
-
-/** The uid of OTHER_USER, created if missing (idempotent; two test files may race to create it). */
-function otherUid() {
-  assert.equal(process.getuid(), 0, 'these tests need root (they make a second user); run them as root');
-  for (let attempt = 0; attempt < 20; attempt++) {
-    const id = spawnSync('id', ['-u', OTHER_USER], { encoding: 'utf8' });
-    if (id.status === 0) return Number(id.stdout.trim());
-    // Exit 9: it exists (another test file made it meanwhile); others (a locked /etc/passwd while
-    // another useradd runs): try again.
-    spawnSync('useradd', ['--system', '--no-create-home', '--shell', '/usr/sbin/nologin', OTHER_USER], { encoding: 'utf8' });
-    spawnSync('sleep', ['0.1']);
-  }
-  throw new Error(`cannot create the user ${OTHER_USER} (useradd)`);
 }
 
 /**

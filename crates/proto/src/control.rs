@@ -44,6 +44,17 @@ pub enum Command {
     },
     /// Stop the target and forget it.
     Delete { target: Target },
+    /// Set how many instances one app runs (PM2's `scale`): `count`, or with `relative` the
+    /// current count plus `count` (negative: fewer). New instances take the next instance
+    /// numbers and start as the others did; the highest ones are stopped gracefully and
+    /// forgotten. Answered once the new ones run and the removed ones have exited, with the
+    /// app's instances as they are then.
+    Scale {
+        target: Target,
+        count: i64,
+        #[serde(default)]
+        relative: bool,
+    },
     /// The target's configuration, counters and recent events.
     Describe { target: Target },
     /// Empty the target's log files.
@@ -186,6 +197,13 @@ pub struct AppDefinition {
     /// A group name that targets every app in it (`restart <namespace>`), PM2's `namespace`.
     #[serde(default)]
     pub namespace: Option<String>,
+    /// Run the app as this user (a name, or a number with `gid`), PM2's `uid`; root only. Its
+    /// group is the user's own unless `gid` says otherwise.
+    #[serde(default)]
+    pub uid: Option<String>,
+    /// Run the app with this group (a name or a number), PM2's `gid`; root only.
+    #[serde(default)]
+    pub gid: Option<String>,
 }
 
 fn one() -> u32 {

@@ -5,12 +5,14 @@ pub mod env;
 pub mod logs;
 pub mod render;
 mod run;
+mod scale;
 mod start;
 pub mod startup;
 mod triggers;
 
 pub use app_options::AppOptions;
 pub use run::{choose_preload, PreloadChoice, RunArgs};
+pub use scale::{parse_scale, ScaleCount};
 pub use start::{ClusterOptions, StartArgs, StartError, StartPlan};
 
 use std::net::SocketAddr;
@@ -31,6 +33,7 @@ Examples:
   nodeguard start server.js --name api -- --port 8080   (background daemon)
   nodeguard start app.js --name web -i 4 --listen 3000   (cluster mode: 4 instances, one port)
   nodeguard -i 2 --listen 3000 -m app.js   (cluster mode in the foreground)
+  nodeguard scale web 4; nodeguard scale web +2   (more instances; -1: one fewer)
   nodeguard reload web   (rolling, zero-downtime with --listen; aborts if a new instance fails)
   nodeguard restart api; nodeguard stop all; nodeguard kill
   nodeguard start ecosystem.config.js --env production   (env_production over env)
@@ -131,6 +134,18 @@ pub enum Verb {
     Reset {
         #[arg(required = true, value_name = "TARGET")]
         targets: Vec<String>,
+    },
+    /// Set how many instances an app runs (PM2's `scale`): `scale web 4`, `scale web +2` (two
+    /// more), `scale web -1` (one fewer). New instances take the next instance numbers
+    /// (NODE_APP_INSTANCE) and, with --listen, share the app's port; the highest instances are
+    /// stopped gracefully and forgotten. The count is saved for `resurrect`. At least 1 and at
+    /// most 256 instances (to run none: `stop`).
+    Scale {
+        /// An app name or id.
+        app: String,
+        /// N, +N or -N.
+        #[arg(value_name = "N|+N|-N", value_parser = parse_scale, allow_hyphen_values = true)]
+        count: ScaleCount,
     },
     /// Every app as one line of JSON (PM2's `jlist`; `status --json` is the same, indented).
     Jlist,

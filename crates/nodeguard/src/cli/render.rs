@@ -108,6 +108,12 @@ pub fn description(app: &AppDescription) -> String {
     if let Some(namespace) = &definition.namespace {
         field("namespace", namespace.clone());
     }
+    if let Some(user) = &definition.uid {
+        field("user", user.escape_debug().to_string());
+    }
+    if let Some(group) = &definition.gid {
+        field("group", group.escape_debug().to_string());
+    }
     if definition.instance_var.is_some() || definition.increment_var.is_some() {
         let instance_var = definition
             .instance_var

@@ -151,6 +151,7 @@ impl RunArgs {
                 interpreter_args: Vec::new(),
                 instance_vars: config::InstanceVars::default(),
                 namespace: None,
+                run_as: None,
             })
             .collect();
         let home = match home {

@@ -77,6 +77,16 @@ pub struct StartArgs {
     #[arg(long, value_name = "NAME")]
     pub namespace: Option<String>,
 
+    /// Run the app as this user (a name, or a number with --gid), PM2's --uid; root only. Its
+    /// group is the user's own, with no supplementary groups. nodeguard stays root and still
+    /// writes the app's logs; the app reaches its monitor socket without access to the home.
+    #[arg(long, value_name = "USER")]
+    pub uid: Option<String>,
+
+    /// Run the app with this group (a name or a number), PM2's --gid; root only.
+    #[arg(long, value_name = "GROUP")]
+    pub gid: Option<String>,
+
     /// With a config file: use each app's env_NAME block on top of its env (PM2's
     /// `--env production` for `env_production`).
     #[arg(long = "env", value_name = "NAME")]
@@ -245,6 +255,12 @@ impl StartArgs {
                 if self.namespace.is_some() {
                     definition.namespace = self.namespace.clone();
                 }
+                if self.uid.is_some() {
+                    definition.uid = self.uid.clone();
+                }
+                if self.gid.is_some() {
+                    definition.gid = self.gid.clone();
+                }
                 definition.env = config::env::layered([&app.env_for(env_name)[..], &cli_env]);
                 definition.caller_env = Some(config::env::filtered(
                     &caller_env,
@@ -342,6 +358,8 @@ impl StartArgs {
             app.autorestart = Some("never".to_string());
         }
         app.namespace = self.namespace;
+        app.uid = self.uid;
+        app.gid = self.gid;
         self.cluster.apply(&mut app)?;
         self.triggers.apply(&mut app, &cwd)?;
         Ok(StartPlan {

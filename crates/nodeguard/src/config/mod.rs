@@ -74,6 +74,88 @@ pub struct AppSpec {
     pub instance_vars: InstanceVars,
     /// PM2's `namespace`: a target naming every app in it.
     pub namespace: Option<String>,
+    /// PM2's `uid`/`gid`: the user and group the app runs as (root only).
+    pub run_as: Option<RunAs>,
+}
+
+/// The user and group an app runs as instead of the supervisor's (which must be root).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunAs {
+    /// `None`: the supervisor's user (only the group changes).
+    pub uid: Option<u32>,
+    pub gid: u32,
+    /// As given (a name or a number), for the wire form.
+    pub user: Option<String>,
+    pub group: Option<String>,
+}
+
+impl RunAs {
+    /// From PM2's `uid` and `gid` (names or numbers): `None` when neither is given. Refused
+    /// unless this process is root, and for a user or group the system does not know.
+    pub fn resolve(user: Option<&str>, group: Option<&str>) -> Result<Option<Self>, ConfigError> {
+        if user.is_none() && group.is_none() {
+            return Ok(None);
+        }
+        let euid = crate::platform::current_uid();
+        if euid != 0 {
+            return Err(ConfigError::Policy(format!(
+                "uid/gid: only root can run an app as another user or group (nodeguard runs as                  uid {euid}); start the daemon as that user instead"
+            )));
+        }
+        let shown = |text: &str| text.escape_debug().to_string();
+        let number = |text: &str| {
+            (!text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| text.parse::<u32>().ok())
+                .flatten()
+        };
+        let lookup_error = |what: &str, text: &str, error: std::io::Error| {
+            ConfigError::Policy(format!(
+                "{what} '{}': cannot look it up: {error}",
+                shown(text)
+            ))
+        };
+        let group_gid = match group {
+            None => None,
+            Some(text) => Some(match number(text) {
+                Some(gid) => gid,
+                None => crate::platform::group_id(text)
+                    .map_err(|e| lookup_error("gid", text, e))?
+                    .ok_or_else(|| {
+                        ConfigError::Policy(format!("gid: no group named '{}'", shown(text)))
+                    })?,
+            }),
+        };
+        let (uid, user_gid) = match user {
+            None => (None, None),
+            Some(text) => match number(text) {
+                Some(uid) if group_gid.is_some() => (Some(uid), None),
+                Some(_) => {
+                    return Err(ConfigError::Policy(format!(
+                        "uid: '{}' is a number: give the group too (gid), or the user's name",
+                        shown(text)
+                    )))
+                }
+                None => {
+                    let account = crate::platform::user_account(text)
+                        .map_err(|e| lookup_error("uid", text, e))?
+                        .ok_or_else(|| {
+                            ConfigError::Policy(format!("uid: no user named '{}'", shown(text)))
+                        })?;
+                    (Some(account.uid), Some(account.gid))
+                }
+            },
+        };
+        let Some(gid) = group_gid.or(user_gid) else {
+            // A user given by name brings its group; by number it needs `gid` (checked above).
+            return Err(ConfigError::Policy("uid: give the group too (gid)".into()));
+        };
+        Ok(Some(RunAs {
+            uid,
+            gid,
+            user: user.map(str::to_string),
+            group: group.map(str::to_string),
+        }))
+    }
 }
 
 /// The environment variables PM2 sets per instance.
@@ -259,6 +341,8 @@ impl AppCommand<'_> {
             instance_var: None,
             increment_var: None,
             namespace: None,
+            uid: None,
+            gid: None,
         }
     }
 }
@@ -391,6 +475,10 @@ impl AppSpec {
         definition.instance_var = self.instance_vars.instance_var.clone();
         definition.increment_var = self.instance_vars.increment_var.clone();
         definition.namespace = self.namespace.clone();
+        if let Some(run_as) = &self.run_as {
+            definition.uid.clone_from(&run_as.user);
+            definition.gid.clone_from(&run_as.group);
+        }
         definition.caller_env = self.caller_env.as_deref().map(<[_]>::to_vec);
         definition.filter_env.clone_from(&self.filter_env);
         definition
@@ -509,6 +597,7 @@ impl AppSpec {
         if let Some(namespace) = &definition.namespace {
             check_name(namespace)?;
         }
+        let run_as = RunAs::resolve(definition.uid.as_deref(), definition.gid.as_deref())?;
         Ok(AppSpec {
             id,
             name,
@@ -540,6 +629,7 @@ impl AppSpec {
                 increment_var: definition.increment_var,
             },
             namespace: definition.namespace,
+            run_as,
         })
     }
 }

@@ -19,4 +19,5 @@ pub mod output;
 pub mod proctree;
 pub mod state_file;
 pub mod systemd;
+pub mod user_sockets;
 pub mod watch;

@@ -81,16 +81,17 @@ pub fn new_token() -> std::io::Result<String> {
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
-/// Accepts worker connections until `cancel` fires.
+/// Accepts worker connections from processes of user `uid` until `cancel` fires.
 pub async fn serve(
     listener: UnixListener,
     registry: Arc<TokenRegistry>,
     cancel: CancellationToken,
+    uid: u32,
 ) {
     while let Some(stream) = next_connection(&listener, &cancel, "worker socket").await {
         let registry = registry.clone();
         tokio::spawn(async move {
-            if let Err(reason) = handshake(stream, &registry).await {
+            if let Err(reason) = handshake(stream, &registry, uid).await {
                 tracing::warn!("worker socket: dropped a connection: {reason}");
             }
         });
@@ -99,7 +100,7 @@ pub async fn serve(
 
 #[derive(Debug, thiserror::Error)]
 enum HandshakeError {
-    #[error("peer belongs to uid {0}, not ours")]
+    #[error("peer belongs to uid {0}, not the one this socket serves")]
     ForeignUser(u32),
     #[error("cannot read peer credentials: {0}")]
     Credentials(std::io::Error),
@@ -115,10 +116,14 @@ enum HandshakeError {
     NotHello,
 }
 
-async fn handshake(stream: UnixStream, registry: &TokenRegistry) -> Result<(), HandshakeError> {
+async fn handshake(
+    stream: UnixStream,
+    registry: &TokenRegistry,
+    allowed_uid: u32,
+) -> Result<(), HandshakeError> {
     let uid = platform::peer_uid(&stream).map_err(HandshakeError::Credentials)?;
     let peer_pid = platform::peer_pid(&stream);
-    if uid != platform::current_uid() {
+    if uid != allowed_uid {
         return Err(HandshakeError::ForeignUser(uid));
     }
     let (read_half, mut writer) = stream.into_split();

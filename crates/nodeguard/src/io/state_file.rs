@@ -38,6 +38,11 @@ pub struct SavedApp {
     /// the sums).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub instances: Vec<InstanceCounts>,
+    /// Each instance's id, in instance order, for an app with several instances: after a
+    /// `scale` they need not be consecutive. Empty in files written before `scale` (then the
+    /// ids are `id` onwards).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ids: Vec<u32>,
 }
 
 /// The restart and hang counters of one instance.
@@ -258,6 +263,8 @@ mod tests {
                     instance_var: None,
                     increment_var: None,
                     namespace: None,
+                    uid: Some("ann".into()),
+                    gid: None,
                 },
                 restarts: 4,
                 hangs: 1,
@@ -274,6 +281,7 @@ mod tests {
                     InstanceCounts::default(),
                     InstanceCounts::default(),
                 ],
+                ids: vec![3, 4, 9, 10],
             }],
         }
     }

@@ -50,6 +50,15 @@ pub(super) fn client_verb(verb: Verb, home: Option<PathBuf>) -> anyhow::Result<E
             let command = |target| Command::Stop { target };
             print_done_all(&runtime, &paths, targets, command)?;
         }
+        Verb::Scale { app, count } => {
+            let command = Command::Scale {
+                target: Target(app),
+                count: count.count,
+                relative: count.relative,
+            };
+            let outcome = runtime.block_on(client::request(&paths, command))?;
+            print_done(outcome)?;
+        }
         Verb::Reset { targets } => {
             let command = |target| Command::Reset { target };
             print_done_all(&runtime, &paths, targets, command)?;

@@ -357,6 +357,63 @@ pub fn user_account(name: &str) -> io::Result<Option<UserAccount>> {
     }
 }
 
+/// The id of the group named `name`; `Ok(None)` if there is none (getgrnam_r).
+pub fn group_id(name: &str) -> io::Result<Option<u32>> {
+    let Ok(c_name) = std::ffi::CString::new(name) else {
+        return Ok(None);
+    };
+    let mut size = 16 * 1024;
+    loop {
+        let mut buffer = vec![0_u8; size];
+        // SAFETY: all-zero bytes are a valid `group`; getgrnam_r only writes it and the buffer,
+        // whose real length it is given.
+        let mut entry: libc::group = unsafe { std::mem::zeroed() };
+        let mut found: *mut libc::group = std::ptr::null_mut();
+        // SAFETY: every pointer is valid for the call.
+        let rc = unsafe {
+            libc::getgrnam_r(
+                c_name.as_ptr(),
+                &mut entry,
+                buffer.as_mut_ptr().cast(),
+                buffer.len(),
+                &mut found,
+            )
+        };
+        if rc == libc::ERANGE && size < 1024 * 1024 {
+            size *= 4;
+            continue;
+        }
+        if rc != 0 {
+            return Err(io::Error::from_raw_os_error(rc));
+        }
+        return Ok((!found.is_null()).then_some(entry.gr_gid));
+    }
+}
+
+/// Makes the child drop root for `uid` (if given) and `gid` before it runs anything: no
+/// supplementary groups (setgroups), then setgid, then setuid, so it keeps none of root's
+/// groups or ids. Call it before [`configure_child`]: changing ids clears the parent-death
+/// signal, which that sets afterwards.
+pub fn run_as(command: &mut tokio::process::Command, uid: Option<u32>, gid: u32) {
+    // SAFETY: the closure only makes async-signal-safe system calls (setgroups, setgid, setuid).
+    unsafe {
+        command.pre_exec(move || {
+            if libc::setgroups(0, std::ptr::null()) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if libc::setgid(gid) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if let Some(uid) = uid {
+                if libc::setuid(uid) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+}
+
 /// Why a directory or file cannot hold nodeguard's private state.
 #[derive(Debug, thiserror::Error)]
 pub enum PrivatePathError {

@@ -134,6 +134,17 @@ impl Supervisor {
         spec: AppSpec,
         origins: &[Origins],
     ) -> Result<Vec<usize>, String> {
+        self.add_app_with_ids(spec, origins, &[])
+    }
+
+    /// [`Self::add_app`], instance `i` taking `ids[i]` when there is one (ids saved after a
+    /// `scale`, which need not be consecutive), else `spec.id + i`.
+    pub(super) fn add_app_with_ids(
+        &mut self,
+        spec: AppSpec,
+        origins: &[Origins],
+        ids: &[u32],
+    ) -> Result<Vec<usize>, String> {
         let listeners = match self.listeners.get(&spec.name) {
             Some(listeners) => listeners.clone(),
             None => {
@@ -165,7 +176,10 @@ impl Supervisor {
                 .unwrap_or_default();
             let instance_spec = AppSpec {
                 // Below `end_id`, which `from_definition` checked to fit in a u32.
-                id: spec.id.saturating_add(instance),
+                id: ids
+                    .get(instance as usize)
+                    .copied()
+                    .unwrap_or(spec.id.saturating_add(instance)),
                 instance,
                 ..spec.clone()
             };
@@ -365,7 +379,10 @@ impl Supervisor {
         let ControlRequest { command, reply } = request;
         let starts_processes = matches!(
             command,
-            Command::Start { .. } | Command::Restart { .. } | Command::Reload { .. }
+            Command::Start { .. }
+                | Command::Restart { .. }
+                | Command::Reload { .. }
+                | Command::Scale { .. }
         );
         if starts_processes && self.shutdown.graceful.is_cancelled() {
             let message = "the supervisor is shutting down".to_string();
@@ -417,6 +434,11 @@ impl Supervisor {
                 return self.command_each(&target, Change::Keep, reply, WorkerCommand::Reset)
             }
             Command::Describe { target } => return self.describe(&target, reply),
+            Command::Scale {
+                target,
+                count,
+                relative,
+            } => return self.scale(&target, count, relative, reply),
             Command::Save => match self.persist() {
                 Ok(()) => Outcome::Done {
                     apps: self.apps.iter().map(WorkerHandle::status).collect(),

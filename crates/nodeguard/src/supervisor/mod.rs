@@ -17,6 +17,7 @@ pub mod events;
 mod persist;
 mod reload;
 mod replies;
+mod scale;
 pub mod settings;
 pub mod spawner;
 mod triggers;
@@ -162,6 +163,7 @@ pub async fn run(
     let (output_sink, output_writer) =
         output::start(destinations).map_err(SupervisorError::Thread)?;
     let registry = Arc::new(TokenRegistry::default());
+    let servers = CancellationToken::new();
     let output_tasks = TaskTracker::new();
     let context = Arc::new(WorkerContext {
         spawner: Arc::new(spawner),
@@ -174,9 +176,12 @@ pub async fn run(
         tree,
         ping_grid: tokio::time::Instant::now(),
         events: events::EventBus::default(),
+        user_sockets: Arc::new(crate::io::user_sockets::UserSockets::new(
+            registry.clone(),
+            servers.clone(),
+        )),
     });
 
-    let servers = CancellationToken::new();
     tokio::spawn(reopen_logs_on_request(
         shutdown.reopen_logs.clone(),
         context.output.clone(),
@@ -188,6 +193,7 @@ pub async fn run(
         worker_listener,
         registry,
         servers.clone(),
+        platform::current_uid(),
     ));
     // Service-manager integration (see http.rs and systemd.rs): both ask the actor through the
     // same queue as the control socket, so they see whether the supervision loop really answers.

@@ -5,7 +5,6 @@ use crate::config::AppSpec;
 use crate::io::state_file::{self, InstanceCounts, SavedApp, SavedState, STATE_VERSION};
 use crate::supervisor::worker::{Origins, WorkerCommand};
 use nodeguard_proto::control::Outcome;
-use std::collections::HashSet;
 use tokio::sync::oneshot;
 
 use super::*;
@@ -41,48 +40,62 @@ impl Supervisor {
         let Some(path) = &self.state_file else {
             return Err(PersistError::NoStateFile);
         };
-        // One entry per app (not per instance): its first instance's id, the counters summed
-        // and per instance, and stopped only if every instance was stopped.
+        // One entry per app (not per instance): its instances' ids and counters in instance
+        // order, the counters summed, and stopped only if every instance was stopped. The
+        // instance count saved is the number the app runs now (after any `scale`).
         let mut apps: Vec<SavedApp> = Vec::new();
-        let mut seen_keys = HashSet::new();
+        // Per app: (instance, id, counts) of each instance, once.
+        let mut members: Vec<Vec<(u32, u32, InstanceCounts)>> = Vec::new();
         for handle in &self.apps {
             let snapshot = handle.snapshot.borrow();
             let stopped = self.stopped.contains(&handle.spec.id);
-            // A reload's replacement shares its instance's id: count the instance once.
-            if !seen_keys.insert((handle.spec.name.clone(), handle.spec.instance)) {
-                continue;
-            }
-            let app = match apps
-                .iter_mut()
+            let slot = match apps
+                .iter()
                 .position(|a| a.definition.name.as_deref() == Some(handle.spec.name.as_str()))
             {
-                Some(index) => &mut apps[index],
+                Some(slot) => slot,
                 None => {
                     apps.push(SavedApp {
-                        id: handle.spec.id - handle.spec.instance,
+                        id: handle.spec.id,
                         definition: handle.spec.definition(),
                         restarts: 0,
                         hangs: 0,
                         stopped: true,
                         instances: Vec::new(),
+                        ids: Vec::new(),
                     });
-                    let last = apps.len() - 1;
-                    &mut apps[last]
+                    members.push(Vec::new());
+                    apps.len() - 1
                 }
             };
-            app.restarts += snapshot.restarts;
-            app.hangs += snapshot.hangs;
+            // A reload's replacement shares its instance's number and id: count it once.
+            if members[slot]
+                .iter()
+                .any(|(instance, _, _)| *instance == handle.spec.instance)
+            {
+                continue;
+            }
+            let app = &mut apps[slot];
+            app.restarts = app.restarts.saturating_add(snapshot.restarts);
+            app.hangs = app.hangs.saturating_add(snapshot.hangs);
             app.stopped &= stopped;
-            app.id = app.id.min(handle.spec.id - handle.spec.instance);
-            if handle.spec.instances > 1 {
-                let slot = handle.spec.instance as usize;
-                if app.instances.len() <= slot {
-                    app.instances.resize(slot + 1, InstanceCounts::default());
-                }
-                app.instances[slot] = InstanceCounts {
+            members[slot].push((
+                handle.spec.instance,
+                handle.spec.id,
+                InstanceCounts {
                     restarts: snapshot.restarts,
                     hangs: snapshot.hangs,
-                };
+                },
+            ));
+        }
+        for (app, mut instances) in apps.iter_mut().zip(members) {
+            instances.sort_by_key(|(instance, _, _)| *instance);
+            app.id = instances.first().map_or(app.id, |(_, id, _)| *id);
+            let count = u32::try_from(instances.len()).unwrap_or(u32::MAX);
+            app.definition.instances = count.max(1);
+            if instances.len() > 1 {
+                app.ids = instances.iter().map(|(_, id, _)| *id).collect();
+                app.instances = instances.iter().map(|(_, _, counts)| *counts).collect();
             }
         }
         let saved = SavedState {
@@ -185,7 +198,23 @@ impl Supervisor {
             // `from_definition` below, not scanned id by id first.
             let instances = app.definition.instances.clamp(1, config::MAX_INSTANCES);
             let taken = |id: u32| self.apps.iter().any(|h| h.spec.id == id);
-            let id = if (app.id..app.id.saturating_add(instances)).any(taken) {
+            // The saved ids when they are one per instance, distinct and free (a `scale`d app's
+            // need not be consecutive); else consecutive ids from the saved first one, or from
+            // the next free id.
+            let mut ids = app.ids.clone();
+            ids.sort_unstable();
+            ids.dedup();
+            let ids = if ids.len() == app.ids.len()
+                && app.ids.len() == instances as usize
+                && !app.ids.iter().any(|&id| taken(id))
+            {
+                app.ids.clone()
+            } else {
+                Vec::new()
+            };
+            let id = if let Some(&first) = ids.first() {
+                first
+            } else if (app.id..app.id.saturating_add(instances)).any(taken) {
                 self.next_id
             } else {
                 app.id
@@ -198,6 +227,9 @@ impl Supervisor {
                 }
             };
             self.next_id = self.next_id.max(spec.end_id());
+            if let Some(&last) = ids.iter().max() {
+                self.next_id = self.next_id.max(last.saturating_add(1));
+            }
             // Each instance gets its own counters back; a file with only the sums (one instance,
             // or written before instances were saved) gives them to the first.
             let origins: Vec<Origins> = if app.instances.len() == spec.instances as usize {
@@ -224,7 +256,7 @@ impl Supervisor {
                     },
                 ]
             };
-            let indexes = match self.add_app(spec, &origins) {
+            let indexes = match self.add_app_with_ids(spec, &origins, &ids) {
                 Ok(indexes) => indexes,
                 Err(error) => {
                     problems.push(format!("{}: {error}", config::shown_name(&name)));

@@ -231,6 +231,8 @@ impl Checker<'_> {
         let instance_var = self.var_name_field(&mut fields, "instance_var");
         let increment_var = self.var_name_field(&mut fields, "increment_var");
         let namespace = self.namespace_field(&mut fields);
+        let uid = self.account_field(&mut fields, &["uid", "user", "username"]);
+        let gid = self.account_field(&mut fields, &["gid"]);
 
         self.leftovers(fields);
 
@@ -273,6 +275,8 @@ impl Checker<'_> {
                     increment_var,
                 },
                 namespace,
+                uid,
+                gid,
             },
         })
     }
@@ -497,6 +501,45 @@ impl Checker<'_> {
                 None
             }
         }
+    }
+
+    /// PM2's `uid` (or `user`, `username`) and `gid`: a name or a number, checked against the
+    /// system's accounts when the app starts.
+    pub(super) fn account_field(
+        &mut self,
+        fields: &mut Map<String, Value>,
+        names: &[&str],
+    ) -> Option<String> {
+        let mut found: Option<String> = None;
+        for &field in names {
+            let Some(value) = fields.remove(field) else {
+                continue;
+            };
+            let text = match value {
+                Value::String(text)
+                    if !text.is_empty() && text.len() <= 256 && !text.contains('\0') =>
+                {
+                    text
+                }
+                Value::Number(number)
+                    if number.as_u64().is_some_and(|n| n <= u64::from(u32::MAX)) =>
+                {
+                    number.to_string()
+                }
+                other => {
+                    let message =
+                        format!("expected a user or group name or id, got {}", show(&other));
+                    self.problem(field, message);
+                    continue;
+                }
+            };
+            if found.is_some() {
+                self.problem(field, format!("give only one of {}", names.join(", ")));
+                continue;
+            }
+            found = Some(text);
+        }
+        found
     }
 
     /// PM2's `namespace`: a group name, under the rules of app names.

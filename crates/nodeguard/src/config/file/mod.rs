@@ -127,6 +127,9 @@ pub struct AppConfig {
     pub instance_vars: crate::config::InstanceVars,
     /// PM2's `namespace`.
     pub namespace: Option<String>,
+    /// PM2's `uid` (`user`, `username`) and `gid`, as written.
+    pub uid: Option<String>,
+    pub gid: Option<String>,
 }
 
 /// An app's restart triggers and stop contract, from PM2's fields.
@@ -166,6 +169,8 @@ impl AppConfig {
         definition.instance_var = self.instance_vars.instance_var.clone();
         definition.increment_var = self.instance_vars.increment_var.clone();
         definition.namespace = self.namespace.clone();
+        definition.uid.clone_from(&self.uid);
+        definition.gid.clone_from(&self.gid);
         definition.filter_env.clone_from(&self.filter_env);
         if let Some(codes) = &self.stop_exit_codes {
             // PM2's stop_exit_codes: those exits do not restart the app.

@@ -60,6 +60,8 @@ pub struct WorkerContext {
     pub ping_grid: Instant,
     /// Where every app's state changes and reports are published.
     pub events: EventBus,
+    /// Worker sockets for apps run as another user.
+    pub user_sockets: Arc<crate::io::user_sockets::UserSockets>,
 }
 
 /// Handle kept by the supervisor for one app.

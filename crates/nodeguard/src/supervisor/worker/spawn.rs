@@ -104,11 +104,32 @@ impl WorkerTask {
                 .envs(caller_env.iter().map(|(k, v)| (k, v)))
                 .env("PWD", &spec.cwd);
         }
+        // An app run as another user cannot reach the home: it gets that user's own socket.
+        let socket = match &spec.run_as {
+            Some(crate::config::RunAs {
+                uid: Some(uid),
+                gid,
+                ..
+            }) => match self.ctx.user_sockets.path_for(*uid, *gid) {
+                Ok(path) => path,
+                Err(error) => {
+                    self.forget_token();
+                    return Event::SpawnFailed {
+                        error: format!("cannot make the monitor socket for uid {uid}: {error}"),
+                    };
+                }
+            },
+            _ => self.ctx.worker_socket.clone(),
+        };
+        if let Some(run_as) = &spec.run_as {
+            // Before configure_child: changing ids clears the parent-death signal it sets.
+            platform::run_as(&mut command, run_as.uid, run_as.gid);
+        }
         command
             .args(&spec.args)
             .current_dir(&spec.cwd)
             .envs(spec.env.iter().map(|(k, v)| (k, v)))
-            .env(ENV_SOCKET, &self.ctx.worker_socket)
+            .env(ENV_SOCKET, &socket)
             .env(ENV_TOKEN, &token)
             .env(ENV_APP_NAME, &spec.name)
             .env(ENV_INSTANCE, spec.instance.to_string())

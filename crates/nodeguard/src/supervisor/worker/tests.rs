@@ -131,6 +131,7 @@ fn spec(timing: Timing) -> AppSpec {
         interpreter_args: Vec::new(),
         instance_vars: crate::config::InstanceVars::default(),
         namespace: None,
+        run_as: None,
     }
 }
 
@@ -146,13 +147,18 @@ impl Harness {
         .expect("the output writer thread starts");
         let bus = EventBus::default();
         let events = bus.subscribe();
+        let registry = Arc::new(crate::io::monitor_socket::TokenRegistry::default());
+        let user_sockets = Arc::new(crate::io::user_sockets::UserSockets::new(
+            registry.clone(),
+            tokio_util::sync::CancellationToken::new(),
+        ));
         let ctx = Arc::new(WorkerContext {
             spawner: Arc::new(FakeLauncher {
                 next_pid: AtomicU32::new(FAKE_PID_BASE),
                 launched: launched_tx,
                 children: ChildSet::default(),
             }),
-            registry: Arc::new(crate::io::monitor_socket::TokenRegistry::default()),
+            registry: registry.clone(),
             output,
             output_tasks: TaskTracker::new(),
             preload: None,
@@ -161,6 +167,7 @@ impl Harness {
             tree,
             ping_grid: Instant::now(),
             events: bus,
+            user_sockets,
         });
         let (task, handle) = WorkerTask::new(
             Arc::new(spec),
