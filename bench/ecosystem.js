@@ -180,6 +180,8 @@ function standIn(ctx, app, index, envName) {
     lifecycle: null,
     env: { ...(app.env || {}), ...((envName && app[`env_${envName}`]) || {}) },
     command: null,
+    // Options for node itself, checked where node runs the script directly.
+    nodeArgs: [...argList(app.node_args), ...argList(app.interpreter_args ?? app.interpreterArgs)],
   };
   const nodeStandIn = (file, { esm = false, shebang = false } = {}) => {
     const core = ctx.core;
@@ -357,6 +359,10 @@ function differences(rep, exp) {
   if (runtime !== exp.runtime) out.push(`runtime ${runtime}, not ${exp.runtime}`);
   if (exp.via && rep.via !== exp.via) out.push(`not run through ${exp.via}`);
   if (path.resolve(rep.cwd) !== path.resolve(exp.cwd)) out.push(`cwd ${rep.cwd}, not ${exp.cwd}`);
+  if (exp.runtime === 'node' && !exp.command && !exp.via) {
+    const missing = exp.nodeArgs.filter((a) => !rep.execArgv.includes(a));
+    if (missing.length) out.push(`node options ${JSON.stringify(missing)} missing (node got ${JSON.stringify(rep.execArgv)})`);
+  }
   if (exp.lifecycle && rep.env.npm_lifecycle_event !== exp.lifecycle) out.push(`not run by the package script '${exp.lifecycle}'`);
   const tail = rep.args.slice(rep.args.length - exp.args.length);
   if (exp.args.length && JSON.stringify(tail) !== JSON.stringify(exp.args)) out.push(`args ${JSON.stringify(rep.args)}, not ${JSON.stringify(exp.args)}`);
