@@ -613,7 +613,7 @@ async function main() {
   if (inst.code !== 0 || !fs.existsSync(pm2Bin)) throw new Error(`npm install pm2 yarn failed:\n${inst.stderr.slice(-1500)}`);
   const pm2Version = JSON.parse(fs.readFileSync(path.join(tools, 'node_modules', 'pm2', 'package.json'), 'utf8')).version;
   const jsYaml = require.resolve('js-yaml', { paths: [path.join(tools, 'node_modules', 'pm2')] });
-  const ngVersion = (spawnSync(bin, ['--version'], { encoding: 'utf8' }).stdout || '').trim();
+  const ngVersion = (spawnSync(bin, ['--version'], { encoding: 'utf8' }).stdout || '').trim().replace(/^nodeguard /, '');
 
   const run = {
     tmp,
