@@ -192,3 +192,36 @@ test('exec_mode cluster with instances 2 and no listen, as PM2 users write it: b
   assert.doesNotMatch(err, /EADDRINUSE/);
   assert.ok((await d.status()).filter((a) => a.name === 'api-cluster').every((a) => a.restarts === 0));
 });
+
+test('log_date_format: false is taken as PM2 takes it (no date prefix, no warning); a watched app is not restarted by its own log files inside the watched directory', async (t) => {
+  const { dir, port } = await stage(t);
+  const d = new h.DaemonHome(t);
+  const r = await d.ok(['start', 'watched.config.js'], { cwd: dir });
+  assert.deepEqual(warnings(r.stderr), [], `values that change nothing warned:\n${r.stderr}`);
+  const { watched } = await d.byName();
+  assert.equal(watched.state, 'running');
+  const def = await definition(d, 'watched');
+  assert.equal(def.log_timestamps, false, 'log_date_format: false stamps nothing');
+
+  // Each request writes to ./logs/watched-out.log and ./logs/watched-error.log, inside the
+  // watched directory: PM2 restarts the app for its own output, over and over.
+  for (let i = 0; i < 5; i++) assert.equal((await json(port(40))).pid, watched.pid);
+  const line = await lineIn(d, path.join(dir, 'logs', 'watched-out.log'), /^GET \/$/);
+  assert.doesNotMatch(line, STAMPED);
+  await lineIn(d, path.join(dir, 'logs', 'watched-error.log'), /^served \/ \(stderr\)$/);
+  // A restart would come watch_delay (200 ms) after the last write; give it five times that.
+  await new Promise((resolve) => setTimeout(resolve, 1000));
+  const after = (await d.byName()).watched;
+  assert.equal(after.pid, watched.pid, 'the app was restarted by its own log output');
+  assert.equal(after.restarts, 0);
+
+  // The watch itself works: a change to the app's code restarts it.
+  fs.appendFileSync(path.join(dir, 'apps', 'chatty.js'), '// edited\n');
+  await d.waitFor(
+    async () => {
+      const row = (await d.byName()).watched;
+      return row && row.state === 'running' && row.pid !== watched.pid ? row : null;
+    },
+    { what: 'a restart after the code changed' },
+  );
+});

@@ -739,9 +739,21 @@ function writeReport(r, outPath) {
     '',
   ].join('\n');
 
-  fs.writeFileSync(outPath, md);
+  // The "Real ecosystem files" section is bench/ecosystem.js's (a separate run): kept as it was.
+  let kept = '';
+  try {
+    const old = fs.readFileSync(outPath, 'utf8');
+    const at = old.indexOf(ECOSYSTEM_HEADING);
+    if (at >= 0) kept = `\n${old.slice(at)}`;
+  } catch {
+    // no earlier report
+  }
+  fs.writeFileSync(outPath, md + kept);
   return table;
 }
+
+/** The heading of bench/ecosystem.js's section in RESULTS.md (always the last section). */
+const ECOSYSTEM_HEADING = '## Real ecosystem files';
 
 /** Figure 13: failed requests per reload / kill / hang, nodeguard beside PM2 cluster mode. */
 function clusterSection(r) {

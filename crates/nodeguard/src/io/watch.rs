@@ -13,6 +13,9 @@ pub const MAX_WATCHED_DIRS: usize = 8192;
 pub struct Ignore {
     base: PathBuf,
     globs: Vec<String>,
+    /// The app's own output files (absolute): never a change, nor the directories below `base`
+    /// that lead to them (created when the first line is written).
+    own: Vec<PathBuf>,
 }
 
 impl Ignore {
@@ -31,10 +34,24 @@ impl Ignore {
         Self {
             base: base.to_path_buf(),
             globs: all,
+            own: Vec::new(),
         }
     }
 
+    /// Leaves out the app's own output files (its log files), and the directories under `base`
+    /// that hold them.
+    pub fn with_own_files(mut self, files: Vec<PathBuf>) -> Self {
+        self.own = files;
+        self
+    }
+
     pub fn is_ignored(&self, path: &Path) -> bool {
+        if self.own.iter().any(|own| {
+            own == path
+                || (own.starts_with(path) && path.starts_with(&self.base) && path != self.base)
+        }) {
+            return true;
+        }
         let relative = path.strip_prefix(&self.base).unwrap_or(path);
         let parts: Vec<&str> = relative
             .components()
@@ -306,6 +323,23 @@ impl FileWatch {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn own_log_files_and_their_directories_are_left_out() {
+        let ignore = Ignore::new(Path::new("/srv/app"), &[], &[]).with_own_files(vec![
+            PathBuf::from("/srv/app/logs/out.log"),
+            PathBuf::from("/srv/app/logs/err.log"),
+        ]);
+        assert!(ignore.is_ignored(Path::new("/srv/app/logs/out.log")));
+        assert!(ignore.is_ignored(Path::new("/srv/app/logs/err.log")));
+        assert!(
+            ignore.is_ignored(Path::new("/srv/app/logs")),
+            "the directory made for them"
+        );
+        assert!(!ignore.is_ignored(Path::new("/srv/app")));
+        assert!(!ignore.is_ignored(Path::new("/srv/app/logs/other.txt")));
+        assert!(!ignore.is_ignored(Path::new("/srv/app/src/index.js")));
+    }
 
     #[test]
     fn globs_match_as_pm2_users_write_them() {

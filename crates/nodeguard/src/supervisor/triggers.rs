@@ -20,9 +20,17 @@ pub(super) fn start(
     stop: &CancellationToken,
 ) {
     if let Some(watch) = &spec.watch {
+        // The app's own log files (when they sit in a watched directory, as `logs/` inside the
+        // project often does) are never a reason to restart it: every line it wrote would.
+        let own = [&spec.out_file, &spec.error_file]
+            .into_iter()
+            .flatten()
+            .map(|file| spec.cwd.join(file))
+            .collect();
         tokio::spawn(watch_files(
             spec.name.clone(),
             watch.clone(),
+            own,
             spec.cwd.clone(),
             internal.clone(),
             stop.clone(),
@@ -41,11 +49,12 @@ pub(super) fn start(
 async fn watch_files(
     name: String,
     watch: WatchSpec,
+    own: Vec<PathBuf>,
     cwd: PathBuf,
     internal: mpsc::UnboundedSender<Internal>,
     stop: CancellationToken,
 ) {
-    let ignore = Ignore::new(&cwd, &watch.ignore, WatchSpec::ALWAYS_IGNORED);
+    let ignore = Ignore::new(&cwd, &watch.ignore, WatchSpec::ALWAYS_IGNORED).with_own_files(own);
     let mut files = match FileWatch::new(&watch.paths, ignore) {
         Ok(files) => files,
         Err(error) => {

@@ -330,7 +330,8 @@ impl Checker<'_> {
         );
         let mut timestamps = self.bool_field(fields, "time").unwrap_or(false);
         match fields.remove("log_date_format") {
-            None => {}
+            // PM2 prefixes no date for `false` or `null` (a common way to switch it off).
+            None | Some(Value::Bool(false)) | Some(Value::Null) => {}
             Some(Value::String(format)) if format.trim().is_empty() => {}
             Some(Value::String(format)) => {
                 // PM2 prefixes each line with the time when a format is given.
