@@ -95,6 +95,7 @@ function processState() {
       shuttingDown: false,
       killSignal: 'SIGTERM', // the app's kill_signal (PM2 field)
       shutdownMessage: false, // PM2's shutdown_with_message
+      trackingRequests: false, // in-flight HTTP requests go to the addon (for hang reports)
     };
     Object.defineProperty(globalThis, STATE_KEY, { value: state });
   }
@@ -194,6 +195,46 @@ function createPingCallback() {
   return { onPing, stop: () => clearInterval(sampler) };
 }
 
+/**
+ * In-flight HTTP requests, for the hang report ("hung 3.1s in parseQuery (search.js:41) while
+ * handling GET /search"): each server request goes into the addon's native table, which its native
+ * thread reads while JS is blocked, and leaves it when its response finishes or closes. Through
+ * diagnostics_channel's `http.server.request.start` (Node 18+), which sees every http and https
+ * server, also one that listened before `start()`. Subscribed only once the app has loaded
+ * node:http (diagnostics_channel is then loaded already; an app without a server would pay about
+ * 128 KB RSS for it): at `start()` if it is loaded, else at the first `listen()`.
+ */
+function trackRequests(state) {
+  if (state.trackingRequests || state.addon === undefined) return;
+  const { requestBegin, requestEnd } = state.addon;
+  if (typeof requestBegin !== 'function' || typeof requestEnd !== 'function') return;
+  state.trackingRequests = true;
+  let channels;
+  try {
+    channels = require('node:diagnostics_channel');
+  } catch {
+    return;
+  }
+  if (typeof channels.subscribe !== 'function') return;
+  channels.subscribe('http.server.request.start', ({ request, response }) => {
+    const id = requestBegin(String(request.method), String(request.url));
+    let ended = false;
+    const end = () => {
+      if (ended) return;
+      ended = true;
+      requestEnd(id);
+    };
+    response.once('finish', end);
+    response.once('close', end);
+  });
+}
+
+/** Whether the app has loaded node:http (or https) already. */
+function httpLoaded() {
+  const list = process.moduleLoadList;
+  return Array.isArray(list) && (list.includes('NativeModule http') || list.includes('NativeModule https'));
+}
+
 /** `NODEGUARD_LISTEN` (`3000=3,3001=4`) as a Map of port to fd. */
 function parseListen(text) {
   const map = new Map();
@@ -253,6 +294,7 @@ function patchListen(state) {
   const original = net.Server.prototype.listen;
   state.originalListen = original;
   net.Server.prototype.listen = function listen(...args) {
+    trackRequests(state);
     const port = requestedPort(args);
     const fd = port === undefined ? undefined : state.listen.get(port);
     if (fd === undefined) {
@@ -398,7 +440,10 @@ function start() {
     // 'already-connected': another copy of the addon in this process holds the connection.
     // 'not-main-thread': this is a worker thread; the app's event loop is the main thread's.
     state.supervised = outcome !== 'not-main-thread';
-    if (outcome === 'connected') state.addon = addon;
+    if (outcome === 'connected') {
+      state.addon = addon;
+      if (httpLoaded()) trackRequests(state);
+    }
   } catch (error) {
     state.error = monitorError(error instanceof Error ? error.message : error, error);
     throw state.error;

@@ -82,6 +82,59 @@ pub fn parse_trace(lines: &[String], cwd: &Path) -> Option<Vec<String>> {
     Some(frames)
 }
 
+/// Frames as the monitor sends them (`fn (/abs/app.js:1:2)`), shortened for a log line like
+/// those of [`parse_trace`].
+pub fn shorten_frames(frames: &[String], cwd: &Path) -> Vec<String> {
+    frames
+        .iter()
+        .take(MAX_FRAMES)
+        .map(|frame| {
+            let frame: String = cut(frame, MAX_FRAME_LEN)
+                .chars()
+                .filter(|c| !c.is_control())
+                .collect();
+            shorten_frame(&frame, cwd)
+        })
+        .collect()
+}
+
+/// Most frames kept from a monitor's stack.
+const MAX_FRAMES: usize = nodeguard_proto::worker::MAX_FRAMES;
+/// Longest frame or request kept from a monitor, in bytes.
+const MAX_FRAME_LEN: usize = 1100;
+
+fn cut(text: &str, max: usize) -> String {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_string()
+}
+
+/// A monitor's in-flight requests, bounded in number and length, control characters dropped (they
+/// go into log lines).
+pub fn bounded_requests(requests: Vec<String>) -> Vec<String> {
+    requests
+        .into_iter()
+        .take(nodeguard_proto::worker::MAX_REQUESTS)
+        .map(|request| {
+            cut(&request, 300)
+                .chars()
+                .filter(|c| !c.is_control())
+                .collect()
+        })
+        .collect()
+}
+
+/// `line` followed by the requests the process was handling: `… while handling GET /search`.
+pub fn while_handling(line: String, requests: &[String]) -> String {
+    if requests.is_empty() {
+        line
+    } else {
+        format!("{line} while handling {}", requests.join(", "))
+    }
+}
+
 /// `fn (/abs/app.js:1:2)` → `fn (app.js:1:2)`; a bare location gets `<anonymous>`.
 fn shorten_frame(frame: &str, cwd: &Path) -> String {
     match frame.rsplit_once(" (") {

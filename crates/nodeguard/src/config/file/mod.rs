@@ -121,6 +121,8 @@ pub struct AppConfig {
     pub error_file: Option<PathBuf>,
     /// PM2's `time`: prefix each log line with its time.
     pub log_timestamps: bool,
+    /// nodeguard's own field: a hang's report shows the in-flight requests' query strings.
+    pub hang_show_query: bool,
     /// `watch`, `cron_restart`, `kill_signal` and company.
     pub triggers: Triggers,
     /// PM2's `instance_var` and `increment_var`.
@@ -163,6 +165,7 @@ impl AppConfig {
         definition.interpreter_args = self.interpreter_args.clone();
         definition.error_file = path_text(&self.error_file);
         definition.log_timestamps = self.log_timestamps || log_timestamps;
+        definition.hang_show_query = self.hang_show_query;
         definition.instance_var = self.instance_vars.instance_var.clone();
         definition.increment_var = self.instance_vars.increment_var.clone();
         definition.namespace = self.namespace.clone();

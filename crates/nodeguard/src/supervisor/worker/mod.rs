@@ -33,7 +33,7 @@ use nodeguard_proto::{encode_frame, MAX_WORKER_FRAME};
 use crate::config::AppSpec;
 use crate::core::exit::{human, ExitKind};
 use crate::core::machine::{Action, Event, Phase, Report, StopSignal, Worker, SPAWN_FAILED};
-use crate::io::forensics::StackTap;
+use crate::io::forensics::{self, StackTap};
 use crate::io::listen::SharedListeners;
 use crate::io::monitor_socket::{MonitorConnection, TokenRegistry};
 use crate::io::output::{Origin, OutputSink};
@@ -124,6 +124,10 @@ pub struct WorkerTask {
     tap: Option<Arc<StackTap>>,
     /// How long the loop was silent, set when the current process was hung and asked for its stack.
     capture: Option<Duration>,
+    /// The HTTP requests the current process was handling at the latest probe (for a hang).
+    hang_requests: Vec<String>,
+    /// The stack the monitor sent, until it is reported.
+    stack_frames: Option<Vec<String>>,
     /// The current process's [`proctree::ENV_SPAWN_KEY`].
     spawn_key: u64,
     /// Holds a lease on `listeners` (from its first spawn until it comes to rest).
@@ -209,6 +213,8 @@ impl WorkerTask {
             origin: None,
             tap: None,
             capture: None,
+            hang_requests: Vec::new(),
+            stack_frames: None,
             spawn_key: 0,
             leased: false,
         };
@@ -243,7 +249,11 @@ impl WorkerTask {
                         self.forget_token();
                         self.end_tree();
                         if let Some(silent_for) = self.capture.take() {
-                            self.report_stack(silent_for).await;
+                            if self.machine.capture_by_interrupt {
+                                self.report_blocked(silent_for).await;
+                            } else {
+                                self.report_stack(silent_for).await;
+                            }
                         }
                         match status {
                             Ok(status) => Event::Exited { status: ExitKind::from_status(status) },
@@ -261,8 +271,14 @@ impl WorkerTask {
                         if connection.generation != self.generation || self.child.is_none() {
                             continue;
                         }
+                        let captures = connection.stack_capture;
                         self.connection = Some(connection);
-                        Event::MonitorConnected
+                        if captures {
+                            self.handle(Event::MonitorConnected).await;
+                            Event::MonitorCapturesStack
+                        } else {
+                            Event::MonitorConnected
+                        }
                     }
                     _ = force.cancelled(), if !force_seen => {
                         force_seen = true;
@@ -348,12 +364,24 @@ impl WorkerTask {
                 })
             }
             Ok(Some(WorkerMessage::Ready)) => Some(Event::Ready),
-            Ok(Some(WorkerMessage::ProbeReply { seq, queued_ms, .. })) => Some(Event::ProbeReply {
+            Ok(Some(WorkerMessage::Stack { frames, .. })) => {
+                self.stack_frames = Some(frames);
+                Some(Event::StackReceived)
+            }
+            Ok(Some(WorkerMessage::ProbeReply {
                 seq,
-                queued_for: queued_ms
-                    .filter(|ms| ms.is_finite() && *ms >= 0.0)
-                    .and_then(|ms| Duration::try_from_secs_f64(ms / 1_000.0).ok()),
-            }),
+                queued_ms,
+                requests,
+                ..
+            })) => {
+                self.hang_requests = forensics::bounded_requests(requests);
+                Some(Event::ProbeReply {
+                    seq,
+                    queued_for: queued_ms
+                        .filter(|ms| ms.is_finite() && *ms >= 0.0)
+                        .and_then(|ms| Duration::try_from_secs_f64(ms / 1_000.0).ok()),
+                })
+            }
             Ok(Some(WorkerMessage::Hello { .. })) => {
                 tracing::warn!("monitor sent a second hello; ignoring it");
                 None
@@ -372,6 +400,9 @@ impl WorkerTask {
 
     /// Steps the machine with `event` and every event its actions produce, then publishes.
     async fn handle(&mut self, event: Event) {
+        if event == Event::StackReceived {
+            self.report_received_stack().await;
+        }
         let mut queue = VecDeque::from([event]);
         while let Some(event) = queue.pop_front() {
             let actions = self.machine.step(event, Instant::now());
@@ -404,7 +435,14 @@ impl WorkerTask {
                 None
             }
             Action::SendPing { seq } => self.send(SupervisorMessage::Ping { seq }),
-            Action::SendProbe { seq } => self.send(SupervisorMessage::Probe { seq }),
+            Action::SendProbe { seq } => {
+                self.hang_requests.clear();
+                self.send(SupervisorMessage::Probe {
+                    seq,
+                    show_query: self.spec.hang_show_query,
+                })
+            }
+            Action::RequestStack { .. } => self.send(SupervisorMessage::Stack { seq: 1 }),
             Action::RequestShutdown { pgid } => {
                 if !self.send_shutdown() {
                     if let Err(error) = platform::signal_group(pgid, self.spec.kill_signal) {

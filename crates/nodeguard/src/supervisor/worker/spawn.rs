@@ -167,6 +167,8 @@ impl WorkerTask {
                 self.origin = Some(origin);
                 self.tap = Some(tap);
                 self.capture = None;
+                self.hang_requests.clear();
+                self.stack_frames = None;
                 self.child = Some(launched.exit);
                 Event::Spawned { pid }
             }
