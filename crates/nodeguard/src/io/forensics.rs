@@ -1,8 +1,11 @@
-//! Hang forensics: catches the JS stack a hung Node process prints on SIGINT (`--trace-sigint`)
-//! from its stderr, and turns it into one line such as
-//! `hung 3.2s in barSpin (app.js:12:5) < handler (app.js:20:3)`.
+//! Hang forensics: turns a hung process's JS stack into one line such as
+//! `hung 3.2s in barSpin (app.js:12:5) < handler (app.js:20:3) while handling GET /search`. The
+//! stack comes from the monitor (captured through V8's interrupt, see the monitor's `stack`
+//! module: frames as `function (file:line:col)`, shortened by [`shorten_frames`]), or, where the
+//! monitor cannot capture it, from the trace Node prints on SIGINT under `--trace-sigint`, caught
+//! here from its stderr ([`StackTap`], [`parse_trace`]).
 //!
-//! Why SIGINT and `--trace-sigint`: Node's SIGINT watchdog runs on its own thread and asks V8 to
+//! Why SIGINT and `--trace-sigint` as the fallback: Node's SIGINT watchdog runs on its own thread and asks V8 to
 //! interrupt the running JavaScript, so it prints the main thread's stack even while the event loop
 //! is blocked, and then dies by SIGINT. It costs nothing until used. The alternative, an inspector
 //! session held by a `worker_thread` in every app, measured about 10 MB RSS per app. The trace is

@@ -11,8 +11,10 @@
 //! while JS is blocked, and says whether a ping is stuck waiting for the JS thread. Only a ping
 //! stuck for at least a heartbeat timeout, or no answer at all (the process is frozen), confirms
 //! the hang; a monitor with no ping waiting proves the silence was not the app's. A confirmed hang
-//! whose process would print its JS stack on SIGINT (`--trace-sigint`) gets a SIGINT first, and
-//! SIGKILL after [`STACK_TIMEOUT`] at the latest.
+//! whose monitor captures the JS stack itself (V8's interrupt) is asked for it, and SIGKILL follows
+//! its arrival or [`INTERRUPT_STACK_TIMEOUT`]; else one whose process would print its stack on
+//! SIGINT (`--trace-sigint`) gets a SIGINT first, and SIGKILL after [`STACK_TIMEOUT`] at the
+//! latest.
 //!
 //! Readiness: an ordinary app is ready at its first pong. A cluster-mode app (shared listen
 //! addresses, or wait-ready) is ready only at a `Ready` event from its monitor, which must come
