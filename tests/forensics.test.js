@@ -9,6 +9,7 @@
 
 const test = require('node:test');
 const assert = require('node:assert/strict');
+const fs = require('node:fs');
 const path = require('node:path');
 const h = require('./helpers');
 
@@ -73,6 +74,22 @@ test("an app with a monitor 'shutdown' listener gets a named stack, without SIGI
   assert.match(note, /^hung \d+(\.\d+)?m?s in spinForever \(\S*stuck\.js:\d+:\d+\) < listOnTimeout /, note);
   assert.ok(!allLines(sup).some((line) => KEYBOARD_INTERRUPT.test(line)), sup.describe());
   assert.ok(!sup.appLines('stuck').includes('got shutdown'), 'the app was asked to shut down');
+});
+
+test("daemon: a hung app with a SIGINT handler gets a stack event in describe and in its error log", async (t) => {
+  const home = new h.DaemonHome(t, { env: { FIXTURE_HANDLER: 'sigint' } });
+  await home.ok(['start', path.join(h.FIXTURES, 'stuck.js'), ...FAST]);
+  const row = await home.waitForStatus((apps) => apps.find((a) => a.name === 'stuck' && a.hangs >= 1 && a.state === 'running'),
+    { what: 'the hang to be detected and the app restarted' });
+  assert.ok(row.hangs >= 1);
+  const described = JSON.parse((await home.ok(['describe', 'stuck', '--json'])).stdout);
+  const app = Array.isArray(described) ? described[0] : described;
+  const stack = (app.events || []).find((event) => event.kind === 'stack');
+  assert.ok(stack, JSON.stringify(app.events));
+  assert.match(stack.message, /^hung \S+ in spinForever \(\S*stuck\.js:\d+:\d+\)/, stack.message);
+  const errLog = fs.readFileSync(path.join(home.home, 'logs', 'stuck-err.log'), 'utf8');
+  assert.match(errLog, /^\[nodeguard\] hung \S+ in spinForever \(/m, errLog);
+  assert.doesNotMatch(errLog, /KEYBOARD_INTERRUPT/, errLog);
 });
 
 test('a hang while starting (top-level loop, before the first heartbeat) is a hang with its stack', async (t) => {
