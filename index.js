@@ -198,7 +198,7 @@ function createPingCallback() {
 /**
  * In-flight HTTP requests, for the hang report ("hung 3.1s in parseQuery (search.js:41) while
  * handling GET /search"): each server request goes into the addon's native table, which its native
- * thread reads while JS is blocked, and leaves it when its response finishes or closes. Through
+ * thread reads while JS is blocked, and leaves it when its response closes (finished or aborted). Through
  * diagnostics_channel's `http.server.request.start` (Node 18+), which sees every http and https
  * server, also one that listened before `start()`. Subscribed only once the app has loaded
  * node:http (diagnostics_channel is then loaded already; an app without a server would pay about
@@ -218,14 +218,9 @@ function trackRequests(state) {
   if (typeof channels.subscribe !== 'function') return;
   channels.subscribe('http.server.request.start', ({ request, response }) => {
     const id = requestBegin(String(request.method), String(request.url));
-    let ended = false;
-    const end = () => {
-      if (ended) return;
-      ended = true;
-      requestEnd(id);
-    };
-    response.once('finish', end);
-    response.once('close', end);
+    // A response emits 'close' once, after it finished or was aborted (Node 18+, kept-alive
+    // connections included).
+    response.once('close', () => requestEnd(id));
   });
 }
 

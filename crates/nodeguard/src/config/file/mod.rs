@@ -975,6 +975,27 @@ mod tests {
     }
 
     #[test]
+    fn hang_show_query_is_read_checked_and_reaches_the_definition() {
+        let dir = temp_dir(&[
+            (
+                "ok.json",
+                r#"[{"name":"a","script":"app.js","hang_show_query":true},{"name":"b","script":"app.js"}]"#,
+            ),
+            (
+                "bad.json",
+                r#"[{"name":"a","script":"app.js","hang_show_query":"yes"}]"#,
+            ),
+        ]);
+        let loaded = load(&dir.join("ok.json"), &defaults()).expect("loads");
+        assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+        assert!(loaded.apps[0].hang_show_query);
+        assert!(!loaded.apps[1].hang_show_query);
+        let definition = loaded.apps[0].definition(Path::new("/usr/bin/node"), false);
+        assert!(definition.hang_show_query);
+        assert!(load(&dir.join("bad.json"), &defaults()).is_err());
+    }
+
+    #[test]
     fn watch_cron_and_kill_signal_fields_are_read_and_checked() {
         let dir = temp_dir(&[
             ("lib.js", ""),

@@ -406,6 +406,13 @@ mod tests {
                 "3 heartbeats missed, but the monitor had no ping waiting for JS: not a hang",
             ),
             (
+                Report::InterruptTimeout { pid: 7 },
+                "stack_timeout",
+                Level::Warn,
+                "pid 7: the JS thread took no interrupt within 1.0s (blocked outside JavaScript); \
+                 sent SIGKILL",
+            ),
+            (
                 Report::KillTimeout { pid: 7 },
                 "kill_timeout",
                 Level::Warn,
