@@ -128,6 +128,8 @@ pub struct WorkerTask {
     hang_requests: Vec<String>,
     /// The stack the monitor sent, until it is reported.
     stack_frames: Option<Vec<String>>,
+    /// The monitor's connection was gone or closed while its stack was awaited.
+    capture_lost: bool,
     /// The current process's [`proctree::ENV_SPAWN_KEY`].
     spawn_key: u64,
     /// Holds a lease on `listeners` (from its first spawn until it comes to rest).
@@ -215,6 +217,7 @@ impl WorkerTask {
             capture: None,
             hang_requests: Vec::new(),
             stack_frames: None,
+            capture_lost: false,
             spawn_key: 0,
             leased: false,
         };
@@ -403,6 +406,9 @@ impl WorkerTask {
         if event == Event::StackReceived {
             self.report_received_stack().await;
         }
+        if event == Event::MonitorLost && self.capture.is_some() {
+            self.capture_lost = true;
+        }
         let mut queue = VecDeque::from([event]);
         while let Some(event) = queue.pop_front() {
             let actions = self.machine.step(event, Instant::now());
@@ -442,7 +448,11 @@ impl WorkerTask {
                     show_query: self.spec.hang_show_query,
                 })
             }
-            Action::RequestStack { .. } => self.send(SupervisorMessage::Stack { seq: 1 }),
+            Action::RequestStack { .. } => {
+                let lost = self.send(SupervisorMessage::Stack { seq: 1 });
+                self.capture_lost |= self.connection.is_none();
+                lost
+            }
             Action::RequestShutdown { pgid } => {
                 if !self.send_shutdown() {
                     if let Err(error) = platform::signal_group(pgid, self.spec.kill_signal) {

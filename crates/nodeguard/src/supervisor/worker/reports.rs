@@ -76,14 +76,19 @@ impl WorkerTask {
         self.note(text).await;
     }
 
-    /// The monitor's interrupt never ran and the hung process was killed: it was blocked outside
-    /// JavaScript. Says so; no stack is guessed.
+    /// No stack came from the monitor and the hung process was killed: its JS thread was blocked
+    /// outside JavaScript (the interrupt never ran), or the monitor's connection was gone. Says
+    /// which; no stack is guessed.
     pub(super) async fn report_blocked(&mut self, silent_for: Duration) {
-        let why = format!(
-            "blocked outside JavaScript (in a native or synchronous call: the JS thread took no \
-             interrupt within {})",
-            human(INTERRUPT_STACK_TIMEOUT)
-        );
+        let why = if self.capture_lost {
+            "the monitor's connection closed before the stack came".to_string()
+        } else {
+            format!(
+                "blocked outside JavaScript (in a native or synchronous call: the JS thread took \
+                 no interrupt within {})",
+                human(INTERRUPT_STACK_TIMEOUT)
+            )
+        };
         let text = forensics::summary(silent_for, Err(&why));
         let text = forensics::while_handling(text, &self.hang_requests);
         self.note(text).await;

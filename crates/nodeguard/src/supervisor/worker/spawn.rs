@@ -169,6 +169,7 @@ impl WorkerTask {
                 self.capture = None;
                 self.hang_requests.clear();
                 self.stack_frames = None;
+                self.capture_lost = false;
                 self.child = Some(launched.exit);
                 Event::Spawned { pid }
             }
