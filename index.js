@@ -112,6 +112,7 @@ function processState() {
       shareListening: new Set(),
       listenPrepared: false,
       waitingListens: [], // listens made before the monitor connected, run once it has
+      trackingRequests: false, // in-flight HTTP requests go to the addon (for hang reports)
     };
     Object.defineProperty(globalThis, STATE_KEY, { value: state });
   }
@@ -209,6 +210,41 @@ function createPingCallback() {
     return { memory: process.memoryUsage(), loopDelay, stackOnSigint };
   };
   return { onPing, stop: () => clearInterval(sampler) };
+}
+
+/**
+ * In-flight HTTP requests, for the hang report ("hung 3.1s in parseQuery (search.js:41) while
+ * handling GET /search"): each server request goes into the addon's native table, which its native
+ * thread reads while JS is blocked, and leaves it when its response closes (finished or aborted). Through
+ * diagnostics_channel's `http.server.request.start` (Node 18+), which sees every http and https
+ * server, also one that listened before `start()`. Subscribed only once the app has loaded
+ * node:http (diagnostics_channel is then loaded already; an app without a server would pay about
+ * 128 KB RSS for it): at `start()` if it is loaded, else at the first `listen()`.
+ */
+function trackRequests(state) {
+  if (state.trackingRequests || state.addon === undefined) return;
+  const { requestBegin, requestEnd } = state.addon;
+  if (typeof requestBegin !== 'function' || typeof requestEnd !== 'function') return;
+  state.trackingRequests = true;
+  let channels;
+  try {
+    channels = require('node:diagnostics_channel');
+  } catch {
+    return;
+  }
+  if (typeof channels.subscribe !== 'function') return;
+  channels.subscribe('http.server.request.start', ({ request, response }) => {
+    const id = requestBegin(String(request.method), String(request.url));
+    // A response emits 'close' once, after it finished or was aborted (Node 18+, kept-alive
+    // connections included).
+    response.once('close', () => requestEnd(id));
+  });
+}
+
+/** Whether the app has loaded node:http (or https) already. */
+function httpLoaded() {
+  const list = process.moduleLoadList;
+  return Array.isArray(list) && (list.includes('NativeModule http') || list.includes('NativeModule https'));
 }
 
 /** `NODEGUARD_LISTEN` (`3000=3,3001=4`) as a Map of port to fd. */
@@ -358,6 +394,7 @@ function patchListen(state) {
   const original = net.Server.prototype.listen;
   state.originalListen = original;
   net.Server.prototype.listen = function listen(...args) {
+    trackRequests(state);
     const port = requestedPort(args);
     const fd = port === undefined ? undefined : state.listen.get(port);
     const last = args[args.length - 1];
@@ -519,7 +556,10 @@ function start() {
     // 'already-connected': another copy of the addon in this process holds the connection.
     // 'not-main-thread': this is a worker thread; the app's event loop is the main thread's.
     state.supervised = outcome !== 'not-main-thread';
-    if (outcome === 'connected') state.addon = addon;
+    if (outcome === 'connected') {
+      state.addon = addon;
+      if (httpLoaded()) trackRequests(state);
+    }
   } catch (error) {
     state.error = monitorError(error instanceof Error ? error.message : error, error);
     throw state.error;

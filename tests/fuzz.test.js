@@ -318,7 +318,7 @@ function definition(name) {
     restart_delay_ms: 0, backoff_base_ms: 100, heartbeat_interval_ms: 1000, heartbeat_timeout_ms: 1000,
     heartbeat_misses: 3, start_grace_ms: 2000, kill_timeout_ms: 2000, instances: 1, listen: [],
     wait_ready: false, listen_timeout_ms: 2000, watch: [], ignore_watch: [], watch_delay_ms: null,
-    cron_restart: null, kill_signal: null, shutdown_with_message: false, interpreter: null,
+    cron_restart: null, kill_signal: null, shutdown_with_message: false, hang_show_query: false, interpreter: null,
     interpreter_args: [], instance_var: null, increment_var: null, namespace: null, uid: null, gid: null, caller_env: null,
     filter_env: null,
   };

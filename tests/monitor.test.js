@@ -293,6 +293,8 @@ test('hello carries the token and pid; start() twice, from two copies, makes one
     version: PROTOCOL_VERSION,
     token: 'token-123',
     pid: run.child.pid,
+    // Node exports the V8 functions the monitor's stack capture needs.
+    stack_capture: true,
   });
   const report = await run.report('results');
   assert.deepEqual(report.results, [true, true, true]);

@@ -4,11 +4,11 @@
 use std::sync::{Mutex, PoisonError};
 
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
-use napi::Status;
+use napi::{Env, Status};
 use napi_derive::napi;
 use nodeguard_proto::worker::{LoopDelay, MemoryUsage};
 
-use crate::agent::{self, Ended, PendingPing, PingSink};
+use crate::agent::{self, Ended, PendingPing, PingSink, StackReply};
 use crate::{js_bytes, js_millis, EXIT_SUPERVISOR_GONE};
 
 /// What the JS ping callback returns:
@@ -98,6 +98,14 @@ impl PingSink for JsSink {
                 Ok(())
             },
         );
+    }
+
+    fn capture_stack(&mut self, reply: StackReply) {
+        // Runs on the JS thread at its next interrupt check; never if JS is blocked outside
+        // JavaScript (the supervisor's bound then says so). Off: no answer at all.
+        let _asked = crate::stack::request(Box::new(move |frames| {
+            let _ = reply.send(frames);
+        }));
     }
 
     fn shutdown(&mut self) {
@@ -214,6 +222,7 @@ static CONNECTED: Mutex<bool> = Mutex::new(false);
 /// `onShutdown` (optional) is called on the JS thread when the supervisor asks for a graceful stop.
 #[napi]
 pub fn connect(
+    env: Env,
     socket_path: String,
     token: String,
     on_ping: PingCallback,
@@ -226,11 +235,30 @@ pub fn connect(
     if *connected {
         return Ok("already-connected");
     }
+    // V8's functions for capturing the stack (see `stack`): off when any is missing, or when
+    // NODEGUARD_STACK_CAPTURE=0 (the supervisor's --trace-sigint path is then used).
+    let v8 = if std::env::var_os("NODEGUARD_STACK_CAPTURE").is_some_and(|v| v == "0") {
+        None
+    } else {
+        crate::stack::V8::resolve()
+    };
+    let stack_capture = v8.is_some();
+    if let Some(v8) = v8 {
+        v8.install();
+        // After teardown the isolate is gone: no interrupt may be requested on it.
+        if env
+            .add_env_cleanup_hook((), |()| crate::stack::forget())
+            .is_err()
+        {
+            crate::stack::forget();
+        }
+    }
     let connection = agent::connect(
         &socket_path,
         &token,
         std::process::id(),
         agent::HANDSHAKE_TIMEOUT,
+        stack_capture,
     )
     .map_err(|e| napi::Error::from_reason(e.to_string()))?;
     *SENDER.lock().unwrap_or_else(PoisonError::into_inner) = Some(connection.sender());
@@ -264,6 +292,19 @@ fn on_process_main_thread() -> bool {
     {
         true
     }
+}
+
+/// An HTTP request began (`method`, `target` as in `req.url`): kept in native memory so that a
+/// hang's report names it. Returns the id for [`request_end`] (0: not kept, the table was full).
+#[napi]
+pub fn request_begin(method: String, target: String) -> u32 {
+    crate::requests::begin(&method, &target)
+}
+
+/// The request `id` (from [`request_begin`]) finished or closed.
+#[napi]
+pub fn request_end(id: u32) {
+    crate::requests::end(id);
 }
 
 /// The environment variable names the JS side reads, from the wire contract, so a test can check

@@ -92,6 +92,27 @@ pub trait PingSink {
 
     /// The supervisor asked for a graceful shutdown: raise it in JS. Ignored by default.
     fn shutdown(&mut self) {}
+
+    /// The supervisor asked for the JS thread's stack (a confirmed hang): capture it on the JS
+    /// thread and answer through `reply`. Dropped (no answer) by default.
+    fn capture_stack(&mut self, _reply: StackReply) {}
+}
+
+/// The answer to one stack request; send it from the JS thread with the frames captured there.
+#[derive(Debug)]
+pub struct StackReply {
+    seq: u64,
+    link: Arc<Link>,
+}
+
+impl StackReply {
+    /// Writes the frames (innermost first) to the supervisor.
+    pub fn send(self, frames: Vec<String>) -> io::Result<()> {
+        self.link.send(&WorkerMessage::Stack {
+            seq: self.seq,
+            frames,
+        })
+    }
 }
 
 /// State shared between the reader thread and whoever answers pings.
@@ -264,13 +285,15 @@ impl Drop for PendingPing {
     }
 }
 
-/// Connects to the supervisor socket at `path`, says `Hello` with `token` and `pid`, and waits
-/// for `Welcome` (returns the connection) or `Refused` (returns the reason), all within `timeout`.
+/// Connects to the supervisor socket at `path`, says `Hello` with `token`, `pid` and whether this
+/// monitor can capture the JS stack itself (`stack_capture`), and waits for `Welcome` (returns the
+/// connection) or `Refused` (returns the reason), all within `timeout`.
 pub fn connect(
     path: &str,
     token: &str,
     pid: u32,
     timeout: Duration,
+    stack_capture: bool,
 ) -> Result<Connection, ConnectError> {
     let deadline = Instant::now() + timeout;
     let connect_error = |source| ConnectError::Connect {
@@ -294,6 +317,7 @@ pub fn connect(
         version: PROTOCOL_VERSION,
         token: token.to_owned(),
         pid,
+        stack_capture,
     };
     let frame = encode_frame(&hello, MAX_WORKER_FRAME)?;
     (&stream).write_all(&frame).map_err(|source| {
@@ -330,6 +354,7 @@ pub fn connect(
                 Ok(
                     SupervisorMessage::Ping { .. }
                     | SupervisorMessage::Probe { .. }
+                    | SupervisorMessage::Stack { .. }
                     | SupervisorMessage::Shutdown
                     | SupervisorMessage::Shared { .. },
                 )
@@ -404,7 +429,13 @@ impl Connection {
                 // newer supervisor may send messages this monitor does not know yet.
                 match decode_payload(&payload) {
                     Ok(SupervisorMessage::Ping { seq }) => self.on_ping(seq, sink),
-                    Ok(SupervisorMessage::Probe { seq }) => self.on_probe(seq),
+                    Ok(SupervisorMessage::Probe { seq, show_query }) => {
+                        self.on_probe(seq, show_query)
+                    }
+                    Ok(SupervisorMessage::Stack { seq }) => sink.capture_stack(StackReply {
+                        seq,
+                        link: Arc::clone(&self.link),
+                    }),
                     Ok(SupervisorMessage::Shutdown) => sink.shutdown(),
                     Ok(SupervisorMessage::Shared { id, error }) => self.on_shared(id, error),
                     _ => {}
@@ -485,9 +516,9 @@ impl Connection {
         });
     }
 
-    /// Answers a probe from this thread: which ping waits for JS, and for how long. A failed write
-    /// is left to the supervisor's probe timeout.
-    fn on_probe(&self, seq: u64) {
+    /// Answers a probe from this thread: which ping waits for JS, and for how long, and which
+    /// HTTP requests are in flight. A failed write is left to the supervisor's probe timeout.
+    fn on_probe(&self, seq: u64, show_query: bool) {
         let queued = *self
             .link
             .queued
@@ -502,6 +533,7 @@ impl Connection {
             queued_seq: queued.map(|(seq, _)| seq),
             queued_ms: queued.map(|(_, at)| at.elapsed().as_secs_f64() * 1000.0),
             last_ping_seq,
+            requests: crate::requests::in_flight(show_query),
         };
         let _ = self.link.send(&reply);
     }
@@ -663,6 +695,7 @@ mod tests {
             "secret",
             4242,
             HANDSHAKE_TIMEOUT,
+            true,
         )
     }
 
@@ -684,7 +717,8 @@ mod tests {
                 WorkerMessage::Hello {
                     version: PROTOCOL_VERSION,
                     token: "secret".into(),
-                    pid: 4242
+                    pid: 4242,
+                    stack_capture: true,
                 }
             );
             peer.send(&SupervisorMessage::Welcome {
@@ -740,6 +774,7 @@ mod tests {
             "secret",
             1,
             Duration::from_millis(200),
+            false,
         )
         .unwrap_err();
         assert!(matches!(error, ConnectError::Timeout(_)), "{error}");
@@ -833,13 +868,17 @@ mod tests {
                 version: PROTOCOL_VERSION,
             });
             // Before any ping: nothing queued, nothing received.
-            peer.send(&SupervisorMessage::Probe { seq: 1 });
+            peer.send(&SupervisorMessage::Probe {
+                seq: 1,
+                show_query: false,
+            });
             match peer.receive() {
                 WorkerMessage::ProbeReply {
                     seq,
                     queued_seq,
                     queued_ms,
                     last_ping_seq,
+                    ..
                 } => {
                     assert_eq!(seq, 1);
                     assert_eq!(queued_seq, None);
@@ -852,13 +891,17 @@ mod tests {
             peer.send(&SupervisorMessage::Ping { seq: 5 });
             peer.send(&SupervisorMessage::Ping { seq: 6 });
             thread::sleep(Duration::from_millis(30));
-            peer.send(&SupervisorMessage::Probe { seq: 2 });
+            peer.send(&SupervisorMessage::Probe {
+                seq: 2,
+                show_query: false,
+            });
             match peer.receive() {
                 WorkerMessage::ProbeReply {
                     seq,
                     queued_seq,
                     queued_ms,
                     last_ping_seq,
+                    ..
                 } => {
                     assert_eq!(seq, 2);
                     assert_eq!(queued_seq, Some(5));
@@ -943,6 +986,37 @@ mod tests {
         }
         let connection = connect_to(&dir).unwrap();
         assert!(matches!(connection.run(&mut Flaky), Ended::Eof));
+        server.join().unwrap();
+    }
+
+    #[test]
+    fn a_stack_request_reaches_the_sink_and_its_reply_carries_the_frames() {
+        let dir = TempDir::new("stack");
+        let server = supervisor(&dir, |mut peer| {
+            peer.receive();
+            peer.send(&SupervisorMessage::Welcome {
+                version: PROTOCOL_VERSION,
+            });
+            peer.send(&SupervisorMessage::Stack { seq: 3 });
+            assert_eq!(
+                peer.receive(),
+                WorkerMessage::Stack {
+                    seq: 3,
+                    frames: vec!["spin (/srv/app.js:2:3)".into()],
+                }
+            );
+        });
+
+        /// Answers a stack request at once, as the interrupt callback would.
+        struct Capture;
+        impl PingSink for Capture {
+            fn deliver(&mut self, _ping: PendingPing) {}
+            fn capture_stack(&mut self, reply: StackReply) {
+                reply.send(vec!["spin (/srv/app.js:2:3)".into()]).unwrap();
+            }
+        }
+        let connection = connect_to(&dir).unwrap();
+        assert!(matches!(connection.run(&mut Capture), Ended::Eof));
         server.join().unwrap();
     }
 

@@ -21,6 +21,8 @@
 #[cfg(not(test))]
 mod addon;
 pub mod agent;
+pub mod requests;
+pub mod stack;
 
 /// Exit status of an app whose supervisor connection ended (EOF, read error, or a frame that breaks
 /// the framing). 69 is `EX_UNAVAILABLE` from sysexits.h: "a service is unavailable". The process

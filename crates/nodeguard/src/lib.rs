@@ -33,8 +33,9 @@
 //! 5. A missed deadline counts a miss unless our own timer fired late (starvation is not a hang).
 //! 6. At N misses the supervisor probes the monitor's native thread, which answers at once even
 //!    while JS is blocked: a ping stuck in JS for a whole timeout confirms the hang.
-//! 7. Confirmed: SIGINT makes Node print the JS stack (`--trace-sigint`), `io::forensics` catches
-//!    it from stderr, SIGKILL follows, and the restart policy spawns a replacement.
+//! 7. Confirmed: the monitor captures the JS stack through V8's interrupt and sends it (where it
+//!    cannot, SIGINT makes Node print it under `--trace-sigint` and `io::forensics` catches it from
+//!    stderr), SIGKILL follows, and the restart policy spawns a replacement.
 //!
 //! # Layout
 //!

@@ -117,6 +117,10 @@ pub struct AppDefinition {
     /// Prefix each log-file line with its time (RFC 3339, UTC).
     #[serde(default)]
     pub log_timestamps: bool,
+    /// A hang's report names the requests in flight with their query string (left out by
+    /// default: it may hold secrets).
+    #[serde(default)]
+    pub hang_show_query: bool,
     /// `always`, `on-failure` or `never`; `None` means always.
     #[serde(default)]
     pub autorestart: Option<String>,

@@ -156,6 +156,7 @@ mod tests {
             version: 1,
             token: "x".repeat(64),
             pid: 1,
+            stack_capture: false,
         };
         assert!(matches!(
             encode_frame(&hello, 16),

@@ -19,6 +19,10 @@ pub enum WorkerMessage {
         /// The per-spawn secret from the `NODEGUARD_TOKEN` environment variable.
         token: String,
         pid: u32,
+        /// The monitor can capture the JS thread's stack itself on [`SupervisorMessage::Stack`]
+        /// (through V8's interrupt request; Node only, when its V8 symbols resolved).
+        #[serde(default)]
+        stack_capture: bool,
     },
     /// Answer to a ping, written after the app's JS thread ran.
     Pong {
@@ -46,7 +50,15 @@ pub enum WorkerMessage {
         queued_ms: Option<f64>,
         /// The latest ping the native thread received (coalesced ones included).
         last_ping_seq: Option<u64>,
+        /// The HTTP requests the app is handling now (`GET /search`), oldest first, at most
+        /// [`MAX_REQUESTS`]; the query string only if the probe asked for it.
+        #[serde(default)]
+        requests: Vec<String>,
     },
+    /// Answer to [`SupervisorMessage::Stack`], written from the JS thread by V8's interrupt
+    /// callback: the main thread's JS stack, innermost first, each frame as
+    /// `function (file:line:col)` with the file as V8 names it (a path or a `file://` URL).
+    Stack { seq: u64, frames: Vec<String> },
     /// The app is ready for traffic: its server listens on the supervisor's shared socket, or
     /// (with wait-ready) it called `monitor.ready()`.
     Ready,
@@ -71,6 +83,12 @@ pub enum WorkerMessage {
 /// The largest millisecond figure a monitor may report (a queued ping's wait, a loop delay): a
 /// year. Anything beyond, negative or not finite is not a measurement.
 pub const MAX_REPORTED_MS: f64 = 365.0 * 24.0 * 3_600.0 * 1_000.0;
+
+/// Most in-flight requests a probe reply names.
+pub const MAX_REQUESTS: usize = 8;
+
+/// Most frames a stack carries.
+pub const MAX_FRAMES: usize = 10;
 
 /// A number in a monitor message that cannot be a measurement.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -113,6 +131,7 @@ impl WorkerMessage {
                 queued_ms: None, ..
             }
             | WorkerMessage::Ready
+            | WorkerMessage::Stack { .. }
             | WorkerMessage::Share { .. }
             | WorkerMessage::ListenedElsewhere { .. } => Ok(()),
         }
@@ -131,7 +150,17 @@ pub enum SupervisorMessage {
     Ping { seq: u64 },
     /// Sent after heartbeats were missed: "is a ping stuck in your JS queue, or did mine never
     /// reach you?" Answered by the native thread with [`WorkerMessage::ProbeReply`].
-    Probe { seq: u64 },
+    Probe {
+        seq: u64,
+        /// Name in-flight requests with their query string (`hang_show_query`); by default the
+        /// query is left out, as it may hold secrets.
+        #[serde(default)]
+        show_query: bool,
+    },
+    /// The hang is confirmed: capture the JS thread's stack (sent only to a monitor whose hello
+    /// said `stack_capture`). Answered with [`WorkerMessage::Stack`] from the JS thread, at its
+    /// next interrupt check; not at all while JS is blocked outside JavaScript.
+    Stack { seq: u64 },
     /// Stop gracefully: raises `shutdown` in JS (by default the app's servers close, in-flight
     /// requests finish and the process exits). SIGKILL follows after the kill timeout.
     Shutdown,
@@ -200,6 +229,7 @@ mod tests {
             queued_seq: Some(1),
             queued_ms: Some(queued_ms),
             last_ping_seq: Some(1),
+            requests: Vec::new(),
         }
     }
 

@@ -50,6 +50,11 @@ pub struct AppOptions {
     #[arg(long, visible_alias = "time")]
     pub log_timestamps: bool,
 
+    /// Name the HTTP requests in flight at a hang with their query strings (left out by default:
+    /// they may hold secrets). The path and method are always named.
+    #[arg(long)]
+    pub hang_show_query: bool,
+
     /// Which exits restart the app: always, on-failure (any but a clean exit code), never.
     #[arg(long, value_name = "MODE", default_value = "always", value_parser = Autorestart::parse)]
     pub autorestart: Autorestart,

@@ -180,6 +180,12 @@ pub fn description(app: &AppDescription) -> String {
             },
         ),
     );
+    if definition.hang_show_query {
+        field(
+            "hang reports",
+            "name requests with their query strings".to_string(),
+        );
+    }
     if !definition.watch.is_empty() {
         let ignored = if definition.ignore_watch.is_empty() {
             String::new()

@@ -135,6 +135,7 @@ impl RunArgs {
                 out_file: None,
                 error_file: None,
                 log_timestamps: self.app.log_timestamps,
+                hang_show_query: self.app.hang_show_query,
                 instances,
                 instance: 0,
                 listen: listen.clone(),

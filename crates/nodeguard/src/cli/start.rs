@@ -249,6 +249,7 @@ impl StartArgs {
             let mut apps = Vec::new();
             for app in &loaded.apps {
                 let mut definition = app.definition(&node, self.app.log_timestamps);
+                definition.hang_show_query |= self.app.hang_show_query;
                 if self.no_autorestart {
                     definition.autorestart = Some("never".to_string());
                 }
@@ -347,6 +348,7 @@ impl StartArgs {
         app.interpreter_args = interpreter_args;
         app.caller_env = Some(caller_env);
         app.log_timestamps = self.app.log_timestamps;
+        app.hang_show_query = self.app.hang_show_query;
         let in_cwd = |file: &PathBuf| cwd.join(file).to_string_lossy().into_owned();
         if let Some(file) = &self.output {
             app.out_file = Some(in_cwd(file));

@@ -49,6 +49,8 @@ pub struct AppSpec {
     pub error_file: Option<PathBuf>,
     /// Prefix each log-file line with its time.
     pub log_timestamps: bool,
+    /// A hang's report shows the in-flight requests' query strings.
+    pub hang_show_query: bool,
     /// How many processes run the app.
     pub instances: u32,
     /// Which of them this spec is for (0-based).
@@ -313,6 +315,7 @@ impl AppCommand<'_> {
             out_file: None,
             error_file: None,
             log_timestamps: false,
+            hang_show_query: false,
             autorestart: Some(policy.autorestart.as_str().to_string()),
             max_restarts: Some(policy.max_restarts),
             restart_window_ms: Some(millis(policy.restart_window)),
@@ -453,6 +456,7 @@ impl AppSpec {
         definition.out_file = self.out_file.as_ref().map(|p| p.display().to_string());
         definition.error_file = self.error_file.as_ref().map(|p| p.display().to_string());
         definition.log_timestamps = self.log_timestamps;
+        definition.hang_show_query = self.hang_show_query;
         definition.instances = self.instances;
         definition.listen = self.listen.iter().map(ToString::to_string).collect();
         definition.wait_ready = self.wait_ready;
@@ -613,6 +617,7 @@ impl AppSpec {
             out_file: definition.out_file.map(PathBuf::from),
             error_file: definition.error_file.map(PathBuf::from),
             log_timestamps: definition.log_timestamps,
+            hang_show_query: definition.hang_show_query,
             instances,
             instance: 0,
             listen,

@@ -20,6 +20,8 @@ pub struct Heartbeat {
     pub probe: Option<OutstandingProbe>,
     /// The latest pong said a SIGINT would make Node print the JS stack.
     pub stack_on_sigint: bool,
+    /// The monitor captures the JS stack itself, through V8's interrupt (its hello said so).
+    pub stack_by_interrupt: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

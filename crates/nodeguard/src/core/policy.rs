@@ -15,6 +15,10 @@ pub const LATE_TOLERANCE_FLOOR: Duration = Duration::from_millis(50);
 
 /// Longest wait for a hung process to print its JS stack after SIGINT before SIGKILL.
 pub const STACK_TIMEOUT: Duration = Duration::from_millis(250);
+/// Longest wait for the stack the monitor captures through V8's interrupt: the JS thread takes the
+/// interrupt at its next loop back-edge or call, within microseconds while it runs JavaScript;
+/// past this it is blocked outside JavaScript (a native or synchronous call) and is killed.
+pub const INTERRUPT_STACK_TIMEOUT: Duration = Duration::from_secs(1);
 /// Longest wait for the monitor's native thread to answer a probe (or the heartbeat timeout, if
 /// shorter). It answers within microseconds unless the whole process is frozen.
 pub const PROBE_TIMEOUT_MAX: Duration = Duration::from_millis(500);

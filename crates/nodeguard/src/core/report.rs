@@ -17,7 +17,10 @@ pub enum HangEvidence {
 /// Whether the hung process's JS stack is being asked for, and if not, why.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StackPlan {
+    /// SIGINT with `--trace-sigint`: Node prints the stack on stderr and dies.
     Requested,
+    /// The monitor captures it through V8's interrupt and sends it over its socket.
+    Interrupt,
     /// The app listens for SIGINT itself, which turns Node's `--trace-sigint` off.
     AppHandlesSigint,
     /// The process did not answer a probe; a SIGINT would wait unhandled as well.
@@ -58,6 +61,11 @@ pub enum Report {
     },
     /// The hung process printed no stack within [`STACK_TIMEOUT`]; SIGKILL follows.
     StackTimeout {
+        pid: u32,
+    },
+    /// The monitor's interrupt did not run within [`INTERRUPT_STACK_TIMEOUT`]: the JS thread is
+    /// blocked outside JavaScript. SIGKILL follows.
+    InterruptTimeout {
         pid: u32,
     },
     KillTimeout {

@@ -1,8 +1,11 @@
-//! Hang forensics: catches the JS stack a hung Node process prints on SIGINT (`--trace-sigint`)
-//! from its stderr, and turns it into one line such as
-//! `hung 3.2s in barSpin (app.js:12:5) < handler (app.js:20:3)`.
+//! Hang forensics: turns a hung process's JS stack into one line such as
+//! `hung 3.2s in barSpin (app.js:12:5) < handler (app.js:20:3) while handling GET /search`. The
+//! stack comes from the monitor (captured through V8's interrupt, see the monitor's `stack`
+//! module: frames as `function (file:line:col)`, shortened by [`shorten_frames`]), or, where the
+//! monitor cannot capture it, from the trace Node prints on SIGINT under `--trace-sigint`, caught
+//! here from its stderr ([`StackTap`], [`parse_trace`]).
 //!
-//! Why SIGINT and `--trace-sigint`: Node's SIGINT watchdog runs on its own thread and asks V8 to
+//! Why SIGINT and `--trace-sigint` as the fallback: Node's SIGINT watchdog runs on its own thread and asks V8 to
 //! interrupt the running JavaScript, so it prints the main thread's stack even while the event loop
 //! is blocked, and then dies by SIGINT. It costs nothing until used. The alternative, an inspector
 //! session held by a `worker_thread` in every app, measured about 10 MB RSS per app. The trace is
@@ -80,6 +83,59 @@ pub fn parse_trace(lines: &[String], cwd: &Path) -> Option<Vec<String>> {
         .map(|line| shorten_frame(&line[3..], cwd))
         .collect();
     Some(frames)
+}
+
+/// Frames as the monitor sends them (`fn (/abs/app.js:1:2)`), shortened for a log line like
+/// those of [`parse_trace`].
+pub fn shorten_frames(frames: &[String], cwd: &Path) -> Vec<String> {
+    frames
+        .iter()
+        .take(MAX_FRAMES)
+        .map(|frame| {
+            let frame: String = cut(frame, MAX_FRAME_LEN)
+                .chars()
+                .filter(|c| !c.is_control())
+                .collect();
+            shorten_frame(&frame, cwd)
+        })
+        .collect()
+}
+
+/// Most frames kept from a monitor's stack.
+const MAX_FRAMES: usize = nodeguard_proto::worker::MAX_FRAMES;
+/// Longest frame or request kept from a monitor, in bytes.
+const MAX_FRAME_LEN: usize = 1100;
+
+fn cut(text: &str, max: usize) -> String {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_string()
+}
+
+/// A monitor's in-flight requests, bounded in number and length, control characters dropped (they
+/// go into log lines).
+pub fn bounded_requests(requests: Vec<String>) -> Vec<String> {
+    requests
+        .into_iter()
+        .take(nodeguard_proto::worker::MAX_REQUESTS)
+        .map(|request| {
+            cut(&request, 300)
+                .chars()
+                .filter(|c| !c.is_control())
+                .collect()
+        })
+        .collect()
+}
+
+/// `line` followed by the requests the process was handling: `… while handling GET /search`.
+pub fn while_handling(line: String, requests: &[String]) -> String {
+    if requests.is_empty() {
+        line
+    } else {
+        format!("{line} while handling {}", requests.join(", "))
+    }
 }
 
 /// `fn (/abs/app.js:1:2)` → `fn (app.js:1:2)`; a bare location gets `<anonymous>`.

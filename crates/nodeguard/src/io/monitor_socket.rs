@@ -31,6 +31,8 @@ pub struct MonitorConnection {
     pub pid: u32,
     pub reader: FrameReader<OwnedReadHalf>,
     pub writer: OwnedWriteHalf,
+    /// The monitor captures the JS stack itself on request (its hello said so).
+    pub stack_capture: bool,
 }
 
 struct Registration {
@@ -139,8 +141,12 @@ async fn handshake(
         );
         return Err(refuse(&mut writer, reason).await);
     }
-    let WorkerMessage::Hello { token, pid, .. } =
-        decode_payload(&payload).map_err(FrameError::from)?
+    let WorkerMessage::Hello {
+        token,
+        pid,
+        stack_capture,
+        ..
+    } = decode_payload(&payload).map_err(FrameError::from)?
     else {
         return Err(HandshakeError::NotHello);
     };
@@ -160,6 +166,7 @@ async fn handshake(
         pid: peer_pid.unwrap_or(pid),
         reader,
         writer,
+        stack_capture,
     };
     // The worker may have exited meanwhile; then the connection just closes.
     let _ = registration.deliver.send(connection).await;

@@ -78,6 +78,8 @@ enum Item {
 #[derive(Clone)]
 pub struct OutputSink {
     lines: mpsc::Sender<Item>,
+    /// App output goes to the terminal (foreground mode), where the supervisor's log is too.
+    terminal: bool,
 }
 
 /// Joins the writer thread once every sink is dropped.
@@ -95,10 +97,11 @@ impl OutputWriter {
 /// Starts the writer thread.
 pub fn start(destinations: Destinations) -> io::Result<(OutputSink, OutputWriter)> {
     let (lines, queue) = mpsc::channel::<Item>(QUEUE_LINES);
+    let terminal = destinations.terminal;
     let thread = thread::Builder::new()
         .name("nodeguard-output".into())
         .spawn(move || Writer::new(destinations).run(queue))?;
-    Ok((OutputSink { lines }, OutputWriter { thread }))
+    Ok((OutputSink { lines, terminal }, OutputWriter { thread }))
 }
 
 /// The writer thread's state: terminal buffers and each app's open log files.
@@ -397,6 +400,11 @@ impl OutputSink {
                 return;
             }
         }
+    }
+
+    /// Whether app output is shown on the terminal, beside the supervisor's own log.
+    pub fn on_terminal(&self) -> bool {
+        self.terminal
     }
 
     /// Writes a line of the supervisor's own about an app into the app's output (its error log,

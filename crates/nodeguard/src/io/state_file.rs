@@ -235,6 +235,7 @@ mod tests {
                     out_file: None,
                     error_file: Some("/var/log/api.err".into()),
                     log_timestamps: true,
+                    hang_show_query: true,
                     autorestart: Some("on-failure".into()),
                     max_restarts: Some(5),
                     restart_window_ms: Some(30_000),

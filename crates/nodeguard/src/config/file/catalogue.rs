@@ -148,6 +148,7 @@ pub(super) const SUPPORTED: &[&str] = &[
     "exp_backoff_restart_delay",
     "stop_exit_codes",
     "wait_ready",
+    "hang_show_query",
     "listen_timeout",
     "listen",
     "out_file",

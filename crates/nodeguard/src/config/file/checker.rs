@@ -223,6 +223,9 @@ impl Checker<'_> {
             self.duration_field(&mut fields, "exp_backoff_restart_delay");
         let stop_exit_codes = self.exit_codes_field(&mut fields, "stop_exit_codes");
         let wait_ready = self.bool_field(&mut fields, "wait_ready").unwrap_or(false);
+        let hang_show_query = self
+            .bool_field(&mut fields, "hang_show_query")
+            .unwrap_or(false);
         let listen_timeout = self.duration_field(&mut fields, "listen_timeout");
         let listen = self.listen_field(&mut fields);
         self.exec_mode(&mut fields, instances, listen.is_empty());
@@ -269,6 +272,7 @@ impl Checker<'_> {
                 out_file,
                 error_file,
                 log_timestamps,
+                hang_show_query,
                 triggers,
                 instance_vars: crate::config::InstanceVars {
                     instance_var,

@@ -121,6 +121,8 @@ pub struct AppConfig {
     pub error_file: Option<PathBuf>,
     /// PM2's `time`: prefix each log line with its time.
     pub log_timestamps: bool,
+    /// nodeguard's own field: a hang's report shows the in-flight requests' query strings.
+    pub hang_show_query: bool,
     /// `watch`, `cron_restart`, `kill_signal` and company.
     pub triggers: Triggers,
     /// PM2's `instance_var` and `increment_var`.
@@ -166,6 +168,7 @@ impl AppConfig {
         definition.interpreter_args = self.interpreter_args.clone();
         definition.error_file = path_text(&self.error_file);
         definition.log_timestamps = self.log_timestamps || log_timestamps;
+        definition.hang_show_query = self.hang_show_query;
         definition.instance_var = self.instance_vars.instance_var.clone();
         definition.increment_var = self.instance_vars.increment_var.clone();
         definition.namespace = self.namespace.clone();
@@ -974,6 +977,27 @@ mod tests {
                 format!("{file}: app 'api': field 'watch_options' is not supported and is ignored (chokidar options do not apply (nodeguard watches with inotify); use ignore_watch and watch_delay)"),
             ]
         );
+    }
+
+    #[test]
+    fn hang_show_query_is_read_checked_and_reaches_the_definition() {
+        let dir = temp_dir(&[
+            (
+                "ok.json",
+                r#"[{"name":"a","script":"app.js","hang_show_query":true},{"name":"b","script":"app.js"}]"#,
+            ),
+            (
+                "bad.json",
+                r#"[{"name":"a","script":"app.js","hang_show_query":"yes"}]"#,
+            ),
+        ]);
+        let loaded = load(&dir.join("ok.json"), &defaults()).expect("loads");
+        assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+        assert!(loaded.apps[0].hang_show_query);
+        assert!(!loaded.apps[1].hang_show_query);
+        let definition = loaded.apps[0].definition(Path::new("/usr/bin/node"), false);
+        assert!(definition.hang_show_query);
+        assert!(load(&dir.join("bad.json"), &defaults()).is_err());
     }
 
     #[test]

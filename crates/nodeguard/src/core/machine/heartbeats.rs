@@ -110,7 +110,9 @@ impl Worker {
                 if kill_at.is_some_and(|at| now >= at) {
                     let pid = *pid;
                     *kill_at = None;
-                    actions.push(Action::Report(if *capturing {
+                    actions.push(Action::Report(if *capturing && self.capture_by_interrupt {
+                        Report::InterruptTimeout { pid }
+                    } else if *capturing {
                         Report::StackTimeout { pid }
                     } else {
                         Report::KillTimeout { pid }
@@ -159,8 +161,9 @@ impl Worker {
         }
     }
 
-    /// The live process is hung: count it, then ask for its JS stack (SIGINT, SIGKILL after
-    /// [`STACK_TIMEOUT`]) when it can print one, or kill it at once.
+    /// The live process is hung: count it, then ask for its JS stack when it can give one (from
+    /// its monitor, SIGKILL on arrival or after [`INTERRUPT_STACK_TIMEOUT`]; else SIGINT, SIGKILL
+    /// after [`STACK_TIMEOUT`]), or kill it at once.
     pub(super) fn declare_hung(
         &mut self,
         now: Instant,
@@ -182,6 +185,7 @@ impl Worker {
         let misses = heartbeat.misses;
         let stack = match evidence {
             HangEvidence::NoAnswer => StackPlan::ProcessUnresponsive,
+            HangEvidence::StuckInJs { .. } if heartbeat.stack_by_interrupt => StackPlan::Interrupt,
             HangEvidence::StuckInJs { .. } if heartbeat.stack_on_sigint => StackPlan::Requested,
             HangEvidence::StuckInJs { .. } => StackPlan::AppHandlesSigint,
         };
@@ -203,15 +207,24 @@ impl Worker {
         } else {
             AfterExit::GiveUp
         };
-        let capturing = stack == StackPlan::Requested;
+        let by_interrupt = stack == StackPlan::Interrupt;
+        let capturing = by_interrupt || stack == StackPlan::Requested;
+        self.capture_by_interrupt = by_interrupt;
+        let wait = if by_interrupt {
+            INTERRUPT_STACK_TIMEOUT
+        } else {
+            STACK_TIMEOUT
+        };
         self.phase = Phase::Stopping {
             pid,
             spawned_at,
-            kill_at: capturing.then(|| later(now, STACK_TIMEOUT)),
+            kill_at: capturing.then(|| later(now, wait)),
             then,
             capturing,
         };
-        actions.push(if capturing {
+        actions.push(if by_interrupt {
+            Action::RequestStack { pid }
+        } else if capturing {
             Action::CaptureStack { pid }
         } else {
             Action::SignalGroup {

@@ -11,8 +11,10 @@
 //! while JS is blocked, and says whether a ping is stuck waiting for the JS thread. Only a ping
 //! stuck for at least a heartbeat timeout, or no answer at all (the process is frozen), confirms
 //! the hang; a monitor with no ping waiting proves the silence was not the app's. A confirmed hang
-//! whose process would print its JS stack on SIGINT (`--trace-sigint`) gets a SIGINT first, and
-//! SIGKILL after [`STACK_TIMEOUT`] at the latest.
+//! whose monitor captures the JS stack itself (V8's interrupt) is asked for it, and SIGKILL follows
+//! its arrival or [`INTERRUPT_STACK_TIMEOUT`]; else one whose process would print its stack on
+//! SIGINT (`--trace-sigint`) gets a SIGINT first, and SIGKILL after [`STACK_TIMEOUT`] at the
+//! latest.
 //!
 //! Readiness: an ordinary app is ready at its first pong. A cluster-mode app (shared listen
 //! addresses, or wait-ready) is ready only at a `Ready` event from its monitor, which must come
@@ -100,6 +102,10 @@ pub enum Event {
         rss: Option<u64>,
         stack_on_sigint: bool,
     },
+    /// The connected monitor captures the JS stack itself (through V8's interrupt).
+    MonitorCapturesStack,
+    /// The stack asked for with [`Action::RequestStack`] arrived.
+    StackReceived,
     /// The monitor's native thread answered probe `seq`: the ping waiting for JS has waited
     /// `queued_for` (`None`: no ping is waiting).
     ProbeReply {
@@ -199,6 +205,11 @@ pub enum Action {
     CaptureStack {
         pid: u32,
     },
+    /// Ask the monitor for the JS stack (captured through V8's interrupt); SIGKILL follows its
+    /// arrival ([`Event::StackReceived`]) or [`INTERRUPT_STACK_TIMEOUT`].
+    RequestStack {
+        pid: u32,
+    },
     Report(Report),
 }
 
@@ -235,6 +246,9 @@ pub struct Worker {
     /// at `origin + k × interval`, so apps with the same interval are pinged in one wakeup rather
     /// than each at its own moment (see [`on_grid`]). `None` keeps each app's own cadence.
     pub ping_grid: Option<Instant>,
+    /// The current capture (`Phase::Stopping { capturing: true }`) is the monitor's interrupt,
+    /// not SIGINT.
+    pub capture_by_interrupt: bool,
 }
 
 impl Worker {
@@ -253,6 +267,7 @@ impl Worker {
             fail_fast: false,
             not_ready_streak: 0,
             ping_grid: None,
+            capture_by_interrupt: false,
         }
     }
 
@@ -313,6 +328,27 @@ impl Worker {
                 if let Phase::Live { heartbeat, .. } = &mut self.phase {
                     heartbeat.monitored = true;
                     heartbeat.next_ping_at = now;
+                }
+            }
+            Event::MonitorCapturesStack => {
+                if let Phase::Live { heartbeat, .. } = &mut self.phase {
+                    heartbeat.stack_by_interrupt = true;
+                }
+            }
+            Event::StackReceived => {
+                if let Phase::Stopping {
+                    pid,
+                    kill_at,
+                    capturing: capturing @ true,
+                    ..
+                } = &mut self.phase
+                {
+                    *capturing = false;
+                    *kill_at = None;
+                    actions.push(Action::SignalGroup {
+                        pgid: *pid,
+                        signal: StopSignal::Kill,
+                    });
                 }
             }
             Event::MonitorLost => {
@@ -428,6 +464,7 @@ impl Worker {
                 next_seq: 1,
                 probe: None,
                 stack_on_sigint: false,
+                stack_by_interrupt: false,
             },
         };
         actions.push(Action::Report(Report::Started { pid }));

@@ -34,7 +34,7 @@ use nodeguard_proto::{encode_frame, MAX_WORKER_FRAME};
 use crate::config::AppSpec;
 use crate::core::exit::{human, ExitKind};
 use crate::core::machine::{Action, Event, Phase, Report, StopSignal, Worker, SPAWN_FAILED};
-use crate::io::forensics::StackTap;
+use crate::io::forensics::{self, StackTap};
 use crate::io::listen::SharedListeners;
 use crate::io::monitor_socket::{MonitorConnection, TokenRegistry};
 use crate::io::output::{Origin, OutputSink};
@@ -127,6 +127,12 @@ pub struct WorkerTask {
     tap: Option<Arc<StackTap>>,
     /// How long the loop was silent, set when the current process was hung and asked for its stack.
     capture: Option<Duration>,
+    /// The HTTP requests the current process was handling at the latest probe (for a hang).
+    hang_requests: Vec<String>,
+    /// The stack the monitor sent, until it is reported.
+    stack_frames: Option<Vec<String>>,
+    /// The monitor's connection was gone or closed while its stack was awaited.
+    capture_lost: bool,
     /// The current process's [`proctree::ENV_SPAWN_KEY`].
     spawn_key: u64,
     /// Holds a lease on `listeners` (from its first spawn until it comes to rest).
@@ -212,6 +218,9 @@ impl WorkerTask {
             origin: None,
             tap: None,
             capture: None,
+            hang_requests: Vec::new(),
+            stack_frames: None,
+            capture_lost: false,
             spawn_key: 0,
             leased: false,
         };
@@ -246,7 +255,11 @@ impl WorkerTask {
                         self.forget_token();
                         self.end_tree();
                         if let Some(silent_for) = self.capture.take() {
-                            self.report_stack(silent_for).await;
+                            if self.machine.capture_by_interrupt {
+                                self.report_blocked(silent_for).await;
+                            } else {
+                                self.report_stack(silent_for).await;
+                            }
                         }
                         match status {
                             Ok(status) => Event::Exited { status: ExitKind::from_status(status) },
@@ -264,8 +277,14 @@ impl WorkerTask {
                         if connection.generation != self.generation || self.child.is_none() {
                             continue;
                         }
+                        let captures = connection.stack_capture;
                         self.connection = Some(connection);
-                        Event::MonitorConnected
+                        if captures {
+                            self.handle(Event::MonitorConnected).await;
+                            Event::MonitorCapturesStack
+                        } else {
+                            Event::MonitorConnected
+                        }
                     }
                     _ = force.cancelled(), if !force_seen => {
                         force_seen = true;
@@ -356,12 +375,24 @@ impl WorkerTask {
                 self.on_listened_elsewhere(port);
                 None
             }
-            Ok(Some(WorkerMessage::ProbeReply { seq, queued_ms, .. })) => Some(Event::ProbeReply {
+            Ok(Some(WorkerMessage::Stack { frames, .. })) => {
+                self.stack_frames = Some(frames);
+                Some(Event::StackReceived)
+            }
+            Ok(Some(WorkerMessage::ProbeReply {
                 seq,
-                queued_for: queued_ms
-                    .filter(|ms| ms.is_finite() && *ms >= 0.0)
-                    .and_then(|ms| Duration::try_from_secs_f64(ms / 1_000.0).ok()),
-            }),
+                queued_ms,
+                requests,
+                ..
+            })) => {
+                self.hang_requests = forensics::bounded_requests(requests);
+                Some(Event::ProbeReply {
+                    seq,
+                    queued_for: queued_ms
+                        .filter(|ms| ms.is_finite() && *ms >= 0.0)
+                        .and_then(|ms| Duration::try_from_secs_f64(ms / 1_000.0).ok()),
+                })
+            }
             Ok(Some(WorkerMessage::Hello { .. })) => {
                 tracing::warn!("monitor sent a second hello; ignoring it");
                 None
@@ -380,6 +411,12 @@ impl WorkerTask {
 
     /// Steps the machine with `event` and every event its actions produce, then publishes.
     async fn handle(&mut self, event: Event) {
+        if event == Event::StackReceived {
+            self.report_received_stack().await;
+        }
+        if event == Event::MonitorLost && self.capture.is_some() {
+            self.capture_lost = true;
+        }
         let mut queue = VecDeque::from([event]);
         while let Some(event) = queue.pop_front() {
             let actions = self.machine.step(event, Instant::now());
@@ -412,7 +449,18 @@ impl WorkerTask {
                 None
             }
             Action::SendPing { seq } => self.send(SupervisorMessage::Ping { seq }),
-            Action::SendProbe { seq } => self.send(SupervisorMessage::Probe { seq }),
+            Action::SendProbe { seq } => {
+                self.hang_requests.clear();
+                self.send(SupervisorMessage::Probe {
+                    seq,
+                    show_query: self.spec.hang_show_query,
+                })
+            }
+            Action::RequestStack { .. } => {
+                let lost = self.send(SupervisorMessage::Stack { seq: 1 });
+                self.capture_lost |= self.connection.is_none();
+                lost
+            }
             Action::RequestShutdown { pgid } => {
                 if !self.send_shutdown() {
                     if let Err(error) = platform::signal_group(pgid, self.spec.kill_signal) {

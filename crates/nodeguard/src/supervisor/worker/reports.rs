@@ -2,7 +2,8 @@
 
 use crate::core::exit::human;
 use crate::core::machine::{
-    HangEvidence, Phase, Report, StackPlan, StopSignal, Timing, STACK_TIMEOUT,
+    HangEvidence, Phase, Report, StackPlan, StopSignal, Timing, INTERRUPT_STACK_TIMEOUT,
+    STACK_TIMEOUT,
 };
 use crate::core::units::bytes;
 use crate::io::forensics::{self};
@@ -44,7 +45,7 @@ impl WorkerTask {
             return None;
         };
         let why = match stack {
-            StackPlan::Requested => {
+            StackPlan::Requested | StackPlan::Interrupt => {
                 self.capture = Some(*silent_for);
                 return None;
             }
@@ -56,7 +57,41 @@ impl WorkerTask {
                 "the process did not answer at all (not even the monitor's own thread)"
             }
         };
-        Some(forensics::summary(*silent_for, Err(why)))
+        Some(forensics::while_handling(
+            forensics::summary(*silent_for, Err(why)),
+            &self.hang_requests,
+        ))
+    }
+
+    /// The monitor sent the hung process's stack (captured through V8's interrupt): records
+    /// where it was stuck. SIGKILL follows (the machine's answer to the same event).
+    pub(super) async fn report_received_stack(&mut self) {
+        let frames = self.stack_frames.take().unwrap_or_default();
+        let Some(silent_for) = self.capture.take() else {
+            return;
+        };
+        let frames = forensics::shorten_frames(&frames, &self.spec.cwd);
+        let text = forensics::summary(silent_for, Ok(&frames));
+        let text = forensics::while_handling(text, &self.hang_requests);
+        self.note(text).await;
+    }
+
+    /// No stack came from the monitor and the hung process was killed: its JS thread was blocked
+    /// outside JavaScript (the interrupt never ran), or the monitor's connection was gone. Says
+    /// which; no stack is guessed.
+    pub(super) async fn report_blocked(&mut self, silent_for: Duration) {
+        let why = if self.capture_lost {
+            "the monitor's connection closed before the stack came".to_string()
+        } else {
+            format!(
+                "blocked outside JavaScript (in a native or synchronous call: the JS thread took \
+                 no interrupt within {})",
+                human(INTERRUPT_STACK_TIMEOUT)
+            )
+        };
+        let text = forensics::summary(silent_for, Err(&why));
+        let text = forensics::while_handling(text, &self.hang_requests);
+        self.note(text).await;
     }
 
     /// The hung process exited after SIGINT (or SIGKILL at the deadline): reads the stack it
@@ -70,6 +105,7 @@ impl WorkerTask {
             return;
         };
         let lines = tap.finish(STACK_DRAIN).await;
+        let requests = self.hang_requests.clone();
         let text = match forensics::parse_trace(&lines, &self.spec.cwd) {
             Some(frames) => forensics::summary(silent_for, Ok(&frames)),
             None => forensics::summary(
@@ -80,12 +116,16 @@ impl WorkerTask {
                 )),
             ),
         };
-        self.note(text).await;
+        self.note(forensics::while_handling(text, &requests)).await;
     }
 
-    /// Records a forensic line: in `describe`, the supervisor's log, and the app's own log.
+    /// Records a forensic line: in `describe`, the supervisor's log, and the app's own log. In
+    /// foreground mode both logs are the terminal: the line is printed once, with the app's
+    /// prefix.
     pub(super) async fn note(&mut self, text: String) {
-        tracing::error!("{text}");
+        if self.origin.is_none() || !self.ctx.output.on_terminal() {
+            tracing::error!("{text}");
+        }
         self.record("stack", text.clone());
         if let Some(origin) = &self.origin {
             self.ctx
@@ -226,6 +266,16 @@ pub(super) fn render(report: &Report, timing: &Timing) -> Rendered {
                 human(STACK_TIMEOUT)
             ),
         ),
+        Report::InterruptTimeout { pid } => (
+            "stack_timeout",
+            Level::Warn,
+            Some(*pid),
+            format!(
+                "the JS thread took no interrupt within {} (blocked outside JavaScript); sent \
+                 SIGKILL",
+                human(INTERRUPT_STACK_TIMEOUT)
+            ),
+        ),
         Report::KillTimeout { pid } => (
             "kill_timeout",
             Level::Warn,
@@ -359,6 +409,13 @@ mod tests {
                 "hang_disproved",
                 Level::Warn,
                 "3 heartbeats missed, but the monitor had no ping waiting for JS: not a hang",
+            ),
+            (
+                Report::InterruptTimeout { pid: 7 },
+                "stack_timeout",
+                Level::Warn,
+                "pid 7: the JS thread took no interrupt within 1.0s (blocked outside JavaScript); \
+                 sent SIGKILL",
             ),
             (
                 Report::KillTimeout { pid: 7 },

@@ -196,6 +196,9 @@ impl WorkerTask {
                 self.origin = Some(origin);
                 self.tap = Some(tap);
                 self.capture = None;
+                self.hang_requests.clear();
+                self.stack_frames = None;
+                self.capture_lost = false;
                 self.child = Some(launched.exit);
                 Event::Spawned { pid }
             }

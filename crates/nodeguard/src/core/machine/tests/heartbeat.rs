@@ -417,3 +417,53 @@ fn a_pong_over_the_memory_limit_restarts_gracefully() {
     );
     assert!(actions.contains(&Action::Spawn), "{actions:?}");
 }
+
+/// A monitor that captures the stack itself is asked for it, whatever the app does with SIGINT,
+/// also before its first pong (a hang while starting); SIGKILL follows the stack's arrival, or
+/// the interrupt timeout when the JS thread never takes the interrupt.
+#[test]
+fn a_monitor_that_captures_the_stack_is_asked_then_killed_on_arrival_or_at_the_timeout() {
+    for arrives in [true, false] {
+        let t0 = Instant::now();
+        let mut worker = connected(t0);
+        worker.step(Event::MonitorCapturesStack, t0);
+        // No pong ever: the loop hung while starting.
+        let (at, seq) = until_probe(&mut worker);
+        let actions = worker.step(
+            Event::ProbeReply {
+                seq,
+                queued_for: Some(1_000 * MS),
+            },
+            at,
+        );
+        assert!(
+            matches!(
+                actions[0],
+                Action::Report(Report::Hung {
+                    stack: StackPlan::Interrupt,
+                    ..
+                })
+            ),
+            "{actions:?}"
+        );
+        assert_eq!(actions[1], Action::RequestStack { pid: 7 });
+        assert_eq!(worker.next_deadline(), Some(at + INTERRUPT_STACK_TIMEOUT));
+        let kill = Action::SignalGroup {
+            pgid: 7,
+            signal: StopSignal::Kill,
+        };
+        if arrives {
+            assert_eq!(worker.step(Event::StackReceived, at + MS), [kill]);
+            assert_eq!(worker.next_deadline(), None);
+            // A second (late) stack changes nothing.
+            assert!(worker.step(Event::StackReceived, at + 2 * MS).is_empty());
+        } else {
+            let (when, actions) = fire(&mut worker);
+            assert_eq!(when, at + INTERRUPT_STACK_TIMEOUT);
+            assert_eq!(
+                actions,
+                [Action::Report(Report::InterruptTimeout { pid: 7 }), kill]
+            );
+        }
+    }
+}
