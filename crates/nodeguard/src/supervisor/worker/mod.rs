@@ -133,6 +133,9 @@ pub struct WorkerTask {
     stack_frames: Option<Vec<String>>,
     /// The monitor's connection was gone or closed while its stack was awaited.
     capture_lost: bool,
+    /// The monitor's interrupt missed its deadline for the current capture (then the process is
+    /// killed, and its connection closing afterwards is no news).
+    interrupt_timed_out: bool,
     /// The current process's [`proctree::ENV_SPAWN_KEY`].
     spawn_key: u64,
     /// Holds a lease on `listeners` (from its first spawn until it comes to rest).
@@ -221,6 +224,7 @@ impl WorkerTask {
             hang_requests: Vec::new(),
             stack_frames: None,
             capture_lost: false,
+            interrupt_timed_out: false,
             spawn_key: 0,
             leased: false,
         };
@@ -414,7 +418,7 @@ impl WorkerTask {
         if event == Event::StackReceived {
             self.report_received_stack().await;
         }
-        if event == Event::MonitorLost && self.capture.is_some() {
+        if event == Event::MonitorLost && self.capture.is_some() && !self.interrupt_timed_out {
             self.capture_lost = true;
         }
         let mut queue = VecDeque::from([event]);
@@ -484,6 +488,11 @@ impl WorkerTask {
             Action::Report(report) => {
                 if let Report::NotReady { waited, .. } = report {
                     self.fail_starting_waiters(waited);
+                }
+                if let Report::InterruptTimeout { .. } = report {
+                    // The interrupt's deadline passed with the connection still up: the SIGKILL
+                    // that follows closes it, which must not read as a lost connection.
+                    self.interrupt_timed_out = true;
                 }
                 let why_unmonitored = matches!(report, Report::Unmonitored)
                     .then(|| self.spec.unmonitorable())

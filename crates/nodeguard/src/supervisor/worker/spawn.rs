@@ -199,6 +199,7 @@ impl WorkerTask {
                 self.hang_requests.clear();
                 self.stack_frames = None;
                 self.capture_lost = false;
+                self.interrupt_timed_out = false;
                 self.child = Some(launched.exit);
                 Event::Spawned { pid }
             }
