@@ -118,6 +118,8 @@ function isLauncher() {
 }
 
 const entry = denoWithoutPermissions() || isLauncher() ? undefined : esmEntry();
+// Source maps for hang stacks: inline maps of the app's modules are recorded as they load.
+if (entry !== undefined) require('./sourcemaps.js').install();
 if (entry === undefined) {
   // A launcher (the monitor belongs to the app it starts), or Deno without permissions.
 } else if (entry === null) {
