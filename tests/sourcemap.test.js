@@ -59,8 +59,12 @@ function project(t, name) {
   return dir;
 }
 
-/** Starts `args` in a fresh daemon home, hangs the app, and returns the stack event's message. */
-async function hangStack(t, dir, args) {
+/**
+ * Starts `args` in a fresh daemon home, hangs the app, and returns the stack event's message.
+ * `recorded`: whether the monitor records inline maps for this app (a private file under
+ * run/maps, removed once the process is gone), or records nothing at all.
+ */
+async function hangStack(t, dir, args, { recorded }) {
   const home = new h.DaemonHome(t);
   await home.ok(['start', ...args, '--name', 'ts', ...FAST], { cwd: dir });
   const row = await home.waitForStatus((apps) => apps.find((a) => a.name === 'ts' && a.monitored && a.state === 'running'),
@@ -73,6 +77,14 @@ async function hangStack(t, dir, args) {
     const match = new RegExp(`listening (\\d+) pid=${row.pid}`).exec(text);
     return match && Number(match[1]);
   }, { what: 'the app to print its port' });
+  const recordedFile = path.join(home.home, 'run', 'maps', String(row.pid));
+  if (recorded) {
+    const mode = fs.lstatSync(recordedFile).mode;
+    assert.equal(mode & 0o777, 0o600, `${recordedFile} is private`);
+    assert.match(fs.readFileSync(recordedFile, 'utf8'), /^\/\S+\.m?ts\tdata:application\/json;base64,[A-Za-z0-9+/=]+\n$/);
+  } else {
+    assert.ok(!fs.existsSync(recordedFile), `nothing to record for this app, yet ${recordedFile} exists`);
+  }
   assert.equal((await h.get(port, '/hang')).body, 'hanging\n');
   const stack = await home.waitFor(async () => {
     const result = await home.ok(['describe', 'ts', '--json']);
@@ -81,6 +93,7 @@ async function hangStack(t, dir, args) {
     return (app.events || []).find((e) => e.kind === 'stack');
   }, { what: 'the hang\'s stack event' });
   t.diagnostic(stack.message);
+  await home.waitFor(() => !fs.existsSync(recordedFile), { what: `${recordedFile} to be removed after the hang` });
   await home.ok(['delete', 'all']);
   return stack.message;
 }
@@ -93,13 +106,13 @@ function assertTsLines(message, file) {
 
 test('tsx, CommonJS (Node 20): the hung .ts app\'s stack names the .ts lines', async (t) => {
   const dir = project(t, 'app.ts');
-  const message = await hangStack(t, dir, ['app.ts', '--node', nodeBinary(20)]);
+  const message = await hangStack(t, dir, ['app.ts', '--node', nodeBinary(20)], { recorded: true });
   assertTsLines(message, 'app.ts');
 });
 
 test('tsx, ES module (Node 24, tsx on module.registerHooks): the hung .mts app\'s stack names the .mts lines', async (t) => {
   const dir = project(t, 'app.mts');
-  const message = await hangStack(t, dir, ['app.mts', '--node', nodeBinary(24), '--node-arg=--import tsx']);
+  const message = await hangStack(t, dir, ['app.mts', '--node', nodeBinary(24), '--node-arg=--import tsx'], { recorded: true });
   assertTsLines(message, 'app.mts');
 });
 
@@ -113,14 +126,14 @@ test('tsc --sourceMap into dist/: the hung app\'s stack names src/app.ts', async
   execFileSync(tsc, ['--noCheck', '--sourceMap', '--outDir', 'dist', '--module', 'commonjs', '--target', 'es2022', 'src/app.ts'],
     { cwd: dir, stdio: 'pipe' });
   assert.ok(fs.existsSync(path.join(dir, 'dist', 'app.js.map')), 'tsc wrote dist/app.js.map');
-  const message = await hangStack(t, dir, ['dist/app.js']);
+  const message = await hangStack(t, dir, ['dist/app.js'], { recorded: false });
   assertTsLines(message, 'src/app.ts');
 });
 
 for (const major of [22, 24]) {
   test(`Node ${major}'s own type stripping: the hung .ts app's stack names the .ts lines`, async (t) => {
     const dir = project(t, 'app.ts');
-    const message = await hangStack(t, dir, ['app.ts', '--node', nodeBinary(major)]);
+    const message = await hangStack(t, dir, ['app.ts', '--node', nodeBinary(major)], { recorded: false });
     assertTsLines(message, 'app.ts');
   });
 }

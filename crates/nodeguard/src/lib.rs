@@ -34,7 +34,8 @@
 //! 6. At N misses the supervisor probes the monitor's native thread, which answers at once even
 //!    while JS is blocked: a ping stuck in JS for a whole timeout confirms the hang.
 //! 7. Confirmed: SIGINT makes Node print the JS stack (`--trace-sigint`), `io::forensics` catches
-//!    it from stderr, SIGKILL follows, and the restart policy spawns a replacement.
+//!    it from stderr (its frames mapped through source maps by `io::sourcemap`), SIGKILL follows,
+//!    and the restart policy spawns a replacement.
 //!
 //! # Layout
 //!
