@@ -45,6 +45,18 @@ pub fn recorded_path(worker_socket: &Path, pid: u32) -> Option<PathBuf> {
     )
 }
 
+/// Removes the directory monitors record maps in, with what is left in it (a foreground run
+/// cleaning its own home).
+pub fn remove_recorded_dir(run_dir: &Path) {
+    let dir = run_dir.join(RECORDED_DIR);
+    if let Ok(entries) = std::fs::read_dir(&dir) {
+        for entry in entries.flatten() {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+    let _ = std::fs::remove_dir(dir);
+}
+
 /// Makes the private directory monitors record maps in (under the run directory), emptied of what
 /// processes of an earlier supervisor left. Called once when the home is prepared.
 pub fn prepare_recorded_dir(run_dir: &Path) -> Result<(), crate::platform::PrivatePathError> {
@@ -210,14 +222,21 @@ fn read_recorded(path: &Path, wanted: &[PathBuf]) -> HashMap<PathBuf, String> {
     found
 }
 
-/// Opens the recorded file read-only: a regular file of ours, not through a symbolic link.
+/// Opens the recorded file read-only: a regular file of ours, in a directory reached and a file
+/// opened without following a symbolic link at either.
 fn open_recorded(path: &Path) -> Option<std::fs::File> {
-    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
-        .open(path)
-        .ok()?;
+    use rustix::fs::{Mode, OFlags};
+    use std::os::unix::fs::MetadataExt;
+    let (dir, name) = (path.parent()?, path.file_name()?);
+    let nofollow = OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let dir = rustix::fs::open(
+        dir,
+        OFlags::RDONLY | OFlags::DIRECTORY | nofollow,
+        Mode::empty(),
+    )
+    .ok()?;
+    let flags = OFlags::RDONLY | OFlags::NONBLOCK | nofollow;
+    let file = std::fs::File::from(rustix::fs::openat(&dir, name, flags, Mode::empty()).ok()?);
     let metadata = file.metadata().ok()?;
     (metadata.file_type().is_file()
         && metadata.uid() == crate::platform::current_uid()
@@ -615,6 +634,12 @@ mod tests {
         let link = dir.join("link");
         std::os::unix::fs::symlink(&recorded, &link).unwrap();
         assert_eq!(map_frames(&frames, Some(&link)), frames);
+        let linked_dir = dir.join("linked-dir");
+        std::os::unix::fs::symlink(&dir, &linked_dir).unwrap();
+        assert_eq!(
+            map_frames(&frames, Some(&linked_dir.join("recorded"))),
+            frames
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
