@@ -69,15 +69,16 @@ async function hangStack(t, dir, args, { recorded }) {
   await home.ok(['start', ...args, '--name', 'ts', ...FAST], { cwd: dir });
   const row = await home.waitForStatus((apps) => apps.find((a) => a.name === 'ts' && a.monitored && a.state === 'running'),
     { what: 'the TypeScript app to be monitored' });
-  const port = await home.waitFor(() => {
+  const [port, pid] = await home.waitFor(() => {
     let text = '';
     try {
       text = fs.readFileSync(path.join(home.home, 'logs', 'ts-out.log'), 'utf8');
     } catch {}
-    const match = new RegExp(`listening (\\d+) pid=${row.pid}`).exec(text);
-    return match && Number(match[1]);
+    const match = /listening (\d+) pid=(\d+)/.exec(text);
+    return match && [Number(match[1]), Number(match[2])];
   }, { what: 'the app to print its port' });
-  const recordedFile = path.join(home.home, 'run', 'maps', String(row.pid));
+  assert.equal(pid, row.pid);
+  const recordedFile = path.join(home.home, 'run', 'maps', String(pid));
   if (recorded) {
     const mode = fs.lstatSync(recordedFile).mode;
     assert.equal(mode & 0o777, 0o600, `${recordedFile} is private`);
