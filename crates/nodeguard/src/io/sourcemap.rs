@@ -377,35 +377,35 @@ struct SourceMap {
     mappings: String,
 }
 
-#[derive(serde::Deserialize)]
-struct RawMap {
-    version: u32,
-    #[serde(default)]
-    sources: Vec<Option<String>>,
-    #[serde(default, rename = "sourceRoot")]
-    source_root: Option<String>,
-    #[serde(default)]
-    names: Vec<String>,
-    mappings: String,
-}
-
 impl SourceMap {
-    /// Parses a map whose relative sources are relative to `base` (the map's directory).
+    /// Parses a map whose relative sources are relative to `base` (the map's directory). Read as
+    /// a JSON value (the parser the binary has anyway), not a derived type: less code.
     fn parse(json: &[u8], base: &Path) -> Option<Self> {
-        let raw: RawMap = serde_json::from_slice(json).ok()?;
-        if raw.version != 3 {
+        use serde_json::Value;
+        let map: Value = serde_json::from_slice(json).ok()?;
+        if map.get("version")?.as_u64()? != 3 {
             return None;
         }
-        let root = raw.source_root.unwrap_or_default();
-        let sources = raw
-            .sources
-            .into_iter()
-            .map(|source| resolve_source(&root, &source.unwrap_or_default(), base))
+        let root = map.get("sourceRoot").and_then(Value::as_str).unwrap_or("");
+        let strings = |field: &str| -> Vec<String> {
+            map.get(field)
+                .and_then(Value::as_array)
+                .map(|items| {
+                    items
+                        .iter()
+                        .map(|item| item.as_str().unwrap_or("").to_string())
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let sources = strings("sources")
+            .iter()
+            .map(|source| resolve_source(root, source, base))
             .collect();
         Some(Self {
             sources,
-            names: raw.names,
-            mappings: raw.mappings,
+            names: strings("names"),
+            mappings: map.get("mappings")?.as_str()?.to_string(),
         })
     }
 
