@@ -263,7 +263,7 @@ fn skip_line(reader: &mut impl BufRead) -> bool {
 
 /// The last `sourceMappingURL` comment near the end of a generated file on disk.
 fn url_on_disk(file: &Path) -> Option<String> {
-    let mut file = std::fs::File::open(file).ok()?;
+    let mut file = open_read_only(file)?;
     let metadata = file.metadata().ok()?;
     if !metadata.file_type().is_file() {
         return None;
@@ -274,6 +274,17 @@ fn url_on_disk(file: &Path) -> Option<String> {
     let mut tail = Vec::new();
     file.take(MAX_TAIL_BYTES).read_to_end(&mut tail).ok()?;
     comment_url(&tail)
+}
+
+/// Opens an app's file read-only, without blocking (a FIFO named in a stack must not hang us);
+/// the callers then take only a regular file.
+fn open_read_only(path: &Path) -> Option<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+        .ok()
 }
 
 /// The URL of the last `//# sourceMappingURL=` (or older `//@`) comment in `code`.
@@ -318,7 +329,7 @@ fn load_map(url: &str, file: &Path) -> Option<SourceMap> {
     } else {
         base.join(OsStr::from_bytes(&percent_decode(url)?))
     };
-    let map_file = std::fs::File::open(&path).ok()?;
+    let map_file = open_read_only(&path)?;
     let metadata = map_file.metadata().ok()?;
     if !metadata.file_type().is_file() || metadata.len() > MAX_MAP_BYTES {
         return None;
@@ -736,6 +747,12 @@ mod tests {
         file.set_len(MAX_MAP_BYTES + 1).unwrap();
         std::fs::write(&big, "x();\n//# sourceMappingURL=big.js.map\n").unwrap();
         let frames = vec![format!("f ({}:1:1)", big.display())];
+        assert_eq!(map_frames(&frames, None), frames);
+        // A FIFO named in a stack is neither waited on nor read.
+        let fifo = dir.join("fifo.js");
+        let path = std::ffi::CString::new(fifo.as_os_str().as_bytes()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0);
+        let frames = vec![format!("f ({}:1:1)", fifo.display())];
         assert_eq!(map_frames(&frames, None), frames);
         // Frames that are no file at all, or not frames.
         let odd = strings(&[
