@@ -125,6 +125,8 @@ if (entry !== undefined && entry !== null) {
     require('./index.js')._prepare();
   } catch {}
 }
+// Source maps for hang stacks: inline maps of the app's modules are recorded as they load.
+if (entry !== undefined) require('./sourcemaps.js').install();
 if (entry === undefined) {
   // A launcher (the monitor belongs to the app it starts), or Deno without permissions.
 } else if (entry === null) {

@@ -35,7 +35,8 @@
 //!    while JS is blocked: a ping stuck in JS for a whole timeout confirms the hang.
 //! 7. Confirmed: the monitor captures the JS stack through V8's interrupt and sends it (where it
 //!    cannot, SIGINT makes Node print it under `--trace-sigint` and `io::forensics` catches it from
-//!    stderr), SIGKILL follows, and the restart policy spawns a replacement.
+//!    stderr); the frames are mapped through source maps by `io::sourcemap`, SIGKILL follows, and
+//!    the restart policy spawns a replacement.
 //!
 //! # Layout
 //!

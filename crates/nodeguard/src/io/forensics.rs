@@ -72,17 +72,20 @@ impl StackTap {
     }
 }
 
-/// The frames of the trace in `lines`, innermost first, shortened for a log line: paths under
-/// `cwd` become relative, `file://` URLs become paths. `None` if no trace was printed.
-pub fn parse_trace(lines: &[String], cwd: &Path) -> Option<Vec<String>> {
+/// The frames of the trace in `lines`, innermost first, mapped through source maps (see
+/// [`sourcemap`](super::sourcemap); `recorded` is where the process's monitor recorded inline
+/// maps) and shortened for a log line: paths under `cwd` become relative, `file://` URLs become
+/// paths. `None` if no trace was printed.
+pub fn parse_trace(lines: &[String], cwd: &Path, recorded: Option<&Path>) -> Option<Vec<String>> {
     let header = lines.iter().position(|line| line.contains(TRACE_HEADER))?;
-    let frames = lines[header + 1..]
+    let frames: Vec<String> = lines[header + 1..]
         .iter()
         .map(|line| line.trim())
         .take_while(|line| line.starts_with("at "))
-        .map(|line| shorten_frame(&line[3..], cwd))
+        .map(|line| line[3..].to_string())
         .collect();
-    Some(frames)
+    let frames = super::sourcemap::map_frames(&frames, recorded);
+    Some(frames.iter().map(|f| shorten_frame(f, cwd)).collect())
 }
 
 /// Frames as the monitor sends them (`fn (/abs/app.js:1:2)`), shortened for a log line like
@@ -187,7 +190,7 @@ mod tests {
              \n\
              trailing noise",
         );
-        let frames = parse_trace(&captured, Path::new("/srv/app")).unwrap();
+        let frames = parse_trace(&captured, Path::new("/srv/app"), None).unwrap();
         assert_eq!(
             frames,
             [
@@ -206,7 +209,11 @@ mod tests {
     #[test]
     fn no_header_means_no_trace_and_the_line_says_why() {
         assert_eq!(
-            parse_trace(&lines("just output\n    at x (y.js:1:1)"), Path::new("/")),
+            parse_trace(
+                &lines("just output\n    at x (y.js:1:1)"),
+                Path::new("/"),
+                None
+            ),
             None
         );
         assert_eq!(

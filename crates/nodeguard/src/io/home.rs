@@ -101,6 +101,8 @@ impl Home {
         lock.set_len(0).map_err(prepare_err)?;
         lock.rewind().map_err(prepare_err)?;
         write!(lock, "{}", std::process::id()).map_err(prepare_err)?;
+        // Ours now: what monitors of an earlier supervisor recorded can go.
+        crate::io::sourcemap::prepare_recorded_dir(&paths.run_dir)?;
         for socket in [&paths.control_socket, &paths.worker_socket] {
             match std::fs::remove_file(socket) {
                 Ok(()) => {}

@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod monitor_socket;
 pub mod output;
 pub mod proctree;
+pub mod sourcemap;
 pub mod state_file;
 pub mod systemd;
 pub mod user_sockets;

@@ -32,6 +32,7 @@ pub(super) fn foreground(
 pub(super) fn remove_foreground_home(dir: &std::path::Path) {
     let paths = HomePaths::new(dir);
     let _ = std::fs::remove_file(&paths.lock_file);
+    nodeguard::io::sourcemap::remove_recorded_dir(&paths.run_dir);
     let _ = std::fs::remove_dir(&paths.run_dir);
     let _ = std::fs::remove_dir(nodeguard::io::logfile::logs_dir(dir));
     if std::fs::remove_dir(dir).is_err() && dir.exists() {

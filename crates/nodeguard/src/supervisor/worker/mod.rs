@@ -255,16 +255,18 @@ impl WorkerTask {
                     biased;
                     status = wait_child(&mut self.child) => {
                         self.child = None;
-                        self.connection = None;
+                        // The process whose monitor recorded source maps (see io::sourcemap).
+                        let maps_pid = self.connection.take().map(|c| c.pid).or(self.machine.pid());
                         self.forget_token();
                         self.end_tree();
                         if let Some(silent_for) = self.capture.take() {
                             if self.machine.capture_by_interrupt {
                                 self.report_blocked(silent_for).await;
                             } else {
-                                self.report_stack(silent_for).await;
+                                self.report_stack(silent_for, maps_pid).await;
                             }
                         }
+                        self.forget_maps(maps_pid);
                         match status {
                             Ok(status) => Event::Exited { status: ExitKind::from_status(status) },
                             Err(error) => {

@@ -8,6 +8,7 @@ use crate::core::machine::{
 use crate::core::units::bytes;
 use crate::io::forensics::{self};
 use crate::io::logfile::timestamp;
+use crate::io::sourcemap;
 use crate::platform;
 use nodeguard_proto::control::AppEvent;
 use std::time::{Duration, SystemTime};
@@ -70,6 +71,18 @@ impl WorkerTask {
         let Some(silent_for) = self.capture.take() else {
             return;
         };
+        let recorded = self
+            .connection
+            .as_ref()
+            .map(|connection| connection.pid)
+            .and_then(|pid| sourcemap::recorded_path(&self.ctx.worker_socket, pid));
+        // Reading maps is file I/O: off the runtime's threads.
+        let raw = frames.clone();
+        let frames = tokio::task::spawn_blocking(move || {
+            sourcemap::map_frames(&raw, recorded.as_deref())
+        })
+        .await
+        .unwrap_or(frames);
         let frames = forensics::shorten_frames(&frames, &self.spec.cwd);
         let text = forensics::summary(silent_for, Ok(&frames));
         let text = forensics::while_handling(text, &self.hang_requests);
@@ -95,8 +108,9 @@ impl WorkerTask {
     }
 
     /// The hung process exited after SIGINT (or SIGKILL at the deadline): reads the stack it
-    /// printed and records where it was stuck.
-    pub(super) async fn report_stack(&mut self, silent_for: Duration) {
+    /// printed and records where it was stuck, mapped through the source maps the monitor of
+    /// process `maps_pid` recorded (and those on disk).
+    pub(super) async fn report_stack(&mut self, silent_for: Duration, maps_pid: Option<u32>) {
         if let Phase::Stopping { pid, .. } = self.machine.phase {
             // Whatever else holds the stderr pipe goes now, so the pipe ends.
             let _ = platform::signal_group(pid, StopSignal::Kill);
@@ -106,7 +120,16 @@ impl WorkerTask {
         };
         let lines = tap.finish(STACK_DRAIN).await;
         let requests = self.hang_requests.clone();
-        let text = match forensics::parse_trace(&lines, &self.spec.cwd) {
+        let recorded =
+            maps_pid.and_then(|pid| sourcemap::recorded_path(&self.ctx.worker_socket, pid));
+        let (cwd, trace) = (self.spec.cwd.clone(), lines);
+        // Reading maps is file I/O: off the runtime's threads.
+        let frames = tokio::task::spawn_blocking(move || {
+            forensics::parse_trace(&trace, &cwd, recorded.as_deref())
+        })
+        .await
+        .unwrap_or(None);
+        let text = match frames {
             Some(frames) => forensics::summary(silent_for, Ok(&frames)),
             None => forensics::summary(
                 silent_for,
@@ -117,6 +140,15 @@ impl WorkerTask {
             ),
         };
         self.note(forensics::while_handling(text, &requests)).await;
+    }
+
+    /// Removes what the monitor of process `pid` recorded for source maps: the process is gone.
+    pub(super) fn forget_maps(&self, pid: Option<u32>) {
+        if let Some(path) =
+            pid.and_then(|pid| sourcemap::recorded_path(&self.ctx.worker_socket, pid))
+        {
+            let _ = std::fs::remove_file(path);
+        }
     }
 
     /// Records a forensic line: in `describe`, the supervisor's log, and the app's own log. In
