@@ -41,6 +41,9 @@ pub const ENV_KILL_SIGNAL: &str = "NODEGUARD_KILL_SIGNAL";
 /// Environment variable set to `1` for `shutdown_with_message`: the monitor turns the shutdown
 /// message into `'shutdown'` on `process.on('message')`.
 pub const ENV_SHUTDOWN_MESSAGE: &str = "NODEGUARD_SHUTDOWN_MESSAGE";
+/// Environment variable holding the app's kill timeout in milliseconds when it is not the default
+/// (5000): the monitor's drain hands over to the app's own stop after half of it at the latest.
+pub const ENV_KILL_TIMEOUT: &str = "NODEGUARD_KILL_TIMEOUT_MS";
 
 /// Errors from framing or decoding a message.
 #[derive(Debug, thiserror::Error)]
