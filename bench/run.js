@@ -931,7 +931,7 @@ async function main() {
 
   const fw = await phase('fig 14: npm install express, fastify, NestJS, Next.js; next build', () => frameworks.install(ctx));
   if (fw !== undefined) {
-    results.frameworks = { install: fw, load: { connections: frameworks.CONNECTIONS, reloads: frameworks.RELOADS, settleMs: frameworks.SETTLE_MS, timeoutS: frameworks.TIMEOUT_S }, rows: [] };
+    results.frameworks = { install: fw, load: { connections: frameworks.CONNECTIONS, reloads: frameworks.RELOADS, settleMs: frameworks.SETTLE_MS, timeoutS: frameworks.TIMEOUT_S, listenTimeout: frameworks.LISTEN_TIMEOUT }, rows: [] };
     if (!fw.error) {
       results.env.autocannon = require('autocannon/package.json').version;
       for (const scenario of frameworks.SCENARIOS) {
