@@ -438,10 +438,10 @@ function drainServers(servers, killTimeoutMs) {
     // ended, as it would have, and closes the idle ones as Node 19+ does.
     server.close = function close(callback) {
       if (typeof this.closeIdleConnections === 'function') this.closeIdleConnections();
-      if (typeof callback === 'function') {
-        if (drain.closed) process.nextTick(callback);
-        else this.once('close', () => callback());
-      }
+      if (typeof callback === 'function') this.once('close', () => callback());
+      // Closed already: 'close' again, as Node's close() of a closed server emits it, for the
+      // code that waits for the event rather than the callback.
+      if (drain.closed) process.nextTick(() => this.emit('close'));
       return this;
     };
   }

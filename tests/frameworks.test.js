@@ -140,7 +140,9 @@ test('SIGTERM to a foreground supervisor with -i 2: in-flight requests finish, t
   }, { what: 'two instances running' });
   // Slow requests in flight on both instances (the kernel spreads the connections).
   const slow = Array.from({ length: 6 }, () => h.get(port, '/slow?ms=1500', { timeout: 10_000 }));
-  await h.sleep(300);
+  await sup.waitFor(() => sup.lines.filter((line) => /slow request \d+/.test(line.text)).length >= 6, {
+    what: 'the 6 slow requests to reach the app',
+  });
   sup.signal('SIGTERM');
   const answers = await Promise.allSettled(slow);
   for (const answer of answers) {
@@ -153,4 +155,24 @@ test('SIGTERM to a foreground supervisor with -i 2: in-flight requests finish, t
   for (const row of rows) {
     assert.ok(sup.lines.some((line) => line.text.includes(`SIGTERM ${row.pid}`)), `the handler of ${row.pid} did not run`);
   }
+});
+
+test('stop of a daemon cluster app (2 instances): in-flight requests finish, then the app handlers run', async (t) => {
+  const home = new h.DaemonHome(t);
+  const port = await startWeb(home);
+  const rows = await waitInstances(home, 2);
+  const slow = Array.from({ length: 6 }, () => h.get(port, '/slow?ms=1500', { timeout: 10_000 }));
+  await home.waitFor(async () => {
+    const logs = await home.ok(['logs', 'web', '--lines', '50', '--out']);
+    return (logs.stdout.match(/slow request \d+/g) || []).length >= 6;
+  }, { what: 'the 6 slow requests to reach the app' });
+  await home.ok(['stop', 'web'], { timeout: 30_000 });
+  const answers = await Promise.allSettled(slow);
+  for (const answer of answers) {
+    assert.equal(answer.status, 'fulfilled', `an in-flight request failed: ${answer.reason && answer.reason.message}`);
+    assert.equal(answer.value.status, 200);
+  }
+  await h.waitGone(rows.map((r) => r.pid));
+  const logs = await home.ok(['logs', 'web', '--lines', '50', '--out']);
+  for (const row of rows) assert.match(logs.stdout, new RegExp(`SIGTERM ${row.pid}\\b`), `the handler of ${row.pid} did not run`);
 });
