@@ -57,7 +57,8 @@
 // Node 19+ destroys every idle kept-alive connection at once (a request the client is sending on
 // one that moment is reset) and leaves busy ones serving request after request without ever
 // saying `Connection: close`, so under constant load `close`'s callback never comes and the kill
-// timeout's SIGKILL resets them all; other apps (Next.js' `next start`) exit at once on SIGTERM.
+// timeout's SIGKILL resets them all. NestJS' shutdown hooks and Next.js' `next start` close their
+// servers that way too.
 //
 // PM2's contracts, for apps written for PM2: apps run without an IPC channel, so `start()` gives a
 // process without `process.send` one that takes `process.send('ready')` as `ready()` (PM2's
