@@ -5,10 +5,12 @@
 // calls `server.close(() => process.exit(0))`, as the Express docs and PM2's guide write it. The
 // monitor drains each instance first (stops accepting on the shared socket, ends kept-alive
 // connections with `Connection: close`, lets in-flight requests finish) and only then raises the
-// app's SIGTERM, so that handler finds nothing left to cut.
+// app's SIGTERM, so that handler finds nothing left to cut; a response that never ends holds it
+// back for half the kill timeout at most.
 
 const test = require('node:test');
 const assert = require('node:assert/strict');
+const http = require('node:http');
 const path = require('node:path');
 const h = require('./helpers');
 
@@ -175,4 +177,26 @@ test('stop of a daemon cluster app (2 instances): in-flight requests finish, the
   await h.waitGone(rows.map((r) => r.pid));
   const logs = await home.ok(['logs', 'web', '--lines', '50', '--out']);
   for (const row of rows) assert.match(logs.stdout, new RegExp(`SIGTERM ${row.pid}\\b`), `the handler of ${row.pid} did not run`);
+});
+
+test('a response that never ends does not hold the app handler back: it runs after half the kill timeout', async (t) => {
+  const home = new h.DaemonHome(t);
+  const port = await h.freePort();
+  await home.ok(['start', EXPRESS, '--name', 'web', '-i', '1', '--listen', `127.0.0.1:${port}`, '--kill-timeout', '4s', '--', String(port)]);
+  const [row] = await waitInstances(home, 1);
+  const stream = http.get({ host: '127.0.0.1', port, path: '/stream', agent: false });
+  t.after(() => stream.destroy());
+  stream.on('error', () => {});
+  await new Promise((resolve) => stream.on('response', resolve));
+  const stopped = performance.now();
+  const stop = home.ok(['stop', 'web'], { timeout: 30_000 });
+  // The drain waits for the stream up to 2 s (half of --kill-timeout 4s), then hands over.
+  await home.waitFor(async () => /SIGTERM \d+/.test((await home.ok(['logs', 'web', '--lines', '20', '--out'])).stdout), {
+    what: 'the app handler to run',
+  });
+  const handedOverMs = performance.now() - stopped;
+  await stop;
+  await h.waitGone([row.pid]);
+  t.diagnostic(`handler ran ${handedOverMs.toFixed(0)} ms after stop`);
+  assert.ok(handedOverMs < 3_800, `the handler ran only after ${handedOverMs.toFixed(0)} ms, at the kill timeout`);
 });
