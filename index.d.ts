@@ -63,11 +63,13 @@ interface ListenableServer {
 
 /**
  * `'shutdown'`: the supervisor (a stop, restart or reload) or a SIGTERM asks this process to stop
- * gracefully. Once a listener is registered, nothing else happens on its own: close what you
- * need and exit. Without one, the monitor drains the servers (they stop accepting, in-flight
- * requests finish, each kept-alive connection ends with its next response, which says
- * `Connection: close`, or after 1 s idle) and exits 0 (or, if the app has its own SIGTERM handler,
- * delivers a SIGTERM to it). The supervisor sends SIGKILL after its kill timeout either way.
+ * gracefully. The monitor first drains the servers (they stop accepting, in-flight requests
+ * finish, each kept-alive connection ends with its next response, which says
+ * `Connection: close`, or after 1 s idle; upgraded connections such as WebSockets are left open),
+ * for at most half the kill timeout; then the event comes: close what you need and exit. Without
+ * a listener, the app's own SIGTERM (or kill_signal) handler gets a SIGTERM after the drain, or,
+ * with none, the process exits 0 once its connections have ended. The supervisor sends SIGKILL
+ * after its kill timeout either way.
  */
 export declare function on(event: 'shutdown', listener: () => void): Monitor;
 export declare function once(event: 'shutdown', listener: () => void): Monitor;

@@ -45,16 +45,30 @@
 // `exclusive`/`ipv6Only`/`reusePort` listens are left to the app. `Ready` is sent once the server
 // listens on every port NODEGUARD_SHARE lists (the ports this instance number shared before).
 //
-// Graceful stop: the supervisor's shutdown message, and SIGTERM from anyone, lead to one place.
-// If the app listens for 'shutdown' (`on('shutdown', fn)`), that event is all that happens: the app
-// closes and exits itself. Otherwise, if the app has its own SIGTERM handler, the shutdown
-// message becomes a real SIGTERM for it. Otherwise the default drain runs: every server that
-// listened through the patched listen() stops accepting; a kept-alive connection ends after its
-// next response, which says `Connection: close`, and one still idle after DRAIN_IDLE_GRACE_MS is
-// closed (closing an idle connection at once races with the client sending its next request on
-// it, and that request is lost); the process exits 0 once every connection has ended. With no
+// Graceful stop: the supervisor's shutdown message (stop, restart, reload, a supervisor shutting
+// down), and SIGTERM from anyone when the app has no SIGTERM handler, lead to one place. The drain
+// comes first, whatever the app handles: every server that listened through the patched listen()
+// stops accepting (on a shared socket the other instances keep accepting, so no connection is
+// refused); a kept-alive connection ends after its next response, which says `Connection: close`,
+// and one still idle after DRAIN_IDLE_GRACE_MS is closed (closing an idle connection at once races
+// with the client sending its next request on it, and that request is lost); in-flight requests
+// finish. Only once no HTTP connection is left (or after half the kill timeout, for a stream that
+// never ends; an upgraded connection such as a WebSocket is the app's to close) does the app's own
+// stop run: if the app listens for 'shutdown' (`on('shutdown', fn)`), that event; otherwise, if it
+// has its own SIGTERM handler, the shutdown message becomes a real SIGTERM for it (its
+// `server.close(cb)` then finds the server closed and calls back, without an error, once the
+// connections are gone); otherwise the process exits 0 once every connection has ended. With no
 // server at all SIGTERM keeps its default meaning (the process ends by the signal, as without the
-// monitor). The supervisor SIGKILLs after its kill timeout regardless.
+// monitor). A SIGTERM sent straight to the process of an app that handles SIGTERM reaches its
+// handler at once (Node calls every listener). The supervisor SIGKILLs after its kill timeout
+// regardless.
+//
+// Why the drain comes first: an app's own handler typically calls `server.close()`, which on
+// Node 19+ destroys every idle kept-alive connection at once (a request the client is sending on
+// one that moment is reset) and leaves busy ones serving request after request without ever
+// saying `Connection: close`, so under constant load `close`'s callback never comes and the kill
+// timeout's SIGKILL resets them all. NestJS' shutdown hooks and Next.js' `next start` close their
+// servers that way too.
 //
 // PM2's contracts, for apps written for PM2: apps run without an IPC channel, so `start()` gives a
 // process without `process.send` one that takes `process.send('ready')` as `ready()` (PM2's
@@ -63,7 +77,8 @@
 // listener, that listener gets 'shutdown' (as PM2 sends it); else, if the app handles its
 // kill_signal (NODEGUARD_KILL_SIGNAL, default SIGTERM), it gets that signal; else, if it handles
 // only the other of SIGINT and SIGTERM, it gets that one (an app written for PM2's SIGINT keeps its
-// cleanup under nodeguard's SIGTERM, and the reverse); else the default drain above.
+// cleanup under nodeguard's SIGTERM, and the reverse); else the default stop above. Each comes
+// after the drain.
 
 const ENV_SOCKET = 'NODEGUARD_SOCKET';
 const ENV_TOKEN = 'NODEGUARD_TOKEN';
@@ -72,6 +87,7 @@ const ENV_WAIT_READY = 'NODEGUARD_WAIT_READY';
 const ENV_KILL_SIGNAL = 'NODEGUARD_KILL_SIGNAL';
 const ENV_SHUTDOWN_MESSAGE = 'NODEGUARD_SHUTDOWN_MESSAGE';
 const ENV_SHARE = 'NODEGUARD_SHARE';
+const ENV_KILL_TIMEOUT = 'NODEGUARD_KILL_TIMEOUT_MS';
 /**
  * How long a draining server leaves its idle keep-alive connections open (ms), for their clients
  * to send one more request (answered with `Connection: close`) rather than lose it to a close.
@@ -80,6 +96,10 @@ const ENV_SHARE = 'NODEGUARD_SHARE';
 const DRAIN_IDLE_GRACE_MS = 1000;
 /** After that grace, how often a draining server's idle connections are closed (ms). */
 const DRAIN_SWEEP_MS = 100;
+/** The kill timeout when the supervisor does not say (NODEGUARD_KILL_TIMEOUT_MS): its default. */
+const DEFAULT_KILL_TIMEOUT_MS = 5000;
+/** Where a server's drain state is kept (its open HTTP connections). */
+const DRAIN_KEY = Symbol('nodeguard-drain');
 const STATE_KEY = Symbol.for('nodeguard-monitor');
 const ERROR_PREFIX = 'nodeguard-monitor: ';
 /** Interval of the event-loop delay sampler (ms). Lower = finer stats, more wake-ups. */
@@ -113,6 +133,8 @@ function processState() {
       listenPrepared: false,
       waitingListens: [], // listens made before the monitor connected, run once it has
       trackingRequests: false, // in-flight HTTP requests go to the addon (for hang reports)
+      killTimeoutMs: DEFAULT_KILL_TIMEOUT_MS, // the supervisor's SIGKILL follows after this
+      handedOver: false, // the drain is over and the app's own stop has begun
     };
     Object.defineProperty(globalThis, STATE_KEY, { value: state });
   }
@@ -307,15 +329,21 @@ function sendReady(state) {
   return state.addon.ready();
 }
 
-/** Counts `server` among the servers the default drain closes. */
-function track(state, server) {
+/**
+ * Registers a server for the drain: every server the app listens (a shared socket however it
+ * was obtained, or its own port) goes through here before it listens, so that its connections are
+ * tracked from the first.
+ */
+function addServer(state, server) {
+  if (state.servers.has(server)) return;
   state.servers.add(server);
   server.once('close', () => state.servers.delete(server));
+  trackConnections(server);
 }
 
 /** Listens `server` on the inherited socket of `port`. */
 function listenShared(state, server, port, fd, callback) {
-  track(state, server);
+  addServer(state, server);
   server.once('listening', () => {
     state.listening.add(port);
     if (!state.waitReady && [...state.listen.keys()].every((p) => state.listening.has(p))) {
@@ -343,7 +371,7 @@ function listenError(answer, host, port) {
  * every instance of the app gets. A failure is an 'error' event on the server, as Node's is.
  */
 function listenRequested(state, server, wanted, callback) {
-  track(state, server);
+  addServer(state, server);
   const { port, backlog } = wanted;
   const fail = (error) => process.nextTick(() => server.emit('error', error));
   const ask = (ip) => {
@@ -407,12 +435,12 @@ function patchListen(state) {
       if (wanted !== undefined && state.addon !== undefined) return listenRequested(state, this, wanted, callback);
       if (wanted !== undefined && !state.started) {
         // Before the monitor connects (an ES module entry): the listen waits for the connection.
-        track(state, this);
+        addServer(state, this);
         (state.waitingListens ||= []).push(() => this.listen(...args));
         return this;
       }
     }
-    track(state, this);
+    addServer(state, this);
     if (state.listen.size > 0 && state.addon !== undefined) {
       this.once('listening', () => {
         const address = this.address();
@@ -428,8 +456,17 @@ function patchListen(state) {
 }
 
 const sigtermHandler = () => {
+  // The app's own SIGTERM handler runs now, as Node calls every listener: it is the app's stop.
   if (process.listeners('SIGTERM').some((listener) => listener !== sigtermHandler)) return;
-  beginShutdown(processState(), 'signal');
+  const state = processState();
+  if (state.handedOver) {
+    // The drain is over and the app's handler re-raised the signal to end the process (NestJS
+    // does): let it mean what it would without the monitor.
+    process.removeListener('SIGTERM', sigtermHandler);
+    process.kill(process.pid, 'SIGTERM');
+    return;
+  }
+  shutdown(state, 'signal');
 };
 
 /**
@@ -447,23 +484,37 @@ function installSendShim(state) {
 
 /** The shutdown message from the supervisor, on the JS thread. */
 function onShutdownMessage() {
-  beginShutdown(processState(), 'message');
+  shutdown(processState(), 'message');
 }
 
-function beginShutdown(state, source) {
+/**
+ * A graceful stop. First the drain: every server stops accepting and ends its HTTP connections
+ * (see drainServers). Then the app's own stop, which finds them gone: its 'shutdown' listeners, or
+ * PM2's shutdown message, or its kill_signal (or the other of SIGINT and SIGTERM), as the header
+ * says; with none of those, the process exits 0 once every connection has ended. A SIGTERM from
+ * outside (`source` 'signal') reaches here only when the app has no SIGTERM handler of its own.
+ */
+function shutdown(state, source) {
+  if (state.shuttingDown) return;
+  state.shuttingDown = true;
+  const servers = [...state.servers].filter((server) => server.listening);
+  // On a timer, not in the promise's job: the app's handlers then throw as they would from a
+  // signal, and the event loop, which the closed servers may no longer keep alive, runs them.
+  drainServers(servers, state.killTimeoutMs).then(() => {
+    setImmediate(handOver, state, source, servers);
+  });
+}
+
+/** After the drain: runs the app's own stop, or the default one. */
+function handOver(state, source, servers) {
+  state.handedOver = true;
   if (state.events !== undefined && state.events.listenerCount('shutdown') > 0) {
-    if (!state.shuttingDown) {
-      state.shuttingDown = true;
-      state.events.emit('shutdown');
-    }
+    state.events.emit('shutdown');
     return;
   }
   if (source === 'message') {
     if (state.shutdownMessage && process.listenerCount('message') > 0) {
-      if (!state.shuttingDown) {
-        state.shuttingDown = true;
-        process.emit('message', 'shutdown');
-      }
+      process.emit('message', 'shutdown');
       return;
     }
     const handled = (signal) =>
@@ -471,44 +522,112 @@ function beginShutdown(state, source) {
     const other = state.killSignal === 'SIGINT' ? 'SIGTERM' : 'SIGINT';
     const signal = [state.killSignal, other].find(handled);
     if (signal !== undefined) {
-      process.kill(process.pid, signal);
+      // As Node delivers a signal to its listeners; a real one could come after the event loop,
+      // with its servers closed, had already ended.
+      process.emit(signal, signal);
       return;
     }
   }
-  drain(state);
-}
-
-/** The default shutdown: close every server, let in-flight requests finish, exit 0. */
-function drain(state) {
-  if (state.shuttingDown) return;
-  const servers = [...state.servers].filter((server) => server.listening);
   if (servers.length === 0) {
-    // Nothing to drain: SIGTERM means what it would without the monitor.
+    // No server: SIGTERM means what it would without the monitor.
     process.removeListener('SIGTERM', sigtermHandler);
     process.kill(process.pid, 'SIGTERM');
     return;
   }
-  state.shuttingDown = true;
+  // The default stop: exit 0 once every connection has ended (upgraded ones too).
   let open = servers.length;
   for (const server of servers) {
-    // Requests already on a kept-alive connection get their answer, then the connection ends.
-    server.prependListener('request', (req, res) => {
-      if (!res.headersSent) res.setHeader('connection', 'close');
-    });
-    // net.Server's close stops accepting and calls back once every connection has ended; the
-    // http.Server close of Node 19+ would also close the idle ones at once (see above).
-    require('node:net').Server.prototype.close.call(server, () => {
+    server.close(() => {
       open -= 1;
       if (open === 0) process.exit(0);
     });
-    if (typeof server.closeIdleConnections === 'function') {
-      const keepAlive = server.keepAliveTimeout > 0 ? server.keepAliveTimeout : DRAIN_IDLE_GRACE_MS;
-      setTimeout(() => {
-        server.closeIdleConnections();
-        setInterval(() => server.closeIdleConnections(), DRAIN_SWEEP_MS).unref();
-      }, Math.min(DRAIN_IDLE_GRACE_MS, keepAlive)).unref();
-    }
   }
+}
+
+/** HTTP/1 responses on a draining server say `Connection: close`. */
+function closeAfterResponse(req, res) {
+  if (req.httpVersionMajor === 1 && !res.headersSent) res.setHeader('connection', 'close');
+}
+
+/**
+ * Tracks a server's HTTP connections (those with an HTTP parser: not raw TCP, not a TLS server's
+ * underlying sockets) while they are open, for the drain to wait on. Costs a Set entry per
+ * connection.
+ */
+function trackConnections(server, late = false) {
+  if (server[DRAIN_KEY] !== undefined) return;
+  const open = new Set();
+  // `late`: tracked only from the drain on, so connections made before are not in `open`.
+  server[DRAIN_KEY] = { open, closed: false, late };
+  const track = (socket) => {
+    if (!socket.parser) return;
+    open.add(socket);
+    socket.once('close', () => open.delete(socket));
+  };
+  // http.Server parses on 'connection', https.Server on 'secureConnection'; their own listeners,
+  // added when they were made, have run by then.
+  server.on('connection', track);
+  server.on('secureConnection', track);
+}
+
+/**
+ * Drains `servers`, then resolves: each stops accepting (the supervisor's socket stays open in the
+ * other instances, so no connection is refused); a response on a kept-alive connection says
+ * `Connection: close` and the connection ends after it; an idle one is closed after a grace (see
+ * DRAIN_IDLE_GRACE_MS); an upgraded one (a WebSocket) is the app's to close. Resolves once no HTTP
+ * connection is left, or after half the kill timeout (a stream that never ends), leaving the rest
+ * to the app's own stop.
+ */
+function drainServers(servers, killTimeoutMs) {
+  if (servers.length === 0) return Promise.resolve();
+  const net = require('node:net');
+  const limitMs = Math.max(killTimeoutMs / 2, DRAIN_SWEEP_MS);
+  const started = nowMs();
+  for (const server of servers) {
+    trackConnections(server, true);
+    const drain = server[DRAIN_KEY];
+    server.prependListener('request', closeAfterResponse);
+    // net.Server's close stops accepting and calls back once every connection has ended; the
+    // http.Server close of Node 19+ would also close the idle ones at once (see above).
+    net.Server.prototype.close.call(server, () => {
+      drain.closed = true;
+    });
+    // The app's own close() later (its SIGTERM handler's `server.close(cb)`) finds the server
+    // already closed: it calls back without ERR_SERVER_NOT_RUNNING once the connections have
+    // ended, as it would have, and closes the idle ones as Node 19+ does.
+    server.close = function close(callback) {
+      if (typeof this.closeIdleConnections === 'function') this.closeIdleConnections();
+      if (typeof callback === 'function') this.once('close', () => callback());
+      // Closed already: 'close' again, as Node's close() of a closed server emits it, for the
+      // code that waits for the event rather than the callback.
+      if (drain.closed) process.nextTick(() => this.emit('close'));
+      return this;
+    };
+  }
+  return new Promise((resolve) => {
+    const sweep = setInterval(() => {
+      const elapsed = nowMs() - started;
+      let left = 0;
+      for (const server of servers) {
+        const { open } = server[DRAIN_KEY];
+        const keepAlive = server.keepAliveTimeout > 0 ? server.keepAliveTimeout : DRAIN_IDLE_GRACE_MS;
+        const grace = Math.min(DRAIN_IDLE_GRACE_MS, keepAlive, limitMs / 2);
+        if (elapsed >= grace && typeof server.closeIdleConnections === 'function') {
+          server.closeIdleConnections();
+        }
+        for (const socket of open) {
+          // Upgraded: the HTTP parser is gone, the connection is the app's.
+          if (!socket.parser || socket.destroyed) open.delete(socket);
+        }
+        // A server not tracked from its first connection: wait for all of them to end.
+        left += server[DRAIN_KEY].late && !server[DRAIN_KEY].closed ? 1 : open.size;
+      }
+      if (left === 0 || elapsed >= limitMs) {
+        clearInterval(sweep);
+        resolve();
+      }
+    }, DRAIN_SWEEP_MS);
+  });
 }
 
 /**
@@ -537,6 +656,10 @@ function start() {
   delete process.env[ENV_TOKEN];
   state.killSignal = process.env[ENV_KILL_SIGNAL] || 'SIGTERM';
   state.shutdownMessage = process.env[ENV_SHUTDOWN_MESSAGE] === '1';
+  const killTimeoutMs = Number(process.env[ENV_KILL_TIMEOUT]);
+  if (Number.isFinite(killTimeoutMs) && killTimeoutMs > 0) state.killTimeoutMs = killTimeoutMs;
+  delete process.env[ENV_KILL_TIMEOUT];
+  delete process.env[ENV_WAIT_READY];
   delete process.env[ENV_KILL_SIGNAL];
   delete process.env[ENV_SHUTDOWN_MESSAGE];
   if (typeof process.send !== 'function') installSendShim(state);

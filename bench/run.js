@@ -25,6 +25,10 @@
 // Figure 13 (issue 5, cluster mode, lib/reload.js): failed requests under constant load during a
 // reload of 2 and of 4 instances, a SIGKILL of one instance and a hang of one, nodeguard beside
 // PM2 cluster mode.
+// Figure 14 (issue 15, lib/frameworks.js): failed requests under autocannon (50 kept-alive
+// connections) during 3 reloads of 2 instances of real Express, Fastify, NestJS and Next.js apps
+// with their own shutdown handlers (installed by npm into the temp dir), and one restart of the
+// Express app, nodeguard beside PM2 cluster mode.
 
 const fs = require('node:fs');
 const os = require('node:os');
@@ -37,6 +41,7 @@ const { Pm2 } = require('./lib/pm2');
 const { writeReport } = require('./lib/report');
 const figures = require('./lib/figures');
 const reload = require('./lib/reload');
+const frameworks = require('./lib/frameworks');
 
 const REPO = path.resolve(__dirname, '..');
 const APPS = {
@@ -51,8 +56,8 @@ const APPS = {
 const argv = process.argv.slice(2);
 const USAGE = 'usage: node bench/run.js [--quick] [--no-build] [--only 7,8,9] [--out FILE]';
 const only = argv.includes('--only') ? new Set(String(argv[argv.indexOf('--only') + 1]).split(',').map(Number)) : null;
-if (only && [...only].some((f) => !(f >= 1 && f <= 13))) {
-  console.error(`--only takes figure numbers 1 to 13, comma-separated\n${USAGE}`);
+if (only && [...only].some((f) => !(f >= 1 && f <= 14))) {
+  console.error(`--only takes figure numbers 1 to 14, comma-separated\n${USAGE}`);
   process.exit(2);
 }
 const opts = {
@@ -923,6 +928,28 @@ async function main() {
     if (entry.ng.every((x) => x === undefined)) delete results.cluster[scenario.id];
   }
   results.clusterLoad = { loops: reload.LOAD_LOOPS, requestTimeoutMs: reload.REQUEST_TIMEOUT_MS, settleMs: reload.SETTLE_MS, hangWindowMs: reload.HANG_WINDOW_MS };
+
+  const fw = await phase('fig 14: npm install express, fastify, NestJS, Next.js; next build', () => frameworks.install(ctx));
+  if (fw !== undefined) {
+    results.frameworks = { install: fw, load: { connections: frameworks.CONNECTIONS, reloads: frameworks.RELOADS, settleMs: frameworks.SETTLE_MS, timeoutS: frameworks.TIMEOUT_S, listenTimeout: frameworks.LISTEN_TIMEOUT }, rows: [] };
+    if (!fw.error) {
+      results.env.autocannon = require('autocannon/package.json').version;
+      for (const scenario of frameworks.SCENARIOS) {
+        const row = { label: scenario.label, ng: [], pm2: [] };
+        results.frameworks.rows.push(row);
+        for (let trial = 0; trial < N.reloadTrials; trial++) {
+          row.ng.push(await phase(`fig 14: nodeguard, ${scenario.label}, trial ${trial + 1}`, () =>
+            frameworks.nodeguardScenario(ctx, fw, scenario),
+          ));
+          if (pm2Installed) {
+            row.pm2.push(await phase(`fig 14: PM2 cluster, ${scenario.label}, trial ${trial + 1}`, () =>
+              frameworks.pm2Scenario(ctx, pm2, fw, scenario),
+            ));
+          }
+        }
+      }
+    }
+  }
 
   await cleanup();
   await u.sleep(200);

@@ -117,7 +117,7 @@ function writeReport(r, outPath) {
   const details = [];
   const notes = [];
   const e = r.env;
-  const clusterLines = clusterSection(r);
+  const clusterLines = [...clusterSection(r), ...frameworksSection(r)];
 
   // ---- Figure 1 -------------------------------------------------------------------------------
   const TARGET_SUP_MB = 5;
@@ -780,6 +780,38 @@ function clusterSection(r) {
     '| scenario | nodeguard | PM2 cluster mode |',
     '|---|---|---|',
     ...Object.values(r.cluster).map((c) => `| ${c.label} | ${cell(c.ng)} | ${cell(c.pm2)} |`),
+    '',
+  ];
+}
+
+/** Figure 14: failed requests of real frameworks over reloads (and a restart), nodeguard beside PM2. */
+function frameworksSection(r) {
+  const f = r.frameworks;
+  if (!f) return [];
+  if (f.install && f.install.error) {
+    return ['## 14. Real frameworks with their own shutdown handlers: failed requests over reloads', '', `Not measured: ${f.install.error}`, ''];
+  }
+  const cell = (trials) => {
+    const done = (trials || []).filter((t) => t && !t.error);
+    if (done.length === 0) {
+      const failure = (trials || []).find((t) => t && t.error);
+      return failure ? `not measured (${failure.error.slice(0, 100)})` : 'not measured';
+    }
+    const kinds = {};
+    for (const t of done) for (const [k, v] of Object.entries(t.errors)) kinds[k] = (kinds[k] || 0) + v;
+    const kindText = Object.keys(kinds).length ? `; ${Object.entries(kinds).map(([k, v]) => `${k}×${v}`).join(', ')}` : '';
+    return `**${done.map((t) => t.failed).join(', ')}** failed of ${done.map((t) => t.requests).join(', ')}${kindText}`;
+  };
+  const v = f.install.versions || {};
+  const l = f.load;
+  return [
+    '## 14. Real frameworks with their own shutdown handlers: failed requests over reloads',
+    '',
+    `autocannon ${r.env.autocannon} (HTTP/1.1, ${l.connections} kept-alive connections, ${l.timeoutS} s timeout) against 2 instances on 127.0.0.1, from ${l.settleMs} ms before the first action to ${l.settleMs} ms after the last; ${l.reloads} reloads one after the other (or one restart), each waited for. Failed = autocannon's errors (resets, refused, timeouts) + non-2xx answers. nodeguard: \`nodeguard start <app> -i 2 --listen 127.0.0.1:PORT --listen-timeout ${l.listenTimeout}\`, \`nodeguard reload web\` / \`restart web\`. PM2: \`pm2 start <app> -i 2\` (cluster mode), \`pm2 reload web\` / \`restart web\`. Installed by npm into the run's temp dir: express ${v.express}, fastify ${v.fastify}, @nestjs/core ${v['@nestjs/core']}, next ${v.next} (react ${v.react}; the app is one API route, built with \`next build\`). Each app handles SIGTERM (nodeguard's kill signal) and SIGINT (PM2's) as its docs show. One figure per trial.`,
+    '',
+    '| app (2 instances, under load) | nodeguard | PM2 cluster mode |',
+    '|---|---|---|',
+    ...f.rows.map((row) => `| ${row.label} | ${cell(row.ng)} | ${cell(row.pm2)} |`),
     '',
   ];
 }

@@ -46,6 +46,9 @@ pub const ENV_SHUTDOWN_MESSAGE: &str = "NODEGUARD_SHUTDOWN_MESSAGE";
 /// is handed. Its value lists the ports this instance number shared before (`3000,3001`, or
 /// empty): the new process is ready once it listens on all of them.
 pub const ENV_SHARE: &str = "NODEGUARD_SHARE";
+/// Environment variable holding the app's kill timeout in milliseconds when it is not the default
+/// (5000): the monitor's drain hands over to the app's own stop after half of it at the latest.
+pub const ENV_KILL_TIMEOUT: &str = "NODEGUARD_KILL_TIMEOUT_MS";
 
 /// Errors from framing or decoding a message.
 #[derive(Debug, thiserror::Error)]

@@ -80,6 +80,9 @@ pub enum Verb {
         targets: Vec<String>,
     },
     /// Restart apps, or start stopped ones; returns once the new processes run.
+    ///
+    /// A cluster app (--listen) rolls over its instances as `reload` does: each replacement is
+    /// ready before its old process drains, so no request fails.
     Restart {
         #[arg(required = true, value_name = "TARGET")]
         targets: Vec<String>,

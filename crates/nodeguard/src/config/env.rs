@@ -23,6 +23,7 @@ pub const NOT_PASSED: &[&str] = &[
     "NODEGUARD_INSTANCE",
     "NODEGUARD_LISTEN",
     "NODEGUARD_WAIT_READY",
+    "NODEGUARD_KILL_TIMEOUT_MS",
     "NODEGUARD_SPAWN",
     "NODEGUARD_CONFIG_MARKER",
     // systemd's per-service variables: the watchdog and notify socket are nodeguard's, the

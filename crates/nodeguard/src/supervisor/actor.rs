@@ -364,7 +364,7 @@ impl Supervisor {
         let target = Target(name.clone());
         let (reply, answer) = oneshot::channel();
         if reload {
-            self.reload(&target, reply);
+            self.reload(&target, Verb::Reload, reply);
         } else {
             self.command_each(&target, Change::Run, reply, WorkerCommand::Restart);
         }
@@ -406,6 +406,14 @@ impl Supervisor {
                     let _ = reply.send(Outcome::Error { message });
                     return;
                 }
+                // Cluster apps roll over their instances, like a reload.
+                let rolling = self
+                    .apps
+                    .iter()
+                    .any(|h| matches_target(h, &target) && h.spec.reloads_rolling());
+                if rolling {
+                    return self.reload(&target, Verb::Restart, reply);
+                }
                 return self.command_each(&target, Change::Run, reply, WorkerCommand::Restart);
             }
             Command::Delete { target } => {
@@ -427,7 +435,7 @@ impl Supervisor {
                     let _ = reply.send(Outcome::Error { message });
                     return;
                 }
-                return self.reload(&target, reply);
+                return self.reload(&target, Verb::Reload, reply);
             }
             Command::Flush { target } => return self.flush(&target, reply),
             Command::Reset { target } => {
@@ -609,8 +617,9 @@ impl Supervisor {
         tokio::spawn(report_saved_when_done(pending, saved, reply));
     }
 
-    /// Starts a rolling reload of the target's apps in its own task (see [`reload_task`]).
-    pub(super) fn reload(&mut self, target: &Target, reply: oneshot::Sender<Outcome>) {
+    /// Starts a rolling reload (or a restart that rolls over its cluster apps) of the target's
+    /// apps in its own task (see [`reload_task`]).
+    pub(super) fn reload(&mut self, target: &Target, verb: Verb, reply: oneshot::Sender<Outcome>) {
         let mut groups: Vec<ReloadGroup> = Vec::new();
         for handle in self.apps.iter().filter(|h| matches_target(h, target)) {
             let member = Member::of(handle);
@@ -629,7 +638,7 @@ impl Supervisor {
             return;
         }
         if let Some(group) = groups.iter().find(|g| self.reloading.contains(&g.name)) {
-            let message = format!("a reload of '{}' is already running", group.name);
+            let message = format!("a reload or restart of '{}' is already running", group.name);
             let _ = reply.send(Outcome::Error { message });
             return;
         }
@@ -641,7 +650,7 @@ impl Supervisor {
         }
         let saved = self.persist_checked();
         let (done, answer) = oneshot::channel();
-        tokio::spawn(reload_task(groups, self.internal.clone(), done));
+        tokio::spawn(reload_task(groups, verb, self.internal.clone(), done));
         tokio::spawn(forward_saved(answer, saved, reply));
     }
 

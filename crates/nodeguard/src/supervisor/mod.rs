@@ -25,7 +25,7 @@ pub mod worker;
 
 use actor::Supervisor;
 pub use api::ControlRequest;
-use reload::{reload_task, Internal, Member, ReloadGroup};
+use reload::{reload_task, Internal, Member, ReloadGroup, Verb};
 use replies::{
     forward_saved, matches_target, no_match, report_saved_when_done, report_when_done, watched,
     Watched,

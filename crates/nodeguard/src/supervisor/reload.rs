@@ -1,5 +1,7 @@
 //! Rolling reload: a task per reload that asks the actor to add a replacement next to each
-//! instance, waits for it to be ready, then retires the old one; and restart in turn.
+//! instance, waits for it to be ready, then retires the old one; and restart in turn. A restart
+//! whose target includes a cluster app (shared listen addresses) runs here too: its cluster apps
+//! roll like a reload, so that a restart loses no request either.
 
 use crate::io::logfile::timestamp;
 use crate::supervisor::worker::{CommandError, CommandResult, WorkerCommand, WorkerHandle};
@@ -69,10 +71,31 @@ pub(super) struct ReloadGroup {
     pub(super) members: Vec<Member>,
 }
 
-/// Reloads each group in turn and answers: `Reloaded`, or an error at the first replacement that
-/// failed (its old instance and all not yet replaced keep running).
+/// What a reload task was asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Verb {
+    /// `reload`: answered with `Reloaded`; apps without shared sockets restart one instance at a
+    /// time.
+    Reload,
+    /// `restart`: answered with `Done`; apps without shared sockets restart all their instances
+    /// at once, as a restart does.
+    Restart,
+}
+
+impl Verb {
+    fn word(self) -> &'static str {
+        match self {
+            Verb::Reload => "reload",
+            Verb::Restart => "restart",
+        }
+    }
+}
+
+/// Reloads each group in turn and answers: `Reloaded` (`Done` for a restart), or an error at the
+/// first replacement that failed (its old instance and all not yet replaced keep running).
 pub(super) async fn reload_task(
     groups: Vec<ReloadGroup>,
+    verb: Verb,
     actor: mpsc::UnboundedSender<Internal>,
     reply: oneshot::Sender<Outcome>,
 ) {
@@ -82,7 +105,9 @@ pub(super) async fn reload_task(
     let mut failure = None;
     for group in &groups {
         let result = if group.rolling {
-            reload_rolling(group, &actor, &mut apps).await
+            reload_rolling(group, verb, &actor, &mut apps).await
+        } else if verb == Verb::Restart {
+            restart_at_once(group, &mut apps).await
         } else {
             notes.push(format!(
                 "{}: no --listen address, so its instances each bind their own port: restarted \
@@ -100,9 +125,10 @@ pub(super) async fn reload_task(
         }
     }
     let _ = actor.send(Internal::ReloadDone { names });
-    let outcome = match failure {
-        Some(message) => Outcome::Error { message },
-        None => Outcome::Reloaded { apps, notes },
+    let outcome = match (failure, verb) {
+        (Some(message), _) => Outcome::Error { message },
+        (None, Verb::Reload) => Outcome::Reloaded { apps, notes },
+        (None, Verb::Restart) => Outcome::Done { apps },
     };
     let _ = reply.send(outcome);
 }
@@ -139,10 +165,39 @@ pub(super) async fn restart_in_turn(
     ))
 }
 
+/// A restart of an app without shared sockets: every instance restarts at once.
+async fn restart_at_once(group: &ReloadGroup, apps: &mut Vec<AppStatus>) -> Result<String, String> {
+    let mut answers = Vec::new();
+    for member in &group.members {
+        let (done, answer) = oneshot::channel();
+        if member
+            .commands
+            .send(WorkerCommand::Restart(done))
+            .await
+            .is_err()
+        {
+            return Err(format!(
+                "{}: the app was removed during the restart",
+                group.name
+            ));
+        }
+        answers.push(answer);
+    }
+    for (member, answer) in group.members.iter().zip(answers) {
+        match answer.await {
+            Ok(Ok(())) => apps.push(member.watched.status()),
+            Ok(Err(why)) => return Err(format!("restart of {} failed: {why}", group.name)),
+            Err(_) => return Err(format!("{}: the app's task ended", group.name)),
+        }
+    }
+    Ok(String::new())
+}
+
 /// For each instance: start a replacement, wait until it is ready, then retire (drain) the old
 /// one. Never fewer ready instances than before. Returns a one-line summary.
 pub(super) async fn reload_rolling(
     group: &ReloadGroup,
+    verb: Verb,
     actor: &mpsc::UnboundedSender<Internal>,
     apps: &mut Vec<AppStatus>,
 ) -> Result<String, String> {
@@ -159,8 +214,9 @@ pub(super) async fn reload_rolling(
         });
         let Ok(Some(new)) = answer.await else {
             outcome = Err(format!(
-                "reload of {name} stopped: instance {instance} is gone or the supervisor is \
-                 shutting down"
+                "{} of {name} stopped: instance {instance} is gone or the supervisor is \
+                 shutting down",
+                verb.word()
             ));
             break;
         };
@@ -216,8 +272,9 @@ pub(super) async fn reload_rolling(
                 }
                 let kept = group.members.len() - replaced;
                 let message = format!(
-                    "reload of {name} aborted: the new instance {instance} did not become ready: \
+                    "{} of {name} aborted: the new instance {instance} did not become ready: \
                      {why}; the old process(es) of {kept} instance(s) keep serving{}",
+                    verb.word(),
                     if replaced > 0 {
                         format!(" ({replaced} instance(s) already run the new version)")
                     } else {

@@ -9,8 +9,8 @@ use crate::io::output::{prefix_for, Origin, StreamKind};
 use crate::io::proctree::{self};
 use crate::platform;
 use nodeguard_proto::{
-    ENV_APP_NAME, ENV_INSTANCE, ENV_KILL_SIGNAL, ENV_LISTEN, ENV_SHARE, ENV_SHUTDOWN_MESSAGE,
-    ENV_SOCKET, ENV_TOKEN, ENV_WAIT_READY,
+    ENV_APP_NAME, ENV_INSTANCE, ENV_KILL_SIGNAL, ENV_KILL_TIMEOUT, ENV_LISTEN, ENV_SHARE,
+    ENV_SHUTDOWN_MESSAGE, ENV_SOCKET, ENV_TOKEN, ENV_WAIT_READY,
 };
 use std::path::Path;
 use std::process::Stdio;
@@ -162,6 +162,12 @@ impl WorkerTask {
         }
         if spec.shutdown_with_message {
             command.env(ENV_SHUTDOWN_MESSAGE, "1");
+        }
+        if spec.timing.kill_timeout != crate::core::policy::DEFAULT_KILL_TIMEOUT {
+            command.env(
+                ENV_KILL_TIMEOUT,
+                spec.timing.kill_timeout.as_millis().to_string(),
+            );
         }
 
         let spawn_key = NEXT_SPAWN_KEY.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
