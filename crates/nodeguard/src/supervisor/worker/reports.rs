@@ -78,11 +78,10 @@ impl WorkerTask {
             .and_then(|pid| sourcemap::recorded_path(&self.ctx.worker_socket, pid));
         // Reading maps is file I/O: off the runtime's threads.
         let raw = frames.clone();
-        let frames = tokio::task::spawn_blocking(move || {
-            sourcemap::map_frames(&raw, recorded.as_deref())
-        })
-        .await
-        .unwrap_or(frames);
+        let frames =
+            tokio::task::spawn_blocking(move || sourcemap::map_frames(&raw, recorded.as_deref()))
+                .await
+                .unwrap_or(frames);
         let frames = forensics::shorten_frames(&frames, &self.spec.cwd);
         let text = forensics::summary(silent_for, Ok(&frames));
         let text = forensics::while_handling(text, &self.hang_requests);
