@@ -116,6 +116,12 @@ impl RunArgs {
             })
             .collect::<Result<Vec<u32>, _>>()?;
         let node_args = self.app.split_node_args()?;
+        let log_date_format = match &self.app.log_date_format {
+            Some(text) => Some(std::sync::Arc::new(
+                crate::core::date_format::DateFormat::parse(text).map_err(ConfigError::Policy)?,
+            )),
+            None => None,
+        };
         let apps = scripts
             .into_iter()
             .zip(names)
@@ -151,6 +157,9 @@ impl RunArgs {
                 interpreter_args: Vec::new(),
                 instance_vars: config::InstanceVars::default(),
                 namespace: None,
+                log_date_format: log_date_format.clone(),
+                log_file: None,
+                pid_file: None,
             })
             .collect();
         let home = match home {

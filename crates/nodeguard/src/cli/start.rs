@@ -68,6 +68,29 @@ pub struct StartArgs {
     )]
     pub error: Option<PathBuf>,
 
+    /// Also write stdout and stderr, interleaved, to this file (PM2's -l/--log); without a path,
+    /// to <home>/logs/<name>-combined.log. Rotated as the other logs.
+    #[arg(
+        short = 'l',
+        long = "log",
+        visible_alias = "log-file",
+        value_name = "FILE",
+        num_args = 0..=1,
+        default_missing_value = ""
+    )]
+    pub log: Option<PathBuf>,
+
+    /// Write the app's pid to this file at each start and remove it when the process ends
+    /// (PM2's -p/--pid); with several instances, FILE-<id>.pid per instance. Created 0600; a
+    /// symlink or non-regular file there is refused.
+    #[arg(
+        short = 'p',
+        long = "pid",
+        visible_alias = "pid-file",
+        value_name = "FILE"
+    )]
+    pub pid: Option<PathBuf>,
+
     /// Never restart the app when it exits (PM2's spelling of --autorestart never).
     #[arg(long)]
     pub no_autorestart: bool,
@@ -209,6 +232,8 @@ impl StartArgs {
                 ("--cwd", self.cwd.is_some(), "cwd"),
                 ("-o/--output", self.output.is_some(), "out_file"),
                 ("-e/--error", self.error.is_some(), "error_file"),
+                ("-l/--log", self.log.is_some(), "log_file"),
+                ("-p/--pid", self.pid.is_some(), "pid_file"),
             ];
             if let Some((flag, _, field)) = per_app.iter().find(|(_, given, _)| *given) {
                 return Err(ConfigError::Policy(format!(
@@ -235,6 +260,11 @@ impl StartArgs {
             let mut apps = Vec::new();
             for app in &loaded.apps {
                 let mut definition = app.definition(&node, self.app.log_timestamps);
+                if self.app.log_date_format.is_some() {
+                    definition
+                        .log_date_format
+                        .clone_from(&self.app.log_date_format);
+                }
                 if self.no_autorestart {
                     definition.autorestart = Some("never".to_string());
                 }
@@ -333,6 +363,34 @@ impl StartArgs {
         }
         if let Some(file) = &self.error {
             app.error_file = Some(in_cwd(file));
+        }
+        app.log_date_format.clone_from(&self.app.log_date_format);
+        if let Some(file) = &self.log {
+            app.log_file = Some(if file.as_os_str().is_empty() {
+                String::new()
+            } else {
+                in_cwd(file)
+            });
+            let same = app
+                .log_file
+                .as_ref()
+                .filter(|log| !log.is_empty())
+                .is_some_and(|log| {
+                    Some(log) == app.out_file.as_ref() || Some(log) == app.error_file.as_ref()
+                });
+            if same {
+                return Err(ConfigError::Policy(
+                    "-l/--log is the -o or -e file too; the combined log needs a file of its own"
+                        .into(),
+                )
+                .into());
+            }
+        }
+        if let Some(file) = &self.pid {
+            let path = cwd.join(file);
+            config::check_pid_file(&path)
+                .map_err(|message| ConfigError::Policy(format!("-p/--pid {message}")))?;
+            app.pid_file = Some(path.to_string_lossy().into_owned());
         }
         if self.no_autorestart {
             app.autorestart = Some("never".to_string());

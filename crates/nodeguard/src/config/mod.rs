@@ -5,6 +5,7 @@ pub mod command;
 pub mod env;
 pub mod file;
 
+use crate::core::date_format::DateFormat;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -74,6 +75,12 @@ pub struct AppSpec {
     pub instance_vars: InstanceVars,
     /// PM2's `namespace`: a target naming every app in it.
     pub namespace: Option<String>,
+    /// PM2's `log_date_format`, compiled once for the app.
+    pub log_date_format: Option<std::sync::Arc<DateFormat>>,
+    /// PM2's `log_file`: both streams in one more file; an empty path means the default place.
+    pub log_file: Option<PathBuf>,
+    /// PM2's `pid_file` (see [`AppSpec::pid_file_path`]).
+    pub pid_file: Option<PathBuf>,
 }
 
 /// The environment variables PM2 sets per instance.
@@ -259,6 +266,9 @@ impl AppCommand<'_> {
             instance_var: None,
             increment_var: None,
             namespace: None,
+            log_date_format: None,
+            log_file: None,
+            pid_file: None,
         }
     }
 }
@@ -379,6 +389,9 @@ impl AppSpec {
         definition.instance_var = self.instance_vars.instance_var.clone();
         definition.increment_var = self.instance_vars.increment_var.clone();
         definition.namespace = self.namespace.clone();
+        definition.log_date_format = self.log_date_format.as_ref().map(|f| f.text().to_string());
+        definition.log_file = self.log_file.as_ref().map(|p| p.display().to_string());
+        definition.pid_file = self.pid_file.as_ref().map(|p| p.display().to_string());
         definition.caller_env = self.caller_env.as_deref().map(<[_]>::to_vec);
         definition.filter_env.clone_from(&self.filter_env);
         definition
@@ -497,6 +510,27 @@ impl AppSpec {
         if let Some(namespace) = &definition.namespace {
             check_name(namespace)?;
         }
+        let log_date_format = match &definition.log_date_format {
+            Some(text) => Some(std::sync::Arc::new(
+                DateFormat::parse(text).map_err(ConfigError::Policy)?,
+            )),
+            None => None,
+        };
+        let log_file = definition.log_file.map(PathBuf::from);
+        let pid_file = definition.pid_file.map(PathBuf::from);
+        for (field, path) in [("log_file", &log_file), ("pid_file", &pid_file)] {
+            if let Some(path) = path.as_ref().filter(|p| !p.as_os_str().is_empty()) {
+                if !path.is_absolute() {
+                    return Err(ConfigError::Policy(format!(
+                        "{field}: {} is not an absolute path",
+                        path.display()
+                    )));
+                }
+            }
+        }
+        if pid_file.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
+            return Err(ConfigError::Policy("pid_file: empty path".into()));
+        }
         Ok(AppSpec {
             id,
             name,
@@ -528,7 +562,52 @@ impl AppSpec {
                 increment_var: definition.increment_var,
             },
             namespace: definition.namespace,
+            log_date_format,
+            log_file,
+            pid_file,
         })
+    }
+
+    /// Where this instance's pid is written: `pid_file` itself, or with several instances
+    /// `-<id>` before its extension (`/run/api.pid` → `/run/api-3.pid`), as PM2 names its
+    /// per-instance pid files `<name>-<id>.pid`.
+    pub fn pid_file_path(&self) -> Option<PathBuf> {
+        let path = self.pid_file.as_ref()?;
+        if self.instances <= 1 {
+            return Some(path.clone());
+        }
+        let stem = path.file_stem()?.to_string_lossy();
+        let name = match path.extension() {
+            Some(extension) => format!("{stem}-{}.{}", self.id, extension.to_string_lossy()),
+            None => format!("{stem}-{}", self.id),
+        };
+        Some(path.with_file_name(name))
+    }
+}
+
+/// A `pid_file` path as `start` checks it: its directory exists, and whatever is at the path is a
+/// regular file (not a symlink, fifo or directory), which is then replaced.
+pub fn check_pid_file(path: &Path) -> Result<(), String> {
+    let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
+    if let Some(parent) = parent {
+        if !parent.is_dir() {
+            return Err(format!(
+                "{}: its directory {} does not exist",
+                path.display(),
+                parent.display()
+            ));
+        }
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_symlink() => Err(format!(
+            "{} is a symbolic link; refusing to write a pid through it",
+            path.display()
+        )),
+        Ok(meta) if !meta.is_file() => Err(format!(
+            "{} is not a regular file; refusing to write a pid there",
+            path.display()
+        )),
+        _ => Ok(()),
     }
 }
 

@@ -41,7 +41,9 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::core::date_format::{DateFormat, LocalTime};
 use crate::platform;
+use std::sync::Arc;
 
 /// Default size at which a log file is rotated: 10 MiB, the same as pm2-logrotate's `max_size`
 /// (PM2 core itself never rotates; its logs grow until someone installs that module or flushes).
@@ -99,6 +101,11 @@ pub struct LogSpec {
     pub keep: usize,
     /// Prefix every line with an RFC 3339 UTC timestamp and a space.
     pub timestamps: bool,
+    /// Prefix every line with its local time in this format and a space (PM2's
+    /// `log_date_format`); wins over `timestamps`.
+    pub date_format: Option<Arc<DateFormat>>,
+    /// A third file getting both streams' lines, interleaved as they come (PM2's `log_file`).
+    pub combined_path: Option<PathBuf>,
 }
 
 impl LogSpec {
@@ -115,7 +122,56 @@ impl LogSpec {
             max_size: DEFAULT_MAX_SIZE,
             keep: DEFAULT_KEEP,
             timestamps: false,
+            date_format: None,
+            combined_path: None,
         }
+    }
+
+    /// `<home>/logs/<app>-combined.log`: where `log_file: true` (`-l` without a path) puts both
+    /// streams. The `-combined.log` ending keeps it apart from every app's `-out.log`/`-err.log`.
+    pub fn default_combined(home: &Path, app_name: &str) -> PathBuf {
+        logs_dir(home).join(format!("{}-combined.log", log_file_stem(app_name)))
+    }
+}
+
+/// The local time (the supervisor's `TZ`, as PM2's dayjs uses) of now, worked out once per
+/// second: each line then costs a clock read and a few digits.
+#[derive(Debug, Default)]
+pub struct LocalClock {
+    second: Option<i64>,
+    time: LocalTime,
+}
+
+impl LocalClock {
+    pub fn now(&mut self) -> LocalTime {
+        let since = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        let second = i64::try_from(since.as_secs()).unwrap_or(i64::MAX);
+        if self.second != Some(second) {
+            self.time = local_time(second);
+            self.second = Some(second);
+        }
+        self.time.millis = since.subsec_millis();
+        self.time
+    }
+}
+
+/// `second` (since the epoch) broken down in local time.
+pub fn local_time(second: i64) -> LocalTime {
+    use chrono::{Datelike, Offset, TimeZone, Timelike};
+    match chrono::Local.timestamp_opt(second, 0).earliest() {
+        Some(time) => LocalTime {
+            year: time.year(),
+            month: time.month(),
+            day: time.day(),
+            hour: time.hour(),
+            minute: time.minute(),
+            second: time.second(),
+            millis: 0,
+            offset_seconds: time.offset().fix().local_minus_utc(),
+        },
+        None => LocalTime::default(),
     }
 }
 
@@ -252,6 +308,8 @@ pub(crate) mod tests {
             max_size,
             keep,
             timestamps: false,
+            date_format: None,
+            combined_path: None,
         }
     }
 

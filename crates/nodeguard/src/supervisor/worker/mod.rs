@@ -241,6 +241,9 @@ impl WorkerTask {
                         self.child = None;
                         self.connection = None;
                         self.forget_token();
+                        if let (Some(path), Some(pid)) = (self.spec.pid_file_path(), self.machine.pid()) {
+                            crate::io::pidfile::remove(&path, pid);
+                        }
                         self.end_tree();
                         if let Some(silent_for) = self.capture.take() {
                             self.report_stack(silent_for).await;

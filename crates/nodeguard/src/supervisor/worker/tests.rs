@@ -131,6 +131,9 @@ fn spec(timing: Timing) -> AppSpec {
         interpreter_args: Vec::new(),
         instance_vars: crate::config::InstanceVars::default(),
         namespace: None,
+        log_date_format: None,
+        log_file: None,
+        pid_file: None,
     }
 }
 
