@@ -78,7 +78,7 @@ pub struct StartArgs {
         num_args = 0..=1,
         default_missing_value = ""
     )]
-    pub log: Option<PathBuf>,
+    pub log: Option<String>,
 
     /// Write the app's pid to this file at each start and remove it when the process ends
     /// (PM2's -p/--pid); with several instances, FILE-<id>.pid per instance. Created 0600; a
@@ -366,10 +366,10 @@ impl StartArgs {
         }
         app.log_date_format.clone_from(&self.app.log_date_format);
         if let Some(file) = &self.log {
-            app.log_file = Some(if file.as_os_str().is_empty() {
+            app.log_file = Some(if file.is_empty() {
                 String::new()
             } else {
-                in_cwd(file)
+                in_cwd(&PathBuf::from(file))
             });
             let same = app
                 .log_file

@@ -585,19 +585,10 @@ impl AppSpec {
     }
 }
 
-/// A `pid_file` path as `start` checks it: its directory exists, and whatever is at the path is a
-/// regular file (not a symlink, fifo or directory), which is then replaced.
+/// A `pid_file` path as `start` checks it: whatever is at the path is a regular file (not a
+/// symlink, fifo or directory), which is then replaced. A missing directory is created 0700 at
+/// the first spawn, as for log files.
 pub fn check_pid_file(path: &Path) -> Result<(), String> {
-    let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
-    if let Some(parent) = parent {
-        if !parent.is_dir() {
-            return Err(format!(
-                "{}: its directory {} does not exist",
-                path.display(),
-                parent.display()
-            ));
-        }
-    }
     match std::fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_symlink() => Err(format!(
             "{} is a symbolic link; refusing to write a pid through it",

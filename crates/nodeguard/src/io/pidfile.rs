@@ -1,12 +1,25 @@
 //! PM2's `pid_file`: the app's pid written at each spawn to a path the user chose, removed when
 //! the process ends. The path is outside the home, so it is opened without following a symlink
-//! at its last component, created 0600, and must be a regular file.
+//! at its last component, created 0600 (missing directories 0700, as for log files), and must be
+//! a regular file.
 
 use std::io::{self, Write};
 use std::path::Path;
 
 /// Writes `pid` and a newline to `path`, replacing what was there.
 pub fn write(path: &Path, pid: u32) -> io::Result<()> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        if !parent.is_dir() {
+            let mut builder = std::fs::DirBuilder::new();
+            builder.recursive(true);
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::DirBuilderExt;
+                builder.mode(0o700);
+            }
+            builder.create(parent)?;
+        }
+    }
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true);
     #[cfg(unix)]

@@ -405,6 +405,50 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn combined_log_gets_both_streams_whole_and_rotates_like_the_others() {
+        let dir = TempDir::new("combined");
+        let mut spec = spec(&dir.0, 4096, 2);
+        let combined = dir.0.join("app-combined.log");
+        spec.combined_path = Some(combined.clone());
+        spec.date_format = Some(Arc::new(
+            DateFormat::parse("YYYY-MM-DD HH:mm:ss.SSS Z").expect("format"),
+        ));
+        let mut logs = LogFiles::open(spec.clone()).expect("open");
+        for i in 0..2_000 {
+            logs.write_line(Stream::Out, &line(i)).expect("write");
+            logs.write_line(Stream::Err, &line(i)).expect("write");
+        }
+        drop(logs);
+        let mut all = Vec::new();
+        for index in (0..=2).rev() {
+            let file = rotated_path(&combined, index);
+            assert!(fs::metadata(&file).expect("rotated").len() <= 4096);
+            all.extend(lines_of(&file));
+        }
+        assert!(!rotated_path(&combined, 3).exists(), "keep 2");
+        // The newest lines, each whole, out then err, each after its stamp.
+        let bodies: Vec<Vec<u8>> = all
+            .iter()
+            .map(|l| {
+                let text = String::from_utf8(l.clone()).expect("utf8");
+                let (_, body) = text.split_at(31);
+                assert_eq!(text.as_bytes()[30], b' ', "{text}");
+                body.as_bytes().to_vec()
+            })
+            .collect();
+        let last = 1_999;
+        let every: Vec<Vec<u8>> = (0..=last).flat_map(|i| [line(i), line(i)]).collect();
+        let expected = every[every.len() - bodies.len()..].to_vec();
+        assert_eq!(bodies, expected);
+        LogFiles::open(LogSpec {
+            combined_path: Some(spec.out_path.clone()),
+            ..spec
+        })
+        .err()
+        .expect("the combined file cannot be the out file");
+    }
+
+    #[test]
     fn timestamps_are_rfc3339_utc() {
         assert_eq!(timestamp(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
         let leap = UNIX_EPOCH + Duration::from_millis(1_709_210_096_789);
