@@ -180,6 +180,19 @@ impl ClusterOptions {
     }
 }
 
+/// The node arguments the runtime needs, then the user's; the user's own TypeScript loader
+/// (--node-arg="--import tsx") replaces ours.
+pub(super) fn node_args_with(mut needed: Vec<String>, user: &[String]) -> Vec<String> {
+    if user
+        .iter()
+        .any(|arg| arg.contains("tsx") || arg.contains("ts-node"))
+    {
+        needed.retain(|arg| arg != "--import=tsx");
+    }
+    needed.extend_from_slice(user);
+    needed
+}
+
 /// Why `start` could not describe its apps.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -325,15 +338,7 @@ impl StartArgs {
             &node,
         )?;
         let user_node_args = self.app.split_node_args()?;
-        let mut node_args = entry.node_args;
-        if user_node_args
-            .iter()
-            .any(|arg| arg.contains("tsx") || arg.contains("ts-node"))
-        {
-            // The user's own TypeScript loader (--node-arg="--import tsx") replaces ours.
-            node_args.retain(|arg| arg != "--import=tsx");
-        }
-        node_args.extend(user_node_args);
+        let node_args = node_args_with(entry.node_args, &user_node_args);
         let interpreter_args = match &self.interpreter_args {
             Some(text) => shell_words::split(text).map_err(|error| {
                 ConfigError::Policy(format!("--interpreter-args {text:?}: {error}"))
