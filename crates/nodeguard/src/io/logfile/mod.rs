@@ -136,24 +136,40 @@ impl LogSpec {
 
 /// The local time (the supervisor's `TZ`, as PM2's dayjs uses) of now, worked out once per
 /// second: each line then costs a clock read and a few digits.
+/// The rendering of the last stamp is kept too: lines of a flood within one millisecond (or one
+/// second, for a format without `SSS`) copy it instead of rendering again.
 #[derive(Debug, Default)]
 pub struct LocalClock {
     second: Option<i64>,
     time: LocalTime,
+    /// (second, millisecond) that `stamp` was rendered for.
+    rendered: Option<(i64, u32)>,
+    stamp: Vec<u8>,
 }
 
 impl LocalClock {
-    pub fn now(&mut self) -> LocalTime {
+    /// Appends now, in local time, as `format`.
+    pub fn stamp(&mut self, format: &DateFormat, out: &mut Vec<u8>) {
         let since = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
         let second = i64::try_from(since.as_secs()).unwrap_or(i64::MAX);
-        if self.second != Some(second) {
-            self.time = local_time(second);
-            self.second = Some(second);
+        let millis = if format.uses_millis() {
+            since.subsec_millis()
+        } else {
+            0
+        };
+        if self.rendered != Some((second, millis)) {
+            if self.second != Some(second) {
+                self.time = local_time(second);
+                self.second = Some(second);
+            }
+            self.time.millis = millis;
+            self.stamp.clear();
+            format.render(&self.time, &mut self.stamp);
+            self.rendered = Some((second, millis));
         }
-        self.time.millis = since.subsec_millis();
-        self.time
+        out.extend_from_slice(&self.stamp);
     }
 }
 

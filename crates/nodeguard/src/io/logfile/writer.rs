@@ -386,7 +386,7 @@ impl LogFiles {
     pub fn write_line(&mut self, stream: Stream, line: &[u8]) -> Result<(), LogError> {
         self.record.clear();
         if let Some(format) = &self.spec.date_format {
-            format.render(&self.clock.now(), &mut self.record);
+            self.clock.stamp(format, &mut self.record);
             self.record.push(b' ');
         } else if self.spec.timestamps {
             self.record
