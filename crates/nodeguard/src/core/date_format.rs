@@ -12,6 +12,8 @@
 pub struct DateFormat {
     source: String,
     literals: String,
+    /// Whether a piece is `SSS`.
+    millis: bool,
     pieces: Vec<Piece>,
 }
 
@@ -179,6 +181,7 @@ impl DateFormat {
             at += run;
         }
         Ok(Self {
+            millis: pieces.contains(&Piece::Millis),
             source: text.to_string(),
             literals,
             pieces,
@@ -192,7 +195,7 @@ impl DateFormat {
 
     /// Whether rendering depends on the milliseconds (else one rendering serves a whole second).
     pub fn uses_millis(&self) -> bool {
-        self.pieces.contains(&Piece::Millis)
+        self.millis
     }
 
     /// Appends `time` as this format to `out`.
