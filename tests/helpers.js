@@ -238,7 +238,7 @@ const PID_IN_LINE = /\bpid=(\d+)\b/;
 const LISTENING = /^listening (\d+) pid=(\d+)$/;
 
 class Supervisor extends EventEmitter {
-  constructor({ home, args, env }) {
+  constructor({ home, args, env, cwd = os.tmpdir() }) {
     super();
     this.home = home;
     this.args = args;
@@ -251,7 +251,7 @@ class Supervisor extends EventEmitter {
     this.lastStatusError = null;
 
     this.child = spawn(BIN, args, {
-      cwd: os.tmpdir(),
+      cwd,
       env: { ...process.env, NODEGUARD_HOME: home, ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
       detached: true,

@@ -127,16 +127,14 @@ test('a JSON file holding one bare app object starts that app', async (t) => {
   assert.deepEqual((await json(port(3))).argv, ['--mode', 'bare']);
 });
 
-test('ecosystem.config.cjs: log aliases apply, each lost setting warns once with what is lost, deploy once for the file', async (t) => {
+test('ecosystem.config.cjs: log aliases, log_date_format (local time), log_file and pid_file apply; each lost setting warns once, deploy once for the file', async (t) => {
   const { dir, port } = await stage(t);
-  const d = new h.DaemonHome(t);
+  // The daemon's local time is UTC+05:30 (a POSIX TZ string: no zoneinfo needed).
+  const d = new h.DaemonHome(t, { env: { TZ: 'IST-5:30' } });
   const r = await d.ok(['start', 'ecosystem.config.cjs'], { cwd: dir });
   const file = path.join(dir, 'ecosystem.config.cjs');
   assert.deepEqual(warnings(r.stderr), [
     `${file}: 'deploy' is ignored: nodeguard does no remote deployment (\`pm2 deploy\`); ship the code with your own tooling (git pull, rsync, CI), then run \`nodeguard start ecosystem.config.cjs\` or \`nodeguard reload all\` on the host`,
-    `${file}: app 'gateway': field 'log_date_format' is applied in part: each log line gets its time, but written as RFC 3339 in UTC (2026-01-31T13:45:00.000Z), not as "YYYY-MM-DD HH:mm:ss Z"`,
-    `${file}: app 'gateway': field 'log_file' is not supported and is ignored (no combined log of stdout and stderr is written: stdout goes to out_file, stderr to error_file, and \`nodeguard logs <app>\` shows both)`,
-    `${file}: app 'gateway': field 'pid_file' is not supported and is ignored (no pid file is written; \`nodeguard status --json\` gives each process's pid)`,
     `${file}: app 'audit': field 'log_type' is not supported and is ignored (log lines are written as plain text, not as JSON objects)`,
   ]);
 
@@ -144,14 +142,31 @@ test('ecosystem.config.cjs: log aliases apply, each lost setting warns once with
   assert.equal(apps.gateway.state, 'running');
   assert.equal(apps.audit.state, 'running');
   assert.equal((await json(port(4))).pid, apps.gateway.pid);
-  // log_date_format turns timestamps on, as in PM2.
+  // log_date_format 'YYYY-MM-DD HH:mm:ss Z': each line starts with its local time in that format.
+  const before = Date.now();
   const listening = await lineIn(d, path.join(dir, 'logs', 'gateway.out.log'), /listening on/);
-  assert.match(listening, STAMPED);
-  await lineIn(d, path.join(dir, 'logs', 'gateway.err.log'), /server ready/);
+  const stamp = /^(\d{4})-(\d\d)-(\d\d) (\d\d):(\d\d):(\d\d) \+05:30 listening on/.exec(listening);
+  assert.ok(stamp, listening);
+  const [, y, mo, da, hh, mi, ss] = stamp.map(Number);
+  const written = Date.UTC(y, mo - 1, da, hh, mi, ss) - 5.5 * 3600_000;
+  assert.ok(Math.abs(written - before) < 120_000, `${listening}: not the local time in UTC+05:30 (now ${new Date(before).toISOString()})`);
+  const ready = await lineIn(d, path.join(dir, 'logs', 'gateway.err.log'), /server ready/);
+  // log_file: both streams, interleaved, in one more file, each line whole and stamped alike.
+  const combined = path.join(dir, 'logs', 'gateway.combined.log');
+  assert.equal(await lineIn(d, combined, /listening on/), listening);
+  assert.equal(await lineIn(d, combined, /server ready/), ready);
+  // pid_file (run/ is created 0700): the pid, 0600; gone when the app stops.
+  const pidFile = path.join(dir, 'run', 'gateway.pid');
+  assert.equal(fs.readFileSync(pidFile, 'utf8'), `${apps.gateway.pid}\n`);
+  assert.equal(fs.statSync(pidFile).mode & 0o777, 0o600);
   // err_file, another of PM2's names for error_file.
   const audit = await lineIn(d, path.join(dir, 'logs', 'audit.err.log'), /stderr check/);
   assert.doesNotMatch(audit, STAMPED, 'no timestamps were asked for audit');
-  assert.equal(fs.existsSync(path.join(dir, 'logs', 'gateway.combined.log')), false);
+  await d.ok(['stop', 'gateway']);
+  assert.equal(fs.existsSync(pidFile), false, 'the pid file is removed when the app stops');
+  await d.ok(['restart', 'gateway']);
+  const restarted = (await d.byName()).gateway.pid;
+  assert.equal(fs.readFileSync(pidFile, 'utf8'), `${restarted}\n`, 'written again at each start');
 });
 
 test('an ESM ecosystem.config.mjs runs; exec_mode cluster with 2 instances and no listen draws no warning', async (t) => {

@@ -208,6 +208,18 @@ pub struct AppDefinition {
     /// Run the app with this group (a name or a number), PM2's `gid`; root only.
     #[serde(default)]
     pub gid: Option<String>,
+    /// PM2's `log_date_format` (moment/dayjs tokens): each log-file line starts with its local
+    /// time in this format; wins over `log_timestamps`.
+    #[serde(default)]
+    pub log_date_format: Option<String>,
+    /// PM2's `log_file`: a file that gets both streams' lines, besides the out and error files.
+    /// An absolute path, or `""` for `<home>/logs/<name>-combined.log`.
+    #[serde(default)]
+    pub log_file: Option<String>,
+    /// PM2's `pid_file`: an absolute path written with the app's pid at each spawn and removed
+    /// when the process ends; with several instances, `-<id>` goes before its extension.
+    #[serde(default)]
+    pub pid_file: Option<String>,
 }
 
 fn one() -> u32 {

@@ -54,6 +54,11 @@ pub struct AppOptions {
     /// they may hold secrets). The path and method are always named.
     #[arg(long)]
     pub hang_show_query: bool,
+    /// Prefix each log-file line with its local time (TZ honoured) in this format, as PM2's
+    /// log_date_format: moment/dayjs tokens YYYY YY MM M DD D HH H hh h mm m ss s SSS A a Z ZZ and
+    /// [escaped text], e.g. "YYYY-MM-DD HH:mm:ss Z". Wins over --time.
+    #[arg(long, value_name = "FORMAT", value_parser = parse_date_format)]
+    pub log_date_format: Option<String>,
 
     /// Which exits restart the app: always, on-failure (any but a clean exit code), never.
     #[arg(long, value_name = "MODE", default_value = "always", value_parser = Autorestart::parse)]
@@ -93,6 +98,11 @@ pub struct AppOptions {
         value_parser = parse_memory
     )]
     pub max_memory: Option<u64>,
+}
+
+/// A `--log-date-format`, checked (one line naming an unknown token).
+fn parse_date_format(text: &str) -> Result<String, String> {
+    crate::core::date_format::DateFormat::parse(text).map(|_| text.to_string())
 }
 
 /// A memory size on the command line: `200M`, `1.5G`, `512K`, or bytes; at most

@@ -28,6 +28,8 @@ restarted. With the defaults a blocked event loop is restarted 3 to 4 seconds af
 
 Examples:
   nodeguard -m examples/main1.js -m examples/main2.js
+  nodeguard -m 'npm start' -m worker.py   (foreground: anything `start` takes, a command quoted)
+  nodeguard start app.js --log-date-format 'YYYY-MM-DD HH:mm:ss Z' -l -p /run/app.pid
   nodeguard --heartbeat-interval 500ms --heartbeat-misses 4 -m server.js -- --port 8080
   nodeguard status --json
   nodeguard start server.js --name api -- --port 8080   (background daemon)

@@ -12,9 +12,18 @@ use super::*;
 /// Running apps in the foreground.
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// Script to run with node; repeat for more apps. An app is named after its file.
-    #[arg(short = 'm', long = "main", value_name = "SCRIPT", required = true)]
-    pub scripts: Vec<PathBuf>,
+    /// What to run, as `start` takes it; repeat for more apps: a .js/.mjs/.cjs file with node, a
+    /// .ts file with node's type stripping or the project's tsx, app.py with python3, run.sh
+    /// with sh, an executable, a program on PATH, or a quoted command line (-m "npm start",
+    /// -m "yarn start"); Node processes inside a command carry the monitor. An app is named
+    /// after its file or program.
+    #[arg(
+        short = 'm',
+        long = "main",
+        value_name = "SCRIPT|COMMAND",
+        required = true
+    )]
+    pub scripts: Vec<String>,
 
     #[command(flatten)]
     pub app: AppOptions,
@@ -81,12 +90,13 @@ impl RunArgs {
         }
         let cwd = std::env::current_dir().map_err(ConfigError::Cwd)?;
         let node = config::resolve_node(&self.app.node)?;
+        // Each -m as `start` resolves its script: a file by its kind, or a command.
         let scripts = self
             .scripts
             .iter()
-            .map(|script| config::resolve_script(script, &cwd))
+            .map(|script| config::command::resolve_entry(script, None, &cwd, &node))
             .collect::<Result<Vec<_>, _>>()?;
-        let names = config::app_names(self.scripts.iter().map(PathBuf::as_path));
+        let names = config::app_names(scripts.iter().map(|entry| entry.script.as_path()));
         for name in &names {
             config::check_name(name)?;
         }
@@ -115,18 +125,28 @@ impl RunArgs {
                     .ok_or_else(|| ConfigError::Policy("too many apps".into()))
             })
             .collect::<Result<Vec<u32>, _>>()?;
-        let node_args = self.app.split_node_args()?;
+        let user_node_args = self.app.split_node_args()?;
+        let log_date_format = match &self.app.log_date_format {
+            Some(text) => Some(std::sync::Arc::new(
+                crate::core::date_format::DateFormat::parse(text).map_err(ConfigError::Policy)?,
+            )),
+            None => None,
+        };
         let apps = scripts
             .into_iter()
             .zip(names)
             .zip(first_ids)
-            .map(|((script, name), id)| AppSpec {
+            .map(|((entry, name), id)| AppSpec {
                 id,
                 name,
-                script,
-                args: self.app_args.clone(),
+                script: entry.script,
+                args: entry
+                    .args
+                    .into_iter()
+                    .chain(self.app_args.clone())
+                    .collect(),
                 node: node.clone(),
-                node_args: node_args.clone(),
+                node_args: super::start::node_args_with(entry.node_args, &user_node_args),
                 cwd: cwd.clone(),
                 env: env.clone(),
                 caller_env: None,
@@ -148,11 +168,14 @@ impl RunArgs {
                 cron_restart: triggers.cron_restart.clone(),
                 kill_signal: triggers.kill_signal,
                 shutdown_with_message: triggers.shutdown_with_message,
-                interpreter: None,
+                interpreter: entry.interpreter,
                 interpreter_args: Vec::new(),
                 instance_vars: config::InstanceVars::default(),
                 namespace: None,
                 run_as: None,
+                log_date_format: log_date_format.clone(),
+                log_file: None,
+                pid_file: None,
             })
             .collect();
         let home = match home {

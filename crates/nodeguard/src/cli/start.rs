@@ -68,6 +68,29 @@ pub struct StartArgs {
     )]
     pub error: Option<PathBuf>,
 
+    /// Also write stdout and stderr, interleaved, to this file (PM2's -l/--log); without a path,
+    /// to <home>/logs/<name>-combined.log. Rotated as the other logs.
+    #[arg(
+        short = 'l',
+        long = "log",
+        visible_alias = "log-file",
+        value_name = "FILE",
+        num_args = 0..=1,
+        default_missing_value = ""
+    )]
+    pub log: Option<String>,
+
+    /// Write the app's pid to this file at each start and remove it when the process ends
+    /// (PM2's -p/--pid); with several instances, FILE-<id>.pid per instance. Created 0600; a
+    /// symlink or non-regular file there is refused.
+    #[arg(
+        short = 'p',
+        long = "pid",
+        visible_alias = "pid-file",
+        value_name = "FILE"
+    )]
+    pub pid: Option<PathBuf>,
+
     /// Never restart the app when it exits (PM2's spelling of --autorestart never).
     #[arg(long)]
     pub no_autorestart: bool,
@@ -171,6 +194,19 @@ impl ClusterOptions {
     }
 }
 
+/// The node arguments the runtime needs, then the user's; the user's own TypeScript loader
+/// (--node-arg="--import tsx") replaces ours.
+pub(super) fn node_args_with(mut needed: Vec<String>, user: &[String]) -> Vec<String> {
+    if user
+        .iter()
+        .any(|arg| arg.contains("tsx") || arg.contains("ts-node"))
+    {
+        needed.retain(|arg| arg != "--import=tsx");
+    }
+    needed.extend_from_slice(user);
+    needed
+}
+
 /// Why `start` could not describe its apps.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -223,6 +259,8 @@ impl StartArgs {
                 ("--cwd", self.cwd.is_some(), "cwd"),
                 ("-o/--output", self.output.is_some(), "out_file"),
                 ("-e/--error", self.error.is_some(), "error_file"),
+                ("-l/--log", self.log.is_some(), "log_file"),
+                ("-p/--pid", self.pid.is_some(), "pid_file"),
             ];
             if let Some((flag, _, field)) = per_app.iter().find(|(_, given, _)| *given) {
                 return Err(ConfigError::Policy(format!(
@@ -250,6 +288,11 @@ impl StartArgs {
             for app in &loaded.apps {
                 let mut definition = app.definition(&node, self.app.log_timestamps);
                 definition.hang_show_query |= self.app.hang_show_query;
+                if self.app.log_date_format.is_some() {
+                    definition
+                        .log_date_format
+                        .clone_from(&self.app.log_date_format);
+                }
                 if self.no_autorestart {
                     definition.autorestart = Some("never".to_string());
                 }
@@ -316,15 +359,7 @@ impl StartArgs {
             &node,
         )?;
         let user_node_args = self.app.split_node_args()?;
-        let mut node_args = entry.node_args;
-        if user_node_args
-            .iter()
-            .any(|arg| arg.contains("tsx") || arg.contains("ts-node"))
-        {
-            // The user's own TypeScript loader (--node-arg="--import tsx") replaces ours.
-            node_args.retain(|arg| arg != "--import=tsx");
-        }
-        node_args.extend(user_node_args);
+        let node_args = node_args_with(entry.node_args, &user_node_args);
         let interpreter_args = match &self.interpreter_args {
             Some(text) => shell_words::split(text).map_err(|error| {
                 ConfigError::Policy(format!("--interpreter-args {text:?}: {error}"))
@@ -355,6 +390,34 @@ impl StartArgs {
         }
         if let Some(file) = &self.error {
             app.error_file = Some(in_cwd(file));
+        }
+        app.log_date_format.clone_from(&self.app.log_date_format);
+        if let Some(file) = &self.log {
+            app.log_file = Some(if file.is_empty() {
+                String::new()
+            } else {
+                in_cwd(&PathBuf::from(file))
+            });
+            let same = app
+                .log_file
+                .as_ref()
+                .filter(|log| !log.is_empty())
+                .is_some_and(|log| {
+                    Some(log) == app.out_file.as_ref() || Some(log) == app.error_file.as_ref()
+                });
+            if same {
+                return Err(ConfigError::Policy(
+                    "-l/--log is the -o or -e file too; the combined log needs a file of its own"
+                        .into(),
+                )
+                .into());
+            }
+        }
+        if let Some(file) = &self.pid {
+            let path = cwd.join(file);
+            config::check_pid_file(&path)
+                .map_err(|message| ConfigError::Policy(format!("-p/--pid {message}")))?;
+            app.pid_file = Some(path.to_string_lossy().into_owned());
         }
         if self.no_autorestart {
             app.autorestart = Some("never".to_string());

@@ -156,8 +156,10 @@ fn node_entry(
             .iter()
             .any(|a| a.contains("tsx") || a.contains("ts-node"))
     {
-        let strips = node_version(node).is_some_and(|v| v >= (22, 6));
-        let default_strips = node_version(node).is_some_and(|v| v >= (23, 6));
+        let version = node_version(node);
+        let strips = version.is_some_and(|v| v >= (22, 6));
+        // Type stripping is on by default from Node 23.6, and on 22.x from 22.18.
+        let default_strips = version.is_some_and(|v| v >= (23, 6) || (v.0 == 22 && v.1 >= 18));
         if default_strips {
             // Type stripping is on by default.
         } else if strips {

@@ -5,6 +5,7 @@ pub mod command;
 pub mod env;
 pub mod file;
 
+use crate::core::date_format::DateFormat;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -158,6 +159,12 @@ impl RunAs {
             group: group.map(str::to_string),
         }))
     }
+    /// PM2's `log_date_format`, compiled once for the app.
+    pub log_date_format: Option<std::sync::Arc<DateFormat>>,
+    /// PM2's `log_file`: both streams in one more file; an empty path means the default place.
+    pub log_file: Option<PathBuf>,
+    /// PM2's `pid_file` (see [`AppSpec::pid_file_path`]).
+    pub pid_file: Option<PathBuf>,
 }
 
 /// The environment variables PM2 sets per instance.
@@ -346,6 +353,9 @@ impl AppCommand<'_> {
             namespace: None,
             uid: None,
             gid: None,
+            log_date_format: None,
+            log_file: None,
+            pid_file: None,
         }
     }
 }
@@ -483,6 +493,9 @@ impl AppSpec {
             definition.uid.clone_from(&run_as.user);
             definition.gid.clone_from(&run_as.group);
         }
+        definition.log_date_format = self.log_date_format.as_ref().map(|f| f.text().to_string());
+        definition.log_file = self.log_file.as_ref().map(|p| p.display().to_string());
+        definition.pid_file = self.pid_file.as_ref().map(|p| p.display().to_string());
         definition.caller_env = self.caller_env.as_deref().map(<[_]>::to_vec);
         definition.filter_env.clone_from(&self.filter_env);
         definition
@@ -602,6 +615,27 @@ impl AppSpec {
             check_name(namespace)?;
         }
         let run_as = RunAs::resolve(definition.uid.as_deref(), definition.gid.as_deref())?;
+        let log_date_format = match &definition.log_date_format {
+            Some(text) => Some(std::sync::Arc::new(
+                DateFormat::parse(text).map_err(ConfigError::Policy)?,
+            )),
+            None => None,
+        };
+        let log_file = definition.log_file.map(PathBuf::from);
+        let pid_file = definition.pid_file.map(PathBuf::from);
+        for (field, path) in [("log_file", &log_file), ("pid_file", &pid_file)] {
+            if let Some(path) = path.as_ref().filter(|p| !p.as_os_str().is_empty()) {
+                if !path.is_absolute() {
+                    return Err(ConfigError::Policy(format!(
+                        "{field}: {} is not an absolute path",
+                        path.display()
+                    )));
+                }
+            }
+        }
+        if pid_file.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
+            return Err(ConfigError::Policy("pid_file: empty path".into()));
+        }
         Ok(AppSpec {
             id,
             name,
@@ -635,7 +669,43 @@ impl AppSpec {
             },
             namespace: definition.namespace,
             run_as,
+            log_date_format,
+            log_file,
+            pid_file,
         })
+    }
+
+    /// Where this instance's pid is written: `pid_file` itself, or with several instances
+    /// `-<id>` before its extension (`/run/api.pid` → `/run/api-3.pid`), as PM2 names its
+    /// per-instance pid files `<name>-<id>.pid`.
+    pub fn pid_file_path(&self) -> Option<PathBuf> {
+        let path = self.pid_file.as_ref()?;
+        if self.instances <= 1 {
+            return Some(path.clone());
+        }
+        let stem = path.file_stem()?.to_string_lossy();
+        let name = match path.extension() {
+            Some(extension) => format!("{stem}-{}.{}", self.id, extension.to_string_lossy()),
+            None => format!("{stem}-{}", self.id),
+        };
+        Some(path.with_file_name(name))
+    }
+}
+
+/// A `pid_file` path as `start` checks it: whatever is at the path is a regular file (not a
+/// symlink, fifo or directory), which is then replaced. A missing directory is created 0700 at
+/// the first spawn, as for log files.
+pub fn check_pid_file(path: &Path) -> Result<(), String> {
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_symlink() => Err(format!(
+            "{} is a symbolic link; refusing to write a pid through it",
+            path.display()
+        )),
+        Ok(meta) if !meta.is_file() => Err(format!(
+            "{} is not a regular file; refusing to write a pid there",
+            path.display()
+        )),
+        _ => Ok(()),
     }
 }
 

@@ -16,6 +16,7 @@ pub mod logread;
 pub mod metrics;
 pub mod monitor_socket;
 pub mod output;
+pub mod pidfile;
 pub mod proctree;
 pub mod sourcemap;
 pub mod state_file;

@@ -20,6 +20,7 @@ use std::task::Poll;
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::core::date_format::DateFormat;
 use crate::io::forensics::StackTap;
 pub use crate::io::logfile::StreamKind;
 use crate::io::logfile::{LogFiles, LogSpec};
@@ -57,6 +58,23 @@ pub struct Origin {
     pub out_file: Option<Arc<PathBuf>>,
     pub error_file: Option<Arc<PathBuf>>,
     pub timestamps: bool,
+    /// PM2's `log_date_format`, compiled; wins over `timestamps`.
+    pub date_format: Option<Arc<DateFormat>>,
+    /// PM2's `log_file`: both streams in one more file; an empty path is the default place
+    /// (`<home>/logs/<app>-combined.log`).
+    pub log_file: Option<Arc<PathBuf>>,
+}
+
+impl Origin {
+    fn choice(&self) -> LogChoice {
+        LogChoice {
+            out_file: self.out_file.clone(),
+            error_file: self.error_file.clone(),
+            timestamps: self.timestamps,
+            date_format: self.date_format.clone(),
+            log_file: self.log_file.clone(),
+        }
+    }
 }
 
 enum Item {
@@ -121,7 +139,14 @@ struct Writer {
 }
 
 /// What an [`Origin`] says about its log files.
-type LogChoice = (Option<Arc<PathBuf>>, Option<Arc<PathBuf>>, bool);
+#[derive(Debug, Clone, PartialEq)]
+struct LogChoice {
+    out_file: Option<Arc<PathBuf>>,
+    error_file: Option<Arc<PathBuf>>,
+    timestamps: bool,
+    date_format: Option<Arc<DateFormat>>,
+    log_file: Option<Arc<PathBuf>>,
+}
 
 impl Writer {
     fn new(destinations: Destinations) -> Self {
@@ -195,10 +220,12 @@ impl Writer {
     fn files_for(&mut self, app: &Arc<str>, origin: Option<&Origin>) -> Option<&mut LogFiles> {
         let home = self.destinations.log_home.as_ref()?;
         if let Some(origin) = origin {
-            let same = self.checked.get(app).is_some_and(|(out, err, timestamps)| {
-                *out == origin.out_file
-                    && *err == origin.error_file
-                    && *timestamps == origin.timestamps
+            let same = self.checked.get(app).is_some_and(|checked| {
+                checked.out_file == origin.out_file
+                    && checked.error_file == origin.error_file
+                    && checked.timestamps == origin.timestamps
+                    && checked.date_format == origin.date_format
+                    && checked.log_file == origin.log_file
             });
             if same && self.files.contains_key(app) {
                 return self.files.get_mut(app);
@@ -220,12 +247,22 @@ impl Writer {
                 spec.err_path = path.to_path_buf();
             }
             spec.timestamps = origin.timestamps;
+            spec.date_format.clone_from(&origin.date_format);
+            spec.combined_path = origin.log_file.as_ref().map(|path| {
+                if path.as_os_str().is_empty() {
+                    LogSpec::default_combined(home, app)
+                } else {
+                    path.to_path_buf()
+                }
+            });
         }
         let stale = self.files.get(app).is_some_and(|files| {
             origin.is_some()
                 && (files.spec().out_path != spec.out_path
                     || files.spec().err_path != spec.err_path
-                    || files.spec().timestamps != spec.timestamps)
+                    || files.spec().timestamps != spec.timestamps
+                    || files.spec().date_format != spec.date_format
+                    || files.spec().combined_path != spec.combined_path)
         });
         if stale {
             self.files.remove(app);
@@ -244,12 +281,7 @@ impl Writer {
                     }
                     match origin {
                         Some(origin) => {
-                            let choice = (
-                                origin.out_file.clone(),
-                                origin.error_file.clone(),
-                                origin.timestamps,
-                            );
-                            self.checked.insert(app.clone(), choice);
+                            self.checked.insert(app.clone(), origin.choice());
                             let retry_at = Instant::now().checked_add(REOPEN_RETRY);
                             self.refused
                                 .insert(app.clone(), retry_at.unwrap_or_else(Instant::now));
@@ -263,12 +295,7 @@ impl Writer {
             }
         }
         if let Some(origin) = origin {
-            let choice = (
-                origin.out_file.clone(),
-                origin.error_file.clone(),
-                origin.timestamps,
-            );
-            self.checked.insert(app.clone(), choice);
+            self.checked.insert(app.clone(), origin.choice());
         }
         self.files.get_mut(app)
     }

@@ -6,26 +6,8 @@ pub(super) const NOT_SUPPORTED: &[(&str, &str)] = &[
     // PM2's logging fields (`output`/`error` and the other aliases of out_file/error_file, `time`,
     // `merge_logs` and `log_date_format` are read by the checker).
     (
-        "log_file",
-        "no combined log of stdout and stderr is written: stdout goes to out_file, stderr to \
-         error_file, and `nodeguard logs <app>` shows both",
-    ),
-    (
-        "log",
-        "no combined log of stdout and stderr is written: stdout goes to out_file, stderr to \
-         error_file, and `nodeguard logs <app>` shows both",
-    ),
-    (
         "log_type",
         "log lines are written as plain text, not as JSON objects",
-    ),
-    (
-        "pid_file",
-        "no pid file is written; `nodeguard status --json` gives each process's pid",
-    ),
-    (
-        "pid",
-        "no pid file is written; `nodeguard status --json` gives each process's pid",
     ),
     (
         "disable_logs",
@@ -112,8 +94,6 @@ pub(super) fn changes_nothing(field: &str, value: &serde_json::Value) -> bool {
         | "v8"
         | "event_loop_inspector"
         | "deep_monitoring"
-        | "log_file"
-        | "log"
         | "shutdown_with_message"
         | "filter_env" => off,
         "treekill" | "disable_trace" => matches!(value, Value::Bool(true)),
@@ -157,6 +137,10 @@ pub(super) const SUPPORTED: &[&str] = &[
     "error",
     "merge_logs",
     "log_date_format",
+    "log_file",
+    "log",
+    "pid_file",
+    "pid",
     "exec_mode",
     "port",
     "interpreterArgs",

@@ -4,6 +4,7 @@ use super::catalogue::{changes_nothing, NOT_SUPPORTED, SUPPORTED};
 use super::*;
 use crate::config::command::{self, Entry};
 use crate::config::ConfigError;
+use crate::core::date_format::DateFormat;
 use crate::core::units::edit_distance;
 
 /// Checks one app's fields, recording problems and warnings as it goes.
@@ -229,7 +230,7 @@ impl Checker<'_> {
         let listen_timeout = self.duration_field(&mut fields, "listen_timeout");
         let listen = self.listen_field(&mut fields);
         self.exec_mode(&mut fields, instances, listen.is_empty());
-        let (out_file, error_file, log_timestamps) = self.log_fields(&mut fields, &cwd, instances);
+        let logs = self.log_fields(&mut fields, &cwd, instances);
         let triggers = self.triggers(&mut fields, &cwd);
         let instance_var = self.var_name_field(&mut fields, "instance_var");
         let increment_var = self.var_name_field(&mut fields, "increment_var");
@@ -273,6 +274,12 @@ impl Checker<'_> {
                 error_file,
                 log_timestamps,
                 hang_show_query,
+                out_file: logs.out_file,
+                error_file: logs.error_file,
+                log_timestamps: logs.timestamps,
+                log_date_format: logs.date_format,
+                log_file: logs.log_file,
+                pid_file: logs.pid_file,
                 triggers,
                 instance_vars: crate::config::InstanceVars {
                     instance_var,
@@ -318,13 +325,13 @@ impl Checker<'_> {
     }
 
     /// PM2's log fields: `out_file` and `error_file` with their aliases (`output`, `error`, …),
-    /// `time`, `log_date_format` (timestamps, in nodeguard's format) and `merge_logs`.
+    /// `log_file` (`log`), `pid_file` (`pid`), `time`, `log_date_format` and `merge_logs`.
     fn log_fields(
         &mut self,
         fields: &mut Map<String, Value>,
         cwd: &Path,
         instances: Instances,
-    ) -> (Option<PathBuf>, Option<PathBuf>, bool) {
+    ) -> LogFields {
         let out_file = self.aliased_path(fields, "out_file", &["out", "output", "out_log"], cwd);
         let error_file = self.aliased_path(
             fields,
@@ -332,23 +339,17 @@ impl Checker<'_> {
             &["error", "err", "err_file", "err_log"],
             cwd,
         );
-        let mut timestamps = self.bool_field(fields, "time").unwrap_or(false);
+        let timestamps = self.bool_field(fields, "time").unwrap_or(false);
+        let mut date_format = None;
         match fields.remove("log_date_format") {
             // PM2 prefixes no date for `false` or `null` (a common way to switch it off).
             None | Some(Value::Bool(false)) | Some(Value::Null) => {}
             Some(Value::String(format)) if format.trim().is_empty() => {}
-            Some(Value::String(format)) => {
-                // PM2 prefixes each line with the time when a format is given.
-                timestamps = true;
-                self.warn(
-                    "log_date_format",
-                    &format!(
-                        "is applied in part: each log line gets its time, but written as RFC 3339 \
-                         in UTC (2026-01-31T13:45:00.000Z), not as {}",
-                        show(&Value::String(format))
-                    ),
-                );
-            }
+            // PM2 prefixes each line with the time when a format is given.
+            Some(Value::String(format)) => match DateFormat::parse(&format) {
+                Ok(_) => date_format = Some(format),
+                Err(message) => self.problem("log_date_format", message),
+            },
             Some(other) => self.problem(
                 "log_date_format",
                 format!("expected a format string, got {}", show(&other)),
@@ -369,7 +370,43 @@ impl Checker<'_> {
                 ),
             }
         }
-        (out_file, error_file, timestamps)
+        let mut log_file = None;
+        for field in ["log_file", "log"] {
+            match fields.remove(field) {
+                None | Some(Value::Bool(false)) | Some(Value::Null) => {}
+                Some(_) if log_file.is_some() => self.problem(
+                    field,
+                    "'log_file' already sets the combined log; keep one of them",
+                ),
+                // The default place, `<home>/logs/<name>-combined.log`.
+                Some(Value::Bool(true)) => log_file = Some(PathBuf::new()),
+                Some(value) => log_file = self.path(field, value, cwd),
+            }
+        }
+        let same = log_file.as_ref().filter(|log| {
+            !log.as_os_str().is_empty()
+                && (Some(*log) == out_file.as_ref() || Some(*log) == error_file.as_ref())
+        });
+        if same.is_some() {
+            self.problem(
+                "log_file",
+                "is the out or error file too; the combined log needs a file of its own",
+            );
+        }
+        let pid_file = self.aliased_path(fields, "pid_file", &["pid"], cwd);
+        if let Some(path) = &pid_file {
+            if let Err(message) = crate::config::check_pid_file(path) {
+                self.problem("pid_file", message);
+            }
+        }
+        LogFields {
+            out_file,
+            error_file,
+            timestamps,
+            date_format,
+            log_file,
+            pid_file,
+        }
     }
 
     /// A path field that PM2 also reads under other names; two of them at once is a problem.
@@ -895,4 +932,14 @@ pub(super) fn normalize(path: &Path) -> PathBuf {
         }
     }
     out
+}
+
+/// What [`Checker::log_fields`] read.
+struct LogFields {
+    out_file: Option<PathBuf>,
+    error_file: Option<PathBuf>,
+    timestamps: bool,
+    date_format: Option<String>,
+    log_file: Option<PathBuf>,
+    pid_file: Option<PathBuf>,
 }

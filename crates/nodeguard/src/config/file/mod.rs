@@ -123,6 +123,12 @@ pub struct AppConfig {
     pub log_timestamps: bool,
     /// nodeguard's own field: a hang's report shows the in-flight requests' query strings.
     pub hang_show_query: bool,
+    /// PM2's `log_date_format`, checked.
+    pub log_date_format: Option<String>,
+    /// PM2's `log_file`: absolute, or empty for the default place.
+    pub log_file: Option<PathBuf>,
+    /// PM2's `pid_file`, absolute.
+    pub pid_file: Option<PathBuf>,
     /// `watch`, `cron_restart`, `kill_signal` and company.
     pub triggers: Triggers,
     /// PM2's `instance_var` and `increment_var`.
@@ -169,6 +175,9 @@ impl AppConfig {
         definition.error_file = path_text(&self.error_file);
         definition.log_timestamps = self.log_timestamps || log_timestamps;
         definition.hang_show_query = self.hang_show_query;
+        definition.log_date_format.clone_from(&self.log_date_format);
+        definition.log_file = path_text(&self.log_file);
+        definition.pid_file = path_text(&self.pid_file);
         definition.instance_var = self.instance_vars.instance_var.clone();
         definition.increment_var = self.instance_vars.increment_var.clone();
         definition.namespace = self.namespace.clone();
@@ -1293,8 +1302,8 @@ mod tests {
                  "pmx":false,"log_file":false,"windowsHide":true,"kill_retry_time":100}]"#,
         )]);
         let file = dir.join("c.json");
-        let problems = problems(load(&file, &defaults()));
-        let shown: Vec<_> = problems.iter().map(ToString::to_string).collect();
+        let found = problems(load(&file, &defaults()));
+        let shown: Vec<_> = found.iter().map(ToString::to_string).collect();
         assert_eq!(
             shown,
             [format!(
@@ -1315,16 +1324,47 @@ mod tests {
         let app = &loaded.apps[0];
         assert_eq!(app.out_file, Some(dir.join("o.log")));
         assert_eq!(app.error_file, Some(dir.join("e.log")));
-        assert!(app.log_timestamps, "log_date_format turns timestamps on");
+        assert_eq!(app.log_date_format.as_deref(), Some("YYYY-MM-DD HH:mm Z"));
+        assert_eq!(app.pid_file, Some(dir.join("a.pid")));
+        assert_eq!(app.log_file, None, "log_file: false writes none");
         let file = file.display();
         assert_eq!(
             loaded.warnings,
             [
-                format!("{file}: app 'a': field 'log_date_format' is applied in part: each log line gets its time, but written as RFC 3339 in UTC (2026-01-31T13:45:00.000Z), not as \"YYYY-MM-DD HH:mm Z\""),
                 format!("{file}: app 'a': field 'log_type' is not supported and is ignored (log lines are written as plain text, not as JSON objects)"),
-                format!("{file}: app 'a': field 'pid_file' is not supported and is ignored (no pid file is written; `nodeguard status --json` gives each process's pid)"),
             ]
         );
+        // log_file: true is the default place; a path is taken relative to the file; a format
+        // with a token nodeguard does not render, and a log_file that is the out file, are refused.
+        std::fs::write(
+            file.to_string(),
+            r#"[{"name":"a","script":"app.js","log_file":true},{"name":"b","script":"app.js","log":"all.log"},
+                {"name":"c","script":"app.js","log_date_format":"Do MMM YYYY"},
+                {"name":"d","script":"app.js","out_file":"x.log","log_file":"x.log"}]"#,
+        )
+        .expect("rewrite");
+        let shown: Vec<_> = problems(load(Path::new(&file.to_string()), &defaults()))
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(shown.len(), 2, "{shown:?}");
+        assert!(
+            shown[0].contains("app 'c': log_date_format")
+                && shown[0].contains("unknown token 'Do'"),
+            "{shown:?}"
+        );
+        assert!(
+            shown[1].contains("app 'd': log_file: is the out or error file too"),
+            "{shown:?}"
+        );
+        std::fs::write(
+            file.to_string(),
+            r#"[{"name":"a","script":"app.js","log_file":true},{"name":"b","script":"app.js","log":"all.log"}]"#,
+        )
+        .expect("rewrite");
+        let loaded = load(Path::new(&file.to_string()), &defaults()).expect("loads");
+        assert_eq!(loaded.apps[0].log_file, Some(PathBuf::new()));
+        assert_eq!(loaded.apps[1].log_file, Some(dir.join("all.log")));
     }
 
     #[test]

@@ -41,7 +41,9 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::core::date_format::{DateFormat, LocalTime};
 use crate::platform;
+use std::sync::Arc;
 
 /// Default size at which a log file is rotated: 10 MiB, the same as pm2-logrotate's `max_size`
 /// (PM2 core itself never rotates; its logs grow until someone installs that module or flushes).
@@ -99,6 +101,11 @@ pub struct LogSpec {
     pub keep: usize,
     /// Prefix every line with an RFC 3339 UTC timestamp and a space.
     pub timestamps: bool,
+    /// Prefix every line with its local time in this format and a space (PM2's
+    /// `log_date_format`); wins over `timestamps`.
+    pub date_format: Option<Arc<DateFormat>>,
+    /// A third file getting both streams' lines, interleaved as they come (PM2's `log_file`).
+    pub combined_path: Option<PathBuf>,
 }
 
 impl LogSpec {
@@ -115,7 +122,72 @@ impl LogSpec {
             max_size: DEFAULT_MAX_SIZE,
             keep: DEFAULT_KEEP,
             timestamps: false,
+            date_format: None,
+            combined_path: None,
         }
+    }
+
+    /// `<home>/logs/<app>-combined.log`: where `log_file: true` (`-l` without a path) puts both
+    /// streams. The `-combined.log` ending keeps it apart from every app's `-out.log`/`-err.log`.
+    pub fn default_combined(home: &Path, app_name: &str) -> PathBuf {
+        logs_dir(home).join(format!("{}-combined.log", log_file_stem(app_name)))
+    }
+}
+
+/// The local time (the supervisor's `TZ`, as PM2's dayjs uses) of now, worked out once per
+/// second: each line then costs a clock read and a few digits.
+/// The rendering of the last stamp is kept too: lines of a flood within one millisecond (or one
+/// second, for a format without `SSS`) copy it instead of rendering again.
+#[derive(Debug, Default)]
+pub struct LocalClock {
+    second: Option<i64>,
+    time: LocalTime,
+    /// (second, millisecond) that `stamp` was rendered for.
+    rendered: Option<(i64, u32)>,
+    stamp: Vec<u8>,
+}
+
+impl LocalClock {
+    /// Appends now, in local time, as `format`.
+    pub fn stamp(&mut self, format: &DateFormat, out: &mut Vec<u8>) {
+        let since = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        let second = i64::try_from(since.as_secs()).unwrap_or(i64::MAX);
+        let millis = if format.uses_millis() {
+            since.subsec_millis()
+        } else {
+            0
+        };
+        if self.rendered != Some((second, millis)) {
+            if self.second != Some(second) {
+                self.time = local_time(second);
+                self.second = Some(second);
+            }
+            self.time.millis = millis;
+            self.stamp.clear();
+            format.render(&self.time, &mut self.stamp);
+            self.rendered = Some((second, millis));
+        }
+        out.extend_from_slice(&self.stamp);
+    }
+}
+
+/// `second` (since the epoch) broken down in local time.
+pub fn local_time(second: i64) -> LocalTime {
+    use chrono::{Datelike, Offset, TimeZone, Timelike};
+    match chrono::Local.timestamp_opt(second, 0).earliest() {
+        Some(time) => LocalTime {
+            year: time.year(),
+            month: time.month(),
+            day: time.day(),
+            hour: time.hour(),
+            minute: time.minute(),
+            second: time.second(),
+            millis: 0,
+            offset_seconds: time.offset().fix().local_minus_utc(),
+        },
+        None => LocalTime::default(),
     }
 }
 
@@ -252,6 +324,8 @@ pub(crate) mod tests {
             max_size,
             keep,
             timestamps: false,
+            date_format: None,
+            combined_path: None,
         }
     }
 
@@ -344,6 +418,50 @@ pub(crate) mod tests {
         logs.flush().expect("flush");
         assert!(!rotated_path(&spec.out_path, 1).exists());
         assert_eq!(lines_of(&spec.out_path).last(), Some(&line(99)));
+    }
+
+    #[test]
+    fn combined_log_gets_both_streams_whole_and_rotates_like_the_others() {
+        let dir = TempDir::new("combined");
+        let mut spec = spec(&dir.0, 4096, 2);
+        let combined = dir.0.join("app-combined.log");
+        spec.combined_path = Some(combined.clone());
+        spec.date_format = Some(Arc::new(
+            DateFormat::parse("YYYY-MM-DD HH:mm:ss.SSS Z").expect("format"),
+        ));
+        let mut logs = LogFiles::open(spec.clone()).expect("open");
+        for i in 0..2_000 {
+            logs.write_line(Stream::Out, &line(i)).expect("write");
+            logs.write_line(Stream::Err, &line(i)).expect("write");
+        }
+        drop(logs);
+        let mut all = Vec::new();
+        for index in (0..=2).rev() {
+            let file = rotated_path(&combined, index);
+            assert!(fs::metadata(&file).expect("rotated").len() <= 4096);
+            all.extend(lines_of(&file));
+        }
+        assert!(!rotated_path(&combined, 3).exists(), "keep 2");
+        // The newest lines, each whole, out then err, each after its stamp.
+        let bodies: Vec<Vec<u8>> = all
+            .iter()
+            .map(|l| {
+                let text = String::from_utf8(l.clone()).expect("utf8");
+                let (_, body) = text.split_at(31);
+                assert_eq!(text.as_bytes()[30], b' ', "{text}");
+                body.as_bytes().to_vec()
+            })
+            .collect();
+        let last = 1_999;
+        let every: Vec<Vec<u8>> = (0..=last).flat_map(|i| [line(i), line(i)]).collect();
+        let expected = every[every.len() - bodies.len()..].to_vec();
+        assert_eq!(bodies, expected);
+        LogFiles::open(LogSpec {
+            combined_path: Some(spec.out_path.clone()),
+            ..spec
+        })
+        .err()
+        .expect("the combined file cannot be the out file");
     }
 
     #[test]

@@ -338,7 +338,10 @@ pub struct LogFiles {
     pub(super) out: Sink,
     /// `None` when both streams go to one file.
     pub(super) err: Option<Sink>,
+    /// Both streams, interleaved (PM2's `log_file`).
+    pub(super) combined: Option<Sink>,
     pub(super) record: Vec<u8>,
+    pub(super) clock: LocalClock,
 }
 
 impl LogFiles {
@@ -351,11 +354,26 @@ impl LogFiles {
         } else {
             Some(Sink::open(&spec.err_path)?)
         };
+        let combined = match &spec.combined_path {
+            Some(path) if *path == spec.out_path || *path == spec.err_path => {
+                return Err(LogError::Open {
+                    path: path.clone(),
+                    source: io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        "the combined log_file cannot be the out or error file too",
+                    ),
+                })
+            }
+            Some(path) => Some(Sink::open(path)?),
+            None => None,
+        };
         Ok(Self {
             spec,
             out,
             err,
+            combined,
             record: Vec::new(),
+            clock: LocalClock::default(),
         })
     }
 
@@ -367,7 +385,10 @@ impl LogFiles {
     /// would exceed its size. Buffered: call [`flush`](Self::flush) at the end of a batch.
     pub fn write_line(&mut self, stream: Stream, line: &[u8]) -> Result<(), LogError> {
         self.record.clear();
-        if self.spec.timestamps {
+        if let Some(format) = &self.spec.date_format {
+            self.clock.stamp(format, &mut self.record);
+            self.record.push(b' ');
+        } else if self.spec.timestamps {
             self.record
                 .extend_from_slice(timestamp(SystemTime::now()).as_bytes());
             self.record.push(b' ');
@@ -378,14 +399,20 @@ impl LogFiles {
             (Stream::Err, Some(err)) => err,
             _ => &mut self.out,
         };
-        sink.write_record(&self.record, self.spec.max_size, self.spec.keep)
+        let written = sink.write_record(&self.record, self.spec.max_size, self.spec.keep);
+        // The combined file gets the line even when the stream's own file refused it.
+        let combined = self.combined.as_mut().map_or(Ok(()), |combined| {
+            combined.write_record(&self.record, self.spec.max_size, self.spec.keep)
+        });
+        written.and(combined)
     }
 
     /// Writes buffered lines to disk. Both files are flushed even if the first fails.
     pub fn flush(&mut self) -> Result<(), LogError> {
         let out = self.out.flush();
         let err = self.err.as_mut().map_or(Ok(()), Sink::flush);
-        out.and(err)
+        let combined = self.combined.as_mut().map_or(Ok(()), Sink::flush);
+        out.and(err).and(combined)
     }
 
     /// Empties the logs (`nodeguard flush`): current files start over empty, rotated ones are
@@ -395,6 +422,9 @@ impl LogFiles {
         self.out.clear(keep)?;
         if let Some(err) = &mut self.err {
             err.clear(keep)?;
+        }
+        if let Some(combined) = &mut self.combined {
+            combined.clear(keep)?;
         }
         Ok(())
     }

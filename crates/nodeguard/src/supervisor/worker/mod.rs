@@ -258,6 +258,9 @@ impl WorkerTask {
                         // The process whose monitor recorded source maps (see io::sourcemap).
                         let maps_pid = self.connection.take().map(|c| c.pid).or(self.machine.pid());
                         self.forget_token();
+                        if let (Some(path), Some(pid)) = (self.spec.pid_file_path(), self.machine.pid()) {
+                            crate::io::pidfile::remove(&path, pid);
+                        }
                         self.end_tree();
                         if let Some(silent_for) = self.capture.take() {
                             if self.machine.capture_by_interrupt {

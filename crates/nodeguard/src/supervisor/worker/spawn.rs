@@ -182,7 +182,14 @@ impl WorkerTask {
                     out_file: spec.out_file.clone().map(Arc::new),
                     error_file: spec.error_file.clone().map(Arc::new),
                     timestamps: spec.log_timestamps,
+                    date_format: spec.log_date_format.clone(),
+                    log_file: spec.log_file.clone().map(Arc::new),
                 };
+                if let Some(path) = spec.pid_file_path() {
+                    if let Err(error) = crate::io::pidfile::write(&path, pid) {
+                        tracing::warn!(path = %path.display(), %error, "cannot write the pid file");
+                    }
+                }
                 let tap = Arc::new(StackTap::default());
                 if let Some(stdout) = launched.stdout {
                     let sink = self.ctx.output.clone();

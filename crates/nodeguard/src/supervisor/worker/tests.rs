@@ -133,6 +133,9 @@ fn spec(timing: Timing) -> AppSpec {
         instance_vars: crate::config::InstanceVars::default(),
         namespace: None,
         run_as: None,
+        log_date_format: None,
+        log_file: None,
+        pid_file: None,
     }
 }
 
