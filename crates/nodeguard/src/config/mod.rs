@@ -79,6 +79,12 @@ pub struct AppSpec {
     pub namespace: Option<String>,
     /// PM2's `uid`/`gid`: the user and group the app runs as (root only).
     pub run_as: Option<RunAs>,
+    /// PM2's `log_date_format`, compiled once for the app.
+    pub log_date_format: Option<std::sync::Arc<DateFormat>>,
+    /// PM2's `log_file`: both streams in one more file; an empty path means the default place.
+    pub log_file: Option<PathBuf>,
+    /// PM2's `pid_file` (see [`AppSpec::pid_file_path`]).
+    pub pid_file: Option<PathBuf>,
 }
 
 /// The user and group an app runs as instead of the supervisor's (which must be root).
@@ -102,7 +108,8 @@ impl RunAs {
         let euid = crate::platform::current_uid();
         if euid != 0 {
             return Err(ConfigError::Policy(format!(
-                "uid/gid: only root can run an app as another user or group (nodeguard runs as                  uid {euid}); start the daemon as that user instead"
+                "uid/gid: only root can run an app as another user or group (nodeguard runs as \
+                 uid {euid}); start the daemon as that user instead"
             )));
         }
         let shown = |text: &str| text.escape_debug().to_string();
@@ -159,12 +166,6 @@ impl RunAs {
             group: group.map(str::to_string),
         }))
     }
-    /// PM2's `log_date_format`, compiled once for the app.
-    pub log_date_format: Option<std::sync::Arc<DateFormat>>,
-    /// PM2's `log_file`: both streams in one more file; an empty path means the default place.
-    pub log_file: Option<PathBuf>,
-    /// PM2's `pid_file` (see [`AppSpec::pid_file_path`]).
-    pub pid_file: Option<PathBuf>,
 }
 
 /// The environment variables PM2 sets per instance.
