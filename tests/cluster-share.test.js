@@ -292,3 +292,33 @@ test('a Fastify app from npm, fastify.listen({ port, host: \'localhost\' }) unch
   assert.equal(await connects('127.0.0.2', port), false);
   assert.ok((await home.status()).every((r) => r.restarts === 0));
 });
+
+test('cluster mode with one instance (-i 1, as PM2 means it): the port is shared, a reload loses nothing, and scale adds instances on the same socket', async (t) => {
+  const home = new h.DaemonHome(t);
+  const port = await h.freePort();
+  await home.ok(['start', SHARE, '--name', 'solo', '-i', '1', '--kill-timeout', '5s', '--', String(port), '127.0.0.1']);
+  const [first] = (await waitInstances(home, 'solo', 1)).map((r) => r.pid);
+  await everyInstanceAnswers(home, port, [first]);
+  const rows = listening(port);
+  assert.equal(rows.length, 1, `one listening socket on port ${port}: ${JSON.stringify(rows)}`);
+  const inode = rows[0].inode;
+
+  // One instance, and still a rolling reload: the replacement listens before the old one drains.
+  const load = requestLoops(port);
+  await home.waitFor(() => load.result.ok >= 20, { what: 'the request loops to get going' });
+  const reload = await home.ok(['reload', 'solo'], { timeout: 60_000 });
+  const afterReload = load.result.ok;
+  await home.waitFor(() => load.result.ok >= afterReload + 20, { what: 'requests after the reload' });
+  assert.match(reload.stdout, /solo: reloaded 1 instance\(s\), each replacement ready before its old process was drained/);
+
+  // Scale to 3 under the same load: the new instances get the same socket, none fails to bind.
+  await home.ok(['scale', 'solo', '3'], { timeout: 60_000 });
+  const three = (await waitInstances(home, 'solo', 3)).map((r) => r.pid);
+  await everyInstanceAnswers(home, port, three);
+  const result = await load.stop();
+  t.diagnostic(`${result.ok} requests during the reload and the scale, ${result.failed} failed`);
+  assert.equal(result.failed, 0, `failed requests: ${result.errors.slice(0, 5).join('; ')}`);
+  assert.deepEqual(listening(port).map((r) => r.inode), [inode], 'the same socket throughout');
+  const log = fs.readFileSync(path.join(home.home, 'logs', 'solo-err.log'), 'utf8');
+  assert.doesNotMatch(log, /EADDRINUSE/, 'no instance hit EADDRINUSE');
+});

@@ -152,6 +152,11 @@ pub struct AppDefinition {
     /// How many processes run the app (cluster mode); 0 is read as 1.
     #[serde(default = "one")]
     pub instances: u32,
+    /// PM2's cluster mode asked for (`exec_mode: 'cluster'`, or `-i` on the command line): with
+    /// no `listen`, the supervisor shares the address the app listens on even with one instance,
+    /// so `reload` overlaps the old and the new process and `scale` can add instances.
+    #[serde(default)]
+    pub cluster: bool,
     /// `[host:]port` addresses the supervisor binds once and hands to every instance.
     #[serde(default)]
     pub listen: Vec<String>,

@@ -157,6 +157,8 @@ impl RunArgs {
                 log_timestamps: self.app.log_timestamps,
                 hang_show_query: self.app.hang_show_query,
                 instances,
+                // PM2's -i: cluster mode, the port shared even with one instance.
+                cluster: self.cluster.instances.is_some(),
                 instance: 0,
                 listen: listen.clone(),
                 wait_ready: self.cluster.wait_ready,

@@ -133,10 +133,11 @@ pub struct StartArgs {
 /// Cluster mode: several instances sharing supervisor-owned listening sockets.
 #[derive(Debug, Clone, Args)]
 pub struct ClusterOptions {
-    /// How many processes run the app: a number, or max (one per CPU). With 2 or more and no
-    /// --listen, the supervisor binds the address the app's server.listen(port, host) asks for
-    /// (that host only) once and hands the socket to every instance, as Node's cluster module
-    /// does; reload is then zero-downtime.
+    /// How many processes run the app: a number, or max (one per CPU). As in PM2, -i means
+    /// cluster mode (even -i 1): without --listen, the supervisor binds the address the app's
+    /// server.listen(port, host) asks for (that host only) once and hands the socket to every
+    /// instance, as Node's cluster module does; reload is then zero-downtime and scale adds
+    /// instances on the same socket.
     #[arg(short = 'i', long = "instances", value_name = "N|max", value_parser = parse_instances)]
     pub instances: Option<u32>,
 
@@ -181,7 +182,9 @@ impl ClusterOptions {
             config::ListenAddress::parse(address)?;
         }
         if let Some(instances) = self.instances {
+            // As in PM2, -i means cluster mode: the port is shared even with one instance.
             definition.instances = instances;
+            definition.cluster = true;
         }
         if !self.listen.is_empty() {
             definition.listen = self.listen.clone();

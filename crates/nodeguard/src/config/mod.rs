@@ -54,6 +54,9 @@ pub struct AppSpec {
     pub hang_show_query: bool,
     /// How many processes run the app.
     pub instances: u32,
+    /// PM2's cluster mode asked for (see [`AppDefinition::cluster`]): the port is shared by the
+    /// supervisor even with one instance.
+    pub cluster: bool,
     /// Which of them this spec is for (0-based).
     pub instance: u32,
     /// Addresses the supervisor listens on and hands to every instance.
@@ -338,6 +341,7 @@ impl AppCommand<'_> {
             start_grace_ms: millis(self.timing.start_grace),
             kill_timeout_ms: millis(self.timing.kill_timeout),
             instances: 1,
+            cluster: false,
             listen: Vec::new(),
             wait_ready: false,
             listen_timeout_ms: None,
@@ -415,7 +419,7 @@ impl AppSpec {
     /// Whether the app's instances share what they listen on by asking the supervisor (several
     /// instances, no `--listen`): see `io::listen::SharedListeners::share`.
     pub fn shares_on_request(&self) -> bool {
-        self.listen.is_empty() && self.instances > 1
+        self.listen.is_empty() && (self.instances > 1 || self.cluster)
     }
 
     /// Whether a reload can overlap old and new instances (the supervisor owns the sockets, or
@@ -469,6 +473,7 @@ impl AppSpec {
         definition.log_timestamps = self.log_timestamps;
         definition.hang_show_query = self.hang_show_query;
         definition.instances = self.instances;
+        definition.cluster = self.cluster;
         definition.listen = self.listen.iter().map(ToString::to_string).collect();
         definition.wait_ready = self.wait_ready;
         definition.listen_timeout_ms = Some(crate::core::duration::millis(self.listen_timeout));
@@ -655,6 +660,7 @@ impl AppSpec {
             hang_show_query: definition.hang_show_query,
             instances,
             instance: 0,
+            cluster: definition.cluster,
             listen,
             wait_ready: definition.wait_ready,
             listen_timeout,

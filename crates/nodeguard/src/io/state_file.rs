@@ -250,6 +250,7 @@ mod tests {
                     start_grace_ms: 5000,
                     kill_timeout_ms: 5000,
                     instances: 4,
+                    cluster: true,
                     listen: vec!["127.0.0.1:8080".into()],
                     wait_ready: true,
                     listen_timeout_ms: Some(3000),

@@ -229,7 +229,7 @@ impl Checker<'_> {
             .unwrap_or(false);
         let listen_timeout = self.duration_field(&mut fields, "listen_timeout");
         let listen = self.listen_field(&mut fields);
-        self.exec_mode(&mut fields, instances, listen.is_empty());
+        let cluster = self.exec_mode(&mut fields);
         let logs = self.log_fields(&mut fields, &cwd, instances);
         let triggers = self.triggers(&mut fields, &cwd);
         let instance_var = self.var_name_field(&mut fields, "instance_var");
@@ -271,6 +271,7 @@ impl Checker<'_> {
                 listen_timeout,
                 listen,
                 hang_show_query,
+                cluster,
                 out_file: logs.out_file,
                 error_file: logs.error_file,
                 log_timestamps: logs.timestamps,
@@ -289,35 +290,24 @@ impl Checker<'_> {
         })
     }
 
-    /// PM2's `exec_mode`: `fork` is what nodeguard does. `cluster` with several instances is
-    /// what nodeguard does for them anyway: the supervisor binds the address the app listens on
-    /// once and shares it (as Node's cluster module does for PM2). With one instance the app
-    /// binds its own port, and a reload has a moment of downtime: that is said.
-    fn exec_mode(
-        &mut self,
-        fields: &mut Map<String, Value>,
-        instances: Instances,
-        no_listen: bool,
-    ) {
+    /// PM2's `exec_mode`: whether `cluster` was asked for. `fork` is what nodeguard does for a
+    /// process that binds its own port. `cluster` means what it means under PM2: the supervisor
+    /// binds the address the app listens on and shares it (as Node's cluster module does for
+    /// PM2), with any number of instances, so `reload` and `scale` keep serving.
+    fn exec_mode(&mut self, fields: &mut Map<String, Value>) -> bool {
         let Some(value) = fields.remove("exec_mode") else {
-            return;
+            return false;
         };
-        let mode = value.as_str().unwrap_or("");
-        match mode {
-            "fork" | "fork_mode" => {}
-            "cluster" | "cluster_mode" if !no_listen => {}
-            "cluster" | "cluster_mode" if instances.resolve(cpu_count()) <= 1 => self.warn(
-                "exec_mode",
-                "is 'cluster' but the app has no 'listen' and one instance: it runs as one \
-                 process that binds its own port, so `reload` stops it and then starts it (a \
-                 moment of downtime); add `listen: <port>`, or run 2 or more instances (the \
-                 supervisor then shares the port the app listens on), to reload it with none",
-            ),
-            "cluster" | "cluster_mode" => {}
-            _ => self.problem(
-                "exec_mode",
-                format!("expected \"fork\" or \"cluster\", got {}", show(&value)),
-            ),
+        match value.as_str().unwrap_or("") {
+            "fork" | "fork_mode" => false,
+            "cluster" | "cluster_mode" => true,
+            _ => {
+                self.problem(
+                    "exec_mode",
+                    format!("expected \"fork\" or \"cluster\", got {}", show(&value)),
+                );
+                false
+            }
         }
     }
 

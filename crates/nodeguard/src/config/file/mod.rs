@@ -102,6 +102,8 @@ pub struct AppConfig {
     /// `interpreter_args` for an interpreter other than node.
     pub interpreter_args: Vec<String>,
     pub instances: Instances,
+    /// `exec_mode: 'cluster'`: the port is shared even with one instance.
+    pub cluster: bool,
     /// The defaults' timing with this app's heartbeat, grace and kill-timeout fields applied.
     pub timing: Timing,
     /// `max_memory_restart` in bytes.
@@ -209,6 +211,7 @@ impl AppConfig {
             definition.max_memory = Some(max_memory);
         }
         definition.instances = self.instances.resolve(cpu_count());
+        definition.cluster = self.cluster;
         definition.listen = self.listen.clone();
         definition.wait_ready = self.wait_ready;
         definition.listen_timeout_ms = self.listen_timeout.map(millis);
@@ -1368,37 +1371,26 @@ mod tests {
     }
 
     #[test]
-    fn cluster_mode_without_listen_warns_only_for_one_instance() {
+    fn exec_mode_cluster_shares_the_port_with_any_instance_count_and_warns_nothing() {
         let dir = temp_dir(&[(
             "c.json",
             r#"[{"name":"a","script":"app.js","exec_mode":"cluster","instances":4},
                 {"name":"b","script":"app.js","exec_mode":"cluster_mode"},
                 {"name":"c","script":"app.js","exec_mode":"cluster","instances":4,"listen":3000},
-                {"name":"d","script":"app.js","instances":4,"merge_logs":false}]"#,
+                {"name":"d","script":"app.js","instances":4,"merge_logs":false},
+                {"name":"e","script":"app.js","exec_mode":"fork"}]"#,
         )]);
         let file = dir.join("c.json");
         let loaded = load(&file, &defaults()).expect("loads");
-        let warned: Vec<_> = loaded
-            .warnings
-            .iter()
-            .map(|w| w.split(": field ").next().unwrap_or("").to_string())
-            .collect();
-        let file = file.display();
-        // 'a' runs 4 instances sharing what they listen on: nothing is lost, nothing to say.
-        assert_eq!(
-            warned,
-            [format!("{file}: app 'b'"), format!("{file}: app 'd'")]
-        );
+        // Only 'd' loses something (merge_logs: false); cluster mode is what it is under PM2.
+        assert_eq!(loaded.warnings.len(), 1, "{:?}", loaded.warnings);
         assert!(
-            loaded.warnings[0].contains("runs as one process"),
+            loaded.warnings[0].contains("app 'd'") && loaded.warnings[0].contains("merge_logs"),
             "{:?}",
             loaded.warnings
         );
-        assert!(
-            loaded.warnings[1].contains("merge_logs"),
-            "{:?}",
-            loaded.warnings
-        );
+        let cluster: Vec<bool> = loaded.apps.iter().map(|app| app.cluster).collect();
+        assert_eq!(cluster, [true, true, true, false, false]);
     }
 
     #[test]

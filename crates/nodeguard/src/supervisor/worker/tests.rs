@@ -120,6 +120,7 @@ fn spec(timing: Timing) -> AppSpec {
         log_timestamps: false,
         hang_show_query: false,
         instances: 1,
+        cluster: false,
         instance: 0,
         listen: Vec::new(),
         wait_ready: false,
