@@ -20,7 +20,8 @@
 //    (both supervisors get the same copy);
 // 2. evaluates it as PM2 does (JS: require or import; JSON, or JS if it is not strict JSON; YAML)
 //    to learn its apps, and creates a stand-in for everything they run: a small HTTP server for
-//    a Node or Bun script (listening on $PORT, else a free port) that records its runtime, argv,
+//    a Node or Bun script (listening on $PORT, else on a fixed port of its own, as a server with its
+//    port in code does) that records its runtime, argv,
 //    cwd and environment; a package.json with the scripts an `npm`/`yarn` command runs; a
 //    node_modules/.bin entry for `npx X`; a Python server for a Python interpreter; a shell
 //    script for `sh`/`bash`; an executable for `interpreter: 'none'`; a stand-in program on PATH
@@ -99,7 +100,8 @@ exports.run = (meta) => {
     console.error('stand-in: ' + err.message);
     process.exit(1);
   });
-  const port = Number(process.env.PORT) || 0;
+  // A real server has its port in code when the environment names none: a fixed port per app.
+  const port = Number(process.env.PORT) || meta.fixedPort || 0;
   server.listen(port, () => {
     console.log('stand-in ' + meta.key + ' listening on ' + server.address().port);
     if (typeof process.send === 'function') process.send('ready');
@@ -167,7 +169,7 @@ function standIn(ctx, app, index, envName) {
   const script = String(app.script ?? '');
   const interp = app.interpreter ?? app.exec_interpreter ?? null;
   const key = `app${index}`;
-  const meta = { key, name: app.name ?? null, reports: ctx.reports };
+  const meta = { key, name: app.name ?? null, reports: ctx.reports, fixedPort: ctx.basePort + index };
   const expect = {
     key,
     name: app.name ?? path.basename(script.split(/\s+/)[0]).replace(/\.[^.]+$/, ''),
@@ -506,6 +508,9 @@ async function runFile(run, entry, opts) {
     reports: path.join(root, 'reports'),
     fakeBin: path.join(root, 'bin'),
     core: path.join(root, 'standin', 'core.cjs'),
+    // Ports the stand-ins of this file listen on when `PORT` is not set, as a server with its
+    // port in code does (so instances of one app collide unless the supervisor shares the port).
+    basePort: 30000 + (entry.n % 100) * 50,
   };
   ctx.path = [ctx.fakeBin, ...run.pathDirs].join(path.delimiter);
   fs.mkdirSync(ctx.reports, { recursive: true });

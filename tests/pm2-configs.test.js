@@ -135,7 +135,6 @@ test('ecosystem.config.cjs: log aliases, log_date_format (local time), log_file 
   const file = path.join(dir, 'ecosystem.config.cjs');
   assert.deepEqual(warnings(r.stderr), [
     `${file}: 'deploy' is ignored: nodeguard does no remote deployment (\`pm2 deploy\`); ship the code with your own tooling (git pull, rsync, CI), then run \`nodeguard start ecosystem.config.cjs\` or \`nodeguard reload all\` on the host`,
-    `${file}: app 'audit': field 'log_type' is not supported and is ignored (log lines are written as plain text, not as JSON objects)`,
   ]);
 
   const apps = await d.byName();
@@ -160,8 +159,13 @@ test('ecosystem.config.cjs: log aliases, log_date_format (local time), log_file 
   assert.equal(fs.readFileSync(pidFile, 'utf8'), `${apps.gateway.pid}\n`);
   assert.equal(fs.statSync(pidFile).mode & 0o777, 0o600);
   // err_file, another of PM2's names for error_file.
-  const audit = await lineIn(d, path.join(dir, 'logs', 'audit.err.log'), /stderr check/);
-  assert.doesNotMatch(audit, STAMPED, 'no timestamps were asked for audit');
+  // log_type: 'json': PM2's object per line, the time in it (RFC 3339 UTC without a format).
+  const audit = JSON.parse(await lineIn(d, path.join(dir, 'logs', 'audit.err.log'), /stderr check/));
+  assert.equal(audit.type, 'err');
+  assert.equal(audit.app_name, 'audit');
+  assert.equal(audit.process_id, apps.audit.id);
+  assert.match(audit.message, /stderr check/);
+  assert.match(audit.timestamp, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
   await d.ok(['stop', 'gateway']);
   assert.equal(fs.existsSync(pidFile), false, 'the pid file is removed when the app stops');
   await d.ok(['restart', 'gateway']);

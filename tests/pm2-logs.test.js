@@ -132,3 +132,44 @@ test('bad log and pid options are refused with one line: an unknown date token, 
   assert.notEqual(r.code, 0);
   assert.match(r.stderr, /app 'x': log_date_format.*unknown token 'dddd'/);
 });
+
+test("log_type: 'json' (and --log-type json): every log line is PM2's JSON object, whole, with its instance's id", async (t) => {
+  const dir = dirFor(t);
+  fs.writeFileSync(path.join(dir, 'ecosystem.config.js'), `module.exports = { apps: [{
+    name: 'jsonlog', script: './flood.js', instances: 2, log_type: 'json',
+    log_date_format: 'YYYY-MM-DD HH:mm:ss', out_file: './o.log', error_file: './e.log',
+  }] };\n`);
+  const d = new h.DaemonHome(t);
+  const started = await d.ok(['start', 'ecosystem.config.js'], { cwd: dir });
+  assert.doesNotMatch(started.stderr, /log_type/, 'log_type is applied, not warned about');
+  const total = 2 * (LINES + 1);
+  await d.waitFor(() => lines(path.join(dir, 'o.log')).length >= total, { what: `${total} JSON lines in o.log` });
+  const ids = new Set((await d.status()).filter((a) => a.name === 'jsonlog').map((a) => a.id));
+  for (const [file, type, prefix] of [['o.log', 'out', 'out '], ['e.log', 'err', 'err ']]) {
+    const perId = new Map();
+    for (const line of lines(path.join(dir, file))) {
+      const record = JSON.parse(line);
+      assert.deepEqual(Object.keys(record), ['message', 'timestamp', 'type', 'process_id', 'app_name'], line);
+      assert.equal(record.type, type);
+      assert.equal(record.app_name, 'jsonlog');
+      assert.match(record.timestamp, /^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d$/);
+      assert.ok(ids.has(record.process_id), `process_id ${record.process_id} is not an instance's id (${[...ids]})`);
+      if (!record.message.startsWith(prefix)) continue;
+      const seen = perId.get(record.process_id) || [];
+      seen.push(Number(record.message.slice(prefix.length)));
+      perId.set(record.process_id, seen);
+    }
+    assert.equal(perId.size, 2, `${file}: lines from both instances`);
+    for (const [id, seen] of perId) {
+      assert.deepEqual(seen, Array.from({ length: LINES }, (_, i) => i), `${file}: instance ${id}'s lines, each once, in order`);
+    }
+  }
+  // The CLI spelling; a value other than json or raw is one line and exit 2.
+  await d.ok(['start', 'flood.js', '--name', 'cli-json', '--log-type', 'json'], { cwd: dir });
+  const cliOut = path.join(d.home, 'logs', 'cli-json-out.log');
+  await d.waitFor(() => lines(cliOut).some((l) => l.includes('flood done')), { what: 'cli-json lines' });
+  assert.equal(JSON.parse(lines(cliOut)[0]).type, 'out');
+  const bad = await d.cli(['start', 'flood.js', '--name', 'bad', '--log-type', 'xml'], { cwd: dir });
+  assert.equal(bad.code, 2);
+  assert.match(bad.stderr.trim(), /expected json or raw, got 'xml'/);
+});

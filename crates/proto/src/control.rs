@@ -117,6 +117,10 @@ pub struct AppDefinition {
     /// Prefix each log-file line with its time (RFC 3339, UTC).
     #[serde(default)]
     pub log_timestamps: bool,
+    /// PM2's `log_type: 'json'`: each log-file line is a JSON object (`message`, `timestamp`,
+    /// `type`, `process_id`, `app_name`), as PM2 writes it.
+    #[serde(default)]
+    pub log_json: bool,
     /// A hang's report names the requests in flight with their query string (left out by
     /// default: it may hold secrets).
     #[serde(default)]

@@ -50,6 +50,11 @@ pub struct AppOptions {
     #[arg(long, visible_alias = "time")]
     pub log_timestamps: bool,
 
+    /// Write each log-file line as a JSON object ({"message","timestamp","type","process_id",
+    /// "app_name"}), as PM2's `--log-type json` / `log_type: 'json'` does.
+    #[arg(long = "log-type", value_name = "json|raw", value_parser = parse_log_type)]
+    pub log_type: Option<bool>,
+
     /// Name the HTTP requests in flight at a hang with their query strings (left out by default:
     /// they may hold secrets). The path and method are always named.
     #[arg(long)]
@@ -101,6 +106,25 @@ pub struct AppOptions {
 }
 
 /// A `--log-date-format`, checked (one line naming an unknown token).
+/// `--log-type`: `json` (true) or `raw` (false, plain lines, the default), as PM2 takes it.
+fn parse_log_type(text: &str) -> Result<bool, String> {
+    match text {
+        "json" => Ok(true),
+        "raw" => Ok(false),
+        _ => Err(format!(
+            "expected json or raw, got '{}'",
+            text.escape_debug()
+        )),
+    }
+}
+
+impl AppOptions {
+    /// Whether log lines are written as JSON objects (`--log-type json`).
+    pub fn log_json(&self) -> bool {
+        self.log_type.unwrap_or(false)
+    }
+}
+
 fn parse_date_format(text: &str) -> Result<String, String> {
     crate::core::date_format::DateFormat::parse(text).map(|_| text.to_string())
 }

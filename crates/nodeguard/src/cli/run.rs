@@ -155,6 +155,7 @@ impl RunArgs {
                 out_file: None,
                 error_file: None,
                 log_timestamps: self.app.log_timestamps,
+                log_json: self.app.log_json(),
                 hang_show_query: self.app.hang_show_query,
                 instances,
                 // PM2's -i: cluster mode, the port shared even with one instance.

@@ -291,6 +291,9 @@ impl StartArgs {
             for app in &loaded.apps {
                 let mut definition = app.definition(&node, self.app.log_timestamps);
                 definition.hang_show_query |= self.app.hang_show_query;
+                if let Some(json) = self.app.log_type {
+                    definition.log_json = json;
+                }
                 if self.app.log_date_format.is_some() {
                     definition
                         .log_date_format
@@ -386,6 +389,7 @@ impl StartArgs {
         app.interpreter_args = interpreter_args;
         app.caller_env = Some(caller_env);
         app.log_timestamps = self.app.log_timestamps;
+        app.log_json = self.app.log_json();
         app.hang_show_query = self.app.hang_show_query;
         let in_cwd = |file: &PathBuf| cwd.join(file).to_string_lossy().into_owned();
         if let Some(file) = &self.output {

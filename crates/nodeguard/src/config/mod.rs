@@ -50,6 +50,8 @@ pub struct AppSpec {
     pub error_file: Option<PathBuf>,
     /// Prefix each log-file line with its time.
     pub log_timestamps: bool,
+    /// PM2's `log_type: 'json'`: each log-file line is a JSON object.
+    pub log_json: bool,
     /// A hang's report shows the in-flight requests' query strings.
     pub hang_show_query: bool,
     /// How many processes run the app.
@@ -326,6 +328,7 @@ impl AppCommand<'_> {
             out_file: None,
             error_file: None,
             log_timestamps: false,
+            log_json: false,
             hang_show_query: false,
             autorestart: Some(policy.autorestart.as_str().to_string()),
             max_restarts: Some(policy.max_restarts),
@@ -471,6 +474,7 @@ impl AppSpec {
         definition.out_file = self.out_file.as_ref().map(|p| p.display().to_string());
         definition.error_file = self.error_file.as_ref().map(|p| p.display().to_string());
         definition.log_timestamps = self.log_timestamps;
+        definition.log_json = self.log_json;
         definition.hang_show_query = self.hang_show_query;
         definition.instances = self.instances;
         definition.cluster = self.cluster;
@@ -657,6 +661,7 @@ impl AppSpec {
             out_file: definition.out_file.map(PathBuf::from),
             error_file: definition.error_file.map(PathBuf::from),
             log_timestamps: definition.log_timestamps,
+            log_json: definition.log_json,
             hang_show_query: definition.hang_show_query,
             instances,
             instance: 0,

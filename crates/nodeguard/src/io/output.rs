@@ -63,6 +63,10 @@ pub struct Origin {
     /// PM2's `log_file`: both streams in one more file; an empty path is the default place
     /// (`<home>/logs/<app>-combined.log`).
     pub log_file: Option<Arc<PathBuf>>,
+    /// PM2's `log_type: 'json'`: log-file lines are JSON objects.
+    pub json: bool,
+    /// The instance's id (the JSON lines' `process_id`).
+    pub id: u32,
 }
 
 impl Origin {
@@ -73,6 +77,7 @@ impl Origin {
             timestamps: self.timestamps,
             date_format: self.date_format.clone(),
             log_file: self.log_file.clone(),
+            json: self.json,
         }
     }
 }
@@ -146,6 +151,7 @@ struct LogChoice {
     timestamps: bool,
     date_format: Option<Arc<DateFormat>>,
     log_file: Option<Arc<PathBuf>>,
+    json: bool,
 }
 
 impl Writer {
@@ -209,7 +215,8 @@ impl Writer {
             buffer.push(b'\n');
         }
         if let Some(files) = self.files_for(&origin.app, Some(origin)) {
-            if let Err(error) = files.write_line(stream.into(), text) {
+            let json = origin.json.then(|| (&*origin.app, origin.id));
+            if let Err(error) = files.write_record_of(stream.into(), text, json) {
                 tracing::warn!(app = %origin.app, %error, "cannot write the log file");
             }
         }
@@ -226,6 +233,7 @@ impl Writer {
                     && checked.timestamps == origin.timestamps
                     && checked.date_format == origin.date_format
                     && checked.log_file == origin.log_file
+                    && checked.json == origin.json
             });
             if same && self.files.contains_key(app) {
                 return self.files.get_mut(app);
@@ -248,6 +256,7 @@ impl Writer {
             }
             spec.timestamps = origin.timestamps;
             spec.date_format.clone_from(&origin.date_format);
+            spec.json = origin.json;
             spec.combined_path = origin.log_file.as_ref().map(|path| {
                 if path.as_os_str().is_empty() {
                     LogSpec::default_combined(home, app)
@@ -262,7 +271,8 @@ impl Writer {
                     || files.spec().err_path != spec.err_path
                     || files.spec().timestamps != spec.timestamps
                     || files.spec().date_format != spec.date_format
-                    || files.spec().combined_path != spec.combined_path)
+                    || files.spec().combined_path != spec.combined_path
+                    || files.spec().json != spec.json)
         });
         if stale {
             self.files.remove(app);

@@ -235,6 +235,7 @@ mod tests {
                     out_file: None,
                     error_file: Some("/var/log/api.err".into()),
                     log_timestamps: true,
+                    log_json: true,
                     hang_show_query: true,
                     autorestart: Some("on-failure".into()),
                     max_restarts: Some(5),

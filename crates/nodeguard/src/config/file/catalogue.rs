@@ -4,11 +4,7 @@
 /// Fields nodeguard knows from PM2 but does not act on, with what to tell the user.
 pub(super) const NOT_SUPPORTED: &[(&str, &str)] = &[
     // PM2's logging fields (`output`/`error` and the other aliases of out_file/error_file, `time`,
-    // `merge_logs` and `log_date_format` are read by the checker).
-    (
-        "log_type",
-        "log lines are written as plain text, not as JSON objects",
-    ),
+    // `merge_logs`, `log_date_format` and `log_type` are read by the checker).
     (
         "disable_logs",
         "the output is still written to out_file and error_file; `nodeguard flush` empties them",
@@ -137,6 +133,7 @@ pub(super) const SUPPORTED: &[&str] = &[
     "error",
     "merge_logs",
     "log_date_format",
+    "log_type",
     "log_file",
     "log",
     "pid_file",

@@ -275,6 +275,7 @@ impl Checker<'_> {
                 out_file: logs.out_file,
                 error_file: logs.error_file,
                 log_timestamps: logs.timestamps,
+                log_json: logs.json,
                 log_date_format: logs.date_format,
                 log_file: logs.log_file,
                 pid_file: logs.pid_file,
@@ -342,6 +343,22 @@ impl Checker<'_> {
                 format!("expected a format string, got {}", show(&other)),
             ),
         }
+        let json = match fields.remove("log_type") {
+            None | Some(Value::Null) => false,
+            Some(Value::String(kind)) if kind == "json" => true,
+            // PM2 writes plain lines for any other value.
+            Some(Value::String(kind)) if kind.is_empty() || kind == "raw" => false,
+            Some(other) => {
+                self.problem(
+                    "log_type",
+                    format!(
+                        "expected \"json\" (or nothing, for plain lines), got {}",
+                        show(&other)
+                    ),
+                );
+                false
+            }
+        };
         for field in ["merge_logs", "combine_logs"] {
             match fields.remove(field) {
                 None | Some(Value::Bool(true)) => {}
@@ -390,6 +407,7 @@ impl Checker<'_> {
             out_file,
             error_file,
             timestamps,
+            json,
             date_format,
             log_file,
             pid_file,
@@ -926,6 +944,8 @@ struct LogFields {
     out_file: Option<PathBuf>,
     error_file: Option<PathBuf>,
     timestamps: bool,
+    /// PM2's `log_type: 'json'`.
+    json: bool,
     date_format: Option<String>,
     log_file: Option<PathBuf>,
     pid_file: Option<PathBuf>,

@@ -123,6 +123,8 @@ pub struct AppConfig {
     pub error_file: Option<PathBuf>,
     /// PM2's `time`: prefix each log line with its time.
     pub log_timestamps: bool,
+    /// PM2's `log_type: 'json'`.
+    pub log_json: bool,
     /// nodeguard's own field: a hang's report shows the in-flight requests' query strings.
     pub hang_show_query: bool,
     /// PM2's `log_date_format`, checked.
@@ -176,6 +178,7 @@ impl AppConfig {
         definition.interpreter_args = self.interpreter_args.clone();
         definition.error_file = path_text(&self.error_file);
         definition.log_timestamps = self.log_timestamps || log_timestamps;
+        definition.log_json = self.log_json;
         definition.hang_show_query = self.hang_show_query;
         definition.log_date_format.clone_from(&self.log_date_format);
         definition.log_file = path_text(&self.log_file);
@@ -1330,13 +1333,9 @@ mod tests {
         assert_eq!(app.log_date_format.as_deref(), Some("YYYY-MM-DD HH:mm Z"));
         assert_eq!(app.pid_file, Some(dir.join("a.pid")));
         assert_eq!(app.log_file, None, "log_file: false writes none");
+        assert!(app.log_json, "log_type: 'json'");
+        assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
         let file = file.display();
-        assert_eq!(
-            loaded.warnings,
-            [
-                format!("{file}: app 'a': field 'log_type' is not supported and is ignored (log lines are written as plain text, not as JSON objects)"),
-            ]
-        );
         // log_file: true is the default place; a path is taken relative to the file; a format
         // with a token nodeguard does not render, and a log_file that is the out file, are refused.
         std::fs::write(

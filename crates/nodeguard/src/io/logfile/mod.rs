@@ -106,6 +106,9 @@ pub struct LogSpec {
     pub date_format: Option<Arc<DateFormat>>,
     /// A third file getting both streams' lines, interleaved as they come (PM2's `log_file`).
     pub combined_path: Option<PathBuf>,
+    /// Each line as a JSON object, as PM2's `log_type: 'json'` writes it (see
+    /// [`LogFiles::write_record_of`]).
+    pub json: bool,
 }
 
 impl LogSpec {
@@ -123,6 +126,7 @@ impl LogSpec {
             keep: DEFAULT_KEEP,
             timestamps: false,
             date_format: None,
+            json: false,
             combined_path: None,
         }
     }
@@ -325,6 +329,7 @@ pub(crate) mod tests {
             keep,
             timestamps: false,
             date_format: None,
+            json: false,
             combined_path: None,
         }
     }
@@ -418,6 +423,34 @@ pub(crate) mod tests {
         logs.flush().expect("flush");
         assert!(!rotated_path(&spec.out_path, 1).exists());
         assert_eq!(lines_of(&spec.out_path).last(), Some(&line(99)));
+    }
+
+    #[test]
+    fn json_lines_are_pm2s_objects_with_the_text_escaped() {
+        let dir = TempDir::new("json");
+        let mut spec = spec(&dir.0, 0, 0);
+        spec.json = true;
+        let mut logs = LogFiles::open(spec.clone()).expect("open");
+        logs.write_record_of(Stream::Out, b"said \"hi\"\t\\ \xff", Some(("a/b", 7)))
+            .expect("write");
+        logs.write_record_of(Stream::Err, b"{not json}", Some(("a/b", 8)))
+            .expect("write");
+        drop(logs);
+        let out = lines_of(&spec.out_path);
+        assert_eq!(out.len(), 1);
+        let record: serde_json::Value = serde_json::from_slice(&out[0]).expect("a JSON object");
+        assert_eq!(record["message"], "said \"hi\"\t\\ \u{fffd}");
+        assert_eq!(record["type"], "out");
+        assert_eq!(record["process_id"], 7);
+        assert_eq!(record["app_name"], "a/b");
+        let stamp = record["timestamp"].as_str().expect("a timestamp");
+        assert!(stamp.ends_with('Z') && stamp.len() == 24, "{stamp}");
+        let err: serde_json::Value =
+            serde_json::from_slice(&lines_of(&spec.err_path)[0]).expect("a JSON object");
+        assert_eq!(
+            (err["message"].as_str(), err["type"].as_str()),
+            (Some("{not json}"), Some("err"))
+        );
     }
 
     #[test]

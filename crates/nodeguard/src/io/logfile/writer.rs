@@ -384,8 +384,39 @@ impl LogFiles {
     /// Appends `line` and a newline (after a timestamp when asked), rotating first if the file
     /// would exceed its size. Buffered: call [`flush`](Self::flush) at the end of a batch.
     pub fn write_line(&mut self, stream: Stream, line: &[u8]) -> Result<(), LogError> {
+        self.write_record_of(stream, line, None)
+    }
+
+    /// [`write_line`](Self::write_line) for a line of app `json.0`'s instance `json.1`: with
+    /// `LogSpec::json`, the record is PM2's JSON object
+    /// `{"message":…,"timestamp":…,"type":"out"|"err","process_id":…,"app_name":…}` (the time in
+    /// `log_date_format` when set, else RFC 3339 UTC, as PM2's `toISOString`).
+    pub fn write_record_of(
+        &mut self,
+        stream: Stream,
+        line: &[u8],
+        json: Option<(&str, u32)>,
+    ) -> Result<(), LogError> {
         self.record.clear();
-        if let Some(format) = &self.spec.date_format {
+        if let (true, Some((app_name, process_id))) = (self.spec.json, json) {
+            let mut stamp = Vec::new();
+            match &self.spec.date_format {
+                Some(format) => self.clock.stamp(format, &mut stamp),
+                None => stamp.extend_from_slice(timestamp(SystemTime::now()).as_bytes()),
+            }
+            let record = JsonRecord {
+                message: &String::from_utf8_lossy(line),
+                timestamp: &String::from_utf8_lossy(&stamp),
+                kind: match stream {
+                    Stream::Out => "out",
+                    Stream::Err => "err",
+                },
+                process_id,
+                app_name,
+            };
+            // Serialising borrowed strings into a Vec cannot fail.
+            let _ = serde_json::to_writer(&mut self.record, &record);
+        } else if let Some(format) = &self.spec.date_format {
             self.clock.stamp(format, &mut self.record);
             self.record.push(b' ');
         } else if self.spec.timestamps {
@@ -393,7 +424,9 @@ impl LogFiles {
                 .extend_from_slice(timestamp(SystemTime::now()).as_bytes());
             self.record.push(b' ');
         }
-        self.record.extend_from_slice(line);
+        if !(self.spec.json && json.is_some()) {
+            self.record.extend_from_slice(line);
+        }
         self.record.push(b'\n');
         let sink = match (stream, &mut self.err) {
             (Stream::Err, Some(err)) => err,
@@ -452,4 +485,15 @@ pub(super) fn write_counting(file: &mut File, mut bytes: &[u8], count: &mut u64)
         }
     }
     Ok(())
+}
+
+/// One log line as PM2's `log_type: 'json'` writes it.
+#[derive(serde::Serialize)]
+struct JsonRecord<'a> {
+    message: &'a str,
+    timestamp: &'a str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    process_id: u32,
+    app_name: &'a str,
 }

@@ -184,6 +184,8 @@ impl WorkerTask {
                     timestamps: spec.log_timestamps,
                     date_format: spec.log_date_format.clone(),
                     log_file: spec.log_file.clone().map(Arc::new),
+                    json: spec.log_json,
+                    id: spec.id,
                 };
                 if let Some(path) = spec.pid_file_path() {
                     if let Err(error) = crate::io::pidfile::write(&path, pid) {

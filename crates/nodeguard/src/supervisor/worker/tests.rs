@@ -118,6 +118,7 @@ fn spec(timing: Timing) -> AppSpec {
         out_file: None,
         error_file: None,
         log_timestamps: false,
+        log_json: false,
         hang_show_query: false,
         instances: 1,
         cluster: false,
