@@ -142,8 +142,9 @@ pub enum Verb {
     },
     /// Set how many instances an app runs (PM2's `scale`): `scale web 4`, `scale web +2` (two
     /// more), `scale web -1` (one fewer). New instances take the next instance numbers
-    /// (NODE_APP_INSTANCE) and, with --listen, share the app's port; the highest instances are
-    /// stopped gracefully and forgotten. The count is saved for `resurrect`. At least 1 and at
+    /// (NODE_APP_INSTANCE) and, in cluster mode (-i, exec_mode 'cluster' or --listen), share
+    /// the app's port (in fork mode they bind their own); the highest instances are stopped
+    /// gracefully and forgotten. The count is saved for `resurrect`. At least 1 and at
     /// most 256 instances (to run none: `stop`).
     Scale {
         /// An app name or id.
