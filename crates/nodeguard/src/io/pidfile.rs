@@ -22,29 +22,7 @@ pub fn write(path: &Path, pid: u32) -> io::Result<()> {
     }
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC);
-    }
-    let mut file = options.open(path).map_err(|error| {
-        #[cfg(unix)]
-        if error.raw_os_error() == Some(libc::ELOOP) {
-            return io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "it is a symbolic link; refusing to follow it",
-            );
-        }
-        error
-    })?;
-    if !file.metadata()?.is_file() {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "it is not a regular file",
-        ));
-    }
+    let mut file = crate::io::logfile::open_private_regular(path, options)?;
     file.set_len(0)?;
     file.write_all(format!("{pid}\n").as_bytes())
 }

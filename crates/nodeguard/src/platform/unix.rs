@@ -313,15 +313,34 @@ pub struct UserAccount {
     pub home: PathBuf,
 }
 
+/// Runs a reentrant `get*nam_r` lookup with a buffer of its own, growing it while the call says
+/// ERANGE (up to 1 MiB): `call` makes the lookup in the buffer it is given and returns the C
+/// library's code with what it found (read out before the buffer goes).
+fn lookup_in_buffer<T>(
+    mut call: impl FnMut(&mut [u8]) -> (i32, Option<T>),
+) -> io::Result<Option<T>> {
+    let mut size = 16 * 1024;
+    loop {
+        let mut buffer = vec![0_u8; size];
+        let (rc, found) = call(&mut buffer);
+        if rc == libc::ERANGE && size < 1024 * 1024 {
+            size *= 4;
+            continue;
+        }
+        if rc != 0 {
+            return Err(io::Error::from_raw_os_error(rc));
+        }
+        return Ok(found);
+    }
+}
+
 /// The account named `name`; `Ok(None)` if there is none.
 pub fn user_account(name: &str) -> io::Result<Option<UserAccount>> {
     use std::os::unix::ffi::OsStrExt;
     let Ok(c_name) = std::ffi::CString::new(name) else {
         return Ok(None);
     };
-    let mut size = 16 * 1024;
-    loop {
-        let mut buffer = vec![0_u8; size];
+    lookup_in_buffer(|buffer| {
         // SAFETY: all-zero bytes are a valid `passwd` (null pointers and zero ids), and
         // getpwnam_r only writes it and the buffer, whose real length it is given.
         let mut entry: libc::passwd = unsafe { std::mem::zeroed() };
@@ -337,24 +356,18 @@ pub fn user_account(name: &str) -> io::Result<Option<UserAccount>> {
                 &mut found,
             )
         };
-        if rc == libc::ERANGE && size < 1024 * 1024 {
-            size *= 4;
-            continue;
-        }
-        if rc != 0 {
-            return Err(io::Error::from_raw_os_error(rc));
-        }
-        if found.is_null() || entry.pw_dir.is_null() {
-            return Ok(None);
+        if rc != 0 || found.is_null() || entry.pw_dir.is_null() {
+            return (rc, None);
         }
         // SAFETY: getpwnam_r succeeded, so pw_dir is a NUL-terminated string inside `buffer`.
         let home = unsafe { std::ffi::CStr::from_ptr(entry.pw_dir) };
-        return Ok(Some(UserAccount {
+        let account = UserAccount {
             uid: entry.pw_uid,
             gid: entry.pw_gid,
             home: PathBuf::from(std::ffi::OsStr::from_bytes(home.to_bytes())),
-        }));
-    }
+        };
+        (rc, Some(account))
+    })
 }
 
 /// The id of the group named `name`; `Ok(None)` if there is none (getgrnam_r).
@@ -362,9 +375,7 @@ pub fn group_id(name: &str) -> io::Result<Option<u32>> {
     let Ok(c_name) = std::ffi::CString::new(name) else {
         return Ok(None);
     };
-    let mut size = 16 * 1024;
-    loop {
-        let mut buffer = vec![0_u8; size];
+    lookup_in_buffer(|buffer| {
         // SAFETY: all-zero bytes are a valid `group`; getgrnam_r only writes it and the buffer,
         // whose real length it is given.
         let mut entry: libc::group = unsafe { std::mem::zeroed() };
@@ -379,15 +390,8 @@ pub fn group_id(name: &str) -> io::Result<Option<u32>> {
                 &mut found,
             )
         };
-        if rc == libc::ERANGE && size < 1024 * 1024 {
-            size *= 4;
-            continue;
-        }
-        if rc != 0 {
-            return Err(io::Error::from_raw_os_error(rc));
-        }
-        return Ok((!found.is_null()).then_some(entry.gr_gid));
-    }
+        (rc, (!found.is_null()).then_some(entry.gr_gid))
+    })
 }
 
 /// Makes the child drop root for `uid` (if given) and `gid` before it runs anything: no

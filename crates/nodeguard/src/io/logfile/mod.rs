@@ -35,7 +35,7 @@ mod writer;
 pub use daemon_log::DaemonLog;
 #[allow(unused_imports)]
 use writer::*;
-pub use writer::{open_log_file, LogFiles};
+pub use writer::{open_log_file, open_private_regular, LogFiles};
 
 use std::io;
 use std::path::{Path, PathBuf};

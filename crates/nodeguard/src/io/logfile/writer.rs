@@ -273,6 +273,14 @@ pub(super) fn open_append(path: &Path) -> io::Result<File> {
     let mut options = OpenOptions::new();
     // Readable too, so a leftover fragment can be seen through the same descriptor.
     options.read(true).create(true).append(true);
+    open_private_regular(path, options)
+}
+
+/// Opens `path` with `options`, creating it 0600, without following a symlink at its last
+/// component (`O_NOFOLLOW`) or blocking on a fifo (`O_NONBLOCK`), and refuses anything but a
+/// regular file there. Log files and pid files, which may sit at paths the user chose, go through
+/// here.
+pub fn open_private_regular(path: &Path, mut options: OpenOptions) -> io::Result<File> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;
