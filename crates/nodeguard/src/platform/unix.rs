@@ -42,10 +42,50 @@ pub fn interrupt(pid: u32) -> io::Result<()> {
     }
 }
 
-/// Prepares a child, between fork and exec: its own process group, and on Linux SIGKILL when the
-/// spawning thread dies (which must therefore be a thread that lives as long as the supervisor).
+/// The open-file limit this process started with, given back to every app (see
+/// [`raise_open_file_limit`]); unset until raised.
+static APP_OPEN_FILES: std::sync::OnceLock<rustix::process::Rlimit> = std::sync::OnceLock::new();
+
+/// Raises this process's soft limit on open files to its hard limit, as systemd and nginx do: a
+/// supervisor holds pipes and sockets for every app, and the common soft limit of 1024 runs out
+/// long before the hard one. Apps get the soft limit the supervisor started with back
+/// ([`configure_child`]), so nothing changes for them. Returns the soft limit before and after;
+/// `None` is unlimited. A hard limit of "unlimited" is left alone (Linux refuses it for files).
+pub fn raise_open_file_limit() -> io::Result<(Option<u64>, Option<u64>)> {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let started = getrlimit(Resource::Nofile);
+    let Some(hard) = started.maximum else {
+        return Ok((started.current, started.current));
+    };
+    if started.current.is_some_and(|soft| soft >= hard) {
+        return Ok((started.current, started.current));
+    }
+    setrlimit(
+        Resource::Nofile,
+        Rlimit {
+            current: Some(hard),
+            maximum: Some(hard),
+        },
+    )?;
+    let _ = APP_OPEN_FILES.set(started);
+    Ok((started.current, Some(hard)))
+}
+
+/// Prepares a child, between fork and exec: its own process group, the open-file limit the
+/// supervisor started with, and on Linux SIGKILL when the spawning thread dies (which must
+/// therefore be a thread that lives as long as the supervisor).
 pub fn configure_child(command: &mut tokio::process::Command) {
     command.process_group(0);
+    if let Some(limit) = APP_OPEN_FILES.get().copied() {
+        // SAFETY: the closure makes one async-signal-safe system call (setrlimit).
+        unsafe {
+            command.pre_exec(move || {
+                // A failure leaves the app the supervisor's higher limit: not worth failing for.
+                let _ = rustix::process::setrlimit(rustix::process::Resource::Nofile, limit);
+                Ok(())
+            });
+        }
+    }
     #[cfg(target_os = "linux")]
     {
         let parent = rustix::process::getpid();

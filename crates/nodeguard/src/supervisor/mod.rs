@@ -148,6 +148,17 @@ pub async fn run(
             })?;
         listeners.insert(spec.name.clone(), Arc::new(bound));
     }
+    match platform::raise_open_file_limit() {
+        Ok((before, after)) if before != after => {
+            tracing::debug!(
+                ?before,
+                ?after,
+                "raised the soft limit on open files to the hard one"
+            );
+        }
+        Ok(_) => {}
+        Err(error) => tracing::warn!(%error, "cannot raise the soft limit on open files"),
+    }
     if let Err(error) = platform::become_subreaper() {
         tracing::warn!(%error, "cannot become a child subreaper; escaped grandchildren go to init");
     }
