@@ -14,8 +14,6 @@ const path = require('node:path');
 const h = require('./helpers');
 
 const SHARE = path.join(h.FIXTURES, 'share.js');
-/** Concurrent request loops during a reload. */
-const LOOPS = 4;
 
 /** The LISTEN rows of /proc/net/tcp and tcp6 for `port`: [{ file, local, inode }]. */
 function listening(port) {
@@ -78,37 +76,7 @@ async function everyInstanceAnswers(home, port, pids) {
   return seen;
 }
 
-/** `LOOPS` sequential GET loops (fresh connections) until `stop()`: { ok, failed, errors, pids }. */
-function requestLoops(port) {
-  let running = true;
-  const result = { ok: 0, failed: 0, errors: [], pids: new Set() };
-  const loop = async () => {
-    while (running) {
-      try {
-        const res = await h.get(port, '/', { timeout: 10_000 });
-        if (res.status === 200) {
-          result.ok += 1;
-          result.pids.add(Number(res.body.trim()));
-        } else {
-          result.failed += 1;
-          result.errors.push(`HTTP ${res.status}`);
-        }
-      } catch (error) {
-        result.failed += 1;
-        result.errors.push(error.message);
-      }
-    }
-  };
-  const loops = Array.from({ length: LOOPS }, loop);
-  return {
-    result,
-    async stop() {
-      running = false;
-      await Promise.all(loops);
-      return result;
-    },
-  };
-}
+const { requestLoops } = h;
 
 test('-i 2 without --listen shares the port the app chose, on the host it chose, and reloads losing nothing', async (t) => {
   const home = new h.DaemonHome(t);

@@ -46,42 +46,7 @@ function waitInstances(home, count, { notPids = [], what } = {}) {
   );
 }
 
-/**
- * Runs `LOOPS` sequential GET loops against `port` until `stop()` is called. Resolves (from
- * `done`) with { ok, failed, errors, pids }.
- */
-function requestLoops(port, urlPath = '/', { agent = false, pauseMs = 0 } = {}) {
-  let running = true;
-  const result = { ok: 0, failed: 0, errors: [], pids: new Map() };
-  const loop = async () => {
-    while (running) {
-      if (pauseMs > 0) await new Promise((resolve) => setTimeout(resolve, pauseMs));
-      try {
-        const res = await h.get(port, urlPath, { timeout: 10_000, agent });
-        if (res.status === 200) {
-          result.ok += 1;
-          const pid = Number(res.body.trim());
-          result.pids.set(pid, (result.pids.get(pid) || 0) + 1);
-        } else {
-          result.failed += 1;
-          result.errors.push(`HTTP ${res.status}`);
-        }
-      } catch (err) {
-        result.failed += 1;
-        result.errors.push(err.message);
-      }
-    }
-  };
-  const loops = Array.from({ length: LOOPS }, loop);
-  return {
-    result,
-    async stop() {
-      running = false;
-      await Promise.all(loops);
-      return result;
-    },
-  };
-}
+const { requestLoops } = h;
 
 test('four instances share one port and the requests spread over them', async (t) => {
   const home = new h.DaemonHome(t);

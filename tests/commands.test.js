@@ -20,15 +20,7 @@ const FAST = ['--heartbeat-interval', '250ms', '--start-grace', '3s'];
 /** PATH with this package's devDependency binaries (bun, tsx) first. */
 const PATH_WITH_BIN = `${BIN_DIR}${path.delimiter}${process.env.PATH}`;
 
-function project(t, files) {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ng-cmd-'));
-  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
-  for (const [name, text, mode] of files) {
-    fs.mkdirSync(path.dirname(path.join(dir, name)), { recursive: true });
-    fs.writeFileSync(path.join(dir, name), text, { mode: mode || 0o644 });
-  }
-  return dir;
-}
+const project = (t, files) => h.project(t, files, 'ng-cmd-');
 
 /** An app that writes its pid to `pid-<n>` files, and spins forever once `hang-now` exists. */
 const HANGING_APP = `

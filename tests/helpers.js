@@ -797,8 +797,62 @@ function otherUid() {
   throw new Error(`cannot create the user ${OTHER_USER} (useradd)`);
 }
 
+/**
+ * Runs `loops` (4) sequential GET loops against 127.0.0.1:`port` until `stop()`, which resolves
+ * with { ok, failed, errors, pids } (`pids`: answers counted by the pid in the body). `result`
+ * holds the counts so far. `agent` for kept-alive connections, `pauseMs` between requests.
+ */
+function requestLoops(port, urlPath = '/', { agent = false, pauseMs = 0, loops: count = 4 } = {}) {
+  let running = true;
+  const result = { ok: 0, failed: 0, errors: [], pids: new Map() };
+  const loop = async () => {
+    while (running) {
+      if (pauseMs > 0) await new Promise((resolve) => setTimeout(resolve, pauseMs));
+      try {
+        const res = await get(port, urlPath, { timeout: 10_000, agent });
+        if (res.status === 200) {
+          result.ok += 1;
+          const pid = Number(res.body.trim());
+          result.pids.set(pid, (result.pids.get(pid) || 0) + 1);
+        } else {
+          result.failed += 1;
+          result.errors.push(`HTTP ${res.status}`);
+        }
+      } catch (err) {
+        result.failed += 1;
+        result.errors.push(err.message);
+      }
+    }
+  };
+  const loops = Array.from({ length: count }, loop);
+  return {
+    result,
+    async stop() {
+      running = false;
+      await Promise.all(loops);
+      return result;
+    },
+  };
+}
+
+/**
+ * A temporary project directory, removed after test `t`, holding `files`: [name, text, mode?]
+ * (subdirectories made as needed; mode 0644 unless given).
+ */
+function project(t, files, prefix = 'ng-project-') {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  for (const [name, text, mode] of files) {
+    fs.mkdirSync(path.dirname(path.join(dir, name)), { recursive: true });
+    fs.writeFileSync(path.join(dir, name), text, { mode: mode || 0o644 });
+  }
+  return dir;
+}
+
 module.exports = {
   decodeFrames,
+  project,
+  requestLoops,
   OTHER_USER,
   otherUid,
   BIN,

@@ -9,7 +9,6 @@
 const test = require('node:test');
 const assert = require('node:assert/strict');
 const fs = require('node:fs');
-const os = require('node:os');
 const path = require('node:path');
 const { spawnSync } = require('node:child_process');
 const h = require('./helpers');
@@ -18,15 +17,7 @@ const BIN_DIR = path.join(h.REPO, 'node_modules', '.bin');
 const PATH_WITH_BIN = `${BIN_DIR}${path.delimiter}${process.env.PATH}`;
 const FAST = ['--heartbeat-interval', '250ms', '--start-grace', '3s'];
 
-function project(t, files) {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ng-run-'));
-  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
-  for (const [name, text, mode] of files) {
-    fs.mkdirSync(path.dirname(path.join(dir, name)), { recursive: true });
-    fs.writeFileSync(path.join(dir, name), text, { mode: mode || 0o644 });
-  }
-  return dir;
-}
+const project = (t, files) => h.project(t, files, 'ng-run-');
 
 /** An app that writes its pid to `pid-<n>` files, and spins forever once `hang-now` exists. */
 const HANGING_APP = `

@@ -11,40 +11,8 @@ const path = require('node:path');
 const h = require('./helpers');
 
 const FIXTURE = path.join(h.FIXTURES, 'cluster.js');
-const LOOPS = 4;
 
-/** Sequential GET loops against `port` until stop(); counts answers by pid and failures. */
-function requestLoops(port) {
-  let running = true;
-  const result = { ok: 0, failed: 0, errors: [], pids: new Map() };
-  const loop = async () => {
-    while (running) {
-      try {
-        const res = await h.get(port, '/', { timeout: 10_000 });
-        if (res.status === 200) {
-          result.ok += 1;
-          const pid = Number(res.body.trim());
-          result.pids.set(pid, (result.pids.get(pid) || 0) + 1);
-        } else {
-          result.failed += 1;
-          result.errors.push(`HTTP ${res.status}`);
-        }
-      } catch (err) {
-        result.failed += 1;
-        result.errors.push(err.message);
-      }
-    }
-  };
-  const loops = Array.from({ length: LOOPS }, loop);
-  return {
-    result,
-    async stop() {
-      running = false;
-      await Promise.all(loops);
-      return result;
-    },
-  };
-}
+const { requestLoops } = h;
 
 /** The `name` rows once exactly `count` instances run. */
 function waitInstances(home, count, name = 'web') {
