@@ -40,7 +40,7 @@ use crate::io::monitor_socket::{MonitorConnection, TokenRegistry};
 use crate::io::output::{Origin, OutputSink};
 use crate::io::proctree::{self, TreeSnapshot};
 use crate::platform;
-use crate::supervisor::events::{BusEvent, EventBus, Happening};
+use crate::supervisor::events::{BusEvent, Detail, EventBus, Happening};
 use crate::supervisor::spawner::{ExitFuture, Launch};
 
 /// What every worker task shares.
@@ -505,7 +505,7 @@ impl WorkerTask {
                 let note = self.hang_note(&report);
                 self.log(report);
                 if let Some(text) = note {
-                    self.note(text).await;
+                    self.note(text, Vec::new()).await;
                 }
                 if let Some(why) = why_unmonitored {
                     // The runtime says why (python3 cannot load the monitor): in describe too.

@@ -85,7 +85,7 @@ impl WorkerTask {
         let frames = forensics::shorten_frames(&frames, &self.spec.cwd);
         let text = forensics::summary(silent_for, Ok(&frames));
         let text = forensics::while_handling(text, &self.hang_requests);
-        self.note(text).await;
+        self.note(text, frames).await;
     }
 
     /// No stack came from the monitor and the hung process was killed: its JS thread was blocked
@@ -103,7 +103,7 @@ impl WorkerTask {
         };
         let text = forensics::summary(silent_for, Err(&why));
         let text = forensics::while_handling(text, &self.hang_requests);
-        self.note(text).await;
+        self.note(text, Vec::new()).await;
     }
 
     /// The hung process exited after SIGINT (or SIGKILL at the deadline): reads the stack it
@@ -128,8 +128,8 @@ impl WorkerTask {
         })
         .await
         .unwrap_or(None);
-        let text = match frames {
-            Some(frames) => forensics::summary(silent_for, Ok(&frames)),
+        let text = match &frames {
+            Some(frames) => forensics::summary(silent_for, Ok(frames)),
             None => forensics::summary(
                 silent_for,
                 Err(&format!(
@@ -138,7 +138,16 @@ impl WorkerTask {
                 )),
             ),
         };
-        self.note(forensics::while_handling(text, &requests)).await;
+        let text = forensics::while_handling(text, &requests);
+        self.note(text, frames.unwrap_or_default()).await;
+    }
+
+    /// The process a stack is about: the one being stopped or still live.
+    fn stack_pid(&self) -> Option<u32> {
+        match self.machine.phase {
+            Phase::Live { pid, .. } | Phase::Stopping { pid, .. } => Some(pid),
+            _ => None,
+        }
     }
 
     /// Removes what the monitor of process `pid` recorded for source maps: the process is gone.
@@ -153,11 +162,16 @@ impl WorkerTask {
     /// Records a forensic line: in `describe`, the supervisor's log, and the app's own log. In
     /// foreground mode both logs are the terminal: the line is printed once, with the app's
     /// prefix.
-    pub(super) async fn note(&mut self, text: String) {
+    pub(super) async fn note(&mut self, text: String, stack: Vec<String>) {
         if self.origin.is_none() || !self.ctx.output.on_terminal() {
             tracing::error!("{text}");
         }
-        self.record("stack", text.clone());
+        let detail = Detail {
+            pid: self.stack_pid(),
+            exit: None,
+            stack,
+        };
+        self.record_with("stack", text.clone(), detail);
         if let Some(origin) = &self.origin {
             self.ctx
                 .output
@@ -167,9 +181,15 @@ impl WorkerTask {
     }
 
     pub(super) fn record(&mut self, kind: &str, message: String) {
+        self.record_with(kind, message, Detail::default());
+    }
+
+    /// [`Self::record`], with the report's fields for the event bus.
+    pub(super) fn record_with(&mut self, kind: &str, message: String, detail: Detail) {
         self.announce(Happening::Report {
             kind: kind.to_string(),
             message: message.clone(),
+            detail,
         });
         self.remember(AppEvent {
             at: timestamp(SystemTime::now()),
@@ -188,7 +208,16 @@ impl WorkerTask {
             Level::Warn => tracing::warn!(pid, "{text}"),
             Level::Error => tracing::error!(pid, "{text}"),
         }
-        self.record(rendered.kind, rendered.history_line());
+        let exit = match &report {
+            Report::Exited { status, .. } | Report::Stopped { status, .. } => Some(*status),
+            _ => None,
+        };
+        let detail = Detail {
+            pid,
+            exit,
+            stack: Vec::new(),
+        };
+        self.record_with(rendered.kind, rendered.history_line(), detail);
     }
 }
 
