@@ -3,8 +3,7 @@
 //!
 //! The instances of a cluster app write to the app's one pair of files (as PM2 with
 //! `merge_logs`), which records no instance per line: each file is read once however many
-//! instances share it, and its lines are labelled with the app's name, or `name:instance` when
-//! only one instance writes to it.
+//! instances share it, and its lines are labelled with the app's name.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -133,10 +132,9 @@ async fn app_logs(paths: &HomePaths, target: Option<&str>) -> Result<Vec<AppLogs
     match control_client::request(paths, describe).await {
         Ok(Outcome::Described { apps }) => {
             let mut logs: Vec<AppLogs> = Vec::with_capacity(apps.len());
-            let mut seen: std::collections::HashMap<(PathBuf, PathBuf), usize> =
-                std::collections::HashMap::new();
+            let mut seen: std::collections::HashSet<(PathBuf, PathBuf)> =
+                std::collections::HashSet::new();
             for app in apps {
-                let instance = app.status.instance;
                 let mut these = AppLogs::at_default_paths(&paths.home, app.status.name);
                 if let Some(out) = app.definition.out_file {
                     these.out_path = PathBuf::from(out);
@@ -146,15 +144,8 @@ async fn app_logs(paths: &HomePaths, target: Option<&str>) -> Result<Vec<AppLogs
                 }
                 // Instances of one app share its files: read them once, under the app's name.
                 let files = (these.out_path.clone(), these.err_path.clone());
-                match seen.get(&files).and_then(|&index| logs.get_mut(index)) {
-                    Some(known) => known.label.clone_from(&these.label),
-                    None => {
-                        if let Some(instance) = instance {
-                            these.label = format!("{}:{instance}", these.label);
-                        }
-                        seen.insert(files, logs.len());
-                        logs.push(these);
-                    }
+                if seen.insert(files) {
+                    logs.push(these);
                 }
             }
             Ok(logs)

@@ -4,6 +4,7 @@ mod app_options;
 pub mod colour;
 pub mod env;
 pub mod logs;
+pub mod monit;
 pub mod render;
 mod run;
 mod scale;
@@ -141,6 +142,14 @@ pub enum Verb {
         #[arg(long)]
         out: bool,
     },
+    /// A full-screen live view of the apps (PM2's `monit`): state, pid, uptime, restarts, hangs,
+    /// CPU, memory, heap and loop delay per app or instance; memory and loop-delay sparklines,
+    /// log tail and recent events (a hang with its stack) of the selected one.
+    ///
+    /// Keys: ↑/↓ (or k/j) select, r restart, R (or l) reload, s stop, f follow logs (full
+    /// height), q, Esc or Ctrl-C quit. It asks the daemon for status once a second. Needs a
+    /// terminal.
+    Monit,
     /// Zero apps' restart and hang counters and their restart budget (PM2's `reset`).
     Reset {
         #[arg(required = true, value_name = "TARGET")]

@@ -173,6 +173,7 @@ pub(super) fn client_verb(verb: Verb, home: Option<PathBuf>) -> anyhow::Result<E
             };
             runtime.block_on(logs::show(&paths, target, lines, follow, streams))?;
         }
+        Verb::Monit => nodeguard::cli::monit::run(&paths, &runtime)?,
         Verb::Flush { target } => {
             let target = Target(target.unwrap_or_else(|| "all".into()));
             let Outcome::Done { apps } =
