@@ -399,6 +399,11 @@ pub struct AppStatus {
     pub pong_rtt_ms: Option<f64>,
     /// Why the app is errored, or what ended its last process.
     pub last_exit: Option<String>,
+    /// CPU use of the app's whole process tree over the supervisor's last scan interval (about
+    /// a second), in percent of one core (200 is two cores busy); `None` until two scans have
+    /// seen the process, and where process trees are not tracked (not Linux).
+    #[serde(default)]
+    pub cpu_percent: Option<f64>,
 }
 
 /// Everything `describe` shows of one app.

@@ -1,5 +1,9 @@
 //! `nodeguard logs`: prints the last lines of apps' log files, and with `--follow` streams new
 //! ones. It reads the files directly; the supervisor, if running, only maps ids to names.
+//!
+//! The instances of a cluster app write to the app's one pair of files (as PM2 with
+//! `merge_logs`), which records no instance per line: each file is read once however many
+//! instances share it, and its lines are labelled with the app's name.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -47,10 +51,10 @@ pub async fn show(
     let mut files = Vec::new();
     for app in apps {
         if streams.out {
-            files.push((app.name.clone(), app.out_path));
+            files.push((app.label.clone(), app.out_path));
         }
         if streams.err {
-            files.push((app.name, app.err_path));
+            files.push((app.label, app.err_path));
         }
     }
     {
@@ -101,7 +105,8 @@ fn print_line(out: &mut impl Write, name: &str, line: &[u8]) -> std::io::Result<
 
 /// One app's log files.
 struct AppLogs {
-    name: String,
+    /// What its lines are prefixed with.
+    label: String,
     out_path: PathBuf,
     err_path: PathBuf,
 }
@@ -110,7 +115,7 @@ impl AppLogs {
     fn at_default_paths(home: &Path, name: String) -> Self {
         let spec = LogSpec::default_for(home, &name);
         Self {
-            name,
+            label: name,
             out_path: spec.out_path,
             err_path: spec.err_path,
         }
@@ -125,19 +130,26 @@ async fn app_logs(paths: &HomePaths, target: Option<&str>) -> Result<Vec<AppLogs
         target: Target(wanted.unwrap_or("all").to_string()),
     };
     match control_client::request(paths, describe).await {
-        Ok(Outcome::Described { apps }) => Ok(apps
-            .into_iter()
-            .map(|app| {
-                let mut logs = AppLogs::at_default_paths(&paths.home, app.status.name);
+        Ok(Outcome::Described { apps }) => {
+            let mut logs: Vec<AppLogs> = Vec::with_capacity(apps.len());
+            let mut seen: std::collections::HashSet<(PathBuf, PathBuf)> =
+                std::collections::HashSet::new();
+            for app in apps {
+                let mut these = AppLogs::at_default_paths(&paths.home, app.status.name);
                 if let Some(out) = app.definition.out_file {
-                    logs.out_path = PathBuf::from(out);
+                    these.out_path = PathBuf::from(out);
                 }
                 if let Some(err) = app.definition.error_file {
-                    logs.err_path = PathBuf::from(err);
+                    these.err_path = PathBuf::from(err);
                 }
-                logs
-            })
-            .collect()),
+                // Instances of one app share its files: read them once, under the app's name.
+                let files = (these.out_path.clone(), these.err_path.clone());
+                if seen.insert(files) {
+                    logs.push(these);
+                }
+            }
+            Ok(logs)
+        }
         Ok(_) | Err(ClientError::NotRunning(_) | ClientError::Refused(_)) => {
             let mut names = names_on_disk(&paths.home);
             if let Some(t) = wanted {

@@ -1,9 +1,11 @@
 //! The command line: flags, `--help` text, and turning them into a validated [`SupervisorConfig`].
 
 mod app_options;
+pub mod colour;
 pub mod env;
 pub mod events;
 pub mod logs;
+pub mod monit;
 pub mod render;
 mod run;
 mod scale;
@@ -113,12 +115,17 @@ pub enum Verb {
         #[arg(required = true, value_name = "TARGET")]
         targets: Vec<String>,
     },
-    /// Show every app: pid, state, restarts, hangs, memory, loop delay.
+    /// Show every app: pid, state, restarts, hangs, uptime, CPU (% of one core, whole process
+    /// tree, over the last second), memory (whole tree), heap, loop delay. In colour on a
+    /// terminal (not with NO_COLOR set or --no-color).
     #[command(visible_alias = "ls", alias = "list")]
     Status {
         /// Print a JSON array instead of a table.
         #[arg(long)]
         json: bool,
+        /// No colour, even on a terminal (as NO_COLOR does).
+        #[arg(long)]
+        no_color: bool,
     },
     /// Print the last lines of apps' logs (daemon apps, or foreground with --log-files).
     Logs {
@@ -137,6 +144,14 @@ pub enum Verb {
         #[arg(long)]
         out: bool,
     },
+    /// A full-screen live view of the apps (PM2's `monit`): state, pid, uptime, restarts, hangs,
+    /// CPU, memory, heap and loop delay per app or instance; memory and loop-delay sparklines,
+    /// log tail and recent events (a hang with its stack) of the selected one.
+    ///
+    /// Keys: ↑/↓ (or k/j) select, r restart, R (or l) reload, s stop, f follow logs (full
+    /// height), q, Esc or Ctrl-C quit. It asks the daemon for status once a second. Needs a
+    /// terminal.
+    Monit,
     /// Zero apps' restart and hang counters and their restart budget (PM2's `reset`).
     Reset {
         #[arg(required = true, value_name = "TARGET")]
@@ -173,6 +188,9 @@ pub enum Verb {
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
+        /// No colour, even on a terminal (as NO_COLOR does).
+        #[arg(long)]
+        no_color: bool,
     },
     /// Show the environment an app was started with, one NAME=value per line. Values that look
     /// secret (names with TOKEN, SECRET, PASS, KEY, AUTH, CREDENTIAL or PRIVATE; passwords in
@@ -385,7 +403,7 @@ mod tests {
     #[test]
     fn status_needs_no_script() {
         let cli = Cli::try_parse_from(["nodeguard", "status", "--json", "--home", "/h"]).unwrap();
-        assert!(matches!(cli.command, Some(Verb::Status { json: true })));
+        assert!(matches!(cli.command, Some(Verb::Status { json: true, .. })));
         assert_eq!(cli.home.as_deref(), Some(std::path::Path::new("/h")));
     }
 }

@@ -1,5 +1,6 @@
 //! Turns status snapshots into the table `nodeguard status` prints.
 
+use super::colour;
 use crate::core::units::bytes;
 use std::fmt::Write;
 use std::time::Duration;
@@ -8,7 +9,7 @@ use nodeguard_proto::control::{AppDescription, AppStatus};
 
 use crate::core::exit::human;
 
-const HEADERS: [&str; 11] = [
+const HEADERS: [&str; 12] = [
     "name",
     "id",
     "pid",
@@ -16,6 +17,7 @@ const HEADERS: [&str; 11] = [
     "restarts",
     "hangs",
     "uptime",
+    "cpu",
     "rss",
     "heap",
     "loop p50/p99/max",
@@ -24,7 +26,23 @@ const HEADERS: [&str; 11] = [
 
 /// A plain-text table, one row per app, columns padded to their widest cell.
 pub fn status_table(apps: &[AppStatus]) -> String {
-    let rows: Vec<[String; 11]> = apps.iter().map(row).collect();
+    status_table_in_colour(apps, false)
+}
+
+/// [`status_table`], with the state, and restarts and hangs when not zero, in colour when
+/// `colour` (see [`colour::wanted`]).
+pub fn status_table_in_colour(apps: &[AppStatus], colour: bool) -> String {
+    let rows: Vec<[String; 12]> = apps.iter().map(row).collect();
+    let codes: Vec<[&str; 12]> = apps
+        .iter()
+        .map(|app| {
+            let mut codes = [""; 12];
+            codes[3] = colour::state_code(app.state);
+            codes[4] = colour::restarts_code(app.restarts);
+            codes[5] = colour::hangs_code(app.hangs);
+            codes
+        })
+        .collect();
     let mut widths = HEADERS.map(str::len);
     for row in &rows {
         for (width, cell) in widths.iter_mut().zip(row) {
@@ -32,17 +50,23 @@ pub fn status_table(apps: &[AppStatus]) -> String {
         }
     }
     let mut out = String::new();
-    let mut line = |cells: &[String]| {
+    let mut line = |cells: &[String], codes: &[&str; 12]| {
         let mut text = String::new();
         for (i, cell) in cells.iter().enumerate() {
-            let _ = write!(text, "{cell:<width$}  ", width = widths[i]);
+            let pad = widths[i].saturating_sub(cell.chars().count());
+            let _ = write!(
+                text,
+                "{}{:pad$}  ",
+                colour::paint(cell, codes[i], colour),
+                ""
+            );
         }
         out.push_str(text.trim_end());
         out.push('\n');
     };
-    line(&HEADERS.map(String::from));
-    for row in &rows {
-        line(row);
+    line(&HEADERS.map(String::from), &[""; 12]);
+    for (row, codes) in rows.iter().zip(&codes) {
+        line(row, codes);
     }
     if apps.is_empty() {
         out.push_str("(no apps)\n");
@@ -50,7 +74,7 @@ pub fn status_table(apps: &[AppStatus]) -> String {
     out
 }
 
-fn row(app: &AppStatus) -> [String; 11] {
+fn row(app: &AppStatus) -> [String; 12] {
     let dash = || "-".to_string();
     [
         match app.instance {
@@ -64,6 +88,7 @@ fn row(app: &AppStatus) -> [String; 11] {
         app.hangs.to_string(),
         app.uptime_ms
             .map_or_else(dash, |ms| human(std::time::Duration::from_millis(ms))),
+        app.cpu_percent.map_or_else(dash, cpu),
         app.tree_rss
             .or(app.memory.map(|m| m.rss))
             .map_or_else(dash, bytes),
@@ -79,8 +104,19 @@ fn row(app: &AppStatus) -> [String; 11] {
     ]
 }
 
+/// A CPU share as `status` shows it: `12.5%`.
+pub fn cpu(percent: f64) -> String {
+    format!("{percent:.1}%")
+}
+
 /// The text `nodeguard describe` prints for one app.
 pub fn description(app: &AppDescription) -> String {
+    description_in_colour(app, false)
+}
+
+/// [`description`], with the state, and restarts and hangs when not zero, in colour when
+/// `colour`.
+pub fn description_in_colour(app: &AppDescription, colour: bool) -> String {
     let status = &app.status;
     let definition = &app.definition;
     let mut out = String::new();
@@ -97,7 +133,7 @@ pub fn description(app: &AppDescription) -> String {
             None => format!("{} (id {})", status.name, status.id),
         },
     );
-    field("state", status.state.as_str().to_string());
+    field("state", colour::state(status.state, colour));
     field(
         "pid",
         status.pid.map_or_else(|| "-".into(), |p| p.to_string()),
@@ -242,7 +278,19 @@ pub fn description(app: &AppDescription) -> String {
     }
     field(
         "restarts",
-        format!("{} ({} after hangs)", status.restarts, status.hangs),
+        format!(
+            "{} ({} after hangs)",
+            colour::paint(
+                &status.restarts.to_string(),
+                colour::restarts_code(status.restarts),
+                colour
+            ),
+            colour::paint(
+                &status.hangs.to_string(),
+                colour::hangs_code(status.hangs),
+                colour
+            ),
+        ),
     );
     field(
         "uptime",
@@ -251,6 +299,12 @@ pub fn description(app: &AppDescription) -> String {
             |ms| human(std::time::Duration::from_millis(ms)),
         ),
     );
+    if let Some(percent) = status.cpu_percent {
+        field(
+            "cpu",
+            format!("{} of a core (whole process tree)", cpu(percent)),
+        );
+    }
     if let Some(memory) = status.memory {
         field(
             "memory",
@@ -271,10 +325,18 @@ pub fn description(app: &AppDescription) -> String {
         let _ = writeln!(out, "    (none)");
     }
     for event in &app.events {
+        let kind = format!("{:<13}", event.kind);
+        let code = match event.kind.as_str() {
+            "hung" | "stack" | "errored" | "memory" | "spawn_failed" | "kill_timeout" => "\x1b[31m",
+            "exited" | "not_ready" | "reload_aborted" => "\x1b[33m",
+            _ => "",
+        };
         let _ = writeln!(
             out,
-            "    {}  {:<13} {}",
-            event.at, event.kind, event.message
+            "    {}  {} {}",
+            event.at,
+            colour::paint(&kind, code, colour),
+            event.message
         );
     }
     let _ = writeln!(out);

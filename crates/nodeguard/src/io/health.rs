@@ -142,6 +142,7 @@ pub(crate) mod tests {
             last_pong_ms: None,
             pong_rtt_ms: None,
             last_exit: None,
+            cpu_percent: None,
         }
     }
 

@@ -8,7 +8,7 @@
 //! seen under, and keeps counting it there. A process that was never seen under its app (a quick
 //! double fork finishes between two scans) is recognised by the [`ENV_SPAWN_KEY`] it inherited
 //! from the app's environment. When an app's main process exits, [`TreeSnapshot`] says which
-//! leftovers to end.
+//! leftovers to end. The same scan measures each tree's CPU use (see [`CpuMeter`]).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -39,7 +39,7 @@ pub struct Member {
 }
 
 /// One app's tree at the last scan, its main process excluded.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct AppTree {
     pub descendants: Vec<Member>,
     /// Resident memory of the descendants, in bytes.
@@ -47,6 +47,13 @@ pub struct AppTree {
     /// Resident memory of the main process itself, in bytes (what its monitor reports, when the
     /// monitor is in it; under a command the monitor is in a descendant).
     pub root_rss: u64,
+    /// The main process's start time (with its pid, identifies it across pid reuse).
+    pub root_start: u64,
+    /// CPU time of the whole tree (main process and descendants seen now), in clock ticks.
+    pub cpu_ticks: u64,
+    /// CPU use of the tree between the last two scans, in percent of one core (100 is one core
+    /// busy); `None` on the first scan that sees the tree.
+    pub cpu_percent: Option<f64>,
 }
 
 /// Every app's tree at the last scan, by the pid of the app's main process.
@@ -104,6 +111,7 @@ impl TreeIndex {
                 }
                 tree.descendants.push(member);
                 tree.descendants_rss += process.rss;
+                tree.cpu_ticks = tree.cpu_ticks.saturating_add(process.cpu_ticks);
                 stack.extend(children.get(&process.pid).into_iter().flatten().copied());
             }
         };
@@ -144,11 +152,54 @@ impl TreeIndex {
         for process in table {
             if let Some(tree) = apps.get_mut(&process.pid) {
                 tree.root_rss = process.rss;
+                tree.root_start = process.start_time;
+                tree.cpu_ticks = tree.cpu_ticks.saturating_add(process.cpu_ticks);
             }
         }
         self.foreign = foreign;
         self.owner = owner;
         TreeSnapshot { apps }
+    }
+}
+
+/// Turns the CPU time of each tree at successive scans into a rate. It keeps one number per app
+/// between scans, nothing per process: a descendant that exits takes its time with it (the
+/// kernel adds it to its parent's children's time, which is not counted), so the interval in
+/// which it exits may read low, never high.
+#[derive(Debug)]
+pub struct CpuMeter {
+    ticks_per_second: f64,
+    /// By main process (pid and start time): the tree's CPU ticks at the last scan and when.
+    last: HashMap<Member, (u64, std::time::Instant)>,
+}
+
+impl CpuMeter {
+    pub fn new(ticks_per_second: u64) -> Self {
+        Self {
+            // Never 0: a bogus value makes no rates rather than a division by zero.
+            ticks_per_second: ticks_per_second.max(1) as f64,
+            last: HashMap::new(),
+        }
+    }
+
+    /// Sets each tree's `cpu_percent` from its CPU time now and at the previous scan.
+    pub fn measure(&mut self, snapshot: &mut TreeSnapshot, now: std::time::Instant) {
+        let mut last = HashMap::with_capacity(snapshot.apps.len());
+        for (&pid, tree) in &mut snapshot.apps {
+            let root = Member {
+                pid,
+                start_time: tree.root_start,
+            };
+            if let Some(&(ticks, at)) = self.last.get(&root) {
+                let seconds = now.saturating_duration_since(at).as_secs_f64();
+                if seconds > 0.0 {
+                    let used = tree.cpu_ticks.saturating_sub(ticks) as f64 / self.ticks_per_second;
+                    tree.cpu_percent = Some(used / seconds * 100.0);
+                }
+            }
+            last.insert(root, (tree.cpu_ticks, now));
+        }
+        self.last = last;
     }
 }
 
@@ -200,6 +251,7 @@ pub fn start(children: ChildSet, stop: CancellationToken) -> watch::Receiver<Arc
     tokio::spawn(async move {
         let me = std::process::id();
         let mut index = TreeIndex::default();
+        let mut cpu = CpuMeter::new(platform::clock_ticks_per_second());
         let mut ticks = tokio::time::interval(SCAN_INTERVAL);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut sigchld = child_signals();
@@ -229,11 +281,12 @@ pub fn start(children: ChildSet, stop: CancellationToken) -> watch::Receiver<Arc
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
                     .clone();
-                let snapshot = index.update(&table, &roots, me, |pid| {
+                let mut snapshot = index.update(&table, &roots, me, |pid| {
                     platform::environment_variable(pid, ENV_SPAWN_KEY)?
                         .parse()
                         .ok()
                 });
+                cpu.measure(&mut snapshot, std::time::Instant::now());
                 publish.send_replace(Arc::new(snapshot));
             }
         }
@@ -290,6 +343,7 @@ mod tests {
             pgid: pid,
             start_time: u64::from(pid) * 10,
             rss,
+            cpu_ticks: 0,
             zombie: false,
         }
     }
@@ -365,5 +419,34 @@ mod tests {
             None
         });
         assert_eq!(pids(snapshot.of(10).unwrap()), [32]);
+    }
+
+    #[test]
+    fn cpu_use_is_the_tree_s_ticks_per_second_of_the_interval() {
+        let me = 1;
+        let roots = HashMap::from([(10, 100)]);
+        let mut index = TreeIndex::default();
+        let mut meter = CpuMeter::new(100);
+        let at = |root: u64, child: u64| {
+            let mut main = process(10, me, 40);
+            main.cpu_ticks = root;
+            let mut worker = process(11, 10, 5);
+            worker.cpu_ticks = child;
+            vec![main, worker]
+        };
+        let start = std::time::Instant::now();
+        let mut first = index.update(&at(1000, 500), &roots, me, |_| None);
+        meter.measure(&mut first, start);
+        assert_eq!(first.of(10).unwrap().cpu_ticks, 1500);
+        assert_eq!(first.of(10).unwrap().cpu_percent, None);
+        // 2 s later: 50 + 150 ticks = 2 s of CPU in 2 s, one core.
+        let mut second = index.update(&at(1050, 650), &roots, me, |_| None);
+        meter.measure(&mut second, start + Duration::from_secs(2));
+        let percent = second.of(10).unwrap().cpu_percent.unwrap();
+        assert!((percent - 100.0).abs() < 1e-9, "{percent}");
+        // The worker exits: its time leaves the tree, which reads 0, not negative.
+        let mut third = index.update(&at(1060, 0)[..1], &roots, me, |_| None);
+        meter.measure(&mut third, start + Duration::from_secs(3));
+        assert_eq!(third.of(10).unwrap().cpu_percent, Some(0.0));
     }
 }

@@ -8,7 +8,7 @@ pub(super) fn client_verb(verb: Verb, home: Option<PathBuf>) -> anyhow::Result<E
     let paths = home_paths(home)?;
     let runtime = runtime()?;
     match verb {
-        Verb::Status { json } => {
+        Verb::Status { json, no_color } => {
             let Outcome::Status { apps } =
                 runtime.block_on(client::request(&paths, Command::Status))?
             else {
@@ -17,7 +17,8 @@ pub(super) fn client_verb(verb: Verb, home: Option<PathBuf>) -> anyhow::Result<E
             if json {
                 println!("{}", serde_json::to_string_pretty(&apps)?);
             } else {
-                print!("{}", render::status_table(&apps));
+                let colour = nodeguard::cli::colour::wanted(no_color);
+                print!("{}", render::status_table_in_colour(&apps, colour));
             }
         }
         Verb::Start(args) => {
@@ -172,6 +173,7 @@ pub(super) fn client_verb(verb: Verb, home: Option<PathBuf>) -> anyhow::Result<E
             };
             runtime.block_on(logs::show(&paths, target, lines, follow, streams))?;
         }
+        Verb::Monit => nodeguard::cli::monit::run(&paths, &runtime)?,
         Verb::Flush { target } => {
             let target = Target(target.unwrap_or_else(|| "all".into()));
             let Outcome::Done { apps } =
@@ -183,7 +185,11 @@ pub(super) fn client_verb(verb: Verb, home: Option<PathBuf>) -> anyhow::Result<E
                 println!("flushed the logs of {}", app.name);
             }
         }
-        Verb::Describe { target, json } => {
+        Verb::Describe {
+            target,
+            json,
+            no_color,
+        } => {
             let apps = describe(&runtime, &paths, target)?;
             if json {
                 let mut apps = apps;
@@ -192,8 +198,9 @@ pub(super) fn client_verb(verb: Verb, home: Option<PathBuf>) -> anyhow::Result<E
                 }
                 println!("{}", serde_json::to_string_pretty(&apps)?);
             } else {
+                let colour = nodeguard::cli::colour::wanted(no_color);
                 for app in &apps {
-                    print!("{}", render::description(app));
+                    print!("{}", render::description_in_colour(app, colour));
                 }
             }
         }

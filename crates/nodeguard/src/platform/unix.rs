@@ -168,7 +168,15 @@ pub struct ProcessInfo {
     pub start_time: u64,
     /// Resident set size in bytes.
     pub rss: u64,
+    /// CPU time used so far, user and system (`utime + stime`), in clock ticks
+    /// ([`clock_ticks_per_second`]).
+    pub cpu_ticks: u64,
     pub zombie: bool,
+}
+
+/// Clock ticks per second, the unit of [`ProcessInfo::cpu_ticks`].
+pub fn clock_ticks_per_second() -> u64 {
+    rustix::param::clock_ticks_per_second()
 }
 
 /// Every process on the machine (Linux: from /proc). Processes that vanish mid-scan are skipped.
@@ -236,6 +244,10 @@ pub fn parse_stat(stat: &str, page_size: u64) -> Option<ProcessInfo> {
         pgid: field(5)?.parse().ok()?,
         start_time: field(22)?.parse().ok()?,
         rss: field(24)?.parse::<u64>().ok()?.saturating_mul(page_size),
+        cpu_ticks: field(14)?
+            .parse::<u64>()
+            .ok()?
+            .saturating_add(field(15)?.parse::<u64>().ok()?),
         zombie: field(3)? == "Z",
     })
 }
@@ -805,6 +817,7 @@ mod tests {
                 pgid: 4242,
                 start_time: 987654,
                 rss: 2560 * 4096,
+                cpu_ticks: 11,
                 zombie: false,
             })
         );

@@ -85,6 +85,7 @@ impl WorkerSnapshot {
             last_pong_ms: self.last_pong_at.map(age_ms),
             pong_rtt_ms: self.pong_round_trip.map(|d| d.as_secs_f64() * 1_000.0),
             last_exit: self.last_exit.clone(),
+            cpu_percent: descendants.and_then(|tree| tree.cpu_percent),
         }
     }
 }
