@@ -247,9 +247,16 @@ pub struct DaemonArgs {
     #[arg(long)]
     pub resurrect: bool,
 
-    /// Serve /healthz, /readyz and /metrics over HTTP on this address (e.g. 127.0.0.1:9615).
+    /// Serve the dashboard (/), /healthz, /readyz and /metrics over HTTP on this address (e.g.
+    /// 127.0.0.1:9615). Read-only unless --http-token-file is given.
     #[arg(long, value_name = "ADDR", value_parser = parse_http_address)]
     pub http: Option<SocketAddr>,
+
+    /// Allow the dashboard's restart, reload and stop buttons (POST /api/...) for whoever sends
+    /// the token in this file as `Authorization: Bearer`. The file must be yours, mode 0600, not
+    /// a symlink, and hold one line of 16 to 512 visible characters (`openssl rand -hex 32`).
+    #[arg(long, value_name = "PATH", requires = "http")]
+    pub http_token_file: Option<std::path::PathBuf>,
 }
 
 /// `nodeguard startup`.

@@ -60,9 +60,15 @@ pub struct RunArgs {
     #[arg(long)]
     pub keep_alive: bool,
 
-    /// Serve /healthz, /readyz and /metrics over HTTP on this address (e.g. 127.0.0.1:9615).
+    /// Serve the dashboard (/), /healthz, /readyz and /metrics over HTTP on this address (e.g.
+    /// 127.0.0.1:9615). Read-only unless --http-token-file is given.
     #[arg(long, value_name = "ADDR", value_parser = parse_http_address)]
     pub http: Option<SocketAddr>,
+
+    /// Allow the dashboard's restart, reload and stop buttons for whoever sends the token in
+    /// this file (yours, mode 0600) as `Authorization: Bearer`.
+    #[arg(long, value_name = "PATH", requires = "http")]
+    pub http_token_file: Option<PathBuf>,
 
     /// Arguments passed to every app, after `--`.
     #[arg(last = true, value_name = "APP_ARGS")]

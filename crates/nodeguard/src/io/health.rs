@@ -46,6 +46,11 @@ impl Probe {
         self.supervisor.is_closed()
     }
 
+    /// Any command (the dashboard's write actions), if answered within `deadline`.
+    pub async fn command(&self, command: Command, deadline: Duration) -> Option<Outcome> {
+        self.ask(command, deadline).await
+    }
+
     async fn ask(&self, command: Command, deadline: Duration) -> Option<Outcome> {
         let exchange = async {
             let (reply, answer) = oneshot::channel();

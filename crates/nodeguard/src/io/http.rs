@@ -1,10 +1,13 @@
 //! The optional HTTP endpoint (`--http ADDR`): `/healthz`, `/readyz` and `/metrics` for
-//! Kubernetes probes and Prometheus. A deliberately small HTTP/1.x responder on tokio's
+//! Kubernetes probes and Prometheus, and the web dashboard (`/`, `/events`, `/api/...`, see
+//! dashboard.rs). A deliberately small HTTP/1.x responder on tokio's
 //! `TcpListener` (one GET per connection, `Connection: close`) rather than a full HTTP stack, to
 //! keep the supervisor's binary and memory small. Every request is bounded in size and time, and
 //! the number of connections served at once is capped, so garbage, oversized or slow clients cost
 //! little and cannot stall anything else. At the cap, the oldest connection that has not sent its
-//! whole request yet is closed to make room: idle connections can never starve a probe.
+//! whole request yet is closed to make room: idle connections can never starve a probe. A
+//! dashboard event stream gives its place back as soon as its request is in and takes one of
+//! the dashboard's own (see dashboard.rs), so open pages never take a probe's place either.
 
 use std::io;
 use std::net::SocketAddr;
@@ -15,6 +18,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 use crate::io::admission::{Admission, Admitted};
+use crate::io::dashboard::{self, Dashboard};
 use crate::io::health::{self, Probe, PROBE_DEADLINE};
 use crate::io::metrics;
 
@@ -42,9 +46,22 @@ pub fn bind(address: SocketAddr) -> io::Result<TcpListener> {
 }
 
 /// Serves requests until `cancel` fires.
-pub async fn serve(listener: TcpListener, probe: Probe, cancel: CancellationToken) {
+pub async fn serve(
+    listener: TcpListener,
+    probe: Probe,
+    dashboard: Dashboard,
+    cancel: CancellationToken,
+) {
     if let Ok(address) = listener.local_addr() {
-        tracing::info!("serving /healthz, /readyz and /metrics on http://{address}");
+        tracing::info!(
+            "serving /healthz, /readyz and /metrics on http://{address}, and the dashboard at \
+             http://{address}/ ({})",
+            if dashboard.token.is_some() {
+                "write actions allowed with the token"
+            } else {
+                "read-only"
+            }
+        );
     }
     let admission = Admission::new(MAX_CONNECTIONS, "http");
     loop {
@@ -64,13 +81,13 @@ pub async fn serve(listener: TcpListener, probe: Probe, cancel: CancellationToke
         };
         let probe = probe.clone();
         let cancel = cancel.clone();
+        let dashboard = dashboard.clone();
         tokio::spawn(async move {
             tokio::select! {
                 biased;
                 _ = cancel.cancelled() => {}
-                _ = answer(stream, &probe, &admitted) => {}
+                _ = answer(stream, &probe, &dashboard, admitted, &cancel) => {}
             }
-            drop(admitted);
         });
     }
 }
@@ -81,6 +98,8 @@ struct Response {
     status: u16,
     content_type: &'static str,
     body: String,
+    /// Extra header lines, each ending in `\r\n`.
+    headers: String,
 }
 
 const TEXT: &str = "text/plain; charset=utf-8";
@@ -95,11 +114,27 @@ impl Response {
             status,
             content_type: TEXT,
             body,
+            headers: String::new(),
+        }
+    }
+
+    fn json(status: u16, body: String) -> Self {
+        Self {
+            status,
+            content_type: "application/json",
+            body,
+            headers: dashboard::COMMON_HEADERS.to_string(),
         }
     }
 }
 
-async fn answer(mut stream: TcpStream, probe: &Probe, admitted: &Admitted) {
+async fn answer(
+    mut stream: TcpStream,
+    probe: &Probe,
+    dashboard: &Dashboard,
+    admitted: Admitted,
+    cancel: &CancellationToken,
+) {
     let head = tokio::select! {
         biased;
         // Closed to make room for a newer connection.
@@ -118,8 +153,22 @@ async fn answer(mut stream: TcpStream, probe: &Probe, admitted: &Admitted) {
         Ok(Ok(Head::Complete(head))) => match parse_request_line(&head) {
             Err(response) => response,
             Ok(request) => {
-                let response = route(request.path, probe).await;
-                return write(&mut stream, &response, request.head_only).await;
+                if request.path == "/events" && request.method == Method::Get {
+                    if !dashboard::host_allowed(header(&head, "host")) {
+                        return write(&mut stream, &wrong_host(), false).await;
+                    }
+                    // A stream holds a place of the dashboard's own, not one of the probes'.
+                    let Some(place) = dashboard.stream_place() else {
+                        let busy = Response::text(503, "too many dashboard streams open");
+                        return write(&mut stream, &busy, false).await;
+                    };
+                    drop(admitted);
+                    dashboard::stream(stream, dashboard, probe, cancel).await;
+                    drop(place);
+                    return;
+                }
+                let response = route(&request, &head, probe, dashboard).await;
+                return write(&mut stream, &response, request.method == Method::Head).await;
             }
         },
     };
@@ -168,9 +217,34 @@ fn head_end(bytes: &[u8]) -> Option<usize> {
     }
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Method {
+    Get,
+    Head,
+    Post,
+}
+
 struct Request<'a> {
     path: &'a str,
-    head_only: bool,
+    method: Method,
+}
+
+/// The value of the first header named `name` (lowercase), if the head has it.
+fn header<'a>(head: &'a [u8], name: &str) -> Option<&'a str> {
+    let text = std::str::from_utf8(head).ok()?;
+    text.lines().skip(1).find_map(|line| {
+        let (key, value) = line.split_once(':')?;
+        key.trim()
+            .eq_ignore_ascii_case(name)
+            .then(|| value.trim_matches([' ', '\t', '\r']))
+    })
+}
+
+fn wrong_host() -> Response {
+    Response::text(
+        421,
+        "the dashboard answers only requests addressed to an IP address or localhost",
+    )
 }
 
 fn parse_request_line(head: &[u8]) -> Result<Request<'_>, Response> {
@@ -186,17 +260,49 @@ fn parse_request_line(head: &[u8]) -> Result<Request<'_>, Response> {
     if !version.starts_with("HTTP/1.") {
         return Err(Response::text(505, "only HTTP/1.x is served"));
     }
-    let head_only = match method {
-        "GET" => false,
-        "HEAD" => true,
+    let method = match method {
+        "GET" => Method::Get,
+        "HEAD" => Method::Head,
+        // POST only for the dashboard's write actions.
+        "POST" if target.starts_with("/api/") => Method::Post,
         _ => return Err(Response::text(405, "only GET and HEAD are served")),
     };
     let path = target.split(['?', '#']).next().unwrap_or(target);
-    Ok(Request { path, head_only })
+    Ok(Request { path, method })
 }
 
-async fn route(path: &str, probe: &Probe) -> Response {
+async fn route(
+    request: &Request<'_>,
+    head: &[u8],
+    probe: &Probe,
+    dashboard: &Dashboard,
+) -> Response {
+    let path = request.path;
+    if request.method == Method::Post {
+        if !dashboard::host_allowed(header(head, "host")) {
+            return wrong_host();
+        }
+        let (status, body) =
+            dashboard::action(dashboard, path, header(head, "authorization"), probe).await;
+        let mut response = Response::json(status, body);
+        if status == 401 {
+            response.headers.push_str("WWW-Authenticate: Bearer\r\n");
+        }
+        return response;
+    }
     match path {
+        "/" | "/index.html" => {
+            if !dashboard::host_allowed(header(head, "host")) {
+                return wrong_host();
+            }
+            let (body, headers) = dashboard::page();
+            Response {
+                status: 200,
+                content_type: "text/html; charset=utf-8",
+                body,
+                headers,
+            }
+        }
         "/healthz" => {
             if probe.alive(PROBE_DEADLINE).await {
                 Response::text(200, "ok")
@@ -217,9 +323,10 @@ async fn route(path: &str, probe: &Probe) -> Response {
                 status: 200,
                 content_type: metrics::CONTENT_TYPE,
                 body: metrics::render(&apps),
+                headers: String::new(),
             },
         },
-        _ => Response::text(404, "not found: try /healthz, /readyz or /metrics"),
+        _ => Response::text(404, "not found: try /, /healthz, /readyz or /metrics"),
     }
 }
 
@@ -231,10 +338,15 @@ fn reason(status: u16) -> &'static str {
     match status {
         200 => "OK",
         400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
         408 => "Request Timeout",
+        409 => "Conflict",
+        421 => "Misdirected Request",
         431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
         503 => "Service Unavailable",
         505 => "HTTP Version Not Supported",
         _ => "Unknown",
@@ -252,6 +364,7 @@ async fn write(stream: &mut TcpStream, response: &Response, head_only: bool) {
     if response.status == 405 {
         text.push_str("Allow: GET, HEAD\r\n");
     }
+    text.push_str(&response.headers);
     text.push_str("\r\n");
     if !head_only {
         text.push_str(&response.body);
@@ -289,6 +402,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn headers_are_found_by_name() {
+        let head =
+            b"POST /api/x HTTP/1.1\r\nHost: 127.0.0.1:1\r\nauthorization:  Bearer abc \r\n\r\n";
+        assert_eq!(header(head, "host"), Some("127.0.0.1:1"));
+        assert_eq!(header(head, "authorization"), Some("Bearer abc"));
+        assert_eq!(header(head, "cookie"), None);
+    }
+
+    #[test]
     fn the_head_ends_at_the_first_blank_line() {
         assert_eq!(head_end(b"GET / HTTP/1.1\r\n\r\nrest"), Some(18));
         assert_eq!(head_end(b"GET / HTTP/1.0\n\n"), Some(16));
@@ -301,15 +423,24 @@ mod tests {
             .ok()
             .unwrap();
         assert_eq!(ok.path, "/metrics");
-        assert!(!ok.head_only);
-        assert!(
+        assert_eq!(ok.method, Method::Get);
+        assert_eq!(
             parse_request_line(b"HEAD /healthz HTTP/1.0\r\n\r\n")
                 .ok()
                 .unwrap()
-                .head_only
+                .method,
+            Method::Head
         );
         let status = |line: &[u8]| parse_request_line(line).err().map(|r| r.status);
+        assert_eq!(status(b"PUT /healthz HTTP/1.1\r\n\r\n"), Some(405));
         assert_eq!(status(b"POST /healthz HTTP/1.1\r\n\r\n"), Some(405));
+        assert_eq!(
+            parse_request_line(b"POST /api/restart/x HTTP/1.1\r\n\r\n")
+                .ok()
+                .unwrap()
+                .method,
+            Method::Post
+        );
         assert_eq!(status(b"GET /healthz HTTP/2.0\r\n\r\n"), Some(505));
         assert_eq!(status(b"GET /healthz\r\n\r\n"), Some(400));
         assert_eq!(status(b"\xff\xfe garbage\r\n\r\n"), Some(400));

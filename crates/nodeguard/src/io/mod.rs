@@ -5,6 +5,7 @@
 pub mod admission;
 pub mod control_client;
 pub mod control_server;
+pub mod dashboard;
 pub mod forensics;
 pub mod framed;
 pub mod health;

@@ -17,8 +17,10 @@ pub(super) fn foreground(
         nodeguard::io::home::ensure_private_home(dir)?;
     }
     let home = home.or_else(|| own_home.clone());
+    let http_token = http_token(args.http_token_file.as_deref())?;
     let (mut config, preload) = args.into_config(home, std::io::stdout().is_terminal())?;
     config.service.notify = notifier;
+    config.service.http_token = http_token;
     log_preload(&preload);
     let outcome = supervise(config, None);
     if let Some(dir) = own_home {
@@ -40,6 +42,19 @@ pub(super) fn remove_foreground_home(dir: &std::path::Path) {
     }
 }
 
+/// The dashboard's token from `--http-token-file`, read (and its permissions checked) at start.
+fn http_token(
+    path: Option<&std::path::Path>,
+) -> anyhow::Result<Option<Arc<nodeguard::io::dashboard::Token>>> {
+    let Some(path) = path else {
+        return Ok(None);
+    };
+    let uid = nodeguard::platform::current_uid();
+    Ok(Some(Arc::new(nodeguard::io::dashboard::read_token_file(
+        path, uid,
+    )?)))
+}
+
 /// The background supervisor: no apps at first; `start` adds them.
 pub(super) fn daemon(
     args: DaemonArgs,
@@ -52,6 +67,7 @@ pub(super) fn daemon(
         std::env::var_os("NODEGUARD_PRELOAD").map(PathBuf::from),
     )?;
     log_preload(&preload);
+    let http_token = http_token(args.http_token_file.as_deref())?;
     let config = SupervisorConfig {
         home: home_paths(home)?.home,
         apps: Vec::new(),
@@ -63,6 +79,7 @@ pub(super) fn daemon(
         exit_when_done: false,
         service: ServiceOptions {
             http: args.http,
+            http_token,
             notify: notifier,
             resurrect: args.resurrect,
         },

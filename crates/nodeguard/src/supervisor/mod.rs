@@ -14,6 +14,7 @@
 mod actor;
 pub mod api;
 pub mod events;
+mod live;
 mod persist;
 mod reload;
 mod replies;
@@ -210,9 +211,14 @@ pub async fn run(
     // same queue as the control socket, so they see whether the supervision loop really answers.
     let probe = crate::io::health::Probe::new(requests.clone());
     if let Some(listener) = http_listener {
+        let dashboard = crate::io::dashboard::Dashboard::new(
+            live::subscriber(context.events.clone()),
+            config.service.http_token.clone(),
+        );
         tokio::spawn(crate::io::http::serve(
             listener,
             probe.clone(),
+            dashboard,
             servers.clone(),
         ));
     }

@@ -31,8 +31,10 @@ pub struct SupervisorConfig {
 /// How the supervisor presents itself to a service manager (systemd, Kubernetes, Prometheus).
 #[derive(Debug, Clone, Default)]
 pub struct ServiceOptions {
-    /// Serve `/healthz`, `/readyz` and `/metrics` on this address (`--http`).
+    /// Serve `/healthz`, `/readyz`, `/metrics` and the dashboard on this address (`--http`).
     pub http: Option<std::net::SocketAddr>,
+    /// The dashboard's bearer token for write actions (`--http-token-file`); none: read-only.
+    pub http_token: Option<Arc<crate::io::dashboard::Token>>,
     /// Notify systemd (`NOTIFY_SOCKET` was set).
     pub notify: Option<Arc<Notifier>>,
     /// Bring back the saved apps at start (`daemon --resurrect`).
