@@ -3,6 +3,7 @@
 mod app_options;
 pub mod env;
 pub mod logs;
+pub mod profile;
 pub mod render;
 mod run;
 mod scale;
@@ -191,6 +192,10 @@ pub enum Verb {
         /// An app name or id (default: all apps).
         target: Option<String>,
     },
+    /// Take a CPU profile or heap snapshot of a running app, through the monitor inside it
+    /// (Node's own inspector module, in process: no port is opened, nothing is loaded until
+    /// asked). `profile web --cpu --duration 5s -o web.cpuprofile`, `profile web --heap`.
+    Profile(profile::ProfileArgs),
     /// Check that a supervisor is running on this home.
     Ping,
     /// Stop every app, then the daemon.

@@ -188,7 +188,14 @@ impl WorkerTask {
             Level::Warn => tracing::warn!(pid, "{text}"),
             Level::Error => tracing::error!(pid, "{text}"),
         }
-        self.record(rendered.kind, rendered.history_line());
+        let mut line = rendered.history_line();
+        if rendered.kind == "memory" {
+            if let Some(note) = self.memory_note.take() {
+                tracing::warn!(pid, "{note}");
+                line = format!("{line}; {note}");
+            }
+        }
+        self.record(rendered.kind, line);
     }
 }
 
