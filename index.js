@@ -483,6 +483,22 @@ function installSendShim(state) {
 }
 
 /** The shutdown message from the supervisor, on the JS thread. */
+/**
+ * The supervisor asks for a CPU profile or heap snapshot (`nodeguard profile`): profiler.js (and
+ * Node's inspector module) is loaded only now, so an app never profiled pays nothing for it.
+ */
+function onProfileRequest(request) {
+  const { addon } = processState();
+  try {
+    require('./profiler.js').run(addon, request);
+  } catch (error) {
+    // Never the app's problem: the supervisor is told why, and the app goes on.
+    try {
+      addon.profileDone(request.id, `cannot take the profile: ${error && error.message}`, null);
+    } catch {}
+  }
+}
+
 function onShutdownMessage() {
   shutdown(processState(), 'message');
 }
@@ -672,7 +688,7 @@ function start() {
     const ping = createPingCallback();
     let outcome;
     try {
-      outcome = addon.connect(socketPath, token, ping.onPing, onShutdownMessage);
+      outcome = addon.connect(socketPath, token, ping.onPing, onShutdownMessage, onProfileRequest);
     } finally {
       if (outcome !== 'connected') ping.stop();
     }

@@ -6,7 +6,7 @@ use std::sync::{Mutex, PoisonError};
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::{Env, Status};
 use napi_derive::napi;
-use nodeguard_proto::worker::{LoopDelay, MemoryUsage};
+use nodeguard_proto::worker::{LoopDelay, MemoryUsage, ProfileKind};
 
 use crate::agent::{self, Ended, PendingPing, PingSink, StackReply};
 use crate::{js_bytes, js_millis, EXIT_SUPERVISOR_GONE};
@@ -71,10 +71,26 @@ type PingCallback = ThreadsafeFunction<(), PingReport, (), Status, false, true, 
 /// shutdown comes at most a few times).
 type ShutdownCallback = ThreadsafeFunction<(), (), (), Status, false, true, 0>;
 
+/// A profile request as the JS profile callback gets it (see `profiler.js`).
+#[napi(object)]
+pub struct ProfileRequest {
+    pub id: u32,
+    /// `cpu` or `heap`.
+    pub kind: String,
+    pub duration_ms: u32,
+}
+
+/// The JS profile callback. Weak like the ping callback; unbounded queue (the supervisor asks
+/// for one profile at a time).
+type ProfileCallback =
+    ThreadsafeFunction<ProfileRequest, (), ProfileRequest, Status, false, true, 0>;
+
 /// Delivers pings (and the shutdown request) to JS through threadsafe functions.
 struct JsSink {
     ping: PingCallback,
     shutdown: Option<ShutdownCallback>,
+    profile: Option<ProfileCallback>,
+    sender: agent::Sender,
 }
 
 impl PingSink for JsSink {
@@ -106,6 +122,30 @@ impl PingSink for JsSink {
         let _asked = crate::stack::request(Box::new(move |frames| {
             let _ = reply.send(frames);
         }));
+    }
+
+    fn profile(&mut self, id: u64, kind: ProfileKind, duration_ms: u64) {
+        let refuse = |why: &str| {
+            let _ = self.sender.profile_done(id, Some(why.to_owned()), None);
+        };
+        let Some(callback) = &self.profile else {
+            return refuse("this monitor takes no profiles");
+        };
+        let Ok(js_id) = u32::try_from(id) else {
+            return refuse("profile id out of range");
+        };
+        let request = ProfileRequest {
+            id: js_id,
+            kind: match kind {
+                ProfileKind::Cpu => "cpu",
+                ProfileKind::Heap => "heap",
+            }
+            .to_owned(),
+            duration_ms: u32::try_from(duration_ms).unwrap_or(u32::MAX),
+        };
+        if callback.call(request, ThreadsafeFunctionCallMode::NonBlocking) != Status::Ok {
+            refuse("the app's JS environment is closing");
+        }
     }
 
     fn shutdown(&mut self) {
@@ -204,6 +244,33 @@ pub fn listened_elsewhere(port: u32) -> napi::Result<bool> {
     Ok(true)
 }
 
+/// Sends the next part (at most 8192 UTF-16 units) of profile `id` to the supervisor; waits while
+/// the supervisor reads slowly (bounded). Returns false without a connection; throws if the write
+/// failed.
+#[napi]
+pub fn profile_chunk(id: u32, data: String) -> napi::Result<bool> {
+    let Some(sender) = sender() else {
+        return Ok(false);
+    };
+    sender
+        .profile_chunk(u64::from(id), data)
+        .map_err(|e| napi::Error::from_reason(format!("cannot send the profile: {e}")))?;
+    Ok(true)
+}
+
+/// Ends profile `id`: complete, or `error` says why not; `hottest` names the CPU profile's
+/// function with the most self time.
+#[napi]
+pub fn profile_done(id: u32, error: Option<String>, hottest: Option<String>) -> napi::Result<bool> {
+    let Some(sender) = sender() else {
+        return Ok(false);
+    };
+    sender
+        .profile_done(u64::from(id), error, hottest)
+        .map_err(|e| napi::Error::from_reason(format!("cannot send the profile: {e}")))?;
+    Ok(true)
+}
+
 fn sender() -> Option<agent::Sender> {
     SENDER
         .lock()
@@ -219,7 +286,8 @@ static CONNECTED: Mutex<bool> = Mutex::new(false);
 /// `"connected"`; `"already-connected"` (nothing done) if this addon already holds the process's
 /// connection; `"not-main-thread"` (nothing done) when called from a worker thread, whose event
 /// loop is not the app's. Throws with a one-line reason if the connection fails or is refused.
-/// `onShutdown` (optional) is called on the JS thread when the supervisor asks for a graceful stop.
+/// `onShutdown` (optional) is called on the JS thread when the supervisor asks for a graceful stop,
+/// `onProfile` (optional) with a `ProfileRequest` when it asks for a CPU profile or heap snapshot.
 #[napi]
 pub fn connect(
     env: Env,
@@ -227,6 +295,7 @@ pub fn connect(
     token: String,
     on_ping: PingCallback,
     on_shutdown: Option<ShutdownCallback>,
+    on_profile: Option<ProfileCallback>,
 ) -> napi::Result<&'static str> {
     if !on_process_main_thread() {
         return Ok("not-main-thread");
@@ -265,6 +334,8 @@ pub fn connect(
     let mut sink = JsSink {
         ping: on_ping,
         shutdown: on_shutdown,
+        profile: on_profile,
+        sender: connection.sender(),
     };
     std::thread::Builder::new()
         .name("nodeguard-monitor".into())

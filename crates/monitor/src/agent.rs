@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 use interprocess::local_socket::{prelude::*, ConnectOptions, GenericFilePath, Stream};
 use interprocess::ConnectWaitMode;
 use nodeguard_proto::worker::{
-    LoopDelay, MemoryUsage, ShareError, SupervisorMessage, WorkerMessage,
+    LoopDelay, MemoryUsage, ProfileKind, ShareError, SupervisorMessage, WorkerMessage,
 };
 use nodeguard_proto::{
     decode_payload, encode_frame, FrameDecoder, ProtoError, MAX_WORKER_FRAME, PROTOCOL_VERSION,
@@ -49,6 +49,10 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// blocks when the supervisor has stopped reading for a long while; then the connection is marked
 /// broken and no more pongs are sent (the supervisor sees misses) rather than stalling the app.
 pub const PONG_SEND_TIMEOUT: Duration = Duration::from_millis(250);
+
+/// Longest a profile's chunk write may wait for the supervisor to read (it writes each chunk
+/// to a file as it comes). Past it the connection is marked broken, as for a pong.
+pub const PROFILE_SEND_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Bytes read from the socket at a time.
 const READ_CHUNK: usize = 4096;
@@ -96,6 +100,11 @@ pub trait PingSink {
     /// The supervisor asked for the JS thread's stack (a confirmed hang): capture it on the JS
     /// thread and answer through `reply`. Dropped (no answer) by default.
     fn capture_stack(&mut self, _reply: StackReply) {}
+
+    /// The supervisor asked for a profile (`kind`, over `duration_ms` for a CPU profile) with
+    /// this `id`: take it on the JS thread and stream it back with [`Sender::profile_chunk`] and
+    /// [`Sender::profile_done`]. Ignored by default (the supervisor's wait is bounded).
+    fn profile(&mut self, _id: u64, _kind: ProfileKind, _duration_ms: u64) {}
 }
 
 /// The answer to one stack request; send it from the JS thread with the frames captured there.
@@ -156,6 +165,41 @@ impl std::fmt::Debug for PendingShares {
 }
 
 impl Link {
+    /// Writes a whole frame, waiting up to `patience` for a supervisor that reads slowly (the
+    /// socket's own timeout is [`PONG_SEND_TIMEOUT`]; a timed-out `write` wrote nothing, so the
+    /// frame is resumed where it stopped).
+    fn send_patiently(&self, message: &WorkerMessage, patience: Duration) -> io::Result<()> {
+        let frame = encode_frame(message, MAX_WORKER_FRAME).map_err(io::Error::other)?;
+        let _guard = self
+            .write_lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if self.broken.load(Ordering::Acquire) {
+            return Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "an earlier write to the supervisor failed",
+            ));
+        }
+        let deadline = Instant::now() + patience;
+        let mut rest = &frame[..];
+        while !rest.is_empty() {
+            match (&self.stream).write(rest) {
+                Ok(0) => {
+                    self.broken.store(true, Ordering::Release);
+                    return Err(io::ErrorKind::WriteZero.into());
+                }
+                Ok(n) => rest = rest.get(n..).unwrap_or_default(),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if is_timeout(&e) && Instant::now() < deadline => {}
+                Err(e) => {
+                    self.broken.store(true, Ordering::Release);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn send(&self, message: &WorkerMessage) -> io::Result<()> {
         let frame = encode_frame(message, MAX_WORKER_FRAME).map_err(io::Error::other)?;
         let _guard = self
@@ -215,6 +259,28 @@ impl Sender {
     /// Tells the supervisor (which owns other ports, `--listen`) that the app listened on `port`.
     pub fn listened_elsewhere(&self, port: u32) -> io::Result<()> {
         self.link.send(&WorkerMessage::ListenedElsewhere { port })
+    }
+
+    /// Sends the next part of profile `id` (at most
+    /// [`PROFILE_CHUNK_UNITS`](nodeguard_proto::worker::PROFILE_CHUNK_UNITS) UTF-16 units).
+    pub fn profile_chunk(&self, id: u64, data: String) -> io::Result<()> {
+        self.link.send_patiently(
+            &WorkerMessage::ProfileChunk { id, data },
+            PROFILE_SEND_TIMEOUT,
+        )
+    }
+
+    /// Ends profile `id`: complete, or `error` says why not.
+    pub fn profile_done(
+        &self,
+        id: u64,
+        error: Option<String>,
+        hottest: Option<String>,
+    ) -> io::Result<()> {
+        self.link.send_patiently(
+            &WorkerMessage::ProfileDone { id, error, hottest },
+            PROFILE_SEND_TIMEOUT,
+        )
     }
 }
 
@@ -356,7 +422,8 @@ pub fn connect(
                     | SupervisorMessage::Probe { .. }
                     | SupervisorMessage::Stack { .. }
                     | SupervisorMessage::Shutdown
-                    | SupervisorMessage::Shared { .. },
+                    | SupervisorMessage::Shared { .. }
+                    | SupervisorMessage::Profile { .. },
                 )
                 | Err(_) => {}
             }
@@ -438,6 +505,11 @@ impl Connection {
                     }),
                     Ok(SupervisorMessage::Shutdown) => sink.shutdown(),
                     Ok(SupervisorMessage::Shared { id, error }) => self.on_shared(id, error),
+                    Ok(SupervisorMessage::Profile {
+                        id,
+                        kind,
+                        duration_ms,
+                    }) => sink.profile(id, kind, duration_ms),
                     _ => {}
                 }
             }

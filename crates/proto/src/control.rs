@@ -76,6 +76,15 @@ pub enum Command {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         target: Option<Target>,
     },
+    /// Take a CPU profile (over `duration_ms`) or a heap snapshot of each of the target's
+    /// running processes, through the monitor inside it. Each is written to `<home>/profiles/`
+    /// as it streams in; answered with [`Outcome::Profiled`] once all are complete.
+    Profile {
+        target: Target,
+        kind: crate::worker::ProfileKind,
+        #[serde(default)]
+        duration_ms: Option<u64>,
+    },
 }
 
 /// Which apps a command applies to: `all`, an app id, or an app name.
@@ -134,6 +143,14 @@ pub struct AppDefinition {
     /// default: it may hold secrets).
     #[serde(default)]
     pub hang_show_query: bool,
+    /// Before the memory guard (`max_memory`) restarts the app, take a heap snapshot into
+    /// `<home>/profiles/` (bounded in time; the restart follows either way).
+    #[serde(default)]
+    pub heap_snapshot_on_memory_restart: bool,
+    /// Take a short CPU profile into `<home>/profiles/` when the loop delay p99 of a pong reaches
+    /// this many milliseconds (at most one per app every 10 minutes).
+    #[serde(default)]
+    pub profile_on_stall_ms: Option<u64>,
     /// `always`, `on-failure` or `never`; `None` means always.
     #[serde(default)]
     pub autorestart: Option<String>,
@@ -283,6 +300,13 @@ pub enum Outcome {
     Event {
         event: EventRecord,
     },
+    /// Answer to [`Command::Profile`]: the files written (one per process), and one line for
+    /// each process that could not be profiled.
+    Profiled {
+        profiles: Vec<ProfileFile>,
+        #[serde(default)]
+        errors: Vec<String>,
+    },
 }
 
 /// One thing that happened to one app (or one instance), as `nodeguard events --json` prints it:
@@ -326,6 +350,22 @@ pub struct EventRecord {
     /// For `lagged`: how many events this stream missed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub missed: Option<u64>,
+}
+
+/// A profile the supervisor wrote.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProfileFile {
+    pub name: String,
+    pub id: u32,
+    #[serde(default)]
+    pub instance: Option<u32>,
+    pub pid: u32,
+    /// Absolute path, inside `<home>/profiles/`.
+    pub path: String,
+    pub bytes: u64,
+    /// The function with the most self time (CPU profiles), e.g. `burnCpu (/srv/app.js:3) 62%`.
+    #[serde(default)]
+    pub hottest: Option<String>,
 }
 
 /// Lifecycle state of an app, as shown by `status`.

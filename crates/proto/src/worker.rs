@@ -78,6 +78,44 @@ pub enum WorkerMessage {
     /// With `--listen`: the app listened on a TCP port the supervisor does not own (it bound it
     /// itself, so nothing the supervisor shares reaches that server).
     ListenedElsewhere { port: u32 },
+    /// Part of the profile asked for by [`SupervisorMessage::Profile`] `id`, in order: at most
+    /// [`PROFILE_CHUNK_UNITS`] UTF-16 units of the profile's JSON text, so a frame stays under
+    /// [`crate::MAX_WORKER_FRAME`] even when every character is escaped.
+    ProfileChunk { id: u64, data: String },
+    /// The profile `id` is complete (every chunk sent), or `error` says why it could not be
+    /// taken. `hottest` names the CPU profile's function with the most self time, e.g.
+    /// `burnCpu (/srv/app.js:3) 62%`.
+    ProfileDone {
+        id: u64,
+        #[serde(default)]
+        error: Option<String>,
+        #[serde(default)]
+        hottest: Option<String>,
+    },
+}
+
+/// Most UTF-16 units of profile text in one [`WorkerMessage::ProfileChunk`]: escaped as
+/// `\u001f` each takes at most 6 bytes of JSON, so a chunk's frame stays under 49 KiB.
+pub const PROFILE_CHUNK_UNITS: usize = 8 * 1024;
+
+/// What [`SupervisorMessage::Profile`] asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProfileKind {
+    /// A CPU profile (`.cpuprofile`, Chrome DevTools' format) over `duration_ms`.
+    Cpu,
+    /// A heap snapshot (`.heapsnapshot`).
+    Heap,
+}
+
+impl ProfileKind {
+    /// The file extension Chrome DevTools expects.
+    pub fn extension(self) -> &'static str {
+        match self {
+            ProfileKind::Cpu => "cpuprofile",
+            ProfileKind::Heap => "heapsnapshot",
+        }
+    }
 }
 
 /// The largest millisecond figure a monitor may report (a queued ping's wait, a loop delay): a
@@ -133,7 +171,9 @@ impl WorkerMessage {
             | WorkerMessage::Ready
             | WorkerMessage::Stack { .. }
             | WorkerMessage::Share { .. }
-            | WorkerMessage::ListenedElsewhere { .. } => Ok(()),
+            | WorkerMessage::ListenedElsewhere { .. }
+            | WorkerMessage::ProfileChunk { .. }
+            | WorkerMessage::ProfileDone { .. } => Ok(()),
         }
     }
 }
@@ -171,6 +211,16 @@ pub enum SupervisorMessage {
         id: u64,
         #[serde(default)]
         error: Option<ShareError>,
+    },
+    /// Take a profile through Node's `inspector` module on the JS thread (loaded only now; no
+    /// port is opened): a CPU profile over `duration_ms`, or a heap snapshot. Answered with
+    /// [`WorkerMessage::ProfileChunk`]s, then one [`WorkerMessage::ProfileDone`]. An older
+    /// monitor skips it (the supervisor's wait is bounded).
+    Profile {
+        id: u64,
+        kind: ProfileKind,
+        #[serde(default)]
+        duration_ms: u64,
     },
 }
 

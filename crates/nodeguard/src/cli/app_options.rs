@@ -59,6 +59,18 @@ pub struct AppOptions {
     /// they may hold secrets). The path and method are always named.
     #[arg(long)]
     pub hang_show_query: bool,
+
+    /// Before --max-memory restarts the app, take a heap snapshot (through the monitor inside
+    /// it) into <home>/profiles/: at most 60 s, then the restart goes ahead anyway. The memory
+    /// event names the file. See "Profiles" in the README for the directory's bounds.
+    #[arg(long)]
+    pub heap_snapshot_on_memory_restart: bool,
+
+    /// When a heartbeat reports an event-loop delay p99 of at least DUR (e.g. 200ms), take a
+    /// 5-second CPU profile into <home>/profiles/ (at most one per app every 10 minutes); the
+    /// `profile` event names the file and the hottest function.
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    pub profile_on_stall: Option<Duration>,
     /// Prefix each log-file line with its local time (TZ honoured) in this format, as PM2's
     /// log_date_format: moment/dayjs tokens YYYY YY MM M DD D HH H hh h mm m ss s SSS A a Z ZZ and
     /// [escaped text], e.g. "YYYY-MM-DD HH:mm:ss Z". Wins over --time.

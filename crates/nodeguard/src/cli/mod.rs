@@ -6,6 +6,7 @@ pub mod env;
 pub mod events;
 pub mod logs;
 pub mod monit;
+pub mod profile;
 pub mod render;
 mod run;
 mod scale;
@@ -222,6 +223,10 @@ pub enum Verb {
         #[arg(long)]
         json: bool,
     },
+    /// Take a CPU profile or heap snapshot of a running app, through the monitor inside it
+    /// (Node's own inspector module, in process: no port is opened, nothing is loaded until
+    /// asked). `profile web --cpu --duration 5s -o web.cpuprofile`, `profile web --heap`.
+    Profile(profile::ProfileArgs),
     /// Check that a supervisor is running on this home.
     Ping,
     /// Stop every app, then the daemon.

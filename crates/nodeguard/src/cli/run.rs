@@ -163,6 +163,8 @@ impl RunArgs {
                 log_timestamps: self.app.log_timestamps,
                 log_json: self.app.log_json(),
                 hang_show_query: self.app.hang_show_query,
+                heap_snapshot_on_memory_restart: self.app.heap_snapshot_on_memory_restart,
+                profile_on_stall: self.app.profile_on_stall,
                 instances,
                 // PM2's -i: cluster mode, the port shared even with one instance.
                 cluster: self.cluster.instances.is_some(),

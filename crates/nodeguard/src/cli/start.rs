@@ -291,6 +291,11 @@ impl StartArgs {
             for app in &loaded.apps {
                 let mut definition = app.definition(&node, self.app.log_timestamps);
                 definition.hang_show_query |= self.app.hang_show_query;
+                definition.heap_snapshot_on_memory_restart |=
+                    self.app.heap_snapshot_on_memory_restart;
+                if let Some(stall) = self.app.profile_on_stall {
+                    definition.profile_on_stall_ms = Some(crate::core::duration::millis(stall));
+                }
                 if let Some(json) = self.app.log_type {
                     definition.log_json = json;
                 }
@@ -391,6 +396,8 @@ impl StartArgs {
         app.log_timestamps = self.app.log_timestamps;
         app.log_json = self.app.log_json();
         app.hang_show_query = self.app.hang_show_query;
+        app.heap_snapshot_on_memory_restart = self.app.heap_snapshot_on_memory_restart;
+        app.profile_on_stall_ms = self.app.profile_on_stall.map(crate::core::duration::millis);
         let in_cwd = |file: &PathBuf| cwd.join(file).to_string_lossy().into_owned();
         if let Some(file) = &self.output {
             app.out_file = Some(in_cwd(file));

@@ -54,6 +54,10 @@ pub struct AppSpec {
     pub log_json: bool,
     /// A hang's report shows the in-flight requests' query strings.
     pub hang_show_query: bool,
+    /// A heap snapshot before a memory restart.
+    pub heap_snapshot_on_memory_restart: bool,
+    /// A CPU profile when the loop delay p99 reaches this.
+    pub profile_on_stall: Option<Duration>,
     /// How many processes run the app.
     pub instances: u32,
     /// PM2's cluster mode asked for (see [`AppDefinition::cluster`]): the port is shared by the
@@ -330,6 +334,8 @@ impl AppCommand<'_> {
             log_timestamps: false,
             log_json: false,
             hang_show_query: false,
+            heap_snapshot_on_memory_restart: false,
+            profile_on_stall_ms: None,
             autorestart: Some(policy.autorestart.as_str().to_string()),
             max_restarts: Some(policy.max_restarts),
             restart_window_ms: Some(millis(policy.restart_window)),
@@ -476,6 +482,8 @@ impl AppSpec {
         definition.log_timestamps = self.log_timestamps;
         definition.log_json = self.log_json;
         definition.hang_show_query = self.hang_show_query;
+        definition.heap_snapshot_on_memory_restart = self.heap_snapshot_on_memory_restart;
+        definition.profile_on_stall_ms = self.profile_on_stall.map(crate::core::duration::millis);
         definition.instances = self.instances;
         definition.cluster = self.cluster;
         definition.listen = self.listen.iter().map(ToString::to_string).collect();
@@ -663,6 +671,8 @@ impl AppSpec {
             log_timestamps: definition.log_timestamps,
             log_json: definition.log_json,
             hang_show_query: definition.hang_show_query,
+            heap_snapshot_on_memory_restart: definition.heap_snapshot_on_memory_restart,
+            profile_on_stall: definition.profile_on_stall_ms.map(Duration::from_millis),
             instances,
             instance: 0,
             cluster: definition.cluster,

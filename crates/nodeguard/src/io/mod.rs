@@ -19,6 +19,7 @@ pub mod monitor_socket;
 pub mod output;
 pub mod pidfile;
 pub mod proctree;
+pub mod profiles;
 pub mod sourcemap;
 pub mod state_file;
 pub mod systemd;

@@ -237,6 +237,8 @@ mod tests {
                     log_timestamps: true,
                     log_json: true,
                     hang_show_query: true,
+                    heap_snapshot_on_memory_restart: false,
+                    profile_on_stall_ms: None,
                     autorestart: Some("on-failure".into()),
                     max_restarts: Some(5),
                     restart_window_ms: Some(30_000),

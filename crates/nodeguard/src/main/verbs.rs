@@ -185,6 +185,7 @@ pub(super) fn client_verb(verb: Verb, home: Option<PathBuf>) -> anyhow::Result<E
                 println!("flushed the logs of {}", app.name);
             }
         }
+        Verb::Profile(args) => return profile(&runtime, &paths, &args),
         Verb::Describe {
             target,
             json,
@@ -523,4 +524,63 @@ fn describe(
         anyhow::bail!("unexpected answer from the supervisor");
     };
     Ok(apps)
+}
+
+/// `nodeguard profile`: the daemon writes each profile into its home as it streams in; each is
+/// then moved to where the caller asked.
+fn profile(
+    runtime: &tokio::runtime::Runtime,
+    paths: &HomePaths,
+    args: &nodeguard::cli::profile::ProfileArgs,
+) -> anyhow::Result<ExitCode> {
+    let command = Command::Profile {
+        target: Target(args.target.clone()),
+        kind: args.kind(),
+        duration_ms: Some(nodeguard::core::duration::millis(args.duration)),
+    };
+    let Outcome::Profiled { profiles, errors } =
+        runtime.block_on(client::request(paths, command))?
+    else {
+        anyhow::bail!("unexpected answer from the supervisor");
+    };
+    let cwd = std::env::current_dir()?;
+    let mut failed = !errors.is_empty();
+    for file in &profiles {
+        let to = args.destination(file, profiles.len(), &cwd);
+        let label = match file.instance {
+            Some(instance) => format!("{}:{instance}", file.name),
+            None => file.name.clone(),
+        };
+        match nodeguard::cli::profile::deliver(std::path::Path::new(&file.path), &to) {
+            Ok(()) => {
+                let hottest = file
+                    .hottest
+                    .as_ref()
+                    .map(|h| format!("; hottest function: {h}"))
+                    .unwrap_or_default();
+                println!(
+                    "{label} (pid {}): wrote {} ({}){hottest}",
+                    file.pid,
+                    to.display(),
+                    nodeguard::core::units::bytes(file.bytes)
+                );
+            }
+            Err(error) => {
+                failed = true;
+                eprintln!(
+                    "nodeguard: {label}: cannot write {} ({error}); the profile is left at {}",
+                    to.display(),
+                    file.path
+                );
+            }
+        }
+    }
+    for error in &errors {
+        eprintln!("nodeguard: {error}");
+    }
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }

@@ -442,6 +442,11 @@ impl Supervisor {
                 return self.command_each(&target, Change::Keep, reply, WorkerCommand::Reset)
             }
             Command::Describe { target } => return self.describe(&target, reply),
+            Command::Profile {
+                target,
+                kind,
+                duration_ms,
+            } => return self.profile(&target, kind, duration_ms, reply),
             Command::Scale {
                 target,
                 count,
@@ -694,6 +699,69 @@ impl Supervisor {
             },
             _ => Outcome::Done { apps },
         }
+    }
+
+    /// A profile of each of the target's processes, taken in parallel; answered once all are
+    /// written (or failed).
+    pub(super) fn profile(
+        &mut self,
+        target: &Target,
+        kind: nodeguard_proto::worker::ProfileKind,
+        duration_ms: Option<u64>,
+        reply: oneshot::Sender<Outcome>,
+    ) {
+        use crate::supervisor::worker::MAX_CPU_DURATION;
+        use nodeguard_proto::worker::ProfileKind;
+        let duration = match kind {
+            ProfileKind::Cpu => std::time::Duration::from_millis(duration_ms.unwrap_or(10_000)),
+            ProfileKind::Heap => std::time::Duration::ZERO,
+        };
+        if kind == ProfileKind::Cpu && (duration.is_zero() || duration > MAX_CPU_DURATION) {
+            let message = format!(
+                "a CPU profile lasts from 1 ms to {}",
+                crate::core::exit::human(MAX_CPU_DURATION)
+            );
+            let _ = reply.send(Outcome::Error { message });
+            return;
+        }
+        let mut pending = Vec::new();
+        let mut errors = Vec::new();
+        for handle in self.apps.iter().filter(|h| matches_target(h, target)) {
+            let label = handle.spec.display_name();
+            let (answer, answered) = oneshot::channel();
+            let command = WorkerCommand::Profile {
+                kind,
+                duration,
+                reply: answer,
+            };
+            match handle.commands.try_send(command) {
+                Ok(()) => pending.push((label, answered)),
+                Err(_) => errors.push(format!("{label}: too busy to take a command now")),
+            }
+        }
+        if pending.is_empty() && errors.is_empty() {
+            let message = no_match(target);
+            let _ = reply.send(Outcome::Error { message });
+            return;
+        }
+        tokio::spawn(async move {
+            let mut profiles = Vec::new();
+            for (label, answered) in pending {
+                match answered.await {
+                    Ok(Ok(file)) => profiles.push(file),
+                    Ok(Err(why)) => errors.push(format!("{label}: {why}")),
+                    Err(_) => errors.push(format!("{label}: its task ended")),
+                }
+            }
+            let outcome = if profiles.is_empty() {
+                Outcome::Error {
+                    message: format!("no profile taken: {}", errors.join("; ")),
+                }
+            } else {
+                Outcome::Profiled { profiles, errors }
+            };
+            let _ = reply.send(outcome);
+        });
     }
 
     /// The target's definitions, statuses and recent events.

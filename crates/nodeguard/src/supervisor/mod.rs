@@ -184,6 +184,7 @@ pub async fn run(
         output_tasks: output_tasks.clone(),
         preload: config.preload.clone(),
         worker_socket: home.paths.worker_socket.clone(),
+        home: home.paths.home.clone(),
         color: config.color,
         tree,
         ping_grid: tokio::time::Instant::now(),

@@ -125,6 +125,8 @@ pub(super) const SUPPORTED: &[&str] = &[
     "stop_exit_codes",
     "wait_ready",
     "hang_show_query",
+    "heap_snapshot_on_memory_restart",
+    "profile_on_stall",
     "listen_timeout",
     "listen",
     "out_file",

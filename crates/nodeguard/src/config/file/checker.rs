@@ -227,6 +227,10 @@ impl Checker<'_> {
         let hang_show_query = self
             .bool_field(&mut fields, "hang_show_query")
             .unwrap_or(false);
+        let heap_snapshot_on_memory_restart = self
+            .bool_field(&mut fields, "heap_snapshot_on_memory_restart")
+            .unwrap_or(false);
+        let profile_on_stall = self.duration_field(&mut fields, "profile_on_stall");
         let listen_timeout = self.duration_field(&mut fields, "listen_timeout");
         let listen = self.listen_field(&mut fields);
         let cluster = self.exec_mode(&mut fields);
@@ -271,6 +275,8 @@ impl Checker<'_> {
                 listen_timeout,
                 listen,
                 hang_show_query,
+                heap_snapshot_on_memory_restart,
+                profile_on_stall,
                 cluster,
                 out_file: logs.out_file,
                 error_file: logs.error_file,

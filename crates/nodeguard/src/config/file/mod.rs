@@ -127,6 +127,10 @@ pub struct AppConfig {
     pub log_json: bool,
     /// nodeguard's own field: a hang's report shows the in-flight requests' query strings.
     pub hang_show_query: bool,
+    /// nodeguard's own field: a heap snapshot before a memory restart.
+    pub heap_snapshot_on_memory_restart: bool,
+    /// nodeguard's own field: a CPU profile when the loop delay p99 reaches this.
+    pub profile_on_stall: Option<Duration>,
     /// PM2's `log_date_format`, checked.
     pub log_date_format: Option<String>,
     /// PM2's `log_file`: absolute, or empty for the default place.
@@ -180,6 +184,8 @@ impl AppConfig {
         definition.log_timestamps = self.log_timestamps || log_timestamps;
         definition.log_json = self.log_json;
         definition.hang_show_query = self.hang_show_query;
+        definition.heap_snapshot_on_memory_restart = self.heap_snapshot_on_memory_restart;
+        definition.profile_on_stall_ms = self.profile_on_stall.map(crate::core::duration::millis);
         definition.log_date_format.clone_from(&self.log_date_format);
         definition.log_file = path_text(&self.log_file);
         definition.pid_file = path_text(&self.pid_file);

@@ -55,6 +55,12 @@ pub enum WorkerCommand {
     Reset(oneshot::Sender<CommandResult>),
     /// The app's definition changed (`--update-env`): the next process is spawned from this.
     Respec(Arc<AppSpec>),
+    /// Take a CPU profile over `duration` or a heap snapshot; replies once it is written.
+    Profile {
+        kind: nodeguard_proto::worker::ProfileKind,
+        duration: Duration,
+        reply: oneshot::Sender<super::ProfileResult>,
+    },
 }
 
 /// What a waiting reply needs to see.
@@ -104,6 +110,13 @@ impl WorkerTask {
             WorkerCommand::Describe(reply) => {
                 let _ = reply.send(self.events.iter().cloned().collect());
                 return None;
+            }
+            WorkerCommand::Profile {
+                kind,
+                duration,
+                reply,
+            } => {
+                return self.start_profile(kind, duration, super::profile::Purpose::Demand(reply));
             }
             WorkerCommand::Record(event) => {
                 tracing::info!("{}: {}", event.kind, event.message);

@@ -4,6 +4,7 @@
 
 mod commands;
 mod failure;
+mod profile;
 mod reports;
 mod share;
 mod snapshot;
@@ -14,6 +15,7 @@ mod tests;
 pub use commands::{CommandError, CommandResult, WorkerCommand};
 use commands::{Goal, Waiter};
 pub use failure::watch_task;
+pub use profile::{ProfileResult, MAX_CPU_DURATION};
 pub use snapshot::WorkerSnapshot;
 
 use std::collections::VecDeque;
@@ -62,6 +64,8 @@ pub struct WorkerContext {
     pub events: EventBus,
     /// Worker sockets for apps run as another user.
     pub user_sockets: Arc<crate::io::user_sockets::UserSockets>,
+    /// The home directory (profiles go to its `profiles/`).
+    pub home: PathBuf,
 }
 
 /// Handle kept by the supervisor for one app.
@@ -140,6 +144,16 @@ pub struct WorkerTask {
     spawn_key: u64,
     /// Holds a lease on `listeners` (from its first spawn until it comes to rest).
     leased: bool,
+    /// The profile streaming in from the monitor, if any.
+    profile: Option<profile::ActiveProfile>,
+    /// The spawn generation whose memory breach already had its heap snapshot.
+    memory_snapshot_for: Option<u64>,
+    /// What the memory event says about its heap snapshot.
+    memory_note: Option<String>,
+    /// When the last stall profile was taken.
+    last_stall_profile: Option<Instant>,
+    /// An event to step right after the current one.
+    deferred: Option<Event>,
 }
 
 /// Keys for [`proctree::ENV_SPAWN_KEY`], unique within this supervisor.
@@ -227,6 +241,11 @@ impl WorkerTask {
             interrupt_timed_out: false,
             spawn_key: 0,
             leased: false,
+            profile: None,
+            memory_snapshot_for: None,
+            memory_note: None,
+            last_stall_profile: None,
+            deferred: None,
         };
         let handle = WorkerHandle {
             key: 0,
@@ -251,10 +270,16 @@ impl WorkerTask {
                     break;
                 }
                 let deadline = self.machine.next_deadline();
+                let profile_deadline = self.profile.as_ref().map(profile::ActiveProfile::deadline);
+                // A heap snapshot holds the JS thread: the heartbeat waits for it (bounded).
+                let heartbeat_held = self.profile.as_ref().is_some_and(|p| p.holds_heartbeat())
+                    && matches!(self.machine.phase, Phase::Live { .. });
                 let event = tokio::select! {
                     biased;
                     status = wait_child(&mut self.child) => {
                         self.child = None;
+                        // The pong a memory snapshot held back is moot now.
+                        let _ = self.fail_profile("the process exited".into());
                         // The process whose monitor recorded source maps (see io::sourcemap).
                         let maps_pid = self.connection.take().map(|c| c.pid).or(self.machine.pid());
                         self.forget_token();
@@ -310,11 +335,18 @@ impl WorkerTask {
                         Some(event) => event,
                         None => continue,
                     },
-                    _ = sleep_until(deadline), if deadline.is_some() => Event::Timer {
+                    _ = sleep_until(profile_deadline), if profile_deadline.is_some() => match self.on_profile_deadline() {
+                        Some(event) => event,
+                        None => continue,
+                    },
+                    _ = sleep_until(deadline), if deadline.is_some() && !heartbeat_held => Event::Timer {
                         scheduled: deadline.unwrap_or_else(Instant::now),
                     },
                 };
                 self.handle(event).await;
+                if let Some(event) = self.deferred.take() {
+                    self.handle(event).await;
+                }
             }
             for waiter in self.waiters.drain(..) {
                 let result = match waiter.goal {
@@ -373,10 +405,15 @@ impl WorkerTask {
                     Some(tree) => tree.root_rss.saturating_add(tree.descendants_rss),
                     None => memory.rss,
                 };
-                Some(Event::Pong {
+                let pong = Event::Pong {
                     rss: Some(rss),
                     stack_on_sigint,
-                })
+                };
+                self.profile_on_pong(pong, rss, loop_delay.p99_ms)
+            }
+            Ok(Some(WorkerMessage::ProfileChunk { id, data })) => self.on_profile_chunk(id, data),
+            Ok(Some(WorkerMessage::ProfileDone { id, error, hottest })) => {
+                self.on_profile_done(id, error, hottest)
             }
             Ok(Some(WorkerMessage::Ready)) => Some(Event::Ready),
             Ok(Some(WorkerMessage::Share { id, host, port })) => self.on_share(id, host, port),
@@ -408,13 +445,25 @@ impl WorkerTask {
             }
             Ok(None) => {
                 self.connection = None;
-                Some(Event::MonitorLost)
+                self.monitor_lost_during_profile()
             }
             Err(error) => {
                 tracing::warn!(%error, "dropping the monitor connection");
                 self.connection = None;
-                Some(Event::MonitorLost)
+                self.monitor_lost_during_profile()
             }
+        }
+    }
+
+    /// The monitor's connection ended: so does any profile (a memory restart's held pong is
+    /// stepped first, so the restart still happens).
+    fn monitor_lost_during_profile(&mut self) -> Option<Event> {
+        match self.fail_profile("the monitor's connection ended".into()) {
+            Some(pong) => {
+                self.deferred = Some(Event::MonitorLost);
+                Some(pong)
+            }
+            None => Some(Event::MonitorLost),
         }
     }
 

@@ -217,7 +217,14 @@ impl WorkerTask {
             exit,
             stack: Vec::new(),
         };
-        self.record_with(rendered.kind, rendered.history_line(), detail);
+        let mut line = rendered.history_line();
+        if rendered.kind == "memory" {
+            if let Some(note) = self.memory_note.take() {
+                tracing::warn!(pid, "{note}");
+                line = format!("{line}; {note}");
+            }
+        }
+        self.record_with(rendered.kind, line, detail);
     }
 }
 
