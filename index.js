@@ -17,13 +17,17 @@
 //   so requiring this package costs next to nothing elsewhere and works on platforms without a
 //   build. Node modules with a footprint are avoided altogether: perf_hooks (or the global
 //   `performance`) and worker_threads would each add about 1 MB RSS to every supervised app.
-// - Event-loop delay is sampled by our own unref'd 20 ms interval timer, not by
-//   perf_hooks.monitorEventLoopDelay(). On Node 20 that histogram's reset() also forgets the time
-//   of its previous tick, so the first interval after each reset is never recorded: a stall that
-//   begins right after a pong, or ends just before the next ping is answered (the usual case
-//   after a hang), vanished from the stats. Its values are also whole timer intervals (resolution
-//   + delay: about 20.1 ms on an idle loop at a 20 ms resolution); ours are the delay alone, how
-//   late the timer fired (about 0.1 ms on an idle loop).
+// - Event-loop delay costs no timer and no wakeup. On Node the addon hooks a libuv prepare handle
+//   (unref'd) that runs once per loop turn, just before the loop waits for events, and reads
+//   libuv's idle-time metric: each turn's running time (callbacks, timers, an HTTP handler) is one
+//   sample, so a handler blocking 300 ms is one 300 ms sample whenever it happens, and an idle app
+//   turns only for the heartbeat ping. The 20 ms interval timer this replaces woke every supervised
+//   app 50 times a second (0.8 % of a core, idle). perf_hooks.monitorEventLoopDelay() was not an
+//   option: it runs a timer of its own at its resolution, perf_hooks costs about 0.8 MB RSS, and
+//   on Node 20 its reset() forgets the time of its previous tick, so the first interval after each
+//   reset is never recorded (a stall that ends just before a ping is answered vanishes). On Bun
+//   and Deno (no libuv hook) the figure is the ping's own wait for the JS thread, measured from the
+//   native thread receiving it.
 // - Only the main thread connects: in a worker_thread `start()` returns false and does nothing
 //   (checked natively).
 //
@@ -102,10 +106,6 @@ const DEFAULT_KILL_TIMEOUT_MS = 5000;
 const DRAIN_KEY = Symbol('nodeguard-drain');
 const STATE_KEY = Symbol.for('nodeguard-monitor');
 const ERROR_PREFIX = 'nodeguard-monitor: ';
-/** Interval of the event-loop delay sampler (ms). Lower = finer stats, more wake-ups. */
-const LOOP_SAMPLE_MS = 20;
-/** Most lateness samples kept between two pings (82 s worth at one sample per 20 ms). */
-const MAX_SAMPLES = 4096;
 
 function processState() {
   let state = globalThis[STATE_KEY];
@@ -176,11 +176,10 @@ function nowMs() {
 }
 
 /**
- * Starts the event-loop delay sampler: an unref'd interval timer that records how late it fires.
- * `onPing` is what the native thread calls on this JS thread for each ping it lets through: it
- * returns the memory usage, the event-loop delay since the previous call (mean, p50, p99 and
- * max, in ms), and whether a SIGINT would now make Node print this thread's JS stack (the
- * supervisor then uses it to show where a hung loop is stuck). `stop` stops the sampler.
+ * The ping callback: what the native thread calls on this JS thread for each ping it lets through.
+ * It returns the memory usage and whether a SIGINT would now make Node print this thread's JS stack
+ * (the supervisor then uses it to show where a hung loop is stuck). The loop delay is the addon's
+ * (see the note on it above).
  */
 function createPingCallback() {
   // Bun and Deno print no JS stack on SIGINT.
@@ -189,49 +188,16 @@ function createPingCallback() {
     typeof globalThis.Deno === 'undefined' &&
     (process.execArgv.includes('--trace-sigint') ||
       /(^|\s)--trace-sigint(\s|$)/.test(process.env.NODE_OPTIONS || ''));
-  // Lateness samples since the previous ping, in ms. Past MAX_SAMPLES the oldest are overwritten:
-  // the percentiles then cover the most recent ones; mean and max still cover all.
-  const samples = new Float64Array(MAX_SAMPLES);
-  let count = 0;
-  let sum = 0;
-  let max = 0;
-  const record = (lateMs) => {
-    const late = lateMs > 0 ? lateMs : 0;
-    samples[count % MAX_SAMPLES] = late;
-    count += 1;
-    sum += late;
-    if (late > max) max = late;
-  };
-  let due = nowMs() + LOOP_SAMPLE_MS;
-  const sampler = setInterval(() => {
-    const now = nowMs();
-    record(now - due);
-    due = now + LOOP_SAMPLE_MS;
-  }, LOOP_SAMPLE_MS);
-  sampler.unref();
+  // Node turns --trace-sigint off while the app has a SIGINT listener of its own.
+  return () => ({
+    memory: process.memoryUsage(),
+    stackOnSigint: traceSigint && process.listenerCount('SIGINT') === 0,
+  });
+}
 
-  const onPing = () => {
-    const now = nowMs();
-    // A sample that is overdue right now (the loop just came out of a stall and the sampler has
-    // not fired yet) belongs to this interval: take it now.
-    if (now > due) {
-      record(now - due);
-      due = now + LOOP_SAMPLE_MS;
-    }
-    let loopDelay = { meanMs: 0, p50Ms: 0, p99Ms: 0, maxMs: 0 };
-    if (count > 0) {
-      const sorted = samples.slice(0, Math.min(count, MAX_SAMPLES)).sort();
-      const percentile = (p) => sorted[Math.max(0, Math.ceil((p / 100) * sorted.length) - 1)];
-      loopDelay = { meanMs: sum / count, p50Ms: percentile(50), p99Ms: percentile(99), maxMs: max };
-    }
-    count = 0;
-    sum = 0;
-    max = 0;
-    // Node turns --trace-sigint off while the app has a SIGINT listener of its own.
-    const stackOnSigint = traceSigint && process.listenerCount('SIGINT') === 0;
-    return { memory: process.memoryUsage(), loopDelay, stackOnSigint };
-  };
-  return { onPing, stop: () => clearInterval(sampler) };
+/** Node itself (not Bun or Deno, which implement Node's API but not libuv's). */
+function isNode() {
+  return typeof globalThis.Bun === 'undefined' && typeof globalThis.Deno === 'undefined';
 }
 
 /**
@@ -685,18 +651,20 @@ function start() {
       throw monitorError(`${ENV_SOCKET} is set but ${ENV_TOKEN} is not`);
     }
     const addon = loadAddon();
-    const ping = createPingCallback();
-    let outcome;
-    try {
-      outcome = addon.connect(socketPath, token, ping.onPing, onShutdownMessage, onProfileRequest);
-    } finally {
-      if (outcome !== 'connected') ping.stop();
-    }
+    const outcome = addon.connect(
+      socketPath,
+      token,
+      createPingCallback(),
+      onShutdownMessage,
+      onProfileRequest,
+    );
     // 'already-connected': another copy of the addon in this process holds the connection.
     // 'not-main-thread': this is a worker thread; the app's event loop is the main thread's.
     state.supervised = outcome !== 'not-main-thread';
     if (outcome === 'connected') {
       state.addon = addon;
+      // The loop-delay hook (an addon from before it has none: the ping's wait is reported).
+      if (isNode() && typeof addon.watchLoop === 'function') addon.watchLoop();
       if (httpLoaded()) trackRequests(state);
     }
   } catch (error) {

@@ -169,7 +169,7 @@ async function phase(name, fn) {
 }
 
 /**
- * Copies the built binary and the monitor package (preload.js, index.js, platform.js and the .node)
+ * Copies the built binary and the monitor package (preload.js, index.js, platform.js, sourcemaps.js and the .node)
  * into the run's temp dir and measures those copies, so a rebuild in the working tree during the
  * run cannot mix two versions into one report.
  */
@@ -186,7 +186,7 @@ function snapshot() {
   fs.mkdirSync(pkg);
   fs.copyFileSync(built, path.join(bin, 'nodeguard'));
   fs.chmodSync(path.join(bin, 'nodeguard'), 0o755);
-  for (const file of ['preload.js', 'index.js', 'platform.js', addon]) fs.copyFileSync(path.join(REPO, file), path.join(pkg, file));
+  for (const file of ['preload.js', 'index.js', 'platform.js', 'sourcemaps.js', addon]) fs.copyFileSync(path.join(REPO, file), path.join(pkg, file));
   ctx.bin = path.join(bin, 'nodeguard');
   ctx.preload = path.join(pkg, 'preload.js');
   ctx.addon = path.join(pkg, addon);

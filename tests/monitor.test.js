@@ -156,13 +156,16 @@ async function fakeSupervisor(t, answer = () => ({ type: 'welcome', version: PRO
   };
 }
 
-/** Runs `node <args>` with a clean NODEGUARD_* environment plus `env`; collects its output. */
-function runNode(t, args, env = {}) {
+/**
+ * Runs `node <args>` (`node`: another node binary) with a clean NODEGUARD_* environment plus
+ * `env`; collects its output.
+ */
+function runNode(t, args, env = {}, node = process.execPath) {
   const childEnv = { ...process.env };
   for (const name of Object.keys(childEnv)) {
     if (name.startsWith('NODEGUARD_')) delete childEnv[name];
   }
-  const child = spawn(process.execPath, args, {
+  const child = spawn(node, args, {
     cwd: ROOT,
     env: { ...childEnv, ...env },
     stdio: ['pipe', 'pipe', 'pipe'],
@@ -580,3 +583,109 @@ test('pong round trip over 1000 pings', async (t) => {
   const at = (q) => samples[Math.floor(q * (samples.length - 1))].toFixed(3);
   t.diagnostic(`pong round trip: median ${at(0.5)} ms, p99 ${at(0.99)} ms, max ${at(1)} ms`);
 });
+
+// ---------------------------------------------------------------------------------------------
+// Idle cost and loop delay without a timer (issue 17)
+
+/** node_modules/node<major>/bin/node (devDependencies node18 … node26), which must be installed. */
+function nodeBinary(major) {
+  const binary = path.join(ROOT, 'node_modules', `node${major}`, 'bin', 'node');
+  assert.ok(fs.existsSync(binary), `${binary} is missing: run npm install`);
+  return binary;
+}
+
+/** Context switches (voluntary + nonvoluntary) of every thread of `pid` so far. */
+function contextSwitches(pid) {
+  let total = 0;
+  for (const tid of fs.readdirSync(`/proc/${pid}/task`)) {
+    let status;
+    try {
+      status = fs.readFileSync(`/proc/${pid}/task/${tid}/status`, 'utf8');
+    } catch {
+      continue; // the thread ended meanwhile
+    }
+    for (const match of status.matchAll(/^(?:non)?voluntary_ctxt_switches:\s*(\d+)$/gm)) total += Number(match[1]);
+  }
+  return total;
+}
+
+test('an idle monitored HTTP server wakes about twice per heartbeat, not on a timer', { skip: process.platform !== 'linux' && 'reads /proc' }, async (t) => {
+  const supervisor = await fakeSupervisor(t);
+  const run = runNode(
+    t,
+    [
+      '--require',
+      PRELOAD,
+      '-e',
+      `${REPORT}
+       require('http').createServer((q, s) => s.end('ok')).listen(0, '127.0.0.1', () => report({ listening: true }));`,
+    ],
+    supervisor.env(),
+  );
+  const peer = await supervisor.accepted();
+  await run.report('listening');
+  // Heartbeats as the supervisor sends them by default: one ping a second. The first pings settle
+  // the app's startup work (GC, compilation) before the window.
+  let seq = 0;
+  const beat = async () => peer.ping(++seq);
+  for (let i = 0; i < 2; i++) {
+    await beat();
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+  }
+  const WINDOW_S = 5;
+  const before = contextSwitches(run.child.pid);
+  for (let i = 0; i < WINDOW_S; i++) {
+    await beat();
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+  }
+  const perSecond = (contextSwitches(run.child.pid) - before) / WINDOW_S;
+  // Each heartbeat wakes the monitor's thread (the ping) and the JS thread (to answer it): 2/s,
+  // plus preemptions on a busy machine. A 20 ms sampling timer made it over 50/s.
+  assert.ok(perSecond <= 5, `${perSecond} context switches per second while idle`);
+  run.child.stdin.end();
+});
+
+for (const major of [18, 20, 22, 24, 26]) {
+  test(`Node ${major}: a 300 ms stall between two pings shows in their loop delay, an idle loop's is small`, async (t) => {
+    const supervisor = await fakeSupervisor(t);
+    const run = runNode(
+      t,
+      [
+        '--require',
+        PRELOAD,
+        '-e',
+        `${REPORT}
+         process.stdin.setEncoding('utf8').on('data', () => {
+           const end = Date.now() + 300;
+           while (Date.now() < end) {}
+           report({ stalled: true });
+         });
+         setInterval(() => {}, 60_000);`,
+      ],
+      supervisor.env(),
+      nodeBinary(major),
+    );
+    const peer = await supervisor.accepted();
+    await peer.ping(1);
+    // An idle interval: nothing ran but the ping's own turn.
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    const idle = await peer.ping(2);
+    assert.ok(idle.loop_delay.max_ms < 50, `idle loop delay ${JSON.stringify(idle.loop_delay)}`);
+    // A stall that begins and ends between two pings: no ping waits through it, so only a
+    // measure of the loop's own turns sees it.
+    run.child.stdin.write('stall\n');
+    await run.report('stalled');
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    const after = await peer.ping(3);
+    assert.ok(after.queued_ms < 200, `the ping did not wait through the stall (${after.queued_ms} ms)`);
+    assert.ok(after.loop_delay.max_ms >= 290, `max ${JSON.stringify(after.loop_delay)}`);
+    assert.ok(after.loop_delay.max_ms < 2000, `max ${JSON.stringify(after.loop_delay)}`);
+    assert.ok(after.loop_delay.p99_ms >= 250, `p99 ${JSON.stringify(after.loop_delay)}`);
+    assert.ok(after.loop_delay.mean_ms > 0 && after.loop_delay.mean_ms <= after.loop_delay.max_ms);
+    // And the figures start afresh after each pong.
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    const next = await peer.ping(4);
+    assert.ok(next.loop_delay.max_ms < 50, `after the pong ${JSON.stringify(next.loop_delay)}`);
+    run.child.stdin.end();
+  });
+}

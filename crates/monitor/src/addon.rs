@@ -12,11 +12,12 @@ use crate::agent::{self, Ended, PendingPing, PingSink, StackReply};
 use crate::{js_bytes, js_millis, EXIT_SUPERVISOR_GONE};
 
 /// What the JS ping callback returns:
-/// `{ memory: process.memoryUsage(), loopDelay: {...}, stackOnSigint: boolean }`.
+/// `{ memory: process.memoryUsage(), stackOnSigint: boolean }`. `loopDelay` is measured natively
+/// (see [`crate::loopdelay`]); one given by JS is used only where the native hook is off.
 #[napi(object)]
 pub struct PingReport {
     pub memory: JsMemoryUsage,
-    pub loop_delay: JsLoopDelay,
+    pub loop_delay: Option<JsLoopDelay>,
     /// Node would print the JS stack on SIGINT (`--trace-sigint` on, no SIGINT listener).
     pub stack_on_sigint: Option<bool>,
 }
@@ -102,10 +103,23 @@ impl PingSink for JsSink {
             ThreadsafeFunctionCallMode::NonBlocking,
             move |report, _env| {
                 if let Ok(report) = report {
+                    // The loop's turns since the previous ping (the hook, on Node); else what JS
+                    // measured; else this ping's own wait for the JS thread, as one sample.
+                    let loop_delay = crate::loopdelay::take()
+                        .or_else(|| report.loop_delay.map(LoopDelay::from))
+                        .unwrap_or_else(|| {
+                            let ms = ping.queued().as_secs_f64() * 1000.0;
+                            LoopDelay {
+                                mean_ms: ms,
+                                p50_ms: ms,
+                                p99_ms: ms,
+                                max_ms: ms,
+                            }
+                        });
                     // A failed write marks the link broken; the supervisor then sees misses.
                     let _ = ping.answer(
                         report.memory.into(),
-                        report.loop_delay.into(),
+                        loop_delay,
                         report.stack_on_sigint.unwrap_or(false),
                     );
                 }
@@ -339,10 +353,35 @@ pub fn connect(
     };
     std::thread::Builder::new()
         .name("nodeguard-monitor".into())
+        .stack_size(MONITOR_THREAD_STACK)
         .spawn(move || exit_supervisor_gone(connection.run(&mut sink)))
         .map_err(|e| napi::Error::from_reason(format!("cannot start the monitor thread: {e}")))?;
     *connected = true;
     Ok("connected")
+}
+
+/// Stack of the native reader thread: it decodes small frames and writes small answers, so 128 KiB
+/// is plenty (the default, 2 MiB of address space, is only touched as used, but its guard and
+/// mapping are not needed).
+const MONITOR_THREAD_STACK: usize = 128 * 1024;
+
+/// Measures the event loop's turns natively from now on (see [`crate::loopdelay`]): no timer, no
+/// wakeup. Call it on the main thread, on Node only (libuv's functions are looked up in the
+/// process). Returns false when the hook could not be installed (the ping's queueing time is then
+/// reported as the loop delay).
+#[napi]
+pub fn watch_loop(env: Env) -> bool {
+    if !on_process_main_thread() || !crate::loopdelay::install() {
+        return false;
+    }
+    if env
+        .add_env_cleanup_hook((), |()| crate::loopdelay::remove())
+        .is_err()
+    {
+        crate::loopdelay::remove();
+        return false;
+    }
+    true
 }
 
 /// Whether the caller runs on the process's main thread, where `node` runs the app's main JS

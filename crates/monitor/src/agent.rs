@@ -308,6 +308,11 @@ impl PendingPing {
         self.seq
     }
 
+    /// How long ago the reader thread received this ping.
+    pub fn queued(&self) -> Duration {
+        self.received.elapsed()
+    }
+
     /// Writes the pong. Call it on the JS thread, after JS ran: that is what the pong certifies.
     /// `queued_ms` is the time since the reader thread received the ping.
     /// `stack_on_sigint` says whether Node would print the JS stack on SIGINT right now.
@@ -523,9 +528,15 @@ impl Connection {
     }
 
     /// Reads what the supervisor sent, keeping any descriptors that came with it.
+    ///
+    /// It waits in `poll` for input first: a reader blocked in `recvmsg` on a Unix stream socket
+    /// sleeps on the socket's one wait queue, which the kernel also wakes whenever the supervisor
+    /// consumes a pong (write space), so every heartbeat woke this thread twice. `poll` waits for
+    /// readability only.
     #[cfg(unix)]
     fn receive(&mut self, buffer: &mut [u8]) -> io::Result<usize> {
         let socket = stream_fd(&self.link.stream);
+        wait_readable(socket)?;
         receive_with_fds(socket, buffer, &mut self.received_fds)
     }
 
@@ -619,6 +630,23 @@ fn stream_fd(stream: &Stream) -> RawFd {
         Stream::UdSocket(socket) => socket.as_fd().as_raw_fd(),
         _ => -1,
     }
+}
+
+/// Blocks until `socket` has input, an end or an error to read (all of which `recvmsg` then
+/// returns without blocking).
+#[cfg(unix)]
+fn wait_readable(socket: RawFd) -> io::Result<()> {
+    let mut entry = libc::pollfd {
+        fd: socket,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd for the duration of the call.
+    let ready = unsafe { libc::poll(&mut entry, 1, -1) };
+    if ready < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Most descriptors taken from one read: the supervisor attaches one per answer, and Linux

@@ -21,6 +21,7 @@
 #[cfg(not(test))]
 mod addon;
 pub mod agent;
+pub mod loopdelay;
 pub mod requests;
 pub mod stack;
 

@@ -246,8 +246,9 @@ pub struct MemoryUsage {
     pub array_buffers: u64,
 }
 
-/// Event-loop delay since the previous pong, from `perf_hooks.monitorEventLoopDelay()`, in
-/// milliseconds.
+/// Event-loop delay since the previous pong, in milliseconds: over the loop's turns since then, how
+/// long each ran before the loop waited for events again (the monitor's libuv hook on Node; the
+/// ping's own wait for the JS thread elsewhere).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct LoopDelay {
     pub mean_ms: f64,
