@@ -12,6 +12,7 @@
 //               file unless --out is given, so bench/RESULTS.md is never a partial run
 //   --out FILE  write the report somewhere else (default bench/RESULTS.md)
 //   --scale N   how many processes figure 15 ("scale") starts per tool (default 2000)
+//   --tools L   figure 15 with only these of nodeguard,pm2,oxmgr (the others show "not run")
 //
 // Figure 15 (`--only scale`, lib/scale.js) writes its own section of bench/RESULTS.md ("Scale"),
 // whole from one run, even with --only (unless --out is given); the rest of the file is kept.
@@ -62,7 +63,7 @@ const APPS = {
 // Options and trial counts
 
 const argv = process.argv.slice(2);
-const USAGE = 'usage: node bench/run.js [--quick] [--no-build] [--only 7,8,9|scale] [--scale N] [--out FILE]';
+const USAGE = 'usage: node bench/run.js [--quick] [--no-build] [--only 7,8,9|scale] [--scale N] [--tools nodeguard,pm2,oxmgr] [--out FILE]';
 /** Figure numbers; `scale` is figure 15. */
 const only = argv.includes('--only')
   ? new Set(String(argv[argv.indexOf('--only') + 1]).split(',').map((f) => (f === 'scale' ? 15 : Number(f))))
@@ -76,12 +77,18 @@ if (!Number.isInteger(scaleN) || scaleN < 3 || scaleN > 100_000) {
   console.error(`--scale takes a process count from 3 to 100000\n${USAGE}`);
   process.exit(2);
 }
+const scaleTools = argv.includes('--tools') ? String(argv[argv.indexOf('--tools') + 1]).toLowerCase().split(',') : ['nodeguard', 'pm2', 'oxmgr'];
+if (scaleTools.some((t) => !['nodeguard', 'pm2', 'oxmgr'].includes(t))) {
+  console.error(`--tools takes nodeguard, pm2 and oxmgr, comma-separated\n${USAGE}`);
+  process.exit(2);
+}
 const outGiven = argv.includes('--out');
 const opts = {
   quick: argv.includes('--quick'),
   build: !argv.includes('--no-build'),
   only,
   scale: scaleN,
+  scaleTools,
   out: outGiven
     ? path.resolve(argv[argv.indexOf('--out') + 1])
     : only
@@ -89,11 +96,11 @@ const opts = {
       : path.join(__dirname, 'RESULTS.md'),
 };
 for (const [i, a] of argv.entries()) {
-  if (a.startsWith('--') && !['--quick', '--no-build', '--out', '--only', '--scale'].includes(a)) {
+  if (a.startsWith('--') && !['--quick', '--no-build', '--out', '--only', '--scale', '--tools'].includes(a)) {
     console.error(`unknown option ${a}\n${USAGE}`);
     process.exit(2);
   }
-  if (['--out', '--only', '--scale'].includes(a) && (argv[i + 1] === undefined || argv[i + 1].startsWith('--'))) {
+  if (['--out', '--only', '--scale', '--tools'].includes(a) && (argv[i + 1] === undefined || argv[i + 1].startsWith('--'))) {
     console.error(`${a} needs a value\n${USAGE}`);
     process.exit(2);
   }
@@ -856,7 +863,8 @@ async function main() {
 
   const results = { env: environment(), n: N, settleMs: SETTLE_MS, minUptimeMs: MIN_UPTIME_MS, pm2HangWaitMs: PM2_HANG_WAIT_MS };
 
-  results.pm2Install = await phase('npm install pm2@latest', async () => {
+  const pm2Wanted = !(opts.only && opts.only.size === 1 && opts.only.has(15) && !opts.scaleTools.includes('pm2'));
+  if (pm2Wanted) results.pm2Install = await phase('npm install pm2@latest', async () => {
     const r = await pm2.install();
     pm2Installed = true;
     return r;
@@ -976,7 +984,7 @@ async function main() {
   }
 
   results.scale = await phase(`fig 15: scale, ${opts.scale} processes, nodeguard / PM2 / OxMgr`, () =>
-    scale.run(ctx, { n: opts.scale, pm2: pm2Installed ? pm2 : null, pm2Why: results.pm2Install?.error, log, statusRunsN: opts.quick ? 5 : 10 }),
+    scale.run(ctx, { n: opts.scale, tools: opts.scaleTools, pm2: pm2Installed ? pm2 : null, pm2Why: results.pm2Install?.error, log, statusRunsN: opts.quick ? 5 : 10 }),
   );
 
   await cleanup();

@@ -36,6 +36,8 @@ const OXMGR_VERSION = '0.5.0';
 /** Node apps among the N processes of the CPU scenario. */
 const CPU_NODE_APPS = 100;
 const CPU_WINDOW_MS = 20_000;
+/** Above this many processes the CPU scenario (a second start of them all) is left out. */
+const CPU_MAX_N = 5_000;
 const SETTLE_MS = 3_000;
 const EVENT_KILLS = 15;
 const SLEEP_BIN = ['/usr/bin/sleep', '/bin/sleep'].find((p) => fs.existsSync(p)) || 'sleep';
@@ -175,9 +177,12 @@ class Nodeguard extends Tool {
     }));
   }
 
-  /** Node apps count as running once their monitor answers heartbeats. */
   ready(row) {
-    return row.running && (!row.name.startsWith('node-') || row.monitored);
+    return row.running;
+  }
+
+  eventsArgv() {
+    return this.hasEvents ? [this.bin, 'events', '--json'] : null;
   }
 
   stopAllArgv() {
@@ -261,6 +266,10 @@ class Pm2Tool extends Tool {
     return row.running;
   }
 
+  eventsArgv() {
+    return null;
+  }
+
   stopAllArgv() {
     return this.argv(['stop', 'all']);
   }
@@ -341,6 +350,10 @@ class Oxmgr extends Tool {
 
   ready(row) {
     return row.running;
+  }
+
+  eventsArgv() {
+    return [this.bin, 'events', '--json', '--filter', 'process:*'];
   }
 
   stopAllArgv() {
@@ -516,8 +529,9 @@ async function statusFilters(tool, n) {
  * death -> record seen by a client.
  */
 async function eventsLatency(tool, rows) {
-  if (!tool.hasEvents) return { available: false, why: 'not available in this build (no `events` verb)' };
-  const p = u.startDetached(tool.bin, ['events', '--json'], { env: tool.env, cwd: tool.home });
+  const argv = tool.eventsArgv();
+  if (!argv) return { available: false, why: tool instanceof Nodeguard ? 'not available in this build (no `events` verb)' : 'no event stream on the CLI' };
+  const p = u.startDetached(argv[0], argv.slice(1), { env: tool.env, cwd: tool.home });
   const out = { available: true, ms: [], missed: 0, sample: null };
   try {
     await u.sleep(1_000);
@@ -595,7 +609,7 @@ async function scenarioA(tool, n, { statusRunsN, log }) {
     return out[name];
   };
   try {
-    const deadlineMs = Math.max(180_000, n * 60);
+    const deadlineMs = Math.max(300_000, n * 150);
     await step('boot', async () => {
       const t0 = u.now();
       await tool.boot();
@@ -607,10 +621,8 @@ async function scenarioA(tool, n, { statusRunsN, log }) {
     await step('rss', async () => ({ ...(await u.sampleMem(tool.daemonPid, { count: 5 })), fds: u.fdCount(tool.daemonPid) }));
     await step('status', () => statusRuns(tool, statusRunsN));
     await step('statusBytes', async () => (await tool.list()).bytes);
-    if (tool instanceof Nodeguard) {
-      await step('filters', () => statusFilters(tool, n));
-      await step('events', async () => eventsLatency(tool, (await tool.list()).rows));
-    }
+    if (tool instanceof Nodeguard) await step('filters', () => statusFilters(tool, n));
+    await step('events', async () => eventsLatency(tool, (await tool.list()).rows));
     await step('verbs', () => verbs(tool, apps));
     const listed = await tool.list();
     const pids = listed.rows.map((r) => r.pid).filter(alive);
@@ -636,7 +648,7 @@ async function scenarioB(tool, n, { log }) {
     out.steps.push('boot');
     await tool.boot();
     out.steps.push('start');
-    out.start = await startAndWatch(tool, apps, { deadlineMs: Math.max(180_000, n * 60) });
+    out.start = await startAndWatch(tool, apps, { deadlineMs: Math.max(300_000, n * 150) });
     if (!out.start.readyMs) throw new Error(`only ${out.start.last?.ready ?? 0} of ${n} ready (${out.start.stalled || out.start.cli?.output || 'see timeline'})`);
     await u.sleep(5_000);
     out.steps.push('cpu');
@@ -649,6 +661,7 @@ async function scenarioB(tool, n, { log }) {
     out.cpu = { pct: (100 * (c1 - c0)) / wall, seconds: c1 - c0, windowS: wall };
     const after = await tool.list();
     out.readyAfter = after.rows.filter((r) => tool.ready(r) && alive(r.pid)).length;
+    if (tool instanceof Nodeguard) out.monitoredNode = after.rows.filter((r) => r.name.startsWith('node-') && r.monitored).length;
     log(`scale ${tool.name} cpu: ${out.cpu.pct.toFixed(2)} % of a core`);
   } catch (err) {
     out.error = `${out.steps[out.steps.length - 1]}: ${String(err.message || err).split('\n').slice(0, 4).join(' / ')}`;
@@ -667,15 +680,17 @@ async function scenarioB(tool, n, { log }) {
  * Runs scenarios A and B for nodeguard, PM2 and OxMgr at `n` processes. `pm2` is run.js's Pm2
  * (installed, or null with the reason in `pm2Why`). Never throws: every failure is in the result.
  */
-async function run(ctx, { n, pm2, pm2Why, log, statusRunsN = 10 }) {
-  const out = { n, cpuNodeApps: Math.min(CPU_NODE_APPS, n), cpuWindowMs: CPU_WINDOW_MS, settleMs: SETTLE_MS, sleep: SLEEP_BIN, tools: {}, nofile: nofile() };
+async function run(ctx, { n, tools = ['nodeguard', 'pm2', 'oxmgr'], pm2, pm2Why, log, statusRunsN = 10 }) {
+  const out = { n, tools: {}, cpuNodeApps: Math.min(CPU_NODE_APPS, n), cpuWindowMs: CPU_WINDOW_MS, settleMs: SETTLE_MS, sleep: SLEEP_BIN, nofile: nofile() };
   let ox = null;
-  try {
-    ox = await ensureOxmgr(log);
-    out.oxmgrInstall = ox.how;
-  } catch (err) {
-    out.oxmgrInstall = String(err.message);
-  }
+  if (tools.includes('oxmgr')) {
+    try {
+      ox = await ensureOxmgr(log);
+      out.oxmgrInstall = ox.how;
+    } catch (err) {
+      out.oxmgrInstall = String(err.message);
+    }
+  } else out.oxmgrInstall = 'not run (--tools)';
   const makers = {
     nodeguard: () => new Nodeguard(ctx),
     PM2: pm2 ? () => new Pm2Tool(ctx, pm2) : null,
@@ -683,6 +698,10 @@ async function run(ctx, { n, pm2, pm2Why, log, statusRunsN = 10 }) {
   };
   for (const [name, make] of Object.entries(makers)) {
     const entry = (out.tools[name] = {});
+    if (!tools.includes(name.toLowerCase())) {
+      entry.unavailable = 'not run (--tools)';
+      continue;
+    }
     if (!make) {
       entry.unavailable = name === 'PM2' ? `not installed: ${pm2Why || 'unknown reason'}` : `not installed: ${out.oxmgrInstall}`;
       log(`scale: ${name} ${entry.unavailable}`);
@@ -693,7 +712,8 @@ async function run(ctx, { n, pm2, pm2Why, log, statusRunsN = 10 }) {
       entry.version = a.version;
       if (a.hasEvents !== undefined) entry.hasEvents = a.hasEvents;
       entry.a = await scenarioA(a, n, { statusRunsN: name === 'PM2' ? Math.max(3, statusRunsN >> 1) : statusRunsN, log });
-      entry.b = await scenarioB(await make(), n, { log });
+      if (n <= CPU_MAX_N) entry.b = await scenarioB(await make(), n, { log });
+      else entry.b = { skipped: `the CPU scenario runs at up to ${CPU_MAX_N.toLocaleString('en-US')} processes` };
     } catch (err) {
       entry.error = String(err.message || err).split('\n').slice(0, 4).join(' / ');
     }
@@ -728,10 +748,11 @@ function ratioCell(ng, peer) {
 /** How far a tool got when a figure is missing. */
 function howFar(entry, which = 'a') {
   if (!entry) return 'not run';
-  if (entry.unavailable) return 'not installed (see Versions)';
+  if (entry.unavailable) return entry.unavailable.startsWith('not run') ? entry.unavailable : 'not installed (see Versions)';
   if (entry.error) return `failed: ${entry.error}`;
   const x = entry[which];
   if (!x) return 'not run';
+  if (x.skipped) return `not run: ${x.skipped}`;
   const st = x.start;
   const got = st && st.last ? `${st.last.ready} of ${x.n} running, ${st.last.errored} errored after ${s(st.last.at)}` : 'no listing';
   return `${x.error ? `stopped at ${x.error}; ` : ''}${got}${st && st.stalled ? ` (${st.stalled})` : ''}`;
@@ -758,7 +779,13 @@ function scaleSection(r, env) {
   const n = r.n;
   const T = ['nodeguard', 'PM2', 'OxMgr'];
   const f = Object.fromEntries(T.map((t) => [t, figures(r.tools[t])]));
-  const cell = (t, key, fmt, which = 'a') => (Number.isFinite(f[t][key]) ? fmt(f[t][key]) : howFar(r.tools[t], which));
+  const cell = (t, key, fmt, which = 'a') => {
+    if (Number.isFinite(f[t][key])) return fmt(f[t][key]);
+    const stop = r.tools[t] && r.tools[t].a && r.tools[t].a.stopAll;
+    if (key === 'stopCli' && stop) return `**exit ${stop.code} after ${s(stop.cliMs)}**: ${stop.output}`;
+    if (key === 'stopGone' && stop) return `**${stop.left} still alive after 60 s**`;
+    return howFar(r.tools[t], which);
+  };
   const N = n.toLocaleString('en-US');
   const big = n >= 10_000;
   const rows = [
@@ -767,7 +794,7 @@ function scaleSection(r, env) {
     [`start ${N}: the start command returned`, '', 'cli', s],
     [`apps errored at the end of the start`, big ? '0' : '', 'errored', (v) => String(v)],
     [`daemon RSS with ${N} processes (the daemon alone)`, `≤ ${Math.max(5, (n * 20) / 1000)} MB (≤ 20 kB/app)`, 'rss', (v) => `${mb(v)} (${((v * 1000) / n / 1000).toFixed(1)} kB/app)`],
-    [`daemon CPU with ${N} processes, ${r.cpuNodeApps} of them Node apps with 1 s heartbeats, over ${r.cpuWindowMs / 1000} s`, '≤ 5 % of a core', 'cpu', (v) => `${v.toFixed(2)} %`, 'b'],
+    [`daemon CPU with ${N} processes, ${r.cpuNodeApps} of them Node apps (nodeguard: heartbeats every 1 s), over ${r.cpuWindowMs / 1000} s`, '≤ 5 % of a core', 'cpu', (v) => `${v.toFixed(2)} %`, 'b'],
     [`\`status --json\` / \`pm2 jlist\` / \`oxmgr list --json\`, whole CLI run, median`, '≤ 20 ms', 'status', msf],
     [`\`stop all\`: the command returned`, '≤ 2 s', 'stopCli', s],
     [`\`stop all\`: every process gone`, '', 'stopGone', s],
@@ -791,9 +818,15 @@ function scaleSection(r, env) {
   }
   // events and filters: nodeguard only
   const ng = r.tools.nodeguard || {};
-  const ev = ng.a && ng.a.events;
+  const evCell = (t) => {
+    const x = r.tools[t] && r.tools[t].a && r.tools[t].a.events;
+    if (!x) return howFar(r.tools[t]);
+    if (!x.available) return x.why;
+    return `${msf(x.summary.median)} (max ${msf(x.summary.max)}${x.missed ? `, **${x.missed} of ${x.missed + x.ms.length} never seen within 3 s**` : ''})`;
+  };
+  const evMed = (t) => r.tools[t]?.a?.events?.summary?.median;
   lines.push(
-    `| an exit seen in \`nodeguard events --json\` after SIGKILL of the process, median of ${EVENT_KILLS} | ≤ 5 ms | ${ev ? (ev.available ? `${msf(ev.summary.median)} (max ${msf(ev.summary.max)}, ${ev.missed} missed)` : ev.why) : howFar(ng)} | (no such stream) | (not measured) | | |`,
+    `| an exit seen on the tool's event stream (\`nodeguard events --json\`, \`oxmgr events --json\`) after SIGKILL of the process, median of ${EVENT_KILLS} | ≤ 5 ms | ${evCell('nodeguard')} | ${r.tools.PM2 && !r.tools.PM2.unavailable ? 'no event stream on the CLI (its bus is in the API)' : evCell('PM2')} | ${evCell('OxMgr')} | | ${ratioCell(evMed('nodeguard'), evMed('OxMgr'))} |`,
   );
   const fl = ng.a && ng.a.filters;
   const filterCell = (x) => (!x ? 'not run' : x.available ? `${msf(x.ms.median)}, ${x.rows} rows, ${x.bytes} bytes${x.filtered ? '' : ' (**not filtered**)'}` : `not available in this build (${x.why})`);
@@ -838,7 +871,8 @@ function scaleSection(r, env) {
       if (x.rss) parts.push(`daemon RSS ${mb(x.rss.median.VmRSS)} (anon ${mb(x.rss.median.RssAnon)}, file ${mb(x.rss.median.RssFile)}), ${x.rss.fds} fds`);
       if (x.status) parts.push(`status runs: ${x.status.n}, median ${msf(x.status.median)} (min ${msf(x.status.min)}, max ${msf(x.status.max)}), ${x.statusBytes} bytes of JSON${x.status.failures ? `, ${x.status.failures} failed` : ''}`);
       if (x.events && x.events.available && x.events.sample) parts.push(`an events record: \`${x.events.sample}\``);
-      if (x.cpu) parts.push(`CPU ${x.cpu.seconds.toFixed(2)} s over ${x.cpu.windowS.toFixed(1)} s; ${x.readyAfter} of ${x.n} still running after`);
+      if (x.cpu) parts.push(`CPU ${x.cpu.seconds.toFixed(2)} s over ${x.cpu.windowS.toFixed(1)} s; ${x.readyAfter} of ${x.n} still running after${x.monitoredNode !== undefined ? `; ${x.monitoredNode} of ${x.nodeApps} Node apps with their monitor connected` : ''}`);
+      if (x.skipped) parts.push(`not run: ${x.skipped}`);
       if (x.error) parts.push(`**failed at ${x.error}**`);
       lines.push(`- **${t}**, scenario ${which}: ${parts.join('; ')}.`);
     }
