@@ -1000,7 +1000,7 @@ async function main() {
     // The scale section is whole from this run: it goes into bench/RESULTS.md even with --only.
     const file = outGiven ? opts.out : path.join(__dirname, 'RESULTS.md');
     const section = scale.scaleSection(results.scale, results.env);
-    scale.writeSection(file, section);
+    scale.writeSection(file, section, results.scale.n);
     log(`wrote the scale section of ${path.relative(process.cwd(), file) || file}`);
     process.stdout.write(`${section}\n`);
   }
