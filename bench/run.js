@@ -4,12 +4,18 @@
 // written to bench/RESULTS.md.
 //
 //   node bench/run.js [--quick] [--no-build] [--only 7,8] [--out FILE]
+//   node bench/run.js --only scale [--scale 10000]
 //
 //   --quick     fewer trials (a smoke run; the figures are then only indicative)
 //   --no-build  measure the binary already in target/release instead of running scripts/build.js
 //   --only LIST run only these figures (comma-separated numbers); the report then goes to a temp
 //               file unless --out is given, so bench/RESULTS.md is never a partial run
 //   --out FILE  write the report somewhere else (default bench/RESULTS.md)
+//   --scale N   how many processes figure 15 ("scale") starts per tool (default 2000)
+//   --tools L   figure 15 with only these of nodeguard,pm2,oxmgr (the others show "not run")
+//
+// Figure 15 (`--only scale`, lib/scale.js) writes its own section of bench/RESULTS.md ("Scale"),
+// whole from one run, even with --only (unless --out is given); the rest of the file is kept.
 //
 // Everything runs on 127.0.0.1 from a fresh temp dir under os.tmpdir(): NODEGUARD_HOMEs, PM2
 // (npm install pm2@latest) and its PM2_HOME. Every process started carries NODEGUARD_BENCH_TAG in
@@ -29,6 +35,8 @@
 // connections) during 3 reloads of 2 instances of real Express, Fastify, NestJS and Next.js apps
 // with their own shutdown handlers (installed by npm into the temp dir), and one restart of the
 // Express app, nodeguard beside PM2 cluster mode.
+// Figure 15 (issue 17, lib/scale.js, `--only scale`): N light processes (default 2,000) started,
+// listed, stopped; daemon RSS and CPU; every verb; nodeguard beside PM2 and OxMgr (cargo install).
 
 const fs = require('node:fs');
 const os = require('node:os');
@@ -42,6 +50,7 @@ const { writeReport } = require('./lib/report');
 const figures = require('./lib/figures');
 const reload = require('./lib/reload');
 const frameworks = require('./lib/frameworks');
+const scale = require('./lib/scale');
 
 const REPO = path.resolve(__dirname, '..');
 const APPS = {
@@ -54,25 +63,45 @@ const APPS = {
 // Options and trial counts
 
 const argv = process.argv.slice(2);
-const USAGE = 'usage: node bench/run.js [--quick] [--no-build] [--only 7,8,9] [--out FILE]';
-const only = argv.includes('--only') ? new Set(String(argv[argv.indexOf('--only') + 1]).split(',').map(Number)) : null;
-if (only && [...only].some((f) => !(f >= 1 && f <= 14))) {
-  console.error(`--only takes figure numbers 1 to 14, comma-separated\n${USAGE}`);
+const USAGE = 'usage: node bench/run.js [--quick] [--no-build] [--only 7,8,9|scale] [--scale N] [--tools nodeguard,pm2,oxmgr] [--out FILE]';
+/** Figure numbers; `scale` is figure 15. */
+const only = argv.includes('--only')
+  ? new Set(String(argv[argv.indexOf('--only') + 1]).split(',').map((f) => (f === 'scale' ? 15 : Number(f))))
+  : null;
+if (only && [...only].some((f) => !(Number.isInteger(f) && f >= 1 && f <= 15))) {
+  console.error(`--only takes figure numbers 1 to 15 (or scale), comma-separated\n${USAGE}`);
   process.exit(2);
 }
+const scaleN = argv.includes('--scale') ? Number(argv[argv.indexOf('--scale') + 1]) : 2000;
+if (!Number.isInteger(scaleN) || scaleN < 3 || scaleN > 100_000) {
+  console.error(`--scale takes a process count from 3 to 100000\n${USAGE}`);
+  process.exit(2);
+}
+const scaleTools = argv.includes('--tools') ? String(argv[argv.indexOf('--tools') + 1]).toLowerCase().split(',') : ['nodeguard', 'pm2', 'oxmgr'];
+if (scaleTools.some((t) => !['nodeguard', 'pm2', 'oxmgr'].includes(t))) {
+  console.error(`--tools takes nodeguard, pm2 and oxmgr, comma-separated\n${USAGE}`);
+  process.exit(2);
+}
+const outGiven = argv.includes('--out');
 const opts = {
   quick: argv.includes('--quick'),
   build: !argv.includes('--no-build'),
   only,
-  out: argv.includes('--out')
+  scale: scaleN,
+  scaleTools,
+  out: outGiven
     ? path.resolve(argv[argv.indexOf('--out') + 1])
     : only
       ? path.join(os.tmpdir(), `nodeguard-bench-only-${[...only].join('-')}.md`)
       : path.join(__dirname, 'RESULTS.md'),
 };
-for (const a of argv) {
-  if (a.startsWith('--') && !['--quick', '--no-build', '--out', '--only'].includes(a)) {
+for (const [i, a] of argv.entries()) {
+  if (a.startsWith('--') && !['--quick', '--no-build', '--out', '--only', '--scale', '--tools'].includes(a)) {
     console.error(`unknown option ${a}\n${USAGE}`);
+    process.exit(2);
+  }
+  if (['--out', '--only', '--scale', '--tools'].includes(a) && (argv[i + 1] === undefined || argv[i + 1].startsWith('--'))) {
+    console.error(`${a} needs a value\n${USAGE}`);
     process.exit(2);
   }
 }
@@ -186,7 +215,9 @@ function snapshot() {
   fs.mkdirSync(pkg);
   fs.copyFileSync(built, path.join(bin, 'nodeguard'));
   fs.chmodSync(path.join(bin, 'nodeguard'), 0o755);
-  for (const file of ['preload.js', 'index.js', 'platform.js', 'sourcemaps.js', addon]) fs.copyFileSync(path.join(REPO, file), path.join(pkg, file));
+  // Every .js the package ships beside the addon (preload.js requires sourcemaps.js, index.js, platform.js).
+  const shipped = require(path.join(REPO, 'package.json')).files.filter((f) => /^[^/]+\.js$/.test(f) && f !== 'install.js');
+  for (const file of [...shipped, addon]) fs.copyFileSync(path.join(REPO, file), path.join(pkg, file));
   ctx.bin = path.join(bin, 'nodeguard');
   ctx.preload = path.join(pkg, 'preload.js');
   ctx.addon = path.join(pkg, addon);
@@ -832,7 +863,8 @@ async function main() {
 
   const results = { env: environment(), n: N, settleMs: SETTLE_MS, minUptimeMs: MIN_UPTIME_MS, pm2HangWaitMs: PM2_HANG_WAIT_MS };
 
-  results.pm2Install = await phase('npm install pm2@latest', async () => {
+  const pm2Wanted = !(opts.only && opts.only.size === 1 && opts.only.has(15) && !opts.scaleTools.includes('pm2'));
+  if (pm2Wanted) results.pm2Install = await phase('npm install pm2@latest', async () => {
     const r = await pm2.install();
     pm2Installed = true;
     return r;
@@ -951,6 +983,10 @@ async function main() {
     }
   }
 
+  results.scale = await phase(`fig 15: scale, ${opts.scale} processes, nodeguard / PM2 / OxMgr`, () =>
+    scale.run(ctx, { n: opts.scale, tools: opts.scaleTools, pm2: pm2Installed ? pm2 : null, pm2Why: results.pm2Install?.error, log, statusRunsN: opts.quick ? 5 : 10 }),
+  );
+
   await cleanup();
   await u.sleep(200);
   results.phaseLog = phaseLog;
@@ -960,6 +996,14 @@ async function main() {
   if (opts.only) fs.writeFileSync(`${opts.out}.json`, JSON.stringify(results, (k, v) => (typeof v === 'function' ? undefined : v), 1));
   const table = writeReport(results, opts.out);
   log(`wrote ${path.relative(process.cwd(), opts.out) || opts.out} in ${results.totalSeconds.toFixed(0)} s`);
+  if (results.scale && !results.scale.error) {
+    // The scale section is whole from this run: it goes into bench/RESULTS.md even with --only.
+    const file = outGiven ? opts.out : path.join(__dirname, 'RESULTS.md');
+    const section = scale.scaleSection(results.scale, results.env);
+    scale.writeSection(file, section, results.scale.n);
+    log(`wrote the scale section of ${path.relative(process.cwd(), file) || file}`);
+    process.stdout.write(`${section}\n`);
+  }
   process.stdout.write(`${table}\n`);
   if (results.leftover.length) {
     log(`processes left running: ${results.leftover.join(', ')}`);

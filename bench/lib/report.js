@@ -739,11 +739,14 @@ function writeReport(r, outPath) {
     '',
   ].join('\n');
 
-  // The "Real ecosystem files" section is bench/ecosystem.js's (a separate run): kept as it was.
+  // The "Real ecosystem files" section is bench/ecosystem.js's (a separate run) and the "Scale"
+  // section is figure 15's (written by run.js after this, or by an `--only scale` run): kept as
+  // they were, from whichever comes first.
   let kept = '';
   try {
     const old = fs.readFileSync(outPath, 'utf8');
-    const at = old.indexOf(ECOSYSTEM_HEADING);
+    const found = [old.indexOf(require('./scale').SCALE_HEADING), old.indexOf(ECOSYSTEM_HEADING)].filter((i) => i >= 0);
+    const at = found.length ? Math.min(...found) : -1;
     if (at >= 0) kept = `\n${old.slice(at)}`;
   } catch {
     // no earlier report
