@@ -1,7 +1,6 @@
 //! The event bus as the dashboard's streams see it (io/dashboard.rs cannot name the bus): each
 //! stream subscribes when it connects and gets every event as one JSON object
-//! `{app, id, instance, at, kind, ...}`: `kind` is `state` (with `state`, `pid`, `restarts`,
-//! `hangs`, `finished`) or a report's kind as `describe` shows it (with `message`).
+//! `{app, id, instance, at, kind, ...}`, the `EventRecord` that `nodeguard events --json` prints.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -10,7 +9,7 @@ use std::sync::Arc;
 use tokio::sync::broadcast::{self, error::RecvError};
 
 use crate::io::dashboard::{EventStream, Next, Subscribe};
-use crate::supervisor::events::{BusEvent, EventBus, Happening};
+use crate::supervisor::events::{BusEvent, EventBus};
 
 /// A [`Subscribe`] for the dashboard: nothing listens until a stream connects.
 pub fn subscriber(bus: EventBus) -> Subscribe {
@@ -31,42 +30,15 @@ impl EventStream for BusStream {
     }
 }
 
-/// One bus event as a JSON object.
+/// One bus event as a JSON object: the same object `nodeguard events --json` prints.
 pub fn to_json(event: &BusEvent) -> String {
-    let mut object = serde_json::json!({
-        "app": &*event.app,
-        "id": event.id,
-        "instance": event.instance,
-        "at": event.at,
-    });
-    let extra = match &event.what {
-        Happening::State {
-            state,
-            pid,
-            restarts,
-            hangs,
-            finished,
-        } => serde_json::json!({
-            "kind": "state",
-            "state": state,
-            "pid": pid,
-            "restarts": restarts,
-            "hangs": hangs,
-            "finished": finished,
-        }),
-        Happening::Report { kind, message } => {
-            serde_json::json!({ "kind": kind, "message": message })
-        }
-    };
-    if let (Some(object), serde_json::Value::Object(extra)) = (object.as_object_mut(), extra) {
-        object.extend(extra);
-    }
-    object.to_string()
+    serde_json::to_string(&event.record()).unwrap_or_default()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::supervisor::events::Happening;
     use nodeguard_proto::control::AppState;
 
     #[test]
