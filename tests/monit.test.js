@@ -210,14 +210,14 @@ console.log('spinner up');
   const apps = await d.waitForStatus((rows) => {
     const spinner = rows.find((a) => a.name === 'spinner');
     const quiet = rows.find((a) => a.name === 'quiet');
-    // A loaded 2-core box gives the spinning child a share of a core, not all of it; the main
-    // process idles, so anything above a few percent is the child's.
-    return spinner?.cpu_percent > 10 && typeof quiet?.cpu_percent === 'number' ? rows : false;
-  }, { what: 'spinner at over 10% of a core (its child spins)' });
-  const quiet = apps.find((a) => a.name === 'quiet');
-  assert.ok(quiet.cpu_percent < 5, `an idle app uses little CPU: ${quiet.cpu_percent}`);
+    // A loaded 2-core box (a load of 30 was seen here) gives the spinning child a share of a
+    // core, maybe a small one; the main processes of both apps idle once booted, so the spinner
+    // reading clearly above the idle app is its child's time.
+    return spinner?.processes === 2 && spinner.cpu_percent > 3 &&
+      typeof quiet?.cpu_percent === 'number' && quiet.cpu_percent < 2 ? rows : false;
+  }, { what: 'spinner over 3% of a core (its child spins) and the idle app under 2%' });
   const spinner = apps.find((a) => a.name === 'spinner');
-  assert.ok(spinner.cpu_percent < 150, `one spinning core reads about 100: ${spinner.cpu_percent}`);
+  assert.ok(spinner.cpu_percent < 150, `one spinning core reads at most about 100: ${spinner.cpu_percent}`);
   const table = (await d.ok(['status'])).stdout;
   assert.match(table, /spinner\s.*\s\d+\.\d%\s/, table);
 });

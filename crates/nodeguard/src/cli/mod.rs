@@ -36,6 +36,7 @@ Examples:
   nodeguard start app.js --log-date-format 'YYYY-MM-DD HH:mm:ss Z' -l -p /run/app.pid
   nodeguard --heartbeat-interval 500ms --heartbeat-misses 4 -m server.js -- --port 8080
   nodeguard status --json
+  nodeguard monit   (live view: CPU, memory, loop delay, logs and events; r restart, s stop, q quit)
   nodeguard start server.js --name api -- --port 8080   (background daemon)
   nodeguard start app.js --name web -i 4 --listen 3000   (cluster mode: 4 instances, one port)
   nodeguard -i 2 --listen 3000 -m app.js   (cluster mode in the foreground)

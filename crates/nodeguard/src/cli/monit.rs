@@ -565,7 +565,13 @@ fn draw_events(frame: &mut Frame, view: &View, area: Rect) {
             };
             // The time of day is enough here: `describe` has the full stamp.
             let time = event.at.get(11..19).unwrap_or(&event.at);
-            let mut message = event.message.lines();
+            // A stack is `where (file:line:col) < caller (…) < …`: one frame a line.
+            let text = if event.kind == "stack" {
+                event.message.replace(" < ", "\n")
+            } else {
+                event.message.clone()
+            };
+            let mut message = text.lines();
             lines.push(Line::from(vec![
                 Span::styled(
                     format!("{time} "),
@@ -575,7 +581,7 @@ fn draw_events(frame: &mut Frame, view: &View, area: Rect) {
                 Span::raw(message.next().unwrap_or_default().to_string()),
             ]));
             // A stack's frames, one per line.
-            lines.extend(message.map(|line| Line::styled(format!("  {line}"), style)));
+            lines.extend(message.map(|line| Line::styled(format!("    < {line}"), style)));
         }
     }
     let height = usize::from(area.height.saturating_sub(2));
