@@ -22,7 +22,7 @@ const argv = process.argv.slice(2);
 const arg = (name, fallback) => (argv.includes(name) ? argv[argv.indexOf(name) + 1] : fallback);
 const SECONDS = Number(arg('--seconds', '20'));
 const WINDOWS = Number(arg('--windows', '2'));
-const NODE = arg('--node', process.execPath);
+const NODE = path.resolve(arg('--node', process.execPath));
 const REPO = path.join(__dirname, '..');
 const APP = path.join(__dirname, 'apps', 'server.js');
 const TICKS = 100; // USER_HZ on Linux
