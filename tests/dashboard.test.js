@@ -85,7 +85,9 @@ function launchBrowser(t) {
   });
 }
 
-test('the dashboard shows the apps and follows a crash live; actions need the token', { timeout: 60_000 }, async (t) => {
+test('the dashboard shows the apps and follows a crash live; actions need the token', { timeout: 90_000 }, async (t) => {
+  const t0 = performance.now();
+  const mark = (what) => t.diagnostic(`${what} at ${((performance.now() - t0) / 1000).toFixed(1)} s`);
   const home = new h.DaemonHome(t);
   const token = 'dash-test-token-' + Math.random().toString(36).slice(2, 12);
   const tokenFile = path.join(home.home, 'http-token');
@@ -110,8 +112,10 @@ test('the dashboard shows the apps and follows a crash live; actions need the to
   assert.equal((await post(port, '/api/restart/alpha')).status, 401);
   assert.equal((await post(port, '/api/restart/alpha', { Authorization: 'Bearer wrong-token-of-some-length' })).status, 401);
 
+  mark('apps running');
   const browser = await launchBrowser(t);
   t.after(() => browser.close());
+  mark('browser started');
   const page = await browser.newPage();
   const origin = `http://127.0.0.1:${port}`;
   const requested = [];
@@ -130,6 +134,7 @@ test('the dashboard shows the apps and follows a crash live; actions need the to
     const tr = document.querySelector(`tr[data-app="${n}"]`);
     return tr && tr.dataset.state === 'running' && /^\d+$/.test(tr.querySelector('td.pid').textContent);
   }), ['alpha', 'beta'], { timeout: 15_000 });
+  mark('page shows both apps');
   const before = await rowOf('alpha');
   assert.equal(before.restarts, 0);
   // Marks this document: a reload would lose it.
@@ -143,6 +148,7 @@ test('the dashboard shows the apps and follows a crash live; actions need the to
     const pid = Number(tr.querySelector('td.pid').textContent);
     return tr.dataset.state === 'running' && pid > 0 && pid !== oldPid && Number(tr.querySelector('td.restarts').textContent) >= 1;
   }, [row('alpha'), before.pid], { timeout: 20_000 });
+  mark('page shows the restart');
   const after = await rowOf('alpha');
   assert.ok(await page.evaluate(() => window.__sameDocument === true), 'the page was not reloaded');
   // The crash is listed among the recent events.
@@ -167,6 +173,7 @@ test('the dashboard shows the apps and follows a crash live; actions need the to
   await page.waitForSelector('#auth:not([hidden])');
   await page.fill('#token', token);
   await page.click('#unlock');
+  mark('screenshot taken');
   const betaBefore = await rowOf('beta');
   await page.click(`${row('beta')} button[data-verb="restart"]`);
   await page.waitForFunction(([selector, oldPid]) => {
@@ -174,8 +181,10 @@ test('the dashboard shows the apps and follows a crash live; actions need the to
     const pid = tr && Number(tr.querySelector('td.pid').textContent);
     return tr && tr.dataset.state === 'running' && pid > 0 && pid !== oldPid;
   }, [row('beta'), betaBefore.pid], { timeout: 20_000 });
-  assert.match(await page.textContent('#action-result'), /restart \d+: done/);
+  // The button's request is answered once the new process runs, which the stream may show first.
+  await page.waitForFunction(() => /restart \d+: done/.test(document.querySelector('#action-result').textContent), null, { timeout: 20_000 });
 
+  mark('restart from the page done');
   // The same over plain HTTP with the token.
   const betaPid = (await home.byName()).beta.pid;
   const restarted = await post(port, '/api/restart/beta', { Authorization: `Bearer ${token}` });
@@ -243,4 +252,36 @@ test('without a token every POST is refused; headers; event streams are capped a
     assert.ok(Date.now() < deadline, 'a closed stream gives its place back');
     await h.sleep(50);
   }
+});
+
+test('a token file open to others, a symlink, a short token or one without --http is refused in one line', async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ng-token-'));
+  const home = h.makeHome();
+  t.after(() => [dir, home].forEach((d) => fs.rmSync(d, { recursive: true, force: true })));
+  const file = (name, text, mode) => {
+    const p = path.join(dir, name);
+    fs.writeFileSync(p, text, { mode });
+    fs.chmodSync(p, mode);
+    return p;
+  };
+  const open = file('open', 'a-long-enough-token-0123456789\n', 0o644);
+  const short = file('short', 'short\n', 0o600);
+  const good = file('good', 'a-long-enough-token-0123456789\n', 0o600);
+  const link = path.join(dir, 'link');
+  fs.symlinkSync(good, link);
+  const cases = [
+    [open, /open to other users \(mode 644\); chmod 600 it/],
+    [link, /is a symbolic link/],
+    [short, /one line of 16 to 512 visible ASCII characters/],
+    [path.join(dir, 'missing'), /No such file/],
+  ];
+  for (const [tokenFile, message] of cases) {
+    const r = await h.run(['daemon', '--http', '127.0.0.1:0', '--http-token-file', tokenFile], { env: { NODEGUARD_HOME: home } });
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(r.stderr, message);
+    assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
+  }
+  const noHttp = await h.run(['daemon', '--http-token-file', good], { env: { NODEGUARD_HOME: home } });
+  assert.equal(noHttp.code, 2, noHttp.stderr);
+  assert.match(noHttp.stderr, /--http/);
 });

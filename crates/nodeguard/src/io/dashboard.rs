@@ -111,7 +111,7 @@ pub enum TokenError {
     Symlink(String),
     #[error("--http-token-file {0}: not a regular file")]
     NotFile(String),
-    #[error("--http-token-file {0}: readable by others (mode {1:o}); chmod 600 it")]
+    #[error("--http-token-file {0}: open to other users (mode {1:o}); chmod 600 it")]
     Open(String, u32),
     #[error("--http-token-file {0}: owned by another user")]
     Owner(String),
