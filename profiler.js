@@ -100,8 +100,7 @@ function run(addon, request) {
     return undefined;
   }
   if (kind !== 'cpu') return finish(`unknown profile kind ${kind}`);
-  session.post('Profiler.enable', (error) => {
-    if (error) return finish(error.message);
+  const startCpu = () =>
     session.post('Profiler.start', (error) => {
       if (error) return finish(error.message);
       const timer = setTimeout(() => {
@@ -117,6 +116,15 @@ function run(addon, request) {
       }, Math.max(1, durationMs));
       // A profile never keeps the app alive; if the app ends first, the supervisor says so.
       timer.unref();
+    });
+  session.post('Profiler.enable', (error) => {
+    if (error) return finish(error.message);
+    // Code V8 optimized before the profiler listened has its inlined functions' samples counted
+    // in the caller (a timer's `listOnTimeout` instead of the app's `burnCpu`). Turning precise
+    // coverage on and off at once deoptimizes every function (once), so what runs hot during
+    // the profile is recompiled under the profiler and named right.
+    session.post('Profiler.startPreciseCoverage', { callCount: false, detailed: false }, () => {
+      session.post('Profiler.stopPreciseCoverage', () => startCpu());
     });
   });
   return undefined;
