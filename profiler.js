@@ -94,6 +94,9 @@ function run(addon, request) {
         failed = error.message;
       }
     });
+    // An empty chunk first: the supervisor then knows the JS thread is inside the snapshot
+    // (busy for as long as V8 takes) and holds the heartbeat for it, bounded.
+    addon.profileChunk(id, '');
     session.post('HeapProfiler.takeHeapSnapshot', { reportProgress: false }, (error) => {
       finish(failed !== null ? failed : error ? error.message : null);
     });
