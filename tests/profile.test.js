@@ -122,7 +122,7 @@ test('profile refuses in one line: unknown target, unmonitored app, stopped app,
     assert.equal(r.stderr.trim().split('\n').length, 1, `one line: ${r.stderr}`);
   };
   await refused(['profile', 'nope', '--cpu'], /no app named.*'nope'/);
-  await refused(['profile', 'plain', '--heap'], /plain: it has no monitor/);
+  await refused(['profile', 'plain', '--heap'], /plain: it has no monitor connected/);
   await refused(['profile', 'prof'], /--cpu\|--heap/, 2);
   await refused(['profile', 'prof', '--cpu', '--duration', '2m'], /lasts from 1ms to 60s/, 2);
 
@@ -181,4 +181,26 @@ test('--profile-on-stall takes one CPU profile of a slow app, naming its slow fu
   }, { what: 'three more slow heartbeats' });
   assert.equal((await profileEvents()).length, 1, 'one profile only');
   assert.equal(profilesIn(d.home).length, 1);
+});
+
+test('a hung app cannot be profiled: the request fails in one line, bounded, and the hang is still detected', async (t) => {
+  const d = new h.DaemonHome(t);
+  const cwd = outDir(t);
+  await d.ok(['start', APP, '--name', 'hung', '--autorestart', 'never'], { env: { PROFILED_MODE: 'hang' } });
+  const { pid } = await d.waitForStatus((apps) => apps.find((a) => a.name === 'hung' && a.monitored && a.last_pong_ms > 1000), {
+    what: 'the app to stop answering heartbeats',
+  });
+  for (const kind of ['--heap', '--cpu']) {
+    const began = performance.now();
+    const r = await d.cli(['profile', 'hung', kind], { cwd });
+    assert.equal(r.code, 1, `${kind}: exit ${r.code}: ${r.stdout} ${r.stderr}`);
+    assert.match(r.stderr, /hung: (the process exited|the monitor's connection ended|it is not running|it has no monitor connected)/);
+    assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
+    assert.ok(performance.now() - began < 20_000, `${kind} answered in ${performance.now() - began} ms`);
+  }
+  const row = (await d.byName()).hung;
+  assert.ok(row.hangs >= 1, 'the hang was detected and the app killed');
+  assert.ok(h.isGone(pid));
+  assert.deepEqual(fs.readdirSync(cwd), []);
+  assert.deepEqual(profilesIn(d.home), [], 'no partial file is left behind');
 });

@@ -102,7 +102,8 @@ impl WorkerTask {
                 purpose,
                 None,
                 Err(
-                    "it has no monitor (profiles are taken by the monitor inside a Node app)"
+                    "it has no monitor connected (profiles are taken by the monitor inside a \
+                     Node app; none may be loaded, or a hung or exiting process lost it)"
                         .into(),
                 ),
             );
