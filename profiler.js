@@ -94,14 +94,16 @@ function run(addon, request) {
         failed = error.message;
       }
     });
+    // An empty chunk first: the supervisor then knows the JS thread is inside the snapshot
+    // (busy for as long as V8 takes) and holds the heartbeat for it, bounded.
+    addon.profileChunk(id, '');
     session.post('HeapProfiler.takeHeapSnapshot', { reportProgress: false }, (error) => {
       finish(failed !== null ? failed : error ? error.message : null);
     });
     return undefined;
   }
   if (kind !== 'cpu') return finish(`unknown profile kind ${kind}`);
-  session.post('Profiler.enable', (error) => {
-    if (error) return finish(error.message);
+  const startCpu = () =>
     session.post('Profiler.start', (error) => {
       if (error) return finish(error.message);
       const timer = setTimeout(() => {
@@ -117,6 +119,15 @@ function run(addon, request) {
       }, Math.max(1, durationMs));
       // A profile never keeps the app alive; if the app ends first, the supervisor says so.
       timer.unref();
+    });
+  session.post('Profiler.enable', (error) => {
+    if (error) return finish(error.message);
+    // Code V8 optimized before the profiler listened has its inlined functions' samples counted
+    // in the caller (a timer's `listOnTimeout` instead of the app's `burnCpu`). Turning precise
+    // coverage on and off at once deoptimizes every function (once), so what runs hot during
+    // the profile is recompiled under the profiler and named right.
+    session.post('Profiler.startPreciseCoverage', { callCount: false, detailed: false }, () => {
+      session.post('Profiler.stopPreciseCoverage', () => startCpu());
     });
   });
   return undefined;

@@ -321,12 +321,14 @@ function definition(name) {
     cron_restart: null, kill_signal: null, shutdown_with_message: false, hang_show_query: false, interpreter: null,
     interpreter_args: [], instance_var: null, increment_var: null, namespace: null, uid: null, gid: null, caller_env: null, cluster: false,
     filter_env: null, log_date_format: null, log_file: null, pid_file: null, log_json: false,
+    heap_snapshot_on_memory_restart: false, profile_on_stall_ms: null,
   };
 }
 
 const DEFINITION_FIELDS = Object.keys(definition('x'));
 const U64_FIELDS = ['restart_window_ms', 'max_memory', 'min_uptime_ms', 'restart_delay_ms', 'backoff_base_ms',
-  'heartbeat_interval_ms', 'heartbeat_timeout_ms', 'start_grace_ms', 'kill_timeout_ms', 'listen_timeout_ms'];
+  'heartbeat_interval_ms', 'heartbeat_timeout_ms', 'start_grace_ms', 'kill_timeout_ms', 'listen_timeout_ms',
+  'profile_on_stall_ms'];
 const U32_FIELDS = ['max_restarts', 'heartbeat_misses', 'instances'];
 const U64_EDGES = [0, 1, 4294967295, 4294967296, Number.MAX_SAFE_INTEGER, raw('9223372036854775807'),
   raw('18446744073709551615')];

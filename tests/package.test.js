@@ -234,6 +234,7 @@ test('the packed tarballs hold exactly the package files', () => {
     'package.json',
     'platform.js',
     'preload.js',
+    'profiler.js',
     'sourcemaps.js',
   ]);
   assert.deepEqual(packed.native.files, ['README.md', ADDON, platform.BINARY, 'package.json'].sort());

@@ -461,7 +461,7 @@ pub struct AppEvent {
     /// RFC 3339, UTC.
     pub at: String,
     /// `started`, `ready`, `not_ready`, `exited`, `hung`, `stack` (where a hung loop was stuck),
-    /// `hang_disproved`, `stack_timeout`, `memory`, `errored`, `stopped`, `kill_timeout`,
+    /// `hang_disproved`, `stack_timeout`, `memory`, `profile`, `errored`, `stopped`, `kill_timeout`,
     /// `spawn_failed`, `unmonitored`, `late_check`, `reloaded` or `reload_aborted`.
     pub kind: String,
     pub message: String,

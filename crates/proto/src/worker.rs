@@ -285,6 +285,39 @@ mod tests {
     }
 
     #[test]
+    fn profile_messages_round_trip_and_their_optional_fields_default() {
+        let request = SupervisorMessage::Profile {
+            id: 7,
+            kind: ProfileKind::Heap,
+            duration_ms: 0,
+        };
+        let text = serde_json::to_string(&request).unwrap();
+        assert_eq!(
+            text,
+            r#"{"type":"profile","id":7,"kind":"heap","duration_ms":0}"#
+        );
+        assert_eq!(
+            serde_json::from_str::<SupervisorMessage>(r#"{"type":"profile","id":7,"kind":"heap"}"#)
+                .unwrap(),
+            request
+        );
+        assert_eq!(
+            serde_json::from_str::<WorkerMessage>(r#"{"type":"profile_done","id":7}"#).unwrap(),
+            WorkerMessage::ProfileDone {
+                id: 7,
+                error: None,
+                hottest: None
+            }
+        );
+        // The largest chunk, every unit escaped, still fits a frame.
+        let chunk = WorkerMessage::ProfileChunk {
+            id: u64::MAX,
+            data: "\u{1}".repeat(PROFILE_CHUNK_UNITS),
+        };
+        assert!(crate::encode_frame(&chunk, crate::MAX_WORKER_FRAME).is_ok());
+    }
+
+    #[test]
     fn measurements_pass_and_impossible_numbers_are_refused() {
         assert!(pong(0.0, 12.5).check().is_ok());
         assert!(probe_reply(MAX_REPORTED_MS).check().is_ok());

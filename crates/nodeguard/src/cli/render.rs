@@ -216,6 +216,18 @@ pub fn description_in_colour(app: &AppDescription, colour: bool) -> String {
             },
         ),
     );
+    if definition.heap_snapshot_on_memory_restart {
+        field(
+            "memory restart",
+            "heap snapshot first (into <home>/profiles/)".to_string(),
+        );
+    }
+    if let Some(ms) = definition.profile_on_stall_ms {
+        field(
+            "profile on stall",
+            format!("loop delay p99 >= {ms} ms: 5 s CPU profile (one per 10 min)"),
+        );
+    }
     if definition.hang_show_query {
         field(
             "hang reports",

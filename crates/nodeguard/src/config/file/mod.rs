@@ -1001,6 +1001,30 @@ mod tests {
     }
 
     #[test]
+    fn profile_fields_are_read_checked_and_reach_the_definition() {
+        let dir = temp_dir(&[
+            (
+                "ok.json",
+                r#"[{"name":"a","script":"app.js","heap_snapshot_on_memory_restart":true,"profile_on_stall":"250ms"},{"name":"b","script":"app.js"}]"#,
+            ),
+            (
+                "bad.json",
+                r#"[{"name":"a","script":"app.js","profile_on_stall":"soon"}]"#,
+            ),
+        ]);
+        let loaded = load(&dir.join("ok.json"), &defaults()).expect("loads");
+        assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+        let definition = loaded.apps[0].definition(Path::new("/usr/bin/node"), false);
+        assert!(definition.heap_snapshot_on_memory_restart);
+        assert_eq!(definition.profile_on_stall_ms, Some(250));
+        let other = loaded.apps[1].definition(Path::new("/usr/bin/node"), false);
+        assert!(!other.heap_snapshot_on_memory_restart);
+        assert_eq!(other.profile_on_stall_ms, None);
+        let error = load(&dir.join("bad.json"), &defaults()).expect_err("refused");
+        assert!(error.to_string().contains("profile_on_stall"), "{error}");
+    }
+
+    #[test]
     fn hang_show_query_is_read_checked_and_reaches_the_definition() {
         let dir = temp_dir(&[
             (

@@ -4,11 +4,13 @@
 //! and is written to `<home>/profiles/` as it comes (see [`crate::io::profiles`]), so a heap
 //! snapshot of hundreds of megabytes is never held in the supervisor.
 //!
-//! Every wait is bounded: no chunk for [`IDLE_LIMIT`] (a hung app, an older monitor that skips
+//! Every wait is bounded: no answer for [`IDLE_LIMIT`] (a hung app, an older monitor that skips
 //! the request) or the whole profile over its limit ends it with an error, the partial file
-//! removed. While a heap snapshot streams, the app's JS thread is busy writing it (V8 takes it
-//! synchronously), so the heartbeat's timers wait with it; they resume (a late check voided, not
-//! a hang) when it ends or its bound passes, and a hang is then detected as ever.
+//! removed. A heap snapshot holds the app's JS thread (V8 takes it synchronously); the monitor
+//! says when it begins (an empty chunk, sent from the JS thread, so a hung app never says it),
+//! and from then on the heartbeat's timers wait with it: they resume (a late check voided, not a
+//! hang) when it ends or its bound passes, and a hang is then detected as ever. Until then the
+//! heartbeat runs as usual, so a hung app is still found and killed.
 
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -59,6 +61,9 @@ pub(super) struct ActiveProfile {
     purpose: Purpose,
     idle_until: Instant,
     give_up_at: Instant,
+    /// The monitor's first chunk came: the app's JS thread is at work on it (for a heap
+    /// snapshot, inside V8's synchronous snapshot, which ends on its own).
+    started: bool,
 }
 
 impl ActiveProfile {
@@ -69,7 +74,7 @@ impl ActiveProfile {
 
     /// A heap snapshot holds the app's JS thread: the heartbeat's timers wait for it.
     pub(super) fn holds_heartbeat(&self) -> bool {
-        self.kind == ProfileKind::Heap
+        self.kind == ProfileKind::Heap && self.started
     }
 }
 
@@ -97,7 +102,8 @@ impl WorkerTask {
                 purpose,
                 None,
                 Err(
-                    "it has no monitor (profiles are taken by the monitor inside a Node app)"
+                    "it has no monitor connected (profiles are taken by the monitor inside a \
+                     Node app; none may be loaded, or a hung or exiting process lost it)"
                         .into(),
                 ),
             );
@@ -136,6 +142,7 @@ impl WorkerTask {
             purpose,
             idle_until: now + duration + IDLE_LIMIT,
             give_up_at: now + limit,
+            started: false,
         });
         let duration_ms = u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
         if let Some(lost) = self.send(SupervisorMessage::Profile {
@@ -164,7 +171,13 @@ impl WorkerTask {
             let why = format!("cannot write {}: {error}", active.path.display());
             return self.fail_profile(why);
         }
-        active.idle_until = Instant::now() + IDLE_LIMIT;
+        active.started = true;
+        // Inside a heap snapshot V8 may build for a long while before its first bytes: only
+        // the whole limit applies then.
+        active.idle_until = match active.kind {
+            ProfileKind::Heap => active.give_up_at,
+            ProfileKind::Cpu => Instant::now() + IDLE_LIMIT,
+        };
         None
     }
 
