@@ -83,6 +83,7 @@ impl WorkerTask {
                 .await
                 .unwrap_or(frames);
         let frames = forensics::shorten_frames(&frames, &self.spec.cwd);
+        self.hang_frames.clone_from(&frames);
         let text = forensics::summary(silent_for, Ok(&frames));
         let text = forensics::while_handling(text, &self.hang_requests);
         self.note(text).await;
@@ -128,6 +129,7 @@ impl WorkerTask {
         })
         .await
         .unwrap_or(None);
+        self.hang_frames = frames.clone().unwrap_or_default();
         let text = match frames {
             Some(frames) => forensics::summary(silent_for, Ok(&frames)),
             None => forensics::summary(
@@ -154,15 +156,33 @@ impl WorkerTask {
     /// foreground mode both logs are the terminal: the line is printed once, with the app's
     /// prefix.
     pub(super) async fn note(&mut self, text: String) {
+        // The hang's last stderr lines go after its stack, once (in every place the line goes).
+        let tail = std::mem::take(&mut self.hang_tail);
+        let text = if tail.is_empty() {
+            text
+        } else {
+            format!("{text}\n{}", forensics::tail_text(&tail))
+        };
         if self.origin.is_none() || !self.ctx.output.on_terminal() {
             tracing::error!("{text}");
         }
         self.record("stack", text.clone());
+        let frames = std::mem::take(&mut self.hang_frames);
+        self.fire_hooks(hooks::HookEvent {
+            kind: crate::config::hooks::HookKind::Hang,
+            pid: self.machine.pid(),
+            exit: None,
+            message: &text,
+            stack: &frames,
+            stderr: &tail,
+        });
         if let Some(origin) = &self.origin {
-            self.ctx
-                .output
-                .note(origin, format!("[nodeguard] {text}"))
-                .await;
+            for line in text.lines() {
+                self.ctx
+                    .output
+                    .note(origin, format!("[nodeguard] {line}"))
+                    .await;
+            }
         }
     }
 
@@ -180,7 +200,34 @@ impl WorkerTask {
 
     /// Logs a report and keeps it in the event history: one rendering, two places.
     pub(super) fn log(&mut self, report: Report) {
-        let rendered = render(&report, &self.spec.timing);
+        let mut rendered = render(&report, &self.spec.timing);
+        let oom = match (&report, &self.oom) {
+            (Report::Exited { status, .. }, Some(oom)) => {
+                // `signal SIGKILL after 2.0s; …` → `signal SIGKILL (killed by the kernel OOM
+                // killer) after 2.0s; …`, in the log, describe and status alike.
+                let status = status.to_string();
+                rendered.text =
+                    rendered
+                        .text
+                        .replacen(&status, &format!("{status} ({})", oom.text()), 1);
+                if let Some(last) = &mut self.machine.last_exit {
+                    *last = last.replacen(&status, &format!("{status} ({})", oom.text()), 1);
+                }
+                rendered.level = Level::Error;
+                true
+            }
+            _ => false,
+        };
+        if let Some((kind, pid, exit)) = hooks::hook_kind(&report, oom) {
+            self.fire_hooks(hooks::HookEvent {
+                kind,
+                pid,
+                exit,
+                message: &rendered.history_line(),
+                stack: &[],
+                stderr: &[],
+            });
+        }
         let pid = rendered.pid;
         let text = &rendered.text;
         match rendered.level {
@@ -189,6 +236,9 @@ impl WorkerTask {
             Level::Error => tracing::error!(pid, "{text}"),
         }
         self.record(rendered.kind, rendered.history_line());
+        if oom {
+            self.record("oom", rendered.history_line());
+        }
     }
 }
 
