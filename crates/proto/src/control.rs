@@ -1,7 +1,9 @@
 //! Messages on the control socket, between the `nodeguard` CLI and a running supervisor.
 //!
 //! One request per connection: the client writes a [`Request`], the supervisor writes one
-//! [`Response`] and closes.
+//! [`Response`] and closes. A request may be answered by any number of [`Outcome::Event`]
+//! responses before its one final response (any other outcome): [`Command::Events`] streams
+//! them until the client goes away.
 
 use serde::{Deserialize, Serialize};
 
@@ -67,6 +69,13 @@ pub enum Command {
     Resurrect,
     /// Stop every app, then the supervisor itself.
     Kill,
+    /// A live stream of what happens to the target's apps (every app's, with no target or
+    /// `all`): one [`Outcome::Event`] per event until the client closes the connection. The
+    /// final outcome is an error for an unknown target; a supervisor going away just closes.
+    Events {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        target: Option<Target>,
+    },
 }
 
 /// Which apps a command applies to: `all`, an app id, or an app name.
@@ -273,6 +282,53 @@ pub enum Outcome {
     Error {
         message: String,
     },
+    /// One event of a stream, before the request's final outcome (see [`Command::Events`]).
+    Event {
+        event: EventRecord,
+    },
+}
+
+/// One thing that happened to one app (or one instance), as `nodeguard events --json` prints it:
+/// one JSON object per line. Fields that do not apply are left out.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct EventRecord {
+    /// RFC 3339, UTC.
+    pub at: String,
+    pub app: String,
+    pub id: u32,
+    /// The instance, for cluster-mode apps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<u32>,
+    /// What happened: `state` (the app's state, pid or counters changed), a kind of
+    /// [`AppEvent::kind`] (`started`, `exited`, `hung`, `stack`, `memory`, `errored`, `stopped`,
+    /// `ready`, `not_ready`, `reloaded`, `reload_aborted`, ...), or `lagged` (this stream fell
+    /// behind and `missed` events were dropped for it; the `app` is then empty).
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    /// For `state`: the app's state now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<AppState>,
+    /// For `exited` and `stopped`: the exit code, when the process exited by itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<i32>,
+    /// For `exited` and `stopped`: the signal that ended the process (`SIGKILL`, or `SIG<n>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<String>,
+    /// For `state`: the app's restart and hang counters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restarts: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hangs: Option<u64>,
+    /// The event's line, as `describe` shows it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// For `stack`: where the hung event loop was, innermost frame first, one frame per line.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stack: Vec<String>,
+    /// For `lagged`: how many events this stream missed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub missed: Option<u64>,
 }
 
 /// Lifecycle state of an app, as shown by `status`.
@@ -367,4 +423,38 @@ pub struct AppEvent {
     /// `spawn_failed`, `unmonitored`, `late_check`, `reloaded` or `reload_aborted`.
     pub kind: String,
     pub message: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_takes_no_target_and_a_record_leaves_out_what_does_not_apply() {
+        let request: Request =
+            serde_json::from_str(r#"{"version":1,"command":{"type":"events"}}"#).unwrap();
+        assert_eq!(request.command, Command::Events { target: None });
+        let record = EventRecord {
+            at: "2026-11-29T23:00:00.000Z".into(),
+            app: "api".into(),
+            id: 3,
+            kind: "exited".into(),
+            pid: Some(42),
+            code: Some(1),
+            ..EventRecord::default()
+        };
+        let response = Response {
+            version: 1,
+            outcome: Outcome::Event {
+                event: record.clone(),
+            },
+        };
+        let json = serde_json::to_string(&response).unwrap();
+        assert_eq!(
+            json,
+            r#"{"version":1,"outcome":{"type":"event","event":{"at":"2026-11-29T23:00:00.000Z","app":"api","id":3,"kind":"exited","pid":42,"code":1}}}"#
+        );
+        let back: Response = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.outcome, Outcome::Event { event: record });
+    }
 }

@@ -2,6 +2,7 @@
 
 mod app_options;
 pub mod env;
+pub mod events;
 pub mod logs;
 pub mod render;
 mod run;
@@ -41,6 +42,7 @@ Examples:
   nodeguard start ecosystem.config.js --env production   (env_production over env)
   NODE_ENV=staging nodeguard restart api --update-env   (the app gets this shell's environment)
   nodeguard env api   (what it was started with; secrets masked unless --reveal)
+  nodeguard events --json   (live: exits, hangs with stacks, restarts; one JSON object a line)
   nodeguard --http 127.0.0.1:9615 -m server.js   (/healthz, /readyz, /metrics)
   nodeguard startup systemd --install   (a user unit that resurrects the saved apps at boot)
 
@@ -190,6 +192,17 @@ pub enum Verb {
     Flush {
         /// An app name or id (default: all apps).
         target: Option<String>,
+    },
+    /// Follow what happens to apps, live: starts, exits (code or signal), hangs with their stack,
+    /// memory restarts, errored, reload steps, readiness, state changes. One line per event, or
+    /// one JSON object per line with --json. Ends when the supervisor goes away (exit 0).
+    Events {
+        /// An app name, id or namespace (default: every app, those started later too).
+        target: Option<String>,
+        /// One JSON object per line (NDJSON): at, app, id, instance, kind, pid, state, code,
+        /// signal, restarts, hangs, message, stack.
+        #[arg(long)]
+        json: bool,
     },
     /// Check that a supervisor is running on this home.
     Ping,

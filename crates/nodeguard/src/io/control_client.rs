@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio::net::UnixStream;
 
-use nodeguard_proto::control::{Command, Outcome, Request, Response};
+use nodeguard_proto::control::{Command, EventRecord, Outcome, Request, Response};
 use nodeguard_proto::{peek_version, MAX_CONTROL_FRAME, PROTOCOL_VERSION};
 
 use crate::io::framed::{write_message, FrameError, FrameReader};
@@ -45,6 +45,67 @@ pub enum ClientError {
 
 /// Sends one command and returns the supervisor's outcome (an `Outcome::Error` becomes `Err`).
 pub async fn request(paths: &HomePaths, command: Command) -> Result<Outcome, ClientError> {
+    let command_kind = match command {
+        Command::Status | Command::Ping => CommandKind::Query,
+        _ => CommandKind::Effect,
+    };
+    let mut connection = send(paths, command).await?;
+    let reader = &mut connection.reader;
+    let timeout = match command_kind {
+        CommandKind::Query => RESPONSE_TIMEOUT,
+        CommandKind::Effect => EFFECT_TIMEOUT,
+    };
+    let payload = tokio::time::timeout(timeout, reader.next_payload())
+        .await
+        .map_err(|_| ClientError::Timeout(timeout))??
+        .ok_or(ClientError::NoAnswer)?;
+    match decode_response(&payload)? {
+        // A stream's event where none was asked for: not this client's business.
+        Outcome::Event { .. } => Err(ClientError::NoAnswer),
+        outcome => Ok(outcome),
+    }
+}
+
+/// Sends one command whose answer may stream (`Command::Events`, or a command reporting
+/// progress): `on_event` gets each `Outcome::Event` as it comes, and the final outcome is
+/// returned (an `Outcome::Error` becomes `Err`). No deadline: a stream lasts as long as the
+/// supervisor sends. A supervisor that closes the connection without a final outcome (it went
+/// away) gives [`ClientError::NoAnswer`] (see [`cut_off`]). `on_event` returning `false` ends the
+/// stream early, closing the connection, with [`ClientError::NoAnswer`].
+pub async fn request_stream(
+    paths: &HomePaths,
+    command: Command,
+    mut on_event: impl FnMut(EventRecord) -> bool,
+) -> Result<Outcome, ClientError> {
+    let mut connection = send(paths, command).await?;
+    let reader = &mut connection.reader;
+    loop {
+        let payload = reader.next_payload().await?.ok_or(ClientError::NoAnswer)?;
+        match decode_response(&payload)? {
+            Outcome::Event { event } => {
+                if !on_event(event) {
+                    return Err(ClientError::NoAnswer);
+                }
+            }
+            outcome => return Ok(outcome),
+        }
+    }
+}
+
+/// One response's outcome, refusing another protocol version; an `Outcome::Error` becomes `Err`.
+fn decode_response(payload: &[u8]) -> Result<Outcome, ClientError> {
+    if let Some(theirs) = peek_version(payload).filter(|v| *v != PROTOCOL_VERSION) {
+        return Err(ClientError::Version { theirs });
+    }
+    let response: Response = nodeguard_proto::decode_payload(payload).map_err(FrameError::from)?;
+    match response.outcome {
+        Outcome::Error { message } => Err(ClientError::Refused(message)),
+        outcome => Ok(outcome),
+    }
+}
+
+/// Connects to the supervisor and sends `command`; returns the reader for its answer.
+async fn send(paths: &HomePaths, command: Command) -> Result<Connection, ClientError> {
     let path = &paths.control_socket;
     let stream = match UnixStream::connect(path).await {
         Ok(stream) => stream,
@@ -63,33 +124,24 @@ pub async fn request(paths: &HomePaths, command: Command) -> Result<Outcome, Cli
             })
         }
     };
-    let command_kind = match command {
-        Command::Status | Command::Ping => CommandKind::Query,
-        _ => CommandKind::Effect,
-    };
     let (read_half, mut writer) = stream.into_split();
     let request = Request {
         version: PROTOCOL_VERSION,
         command,
     };
     write_message(&mut writer, &request, MAX_CONTROL_FRAME).await?;
-    let mut reader = FrameReader::new(read_half, MAX_CONTROL_FRAME);
-    let timeout = match command_kind {
-        CommandKind::Query => RESPONSE_TIMEOUT,
-        CommandKind::Effect => EFFECT_TIMEOUT,
-    };
-    let payload = tokio::time::timeout(timeout, reader.next_payload())
-        .await
-        .map_err(|_| ClientError::Timeout(timeout))??
-        .ok_or(ClientError::NoAnswer)?;
-    if let Some(theirs) = peek_version(&payload).filter(|v| *v != PROTOCOL_VERSION) {
-        return Err(ClientError::Version { theirs });
-    }
-    let response: Response = nodeguard_proto::decode_payload(&payload).map_err(FrameError::from)?;
-    match response.outcome {
-        Outcome::Error { message } => Err(ClientError::Refused(message)),
-        outcome => Ok(outcome),
-    }
+    Ok(Connection {
+        reader: FrameReader::new(read_half, MAX_CONTROL_FRAME),
+        _writer: writer,
+    })
+}
+
+/// A request's connection: the reader for its answer, and the write half kept open until the
+/// answer is read (dropping it shuts our side down, which a stream's server reads as the client
+/// going away).
+struct Connection {
+    reader: FrameReader<tokio::net::unix::OwnedReadHalf>,
+    _writer: tokio::net::unix::OwnedWriteHalf,
 }
 
 enum CommandKind {
@@ -164,7 +216,7 @@ pub async fn ensure_daemon(paths: &HomePaths) -> Result<bool, ClientError> {
 }
 
 /// Whether the supervisor cut the connection without answering (it was dying).
-fn cut_off(error: &ClientError) -> bool {
+pub fn cut_off(error: &ClientError) -> bool {
     match error {
         ClientError::NoAnswer => true,
         ClientError::Frame(FrameError::Io(error)) => matches!(

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use crate::io::admission::{Admission, Admitted};
 use crate::io::framed::{next_connection, write_message, ByteBudget, FrameError, FrameReader};
 use crate::platform;
-use crate::supervisor::api::ControlRequest;
+use crate::supervisor::api::{ControlRequest, EventFeed};
 
 /// A client must send its request within this time.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -40,6 +40,7 @@ pub const BYTES_IN_FLIGHT: usize = 4 * MAX_CONTROL_FRAME;
 pub async fn serve(
     listener: UnixListener,
     supervisor: mpsc::Sender<ControlRequest>,
+    feed: EventFeed,
     connections: TaskTracker,
     cancel: CancellationToken,
 ) {
@@ -51,8 +52,10 @@ pub async fn serve(
         };
         let supervisor = supervisor.clone();
         let budget = budget.clone();
+        let (feed, cancel) = (feed.clone(), cancel.clone());
         connections.spawn(async move {
-            match answer(stream, &supervisor, &admitted, budget).await {
+            let streams = Streams { feed, cancel };
+            match answer(stream, &supervisor, &admitted, budget, &streams).await {
                 Err(FrameError::OverBudget) => {
                     tracing::warn!("control socket: too many bytes of unfinished requests at once; closed a connection");
                 }
@@ -69,6 +72,7 @@ async fn answer(
     supervisor: &mpsc::Sender<ControlRequest>,
     admitted: &Admitted,
     budget: Arc<ByteBudget>,
+    streams: &Streams,
 ) -> Result<(), FrameError> {
     let uid = platform::peer_uid(&stream)?;
     if uid != platform::current_uid() {
@@ -85,7 +89,7 @@ async fn answer(
     };
     // The request is in (or the client gave up): this connection is no longer idle.
     admitted.received();
-    drop(reader);
+    let mut read_half = reader.into_inner();
     let Ok(payload) = payload else {
         return Ok(());
     };
@@ -100,6 +104,21 @@ async fn answer(
             ),
         },
         _ => match decode_payload::<Request>(&payload) {
+            Ok(Request {
+                command: Command::Events { target },
+                ..
+            }) => {
+                // Subscribed before asking, so nothing between the answer and the first event
+                // is missed.
+                let mut events = streams.feed.subscribe(target.as_ref());
+                match ask(supervisor, Command::Events { target }).await {
+                    Outcome::Done { apps } => {
+                        events.resolved(apps.iter().map(|app| app.id).collect());
+                        return stream_events(events, &mut read_half, &mut writer, streams).await;
+                    }
+                    outcome => outcome,
+                }
+            }
             Ok(request) => ask(supervisor, request.command).await,
             Err(error) => Outcome::Error {
                 message: format!("bad request: {error}"),
@@ -111,6 +130,49 @@ async fn answer(
         outcome,
     };
     write_message(&mut writer, &response, MAX_CONTROL_FRAME).await
+}
+
+/// What a connection needs to stream events.
+struct Streams {
+    feed: EventFeed,
+    /// Fires when the supervisor goes away: streams end (the client sees the connection close).
+    cancel: CancellationToken,
+}
+
+/// Writes one `Outcome::Event` frame per event until the client closes its end (or sends
+/// anything more), a write fails, or the supervisor goes away. A client that reads slowly only
+/// holds up its own stream: the bus never waits, and the stream gets a `lagged` event instead of
+/// what it missed.
+async fn stream_events(
+    mut events: crate::supervisor::api::EventStream,
+    read_half: &mut tokio::net::unix::OwnedReadHalf,
+    writer: &mut tokio::net::unix::OwnedWriteHalf,
+    streams: &Streams,
+) -> Result<(), FrameError> {
+    use tokio::io::AsyncReadExt;
+    let mut scratch = [0u8; 64];
+    loop {
+        let event = tokio::select! {
+            biased;
+            () = streams.cancel.cancelled() => return Ok(()),
+            // End of stream, an error, or bytes no stream expects: the client is done.
+            _ = read_half.read(&mut scratch) => return Ok(()),
+            event = events.next() => event,
+        };
+        let Some(event) = event else {
+            return Ok(());
+        };
+        let response = Response {
+            version: PROTOCOL_VERSION,
+            outcome: Outcome::Event { event },
+        };
+        tokio::select! {
+            biased;
+            () = streams.cancel.cancelled() => return Ok(()),
+            _ = read_half.read(&mut scratch) => return Ok(()),
+            written = write_message(writer, &response, MAX_CONTROL_FRAME) => written?,
+        }
+    }
 }
 
 /// Hands a command to the supervisor actor and waits for its outcome.

@@ -112,6 +112,12 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         reader
     }
 
+    /// The stream back, for a caller done reading frames (bytes read past the last frame are
+    /// dropped).
+    pub fn into_inner(self) -> R {
+        self.inner
+    }
+
     /// The next payload, or `Ok(None)` on a clean end of stream.
     pub async fn next_payload(&mut self) -> Result<Option<Vec<u8>>, FrameError> {
         loop {

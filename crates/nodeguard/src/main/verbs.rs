@@ -230,6 +230,12 @@ pub(super) fn client_verb(verb: Verb, home: Option<PathBuf>) -> anyhow::Result<E
             })?;
             print_done(outcome)?;
         }
+        Verb::Events { target, json } => {
+            let end = runtime.block_on(nodeguard::cli::events::follow(&paths, target, json))?;
+            if end == nodeguard::cli::events::End::SupervisorGone {
+                eprintln!("nodeguard: the supervisor went away; no more events");
+            }
+        }
         Verb::Daemon(_) | Verb::Startup(_) => not_a_client_verb()?,
     }
     Ok(ExitCode::SUCCESS)

@@ -457,6 +457,8 @@ impl Supervisor {
             },
             Command::Resurrect => return self.resurrect(reply),
             Command::Kill => return self.kill(reply),
+            // The control server streams the events; the actor says which apps they are for.
+            Command::Events { target } => self.events_of(target.as_ref()),
         };
         let _ = reply.send(outcome);
     }
@@ -675,6 +677,23 @@ impl Supervisor {
             }
             let _ = reply.send(Outcome::Done { apps });
         });
+    }
+
+    /// The apps an `events` stream is for: every one (none yet is fine) with no target or `all`,
+    /// else the target's, which must exist.
+    fn events_of(&self, target: Option<&Target>) -> Outcome {
+        let apps: Vec<AppStatus> = self
+            .apps
+            .iter()
+            .filter(|h| target.is_none_or(|target| matches_target(h, target)))
+            .map(WorkerHandle::status)
+            .collect();
+        match target {
+            Some(target) if apps.is_empty() && !target.is_all() => Outcome::Error {
+                message: no_match(target),
+            },
+            _ => Outcome::Done { apps },
+        }
     }
 
     /// The target's definitions, statuses and recent events.

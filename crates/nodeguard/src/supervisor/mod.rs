@@ -232,6 +232,7 @@ pub async fn run(
     tokio::spawn(control_server::serve(
         control_listener,
         requests,
+        api::EventFeed::new(context.events.clone()),
         control_tasks.clone(),
         servers.clone(),
     ));

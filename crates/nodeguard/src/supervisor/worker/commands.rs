@@ -107,6 +107,11 @@ impl WorkerTask {
             }
             WorkerCommand::Record(event) => {
                 tracing::info!("{}: {}", event.kind, event.message);
+                self.announce(Happening::Report {
+                    kind: event.kind.clone(),
+                    message: event.message.clone(),
+                    detail: Detail::default(),
+                });
                 self.remember(event);
                 return None;
             }

@@ -41,7 +41,7 @@ use crate::io::monitor_socket::{MonitorConnection, TokenRegistry};
 use crate::io::output::{Origin, OutputSink};
 use crate::io::proctree::{self, TreeSnapshot};
 use crate::platform;
-use crate::supervisor::events::{BusEvent, EventBus, Happening};
+use crate::supervisor::events::{BusEvent, Detail, EventBus, Happening};
 use crate::supervisor::spawner::{ExitFuture, Launch};
 
 /// What every worker task shares.
@@ -136,8 +136,6 @@ pub struct WorkerTask {
     stack_frames: Option<Vec<String>>,
     /// The current process's last stderr lines when its hang was confirmed, for the hang's report.
     hang_tail: Vec<String>,
-    /// The frames of the current hang's stack, for its hooks.
-    hang_frames: Vec<String>,
     /// The kernel OOM killer's part in the exit being handled.
     oom: Option<hooks::OomKill>,
     /// When the current process was spawned (the monotonic clock, in microseconds), and the
@@ -234,7 +232,6 @@ impl WorkerTask {
             origin: None,
             tap: None,
             hang_tail: Vec::new(),
-            hang_frames: Vec::new(),
             oom: None,
             spawned_micros: 0,
             oom_baseline: None,
@@ -531,7 +528,7 @@ impl WorkerTask {
                 let note = self.hang_note(&report);
                 self.log(report);
                 if let Some(text) = note {
-                    self.note(text).await;
+                    self.note(text, Vec::new()).await;
                 }
                 if let Some(why) = why_unmonitored {
                     // The runtime says why (python3 cannot load the monitor): in describe too.

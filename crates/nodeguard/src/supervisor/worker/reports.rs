@@ -83,10 +83,9 @@ impl WorkerTask {
                 .await
                 .unwrap_or(frames);
         let frames = forensics::shorten_frames(&frames, &self.spec.cwd);
-        self.hang_frames.clone_from(&frames);
         let text = forensics::summary(silent_for, Ok(&frames));
         let text = forensics::while_handling(text, &self.hang_requests);
-        self.note(text).await;
+        self.note(text, frames).await;
     }
 
     /// No stack came from the monitor and the hung process was killed: its JS thread was blocked
@@ -104,7 +103,7 @@ impl WorkerTask {
         };
         let text = forensics::summary(silent_for, Err(&why));
         let text = forensics::while_handling(text, &self.hang_requests);
-        self.note(text).await;
+        self.note(text, Vec::new()).await;
     }
 
     /// The hung process exited after SIGINT (or SIGKILL at the deadline): reads the stack it
@@ -129,9 +128,8 @@ impl WorkerTask {
         })
         .await
         .unwrap_or(None);
-        self.hang_frames = frames.clone().unwrap_or_default();
-        let text = match frames {
-            Some(frames) => forensics::summary(silent_for, Ok(&frames)),
+        let text = match &frames {
+            Some(frames) => forensics::summary(silent_for, Ok(frames)),
             None => forensics::summary(
                 silent_for,
                 Err(&format!(
@@ -140,7 +138,16 @@ impl WorkerTask {
                 )),
             ),
         };
-        self.note(forensics::while_handling(text, &requests)).await;
+        let text = forensics::while_handling(text, &requests);
+        self.note(text, frames.unwrap_or_default()).await;
+    }
+
+    /// The process a stack is about: the one being stopped or still live.
+    fn stack_pid(&self) -> Option<u32> {
+        match self.machine.phase {
+            Phase::Live { pid, .. } | Phase::Stopping { pid, .. } => Some(pid),
+            _ => None,
+        }
     }
 
     /// Removes what the monitor of process `pid` recorded for source maps: the process is gone.
@@ -155,7 +162,7 @@ impl WorkerTask {
     /// Records a forensic line: in `describe`, the supervisor's log, and the app's own log. In
     /// foreground mode both logs are the terminal: the line is printed once, with the app's
     /// prefix.
-    pub(super) async fn note(&mut self, text: String) {
+    pub(super) async fn note(&mut self, text: String, stack: Vec<String>) {
         // The hang's last stderr lines go after its stack, once (in every place the line goes).
         let tail = std::mem::take(&mut self.hang_tail);
         let text = if tail.is_empty() {
@@ -166,16 +173,20 @@ impl WorkerTask {
         if self.origin.is_none() || !self.ctx.output.on_terminal() {
             tracing::error!("{text}");
         }
-        self.record("stack", text.clone());
-        let frames = std::mem::take(&mut self.hang_frames);
         self.fire_hooks(hooks::HookEvent {
             kind: crate::config::hooks::HookKind::Hang,
-            pid: self.machine.pid(),
+            pid: self.stack_pid(),
             exit: None,
             message: &text,
-            stack: &frames,
+            stack: &stack,
             stderr: &tail,
         });
+        let detail = Detail {
+            pid: self.stack_pid(),
+            exit: None,
+            stack,
+        };
+        self.record_with("stack", text.clone(), detail);
         if let Some(origin) = &self.origin {
             for line in text.lines() {
                 self.ctx
@@ -187,9 +198,15 @@ impl WorkerTask {
     }
 
     pub(super) fn record(&mut self, kind: &str, message: String) {
+        self.record_with(kind, message, Detail::default());
+    }
+
+    /// [`Self::record`], with the report's fields for the event bus.
+    pub(super) fn record_with(&mut self, kind: &str, message: String, detail: Detail) {
         self.announce(Happening::Report {
             kind: kind.to_string(),
             message: message.clone(),
+            detail,
         });
         self.remember(AppEvent {
             at: timestamp(SystemTime::now()),
@@ -235,10 +252,19 @@ impl WorkerTask {
             Level::Warn => tracing::warn!(pid, "{text}"),
             Level::Error => tracing::error!(pid, "{text}"),
         }
-        self.record(rendered.kind, rendered.history_line());
+        let exit = match &report {
+            Report::Exited { status, .. } | Report::Stopped { status, .. } => Some(*status),
+            _ => None,
+        };
+        let detail = Detail {
+            pid,
+            exit,
+            stack: Vec::new(),
+        };
         if oom {
-            self.record("oom", rendered.history_line());
+            self.record_with("oom", rendered.history_line(), detail.clone());
         }
+        self.record_with(rendered.kind, rendered.history_line(), detail);
     }
 }
 

@@ -95,6 +95,7 @@ impl WorkerTask {
         self.announce(Happening::Report {
             kind: "listened_elsewhere".to_string(),
             message: text.clone(),
+            detail: Detail::default(),
         });
         self.remember(AppEvent {
             at: crate::io::logfile::timestamp(std::time::SystemTime::now()),

@@ -214,7 +214,6 @@ impl WorkerTask {
                 self.hang_requests.clear();
                 self.stack_frames = None;
                 self.hang_tail.clear();
-                self.hang_frames.clear();
                 self.mark_spawn_for_oom();
                 self.capture_lost = false;
                 self.interrupt_timed_out = false;
