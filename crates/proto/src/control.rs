@@ -255,6 +255,9 @@ pub struct AppDefinition {
     /// when the process ends; with several instances, `-<id>` goes before its extension.
     #[serde(default)]
     pub pid_file: Option<String>,
+    /// Event hooks, each `KINDS=COMMAND` or `KINDS=http://HOST:PORT/PATH` (`--on-event`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub on_event: Vec<String>,
 }
 
 fn one() -> u32 {

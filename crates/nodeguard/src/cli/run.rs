@@ -179,6 +179,7 @@ impl RunArgs {
                 cron_restart: triggers.cron_restart.clone(),
                 kill_signal: triggers.kill_signal,
                 shutdown_with_message: triggers.shutdown_with_message,
+                hooks: triggers.hooks.clone(),
                 interpreter: entry.interpreter,
                 interpreter_args: Vec::new(),
                 instance_vars: config::InstanceVars::default(),

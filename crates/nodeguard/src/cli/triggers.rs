@@ -42,6 +42,17 @@ pub struct TriggerOptions {
     /// Ask the app to stop with the message 'shutdown' on process.on('message'), as PM2 does.
     #[arg(long)]
     pub shutdown_with_message: bool,
+
+    /// Run a hook on the app's events (repeatable): KINDS=COMMAND or KINDS=http://HOST:PORT/PATH.
+    /// KINDS: a comma-separated list of crash, hang, errored, memory, oom, start, stop, exit, or
+    /// all. A command is split like a shell would split it, then run without a shell, in the
+    /// app's directory, with the event as JSON on stdin and in NODEGUARD_* variables; a URL gets
+    /// the JSON POSTed (http only: for https, use a command such as curl). Each hook has 10 s
+    /// (or timeout:DUR among its kinds), then its process group is killed; at most 4 run at
+    /// once. E.g. --on-event 'crash,hang=./notify.sh' --on-event
+    /// 'hang,timeout:3s=http://127.0.0.1:9000/hook'
+    #[arg(long, value_name = "KINDS=TARGET")]
+    pub on_event: Vec<String>,
 }
 
 /// The parts of an `AppSpec` these options set, for foreground mode.
@@ -50,6 +61,7 @@ pub struct SpecTriggers {
     pub cron_restart: Option<String>,
     pub kill_signal: StopSignal,
     pub shutdown_with_message: bool,
+    pub hooks: std::sync::Arc<[crate::config::hooks::HookSpec]>,
 }
 
 impl TriggerOptions {
@@ -80,6 +92,9 @@ impl TriggerOptions {
                 None => StopSignal::Terminate,
             },
             shutdown_with_message: definition.shutdown_with_message,
+            hooks: crate::config::hooks::parse_all(&definition.on_event)
+                .map_err(ConfigError::Policy)?
+                .into(),
         })
     }
 
@@ -119,6 +134,12 @@ impl TriggerOptions {
             definition.kill_signal = Some(signal.name().to_string());
         }
         definition.shutdown_with_message |= self.shutdown_with_message;
+        if !self.on_event.is_empty() {
+            crate::config::hooks::parse_all(&self.on_event).map_err(|message| {
+                ConfigError::Policy(message.replacen("on_event", "--on-event", 1))
+            })?;
+            definition.on_event.extend(self.on_event.iter().cloned());
+        }
         Ok(())
     }
 }

@@ -4,6 +4,7 @@
 pub mod command;
 pub mod env;
 pub mod file;
+pub mod hooks;
 
 use crate::core::date_format::DateFormat;
 use std::path::{Path, PathBuf};
@@ -94,6 +95,8 @@ pub struct AppSpec {
     pub log_file: Option<PathBuf>,
     /// PM2's `pid_file` (see [`AppSpec::pid_file_path`]).
     pub pid_file: Option<PathBuf>,
+    /// Event hooks (`--on-event`, `on_event`); empty costs nothing.
+    pub hooks: std::sync::Arc<[hooks::HookSpec]>,
 }
 
 /// The user and group an app runs as instead of the supervisor's (which must be root).
@@ -370,6 +373,7 @@ impl AppCommand<'_> {
             log_date_format: None,
             log_file: None,
             pid_file: None,
+            on_event: Vec::new(),
         }
     }
 }
@@ -514,6 +518,7 @@ impl AppSpec {
         definition.log_date_format = self.log_date_format.as_ref().map(|f| f.text().to_string());
         definition.log_file = self.log_file.as_ref().map(|p| p.display().to_string());
         definition.pid_file = self.pid_file.as_ref().map(|p| p.display().to_string());
+        definition.on_event = self.hooks.iter().map(|hook| hook.text.clone()).collect();
         definition.caller_env = self.caller_env.as_deref().map(<[_]>::to_vec);
         definition.filter_env.clone_from(&self.filter_env);
         definition
@@ -654,6 +659,7 @@ impl AppSpec {
         if pid_file.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
             return Err(ConfigError::Policy("pid_file: empty path".into()));
         }
+        let hooks = hooks::parse_all(&definition.on_event).map_err(ConfigError::Policy)?;
         Ok(AppSpec {
             id,
             name,
@@ -694,6 +700,7 @@ impl AppSpec {
             log_date_format,
             log_file,
             pid_file,
+            hooks: hooks.into(),
         })
     }
 

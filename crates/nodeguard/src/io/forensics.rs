@@ -24,12 +24,48 @@ const TRACE_HEADER: &str = "KEYBOARD_INTERRUPT: Script execution was interrupted
 /// Most stderr lines kept while a capture is armed (Node prints at most 10 frames).
 const MAX_CAPTURED_LINES: usize = 64;
 
-/// Watches one process's stderr lines; keeps them only while armed.
+/// Stderr lines a hang report carries from before the hang (see [`StackTap::tail`]).
+pub const TAIL_LINES: usize = 20;
+/// Most bytes those lines hold together; a longer line is cut to this at a character boundary.
+pub const TAIL_BYTES: usize = 4096;
+
+/// Watches one process's stderr lines: keeps the last [`TAIL_LINES`] always (bounded by
+/// [`TAIL_BYTES`]), and every line while armed.
 #[derive(Debug)]
 pub struct StackTap {
     armed: AtomicBool,
     lines: Mutex<Vec<String>>,
+    tail: Mutex<Tail>,
     closed: watch::Sender<bool>,
+}
+
+/// The last stderr lines, whole (a line is never split across entries), oldest first.
+#[derive(Debug, Default)]
+struct Tail {
+    lines: std::collections::VecDeque<String>,
+    bytes: usize,
+}
+
+impl Tail {
+    fn push(&mut self, line: &[u8]) {
+        let text = String::from_utf8_lossy(line);
+        let text: String = cut(&text, TAIL_BYTES)
+            .chars()
+            .filter(|c| !c.is_control() || *c == '\t')
+            .collect();
+        if self.lines.len() >= TAIL_LINES {
+            let old = self.lines.pop_front().unwrap_or_default();
+            self.bytes = self.bytes.saturating_sub(old.len());
+        }
+        while self.bytes.saturating_add(text.len()) > TAIL_BYTES {
+            let Some(old) = self.lines.pop_front() else {
+                break;
+            };
+            self.bytes = self.bytes.saturating_sub(old.len());
+        }
+        self.bytes = self.bytes.saturating_add(text.len());
+        self.lines.push_back(text);
+    }
 }
 
 impl Default for StackTap {
@@ -37,6 +73,7 @@ impl Default for StackTap {
         Self {
             armed: AtomicBool::new(false),
             lines: Mutex::new(Vec::new()),
+            tail: Mutex::new(Tail::default()),
             closed: watch::Sender::new(false),
         }
     }
@@ -48,8 +85,13 @@ impl StackTap {
         self.armed.store(true, Ordering::Release);
     }
 
-    /// Offers one stderr line (without its newline). Cheap when not armed.
+    /// Offers one stderr line (without its newline). Cheap when not armed (one copy into the
+    /// tail).
     pub fn offer(&self, line: &[u8]) {
+        self.tail
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(line);
         if !self.armed.load(Ordering::Acquire) {
             return;
         }
@@ -57,6 +99,13 @@ impl StackTap {
         if lines.len() < MAX_CAPTURED_LINES {
             lines.push(String::from_utf8_lossy(line).into_owned());
         }
+    }
+
+    /// The last stderr lines the process wrote (at most [`TAIL_LINES`] and [`TAIL_BYTES`]), oldest
+    /// first.
+    pub fn tail(&self) -> Vec<String> {
+        let tail = self.tail.lock().unwrap_or_else(PoisonError::into_inner);
+        tail.lines.iter().cloned().collect()
     }
 
     /// The stream ended: everything the process wrote has been offered.
@@ -170,9 +219,43 @@ pub fn summary(silent_for: Duration, frames: Result<&[String], &str>) -> String 
     }
 }
 
+/// A hang's stderr tail as lines for a report: a heading, then each line after `| `.
+pub fn tail_text(tail: &[String]) -> String {
+    let mut text = format!("last {} stderr line(s) before the hang:", tail.len());
+    for line in tail {
+        text.push_str("\n  | ");
+        text.push_str(line);
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_tail_keeps_the_last_whole_lines_within_its_bounds() {
+        let tap = StackTap::default();
+        for n in 0..50 {
+            tap.offer(format!("line {n}").as_bytes());
+        }
+        let tail = tap.tail();
+        assert_eq!(tail.len(), TAIL_LINES);
+        assert_eq!(tail[0], "line 30");
+        assert_eq!(tail[TAIL_LINES - 1], "line 49");
+        // Long lines: the byte bound holds and no entry is a piece of another.
+        let long = "é".repeat(TAIL_BYTES);
+        tap.offer(long.as_bytes());
+        tap.offer(b"after");
+        let tail = tap.tail();
+        assert!(tail.iter().map(String::len).sum::<usize>() <= TAIL_BYTES);
+        assert_eq!(tail.last().map(String::as_str), Some("after"));
+        assert!(tail
+            .iter()
+            .all(|line| line == "after" || line.starts_with('é')));
+        // Not armed: nothing else is kept.
+        assert!(tap.lines.lock().unwrap().is_empty());
+    }
 
     fn lines(text: &str) -> Vec<String> {
         text.lines().map(str::to_string).collect()

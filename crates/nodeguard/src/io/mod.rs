@@ -10,6 +10,7 @@ pub mod forensics;
 pub mod framed;
 pub mod health;
 pub mod home;
+pub mod hooks;
 pub mod http;
 pub mod listen;
 pub mod logfile;

@@ -273,6 +273,7 @@ mod tests {
                     log_date_format: None,
                     log_file: None,
                     pid_file: None,
+                    on_event: Vec::new(),
                 },
                 restarts: 4,
                 hangs: 1,

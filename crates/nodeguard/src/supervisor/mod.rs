@@ -15,6 +15,7 @@ mod actor;
 pub mod api;
 pub mod events;
 mod live;
+pub mod hooks;
 mod persist;
 mod reload;
 mod replies;
@@ -167,7 +168,7 @@ pub async fn run(
     let spawner = Spawner::start(children.clone()).map_err(SupervisorError::Thread)?;
     let scanner_stop = CancellationToken::new();
     let _scanner_stop = scanner_stop.clone().drop_guard();
-    let tree = proctree::start(children, scanner_stop);
+    let tree = proctree::start(children.clone(), scanner_stop);
     let destinations = output::Destinations {
         terminal: config.terminal_output,
         log_home: config.log_files.then(|| home.paths.home.clone()),
@@ -193,6 +194,7 @@ pub async fn run(
             registry.clone(),
             servers.clone(),
         )),
+        hooks: Arc::new(hooks::Hooks::new(children.clone())),
     });
 
     tokio::spawn(reopen_logs_on_request(

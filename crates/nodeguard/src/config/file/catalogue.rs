@@ -154,6 +154,7 @@ pub(super) const SUPPORTED: &[&str] = &[
     "cron_restart",
     "kill_signal",
     "shutdown_with_message",
+    "on_event",
     "instance_var",
     "increment_var",
     "namespace",

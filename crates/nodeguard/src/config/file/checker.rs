@@ -524,6 +524,7 @@ impl Checker<'_> {
         let shutdown_with_message = self
             .bool_field(fields, "shutdown_with_message")
             .unwrap_or(false);
+        let on_event = self.on_event_field(fields);
         Triggers {
             watch,
             ignore_watch,
@@ -531,6 +532,60 @@ impl Checker<'_> {
             cron_restart,
             kill_signal,
             shutdown_with_message,
+            on_event,
+        }
+    }
+
+    /// nodeguard's `on_event`: one hook (`"crash,hang=./notify.sh"`), a list of them, or an
+    /// object of kinds to targets (`{ "crash,hang": "./notify.sh" }`); each checked.
+    fn on_event_field(&mut self, fields: &mut Map<String, Value>) -> Vec<String> {
+        let texts = match fields.remove("on_event") {
+            None | Some(Value::Null) => return Vec::new(),
+            Some(Value::String(text)) => vec![text],
+            Some(Value::Array(items)) => {
+                let mut texts = Vec::new();
+                for (index, item) in items.into_iter().enumerate() {
+                    match item {
+                        Value::String(text) => texts.push(text),
+                        other => self.problem(
+                            &format!("on_event[{index}]"),
+                            format!("expected \"KINDS=TARGET\", got {}", show(&other)),
+                        ),
+                    }
+                }
+                texts
+            }
+            Some(Value::Object(map)) => {
+                let mut texts = Vec::new();
+                for (kinds, target) in map {
+                    match target {
+                        Value::String(target) => texts.push(format!("{kinds}={target}")),
+                        other => self.problem(
+                            &format!("on_event.{kinds}"),
+                            format!("expected a command or URL, got {}", show(&other)),
+                        ),
+                    }
+                }
+                texts
+            }
+            Some(other) => {
+                self.problem(
+                    "on_event",
+                    format!(
+                        "expected \"KINDS=TARGET\", a list of them or an object, got {}",
+                        show(&other)
+                    ),
+                );
+                return Vec::new();
+            }
+        };
+        match crate::config::hooks::parse_all(&texts) {
+            Ok(_) => texts,
+            Err(message) => {
+                let message = message.strip_prefix("on_event ").unwrap_or(&message);
+                self.problem("on_event", message.to_string());
+                Vec::new()
+            }
         }
     }
 

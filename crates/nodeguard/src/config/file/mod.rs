@@ -159,6 +159,8 @@ pub struct Triggers {
     /// PM2's default, SIGINT, when the file does not say.
     pub kill_signal: StopSignal,
     pub shutdown_with_message: bool,
+    /// nodeguard's `on_event` hooks, checked, as written (`KINDS=TARGET`).
+    pub on_event: Vec<String>,
 }
 
 impl AppConfig {
@@ -235,6 +237,7 @@ impl AppConfig {
         definition.cron_restart = triggers.cron_restart.clone();
         definition.kill_signal = Some(triggers.kill_signal.name().to_string());
         definition.shutdown_with_message = triggers.shutdown_with_message;
+        definition.on_event = triggers.on_event.clone();
         definition
     }
 }

@@ -5,6 +5,7 @@
 mod commands;
 mod failure;
 mod profile;
+mod hooks;
 mod reports;
 mod share;
 mod snapshot;
@@ -66,6 +67,8 @@ pub struct WorkerContext {
     pub user_sockets: Arc<crate::io::user_sockets::UserSockets>,
     /// The home directory (profiles go to its `profiles/`).
     pub home: PathBuf,
+    /// Runs the apps' event hooks (idle, with no task, until one has an event).
+    pub hooks: Arc<crate::supervisor::hooks::Hooks>,
 }
 
 /// Handle kept by the supervisor for one app.
@@ -135,6 +138,14 @@ pub struct WorkerTask {
     hang_requests: Vec<String>,
     /// The stack the monitor sent, until it is reported.
     stack_frames: Option<Vec<String>>,
+    /// The current process's last stderr lines when its hang was confirmed, for the hang's report.
+    hang_tail: Vec<String>,
+    /// The kernel OOM killer's part in the exit being handled.
+    oom: Option<hooks::OomKill>,
+    /// When the current process was spawned (the monotonic clock, in microseconds), and the
+    /// cgroup's OOM-kill count then.
+    spawned_micros: u64,
+    oom_baseline: Option<u64>,
     /// The monitor's connection was gone or closed while its stack was awaited.
     capture_lost: bool,
     /// The monitor's interrupt missed its deadline for the current capture (then the process is
@@ -234,6 +245,10 @@ impl WorkerTask {
             listeners,
             origin: None,
             tap: None,
+            hang_tail: Vec::new(),
+            oom: None,
+            spawned_micros: 0,
+            oom_baseline: None,
             capture: None,
             hang_requests: Vec::new(),
             stack_frames: None,
@@ -286,6 +301,7 @@ impl WorkerTask {
                         if let (Some(path), Some(pid)) = (self.spec.pid_file_path(), self.machine.pid()) {
                             crate::io::pidfile::remove(&path, pid);
                         }
+                        let tree_pids = self.tree_pids();
                         self.end_tree();
                         if let Some(silent_for) = self.capture.take() {
                             if self.machine.capture_by_interrupt {
@@ -296,7 +312,11 @@ impl WorkerTask {
                         }
                         self.forget_maps(maps_pid);
                         match status {
-                            Ok(status) => Event::Exited { status: ExitKind::from_status(status) },
+                            Ok(status) => {
+                                let status = ExitKind::from_status(status);
+                                self.check_oom(status, tree_pids).await;
+                                Event::Exited { status }
+                            }
                             Err(error) => {
                                 tracing::error!(%error, "lost track of the process");
                                 Event::Exited { status: ExitKind::Code(-1) }
@@ -551,6 +571,9 @@ impl WorkerTask {
                 let why_unmonitored = matches!(report, Report::Unmonitored)
                     .then(|| self.spec.unmonitorable())
                     .flatten();
+                if let (Report::Hung { .. }, Some(tap)) = (&report, &self.tap) {
+                    self.hang_tail = tap.tail();
+                }
                 let note = self.hang_note(&report);
                 self.log(report);
                 if let Some(text) = note {

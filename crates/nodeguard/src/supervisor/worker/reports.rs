@@ -163,9 +163,24 @@ impl WorkerTask {
     /// foreground mode both logs are the terminal: the line is printed once, with the app's
     /// prefix.
     pub(super) async fn note(&mut self, text: String, stack: Vec<String>) {
+        // The hang's last stderr lines go after its stack, once (in every place the line goes).
+        let tail = std::mem::take(&mut self.hang_tail);
+        let text = if tail.is_empty() {
+            text
+        } else {
+            format!("{text}\n{}", forensics::tail_text(&tail))
+        };
         if self.origin.is_none() || !self.ctx.output.on_terminal() {
             tracing::error!("{text}");
         }
+        self.fire_hooks(hooks::HookEvent {
+            kind: crate::config::hooks::HookKind::Hang,
+            pid: self.stack_pid(),
+            exit: None,
+            message: &text,
+            stack: &stack,
+            stderr: &tail,
+        });
         let detail = Detail {
             pid: self.stack_pid(),
             exit: None,
@@ -173,10 +188,12 @@ impl WorkerTask {
         };
         self.record_with("stack", text.clone(), detail);
         if let Some(origin) = &self.origin {
-            self.ctx
-                .output
-                .note(origin, format!("[nodeguard] {text}"))
-                .await;
+            for line in text.lines() {
+                self.ctx
+                    .output
+                    .note(origin, format!("[nodeguard] {line}"))
+                    .await;
+            }
         }
     }
 
@@ -200,7 +217,34 @@ impl WorkerTask {
 
     /// Logs a report and keeps it in the event history: one rendering, two places.
     pub(super) fn log(&mut self, report: Report) {
-        let rendered = render(&report, &self.spec.timing);
+        let mut rendered = render(&report, &self.spec.timing);
+        let oom = match (&report, &self.oom) {
+            (Report::Exited { status, .. }, Some(oom)) => {
+                // `signal SIGKILL after 2.0s; …` → `signal SIGKILL (killed by the kernel OOM
+                // killer) after 2.0s; …`, in the log, describe and status alike.
+                let status = status.to_string();
+                rendered.text =
+                    rendered
+                        .text
+                        .replacen(&status, &format!("{status} ({})", oom.text()), 1);
+                if let Some(last) = &mut self.machine.last_exit {
+                    *last = last.replacen(&status, &format!("{status} ({})", oom.text()), 1);
+                }
+                rendered.level = Level::Error;
+                true
+            }
+            _ => false,
+        };
+        if let Some((kind, pid, exit)) = hooks::hook_kind(&report, oom) {
+            self.fire_hooks(hooks::HookEvent {
+                kind,
+                pid,
+                exit,
+                message: &rendered.history_line(),
+                stack: &[],
+                stderr: &[],
+            });
+        }
         let pid = rendered.pid;
         let text = &rendered.text;
         match rendered.level {
@@ -223,6 +267,9 @@ impl WorkerTask {
                 tracing::warn!(pid, "{note}");
                 line = format!("{line}; {note}");
             }
+        }
+        if oom {
+            self.record_with("oom", line.clone(), detail.clone());
         }
         self.record_with(rendered.kind, line, detail);
     }

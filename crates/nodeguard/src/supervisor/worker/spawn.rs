@@ -213,6 +213,8 @@ impl WorkerTask {
                 self.capture = None;
                 self.hang_requests.clear();
                 self.stack_frames = None;
+                self.hang_tail.clear();
+                self.mark_spawn_for_oom();
                 self.capture_lost = false;
                 self.interrupt_timed_out = false;
                 self.child = Some(launched.exit);

@@ -140,6 +140,7 @@ fn spec(timing: Timing) -> AppSpec {
         log_date_format: None,
         log_file: None,
         pid_file: None,
+        hooks: Vec::new().into(),
     }
 }
 
@@ -177,6 +178,7 @@ impl Harness {
             ping_grid: Instant::now(),
             events: bus,
             user_sockets,
+            hooks: Arc::new(crate::supervisor::hooks::Hooks::new(ChildSet::default())),
         });
         let (task, handle) = WorkerTask::new(
             Arc::new(spec),
