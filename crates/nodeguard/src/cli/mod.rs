@@ -8,6 +8,7 @@ mod run;
 mod scale;
 mod start;
 pub mod startup;
+pub mod status;
 mod triggers;
 
 pub use app_options::AppOptions;
@@ -117,6 +118,17 @@ pub enum Verb {
         /// Print a JSON array instead of a table.
         #[arg(long)]
         json: bool,
+        /// Only the apps whose name matches this glob (`web*`: `*` any run of characters, `?`
+        /// one; quote it from the shell), or with this id.
+        #[arg(value_name = "PATTERN")]
+        pattern: Option<String>,
+        /// Only the apps in this state: starting, running, stopping, stopped, backoff, errored.
+        #[arg(long, value_name = "STATE", value_parser = status::parse_state)]
+        state: Option<nodeguard_proto::control::AppState>,
+        /// With --json: only these fields of each app, comma-separated (e.g. name,pid,state),
+        /// on one line; for scripts polling many apps.
+        #[arg(long, value_name = "FIELDS", value_parser = status::parse_fields, requires = "json")]
+        fields: Option<status::FieldList>,
     },
     /// Print the last lines of apps' logs (daemon apps, or foreground with --log-files).
     Logs {
@@ -372,7 +384,7 @@ mod tests {
     #[test]
     fn status_needs_no_script() {
         let cli = Cli::try_parse_from(["nodeguard", "status", "--json", "--home", "/h"]).unwrap();
-        assert!(matches!(cli.command, Some(Verb::Status { json: true })));
+        assert!(matches!(cli.command, Some(Verb::Status { json: true, .. })));
         assert_eq!(cli.home.as_deref(), Some(std::path::Path::new("/h")));
     }
 }

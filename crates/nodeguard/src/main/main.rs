@@ -53,7 +53,15 @@ fn main() -> ExitCode {
     // the whole command-line parser, a fifth of such a run (see `cli::plain_status`).
     if let Some(json) = nodeguard::cli::plain_status(std::env::args_os().skip(1)) {
         init_logging(None);
-        return finish(run_client(Verb::Status { json }, None));
+        return finish(run_client(
+            Verb::Status {
+                json,
+                pattern: None,
+                state: None,
+                fields: None,
+            },
+            None,
+        ));
     }
     // Bare `nodeguard`, as PM2 does: the usage, and the exit code of a usage error.
     if std::env::args_os().len() <= 1 {
