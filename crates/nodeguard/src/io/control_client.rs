@@ -65,6 +65,10 @@ pub async fn request(paths: &HomePaths, command: Command) -> Result<Outcome, Cli
     };
     let command_kind = match command {
         Command::Status | Command::Ping => CommandKind::Query,
+        // A start of thousands of apps takes as long as it takes: the client waits for its
+        // answer as long as the supervisor holds the connection open, rather than give up after
+        // a fixed time while the supervisor carries on.
+        Command::Start { .. } | Command::Resurrect => CommandKind::Unbounded,
         _ => CommandKind::Effect,
     };
     let (read_half, mut writer) = stream.into_split();
@@ -75,13 +79,17 @@ pub async fn request(paths: &HomePaths, command: Command) -> Result<Outcome, Cli
     write_message(&mut writer, &request, MAX_CONTROL_FRAME).await?;
     let mut reader = FrameReader::new(read_half, MAX_CONTROL_FRAME);
     let timeout = match command_kind {
-        CommandKind::Query => RESPONSE_TIMEOUT,
-        CommandKind::Effect => EFFECT_TIMEOUT,
+        CommandKind::Query => Some(RESPONSE_TIMEOUT),
+        CommandKind::Effect => Some(EFFECT_TIMEOUT),
+        CommandKind::Unbounded => None,
     };
-    let payload = tokio::time::timeout(timeout, reader.next_payload())
-        .await
-        .map_err(|_| ClientError::Timeout(timeout))??
-        .ok_or(ClientError::NoAnswer)?;
+    let payload = match timeout {
+        Some(timeout) => tokio::time::timeout(timeout, reader.next_payload())
+            .await
+            .map_err(|_| ClientError::Timeout(timeout))??,
+        None => reader.next_payload().await?,
+    }
+    .ok_or(ClientError::NoAnswer)?;
     if let Some(theirs) = peek_version(&payload).filter(|v| *v != PROTOCOL_VERSION) {
         return Err(ClientError::Version { theirs });
     }
@@ -95,6 +103,8 @@ pub async fn request(paths: &HomePaths, command: Command) -> Result<Outcome, Cli
 enum CommandKind {
     Query,
     Effect,
+    /// Answered once every app it starts runs (or failed to), however long that takes.
+    Unbounded,
 }
 
 /// Makes sure a supervisor runs on `paths.home`: pings it, and if none answers, launches
