@@ -12,6 +12,7 @@ mod run;
 mod scale;
 mod start;
 pub mod startup;
+pub mod status;
 mod triggers;
 
 pub use app_options::AppOptions;
@@ -128,6 +129,17 @@ pub enum Verb {
         /// No colour, even on a terminal (as NO_COLOR does).
         #[arg(long)]
         no_color: bool,
+        /// Only the apps whose name matches this glob (`web*`: `*` any run of characters, `?`
+        /// one; quote it from the shell), or with this id.
+        #[arg(value_name = "PATTERN")]
+        pattern: Option<String>,
+        /// Only the apps in this state: starting, running, stopping, stopped, backoff, errored.
+        #[arg(long, value_name = "STATE", value_parser = status::parse_state)]
+        state: Option<nodeguard_proto::control::AppState>,
+        /// With --json: only these fields of each app, comma-separated (e.g. name,pid,state),
+        /// on one line; for scripts polling many apps.
+        #[arg(long, value_name = "FIELDS", value_parser = status::parse_fields, requires = "json")]
+        fields: Option<status::FieldList>,
     },
     /// Print the last lines of apps' logs (daemon apps, or foreground with --log-files).
     Logs {

@@ -930,7 +930,7 @@ pub fn shown_name(name: &str) -> String {
 pub fn app_names<'a>(scripts: impl IntoIterator<Item = &'a Path>) -> Vec<String> {
     let mut names = Vec::new();
     for script in scripts {
-        let name = unique_name(script, &names);
+        let name = unique_name(script, |name| names.iter().any(|n| n == name));
         names.push(name);
     }
     names
@@ -938,7 +938,7 @@ pub fn app_names<'a>(scripts: impl IntoIterator<Item = &'a Path>) -> Vec<String>
 
 /// A name for `script` that is not in `taken` and cannot be mistaken for a target (`all`, or an
 /// id): its file stem, suffixed `-1`, `-2`, … if needed.
-pub fn unique_name(script: &Path, taken: &[String]) -> String {
+pub fn unique_name(script: &Path, taken: impl Fn(&str) -> bool) -> String {
     // A stem that breaks the name rules is made to fit them: control characters become `_`,
     // and it is cut (at a character boundary) to leave room for a `-N` suffix.
     let stem: String = script
@@ -960,7 +960,7 @@ pub fn unique_name(script: &Path, taken: &[String]) -> String {
     }
     let mut name = base.clone();
     let mut suffix = 1;
-    while taken.contains(&name) || name == "all" || name.chars().all(|c| c.is_ascii_digit()) {
+    while taken(&name) || name == "all" || name.chars().all(|c| c.is_ascii_digit()) {
         name = format!("{base}-{suffix}");
         suffix += 1;
     }

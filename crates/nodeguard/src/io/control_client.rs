@@ -47,18 +47,26 @@ pub enum ClientError {
 pub async fn request(paths: &HomePaths, command: Command) -> Result<Outcome, ClientError> {
     let command_kind = match command {
         Command::Status | Command::Ping => CommandKind::Query,
+        // A start of thousands of apps takes as long as it takes: the client waits for its
+        // answer as long as the supervisor holds the connection open, rather than give up after
+        // a fixed time while the supervisor carries on.
+        Command::Start { .. } | Command::Resurrect => CommandKind::Unbounded,
         _ => CommandKind::Effect,
     };
     let mut connection = send(paths, command).await?;
     let reader = &mut connection.reader;
     let timeout = match command_kind {
-        CommandKind::Query => RESPONSE_TIMEOUT,
-        CommandKind::Effect => EFFECT_TIMEOUT,
+        CommandKind::Query => Some(RESPONSE_TIMEOUT),
+        CommandKind::Effect => Some(EFFECT_TIMEOUT),
+        CommandKind::Unbounded => None,
     };
-    let payload = tokio::time::timeout(timeout, reader.next_payload())
-        .await
-        .map_err(|_| ClientError::Timeout(timeout))??
-        .ok_or(ClientError::NoAnswer)?;
+    let payload = match timeout {
+        Some(timeout) => tokio::time::timeout(timeout, reader.next_payload())
+            .await
+            .map_err(|_| ClientError::Timeout(timeout))??,
+        None => reader.next_payload().await?,
+    }
+    .ok_or(ClientError::NoAnswer)?;
     match decode_response(&payload)? {
         // A stream's event where none was asked for: not this client's business.
         Outcome::Event { .. } => Err(ClientError::NoAnswer),
@@ -147,6 +155,8 @@ struct Connection {
 enum CommandKind {
     Query,
     Effect,
+    /// Answered once every app it starts runs (or failed to), however long that takes.
+    Unbounded,
 }
 
 /// Makes sure a supervisor runs on `paths.home`: pings it, and if none answers, launches

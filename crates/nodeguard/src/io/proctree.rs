@@ -226,6 +226,11 @@ pub fn end_known_descendants(tree: Option<&AppTree>) {
 /// `spawn_key` in their environment (descendants born and orphaned since the last scan). It
 /// reads every process's stat, so a restart runs it off its critical path (see the worker).
 pub fn end_orphans_by_key(spawn_key: u64, children: &ChildSet) {
+    end_orphans_by_keys(&HashSet::from([spawn_key]), children);
+}
+
+/// [`end_orphans_by_key`] for several keys in one scan of the process table.
+pub fn end_orphans_by_keys(spawn_keys: &HashSet<u64>, children: &ChildSet) {
     let Ok(table) = platform::list_processes() else {
         return;
     };
@@ -234,13 +239,51 @@ pub fn end_orphans_by_key(spawn_key: u64, children: &ChildSet) {
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .clone();
-    let key = spawn_key.to_string();
     for orphan in table.iter().filter(|p| p.ppid == me && !p.zombie) {
-        if !ours.contains_key(&orphan.pid)
-            && platform::environment_variable(orphan.pid, ENV_SPAWN_KEY).as_deref() == Some(&key)
-        {
+        if ours.contains_key(&orphan.pid) {
+            continue;
+        }
+        let key = platform::environment_variable(orphan.pid, ENV_SPAWN_KEY)
+            .and_then(|key| key.parse::<u64>().ok());
+        if key.is_some_and(|key| spawn_keys.contains(&key)) {
             kill_leftover(orphan.pid);
         }
+    }
+}
+
+/// Ends orphans by spawn key ([`end_orphans_by_key`]) on its own thread, in batches: the keys
+/// of every app that exited while a scan ran share the next scan, so `stop all` of thousands of
+/// apps is a few scans of the process table, not one per app.
+#[derive(Clone)]
+pub struct OrphanSweeper {
+    jobs: std::sync::mpsc::Sender<(u64, tokio::sync::oneshot::Sender<()>)>,
+}
+
+impl OrphanSweeper {
+    pub fn start(children: ChildSet) -> std::io::Result<Self> {
+        let (jobs, queue) = std::sync::mpsc::channel::<(u64, tokio::sync::oneshot::Sender<()>)>();
+        std::thread::Builder::new()
+            .name("nodeguard-sweeper".into())
+            .spawn(move || {
+                while let Ok(first) = queue.recv() {
+                    let mut batch = vec![first];
+                    batch.extend(queue.try_iter());
+                    let keys: HashSet<u64> = batch.iter().map(|(key, _)| *key).collect();
+                    end_orphans_by_keys(&keys, &children);
+                    for (_, done) in batch {
+                        let _ = done.send(());
+                    }
+                }
+            })?;
+        Ok(Self { jobs })
+    }
+
+    /// Asks for the orphans carrying `spawn_key` to be ended; the receiver answers once they
+    /// were (or at once if the sweeper is gone).
+    pub fn sweep(&self, spawn_key: u64) -> tokio::sync::oneshot::Receiver<()> {
+        let (done, answer) = tokio::sync::oneshot::channel();
+        let _ = self.jobs.send((spawn_key, done));
+        answer
     }
 }
 

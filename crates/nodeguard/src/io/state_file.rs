@@ -82,10 +82,15 @@ pub fn write(path: &Path, state: &SavedState) -> Result<(), StateError> {
         path: path.to_path_buf(),
         source,
     };
-    let bytes = serde_json::to_vec_pretty(state).map_err(|e| write_err(io::Error::other(e)))?;
-    let (mut file, temp) = create_temp(path).map_err(write_err)?;
+    let (file, temp) = create_temp(path).map_err(write_err)?;
     let result = (|| {
-        file.write_all(&bytes)?;
+        // Streamed: thousands of apps make megabytes, not held whole in memory first.
+        let mut writer = io::BufWriter::with_capacity(64 * 1024, file);
+        serde_json::to_writer_pretty(&mut writer, state).map_err(io::Error::other)?;
+        writer.flush()?;
+        let file = writer
+            .into_inner()
+            .map_err(io::IntoInnerError::into_error)?;
         file.sync_all()?;
         fs::rename(&temp, path)?;
         if let Some(dir) = path.parent() {

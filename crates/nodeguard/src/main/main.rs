@@ -56,6 +56,9 @@ fn main() -> ExitCode {
         let verb = Verb::Status {
             json,
             no_color: false,
+            pattern: None,
+            state: None,
+            fields: None,
         };
         return finish(run_client(verb, None));
     }

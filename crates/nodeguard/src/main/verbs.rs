@@ -8,13 +8,31 @@ pub(super) fn client_verb(verb: Verb, home: Option<PathBuf>) -> anyhow::Result<E
     let paths = home_paths(home)?;
     let runtime = runtime()?;
     match verb {
-        Verb::Status { json, no_color } => {
+        Verb::Status {
+            json,
+            no_color,
+            pattern,
+            state,
+            fields,
+        } => {
             let Outcome::Status { apps } =
                 runtime.block_on(client::request(&paths, Command::Status))?
             else {
                 anyhow::bail!("unexpected answer from the supervisor");
             };
-            if json {
+            let filter = nodeguard::cli::status::StatusFilter {
+                pattern,
+                state,
+                fields: fields.map(|fields| fields.0),
+            };
+            if !filter.is_empty() {
+                let apps = filter.rows(apps);
+                if json {
+                    println!("{}", filter.json(&apps)?);
+                } else {
+                    print!("{}", render::status_table(&apps));
+                }
+            } else if json {
                 println!("{}", serde_json::to_string_pretty(&apps)?);
             } else {
                 let colour = nodeguard::cli::colour::wanted(no_color);

@@ -71,6 +71,30 @@ pub fn raise_open_file_limit() -> io::Result<(Option<u64>, Option<u64>)> {
     Ok((started.current, Some(hard)))
 }
 
+/// This process's open files against its `RLIMIT_NOFILE` soft limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OpenFiles {
+    pub limit: u64,
+    pub open: u64,
+}
+
+impl OpenFiles {
+    /// How many more files this process may open.
+    pub fn left(&self) -> u64 {
+        self.limit.saturating_sub(self.open)
+    }
+}
+
+/// How many files this process has open (counted in /proc/self/fd) and may open at most; `None`
+/// when the limit is unlimited or the count cannot be taken (no /proc).
+pub fn open_files() -> Option<OpenFiles> {
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile).current?;
+    let open = std::fs::read_dir("/proc/self/fd").ok()?.count();
+    // Less the descriptor read_dir itself held.
+    let open = u64::try_from(open).ok()?.saturating_sub(1);
+    Some(OpenFiles { limit, open })
+}
+
 /// Prepares a child, between fork and exec: its own process group, the open-file limit the
 /// supervisor started with, and on Linux SIGKILL when the spawning thread dies (which must
 /// therefore be a thread that lives as long as the supervisor).

@@ -47,6 +47,10 @@ pub(super) struct Supervisor {
     pub(super) stopped: HashSet<u32>,
     /// Restarts plus hangs of every app as last written to the state file.
     pub(super) saved_counts: std::cell::Cell<u64>,
+    /// The state file's writer (the daemon): group commit of every change.
+    pub(super) persister: Option<persist::Persister>,
+    /// When to look whether counters changed since the last write (a state event was seen).
+    pub(super) counts_due: Option<tokio::time::Instant>,
     /// Set by `kill`: the state file it wrote is the one to resurrect from, whatever happens while
     /// the apps stop.
     pub(super) state_final: bool,
@@ -71,7 +75,15 @@ impl Supervisor {
             tokio::select! {
                 _ = self.shutdown.graceful.cancelled(), if !closing => {
                     closing = true;
+                    // Spawns still queued from a start storm are not begun.
+                    self.context.spawner.cancel_pending();
                     tasks.close();
+                }
+                _ = sleep_until_some(self.counts_due), if self.counts_due.is_some() => {
+                    self.counts_due = None;
+                    if !closing {
+                        self.persist_new_counts();
+                    }
                 }
                 _ = tasks.wait(), if closing => return,
                 Some(request) = inbox.recv() => self.handle(request),
@@ -88,7 +100,13 @@ impl Supervisor {
                         if self.exit_when_done {
                             self.end_if_all_finished();
                         }
-                        self.persist_new_counts();
+                        // Counters are saved on a short timer, not per event (a start storm
+                        // is thousands of events; each check is a pass over the table).
+                        if self.state_file.is_some() && self.counts_due.is_none() {
+                            self.counts_due = Some(
+                                tokio::time::Instant::now() + persist::COUNTS_SAVE_DELAY,
+                            );
+                        }
                     }
                 }
             }
@@ -239,11 +257,14 @@ impl Supervisor {
     /// Lets go of the listening sockets of apps no longer in the table (the sockets close once
     /// their last process has ended).
     pub(super) fn release_listeners(&mut self) {
-        let apps = &self.apps;
+        if self.listeners.is_empty() && self.triggers.is_empty() {
+            return;
+        }
+        let names: HashSet<&str> = self.apps.iter().map(|h| h.spec.name.as_str()).collect();
         self.listeners
-            .retain(|name, _| apps.iter().any(|handle| &handle.spec.name == name));
+            .retain(|name, _| names.contains(name.as_str()));
         self.triggers.retain(|name, stop| {
-            let kept = apps.iter().any(|handle| &handle.spec.name == name);
+            let kept = names.contains(name.as_str());
             if !kept {
                 stop.cancel();
             }
@@ -327,6 +348,9 @@ impl Supervisor {
                 self.insert_task(index, task, handle);
             }
             Internal::Trigger { name, why } => self.on_trigger(name, why),
+            Internal::Snapshot { reply } => {
+                let _ = reply.send(self.snapshot_for_writer());
+            }
             Internal::ReloadDone { names } => {
                 for name in names {
                     self.reloading.remove(&name);
@@ -474,11 +498,20 @@ impl Supervisor {
         reply: oneshot::Sender<Outcome>,
     ) {
         let mut specs = Vec::new();
-        let mut taken: Vec<String> = self.apps.iter().map(|a| a.spec.name.clone()).collect();
+        // One set for the whole command: a name check per app, not a pass over the table.
+        let mut taken: HashSet<String> = self.apps.iter().map(|a| a.spec.name.clone()).collect();
+        // The apps of one `start` share their caller's environment: kept once, not per app.
+        let mut shared_env: Option<Arc<[(String, String)]>> = None;
         for definition in definitions {
             match self.spec_from(definition, &taken) {
-                Ok(spec) => {
-                    taken.push(spec.name.clone());
+                Ok(mut spec) => {
+                    if let Some(env) = &spec.caller_env {
+                        match &shared_env {
+                            Some(shared) if shared == env => spec.caller_env = Some(shared.clone()),
+                            _ => shared_env = Some(env.clone()),
+                        }
+                    }
+                    taken.insert(spec.name.clone());
                     specs.push(spec);
                 }
                 Err(message) => {
@@ -487,17 +520,30 @@ impl Supervisor {
                 }
             }
         }
+        if let Err(message) = self.check_fd_budget(&specs) {
+            // Nothing was added: the ids taken for these apps are free again.
+            self.next_id = specs
+                .iter()
+                .map(|spec| spec.id)
+                .min()
+                .unwrap_or(self.next_id);
+            let _ = reply.send(Outcome::Error { message });
+            return;
+        }
         let mut pending = Vec::new();
         for spec in specs {
             let indexes = match self.add_app(spec, &[Origins::default()]) {
                 Ok(indexes) => indexes,
                 Err(message) => {
                     // Apps added before this one keep running; say which one failed.
-                    let message = match self.persist_checked() {
-                        Ok(()) => message,
-                        Err(unsaved) => format!("{message}; {unsaved}"),
-                    };
-                    let _ = reply.send(Outcome::Error { message });
+                    let saved = self.persist_checked();
+                    tokio::spawn(async move {
+                        let message = match saved.wait().await {
+                            Ok(()) => message,
+                            Err(unsaved) => format!("{message}; {unsaved}"),
+                        };
+                        let _ = reply.send(Outcome::Error { message });
+                    });
                     return;
                 }
             };
@@ -511,6 +557,40 @@ impl Supervisor {
         }
         let saved = self.persist_checked();
         tokio::spawn(report_saved_when_done(pending, saved, reply));
+    }
+
+    /// Refuses a start whose processes would need more open files than the supervisor has left
+    /// under its `RLIMIT_NOFILE` (see [`crate::platform::open_files`]): a clear answer now, not
+    /// apps errored one by one with "Too many open files".
+    fn check_fd_budget(&self, specs: &[AppSpec]) -> Result<(), String> {
+        let apps: u64 = specs
+            .iter()
+            .map(|spec| u64::from(spec.instances.max(1)))
+            .sum();
+        let needed: u64 = specs
+            .iter()
+            .map(|spec| u64::from(spec.instances.max(1)) * fds_per_app(spec))
+            .sum();
+        let Some(budget) = crate::platform::open_files() else {
+            return Ok(());
+        };
+        let left = budget.left().saturating_sub(FD_RESERVE);
+        if needed <= left {
+            return Ok(());
+        }
+        Err(format!(
+            "cannot start {} more app{}: {} more open files needed, {} left \
+             (RLIMIT_NOFILE {}, {} open, {} kept for the supervisor); raise the hard limit \
+             (ulimit -Hn, or LimitNOFILE= in a systemd unit) and restart the daemon \
+             (nodeguard kill, then start again)",
+            group_digits(apps),
+            if apps == 1 { "" } else { "s" },
+            group_digits(needed),
+            group_digits(left),
+            group_digits(budget.limit),
+            group_digits(budget.open),
+            FD_RESERVE,
+        ))
     }
 
     /// `--update-env`: the target's apps are given `caller_env` in place of the environment they
@@ -547,7 +627,7 @@ impl Supervisor {
     pub(super) fn spec_from(
         &mut self,
         definition: AppDefinition,
-        taken: &[String],
+        taken: &HashSet<String>,
     ) -> Result<AppSpec, String> {
         let script = PathBuf::from(&definition.script);
         let name = match definition.name.clone() {
@@ -557,7 +637,7 @@ impl Supervisor {
             // The name rules (length, control characters, `all`, numbers) are checked with the
             // rest of the definition, which may come from any client of the control socket.
             Some(name) => name,
-            None => config::unique_name(&script, taken),
+            None => config::unique_name(&script, |name| taken.contains(name)),
         };
         let spec =
             AppSpec::from_definition(self.next_id, name, definition).map_err(|e| e.to_string())?;
@@ -582,6 +662,11 @@ impl Supervisor {
             let _ = reply.send(Outcome::Error { message });
             return;
         }
+        if target.is_all() && matches!(change, Change::Stop | Change::Forget) {
+            // `stop all` or `delete all` during a start storm: the spawns still queued are
+            // dropped at once (those apps rest stopped) instead of run one by one first.
+            self.context.spawner.cancel_pending();
+        }
         let mut pending = Vec::new();
         for &index in &chosen {
             let handle = &self.apps[index];
@@ -593,7 +678,7 @@ impl Supervisor {
             }
             pending.push((watched(handle), answer));
         }
-        let ids: Vec<u32> = chosen.iter().map(|&i| self.apps[i].spec.id).collect();
+        let ids: HashSet<u32> = chosen.iter().map(|&i| self.apps[i].spec.id).collect();
         if matches!(change, Change::Forget) {
             let names: HashSet<&str> = chosen
                 .iter()
@@ -611,6 +696,7 @@ impl Supervisor {
             Change::Run => self.stopped.retain(|id| !ids.contains(id)),
             Change::Forget => {
                 self.stopped.retain(|id| !ids.contains(id));
+                let chosen: HashSet<usize> = chosen.into_iter().collect();
                 let mut index = 0;
                 self.apps.retain(|_| {
                     let keep = !chosen.contains(&index);
@@ -809,6 +895,8 @@ impl Supervisor {
             return;
         }
         self.state_final = true;
+        // Spawns still queued from a start storm are dropped, not run one by one first.
+        self.context.spawner.cancel_pending();
         let mut pending = Vec::new();
         self.listeners.clear();
         for handle in self.apps.drain(..) {
@@ -840,4 +928,37 @@ pub(super) enum Change {
     Run,
     /// It leaves the table.
     Forget,
+}
+
+/// Open files the supervisor holds for each running app: the read ends of its stdout and stderr
+/// pipes, the pidfd its exit is awaited on, and the monitor's connection for an app Node runs.
+/// (Log files are opened on an app's first output line; they are counted as they open, in the
+/// files open now.)
+pub(super) fn fds_per_app(spec: &AppSpec) -> u64 {
+    let monitor = u64::from(spec.interpreter.as_deref() != Some(crate::config::command::NONE));
+    3 + monitor
+}
+
+/// Open files kept free beyond the apps' needs: control connections, log files, the state file.
+pub(super) const FD_RESERVE: u64 = 64;
+
+/// `12345678` as `12,345,678`.
+pub(super) fn group_digits(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Sleeps until `deadline` (forever when there is none).
+async fn sleep_until_some(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
 }

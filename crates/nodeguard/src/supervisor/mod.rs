@@ -27,6 +27,7 @@ pub mod worker;
 
 use actor::Supervisor;
 pub use api::ControlRequest;
+use persist::Saved;
 use reload::{reload_task, Internal, Member, ReloadGroup, Verb};
 use replies::{
     forward_saved, matches_target, no_match, report_saved_when_done, report_when_done, watched,
@@ -245,6 +246,12 @@ pub async fn run(
     ));
 
     let (internal, internal_inbox) = mpsc::unbounded_channel();
+    let state_path = config
+        .persist
+        .then(|| state_file::state_path(&home.paths.home));
+    let persister = state_path
+        .clone()
+        .map(|path| persist::Persister::start(path, internal.clone()));
     let mut supervisor = Supervisor {
         apps: Vec::new(),
         next_key: 0,
@@ -256,12 +263,12 @@ pub async fn run(
         context: context.clone(),
         tasks: TaskTracker::new(),
         shutdown: shutdown.clone(),
-        state_file: config
-            .persist
-            .then(|| state_file::state_path(&home.paths.home)),
+        state_file: state_path,
         home_watch: home.watch(),
         stopped: HashSet::new(),
         saved_counts: std::cell::Cell::new(0),
+        persister,
+        counts_due: None,
         state_final: false,
         exit_when_done: config.exit_when_done,
         apps_finished: None,

@@ -1,11 +1,13 @@
 //! The state file: what the daemon saves after every change (apps, ids, counters, stopped apps),
-//! and bringing the saved apps back (`resurrect`).
+//! written in groups off the actor's thread (see [`Persister`]), and bringing the saved apps back
+//! (`resurrect`).
 
 use crate::config::AppSpec;
 use crate::io::state_file::{self, InstanceCounts, SavedApp, SavedState, STATE_VERSION};
 use crate::supervisor::worker::{Origins, WorkerCommand};
 use nodeguard_proto::control::Outcome;
-use tokio::sync::oneshot;
+use std::sync::{Mutex, PoisonError};
+use tokio::sync::{oneshot, watch};
 
 use super::*;
 use crate::config;
@@ -34,9 +36,150 @@ pub(super) enum ResurrectError {
     Read(#[from] StateError),
 }
 
+/// Where the state file stands, for replies that must wait until their change is on disk.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Durable {
+    /// The latest change (see [`Persister::wanted`]) the file on disk holds, or failed to.
+    seq: u64,
+    /// Why the write of `seq` failed.
+    error: Option<String>,
+}
+
+/// The daemon's state-file writer (group commit): a command that changes the app table asks for
+/// a save ([`Supervisor::persist_checked`]) and gets a [`Saved`] ticket; the writer task takes one
+/// snapshot of the table for every change asked for while it was busy, writes it once (temporary
+/// file, fsync, rename, as [`state_file::write`] does) off the actor's thread, and then every
+/// ticket up to that change resolves. A reply goes out only once its ticket has: no change is
+/// acknowledged before it is on disk, and a storm of changes costs a few writes, not one each.
+pub(super) struct Persister {
+    /// Number of the latest change asked for.
+    wanted: std::cell::Cell<u64>,
+    /// Wakes the writer task.
+    wake: Arc<tokio::sync::Notify>,
+    durable: watch::Receiver<Durable>,
+    /// Held while writing: the number of the latest change written, so an older snapshot never
+    /// lands after a newer one (the writer task and the actor's own writes, `save` and `kill`).
+    gate: Arc<Mutex<u64>>,
+}
+
+/// A change's place in the state file's writes: resolves once the file holds it.
+pub(super) struct Saved(Option<(watch::Receiver<Durable>, u64)>);
+
+impl Saved {
+    /// Nothing to wait for (no state file, foreground mode).
+    pub(super) fn done() -> Self {
+        Saved(None)
+    }
+
+    /// Ok once the change is on disk; else the one line the command's answer must carry.
+    pub(super) async fn wait(self) -> Result<(), String> {
+        let Some((mut durable, seq)) = self.0 else {
+            return Ok(());
+        };
+        let error = match durable.wait_for(|d| d.seq >= seq).await {
+            Ok(durable) => durable.error.clone(),
+            Err(_) => Some("the supervisor is shutting down".to_string()),
+        };
+        match error {
+            None => Ok(()),
+            Some(error) => Err(not_saved(&error)),
+        }
+    }
+}
+
+fn not_saved(error: &dyn std::fmt::Display) -> String {
+    format!(
+        "the app list was not saved ({error}): the change took effect, but `resurrect` \
+         would not see it; make room and run `nodeguard save`"
+    )
+}
+
+/// How long a restart or hang counted stays unsaved at most (counters only; a command's change
+/// is written before it is answered).
+pub(super) const COUNTS_SAVE_DELAY: std::time::Duration = std::time::Duration::from_secs(1);
+
+impl Persister {
+    /// Starts the writer task for the state file at `path`; it asks the actor for snapshots
+    /// through `internal`.
+    pub(super) fn start(path: PathBuf, internal: mpsc::UnboundedSender<Internal>) -> Self {
+        let wake = Arc::new(tokio::sync::Notify::new());
+        let (publish, durable) = watch::channel(Durable::default());
+        let gate = Arc::new(Mutex::new(0));
+        tokio::spawn(write_loop(
+            path,
+            internal,
+            wake.clone(),
+            publish,
+            gate.clone(),
+        ));
+        Persister {
+            wanted: std::cell::Cell::new(0),
+            wake,
+            durable,
+            gate,
+        }
+    }
+}
+
+/// The writer task: for each round of changes, one snapshot from the actor, one write.
+async fn write_loop(
+    path: PathBuf,
+    internal: mpsc::UnboundedSender<Internal>,
+    wake: Arc<tokio::sync::Notify>,
+    publish: watch::Sender<Durable>,
+    gate: Arc<Mutex<u64>>,
+) {
+    loop {
+        wake.notified().await;
+        let (reply, answer) = oneshot::channel();
+        if internal.send(Internal::Snapshot { reply }).is_err() {
+            return;
+        }
+        let Ok((seq, built)) = answer.await else {
+            return;
+        };
+        let result = match built {
+            None => Ok(()),
+            Some(Err(error)) => Err(error.to_string()),
+            Some(Ok(state)) => {
+                let path = path.clone();
+                let gate = gate.clone();
+                tokio::task::spawn_blocking(move || write_ordered(&gate, seq, &path, &state))
+                    .await
+                    .unwrap_or_else(|error| Err(error.to_string()))
+            }
+        };
+        if let Err(error) = &result {
+            tracing::error!("{}", not_saved(error));
+        }
+        publish.send_modify(|durable| {
+            if seq >= durable.seq {
+                durable.seq = seq;
+                durable.error = result.err();
+            }
+        });
+    }
+}
+
+/// Writes `state` (change number `seq`) unless a later change was written already.
+fn write_ordered(
+    gate: &Mutex<u64>,
+    seq: u64,
+    path: &std::path::Path,
+    state: &SavedState,
+) -> Result<(), String> {
+    let mut written = gate.lock().unwrap_or_else(PoisonError::into_inner);
+    if seq <= *written {
+        return Ok(());
+    }
+    state_file::write(path, state).map_err(|error| error.to_string())?;
+    *written = seq;
+    Ok(())
+}
+
 impl Supervisor {
-    /// Writes the app list to the state file, if this supervisor keeps one.
-    pub(super) fn persist(&self) -> Result<(), PersistError> {
+    /// The app list as the state file saves it, now.
+    pub(super) fn state_now(&self) -> Result<SavedState, PersistError> {
         let Some(path) = &self.state_file else {
             return Err(PersistError::NoStateFile);
         };
@@ -46,14 +189,12 @@ impl Supervisor {
         let mut apps: Vec<SavedApp> = Vec::new();
         // Per app: (instance, id, counts) of each instance, once.
         let mut members: Vec<Vec<(u32, u32, InstanceCounts)>> = Vec::new();
+        let mut slots: HashMap<&str, usize> = HashMap::new();
         for handle in &self.apps {
             let snapshot = handle.snapshot.borrow();
             let stopped = self.stopped.contains(&handle.spec.id);
-            let slot = match apps
-                .iter()
-                .position(|a| a.definition.name.as_deref() == Some(handle.spec.name.as_str()))
-            {
-                Some(slot) => slot,
+            let slot = match slots.get(handle.spec.name.as_str()) {
+                Some(&slot) => slot,
                 None => {
                     apps.push(SavedApp {
                         id: handle.spec.id,
@@ -65,6 +206,7 @@ impl Supervisor {
                         ids: Vec::new(),
                     });
                     members.push(Vec::new());
+                    slots.insert(handle.spec.name.as_str(), apps.len() - 1);
                     apps.len() - 1
                 }
             };
@@ -98,18 +240,49 @@ impl Supervisor {
                 app.instances = instances.iter().map(|(_, _, counts)| *counts).collect();
             }
         }
-        let saved = SavedState {
-            version: STATE_VERSION,
-            apps,
-        };
         if let Some(reason) = self.home_watch.lost() {
             return Err(PersistError::HomeLost {
                 path: path.clone(),
                 reason,
             });
         }
-        state_file::write(path, &saved)?;
         self.saved_counts.set(self.counts());
+        Ok(SavedState {
+            version: STATE_VERSION,
+            apps,
+        })
+    }
+
+    /// The writer task's request: the number of the latest change and the table now (`None`
+    /// once `kill` wrote the final file).
+    pub(super) fn snapshot_for_writer(&self) -> (u64, Option<Result<SavedState, PersistError>>) {
+        let seq = self.persister.as_ref().map_or(0, |p| p.wanted.get());
+        if self.state_final {
+            return (seq, None);
+        }
+        (seq, Some(self.state_now()))
+    }
+
+    /// Writes the app list to the state file now, on the actor's thread (`save`, `kill`), if
+    /// this supervisor keeps one.
+    pub(super) fn persist(&self) -> Result<(), PersistError> {
+        let Some(path) = &self.state_file else {
+            return Err(PersistError::NoStateFile);
+        };
+        let state = self.state_now()?;
+        match &self.persister {
+            Some(persister) => {
+                let seq = persister.wanted.get().saturating_add(1);
+                persister.wanted.set(seq);
+                let mut written = persister
+                    .gate
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                state_file::write(path, &state)?;
+                *written = (*written).max(seq);
+            }
+            None => state_file::write(path, &state)?,
+        }
         Ok(())
     }
 
@@ -124,41 +297,30 @@ impl Supervisor {
             .sum()
     }
 
-    /// Writes the state file when a restart or hang was counted since it was last written, so
-    /// that a daemon killed without warning is resurrected with its counters.
+    /// Saves the state file when a restart or hang was counted since it was last written, so
+    /// that a daemon killed without warning is resurrected with its counters. Called at most
+    /// every [`COUNTS_SAVE_DELAY`], not per event: one pass over the table.
     pub(super) fn persist_new_counts(&self) {
         if self.state_file.is_some()
             && !self.state_final
             && self.counts() != self.saved_counts.get()
         {
-            self.persist_or_warn();
+            drop(self.persist_checked());
         }
     }
 
-    /// Keeps the state file in step with the app table for a command that changed it: the error
-    /// (also logged) is the one line that command's answer must carry, since apps that are not
-    /// saved are lost at the next `resurrect`. Ok when this supervisor keeps no state file.
-    pub(super) fn persist_checked(&self) -> Result<(), String> {
-        if self.state_file.is_none() {
-            return Ok(());
-        }
-        self.persist().map_err(|error| {
-            let message = format!(
-                "the app list was not saved ({error}): the change took effect, but `resurrect` \
-                 would not see it; make room and run `nodeguard save`"
-            );
-            tracing::error!("{message}");
-            message
-        })
-    }
-
-    /// Keeps the state file in step with the app table; a failure is logged, not fatal.
-    pub(super) fn persist_or_warn(&self) {
-        if self.state_file.is_some() {
-            if let Err(error) = self.persist() {
-                tracing::warn!("{error}");
-            }
-        }
+    /// Asks for the state file to be brought in step with the app table after a command changed
+    /// it; the ticket resolves once it is (or with the one line that command's answer must
+    /// carry, also logged, since apps that are not saved are lost at the next `resurrect`).
+    /// Resolves at once when this supervisor keeps no state file.
+    pub(super) fn persist_checked(&self) -> Saved {
+        let Some(persister) = &self.persister else {
+            return Saved::done();
+        };
+        let seq = persister.wanted.get().saturating_add(1);
+        persister.wanted.set(seq);
+        persister.wake.notify_one();
+        Saved(Some((persister.durable.clone(), seq)))
     }
 
     /// What the state file holds, to resurrect from.
@@ -189,15 +351,19 @@ impl Supervisor {
     pub(super) fn resurrect_saved(&mut self, saved: SavedState, reply: oneshot::Sender<Outcome>) {
         let mut pending = Vec::new();
         let mut problems = Vec::new();
+        // Names and ids in the table, kept up to date as apps are added: one pass, not one per
+        // saved app.
+        let mut names: HashSet<String> = self.apps.iter().map(|h| h.spec.name.clone()).collect();
+        let mut ids_taken: HashSet<u32> = self.apps.iter().map(|h| h.spec.id).collect();
         for app in saved.apps {
             let name = app.definition.name.clone().unwrap_or_default();
-            if self.apps.iter().any(|h| h.spec.name == name) {
+            if names.contains(&name) {
                 continue;
             }
             // Bounded before the id scan: a crafted count (u32::MAX) is refused by
             // `from_definition` below, not scanned id by id first.
             let instances = app.definition.instances.clamp(1, config::MAX_INSTANCES);
-            let taken = |id: u32| self.apps.iter().any(|h| h.spec.id == id);
+            let taken = |id: u32| ids_taken.contains(&id);
             // The saved ids when they are one per instance, distinct and free (a `scale`d app's
             // need not be consecutive); else consecutive ids from the saved first one, or from
             // the next free id.
@@ -263,8 +429,10 @@ impl Supervisor {
                     continue;
                 }
             };
+            names.insert(name.clone());
             for index in indexes {
                 let handle = &self.apps[index];
+                ids_taken.insert(handle.spec.id);
                 let (done, answer) = oneshot::channel();
                 if app.stopped {
                     let _ = done.send(Ok(()));
@@ -276,11 +444,14 @@ impl Supervisor {
         }
         let saved = self.persist_checked();
         if !problems.is_empty() {
-            let mut message = format!("could not bring back: {}", problems.join("; "));
-            if let Err(unsaved) = saved {
-                message = format!("{message}; {unsaved}");
-            }
-            let _ = reply.send(Outcome::Error { message });
+            let message = format!("could not bring back: {}", problems.join("; "));
+            tokio::spawn(async move {
+                let message = match saved.wait().await {
+                    Ok(()) => message,
+                    Err(unsaved) => format!("{message}; {unsaved}"),
+                };
+                let _ = reply.send(Outcome::Error { message });
+            });
             return;
         }
         tokio::spawn(report_saved_when_done(pending, saved, reply));

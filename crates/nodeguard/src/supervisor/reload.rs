@@ -29,6 +29,13 @@ pub(super) enum Internal {
     TaskFailed { key: u64, why: String },
     /// A file change or the cron schedule asks to restart (or reload) the app.
     Trigger { name: String, why: String },
+    /// The state file's writer asks for the table to write (see `persist::Persister`).
+    Snapshot {
+        reply: oneshot::Sender<(
+            u64,
+            Option<Result<crate::io::state_file::SavedState, super::persist::PersistError>>,
+        )>,
+    },
 }
 
 /// One instance as a reload task sees it.

@@ -5,7 +5,7 @@
 use super::*;
 use crate::config::AppSpec;
 use crate::io::proctree;
-use crate::supervisor::worker::{CommandResult, WorkerHandle, WorkerSnapshot};
+use crate::supervisor::worker::{CommandError, CommandResult, WorkerHandle, WorkerSnapshot};
 use nodeguard_proto::control::{AppStatus, Outcome, Target};
 use tokio::sync::{oneshot, watch};
 
@@ -53,7 +53,7 @@ pub(super) fn matches_target(handle: &WorkerHandle, target: &Target) -> bool {
 /// error as well.
 pub(super) async fn report_saved_when_done(
     pending: Vec<(Watched, oneshot::Receiver<CommandResult>)>,
-    saved: Result<(), String>,
+    saved: Saved,
     reply: oneshot::Sender<Outcome>,
 ) {
     let (done, answer) = oneshot::channel();
@@ -64,12 +64,14 @@ pub(super) async fn report_saved_when_done(
 /// Passes a command's answer on; an app list that could not be saved (`saved`) makes it an error.
 pub(super) async fn forward_saved(
     answer: oneshot::Receiver<Outcome>,
-    saved: Result<(), String>,
+    saved: Saved,
     reply: oneshot::Sender<Outcome>,
 ) {
     let Ok(outcome) = answer.await else {
         return;
     };
+    // Answered only once the change is on disk (group commit, see `Persister`).
+    let saved = saved.wait().await;
     let outcome = match (outcome, saved) {
         (outcome, Ok(())) => outcome,
         (Outcome::Error { message }, Err(unsaved)) => Outcome::Error {
@@ -80,6 +82,9 @@ pub(super) async fn forward_saved(
     let _ = reply.send(outcome);
 }
 
+/// Apps stopped before they ran that an answer names one by one; more are counted.
+const NAMED_CANCELLED: usize = 3;
+
 /// Waits for every app's answer, then sends `Done` with their statuses, or an `Error` naming each
 /// app whose command failed.
 pub(super) async fn report_when_done(
@@ -88,13 +93,28 @@ pub(super) async fn report_when_done(
 ) {
     let mut failures = Vec::new();
     let mut apps = Vec::new();
+    // Starts an operator cancelled (`stop all`, `kill` during a start storm): counted, not
+    // named one by one.
+    let mut cancelled = Vec::new();
+    let total = pending.len();
     for (app, answer) in pending {
         match answer.await {
             Ok(Ok(())) => {}
+            Ok(Err(why @ CommandError::StoppedBeforeRunning)) => {
+                cancelled.push(format!("{}: {why}", app.spec.name));
+            }
             Ok(Err(why)) => failures.push(format!("{}: {why}", app.spec.name)),
             Err(_) => failures.push(format!("{}: the app's task ended", app.spec.name)),
         }
         apps.push(app.status());
+    }
+    if cancelled.len() > NAMED_CANCELLED {
+        failures.push(format!(
+            "{} of {total} apps were stopped before they ran (their start was cancelled)",
+            cancelled.len()
+        ));
+    } else {
+        failures.append(&mut cancelled);
     }
     let outcome = if failures.is_empty() {
         Outcome::Done { apps }

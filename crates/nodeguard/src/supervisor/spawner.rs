@@ -9,7 +9,8 @@ use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::process::ExitStatus;
-use std::sync::{mpsc, PoisonError};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, PoisonError};
 use std::thread;
 
 use tokio::process::{Child, ChildStderr, ChildStdout, Command};
@@ -17,7 +18,15 @@ use tokio::sync::oneshot;
 
 use crate::io::proctree::ChildSet;
 
-type Job = (Command, u64, oneshot::Sender<io::Result<Child>>);
+type Job = (Command, u64, u64, oneshot::Sender<io::Result<Child>>);
+
+/// What a spawn dropped by [`Launch::cancel_pending`] fails with: the app comes to rest stopped.
+pub const CANCELLED: &str = "the start was cancelled";
+
+/// Whether `error` is a spawn dropped by [`Launch::cancel_pending`].
+pub fn is_cancelled(error: &io::Error) -> bool {
+    error.kind() == io::ErrorKind::Interrupted && error.to_string() == CANCELLED
+}
 
 /// Resolves once the process has exited (and been reaped).
 pub type ExitFuture = Pin<Box<dyn Future<Output = io::Result<ExitStatus>> + Send>>;
@@ -46,12 +55,28 @@ pub trait Launch: Send + Sync {
 
     /// The supervisor's children and their spawn keys.
     fn children(&self) -> ChildSet;
+
+    /// Drops every spawn queued so far and not yet begun (`kill`, `stop all` or shutdown during
+    /// a start storm): each fails at once with [`CANCELLED`].
+    fn cancel_pending(&self) {}
+
+    /// Ends the orphans carrying `spawn_key` (see [`crate::io::proctree::end_orphans_by_key`]);
+    /// the receiver answers once they were.
+    fn end_orphans(&self, spawn_key: u64) -> oneshot::Receiver<()> {
+        crate::io::proctree::end_orphans_by_key(spawn_key, &self.children());
+        let (done, answer) = oneshot::channel();
+        let _ = done.send(());
+        answer
+    }
 }
 
 /// Handle to the spawning thread. Keep it alive for as long as any worker runs.
 pub struct Spawner {
     jobs: mpsc::Sender<Job>,
     children: ChildSet,
+    /// Jobs queued under an earlier epoch than this are dropped, not spawned.
+    epoch: Arc<AtomicU64>,
+    sweeper: crate::io::proctree::OrphanSweeper,
 }
 
 impl Spawner {
@@ -62,11 +87,19 @@ impl Spawner {
         let runtime = tokio::runtime::Handle::current();
         let (jobs, queue) = mpsc::channel::<Job>();
         let recorded = children.clone();
+        let sweeper = crate::io::proctree::OrphanSweeper::start(children.clone())?;
+        let epoch = Arc::new(AtomicU64::new(0));
+        let current = epoch.clone();
         thread::Builder::new()
             .name("nodeguard-spawner".into())
             .spawn(move || {
                 let _runtime = runtime.enter();
-                for (mut command, spawn_key, reply) in queue {
+                for (mut command, spawn_key, queued_in, reply) in queue {
+                    if queued_in < current.load(Ordering::Acquire) {
+                        let _ =
+                            reply.send(Err(io::Error::new(io::ErrorKind::Interrupted, CANCELLED)));
+                        continue;
+                    }
                     let mut children = recorded.lock().unwrap_or_else(PoisonError::into_inner);
                     let result = command.spawn();
                     if let Some(pid) = result.as_ref().ok().and_then(Child::id) {
@@ -77,7 +110,12 @@ impl Spawner {
                     let _ = reply.send(result);
                 }
             })?;
-        Ok(Self { jobs, children })
+        Ok(Self {
+            jobs,
+            children,
+            epoch,
+            sweeper,
+        })
     }
 
     /// The supervisor's children and their spawn keys.
@@ -97,8 +135,9 @@ impl Spawner {
     /// [`crate::io::proctree::ENV_SPAWN_KEY`] in its environment.
     pub async fn spawn(&self, command: Command, spawn_key: u64) -> io::Result<Child> {
         let (reply, answer) = oneshot::channel();
+        let epoch = self.epoch.load(Ordering::Acquire);
         self.jobs
-            .send((command, spawn_key, reply))
+            .send((command, spawn_key, epoch, reply))
             .map_err(|_| io::Error::other("the spawner thread has stopped"))?;
         answer
             .await
@@ -132,5 +171,13 @@ impl Launch for Spawner {
 
     fn children(&self) -> ChildSet {
         Spawner::children(self).clone()
+    }
+
+    fn cancel_pending(&self) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+    }
+
+    fn end_orphans(&self, spawn_key: u64) -> oneshot::Receiver<()> {
+        self.sweeper.sweep(spawn_key)
     }
 }

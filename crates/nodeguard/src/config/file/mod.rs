@@ -606,13 +606,14 @@ fn build(
     }
     // A missing name comes from the script's file stem, with a `-1`, `-2`, ... suffix when that
     // is taken by an explicit name or an earlier default (or is reserved: `all`, or a number).
-    let mut taken: Vec<String> = seen.into_keys().collect();
+    let mut taken: std::collections::HashSet<String> = seen.into_keys().collect();
     let apps = parsed
         .into_iter()
         .map(|app| {
             let name = app.name.clone().unwrap_or_else(|| {
-                let name = crate::config::unique_name(&app.config.script, &taken);
-                taken.push(name.clone());
+                let name =
+                    crate::config::unique_name(&app.config.script, |name| taken.contains(name));
+                taken.insert(name.clone());
                 name
             });
             AppConfig { name, ..app.config }

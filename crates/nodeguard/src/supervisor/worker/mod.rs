@@ -165,6 +165,10 @@ pub struct WorkerTask {
     last_stall_profile: Option<Instant>,
     /// An event to step right after the current one.
     deferred: Option<Event>,
+    /// The spawn was cancelled (`stop all`, `kill` during a start storm): the starts queued
+    /// before the command that cancelled it are answered "stopped before it was running", not
+    /// run; the next other command ends this.
+    drop_starts: bool,
 }
 
 /// Keys for [`proctree::ENV_SPAWN_KEY`], unique within this supervisor.
@@ -240,7 +244,9 @@ impl WorkerTask {
             commands,
             waiters: Vec::new(),
             ending: false,
-            events: VecDeque::with_capacity(EVENT_HISTORY),
+            // Grows as events come: most apps never fill it, and thousands of apps each holding
+            // room for the whole history cost megabytes.
+            events: VecDeque::new(),
             begin_stopped: origins.stopped,
             listeners,
             origin: None,
@@ -261,6 +267,7 @@ impl WorkerTask {
             memory_note: None,
             last_stall_profile: None,
             deferred: None,
+            drop_starts: false,
         };
         let handle = WorkerHandle {
             key: 0,
@@ -302,7 +309,7 @@ impl WorkerTask {
                             crate::io::pidfile::remove(&path, pid);
                         }
                         let tree_pids = self.tree_pids();
-                        self.end_tree();
+                        self.end_tree().await;
                         if let Some(silent_for) = self.capture.take() {
                             if self.machine.capture_by_interrupt {
                                 self.report_blocked(silent_for).await;
@@ -351,10 +358,19 @@ impl WorkerTask {
                         self.ending = true;
                         Event::Stop
                     }
-                    Some(command) = self.commands.recv(), if !self.ending => match self.on_command(command) {
-                        Some(event) => event,
-                        None => continue,
-                    },
+                    Some(command) = self.commands.recv(), if !self.ending => {
+                        if self.drop_starts {
+                            if let WorkerCommand::Start(reply) = command {
+                                let _ = reply.send(Err(CommandError::StoppedBeforeRunning));
+                                continue;
+                            }
+                            self.drop_starts = false;
+                        }
+                        match self.on_command(command) {
+                            Some(event) => event,
+                            None => continue,
+                        }
+                    }
                     _ = sleep_until(profile_deadline), if profile_deadline.is_some() => match self.on_profile_deadline() {
                         Some(event) => event,
                         None => continue,
@@ -592,10 +608,11 @@ impl WorkerTask {
     /// The main process exited: forgets its pid and ends what is left of its tree. First its
     /// process group (a graceful stop asked the main process alone, through the monitor), then
     /// the descendants that left the group: those the last scan saw, and orphans carrying the
-    /// spawn key. That sweep reads the whole process table (a millisecond or more), so after an
-    /// unexpected exit it runs on the blocking pool while the restart goes ahead; after a stop it
-    /// runs here, so it is done before a supervisor that is shutting down exits.
-    fn end_tree(&mut self) {
+    /// spawn key. That sweep reads the whole process table (a millisecond or more), so it runs on
+    /// the sweeper thread, one scan for every app that exited meanwhile; after an unexpected exit
+    /// the restart goes ahead meanwhile, after a stop it is awaited, so it is done before a
+    /// supervisor that is shutting down exits.
+    async fn end_tree(&mut self) {
         let Some(pid) = self.machine.pid() else {
             return;
         };
@@ -605,11 +622,11 @@ impl WorkerTask {
         }
         let tree = self.ctx.tree.borrow().clone();
         proctree::end_known_descendants(tree.of(pid));
-        let (spawn_key, children) = (self.spawn_key, self.ctx.spawner.children());
-        if matches!(self.machine.phase, Phase::Live { .. }) && !self.ending {
-            tokio::task::spawn_blocking(move || proctree::end_orphans_by_key(spawn_key, &children));
-        } else {
-            proctree::end_orphans_by_key(spawn_key, &children);
+        // One scan of the process table for the apps that exited meanwhile (the sweeper
+        // batches them); a restart does not wait for it, a stop does.
+        let swept = self.ctx.spawner.end_orphans(self.spawn_key);
+        if !matches!(self.machine.phase, Phase::Live { .. }) || self.ending {
+            let _ = swept.await;
         }
     }
 

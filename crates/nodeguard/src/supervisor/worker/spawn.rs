@@ -220,6 +220,14 @@ impl WorkerTask {
                 self.child = Some(launched.exit);
                 Event::Spawned { pid }
             }
+            Err(error) if crate::supervisor::spawner::is_cancelled(&error) => {
+                // Dropped by `kill`, `stop all` or shutdown before it began: the app rests
+                // stopped (its start hears "stopped before it was running").
+                self.forget_token();
+                self.drop_starts = true;
+                tracing::info!("start cancelled before the process was spawned");
+                Event::Stop
+            }
             Err(error) => {
                 self.forget_token();
                 Event::SpawnFailed {
