@@ -3,8 +3,6 @@
  * deploy scripts and tools (what PM2's programmatic API is used for). Only the user running the
  * daemon can connect. Errors from the daemon reject with an Error carrying its message.
  */
-import { EventEmitter } from 'node:events';
-
 export type AppState = 'starting' | 'running' | 'stopping' | 'stopped' | 'backoff' | 'errored';
 
 /** One app (or cluster instance), as `nodeguard status --json` shows it. */
@@ -70,7 +68,8 @@ export interface AppConfig {
 /** A target: an app name, an id, a namespace, or `'all'`. */
 export type Target = string | number;
 
-export declare class Client extends EventEmitter {
+/** A client; an EventEmitter (on, once, off) for `event`, `disconnect` and `error`. */
+export declare class Client {
   readonly home: string;
   /** The daemon that answered `connect`. */
   daemon: { pid: number; version: string };
@@ -85,6 +84,9 @@ export declare class Client extends EventEmitter {
   on(event: 'event', listener: (event: EventRecord) => void): this;
   on(event: 'disconnect', listener: () => void): this;
   on(event: 'error', listener: (error: Error) => void): this;
+  once(event: 'event', listener: (event: EventRecord) => void): this;
+  once(event: 'disconnect', listener: () => void): this;
+  off(event: 'event' | 'disconnect' | 'error', listener: (...args: any[]) => void): this;
   /** Ends the event stream. */
   close(): void;
 }
