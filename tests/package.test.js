@@ -228,6 +228,8 @@ test('the packed tarballs hold exactly the package files', () => {
   assert.deepEqual(packed.root.files, [
     'README.md',
     'bin/nodeguard',
+    'client.d.ts',
+    'client.js',
     'index.d.ts',
     'index.js',
     'install.js',

@@ -89,6 +89,8 @@ async fn answer(
     };
     // The request is in (or the client gave up): this connection is no longer idle.
     admitted.received();
+    // Bytes after the request: a client that has more to say than one request is not a stream's.
+    let sent_more = reader.buffered() > 0;
     let mut read_half = reader.into_inner();
     let Ok(payload) = payload else {
         return Ok(());
@@ -112,6 +114,7 @@ async fn answer(
                 // is missed.
                 let mut events = streams.feed.subscribe(target.as_ref());
                 match ask(supervisor, Command::Events { target }).await {
+                    Outcome::Done { .. } if sent_more => return Ok(()),
                     Outcome::Done { apps } => {
                         events.resolved(apps.iter().map(|app| app.id).collect());
                         return stream_events(events, &mut read_half, &mut writer, streams).await;

@@ -112,6 +112,11 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         reader
     }
 
+    /// Bytes read past the frames returned so far.
+    pub fn buffered(&self) -> usize {
+        self.decoder.buffered()
+    }
+
     /// The stream back, for a caller done reading frames (bytes read past the last frame are
     /// dropped).
     pub fn into_inner(self) -> R {
