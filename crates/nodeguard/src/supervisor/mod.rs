@@ -14,8 +14,8 @@
 mod actor;
 pub mod api;
 pub mod events;
-mod live;
 pub mod hooks;
+mod live;
 mod persist;
 mod reload;
 mod replies;

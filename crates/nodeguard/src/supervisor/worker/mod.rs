@@ -4,8 +4,8 @@
 
 mod commands;
 mod failure;
-mod profile;
 mod hooks;
+mod profile;
 mod reports;
 mod share;
 mod snapshot;
