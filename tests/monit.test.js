@@ -145,6 +145,19 @@ test('monit restores the terminal on SIGTERM', async (t) => {
   await assertRestored(term, 'term', stty, shown);
 });
 
+test('monit exits when its terminal hangs up (the tmux server killed), rather than spinning on a dead terminal', async (t) => {
+  const d = await twoApps(t);
+  const term = tmuxServer(t, d.env);
+  await startMonit(t, d, term, 'hup');
+  const shell = Number(term.format('hup', '#{pane_pid}'));
+  const monit = Number(fs.readFileSync(`/proc/${shell}/task/${shell}/children`, 'utf8').trim().split(/\s+/)[0]);
+  assert.match(h.procArgv(monit).join(' '), /monit/);
+  term.tmux('kill-server');
+  // Before the fix it stayed, reading end-of-file from the hung-up terminal in a loop.
+  await until(() => !fs.existsSync(`/proc/${monit}`) || /^State:\s+Z/m.test(fs.readFileSync(`/proc/${monit}/status`, 'utf8')),
+    'monit to exit after its terminal hung up', () => fs.readFileSync(`/proc/${monit}/status`, 'utf8'));
+});
+
 test('monit refuses without a terminal, in one line', async (t) => {
   const d = new h.DaemonHome(t);
   await d.ok(['start', 'server.js', '--name', 'alpha']);

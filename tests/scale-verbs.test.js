@@ -151,3 +151,48 @@ test('a start that would exhaust the open-file limit is refused with one clear m
   assert.equal(apps.length, 5);
   assert.ok(apps.every((a) => a.state === 'running'));
 });
+
+/** Runs `nodeguard <args>` in a pseudo-terminal (Python's pty module): its output as a terminal shows it. */
+function inTerminal(d, args, { timeout = 150_000 } = {}) {
+  const relay = [
+    'import os, pty, sys',
+    'pid, fd = pty.fork()',
+    'if pid == 0:',
+    '    os.execv(sys.argv[1], sys.argv[1:])',
+    'out = bytearray()',
+    'while True:',
+    '    try:',
+    '        chunk = os.read(fd, 65536)',
+    '    except OSError:',
+    '        break',
+    '    if not chunk:',
+    '        break',
+    '    out += chunk',
+    '_, status = os.waitpid(pid, 0)',
+    'sys.stdout.buffer.write(bytes(out))',
+    'sys.exit(os.waitstatus_to_exitcode(status))',
+  ].join('\n');
+  return new Promise((resolve) => {
+    const child = execFile('python3', ['-c', relay, h.BIN, ...args], { env: { ...process.env, ...d.env }, timeout, killSignal: 'SIGKILL', encoding: 'utf8', maxBuffer: 64 << 20 },
+      (error, stdout, stderr) => resolve({ code: child.exitCode, stdout, stderr, timedOut: Boolean(error && error.killed) }));
+  });
+}
+
+test('a big start on a terminal shows its progress (N of M running) and clears it; piped, it prints only the result', async (t) => {
+  const d = new h.DaemonHome(t);
+  await d.ok(['start', lightConfig(t, { names: ['before'] })]);
+  const count = 300;
+  const shown = await inTerminal(d, ['start', lightConfig(t, { count })]);
+  assert.equal(shown.code, 0, shown.stdout + shown.stderr);
+  const lines = [...shown.stdout.matchAll(/starting: ([\d,]+) of ([\d,]+) running/g)];
+  t.diagnostic(`${lines.length} progress updates, the last: ${lines.length ? lines[lines.length - 1][0] : 'none'}`);
+  assert.ok(lines.length > 0, `no progress line in:\n${shown.stdout.slice(0, 2000)}`);
+  for (const line of lines) assert.equal(line[2], '300', 'counts the apps this start adds, not the one before');
+  assert.ok(Number(lines[lines.length - 1][1].replace(/,/g, '')) <= count);
+  assert.match(shown.stdout, /\r\x1b\[K/, 'the line is redrawn in place and cleared');
+  const apps = await d.status();
+  assert.equal(apps.filter((a) => a.state === 'running').length, count + 1);
+
+  const piped = await d.ok(['start', lightConfig(t, { count: 50, prefix: 'piped' })]);
+  assert.doesNotMatch(piped.stdout + piped.stderr, /starting: /, 'no progress line when not on a terminal');
+});

@@ -7,6 +7,7 @@ pub mod events;
 pub mod logs;
 pub mod monit;
 pub mod profile;
+pub mod progress;
 pub mod render;
 mod run;
 mod scale;

@@ -210,7 +210,14 @@ pub fn run(paths: &HomePaths, runtime: &tokio::runtime::Runtime) -> Result<(), M
         let wait = next_refresh
             .saturating_duration_since(Instant::now())
             .min(Duration::from_millis(250));
-        if !event::poll(wait)? {
+        // Our own wait first: on a hung-up terminal (its window closed, tmux's server killed)
+        // reads return end-of-file at once, and crossterm's poll spins on that.
+        match crate::platform::wait_for_terminal_input(wait) {
+            crate::platform::TerminalInput::HungUp => break,
+            crate::platform::TerminalInput::Idle => continue,
+            crate::platform::TerminalInput::Ready => {}
+        }
+        if !event::poll(Duration::ZERO)? {
             continue;
         }
         match event::read()? {

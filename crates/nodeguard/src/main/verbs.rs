@@ -61,7 +61,7 @@ pub(super) fn client_verb(verb: Verb, home: Option<PathBuf>) -> anyhow::Result<E
                 if client::ensure_daemon(&paths).await? {
                     println!("nodeguard: daemon started on {}", paths.home.display());
                 }
-                client::request(&paths, Command::Start { apps: plan.apps }).await
+                start_apps(&paths, plan.apps).await
             })?;
             print_done(outcome)?;
         }
@@ -502,6 +502,66 @@ async fn env_update(
         }
     }
     Ok(Some(caller_env))
+}
+
+/// `start`: on a terminal, a progress line counted from the event stream while the supervisor
+/// starts the apps ("812 of 2,000 running, 3 failed (web-17, …)"), cleared before the result is
+/// printed. The start itself is one request, answered once every app runs or failed, however
+/// long that takes.
+async fn start_apps(
+    paths: &HomePaths,
+    apps: Vec<nodeguard_proto::control::AppDefinition>,
+) -> Result<Outcome, client::ClientError> {
+    use std::io::{IsTerminal, Write};
+    let start = Command::Start { apps };
+    if !std::io::stderr().is_terminal() {
+        return client::request(paths, start).await;
+    }
+    let total = match &start {
+        Command::Start { apps } => apps
+            .iter()
+            .map(|app| usize::try_from(app.instances.max(1)).unwrap_or(1))
+            .sum(),
+        _ => 0,
+    };
+    let existing = match client::request(paths, Command::Status).await? {
+        Outcome::Status { apps } => apps.iter().map(|app| app.id).collect(),
+        _ => std::collections::HashSet::new(),
+    };
+    let mut progress = nodeguard::cli::progress::StartProgress::new(total, existing);
+    let (sender, mut events) = tokio::sync::mpsc::unbounded_channel();
+    let stream_paths = paths.clone();
+    let stream = tokio::spawn(async move {
+        client::request_stream(&stream_paths, Command::Events { target: None }, |event| {
+            sender.send(event).is_ok()
+        })
+        .await
+    });
+    let answer = client::request(paths, start);
+    tokio::pin!(answer);
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(100));
+    let outcome = loop {
+        tokio::select! {
+            outcome = &mut answer => break outcome,
+            Some(event) = events.recv() => {
+                progress.see(&event);
+            }
+            _ = tick.tick() => {
+                if let Some(line) = progress.due(std::time::Instant::now()) {
+                    let mut stderr = std::io::stderr().lock();
+                    let _ = write!(stderr, "\r\x1b[K{line}");
+                    let _ = stderr.flush();
+                }
+            }
+        }
+    };
+    stream.abort();
+    if progress.shown() {
+        let mut stderr = std::io::stderr().lock();
+        let _ = write!(stderr, "\r\x1b[K");
+        let _ = stderr.flush();
+    }
+    outcome
 }
 
 pub(super) fn print_done(outcome: Outcome) -> anyhow::Result<()> {

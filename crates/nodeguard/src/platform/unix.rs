@@ -948,3 +948,48 @@ mod tests {
         assert_eq!(std::fs::read(&victim).unwrap(), b"keep");
     }
 }
+
+/// What waiting on the terminal's input found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TerminalInput {
+    /// Bytes to read.
+    Ready,
+    /// Nothing within the time.
+    Idle,
+    /// The terminal hung up (its window closed, its multiplexer killed), or stdin is no
+    /// terminal any more: reads would return end-of-file at once, forever.
+    HungUp,
+}
+
+/// Waits up to `timeout` for input on stdin, telling a hung-up terminal apart from one that is
+/// just quiet (crossterm's own poll spins on a hung-up terminal's end-of-file).
+pub fn wait_for_terminal_input(timeout: std::time::Duration) -> TerminalInput {
+    let mut fds = [libc::pollfd {
+        fd: libc::STDIN_FILENO,
+        events: libc::POLLIN,
+        revents: 0,
+    }];
+    let millis = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
+    // SAFETY: `fds` is a valid array of one pollfd for the duration of the call.
+    let ready = unsafe { libc::poll(fds.as_mut_ptr(), 1, millis) };
+    if ready < 0 {
+        return if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+            TerminalInput::Idle
+        } else {
+            TerminalInput::HungUp
+        };
+    }
+    if ready == 0 {
+        return TerminalInput::Idle;
+    }
+    if fds[0].revents & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0 {
+        return TerminalInput::HungUp;
+    }
+    // Readable: a hung-up terminal reads as end-of-file, and is then no terminal any more.
+    // SAFETY: isatty only inspects the descriptor.
+    if unsafe { libc::isatty(libc::STDIN_FILENO) } == 1 {
+        TerminalInput::Ready
+    } else {
+        TerminalInput::HungUp
+    }
+}
