@@ -6,6 +6,13 @@ use std::time::{Duration, Instant};
 
 use nodeguard_proto::control::{AppState, EventRecord};
 
+use crate::core::units::group_digits;
+
+/// A count, grouped by thousands.
+fn group(n: usize) -> String {
+    group_digits(u64::try_from(n).unwrap_or(u64::MAX))
+}
+
 /// No line for a start that is over sooner than this: a small start prints only its table.
 pub const SHOW_AFTER: Duration = Duration::from_millis(300);
 /// The line is redrawn at most this often.
@@ -108,19 +115,6 @@ impl StartProgress {
         }
         line
     }
-}
-
-/// 12345 as "12,345".
-fn group(n: usize) -> String {
-    let digits = n.to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }
 
 #[cfg(test)]

@@ -583,12 +583,12 @@ impl Supervisor {
              (RLIMIT_NOFILE {}, {} open, {} kept for the supervisor); raise the hard limit \
              (ulimit -Hn, or LimitNOFILE= in a systemd unit) and restart the daemon \
              (nodeguard kill, then start again)",
-            group_digits(apps),
+            crate::core::units::group_digits(apps),
             if apps == 1 { "" } else { "s" },
-            group_digits(needed),
-            group_digits(left),
-            group_digits(budget.limit),
-            group_digits(budget.open),
+            crate::core::units::group_digits(needed),
+            crate::core::units::group_digits(left),
+            crate::core::units::group_digits(budget.limit),
+            crate::core::units::group_digits(budget.open),
             FD_RESERVE,
         ))
     }
@@ -941,19 +941,6 @@ pub(super) fn fds_per_app(spec: &AppSpec) -> u64 {
 
 /// Open files kept free beyond the apps' needs: control connections, log files, the state file.
 pub(super) const FD_RESERVE: u64 = 64;
-
-/// `12345678` as `12,345,678`.
-pub(super) fn group_digits(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
 
 /// Sleeps until `deadline` (forever when there is none).
 async fn sleep_until_some(deadline: Option<tokio::time::Instant>) {
