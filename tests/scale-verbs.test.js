@@ -152,6 +152,23 @@ test('a start that would exhaust the open-file limit is refused with one clear m
   assert.ok(apps.every((a) => a.state === 'running'));
 });
 
+test('a start of 1,000 apps from a caller with a big environment sends it once: the request fits and is answered', async (t) => {
+  const d = new h.DaemonHome(t);
+  const config = lightConfig(t, { count: 1000 });
+  // 1,000 apps each carrying this 10 kB variable made a 10 MB request, over the 8 MB frame
+  // limit: the start failed in the client. Sent once, the request reaches the daemon, which
+  // (under a 256 open-file limit, so no process starts) answers with its open-file refusal.
+  const env = { ...process.env, ...d.env, NG_BIG_VARIABLE: 'x'.repeat(10_000) };
+  const result = await new Promise((resolve) => {
+    execFile('bash', ['-c', 'ulimit -n 256 && exec "$0" start "$1"', h.BIN, config],
+      { env, timeout: 60_000, encoding: 'utf8' },
+      (error, stdout, stderr) => resolve({ code: error ? error.code : 0, stdout, stderr }));
+  });
+  assert.notEqual(result.code, 0, 'the start is refused');
+  assert.doesNotMatch(result.stderr, /too large|frame/i, result.stderr);
+  assert.match(result.stderr, /cannot start 1,000 more apps/, result.stderr);
+});
+
 /** Runs `nodeguard <args>` in a pseudo-terminal (Python's pty module): its output as a terminal shows it. */
 function inTerminal(d, args, { timeout = 150_000 } = {}) {
   const relay = [

@@ -23,8 +23,16 @@ pub enum Command {
     Status,
     /// Is the supervisor there? Answered with [`Outcome::Pong`].
     Ping,
-    /// Add apps and start them; answered once each runs (or failed to).
-    Start { apps: Vec<AppDefinition> },
+    /// Add apps and start them; answered once each runs (or failed to). Build it with
+    /// [`Command::start`].
+    Start {
+        apps: Vec<AppDefinition>,
+        /// The callers' environment, sent once for every app whose `caller_env` is `None`
+        /// (thousands of apps from one config share it: sent with each, a start of 10,000 apps
+        /// was 24 MB, over the frame limit). `None` (older clients): each app carries its own.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        caller_env: Option<Vec<(String, String)>>,
+    },
     /// Stop the target's processes; answered once they have exited. The apps stay listed.
     Stop { target: Target },
     /// Restart the target (or start it if stopped); answered once the new processes run.
@@ -85,6 +93,37 @@ pub enum Command {
         #[serde(default)]
         duration_ms: Option<u64>,
     },
+}
+
+impl Command {
+    /// A start of `apps`: when they all carry the same caller environment (one `start` of a
+    /// config file), it is sent once for all of them instead of once per app.
+    pub fn start(mut apps: Vec<AppDefinition>) -> Command {
+        let shared = apps.first().and_then(|app| app.caller_env.clone());
+        let Some(shared) = shared else {
+            return Command::Start {
+                apps,
+                caller_env: None,
+            };
+        };
+        if apps.len() < 2
+            || apps
+                .iter()
+                .any(|app| app.caller_env.as_ref() != Some(&shared))
+        {
+            return Command::Start {
+                apps,
+                caller_env: None,
+            };
+        }
+        for app in &mut apps {
+            app.caller_env = None;
+        }
+        Command::Start {
+            apps,
+            caller_env: Some(shared),
+        }
+    }
 }
 
 /// Which apps a command applies to: `all`, an app id, or an app name.
@@ -473,6 +512,68 @@ pub struct AppEvent {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_start_sends_the_caller_environment_once_for_apps_that_share_it() {
+        let app = |name: &str, env: &[(&str, &str)]| -> AppDefinition {
+            let mut app: AppDefinition = serde_json::from_value(serde_json::json!({
+                "name": name, "script": "/srv/app.js", "args": [], "node": "/usr/bin/node",
+                "node_args": [], "cwd": "/srv", "env": [], "autorestart": "always",
+                "max_restarts": 3, "restart_window_ms": 60000, "max_memory": null,
+                "clean_exit_codes": [0], "min_uptime_ms": 1000, "restart_delay_ms": 0,
+                "backoff_base_ms": 100, "heartbeat_interval_ms": 1000,
+                "heartbeat_timeout_ms": 1000, "heartbeat_misses": 3, "start_grace_ms": 2000,
+                "kill_timeout_ms": 2000, "instances": 1, "listen": []
+            }))
+            .expect("a minimal definition parses");
+            app.caller_env = Some(
+                env.iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            );
+            app
+        };
+        let big = "x".repeat(10_000);
+        let shared = [("PATH", "/usr/bin"), ("BIG", big.as_str())];
+        let apps: Vec<AppDefinition> = (0..100).map(|i| app(&format!("a{i}"), &shared)).collect();
+        let separate = serde_json::to_vec(&Command::Start {
+            apps: apps.clone(),
+            caller_env: None,
+        })
+        .expect("serializes");
+        let once = serde_json::to_vec(&Command::start(apps.clone())).expect("serializes");
+        assert!(separate.len() > 1_000_000, "{}", separate.len());
+        assert!(once.len() < 200_000, "{}", once.len());
+        let Command::Start {
+            apps: sent,
+            caller_env,
+        } = Command::start(apps.clone())
+        else {
+            panic!("a start");
+        };
+        assert!(sent.iter().all(|app| app.caller_env.is_none()));
+        assert_eq!(caller_env.as_ref(), apps[0].caller_env.as_ref());
+        // Apps with different environments (or one app) keep their own.
+        let mixed = vec![app("a", &shared), app("b", &[("PATH", "/bin")])];
+        let Command::Start {
+            apps: sent,
+            caller_env,
+        } = Command::start(mixed.clone())
+        else {
+            panic!("a start");
+        };
+        assert_eq!(sent, mixed);
+        assert_eq!(caller_env, None);
+        // An older client's start (no shared environment) still parses.
+        let old: Command = serde_json::from_str(r#"{"type":"start","apps":[]}"#).expect("parses");
+        assert_eq!(
+            old,
+            Command::Start {
+                apps: vec![],
+                caller_env: None
+            }
+        );
+    }
 
     #[test]
     fn events_takes_no_target_and_a_record_leaves_out_what_does_not_apply() {

@@ -455,9 +455,7 @@ fn start_or(
             }
         }
         if !new.is_empty() {
-            let Outcome::Done { apps } =
-                client::request(paths, Command::Start { apps: new }).await?
-            else {
+            let Outcome::Done { apps } = client::request(paths, Command::start(new)).await? else {
                 anyhow::bail!("unexpected answer from the supervisor");
             };
             shown.extend(apps);
@@ -513,17 +511,14 @@ async fn start_apps(
     apps: Vec<nodeguard_proto::control::AppDefinition>,
 ) -> Result<Outcome, client::ClientError> {
     use std::io::{IsTerminal, Write};
-    let start = Command::Start { apps };
+    let total: usize = apps
+        .iter()
+        .map(|app| usize::try_from(app.instances.max(1)).unwrap_or(1))
+        .sum();
+    let start = Command::start(apps);
     if !std::io::stderr().is_terminal() {
         return client::request(paths, start).await;
     }
-    let total = match &start {
-        Command::Start { apps } => apps
-            .iter()
-            .map(|app| usize::try_from(app.instances.max(1)).unwrap_or(1))
-            .sum(),
-        _ => 0,
-    };
     let existing = match client::request(paths, Command::Status).await? {
         Outcome::Status { apps } => apps.iter().map(|app| app.id).collect(),
         _ => std::collections::HashSet::new(),

@@ -421,7 +421,9 @@ impl Supervisor {
                 pid: std::process::id(),
                 version: env!("CARGO_PKG_VERSION").to_string(),
             },
-            Command::Start { apps } => return self.start(apps, reply),
+            Command::Start { apps, caller_env } => {
+                return self.start(with_caller_env(apps, caller_env), reply)
+            }
             Command::Stop { target } => {
                 return self.command_each(&target, Change::Stop, reply, WorkerCommand::Stop)
             }
@@ -941,6 +943,20 @@ pub(super) fn fds_per_app(spec: &AppSpec) -> u64 {
 
 /// Open files kept free beyond the apps' needs: control connections, log files, the state file.
 pub(super) const FD_RESERVE: u64 = 64;
+
+/// The apps of a start, each given the environment their start sent once for all of them
+/// (those that carry their own keep it).
+fn with_caller_env(
+    mut apps: Vec<AppDefinition>,
+    shared: Option<Vec<(String, String)>>,
+) -> Vec<AppDefinition> {
+    if let Some(shared) = shared {
+        for app in apps.iter_mut().filter(|app| app.caller_env.is_none()) {
+            app.caller_env = Some(shared.clone());
+        }
+    }
+    apps
+}
 
 /// Sleeps until `deadline` (forever when there is none).
 async fn sleep_until_some(deadline: Option<tokio::time::Instant>) {
