@@ -397,6 +397,7 @@ function reportMore(r, rows, details, notes) {
 }
 
 module.exports = {
+  cpuSeconds,
   cpuNodeguard,
   cpuPm2,
   stopAllNodeguard,

@@ -48,21 +48,8 @@ const IDLE_APP = path.join(__dirname, '..', 'apps', 'idle.js');
 // ---------------------------------------------------------------------------------------------
 // /proc helpers
 
-const CLK_TCK = (() => {
-  const r = spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' });
-  return Number(r.stdout) > 0 ? Number(r.stdout) : 100;
-})();
-
-function cpuSeconds(pid) {
-  let stat;
-  try {
-    stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-  } catch {
-    return null;
-  }
-  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return (Number(f[11]) + Number(f[12])) / CLK_TCK;
-}
+// CPU time of a process, from /proc/<pid>/stat: the same reading as figures 9 and 15.
+const { cpuSeconds } = require('./figures');
 
 /** A process is alive: it has a /proc entry and is not a zombie. */
 const alive = (pid) => pid > 0 && !u.isGone(pid);
