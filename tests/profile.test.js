@@ -127,7 +127,9 @@ test('profile refuses in one line: unknown target, unmonitored app, stopped app,
   await refused(['profile', 'prof', '--cpu', '--duration', '2m'], /lasts from 1ms to 60s/, 2);
 
   const first = d.cli(['profile', 'prof', '--cpu', '--duration', '3s'], { cwd });
-  // The second request reaches the app while the first runs (it takes 3 s).
+  // The second request is sent once the first is under way (the supervisor creates its file in
+  // <home>/profiles/ as it asks the app), while it runs (it takes 3 s).
+  await d.waitFor(() => profilesIn(d.home).length > 0, { what: 'the first profile to begin' });
   await refused(['profile', 'prof', '--heap'], /prof: a profile is already being taken/);
   assert.equal((await first).code, 0);
 
