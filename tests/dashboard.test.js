@@ -68,13 +68,25 @@ function openStream(port) {
   });
 }
 
-function launchBrowser(t) {
+/**
+ * Launches Debian's Chromium on a fresh profile directory (playwright passes it as
+ * --user-data-dir). One `after` hook closes the browser and only then removes the profile: Chromium
+ * writes into it until it has exited, and a removal that ran first failed with ENOTEMPTY and left
+ * the browser (and so this test file's process) running.
+ */
+async function launchBrowser(t) {
   assert.ok(fs.existsSync(CHROMIUM), `${CHROMIUM} is missing: install Debian's chromium (.ci/run does)`);
   const { chromium } = require('playwright-core');
   const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'ng-chromium-'));
-  t.after(() => fs.rmSync(profile, { recursive: true, force: true }));
-  // A fresh profile directory (playwright passes it as --user-data-dir).
-  return chromium.launchPersistentContext(profile, {
+  let browser = null;
+  t.after(async () => {
+    try {
+      if (browser) await browser.close();
+    } finally {
+      fs.rmSync(profile, { recursive: true, force: true, maxRetries: 10, retryDelay: 100 });
+    }
+  });
+  browser = await chromium.launchPersistentContext(profile, {
     executablePath: CHROMIUM,
     headless: true,
     viewport: { width: 1280, height: 900 },
@@ -83,6 +95,7 @@ function launchBrowser(t) {
       '--disable-background-networking', '--disable-component-update', '--disable-sync',
     ],
   });
+  return browser;
 }
 
 test('the dashboard shows the apps and follows a crash live; actions need the token', { timeout: 90_000 }, async (t) => {
@@ -114,7 +127,6 @@ test('the dashboard shows the apps and follows a crash live; actions need the to
 
   mark('apps running');
   const browser = await launchBrowser(t);
-  t.after(() => browser.close());
   mark('browser started');
   const page = await browser.newPage();
   const origin = `http://127.0.0.1:${port}`;
