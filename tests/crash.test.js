@@ -58,7 +58,9 @@ test('a crashed app is restarted: new pid, restarts counted, serving again', asy
 });
 
 test('a crash loop is restarted with a growing backoff, starting at 100 ms', async (t) => {
-  const sup = h.startSupervisor(t, { scripts: ['crashloop.js'] });
+  // --min-uptime 10s: on a loaded machine node alone can take over the default 1 s to boot, and
+  // each crash would then count as a healthy run that resets the backoff.
+  const sup = h.startSupervisor(t, { scripts: ['crashloop.js'], flags: ['--min-uptime', '10s'] });
   const CRASHES = 5;
 
   const row = await sup.waitForStatus(
