@@ -30,6 +30,21 @@ const MAX_TOTAL_BYTES = 64 * 1024 * 1024;
 
 let installed = false;
 
+// String searches rather than regular expressions: a regular expression's compilation is paid in
+// every supervised process's start, and these run on the first module compiled.
+function hasLineBreakOrTab(text) {
+  return text.includes('\t') || text.includes('\n') || text.includes('\r');
+}
+
+/** A path with a `node_modules` directory in it (either separator). */
+function inNodeModules(file) {
+  const isSeparator = (c) => c === '/' || c === '\\';
+  for (let at = file.indexOf('node_modules'); at !== -1; at = file.indexOf('node_modules', at + 1)) {
+    if (isSeparator(file[at - 1]) && isSeparator(file[at + 'node_modules'.length])) return true;
+  }
+  return false;
+}
+
 /** Starts recording, once per process, when this process is supervised; else does nothing. */
 function install() {
   if (installed) return;
@@ -69,7 +84,7 @@ function install() {
 
   function record(filename, code) {
     if (failed || typeof filename !== 'string' || seen.has(filename)) return;
-    if (!path.isAbsolute(filename) || /[\t\n\r]/.test(filename) || /[\\/]node_modules[\\/]/.test(filename)) return;
+    if (!path.isAbsolute(filename) || hasLineBreakOrTab(filename) || inNodeModules(filename)) return;
     const url = inlineUrl(code);
     if (!url || url.length > MAX_URL_CHARS || /\s/.test(url)) return;
     const line = `${filename}\t${url}\n`;
