@@ -38,7 +38,9 @@ function esmEntry() {
     return null;
   }
   const loaderFlag = /(^|\s)--(import|loader|experimental-loader)(=|\s|$)/;
-  if ([...process.execArgv, process.env.NODE_OPTIONS || ''].some((arg) => loaderFlag.test(arg))) {
+  // (The includes() first: a regular expression costs its compilation in every supervised start.)
+  const mayHaveLoader = (arg) => (arg.includes('import') || arg.includes('loader')) && loaderFlag.test(arg);
+  if ([...process.execArgv, process.env.NODE_OPTIONS || ''].some(mayHaveLoader)) {
     // With loader hooks Node runs every entry, CommonJS too, through the ES module loader.
     return file;
   }
@@ -68,6 +70,7 @@ function esmEntry() {
   // No "type": newer Node versions load a .js file with ESM syntax as an ES module.
   try {
     const source = fs.readFileSync(file, 'utf8');
+    if (!source.includes('import') && !source.includes('export')) return null;
     return /^\s*(import\s*[\w{*'"]|export\s)/m.test(source) ? file : null;
   } catch {
     return null;

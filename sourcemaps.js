@@ -30,6 +30,21 @@ const MAX_TOTAL_BYTES = 64 * 1024 * 1024;
 
 let installed = false;
 
+// String searches rather than regular expressions: a regular expression's compilation is paid in
+// every supervised process's start, and these run on the first module compiled.
+function hasLineBreakOrTab(text) {
+  return text.includes('\t') || text.includes('\n') || text.includes('\r');
+}
+
+/** A path with a `node_modules` directory in it (either separator). */
+function inNodeModules(file) {
+  const isSeparator = (c) => c === '/' || c === '\\';
+  for (let at = file.indexOf('node_modules'); at !== -1; at = file.indexOf('node_modules', at + 1)) {
+    if (isSeparator(file[at - 1]) && isSeparator(file[at + 'node_modules'.length])) return true;
+  }
+  return false;
+}
+
 /** Starts recording, once per process, when this process is supervised; else does nothing. */
 function install() {
   if (installed) return;
@@ -38,7 +53,11 @@ function install() {
   if (!socket || !process.env[ENV_TOKEN] || process.versions.bun || typeof globalThis.Deno !== 'undefined') return;
   const path = require('node:path');
   const fs = require('node:fs');
-  const Module = require('node:module');
+  // The CommonJS loader's Module, the very object require('node:module') returns, whose
+  // registerHooks is already there on Node 22+. Requiring node:module itself would load its
+  // wrapper and the ES module loader's parts with it, in every supervised process's start
+  // (0.7 M instructions, callgrind, Node 20).
+  const Module = module.constructor;
   const target = path.join(path.dirname(socket), 'maps', String(process.pid));
   const seen = new Set();
   let fd = null;
@@ -65,7 +84,7 @@ function install() {
 
   function record(filename, code) {
     if (failed || typeof filename !== 'string' || seen.has(filename)) return;
-    if (!path.isAbsolute(filename) || /[\t\n\r]/.test(filename) || /[\\/]node_modules[\\/]/.test(filename)) return;
+    if (!path.isAbsolute(filename) || hasLineBreakOrTab(filename) || inNodeModules(filename)) return;
     const url = inlineUrl(code);
     if (!url || url.length > MAX_URL_CHARS || /\s/.test(url)) return;
     const line = `${filename}\t${url}\n`;

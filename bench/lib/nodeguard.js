@@ -7,6 +7,16 @@ const net = require('node:net');
 const path = require('node:path');
 const u = require('./util');
 
+/**
+ * The supervisor's log line for each kind of restart (`what` in restartEvents): an exit reads
+ * "exit code 1 after 1.2s; restarted at once" (or "signal SIGKILL after …"), a hang "event loop
+ * silent for 3.0s (…); killed and restarted".
+ */
+const ACTED = {
+  exited: /^(exit code -?\d+|signal \w+)( \([^)]*\))? after /,
+  hung: /^event loop silent for /,
+};
+
 class NodeguardRun {
   /**
    * @param ctx    { bin, tmp, tag, env }
@@ -59,7 +69,7 @@ class NodeguardRun {
   async restartEvents(app, what, oldPid, newPid) {
     for (let i = 0; i < 50; i++) {
       const ev = this.events().filter((e) => e.app === app);
-      const acted = ev.find((e) => e.pid === oldPid && e.text.startsWith(`${what}`));
+      const acted = ev.find((e) => e.pid === oldPid && ACTED[what].test(e.text));
       const started = ev.find((e) => e.pid === newPid && e.text.startsWith('started'));
       if (acted && started) return { actedWall: acted.wall, startedWall: started.wall, actedText: acted.text };
       await u.sleep(20);

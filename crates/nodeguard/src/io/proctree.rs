@@ -315,23 +315,27 @@ pub fn start(children: ChildSet, stop: CancellationToken) -> watch::Receiver<Arc
                 // it, which it does on this same SIGCHLD: look again shortly.
                 reap_at = Some(tokio::time::Instant::now() + ORPHAN_REAP_DELAY);
             }
+            // A child's exit only reaps (above): the table is read for the tree scan alone. Read
+            // on every exit too, it cost a millisecond of this thread (the runtime's only one)
+            // 50 ms after each crash, just when the restarted process's monitor says hello.
+            if !scan_tree {
+                continue;
+            }
             let Ok(table) = platform::list_processes() else {
                 // No process table here: no trees.
                 continue;
             };
-            if scan_tree {
-                let roots = children
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .clone();
-                let mut snapshot = index.update(&table, &roots, me, |pid| {
-                    platform::environment_variable(pid, ENV_SPAWN_KEY)?
-                        .parse()
-                        .ok()
-                });
-                cpu.measure(&mut snapshot, std::time::Instant::now());
-                publish.send_replace(Arc::new(snapshot));
-            }
+            let roots = children
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone();
+            let mut snapshot = index.update(&table, &roots, me, |pid| {
+                platform::environment_variable(pid, ENV_SPAWN_KEY)?
+                    .parse()
+                    .ok()
+            });
+            cpu.measure(&mut snapshot, std::time::Instant::now());
+            publish.send_replace(Arc::new(snapshot));
         }
     });
     snapshots
