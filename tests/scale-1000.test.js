@@ -8,7 +8,7 @@ const assert = require('node:assert/strict');
 const fs = require('node:fs');
 const path = require('node:path');
 const os = require('node:os');
-const { execFileSync } = require('node:child_process');
+const { execFile, execFileSync } = require('node:child_process');
 const h = require('./helpers');
 
 /** The sleep binary, by its full path (run as a command, with interpreter 'none'). */
@@ -131,4 +131,22 @@ test(`${APPS} light processes start, run as the daemon's children, stop, and are
   // The time is reported, not asserted: it measures the machine as much as nodeguard (each
   // deadline above is generous for a loaded 2-core box).
   t.diagnostic(`whole test: ${Math.round(performance.now() - began)} ms`);
+});
+
+test('a start of 10,000 apps is one request within the control frame limit: the daemon answers it', { timeout: BUDGET_MS }, async (t) => {
+  const d = new h.DaemonHome(t);
+  const config = lightConfig(t, 10_000, 'many');
+  // About 1 kB of definition per app: a 10.3 MB request, over the 8 MiB frame limit there was
+  // (the start failed in the client: "frame of 10300532 bytes exceeds the limit"). Under a 256
+  // open-file limit no process starts: the daemon answers with its open-file refusal.
+  const env = { ...process.env, ...d.env };
+  const result = await new Promise((resolve) => {
+    execFile('bash', ['-c', 'ulimit -n 256 && exec "$0" start "$1"', h.BIN, config],
+      { env, timeout: BUDGET_MS, encoding: 'utf8', maxBuffer: 64 * 1024 * 1024 },
+      (error, stdout, stderr) => resolve({ code: error ? error.code : 0, stdout, stderr }));
+  });
+  assert.notEqual(result.code, 0, 'the start is refused');
+  assert.doesNotMatch(result.stderr, /too large|frame/i, result.stderr);
+  assert.match(result.stderr, /cannot start 10,000 more apps/, result.stderr);
+  assert.deepEqual(await d.status(), [], 'no app was added');
 });
