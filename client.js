@@ -13,7 +13,7 @@ const path = require('node:path');
 /** The control socket's protocol version (crates/proto/src/lib.rs PROTOCOL_VERSION). */
 const PROTOCOL_VERSION = 1;
 /** Largest frame accepted (crates/proto MAX_CONTROL_FRAME). */
-const MAX_FRAME = 8 * 1024 * 1024;
+const MAX_FRAME = 32 * 1024 * 1024;
 /** Defaults of `nodeguard start` for what an app config leaves out. */
 const DEFAULTS = {
   heartbeat_interval_ms: 1000,

@@ -14,6 +14,12 @@
 //   --scale N   how many processes figure 15 ("scale") starts per tool (default 2000)
 //   --tools L   figure 15 with only these of nodeguard,pm2,oxmgr (the others show "not run")
 //
+// Figure 15 bounds each long phase of PM2 and OxMgr (a start, `stop all`, the daemon's kill, a
+// verb) at 150 s (NODEGUARD_BENCH_PEER_PHASE_S=N to change it) and reports how far they got, so a
+// three-tool run at 2,000 fits in about 20 minutes; nodeguard's phases are not bounded so. When N
+// processes need more open files than the hard limit allows, it raises the limit for the daemons
+// it starts if it runs as root with CAP_SYS_RESOURCE, else it says why in the report.
+//
 // Figure 15 (`--only scale`, lib/scale.js) writes its own section of bench/RESULTS.md ("Scale"),
 // whole from one run, even with --only (unless --out is given); the rest of the file is kept.
 //

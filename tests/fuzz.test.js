@@ -56,7 +56,7 @@ const RESPONSIVE_MS = 5_000;
 const RESURRECT_ANSWER_MS = 15_000;
 /** How old the witness's latest pong may be after the run (heartbeats every 500 ms). */
 const FRESH_PONG_MS = 4_000;
-const MAX_CONTROL_FRAME = 8 * 1024 * 1024;
+const MAX_CONTROL_FRAME = 32 * 1024 * 1024;
 const MAX_WORKER_FRAME = 64 * 1024;
 const PANIC = /panicked/;
 

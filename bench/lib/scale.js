@@ -38,6 +38,16 @@ const CPU_NODE_APPS = 100;
 const CPU_WINDOW_MS = 20_000;
 /** How long a start of n processes may take at most (a tool still progressing is waited for). */
 const startDeadline = (n) => Math.max(900_000, n * 300);
+/**
+ * How long a peer (PM2, OxMgr) is given for each long phase (a start, `stop all`, the daemon's
+ * kill, a verb, the status runs) before the bench notes how far it got and moves on: PM2's
+ * `stop all` of 2,000 ran past 600 s and OxMgr's start past 300 s, and a run of the three tools
+ * took 44 minutes. With this bound one run at 2,000 fits in about 20. nodeguard's own phases keep
+ * the full deadlines: none of its figures is cut short. NODEGUARD_BENCH_PEER_PHASE_S overrides it.
+ */
+const PEER_PHASE_MS = (Number(process.env.NODEGUARD_BENCH_PEER_PHASE_S) > 0 ? Number(process.env.NODEGUARD_BENCH_PEER_PHASE_S) : 150) * 1000;
+/** The fds a daemon may need per app (nodeguard counts 3 per app, 4 with a monitor); 1,024 more for the rest. */
+const FDS_PER_APP = 4;
 /** Above this many processes the CPU scenario (a second start of them all) is left out. */
 const CPU_MAX_N = 5_000;
 const SETTLE_MS = 3_000;
@@ -54,9 +64,43 @@ const { cpuSeconds } = require('./figures');
 /** A process is alive: it has a /proc entry and is not a zombie. */
 const alive = (pid) => pid > 0 && !u.isGone(pid);
 
-/** Runs argv under `ulimit -n <hard>` (as PM2's and OxMgr's docs suggest for many processes). */
-function withNofile(argv) {
-  return ['bash', '-c', 'ulimit -n "$(ulimit -Hn)" 2>/dev/null; exec "$@"', 'bash', ...argv];
+/**
+ * Runs argv under `ulimit -n <hard>` (as PM2's and OxMgr's docs suggest for many processes), with
+ * the hard limit first raised to `raise` when given (see [`fdPlan`]): the same for every tool.
+ */
+function withNofile(argv, raise) {
+  const up = raise ? `ulimit -Hn ${Number(raise)} 2>/dev/null; ` : '';
+  return ['bash', '-c', `${up}ulimit -n "$(ulimit -Hn)" 2>/dev/null; exec "$@"`, 'bash', ...argv];
+}
+
+/**
+ * The open-file limit each daemon runs under for `n` processes: the bench's own hard limit when
+ * it is enough (FDS_PER_APP per app), else, as root, a raised one (up to fs.nr_open) for the
+ * daemons it starts; else the reason in one line. Returns { hard, need, raise, note }.
+ */
+function fdPlan(n) {
+  const { hard } = nofile();
+  const need = n * FDS_PER_APP + 1024;
+  const hardN = hard === 'unlimited' ? Infinity : Number(hard);
+  if (hardN >= need) return { hard, need, raise: null, note: null };
+  let nrOpen = 1_048_576;
+  try {
+    nrOpen = Number(fs.readFileSync('/proc/sys/fs/nr_open', 'utf8').trim()) || nrOpen;
+  } catch {
+    // not Linux: the default
+  }
+  const target = Math.min(nrOpen, Math.max(65_536, need));
+  const short = `the hard open-file limit (${hard}) is below the ~${need.toLocaleString('en-US')} fds ${n.toLocaleString('en-US')} processes need`;
+  if (!(typeof process.getuid === 'function' && process.getuid() === 0)) {
+    return { hard, need, raise: null, note: `${short}, and only root can raise it: run the bench as root or under \`ulimit -Hn ${target}\`` };
+  }
+  // Root may still lack CAP_SYS_RESOURCE (a container that drops it): try it in a shell first.
+  const probe = spawnSync('bash', ['-c', `ulimit -Hn ${target} && ulimit -Hn`], { encoding: 'utf8' });
+  if (probe.status === 0 && Number(probe.stdout.trim()) >= target) {
+    return { hard, need, raise: target, note: `hard limit raised from ${hard} to ${target} for the daemons the bench starts (root)` };
+  }
+  const why = firstLine(probe.stderr, 160).replace(/^bash: (line \d+: )?/, '') || `exit ${probe.status}`;
+  return { hard, need, raise: null, note: `${short}, and this root cannot raise it (no CAP_SYS_RESOURCE here? \`ulimit -Hn ${target}\`: ${why})` };
 }
 
 function firstLine(text, max = 300) {
@@ -80,6 +124,13 @@ class Tool {
     this.name = name;
     this.seen = new Set();
     this.daemonPid = null;
+    /** A peer's phases are bounded (PEER_PHASE_MS); nodeguard's are not. */
+    this.bound = name === 'nodeguard' ? null : PEER_PHASE_MS;
+  }
+
+  /** `ms`, or the peer bound if that is shorter. */
+  phase(ms) {
+    return this.bound ? Math.min(ms, this.bound) : ms;
   }
 
   async run(argv, { timeout = 60_000 } = {}) {
@@ -126,8 +177,10 @@ class Nodeguard extends Tool {
   }
 
   async boot() {
-    // The daemon in its own process group, started the way `start` would start it.
-    this.proc = u.startDetached(this.bin, ['daemon'], { env: this.env, cwd: this.home });
+    // The daemon in its own process group, started the way `start` would start it (under the
+    // raised hard open-file limit when the bench raised one; the daemon raises its soft limit).
+    const [cmd, ...args] = this.ctx.fds && this.ctx.fds.raise ? withNofile([this.bin, 'daemon'], this.ctx.fds.raise) : [this.bin, 'daemon'];
+    this.proc = u.startDetached(cmd, args, { env: this.env, cwd: this.home });
     await u.waitUntil(async () => (await this.run([this.bin, 'ping'], { timeout: 5_000 })).code === 0, {
       timeout: 20_000,
       every: 50,
@@ -214,7 +267,7 @@ class Pm2Tool extends Tool {
 
   async boot() {
     // `pm2 ping` launches the God daemon (under the raised fd limit, which its apps inherit).
-    const r = await this.run(withNofile(this.argv(['ping'])), { timeout: 60_000 });
+    const r = await this.run(withNofile(this.argv(['ping']), this.ctx.fds && this.ctx.fds.raise), { timeout: 60_000 });
     if (r.code !== 0) throw new Error(`pm2 ping exited ${r.code}: ${firstLine(r.stderr)}`);
     const pid = Number(fs.readFileSync(path.join(this.home, 'pm2.pid'), 'utf8').trim());
     if (!alive(pid)) throw new Error('no PM2 God daemon after pm2 ping');
@@ -279,7 +332,7 @@ class Pm2Tool extends Tool {
 
   async kill() {
     if (!this.daemonPid || !alive(this.daemonPid)) return { code: 0, ms: 0, output: 'no God daemon running' };
-    const r = await this.run(this.argv(['kill']), { timeout: 180_000 });
+    const r = await this.run(this.argv(['kill']), { timeout: this.phase(180_000) });
     await u.waitUntil(() => !alive(this.daemonPid), { timeout: 5_000, every: 20 }).catch(() => {});
     return { code: r.code, ms: r.ms, output: firstLine(r.stdout + r.stderr) };
   }
@@ -301,7 +354,7 @@ class Oxmgr extends Tool {
   }
 
   async boot() {
-    const [cmd, ...args] = withNofile([this.bin, 'daemon', 'run']);
+    const [cmd, ...args] = withNofile([this.bin, 'daemon', 'run'], this.ctx.fds && this.ctx.fds.raise);
     this.proc = u.startDetached(cmd, args, { env: this.env, cwd: this.home });
     await u.waitUntil(async () => (await this.run([this.bin, 'list', '--json'], { timeout: 5_000 })).code === 0, {
       timeout: 20_000,
@@ -363,7 +416,7 @@ class Oxmgr extends Tool {
   }
 
   async kill() {
-    const r = await this.run([this.bin, 'daemon', 'stop'], { timeout: 120_000 });
+    const r = await this.run([this.bin, 'daemon', 'stop'], { timeout: this.phase(120_000) });
     if (this.proc) await Promise.race([this.proc.exited, u.sleep(10_000)]);
     return { code: r.code, ms: r.ms, output: firstLine(r.stdout + r.stderr) };
   }
@@ -469,7 +522,10 @@ async function startAndWatch(tool, apps, { deadlineMs, stallMs = 30_000, gapMs =
       break;
     }
     if (pollEnd - t0 > deadlineMs) {
-      out.stalled = `hard deadline of ${Math.round(deadlineMs / 1000)} s passed, still starting`;
+      out.stalled =
+        tool.bound && deadlineMs >= tool.bound
+          ? `the bench's bound of ${Math.round(deadlineMs / 1000)} s on a peer's phase passed, still starting`
+          : `hard deadline of ${Math.round(deadlineMs / 1000)} s passed, still starting`;
       break;
     }
     prevPollStart = pollStart;
@@ -484,7 +540,7 @@ async function startAndWatch(tool, apps, { deadlineMs, stallMs = 30_000, gapMs =
 
 /** Whole CLI runs of the tool's JSON listing, timed in one shell (util.timeInShell). */
 async function statusRuns(tool, runs) {
-  const shell = await u.timeInShell({ status: tool.listArgv() }, runs, { env: tool.env, cwd: tool.home, timeout: 600_000 });
+  const shell = await u.timeInShell({ status: tool.listArgv() }, runs, { env: tool.env, cwd: tool.home, timeout: tool.phase(600_000) });
   return { ...u.summarize(shell.status.ms), failures: shell.status.failures };
 }
 
@@ -574,25 +630,34 @@ async function waitRecord(p, from, victim, timeout) {
 async function verbs(tool, apps) {
   const out = [];
   for (const [label, argv] of tool.verbs(apps)) {
-    const r = await tool.run(argv, { timeout: 120_000 });
+    const r = await tool.run(argv, { timeout: tool.phase(120_000) });
     out.push({ label, code: r.code, ms: r.ms, bytes: Buffer.byteLength(r.stdout), error: r.code === 0 ? undefined : firstLine(r.stderr || r.stdout, 200) });
   }
   return out;
 }
 
-/** `stop all`: the CLI's time and the time until every pid listed before it is gone. */
+/**
+ * `stop all`: the CLI's time and the time until every pid listed before it is gone. A peer whose
+ * command is still running at its bound (PEER_PHASE_MS) is left there: how many of the processes
+ * it had stopped by then is the figure.
+ */
 async function stopAll(tool, pids) {
   const t0 = u.now();
-  const r = await tool.run(tool.stopAllArgv(), { timeout: 600_000 });
+  const limit = tool.phase(600_000);
+  const r = await tool.run(tool.stopAllArgv(), { timeout: limit });
   const cliMs = u.now() - t0;
+  const bounded = Boolean(tool.bound) && r.code === null && cliMs >= limit;
   let goneMs = null;
+  // Then up to 60 s for the processes to be gone (a bounded peer: what is left of its bound).
+  const waitMs = bounded ? 5_000 : tool.bound ? Math.max(5_000, Math.min(60_000, limit - cliMs)) : 60_000;
   try {
-    await u.waitUntil(() => pids.every((p) => !alive(p)), { timeout: 60_000, every: 20, what: 'every app process gone' });
+    await u.waitUntil(() => pids.every((p) => !alive(p)), { timeout: waitMs, every: 20, what: 'every app process gone' });
     goneMs = u.now() - t0;
   } catch {
     // reported as left
   }
-  return { cliMs, goneMs, code: r.code, output: firstLine(r.stderr || r.stdout, 200), left: pids.filter(alive).length };
+  const left = pids.filter(alive).length;
+  return { cliMs, goneMs, waitedMs: u.now() - t0, bounded, code: r.code, output: firstLine(r.stderr || r.stdout, 200), left, of: pids.length };
 }
 
 async function scenarioA(tool, n, { statusRunsN, log }) {
@@ -604,7 +669,7 @@ async function scenarioA(tool, n, { statusRunsN, log }) {
     return out[name];
   };
   try {
-    const deadlineMs = startDeadline(n);
+    const deadlineMs = tool.phase(startDeadline(n));
     await step('boot', async () => {
       const t0 = u.now();
       await tool.boot();
@@ -613,7 +678,7 @@ async function scenarioA(tool, n, { statusRunsN, log }) {
     const start = await step('start', () => startAndWatch(tool, apps, { deadlineMs }));
     log(`scale ${tool.name} ${n}: ${start.last ? `${start.last.ready}/${n} ready, ${start.last.errored} errored` : 'no listing'}${start.readyMs ? ` in ${(start.readyMs.hi / 1000).toFixed(1)} s` : ''}`);
     await u.sleep(SETTLE_MS);
-    await step('rss', async () => ({ ...(await u.sampleMem(tool.daemonPid, { count: 5 })), fds: u.fdCount(tool.daemonPid) }));
+    await step('rss', async () => ({ ...(await u.sampleMem(tool.daemonPid, { count: 5 })), fds: u.fdCount(tool.daemonPid), nofile: openFileLimit(tool.daemonPid) }));
     await step('status', () => statusRuns(tool, statusRunsN));
     await step('statusBytes', async () => (await tool.list()).bytes);
     if (tool instanceof Nodeguard) await step('filters', () => statusFilters(tool, n));
@@ -624,6 +689,7 @@ async function scenarioA(tool, n, { statusRunsN, log }) {
     await step('stopAll', () => stopAll(tool, pids));
   } catch (err) {
     out.error = `${out.steps[out.steps.length - 1] || 'setup'}: ${String(err.message || err).split('\n').slice(0, 4).join(' / ')}`;
+    if (tool.proc && tool.proc.exit()) out.error += ` (the daemon exited ${JSON.stringify(tool.proc.exit())}; its last output: ${tool.proc.tail(4).replace(/\s+/g, ' ').slice(0, 400)})`;
     log(`scale ${tool.name} ${n} failed at ${out.error}`);
   } finally {
     out.kill = await tool.kill().catch((err) => ({ error: String(err.message) }));
@@ -643,7 +709,7 @@ async function scenarioB(tool, n, { log }) {
     out.steps.push('boot');
     await tool.boot();
     out.steps.push('start');
-    out.start = await startAndWatch(tool, apps, { deadlineMs: startDeadline(n) });
+    out.start = await startAndWatch(tool, apps, { deadlineMs: tool.phase(startDeadline(n)) });
     // Not all running: the CPU is still measured, with how many were running said beside it.
     if (!out.start.readyMs) {
       out.partial = `${out.start.last?.ready ?? 0} of ${n} running (${out.start.stalled || out.start.cli?.output || 'see timeline'})`;
@@ -681,7 +747,10 @@ async function scenarioB(tool, n, { log }) {
  * (installed, or null with the reason in `pm2Why`). Never throws: every failure is in the result.
  */
 async function run(ctx, { n, tools = ['nodeguard', 'pm2', 'oxmgr'], pm2, pm2Why, log, statusRunsN = 10 }) {
-  const out = { n, tools: {}, cpuNodeApps: Math.min(CPU_NODE_APPS, n), cpuWindowMs: CPU_WINDOW_MS, settleMs: SETTLE_MS, sleep: SLEEP_BIN, nofile: nofile() };
+  const fds = fdPlan(n);
+  if (fds.note) log(`scale: ${fds.note}`);
+  ctx = { ...ctx, fds };
+  const out = { n, tools: {}, cpuNodeApps: Math.min(CPU_NODE_APPS, n), cpuWindowMs: CPU_WINDOW_MS, settleMs: SETTLE_MS, sleep: SLEEP_BIN, nofile: nofile(), fds, peerPhaseMs: PEER_PHASE_MS };
   let ox = null;
   if (tools.includes('oxmgr')) {
     try {
@@ -723,6 +792,17 @@ async function run(ctx, { n, tools = ['nodeguard', 'pm2', 'oxmgr'], pm2, pm2Why,
   return out;
 }
 
+/** The soft/hard open-file limit a process runs under, from /proc/<pid>/limits ("65536/65536"). */
+function openFileLimit(pid) {
+  try {
+    const line = fs.readFileSync(`/proc/${pid}/limits`, 'utf8').split('\n').find((l) => l.startsWith('Max open files'));
+    const [soft, hard] = line.replace('Max open files', '').trim().split(/\s+/);
+    return `${soft}/${hard}`;
+  } catch {
+    return null;
+  }
+}
+
 function nofile() {
   const r = spawnSync('bash', ['-c', 'echo "$(ulimit -Sn) $(ulimit -Hn)"'], { encoding: 'utf8' });
   const [soft, hard] = r.stdout.trim().split(' ');
@@ -745,6 +825,19 @@ function ratioCell(ng, peer) {
   if (!Number.isFinite(ng) || !Number.isFinite(peer) || peer === 0) return 'n/a';
   const r = ng / peer;
   return r < 1 ? `${r.toFixed(2)}× (${(1 / r).toFixed(1)}× less)` : `${r.toFixed(2)}×`;
+}
+
+/** How far a `stop all` got: "1,234 of 2,000 processes stopped". */
+function stopped(x) {
+  if (!Number.isFinite(x.of)) return `${x.left} still alive`;
+  return `${(x.of - x.left).toLocaleString('en-US')} of ${x.of.toLocaleString('en-US')} processes stopped`;
+}
+
+/** "12 of 2,000 still alive 60 s after it began". */
+function stillAlive(x) {
+  const of = Number.isFinite(x.of) ? ` of ${x.of.toLocaleString('en-US')}` : '';
+  const after = Number.isFinite(x.waitedMs) ? `${s(x.waitedMs)} after it began` : 'after 60 s';
+  return `${x.left.toLocaleString('en-US')}${of} still alive ${after}`;
 }
 
 /** How far a tool got when a figure is missing. */
@@ -785,8 +878,9 @@ function scaleSection(r, env) {
   const cell = (t, key, fmt, which = 'a') => {
     if (Number.isFinite(f[t][key])) return fmt(f[t][key]) + (key === 'cpu' && f[t].cpuPartial ? ` (with only ${f[t].cpuPartial})` : '');
     const stop = r.tools[t] && r.tools[t].a && r.tools[t].a.stopAll;
+    if (key === 'stopCli' && stop && stop.bounded) return `**not done within the bench's ${s(stop.cliMs)} bound**: ${stopped(stop)}`;
     if (key === 'stopCli' && stop) return `**exit ${stop.code} after ${s(stop.cliMs)}**: ${stop.output}`;
-    if (key === 'stopGone' && stop) return `**${stop.left} still alive after 60 s**`;
+    if (key === 'stopGone' && stop) return `**${stillAlive(stop)}**`;
     return howFar(r.tools[t], which);
   };
   const N = n.toLocaleString('en-US');
@@ -810,7 +904,8 @@ function scaleSection(r, env) {
     `- Date: ${env.date}; machine: ${env.cpu}, ${env.cores} cores, ${(env.ramGiB || 0).toFixed(1)} GiB RAM; ${env.os}`,
     `- Versions: ${env.nodeguard} (commit ${env.commit}), PM2 ${r.tools.PM2?.version || 'not installed'}, OxMgr ${r.tools.OxMgr?.version || 'not installed'} (${r.oxmgrInstall}), node ${env.node}`,
     `- Load average (1/5/15 min) at the start of the run: ${(env.loadBefore || []).map((v) => v.toFixed(2)).join(' / ')}; at its end: ${(env.loadAfter || []).map((v) => v.toFixed(2)).join(' / ')}. The machine was shared with other builds: figures that depend on CPU time (start, stop, status) are upper bounds.`,
-    `- Open-file limit of the bench (soft/hard): ${r.nofile.soft}/${r.nofile.hard}; PM2's and OxMgr's daemons are launched under \`ulimit -n <hard>\`, nodeguard raises its own.`,
+    `- Open-file limit of the bench (soft/hard): ${r.nofile.soft}/${r.nofile.hard}; PM2's and OxMgr's daemons are launched under \`ulimit -n <hard>\`, nodeguard raises its own soft limit.${r.fds && r.fds.note ? ` For ${N} processes (~${r.fds.need.toLocaleString('en-US')} fds): ${r.fds.note}.` : ''}`,
+    ...(r.peerPhaseMs ? [`- PM2 and OxMgr get at most ${s(r.peerPhaseMs)} for each long phase (a start, \`stop all\`, the daemon's kill, a verb); where one does not finish in it, the table says how far it got. nodeguard's phases are not bounded so.`] : []),
     `- Light process: \`${r.sleep} 100000\` run directly (nodeguard: a command app, no monitor; PM2: \`interpreter: 'none'\`; OxMgr: \`command\`). Node apps: \`bench/apps/idle.js\`.`,
     '',
     `| figure, ${N} processes | target | nodeguard | PM2 | OxMgr | nodeguard ÷ PM2 | nodeguard ÷ OxMgr |`,
@@ -843,7 +938,11 @@ function scaleSection(r, env) {
     const a = r.tools[t] && r.tools[t].a;
     if (!a) continue;
     for (const v of a.verbs || []) lines.push(`| ${t} | \`${v.label}\` | ${v.code === 0 ? 'yes' : `**no** (exit ${v.code}: ${v.error})`} | ${s(v.ms)} |`);
-    if (a.stopAll) lines.push(`| ${t} | \`stop all\` | ${a.stopAll.code === 0 ? 'yes' : `**no** (exit ${a.stopAll.code}: ${a.stopAll.output})`} | ${s(a.stopAll.cliMs)}${a.stopAll.left ? `, **${a.stopAll.left} processes still alive after 60 s**` : ''} |`);
+    if (a.stopAll) {
+      const x = a.stopAll;
+      const answered = x.code === 0 ? 'yes' : x.bounded ? `**not within the bench's bound**: ${stopped(x)}` : `**no** (exit ${x.code}: ${x.output})`;
+      lines.push(`| ${t} | \`stop all\` | ${answered} | ${s(x.cliMs)}${x.left ? `, **${stillAlive(x)}**` : ''} |`);
+    }
     if (a.kill) lines.push(`| ${t} | kill the daemon | ${a.kill.code === 0 ? 'yes' : `**no** (${a.kill.error || `exit ${a.kill.code}: ${a.kill.output}`})`} | ${s(a.kill.ms)}${a.killedAfter ? `; the bench then SIGKILLed ${a.killedAfter} leftover process(es)` : ''} |`);
   }
   lines.push('');
@@ -871,7 +970,7 @@ function scaleSection(r, env) {
         const pick = tl.length <= 8 ? tl : [...tl.slice(0, 3), ...tl.slice(Math.floor(tl.length / 2), Math.floor(tl.length / 2) + 1), ...tl.slice(-4)];
         parts.push(`progress (s: listed/spawned/running/errored): ${pick.map((p) => `${(p.at / 1000).toFixed(1)}: ${p.listed}/${p.spawned}/${p.ready}/${p.errored}`).join(', ')}`);
       }
-      if (x.rss) parts.push(`daemon RSS ${mb(x.rss.median.VmRSS)} (anon ${mb(x.rss.median.RssAnon)}, file ${mb(x.rss.median.RssFile)}), ${x.rss.fds} fds`);
+      if (x.rss) parts.push(`daemon RSS ${mb(x.rss.median.VmRSS)} (anon ${mb(x.rss.median.RssAnon)}, file ${mb(x.rss.median.RssFile)}), ${x.rss.fds} fds${x.rss.nofile ? ` (limit ${x.rss.nofile})` : ''}`);
       if (x.status) parts.push(`status runs: ${x.status.n}, median ${msf(x.status.median)} (min ${msf(x.status.min)}, max ${msf(x.status.max)}), ${x.statusBytes} bytes of JSON${x.status.failures ? `, ${x.status.failures} failed` : ''}`);
       if (x.events && x.events.available && x.events.sample) parts.push(`an events record: \`${x.events.sample}\``);
       if (x.cpu) parts.push(`CPU ${x.cpu.seconds.toFixed(2)} s over ${x.cpu.windowS.toFixed(1)} s; ${x.readyAfter} of ${x.n} still running after${x.monitoredNode !== undefined ? `; ${x.monitoredNode} of ${x.nodeApps} Node apps with their monitor connected` : ''}`);
@@ -924,4 +1023,4 @@ function writeSection(file, section, n) {
   fs.writeFileSync(file, `${before}${sep}${section.trimEnd()}\n\n${old.slice(end)}`);
 }
 
-module.exports = { run, scaleSection, writeSection, SCALE_HEADING, OXMGR_VERSION, Nodeguard, Pm2Tool, Oxmgr, scenarioA, scenarioB };
+module.exports = { run, scaleSection, writeSection, SCALE_HEADING, OXMGR_VERSION, Nodeguard, Pm2Tool, Oxmgr, scenarioA, scenarioB, fdPlan };

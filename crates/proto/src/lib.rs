@@ -19,8 +19,10 @@ pub const PROTOCOL_VERSION: u32 = 1;
 /// is garbage or hostile.
 pub const MAX_WORKER_FRAME: usize = 64 * 1024;
 
-/// Largest frame accepted on the control socket (a status reply for thousands of apps fits).
-pub const MAX_CONTROL_FRAME: usize = 8 * 1024 * 1024;
+/// Largest frame accepted on the control socket: a status reply for thousands of apps, and the
+/// `start` of a config file of 10,000 apps (about 1 kB of definition each, 10.3 MB in all, which
+/// the 8 MiB limit this was before refused in the client), fit.
+pub const MAX_CONTROL_FRAME: usize = 32 * 1024 * 1024;
 
 /// Environment variable naming the worker socket a spawned app connects to.
 pub const ENV_SOCKET: &str = "NODEGUARD_SOCKET";

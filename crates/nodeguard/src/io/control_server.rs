@@ -32,8 +32,9 @@ pub const MAX_CONNECTIONS: usize = 64;
 /// Bytes of its unfinished request every connection may hold (a `status` or `stop` is far less).
 pub const FREE_BYTES_PER_CONNECTION: usize = 64 * 1024;
 /// Bytes of unfinished requests, beyond each connection's free ones, held by all connections at
-/// once: four of the largest requests (a `start` with a large environment) fit.
-pub const BYTES_IN_FLIGHT: usize = 4 * MAX_CONTROL_FRAME;
+/// once: one of the largest requests (a `start` of 10,000 apps), or four `start`s of a thousand
+/// apps with a large environment, fit.
+pub const BYTES_IN_FLIGHT: usize = MAX_CONTROL_FRAME;
 
 /// Serves control requests until `cancel` fires. Connection tasks are tracked so shutdown can let
 /// the last answers (such as the one to `kill`) reach their clients.

@@ -231,18 +231,20 @@ pub fn end_orphans_by_key(spawn_key: u64, children: &ChildSet) {
 
 /// [`end_orphans_by_key`] for several keys in one scan of the process table.
 pub fn end_orphans_by_keys(spawn_keys: &HashSet<u64>, children: &ChildSet) {
-    let Ok(table) = platform::list_processes() else {
+    // The apps' main processes still running are not orphans: their stat is not even read (in
+    // `stop all` of thousands, most of the table), which makes a scan a listing of /proc and a
+    // read per other process. An app whose process exited was forgotten before its sweep.
+    let ours: HashSet<u32> = children
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .keys()
+        .copied()
+        .collect();
+    let Ok(table) = platform::list_processes_but(|pid| ours.contains(&pid)) else {
         return;
     };
     let me = std::process::id();
-    let ours = children
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .clone();
     for orphan in table.iter().filter(|p| p.ppid == me && !p.zombie) {
-        if ours.contains_key(&orphan.pid) {
-            continue;
-        }
         let key = platform::environment_variable(orphan.pid, ENV_SPAWN_KEY)
             .and_then(|key| key.parse::<u64>().ok());
         if key.is_some_and(|key| spawn_keys.contains(&key)) {
@@ -315,9 +317,10 @@ pub fn start(children: ChildSet, stop: CancellationToken) -> watch::Receiver<Arc
                 // it, which it does on this same SIGCHLD: look again shortly.
                 reap_at = Some(tokio::time::Instant::now() + ORPHAN_REAP_DELAY);
             }
-            // A child's exit only reaps (above): the table is read for the tree scan alone. Read
-            // on every exit too, it cost a millisecond of this thread (the runtime's only one)
-            // 50 ms after each crash, just when the restarted process's monitor says hello.
+            // A wake-up only to reap reads no process table: read on every exit, it cost a
+            // millisecond of this thread (the runtime's only one) 50 ms after each crash, just
+            // when the restarted process's monitor says hello, and during `stop all` of thousands
+            // of apps one whole /proc read per SIGCHLD batch.
             if !scan_tree {
                 continue;
             }

@@ -206,6 +206,14 @@ pub fn clock_ticks_per_second() -> u64 {
 /// Every process on the machine (Linux: from /proc). Processes that vanish mid-scan are skipped.
 #[cfg(target_os = "linux")]
 pub fn list_processes() -> io::Result<Vec<ProcessInfo>> {
+    list_processes_but(|_| false)
+}
+
+/// [`list_processes`] without the pids `skip` names, whose stat is then never read: a scan for
+/// a few processes among thousands of known ones (the supervisor's own children) costs a
+/// directory listing and the few reads.
+#[cfg(target_os = "linux")]
+pub fn list_processes_but(skip: impl Fn(u32) -> bool) -> io::Result<Vec<ProcessInfo>> {
     let page_size = rustix::param::page_size() as u64;
     let mut processes = Vec::new();
     for entry in std::fs::read_dir("/proc")? {
@@ -217,11 +225,20 @@ pub fn list_processes() -> io::Result<Vec<ProcessInfo>> {
         else {
             continue;
         };
+        if skip(pid) {
+            continue;
+        }
         if let Some(info) = read_process(pid, page_size) {
             processes.push(info);
         }
     }
     Ok(processes)
+}
+
+/// Without /proc there is no cheap whole-table scan; process trees are not tracked.
+#[cfg(not(target_os = "linux"))]
+pub fn list_processes_but(_skip: impl Fn(u32) -> bool) -> io::Result<Vec<ProcessInfo>> {
+    list_processes()
 }
 
 /// Without /proc there is no cheap whole-table scan; process trees are not tracked.
