@@ -25,6 +25,20 @@ const BUDGET_MS = 150_000;
  * 46-99 s before the orphan scans were batched); ten times the loaded figure, so never flaky.
  */
 const STOP_BOUND_MS = 12_000;
+/**
+ * The daemon's anonymous memory per app once the thousand are stopped: about 18 kB now, 30 kB
+ * before (each app's task held its state twice and channel blocks sized for 32 big messages, and
+ * the start storm's freed buffers stayed resident).
+ */
+const BYTES_PER_APP_BOUND = 24 * 1024;
+
+/** A process's anonymous memory (heap, stacks), in bytes, from /proc. */
+function anonymousBytes(pid) {
+  const rollup = fs.readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8');
+  const kb = Number((rollup.match(/^Anonymous:\s+(\d+) kB/m) || [])[1]);
+  assert.ok(Number.isFinite(kb), `no Anonymous line in /proc/${pid}/smaps_rollup`);
+  return kb * 1024;
+}
 
 /**
  * A config of `count` apps named `<prefix><i>`, each `sleep 100000` run as a command; with
@@ -105,6 +119,10 @@ test(`${APPS} light processes start, run as the daemon's children, stop, and are
 
   const statusRun = await d.ok(['status', '--json']);
   t.diagnostic(`status --json of ${APPS}: ${Math.round(statusRun.ms)} ms, ${statusRun.stdout.length} bytes`);
+  // Printed as the supervisor sent it (re-indented, not decoded and encoded again): still the
+  // same rows `d.status()` decodes.
+  assert.deepEqual(JSON.parse(statusRun.stdout).map((a) => a.name), apps.map((a) => a.name));
+  t.diagnostic(`daemon anonymous memory with ${APPS} running: ${Math.round(anonymousBytes(daemon) / APPS)} B per app`);
 
   const stop = await d.ok(['stop', 'all'], { timeout: BUDGET_MS });
   t.diagnostic(`stop all of ${APPS}: ${Math.round(stop.ms)} ms`);
@@ -126,6 +144,12 @@ test(`${APPS} light processes start, run as the daemon's children, stop, and are
   assert.equal(saved.apps.length, APPS);
   assert.deepEqual(new Set(saved.apps.map((a) => a.definition.name)), new Set(apps.map((a) => a.name)));
   assert.ok(saved.apps.every((a) => a.stopped), 'every app is saved as stopped');
+
+  // What each app costs the daemon at rest (its task, channels, spec and snapshot), the idle
+  // daemon's own memory included.
+  const perApp = anonymousBytes(daemon) / APPS;
+  t.diagnostic(`daemon anonymous memory with ${APPS} stopped: ${Math.round(perApp)} B per app`);
+  assert.ok(perApp < BYTES_PER_APP_BOUND, `${Math.round(perApp)} B per stopped app (bound ${BYTES_PER_APP_BOUND})`);
 
   await d.ok(['kill'], { timeout: BUDGET_MS });
   // The time is reported, not asserted: it measures the machine as much as nodeguard (each

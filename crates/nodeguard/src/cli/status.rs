@@ -146,8 +146,134 @@ pub fn glob_matches(pattern: &str, name: &str) -> bool {
     pattern[p..].iter().all(|&c| c == '*')
 }
 
+/// The `apps` array of a `status` answer as the supervisor wrote it (compact JSON), found without
+/// decoding the rows: `status --json` and `jlist` of thousands of apps print it as it is (or
+/// re-indented, see [`pretty`]) instead of parsing every row and writing it again. `None` for any
+/// other answer (an error, another protocol version), which the caller decodes as usual.
+pub fn raw_apps(payload: &[u8]) -> Option<&[u8]> {
+    let prefix = format!(
+        "{{\"version\":{},\"outcome\":{{\"type\":\"status\",\"apps\":",
+        nodeguard_proto::PROTOCOL_VERSION
+    );
+    let apps = payload
+        .strip_prefix(prefix.as_bytes())?
+        .strip_suffix(b"}}")?;
+    (apps.first() == Some(&b'[') && apps.last() == Some(&b']')).then_some(apps)
+}
+
+/// Compact JSON (as `serde_json::to_vec` writes it) re-indented exactly as
+/// `serde_json::to_string_pretty` writes the same value: two spaces a level, `": "` after keys,
+/// `[]` and `{}` when empty. Strings are copied as they are, escapes included.
+pub fn pretty(compact: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(compact.len().saturating_mul(2));
+    let mut depth = 0usize;
+    let mut bytes = compact.iter().copied().peekable();
+    let newline = |out: &mut Vec<u8>, depth: usize| {
+        out.push(b'\n');
+        out.resize(out.len().saturating_add(depth.saturating_mul(2)), b' ');
+    };
+    while let Some(byte) = bytes.next() {
+        match byte {
+            b'"' => {
+                out.push(byte);
+                while let Some(byte) = bytes.next() {
+                    out.push(byte);
+                    match byte {
+                        b'\\' => out.extend(bytes.next()),
+                        b'"' => break,
+                        _ => {}
+                    }
+                }
+            }
+            b'{' | b'[' => {
+                let close = if byte == b'{' { b'}' } else { b']' };
+                out.push(byte);
+                if bytes.peek() == Some(&close) {
+                    bytes.next();
+                    out.push(close);
+                } else {
+                    depth = depth.saturating_add(1);
+                    newline(&mut out, depth);
+                }
+            }
+            b'}' | b']' => {
+                depth = depth.saturating_sub(1);
+                newline(&mut out, depth);
+                out.push(byte);
+            }
+            b',' => {
+                out.push(byte);
+                newline(&mut out, depth);
+            }
+            b':' => out.extend_from_slice(b": "),
+            b' ' | b'\n' | b'\r' | b'\t' => {}
+            _ => out.push(byte),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
+    use nodeguard_proto::control::{Outcome, Response};
+
+    fn row(name: &str, exit: Option<&str>) -> AppStatus {
+        AppStatus {
+            name: name.into(),
+            id: 7,
+            instance: Some(1),
+            script: "/srv/a \"b\"\\c\u{1}é".into(),
+            pid: Some(42),
+            state: AppState::Running,
+            restarts: 3,
+            hangs: 0,
+            uptime_ms: Some(1_234),
+            monitored: true,
+            memory: None,
+            tree_rss: Some(99),
+            processes: None,
+            loop_delay_ms: Some(0.1 + 0.2),
+            loop_delay: None,
+            last_pong_ms: None,
+            pong_rtt_ms: Some(1e-7),
+            last_exit: exit.map(str::to_string),
+            cpu_percent: Some(12.5),
+        }
+    }
+
+    /// The rows found in the wire form print exactly as decoding them and printing them would.
+    #[test]
+    fn raw_rows_print_as_decoded_ones_would() {
+        for apps in [
+            Vec::new(),
+            vec![row("web", Some("code 1\nthen [x]: {y}"))],
+            vec![row("a", None), row("b,c", Some(""))],
+        ] {
+            let response = Response {
+                version: nodeguard_proto::PROTOCOL_VERSION,
+                outcome: Outcome::Status { apps: apps.clone() },
+            };
+            let payload = serde_json::to_vec(&response).expect("encodes");
+            let raw = raw_apps(&payload).expect("a status answer");
+            assert_eq!(raw, serde_json::to_vec(&apps).expect("encodes").as_slice());
+            let printed = String::from_utf8(pretty(raw)).expect("utf-8");
+            assert_eq!(
+                printed,
+                serde_json::to_string_pretty(&apps).expect("encodes")
+            );
+        }
+        let error = Response {
+            version: nodeguard_proto::PROTOCOL_VERSION,
+            outcome: Outcome::Error {
+                message: "no".into(),
+            },
+        };
+        assert_eq!(
+            raw_apps(&serde_json::to_vec(&error).expect("encodes")),
+            None
+        );
+    }
+
     use super::*;
 
     #[test]

@@ -45,6 +45,18 @@ pub enum ClientError {
 
 /// Sends one command and returns the supervisor's outcome (an `Outcome::Error` becomes `Err`).
 pub async fn request(paths: &HomePaths, command: Command) -> Result<Outcome, ClientError> {
+    let payload = request_payload(paths, command).await?;
+    match decode_response(&payload)? {
+        // A stream's event where none was asked for: not this client's business.
+        Outcome::Event { .. } => Err(ClientError::NoAnswer),
+        outcome => Ok(outcome),
+    }
+}
+
+/// Sends one command and returns the answer's payload undecoded (a `Response` in JSON), for a
+/// caller that prints part of it as it is (`status --json` of thousands of apps); decode it with
+/// [`decode_response`].
+pub async fn request_payload(paths: &HomePaths, command: Command) -> Result<Vec<u8>, ClientError> {
     let command_kind = match command {
         Command::Status | Command::Ping => CommandKind::Query,
         // A start of thousands of apps takes as long as it takes: the client waits for its
@@ -60,18 +72,13 @@ pub async fn request(paths: &HomePaths, command: Command) -> Result<Outcome, Cli
         CommandKind::Effect => Some(EFFECT_TIMEOUT),
         CommandKind::Unbounded => None,
     };
-    let payload = match timeout {
+    match timeout {
         Some(timeout) => tokio::time::timeout(timeout, reader.next_payload())
             .await
             .map_err(|_| ClientError::Timeout(timeout))??,
         None => reader.next_payload().await?,
     }
-    .ok_or(ClientError::NoAnswer)?;
-    match decode_response(&payload)? {
-        // A stream's event where none was asked for: not this client's business.
-        Outcome::Event { .. } => Err(ClientError::NoAnswer),
-        outcome => Ok(outcome),
-    }
+    .ok_or(ClientError::NoAnswer)
 }
 
 /// Sends one command whose answer may stream (`Command::Events`, or a command reporting
@@ -101,7 +108,7 @@ pub async fn request_stream(
 }
 
 /// One response's outcome, refusing another protocol version; an `Outcome::Error` becomes `Err`.
-fn decode_response(payload: &[u8]) -> Result<Outcome, ClientError> {
+pub fn decode_response(payload: &[u8]) -> Result<Outcome, ClientError> {
     if let Some(theirs) = peek_version(payload).filter(|v| *v != PROTOCOL_VERSION) {
         return Err(ClientError::Version { theirs });
     }

@@ -37,7 +37,7 @@ pub struct MonitorConnection {
 
 struct Registration {
     generation: u64,
-    deliver: mpsc::Sender<MonitorConnection>,
+    deliver: mpsc::Sender<Box<MonitorConnection>>,
 }
 
 /// Tokens of spawned processes that have not connected yet. Each token is good for one connection.
@@ -51,7 +51,7 @@ impl TokenRegistry {
         &self,
         token: String,
         generation: u64,
-        deliver: mpsc::Sender<MonitorConnection>,
+        deliver: mpsc::Sender<Box<MonitorConnection>>,
     ) {
         self.lock().insert(
             token,
@@ -169,7 +169,7 @@ async fn handshake(
         stack_capture,
     };
     // The worker may have exited meanwhile; then the connection just closes.
-    let _ = registration.deliver.send(connection).await;
+    let _ = registration.deliver.send(Box::new(connection)).await;
     Ok(())
 }
 

@@ -15,15 +15,20 @@ pub(super) fn client_verb(verb: Verb, home: Option<PathBuf>) -> anyhow::Result<E
             state,
             fields,
         } => {
-            let Outcome::Status { apps } =
-                runtime.block_on(client::request(&paths, Command::Status))?
-            else {
-                anyhow::bail!("unexpected answer from the supervisor");
-            };
             let filter = nodeguard::cli::status::StatusFilter {
                 pattern,
                 state,
                 fields: fields.map(|fields| fields.0),
+            };
+            let payload = runtime.block_on(client::request_payload(&paths, Command::Status))?;
+            if json && filter.is_empty() {
+                if let Some(raw) = nodeguard::cli::status::raw_apps(&payload) {
+                    print_json_rows(raw, true)?;
+                    return Ok(ExitCode::SUCCESS);
+                }
+            }
+            let Outcome::Status { apps } = client::decode_response(&payload)? else {
+                anyhow::bail!("unexpected answer from the supervisor");
             };
             if !filter.is_empty() {
                 let apps = filter.rows(apps);
@@ -135,9 +140,12 @@ pub(super) fn client_verb(verb: Verb, home: Option<PathBuf>) -> anyhow::Result<E
         }
         Verb::Jlist | Verb::Prettylist => {
             let pretty = matches!(verb, Verb::Prettylist);
-            let Outcome::Status { apps } =
-                runtime.block_on(client::request(&paths, Command::Status))?
-            else {
+            let payload = runtime.block_on(client::request_payload(&paths, Command::Status))?;
+            if let Some(raw) = nodeguard::cli::status::raw_apps(&payload) {
+                print_json_rows(raw, pretty)?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            let Outcome::Status { apps } = client::decode_response(&payload)? else {
                 anyhow::bail!("unexpected answer from the supervisor");
             };
             if pretty {
@@ -656,4 +664,20 @@ fn profile(
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// Prints a `status` answer's rows (compact JSON as the supervisor sent them) in one write:
+/// re-indented as `serde_json::to_string_pretty` would, or as they are.
+fn print_json_rows(raw: &[u8], pretty: bool) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut text = if pretty {
+        nodeguard::cli::status::pretty(raw)
+    } else {
+        raw.to_vec()
+    };
+    text.push(b'\n');
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(&text)?;
+    stdout.flush()?;
+    Ok(())
 }

@@ -2,6 +2,7 @@
 //! parent-death signal, and peer credentials on Unix sockets. Unix only for now; Windows support
 //! (job objects, named pipes) would be a sibling module with the same functions.
 
+pub mod memory;
 #[cfg(unix)]
 pub mod oom;
 #[cfg(unix)]

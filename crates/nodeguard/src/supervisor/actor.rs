@@ -344,7 +344,9 @@ impl Supervisor {
                     kind: "errored".to_string(),
                     message: why,
                 };
-                let _ = handle.commands.try_send(WorkerCommand::Record(event));
+                let _ = handle
+                    .commands
+                    .try_send(WorkerCommand::Record(Box::new(event)));
                 self.insert_task(index, task, handle);
             }
             Internal::Trigger { name, why } => self.on_trigger(name, why),
@@ -383,7 +385,9 @@ impl Supervisor {
                 kind: "trigger".to_string(),
                 message: message.clone(),
             };
-            let _ = handle.commands.try_send(WorkerCommand::Record(event));
+            let _ = handle
+                .commands
+                .try_send(WorkerCommand::Record(Box::new(event)));
         }
         let target = Target(name.clone());
         let (reply, answer) = oneshot::channel();

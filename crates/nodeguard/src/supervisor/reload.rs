@@ -65,7 +65,10 @@ impl Member {
             kind: kind.to_string(),
             message,
         };
-        let _ = self.commands.send(WorkerCommand::Record(event)).await;
+        let _ = self
+            .commands
+            .send(WorkerCommand::Record(Box::new(event)))
+            .await;
     }
 }
 

@@ -48,7 +48,9 @@ pub enum WorkerCommand {
     /// The recent events, at once.
     Describe(oneshot::Sender<Vec<AppEvent>>),
     /// Adds an event to the history (e.g. a reload that was aborted), and logs it.
-    Record(AppEvent),
+    /// Boxed: the command queue holds a block of 32 commands per app whether or not any is
+    /// sent, sized by the largest variant.
+    Record(Box<AppEvent>),
     /// Puts the history of the instance this one replaces before its own (reloads).
     Inherit(Vec<AppEvent>),
     /// Zeroes the restart and hang counters and the restart budget; replies at once.
@@ -125,7 +127,7 @@ impl WorkerTask {
                     message: event.message.clone(),
                     detail: Detail::default(),
                 });
-                self.remember(event);
+                self.remember(*event);
                 return None;
             }
             WorkerCommand::Reset(reply) => {

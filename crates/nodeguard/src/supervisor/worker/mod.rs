@@ -114,8 +114,9 @@ pub struct WorkerTask {
     /// The running process's exit, while it runs.
     child: Option<ExitFuture>,
     connection: Option<MonitorConnection>,
-    connections: mpsc::Receiver<MonitorConnection>,
-    deliver: mpsc::Sender<MonitorConnection>,
+    /// Boxed: a channel holds a block of 32 slots from its creation, idle or not.
+    connections: mpsc::Receiver<Box<MonitorConnection>>,
+    deliver: mpsc::Sender<Box<MonitorConnection>>,
     generation: u64,
     token: Option<String>,
     snapshot: watch::Sender<WorkerSnapshot>,
@@ -281,10 +282,17 @@ impl WorkerTask {
 
     /// Supervises the app until it is removed, or `stop` (graceful) or `force` fires, and it has
     /// come to rest.
-    pub async fn run(mut self, stop: CancellationToken, force: CancellationToken) {
+    ///
+    /// Not an `async fn`: one would keep the task both as its argument and inside the future it
+    /// awaits, a second copy of [`WorkerTask`] in every app's (mostly idle) task.
+    pub fn run(
+        mut self,
+        stop: CancellationToken,
+        force: CancellationToken,
+    ) -> impl std::future::Future<Output = ()> + Send {
         let span = tracing::info_span!("app", name = %self.spec.display_name());
         async move {
-            self.begin().await;
+            Box::pin(self.begin()).await;
             let mut stop_seen = false;
             let mut force_seen = false;
             loop {
@@ -309,19 +317,19 @@ impl WorkerTask {
                             crate::io::pidfile::remove(&path, pid);
                         }
                         let tree_pids = self.tree_pids();
-                        self.end_tree().await;
+                        Box::pin(self.end_tree()).await;
                         if let Some(silent_for) = self.capture.take() {
                             if self.machine.capture_by_interrupt {
-                                self.report_blocked(silent_for).await;
+                                Box::pin(self.report_blocked(silent_for)).await;
                             } else {
-                                self.report_stack(silent_for, maps_pid).await;
+                                Box::pin(self.report_stack(silent_for, maps_pid)).await;
                             }
                         }
                         self.forget_maps(maps_pid);
                         match status {
                             Ok(status) => {
                                 let status = ExitKind::from_status(status);
-                                self.check_oom(status, tree_pids).await;
+                                Box::pin(self.check_oom(status, tree_pids)).await;
                                 Event::Exited { status }
                             }
                             Err(error) => {
@@ -339,9 +347,9 @@ impl WorkerTask {
                             continue;
                         }
                         let captures = connection.stack_capture;
-                        self.connection = Some(connection);
+                        self.connection = Some(*connection);
                         if captures {
-                            self.handle(Event::MonitorConnected).await;
+                            Box::pin(self.handle(Event::MonitorConnected)).await;
                             Event::MonitorCapturesStack
                         } else {
                             Event::MonitorConnected
@@ -379,9 +387,11 @@ impl WorkerTask {
                         scheduled: deadline.unwrap_or_else(Instant::now),
                     },
                 };
-                self.handle(event).await;
+                // Boxed, here and above: what handling an event awaits (a spawn, a report) is
+                // allocated while it runs, not held in every idle app's task all the time.
+                Box::pin(self.handle(event)).await;
                 if let Some(event) = self.deferred.take() {
-                    self.handle(event).await;
+                    Box::pin(self.handle(event)).await;
                 }
             }
             for waiter in self.waiters.drain(..) {
@@ -394,7 +404,6 @@ impl WorkerTask {
             self.forget_token();
         }
         .instrument(span)
-        .await
     }
 
     /// The first spawn (unless restored as stopped).

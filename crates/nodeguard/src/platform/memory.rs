@@ -1,0 +1,17 @@
+//! Giving the heap's free pages back to the system after a burst of work.
+
+/// Returns the free pages inside glibc's heaps to the kernel (`malloc_trim(0)`).
+///
+/// glibc gives back only the free memory at the top of a heap on its own; a start or stop of
+/// thousands of apps leaves the freed memory of its transient buffers (command lines,
+/// environments, state-file snapshots) between live allocations, where it stayed resident: about
+/// 7 kB per app after a storm of 2,000. The call walks the free chunks (a millisecond or so at
+/// thousands of apps) and is made after each state-file write, which is rarer and costlier.
+/// A no-op where the C library is not glibc.
+pub fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks and madvises glibc's own free lists, under its own locks.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
