@@ -302,6 +302,8 @@ static CONNECTED: Mutex<bool> = Mutex::new(false);
 /// loop is not the app's. Throws with a one-line reason if the connection fails or is refused.
 /// `onShutdown` (optional) is called on the JS thread when the supervisor asks for a graceful stop,
 /// `onProfile` (optional) with a `ProfileRequest` when it asks for a CPU profile or heap snapshot.
+/// `stackNamesChecked` (optional): this is a Node version whose V8 function names `stack` uses were
+/// checked, so they may be looked up at the first hang rather than now.
 #[napi]
 pub fn connect(
     env: Env,
@@ -310,6 +312,7 @@ pub fn connect(
     on_ping: PingCallback,
     on_shutdown: Option<ShutdownCallback>,
     on_profile: Option<ProfileCallback>,
+    stack_names_checked: Option<bool>,
 ) -> napi::Result<&'static str> {
     if !on_process_main_thread() {
         return Ok("not-main-thread");
@@ -323,7 +326,9 @@ pub fn connect(
     let v8 = if std::env::var_os("NODEGUARD_STACK_CAPTURE").is_some_and(|v| v == "0") {
         None
     } else {
-        crate::stack::V8::resolve()
+        // Looked up at the first capture where JS says this Node's V8 names were checked (see
+        // `stack::V8::resolve`): each name looked up costs RSS in every app.
+        crate::stack::V8::resolve(stack_names_checked != Some(true))
     };
     let stack_capture = v8.is_some();
     if let Some(v8) = v8 {
