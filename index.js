@@ -197,10 +197,21 @@ function createPingCallback() {
     (process.execArgv.includes('--trace-sigint') ||
       /(^|\s)--trace-sigint(\s|$)/.test(process.env.NODE_OPTIONS || ''));
   // Node turns --trace-sigint off while the app has a SIGINT listener of its own.
-  return () => ({
-    memory: process.memoryUsage(),
-    stackOnSigint: traceSigint && process.listenerCount('SIGINT') === 0,
-  });
+  // In kB, whole numbers below 2^32: the addon reads them as such (see JsMemoryUsage in addon.rs).
+  const kb = (bytes) => Math.min(Math.round(bytes / 1024), 0xffffffff) || 0;
+  return () => {
+    const memory = process.memoryUsage();
+    return {
+      memory: {
+        rssKb: kb(memory.rss),
+        heapTotalKb: kb(memory.heapTotal),
+        heapUsedKb: kb(memory.heapUsed),
+        externalKb: kb(memory.external),
+        arrayBuffersKb: kb(memory.arrayBuffers),
+      },
+      stackOnSigint: traceSigint && process.listenerCount('SIGINT') === 0,
+    };
+  };
 }
 
 /**
