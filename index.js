@@ -198,7 +198,8 @@ function createPingCallback() {
       /(^|\s)--trace-sigint(\s|$)/.test(process.env.NODE_OPTIONS || ''));
   // Node turns --trace-sigint off while the app has a SIGINT listener of its own.
   // In kB, whole numbers below 2^32: the addon reads them as such (see JsMemoryUsage in addon.rs).
-  const kb = (bytes) => Math.min(Math.round(bytes / 1024), 0xffffffff) || 0;
+  // Rounded up, so a figure above zero stays above zero.
+  const kb = (bytes) => Math.min(Math.ceil(bytes / 1024), 0xffffffff) || 0;
   return () => {
     const memory = process.memoryUsage();
     return {

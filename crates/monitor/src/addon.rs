@@ -22,7 +22,7 @@ pub struct PingReport {
     pub stack_on_sigint: Option<bool>,
 }
 
-/// The fields of `process.memoryUsage()`, in kB (rounded; at most 2^32 - 1). Whole numbers
+/// The fields of `process.memoryUsage()`, in kB (rounded up; at most 2^32 - 1). Whole numbers
 /// below 2^32 because they are read with `napi_get_value_uint32`: each Node-API function the addon
 /// calls is bound (lazily) by name in node's symbol tables, and `napi_get_value_double`'s name
 /// would fault in 64 kB of them in every app that another function used does not already.
