@@ -689,3 +689,130 @@ for (const major of [18, 20, 22, 24, 26]) {
     run.child.stdin.end();
   });
 }
+
+// ---------------------------------------------------------------------------------------------
+// The monitor's memory inside an app (issue 17)
+
+/** The names the dynamic linker looked up in process `pid`, from its LD_DEBUG=symbols log. */
+function lookedUp(logPrefix, pid) {
+  const text = fs.readFileSync(`${logPrefix}.${pid}`, 'utf8');
+  return new Set([...text.matchAll(/symbol=([^;\s]+);/g)].map((m) => m[1]));
+}
+
+for (const major of [18, 20, 22, 24, 26]) {
+  test(`Node ${major}: V8's stack functions are looked up at the first capture, not at connect`, { skip: process.platform !== 'linux' && 'LD_DEBUG is glibc' }, async (t) => {
+    // Every name looked up in node's symbol tables faults in pages of them: RSS in every app.
+    const supervisor = await fakeSupervisor(t);
+    const logDir = fs.mkdtempSync(path.join(os.tmpdir(), 'ngm-ld-'));
+    t.after(() => fs.rmSync(logDir, { recursive: true, force: true }));
+    const logPrefix = path.join(logDir, 'ld');
+    const run = runNode(
+      t,
+      [
+        '--require',
+        PRELOAD,
+        '-e',
+        `${REPORT}
+         process.stdin.setEncoding('utf8').on('data', () => {
+           report({ spinning: true });
+           for (;;) {}
+         });
+         setInterval(() => {}, 60_000);`,
+      ],
+      { ...supervisor.env(), LD_DEBUG: 'symbols', LD_DEBUG_OUTPUT: logPrefix },
+      nodeBinary(major),
+    );
+    const peer = await supervisor.accepted();
+    assert.equal(peer.hello.stack_capture, true, 'the monitor says it can capture stacks');
+    await peer.ping(1);
+    const atConnect = lookedUp(logPrefix, run.child.pid);
+    assert.ok(atConnect.has('_ZN2v87Isolate10GetCurrentEv'), 'the isolate was taken at connect (and LD_DEBUG logs dlsym)');
+    assert.ok(!atConnect.has('_ZNK2v810StackTrace13GetFrameCountEv'), 'no stack-reading function looked up while idle');
+    run.child.stdin.write('spin\n');
+    await run.report('spinning');
+    peer.send({ type: 'stack', seq: 7 });
+    const stack = await peer.next('the stack');
+    assert.equal(stack.type, 'stack');
+    assert.equal(stack.seq, 7);
+    assert.ok(stack.frames.length > 0 && /\[eval\]/.test(stack.frames[0]), `frames ${JSON.stringify(stack.frames)}`);
+    assert.ok(lookedUp(logPrefix, run.child.pid).has('_ZNK2v810StackTrace13GetFrameCountEv'), 'looked up at the capture');
+  });
+}
+
+/** VmRSS of `pid` in kB, the median of 5 readings 100 ms apart. */
+async function rssKb(pid) {
+  const readings = [];
+  for (let i = 0; i < 5; i++) {
+    if (i > 0) await new Promise((resolve) => setTimeout(resolve, 100));
+    readings.push(Number(/^VmRSS:\s+(\d+)/m.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))[1]));
+  }
+  return readings.sort((a, b) => a - b)[2];
+}
+
+test('the monitor costs an idle HTTP server well under 2.1 MB of RSS over bare node', { skip: process.platform !== 'linux' && 'reads /proc' }, async (t) => {
+  // The issue's budget is 1.5 MB (bench figure 2 measures it); this guards against a regression
+  // that would bring back the 2.6 MB of before (every V8 name looked up and every Node-API
+  // function bound at connect, the addon built at opt-level 3, platform.js read at start), with
+  // room for the machine's noise.
+  const server = `${REPORT}
+     require('http').createServer((q, s) => s.end('ok')).listen(0, '127.0.0.1', () => report({ listening: true }));`;
+  const supervisor = await fakeSupervisor(t);
+  const monitored = runNode(t, ['--require', PRELOAD, '-e', server], supervisor.env());
+  const bare = runNode(t, ['-e', server]);
+  const peer = await supervisor.accepted();
+  await Promise.all([monitored.report('listening'), bare.report('listening')]);
+  // A few heartbeats, as the supervisor sends them, then the app settles.
+  for (let seq = 1; seq <= 3; seq++) {
+    await peer.ping(seq);
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+  }
+  const [withMonitor, without] = await Promise.all([rssKb(monitored.child.pid), rssKb(bare.child.pid)]);
+  const costKb = withMonitor - without;
+  assert.ok(costKb < 2100, `monitor cost ${costKb} kB (VmRSS ${withMonitor} kB with it, ${without} kB bare)`);
+});
+
+test('an idle monitored HTTP server binds only the Node-API functions it calls', { skip: process.platform !== 'linux' && 'LD_DEBUG is glibc' }, async (t) => {
+  // The addon calls Node-API through the PLT (built with partial RELRO, scripts/build.js) and Node
+  // dlopens it RTLD_LAZY: a function is bound, and its name looked up in node's symbol tables (RSS
+  // in every app), only when first called. Bound at load (BIND_NOW) there would be all ~40.
+  const supervisor = await fakeSupervisor(t);
+  const logDir = fs.mkdtempSync(path.join(os.tmpdir(), 'ngm-ld-'));
+  t.after(() => fs.rmSync(logDir, { recursive: true, force: true }));
+  const logPrefix = path.join(logDir, 'ld');
+  const run = runNode(
+    t,
+    [
+      '--require',
+      PRELOAD,
+      '-e',
+      `${REPORT}
+       const server = require('http').createServer((q, s) => s.end('ok'));
+       server.listen(0, '127.0.0.1', () => report({ port: server.address().port }));`,
+    ],
+    { ...supervisor.env(), LD_DEBUG: 'bindings', LD_DEBUG_OUTPUT: logPrefix },
+  );
+  const peer = await supervisor.accepted();
+  const { port } = await run.report('port');
+  await peer.ping(1);
+  // A request (tracked in the addon's table for hang reports), then more heartbeats.
+  const body = await new Promise((resolve, reject) => {
+    require('node:http')
+      .get({ host: '127.0.0.1', port, agent: false }, (res) => {
+        let text = '';
+        res.setEncoding('utf8').on('data', (chunk) => (text += chunk)).on('end', () => resolve(text));
+      })
+      .on('error', reject);
+  });
+  assert.equal(body, 'ok');
+  await peer.ping(2);
+  await peer.ping(3);
+  const log = fs.readFileSync(`${logPrefix}.${run.child.pid}`, 'utf8');
+  const bound = new Set(
+    [...log.matchAll(/binding file \S*nodeguard-monitor\S* \[\d+\] to .*symbol `(napi_\w+)'/g)].map((m) => m[1]),
+  );
+  assert.ok(bound.has('napi_call_threadsafe_function'), `bound: ${[...bound].join(' ')}`);
+  for (const name of ['napi_get_boolean', 'napi_create_uint32', 'napi_get_value_double', 'napi_define_class']) {
+    assert.ok(!bound.has(name), `${name} bound by an idle app (all bound: ${[...bound].join(' ')})`);
+  }
+  assert.ok(bound.size <= 26, `${bound.size} Node-API functions bound: ${[...bound].join(' ')}`);
+});

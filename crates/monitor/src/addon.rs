@@ -9,10 +9,10 @@ use napi_derive::napi;
 use nodeguard_proto::worker::{LoopDelay, MemoryUsage, ProfileKind};
 
 use crate::agent::{self, Ended, PendingPing, PingSink, StackReply};
-use crate::{js_bytes, js_millis, EXIT_SUPERVISOR_GONE};
+use crate::{js_millis, EXIT_SUPERVISOR_GONE};
 
 /// What the JS ping callback returns:
-/// `{ memory: process.memoryUsage(), stackOnSigint: boolean }`. `loopDelay` is measured natively
+/// `{ memory: { rssKb, heapTotalKb, heapUsedKb, externalKb, arrayBuffersKb }, stackOnSigint }`. `loopDelay` is measured natively
 /// (see [`crate::loopdelay`]); one given by JS is used only where the native hook is off.
 #[napi(object)]
 pub struct PingReport {
@@ -22,14 +22,22 @@ pub struct PingReport {
     pub stack_on_sigint: Option<bool>,
 }
 
-/// The fields of `process.memoryUsage()`, in bytes.
+/// The fields of `process.memoryUsage()`, in kB (rounded up; at most 2^32 - 1). Whole numbers
+/// below 2^32 because they are read with `napi_get_value_uint32`: each Node-API function the addon
+/// calls is bound (lazily) by name in node's symbol tables, and `napi_get_value_double`'s name
+/// would fault in 64 kB of them in every app that another function used does not already.
 #[napi(object)]
 pub struct JsMemoryUsage {
-    pub rss: f64,
-    pub heap_total: f64,
-    pub heap_used: f64,
-    pub external: f64,
-    pub array_buffers: f64,
+    pub rss_kb: u32,
+    pub heap_total_kb: u32,
+    pub heap_used_kb: u32,
+    pub external_kb: u32,
+    pub array_buffers_kb: u32,
+}
+
+/// kB from JS as bytes for the wire.
+fn kb_bytes(kb: u32) -> u64 {
+    u64::from(kb) * 1024
 }
 
 /// Event-loop delay since the previous pong, in milliseconds.
@@ -44,11 +52,11 @@ pub struct JsLoopDelay {
 impl From<JsMemoryUsage> for MemoryUsage {
     fn from(m: JsMemoryUsage) -> Self {
         MemoryUsage {
-            rss: js_bytes(m.rss),
-            heap_total: js_bytes(m.heap_total),
-            heap_used: js_bytes(m.heap_used),
-            external: js_bytes(m.external),
-            array_buffers: js_bytes(m.array_buffers),
+            rss: kb_bytes(m.rss_kb),
+            heap_total: kb_bytes(m.heap_total_kb),
+            heap_used: kb_bytes(m.heap_used_kb),
+            external: kb_bytes(m.external_kb),
+            array_buffers: kb_bytes(m.array_buffers_kb),
         }
     }
 }
@@ -302,6 +310,8 @@ static CONNECTED: Mutex<bool> = Mutex::new(false);
 /// loop is not the app's. Throws with a one-line reason if the connection fails or is refused.
 /// `onShutdown` (optional) is called on the JS thread when the supervisor asks for a graceful stop,
 /// `onProfile` (optional) with a `ProfileRequest` when it asks for a CPU profile or heap snapshot.
+/// `stackNamesChecked` (optional): this is a Node version whose V8 function names `stack` uses were
+/// checked, so they may be looked up at the first hang rather than now.
 #[napi]
 pub fn connect(
     env: Env,
@@ -310,6 +320,7 @@ pub fn connect(
     on_ping: PingCallback,
     on_shutdown: Option<ShutdownCallback>,
     on_profile: Option<ProfileCallback>,
+    stack_names_checked: Option<bool>,
 ) -> napi::Result<&'static str> {
     if !on_process_main_thread() {
         return Ok("not-main-thread");
@@ -323,7 +334,9 @@ pub fn connect(
     let v8 = if std::env::var_os("NODEGUARD_STACK_CAPTURE").is_some_and(|v| v == "0") {
         None
     } else {
-        crate::stack::V8::resolve()
+        // Looked up at the first capture where JS says this Node's V8 names were checked (see
+        // `stack::V8::resolve`): each name looked up costs RSS in every app.
+        crate::stack::V8::resolve(stack_names_checked != Some(true))
     };
     let stack_capture = v8.is_some();
     if let Some(v8) = v8 {
@@ -367,21 +380,20 @@ const MONITOR_THREAD_STACK: usize = 128 * 1024;
 
 /// Measures the event loop's turns natively from now on (see [`crate::loopdelay`]): no timer, no
 /// wakeup. Call it on the main thread, on Node only (libuv's functions are looked up in the
-/// process). Returns false when the hook could not be installed (the ping's queueing time is then
-/// reported as the loop delay).
+/// process). If the hook cannot be installed the ping's queueing time is reported as the loop
+/// delay. Returns nothing: a boolean would bind `napi_get_boolean`, whose name costs every app
+/// 64 kB of node's symbol-table pages (see [`JsMemoryUsage`]).
 #[napi]
-pub fn watch_loop(env: Env) -> bool {
+pub fn watch_loop(env: Env) {
     if !on_process_main_thread() || !crate::loopdelay::install() {
-        return false;
+        return;
     }
     if env
         .add_env_cleanup_hook((), |()| crate::loopdelay::remove())
         .is_err()
     {
         crate::loopdelay::remove();
-        return false;
     }
-    true
 }
 
 /// Whether the caller runs on the process's main thread, where `node` runs the app's main JS
@@ -405,10 +417,13 @@ fn on_process_main_thread() -> bool {
 }
 
 /// An HTTP request began (`method`, `target` as in `req.url`): kept in native memory so that a
-/// hang's report names it. Returns the id for [`request_end`] (0: not kept, the table was full).
+/// hang's report names it. Returns the id for [`request_end`] (0: not kept, the table was full),
+/// its 32 bits as a signed number: `napi_create_int32` is bound anyway, `napi_create_uint32`'s
+/// name would cost 64 kB of node's symbol-table pages in every app that serves HTTP (see
+/// [`JsMemoryUsage`]). [`request_end`] reads it back as unsigned (JS's ToUint32), the same bits.
 #[napi]
-pub fn request_begin(method: String, target: String) -> u32 {
-    crate::requests::begin(&method, &target)
+pub fn request_begin(method: String, target: String) -> i32 {
+    i32::from_ne_bytes(crate::requests::begin(&method, &target).to_ne_bytes())
 }
 
 /// The request `id` (from [`request_begin`]) finished or closed.

@@ -30,12 +30,6 @@ pub mod stack;
 /// ends with `_exit`, at once, whatever JS is doing: no `exit` handlers, no flushing of JS streams.
 pub const EXIT_SUPERVISOR_GONE: i32 = 69;
 
-/// A byte count from JS (a double) for the wire: negative or NaN becomes 0 (`as` saturates).
-#[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // saturating, as said above
-fn js_bytes(value: f64) -> u64 {
-    value as u64
-}
-
 /// A duration in ms from JS for the wire, which needs finite, non-negative numbers (JSON has no
 /// NaN).
 fn js_millis(value: f64) -> f64 {
@@ -52,9 +46,6 @@ mod tests {
 
     #[test]
     fn js_numbers_are_clamped_for_the_wire() {
-        assert_eq!(js_bytes(-1.0), 0);
-        assert_eq!(js_bytes(f64::NAN), 0);
-        assert_eq!(js_bytes(1.5e9), 1_500_000_000);
         assert_eq!(js_millis(f64::NAN), 0.0);
         assert_eq!(js_millis(f64::INFINITY), 0.0);
         assert_eq!(js_millis(-3.0), 0.0);

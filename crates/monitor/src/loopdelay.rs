@@ -25,6 +25,7 @@
 
 use std::ffi::{c_int, c_void, CStr};
 use std::sync::{Mutex, PoisonError};
+use std::time::Instant;
 
 use nodeguard_proto::worker::LoopDelay;
 
@@ -131,7 +132,10 @@ fn bucket_range(index: usize) -> (u64, u64) {
     ((SUB + (index & (SUB - 1))) << shift, 1 << shift)
 }
 
-/// libuv's functions, found in the running process.
+/// libuv's functions, found in the running process. Only those the hook needs from the start: each
+/// name looked up in Node's binary faults in pages of its symbol tables (RSS in every app), so
+/// `uv_close` is looked up only when the hook is removed, and the clock is Rust's monotonic one
+/// (`uv_hrtime` reads the same clock).
 #[derive(Clone, Copy)]
 struct Uv {
     default_loop: unsafe extern "C" fn() -> *mut c_void,
@@ -139,8 +143,6 @@ struct Uv {
     prepare_init: unsafe extern "C" fn(*mut c_void, *mut c_void) -> c_int,
     prepare_start: unsafe extern "C" fn(*mut c_void, unsafe extern "C" fn(*mut c_void)) -> c_int,
     unref: unsafe extern "C" fn(*mut c_void),
-    close: unsafe extern "C" fn(*mut c_void, *const c_void),
-    hrtime: unsafe extern "C" fn() -> u64,
     idle_time: unsafe extern "C" fn(*mut c_void) -> u64,
 }
 
@@ -157,7 +159,7 @@ struct Hook {
     event_loop: *mut c_void,
     handle: *mut HandleStorage,
     /// When the previous sample ended, and libuv's idle time then (ns).
-    last_ns: u64,
+    last: Instant,
     last_idle_ns: u64,
     stats: Stats,
 }
@@ -205,13 +207,6 @@ impl Uv {
                 unref: std::mem::transmute::<*mut c_void, unsafe extern "C" fn(*mut c_void)>(
                     lookup(c"uv_unref")?,
                 ),
-                close: std::mem::transmute::<
-                    *mut c_void,
-                    unsafe extern "C" fn(*mut c_void, *const c_void),
-                >(lookup(c"uv_close")?),
-                hrtime: std::mem::transmute::<*mut c_void, unsafe extern "C" fn() -> u64>(lookup(
-                    c"uv_hrtime",
-                )?),
                 idle_time: std::mem::transmute::<
                     *mut c_void,
                     unsafe extern "C" fn(*mut c_void) -> u64,
@@ -229,12 +224,11 @@ impl Hook {
     /// Ends the current sample now.
     fn sample(&mut self) {
         // SAFETY: plain libuv calls on the loop this thread runs.
-        let (now, idle) = unsafe { ((self.uv.hrtime)(), (self.uv.idle_time)(self.event_loop)) };
-        let busy = now
-            .saturating_sub(self.last_ns)
-            .saturating_sub(idle.saturating_sub(self.last_idle_ns));
+        let (now, idle) = unsafe { (Instant::now(), (self.uv.idle_time)(self.event_loop)) };
+        let elapsed = u64::try_from(now.duration_since(self.last).as_nanos()).unwrap_or(u64::MAX);
+        let busy = elapsed.saturating_sub(idle.saturating_sub(self.last_idle_ns));
         self.stats.record(busy);
-        self.last_ns = now;
+        self.last = now;
         self.last_idle_ns = idle;
     }
 }
@@ -274,13 +268,13 @@ pub fn install() -> bool {
             drop(Box::from_raw(handle));
             return false;
         }
-        let now = (uv.hrtime)();
+        let now = Instant::now();
         let idle = (uv.idle_time)(event_loop);
         *slot = Some(Box::new(Hook {
             uv,
             event_loop,
             handle,
-            last_ns: now,
+            last: now,
             last_idle_ns: idle,
             stats: Stats::new(),
         }));
@@ -289,7 +283,7 @@ pub fn install() -> bool {
         if (uv.prepare_start)(handle.cast(), on_prepare) != 0 {
             // Initialised but never started: close it; the storage is leaked (a few hundred bytes
             // once), as the close completes on a later loop turn.
-            (uv.close)(handle.cast(), std::ptr::null());
+            close(handle.cast());
             *slot = None;
             return false;
         }
@@ -302,7 +296,24 @@ pub fn install() -> bool {
 pub fn remove() {
     if let Some(hook) = hook().take() {
         // SAFETY: closing our own handle on its loop's thread.
-        unsafe { (hook.uv.close)(hook.handle.cast(), std::ptr::null()) };
+        unsafe { close(hook.handle.cast()) };
+    }
+}
+
+/// `uv_close(handle, NULL)`, looked up now (see [`Uv`]); without it the handle stays open.
+///
+/// # Safety
+/// `handle` is an initialised libuv handle of the loop this thread runs.
+unsafe fn close(handle: *mut c_void) {
+    if let Some(address) = lookup(c"uv_close") {
+        // SAFETY: the address is libuv's uv_close, whose C signature (uv.h) is the one given.
+        let close = unsafe {
+            std::mem::transmute::<*mut c_void, unsafe extern "C" fn(*mut c_void, *const c_void)>(
+                address,
+            )
+        };
+        // SAFETY: as the caller promises.
+        unsafe { close(handle, std::ptr::null()) };
     }
 }
 

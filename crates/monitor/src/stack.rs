@@ -22,7 +22,7 @@
 //! strings converted are the frames' own script and function names, already strings.
 
 use std::ffi::{c_char, c_int, c_void, CStr};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Mutex, OnceLock, PoisonError};
 
 use nodeguard_proto::worker::MAX_FRAMES;
 
@@ -51,11 +51,20 @@ const STACK_TRACE_DETAILED: c_int = 127;
 /// Longest function or script name kept, in bytes.
 const MAX_NAME: usize = 512;
 
-/// V8's functions, resolved in this process, and the main thread's isolate.
+/// What the native thread needs to ask for a stack: the main thread's isolate and
+/// `Isolate::RequestInterrupt`, resolved when the monitor connects.
 #[derive(Clone, Copy)]
 pub struct V8 {
     isolate: Isolate,
     request_interrupt: unsafe extern "C" fn(Isolate, InterruptCallback, *mut c_void),
+}
+
+/// The functions that read the stack, used only in the interrupt callback. Each `dlsym` of a name
+/// in Node's binary faults in pages of its symbol tables (about 20 kB of RSS per name, 192 kB for
+/// these nine), so on the Node versions they were checked in they are looked up on the JS thread
+/// at the first capture, not at connect (see [`V8::resolve`]).
+#[derive(Clone, Copy)]
+struct StackFns {
     current_stack_trace: unsafe extern "C" fn(Isolate, c_int, c_int) -> Local,
     frame_count: unsafe extern "C" fn(Local) -> c_int,
     frame: unsafe extern "C" fn(Local, Isolate, u32) -> Local,
@@ -65,6 +74,9 @@ pub struct V8 {
     utf8_new: Utf8New,
     utf8_drop: unsafe extern "C" fn(*mut Utf8Storage),
 }
+
+/// [`StackFns`] once looked up (`None` inside: some name is missing).
+static STACK_FNS: OnceLock<Option<StackFns>> = OnceLock::new();
 
 // SAFETY: the isolate pointer is only dereferenced by V8 itself: `RequestInterrupt` is documented
 // as callable from any thread, and everything else runs in the callback on the JS thread.
@@ -93,14 +105,53 @@ fn lookup(_name: &CStr) -> Option<*mut c_void> {
 }
 
 impl V8 {
-    /// Resolves V8's functions and takes the current isolate. Call it on the JS thread. `None`
-    /// when any is missing: then the feature is off.
-    pub fn resolve() -> Option<Self> {
+    /// Resolves `Isolate::GetCurrent` and `RequestInterrupt` and takes the current isolate. Call it
+    /// on the JS thread. `None` when either is missing (Bun, Deno, another embedder): then the
+    /// feature is off. With `eager` the stack-reading functions are looked up now too, and any
+    /// missing one turns the feature off (the supervisor then falls back to SIGINT): the monitor
+    /// asks for that on a Node version their names were not checked in. Otherwise they are looked
+    /// up at the first capture, in the interrupt callback on the JS thread (never on the native
+    /// thread, which must not wait on the loader's lock held by a JS thread blocked in `dlopen`).
+    pub fn resolve(eager: bool) -> Option<Self> {
         let get_current = lookup(c"_ZN2v87Isolate10GetCurrentEv")?;
+        let request_interrupt = lookup(c"_ZN2v87Isolate16RequestInterruptEPFvPS0_PvES2_")?;
+        if eager && StackFns::get().is_none() {
+            return None;
+        }
+        // SAFETY: each address is the named function, whose C++ signature (mangled in its name)
+        // is the Rust one it is given, under the Itanium ABI.
+        unsafe {
+            let get_current: unsafe extern "C" fn() -> Isolate = std::mem::transmute(get_current);
+            let isolate = get_current();
+            if isolate.is_null() {
+                return None;
+            }
+            Some(V8 {
+                isolate,
+                request_interrupt: std::mem::transmute::<
+                    *mut c_void,
+                    unsafe extern "C" fn(Isolate, InterruptCallback, *mut c_void),
+                >(request_interrupt),
+            })
+        }
+    }
+
+    /// Makes this the process's isolate for [`request`] until [`forget`].
+    pub fn install(self) {
+        *ALIVE.lock().unwrap_or_else(PoisonError::into_inner) = Some(self);
+    }
+}
+
+impl StackFns {
+    /// Looks the functions up once (on the JS thread: see [`V8::resolve`]).
+    fn get() -> Option<Self> {
+        *STACK_FNS.get_or_init(Self::lookup_all)
+    }
+
+    fn lookup_all() -> Option<Self> {
         // SAFETY (for every transmute below): each address is the named function, whose C++
         // signature (mangled in its name) is the Rust one it is given, under the Itanium ABI.
         unsafe {
-            let get_current: unsafe extern "C" fn() -> Isolate = std::mem::transmute(get_current);
             let utf8_new = match lookup(
                 c"_ZN2v86String9Utf8ValueC1EPNS_7IsolateENS_5LocalINS_5ValueEEENS0_12WriteOptionsE",
             ) {
@@ -115,14 +166,7 @@ impl V8 {
                     c"_ZN2v86String9Utf8ValueC1EPNS_7IsolateENS_5LocalINS_5ValueEEE",
                 )?)),
             };
-            let v8 = V8 {
-                isolate: std::ptr::null_mut(),
-                request_interrupt: std::mem::transmute::<
-                    *mut c_void,
-                    unsafe extern "C" fn(Isolate, InterruptCallback, *mut c_void),
-                >(lookup(
-                    c"_ZN2v87Isolate16RequestInterruptEPFvPS0_PvES2_",
-                )?),
+            Some(StackFns {
                 current_stack_trace: std::mem::transmute::<
                     *mut c_void,
                     unsafe extern "C" fn(Isolate, c_int, c_int) -> Local,
@@ -152,18 +196,8 @@ impl V8 {
                 utf8_drop: std::mem::transmute::<*mut c_void, unsafe extern "C" fn(*mut Utf8Storage)>(
                     lookup(c"_ZN2v86String9Utf8ValueD1Ev")?,
                 ),
-            };
-            let isolate = get_current();
-            if isolate.is_null() {
-                return None;
-            }
-            Some(V8 { isolate, ..v8 })
+            })
         }
-    }
-
-    /// Makes this the process's isolate for [`request`] until [`forget`].
-    pub fn install(self) {
-        *ALIVE.lock().unwrap_or_else(PoisonError::into_inner) = Some(self);
     }
 
     /// The frames of the current JS stack, innermost first. Only inside an interrupt callback
@@ -246,14 +280,15 @@ pub fn forget() {
 pub type Deliver = Box<dyn FnOnce(Vec<String>) + Send>;
 
 struct Request {
-    v8: V8,
     deliver: Deliver,
 }
 
 unsafe extern "C" fn on_interrupt(isolate: Isolate, data: *mut c_void) {
     // SAFETY: `data` is the box leaked by `request`, handed to V8 once, called back once.
     let request = Box::from_raw(data.cast::<Request>());
-    let frames = request.v8.frames(isolate);
+    // A missing function (only possible where they were not looked up at connect) gives no
+    // frames: the supervisor then says the stack could not be read.
+    let frames = StackFns::get().map_or_else(Vec::new, |fns| fns.frames(isolate));
     (request.deliver)(frames);
 }
 
@@ -265,7 +300,7 @@ pub fn request(deliver: Deliver) -> bool {
     let Some(v8) = *alive else {
         return false;
     };
-    let data = Box::into_raw(Box::new(Request { v8, deliver }));
+    let data = Box::into_raw(Box::new(Request { deliver }));
     // SAFETY: the isolate is alive (checked under the lock `forget` takes), `on_interrupt` has the
     // callback's signature, and `data` stays valid until the callback takes it back.
     unsafe { (v8.request_interrupt)(v8.isolate, on_interrupt, data.cast()) };
@@ -284,7 +319,8 @@ mod tests {
 
     #[test]
     fn outside_node_nothing_resolves_and_nothing_is_requested() {
-        assert!(V8::resolve().is_none());
+        assert!(V8::resolve(true).is_none());
+        assert!(V8::resolve(false).is_none());
         assert!(!request(Box::new(|_| {})));
     }
 }
