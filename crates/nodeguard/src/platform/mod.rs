@@ -5,7 +5,11 @@
 #[cfg(unix)]
 pub mod oom;
 #[cfg(unix)]
+mod spawn;
+#[cfg(unix)]
 mod unix;
+#[cfg(unix)]
+pub use spawn::*;
 #[cfg(unix)]
 pub use unix::*;
 
