@@ -10,8 +10,8 @@ use std::pin::Pin;
 use std::process::ExitStatus;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use nodeguard_proto::control::AppState;
 use crate::platform::ProcessSpec;
+use nodeguard_proto::control::AppState;
 use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 
