@@ -533,6 +533,15 @@ mod linux {
         }
     }
 
+    /// A pidfd for our child `pid` (Linux 5.3), when the kernel ignored CLONE_PIDFD.
+    fn pidfd_open(pid: libc::pid_t) -> Option<OwnedFd> {
+        // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, c_long::from(pid), 0 as c_long) };
+        let fd = RawFd::try_from(fd).ok().filter(|&fd| fd >= 0)?;
+        // SAFETY: a fresh descriptor owned by nobody else.
+        Some(unsafe { OwnedFd::from_raw_fd(fd) })
+    }
+
     /// Watches `pidfd` for readability on the current runtime.
     fn register(pidfd: OwnedFd) -> io::Result<AsyncFd<OwnedFd>> {
         // SAFETY: the AsyncFd owns the OwnedFd, so the descriptor stays open and the same for
@@ -733,8 +742,9 @@ mod linux {
                 _ => Error::Io(clone_error),
             });
         }
-        // SAFETY: clone succeeded with CLONE_PIDFD: `pidfd` is a fresh descriptor we own.
-        let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
+        // SAFETY: clone succeeded; with CLONE_PIDFD honoured `pidfd` is a fresh descriptor we
+        // own (a kernel before 5.2 ignores the flag and leaves it -1).
+        let pidfd = (pidfd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(pidfd) });
         drop((stdin, stdout_write, stderr_write));
         let step = args.step.load(Ordering::Relaxed);
         if step != 0 {
@@ -745,6 +755,22 @@ mod linux {
                 _ => io::Error::from_raw_os_error(errno),
             }));
         }
+        let pidfd = match pidfd {
+            Some(pidfd) => pidfd,
+            None => match pidfd_open(pid) {
+                Some(pidfd) => pidfd,
+                None => {
+                    // No pidfd at all (before 5.3): this one is ended, and it and every later
+                    // spawn take the fork path.
+                    // SAFETY: kill of our own unreaped child (its pid cannot have been reused).
+                    unsafe {
+                        libc::kill(pid, libc::SIGKILL);
+                    }
+                    collect(pid);
+                    return Err(Error::Unsupported);
+                }
+            },
+        };
         let watched = (|| {
             let id = u32::try_from(pid).map_err(|_| io::Error::other("clone returned no pid"))?;
             let watch = ExitWatch {
