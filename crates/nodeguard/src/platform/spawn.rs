@@ -626,14 +626,14 @@ mod linux {
                 return;
             };
             let pid = self.pid;
+            // A plain task, not another ExitWatch: a runtime shutting down drops the task at
+            // once, and a watch's drop would then spawn again, without end.
             if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-                runtime.spawn(
-                    ExitWatch {
-                        pid,
-                        pidfd: Some(pidfd),
+                runtime.spawn(async move {
+                    if pidfd.readable().await.is_ok() {
+                        let _ = try_collect(pid);
                     }
-                    .wait(),
-                );
+                });
             }
         }
     }
@@ -890,6 +890,33 @@ mod linux_tests {
         assert!(status.success());
         assert_eq!(out, "plain arg\n");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// An exit dropped unawaited is collected in the background, and a runtime shut down with
+    /// that still pending just lets it go (a watch that respawned itself on drop recursed until
+    /// the stack overflowed).
+    #[test]
+    fn an_exit_dropped_unawaited_is_let_go_when_the_runtime_shuts_down() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let pid = runtime.block_on(async {
+            let mut spec = ProcessSpec::new("sleep");
+            spec.arg("30");
+            let spawned = spawn(&spec).unwrap();
+            let pid = spawned.pid;
+            drop(spawned);
+            tokio::task::yield_now().await;
+            pid
+        });
+        drop(runtime);
+        let pid = libc::pid_t::try_from(pid).unwrap();
+        // SAFETY: our own child, not yet collected: its pid cannot have been reused.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        let mut status = 0;
+        // SAFETY: `status` is a valid out-parameter.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
     }
 
     /// The parent-death signal: the child is SIGKILLed when the thread that spawned it ends.
