@@ -6,7 +6,8 @@
 //! One current-thread tokio runtime runs one actor, the [`crate::supervisor`], which owns the table of
 //! apps, and one task per app (`supervisor::worker::WorkerTask`), which owns its child process and
 //! drives a pure state machine (`core::machine`). Two more threads: the spawner (children are
-//! forked from one long-lived thread so `PR_SET_PDEATHSIG` holds) and the output writer.
+//! started, without a fork on Linux, from one long-lived thread so `PR_SET_PDEATHSIG` holds) and
+//! the output writer.
 //!
 //! **A command** (`nodeguard restart api`):
 //! 1. `cli` parses it; `io::control_client` writes one frame (u32 length + JSON `Request`) to

@@ -6,7 +6,11 @@ pub mod memory;
 #[cfg(unix)]
 pub mod oom;
 #[cfg(unix)]
+mod spawn;
+#[cfg(unix)]
 mod unix;
+#[cfg(unix)]
+pub use spawn::*;
 #[cfg(unix)]
 pub use unix::*;
 

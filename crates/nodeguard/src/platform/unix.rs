@@ -71,6 +71,11 @@ pub fn raise_open_file_limit() -> io::Result<(Option<u64>, Option<u64>)> {
     Ok((started.current, Some(hard)))
 }
 
+/// The open-file limit apps get: the one this process started with, once raised.
+pub(super) fn app_open_files() -> Option<rustix::process::Rlimit> {
+    APP_OPEN_FILES.get().copied()
+}
+
 /// This process's open files against its `RLIMIT_NOFILE` soft limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OpenFiles {

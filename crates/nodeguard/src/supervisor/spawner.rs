@@ -4,6 +4,8 @@
 //! On Linux a worker's parent-death signal fires when the *thread* that forked it exits, not the
 //! process (see shared/NOTES.md: spawning from `spawn_blocking` killed workers when tokio retired
 //! the thread). So every spawn goes through this thread, which lives as long as the [`Spawner`].
+//! The spawn itself is [`platform::spawn`]: on Linux a `clone(CLONE_VM | CLONE_VFORK)` that does
+//! not copy the supervisor's memory, whose exit is then collected through a pidfd.
 
 use std::future::Future;
 use std::io;
@@ -13,12 +15,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, PoisonError};
 use std::thread;
 
-use tokio::process::{Child, ChildStderr, ChildStdout, Command};
 use tokio::sync::oneshot;
 
 use crate::io::proctree::ChildSet;
+use crate::platform::{self, ChildOutput, ProcessSpec, Spawned};
 
-type Job = (Command, u64, u64, oneshot::Sender<io::Result<Child>>);
+type Job = (ProcessSpec, u64, u64, oneshot::Sender<io::Result<Spawned>>);
 
 /// What a spawn dropped by [`Launch::cancel_pending`] fails with: the app comes to rest stopped.
 pub const CANCELLED: &str = "the start was cancelled";
@@ -34,8 +36,8 @@ pub type ExitFuture = Pin<Box<dyn Future<Output = io::Result<ExitStatus>> + Send
 /// A started process as the app task holds it: its pid, its output pipes, and its exit.
 pub struct Launched {
     pub pid: u32,
-    pub stdout: Option<ChildStdout>,
-    pub stderr: Option<ChildStderr>,
+    pub stdout: Option<ChildOutput>,
+    pub stderr: Option<ChildOutput>,
     pub exit: ExitFuture,
 }
 
@@ -46,7 +48,7 @@ pub trait Launch: Send + Sync {
     /// environment.
     fn launch(
         &self,
-        command: Command,
+        command: ProcessSpec,
         spawn_key: u64,
     ) -> Pin<Box<dyn Future<Output = io::Result<Launched>> + Send + '_>>;
 
@@ -94,20 +96,29 @@ impl Spawner {
             .name("nodeguard-spawner".into())
             .spawn(move || {
                 let _runtime = runtime.enter();
-                for (mut command, spawn_key, queued_in, reply) in queue {
+                for (command, spawn_key, queued_in, reply) in queue {
                     if queued_in < current.load(Ordering::Acquire) {
                         let _ =
                             reply.send(Err(io::Error::new(io::ErrorKind::Interrupted, CANCELLED)));
                         continue;
                     }
                     let mut children = recorded.lock().unwrap_or_else(PoisonError::into_inner);
-                    let result = command.spawn();
-                    if let Some(pid) = result.as_ref().ok().and_then(Child::id) {
+                    let result = platform::spawn(&command);
+                    let pid = result.as_ref().ok().map(|spawned| spawned.pid);
+                    if let Some(pid) = pid {
                         children.insert(pid, spawn_key);
                     }
                     drop(children);
-                    // The receiver may have gone away; the child is then dropped and reaped.
-                    let _ = reply.send(result);
+                    // The receiver may have gone away; the child is then dropped and collected
+                    // in the background, and it is ours no longer.
+                    if reply.send(result).is_err() {
+                        if let Some(pid) = pid {
+                            recorded
+                                .lock()
+                                .unwrap_or_else(PoisonError::into_inner)
+                                .remove(&pid);
+                        }
+                    }
                 }
             })?;
         Ok(Self {
@@ -133,7 +144,7 @@ impl Spawner {
 
     /// Spawns `command` on the spawner thread; `spawn_key` is the value of
     /// [`crate::io::proctree::ENV_SPAWN_KEY`] in its environment.
-    pub async fn spawn(&self, command: Command, spawn_key: u64) -> io::Result<Child> {
+    pub async fn spawn(&self, command: ProcessSpec, spawn_key: u64) -> io::Result<Spawned> {
         let (reply, answer) = oneshot::channel();
         let epoch = self.epoch.load(Ordering::Acquire);
         self.jobs
@@ -148,19 +159,16 @@ impl Spawner {
 impl Launch for Spawner {
     fn launch(
         &self,
-        command: Command,
+        command: ProcessSpec,
         spawn_key: u64,
     ) -> Pin<Box<dyn Future<Output = io::Result<Launched>> + Send + '_>> {
         Box::pin(async move {
-            let mut child = self.spawn(command, spawn_key).await?;
-            let pid = child
-                .id()
-                .ok_or_else(|| io::Error::other("the process exited before it could be tracked"))?;
+            let spawned = self.spawn(command, spawn_key).await?;
             Ok(Launched {
-                pid,
-                stdout: child.stdout.take(),
-                stderr: child.stderr.take(),
-                exit: Box::pin(async move { child.wait().await }),
+                pid: spawned.pid,
+                stdout: spawned.stdout,
+                stderr: spawned.stderr,
+                exit: spawned.exit,
             })
         })
     }

@@ -7,15 +7,13 @@ use crate::io::forensics::StackTap;
 use crate::io::monitor_socket::new_token;
 use crate::io::output::{prefix_for, Origin, StreamKind};
 use crate::io::proctree::{self};
-use crate::platform;
+use crate::platform::ProcessSpec;
 use nodeguard_proto::{
     ENV_APP_NAME, ENV_INSTANCE, ENV_KILL_SIGNAL, ENV_KILL_TIMEOUT, ENV_LISTEN, ENV_SHARE,
     ENV_SHUTDOWN_MESSAGE, ENV_SOCKET, ENV_TOKEN, ENV_WAIT_READY,
 };
 use std::path::Path;
-use std::process::Stdio;
 use std::sync::Arc;
-use tokio::process::Command;
 
 use super::*;
 
@@ -49,7 +47,7 @@ impl WorkerTask {
         let mut node_options_value = None;
         let mut command = match spec.interpreter.as_deref() {
             None => {
-                let mut command = Command::new(&spec.node);
+                let mut command = ProcessSpec::new(&spec.node);
                 // A hung process then prints its JS stack on SIGINT (see `forensics`).
                 command.arg("--trace-sigint");
                 if let Some(preload) = &self.ctx.preload {
@@ -60,9 +58,9 @@ impl WorkerTask {
             }
             Some(interpreter) => {
                 let command = if interpreter == command::NONE {
-                    Command::new(&spec.script)
+                    ProcessSpec::new(&spec.script)
                 } else {
-                    let mut command = Command::new(interpreter);
+                    let mut command = ProcessSpec::new(interpreter);
                     if command::is_bun(interpreter) {
                         if let Some(preload) = &self.ctx.preload {
                             command.arg("--preload").arg(preload);
@@ -122,8 +120,7 @@ impl WorkerTask {
             _ => self.ctx.worker_socket.clone(),
         };
         if let Some(run_as) = &spec.run_as {
-            // Before configure_child: changing ids clears the parent-death signal it sets.
-            platform::run_as(&mut command, run_as.uid, run_as.gid);
+            command.run_as(run_as.uid, run_as.gid);
         }
         command
             .args(&spec.args)
@@ -133,15 +130,10 @@ impl WorkerTask {
             .env(ENV_TOKEN, &token)
             .env(ENV_APP_NAME, &spec.name)
             .env(ENV_INSTANCE, spec.instance.to_string())
-            .envs(spec.instance_vars.for_instance(spec.instance, &spec.env))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(false);
+            .envs(spec.instance_vars.for_instance(spec.instance, &spec.env));
         if let Some(options) = node_options_value {
             command.env("NODE_OPTIONS", options).env(ENV_COMMAND, "1");
         }
-        platform::configure_child(&mut command);
         if self.listeners.shares_on_request() {
             // The instance asks for each address as it listens. Once this instance number has
             // shared some, its next process (restart, reload) is ready when it listens on them all.
@@ -152,7 +144,7 @@ impl WorkerTask {
             command.env(ENV_SHARE, ports.join(","));
         } else if !self.listeners.is_empty() {
             command.env(ENV_LISTEN, self.listeners.env_value());
-            platform::inherit_fds(&mut command, self.listeners.fds());
+            command.inherit_fds(self.listeners.fds());
         }
         if spec.wait_ready {
             command.env(ENV_WAIT_READY, "1");

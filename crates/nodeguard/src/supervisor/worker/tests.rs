@@ -10,8 +10,8 @@ use std::pin::Pin;
 use std::process::ExitStatus;
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use crate::platform::ProcessSpec;
 use nodeguard_proto::control::AppState;
-use tokio::process::Command;
 use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 
@@ -54,7 +54,7 @@ struct FakeLauncher {
 impl Launch for FakeLauncher {
     fn launch(
         &self,
-        _command: Command,
+        _command: ProcessSpec,
         _spawn_key: u64,
     ) -> Pin<Box<dyn Future<Output = io::Result<Launched>> + Send + '_>> {
         let pid = self.next_pid.fetch_add(1, Ordering::Relaxed);
