@@ -3,6 +3,8 @@
 //! (job objects, named pipes) would be a sibling module with the same functions.
 
 #[cfg(unix)]
+pub mod memory;
+#[cfg(unix)]
 pub mod oom;
 #[cfg(unix)]
 mod unix;
