@@ -50,10 +50,14 @@ fn main() {
 }
 
 /// Whether this rustc links x86_64 Linux binaries with its bundled lld by default (1.90 and
-/// later). A linker chosen by hand (`-C linker=`, `-C linker-features=-lld`) opts out too.
+/// later). A linker chosen by hand (`target.<triple>.linker`, `-C linker=`,
+/// `-C linker-features=-lld`, `-C link-arg=-fuse-ld=...`) opts out too.
 fn rustc_links_with_lld() -> bool {
     let flags = std::env::var("CARGO_ENCODED_RUSTFLAGS").unwrap_or_default();
-    if flags.contains("linker") {
+    if flags.contains("linker")
+        || flags.contains("fuse-ld")
+        || std::env::var_os("RUSTC_LINKER").is_some()
+    {
         return false;
     }
     let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".to_string());
