@@ -8,7 +8,7 @@
 //   node scripts/order-symbols.js [--keep DIR] [--built BINARY MAP]
 //
 // --built: trace this shipped binary with the link map of its build instead of building one (the
-// map from `NODEGUARD_LINK_MAP=MAP cargo build --release -p nodeguard --bin nodeguard`).
+// map from `NODEGUARD_LINK_MAP=MAP node scripts/build.js`).
 //
 // Needs valgrind (callgrind) and curl. Steps:
 //  1. builds the shipped binary (fat LTO, the [profile.release] in Cargo.toml) into
@@ -66,7 +66,9 @@ if (builtAt > 0) {
 } else {
   const targetDir = path.join(root, 'target', 'order');
   // build.rs asks the linker for the map (NODEGUARD_LINK_MAP): same flags, same symbol names.
-  run('cargo', ['build', '--release', '-p', 'nodeguard', '--bin', 'nodeguard'], {
+  // The whole workspace, as scripts/build.js builds it: features unify across its crates, and a
+  // dependency built with other features has other symbol names.
+  run('cargo', ['build', '--release', '--workspace'], {
     cwd: root,
     env: { ...process.env, CARGO_TARGET_DIR: targetDir, NODEGUARD_LINK_MAP: mapFile },
   });
