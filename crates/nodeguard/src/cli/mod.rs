@@ -2,6 +2,7 @@
 
 mod app_options;
 pub mod colour;
+mod daemon;
 pub mod env;
 pub mod events;
 pub mod logs;
@@ -17,6 +18,7 @@ pub mod status;
 mod triggers;
 
 pub use app_options::AppOptions;
+pub use daemon::plain_daemon;
 pub use run::{choose_preload, PreloadChoice, RunArgs};
 pub use scale::{parse_scale, ScaleCount};
 pub use start::{ClusterOptions, StartArgs, StartError, StartPlan};

@@ -62,6 +62,10 @@ fn main() -> ExitCode {
         };
         return finish(run_client(verb, None));
     }
+    // The daemon as `start` and the systemd unit launch it: without clap (see `plain_daemon`).
+    if let Some((args, home)) = nodeguard::cli::plain_daemon(std::env::args_os().skip(1)) {
+        return finish(run_daemon(args, home));
+    }
     // Bare `nodeguard`, as PM2 does: the usage, and the exit code of a usage error.
     if std::env::args_os().len() <= 1 {
         use clap::CommandFactory;
@@ -72,26 +76,34 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(error) => return clap_error(error),
     };
-    // A daemon that `start` launched writes to `<home>/daemon.log`: it adopts the file, to
-    // rotate it and reopen it on SIGHUP.
-    let daemon_log = match &cli.command {
-        Some(Verb::Daemon(_)) => home_paths(cli.home.clone()).ok().and_then(|paths| {
-            DaemonLog::adopt(&paths.home.join(nodeguard::io::control_client::DAEMON_LOG))
-                .map(Arc::new)
-        }),
-        _ => None,
-    };
-    init_logging(daemon_log.clone());
-    // Before any thread starts: systemd's variables leave the environment whatever the verb, so
-    // neither apps nor a daemon that `start` launches inherit them.
-    let notifier = systemd::Notifier::take_from_env();
     let outcome = match cli.command {
-        None => foreground(cli.run, cli.home, notifier),
-        Some(Verb::Daemon(args)) => daemon(args, cli.home, notifier, daemon_log),
-        Some(Verb::Startup(args)) => startup(args, cli.home),
-        Some(verb) => run_client(verb, cli.home),
+        Some(Verb::Daemon(args)) => run_daemon(args, cli.home),
+        command => {
+            init_logging(None);
+            // Before any thread starts: systemd's variables leave the environment whatever the
+            // verb, so neither apps nor a daemon that `start` launches inherit them.
+            let notifier = systemd::Notifier::take_from_env();
+            match command {
+                None => foreground(cli.run, cli.home, notifier),
+                Some(Verb::Startup(args)) => startup(args, cli.home),
+                Some(verb) => run_client(verb, cli.home),
+            }
+        }
     };
     finish(outcome)
+}
+
+/// The background supervisor, its logging and systemd's variables set up first.
+fn run_daemon(args: DaemonArgs, home: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    // A daemon that `start` launched writes to `<home>/daemon.log`: it adopts the file, to
+    // rotate it and reopen it on SIGHUP.
+    let daemon_log = home_paths(home.clone()).ok().and_then(|paths| {
+        DaemonLog::adopt(&paths.home.join(nodeguard::io::control_client::DAEMON_LOG)).map(Arc::new)
+    });
+    init_logging(daemon_log.clone());
+    // Before any thread starts, as for every verb (see `main`).
+    let notifier = systemd::Notifier::take_from_env();
+    daemon(args, home, notifier, daemon_log)
 }
 
 /// A client verb: it prints and exits. When its reader goes away (`nodeguard status | head -1`)

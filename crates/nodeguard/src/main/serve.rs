@@ -107,6 +107,8 @@ pub(super) fn supervise(
     config: SupervisorConfig,
     daemon_log: Option<Arc<DaemonLog>>,
 ) -> anyhow::Result<ExitCode> {
+    // Before the runtime, the spawner and the output thread start.
+    nodeguard::platform::memory::single_malloc_arena();
     let runtime = runtime()?;
     let summary = runtime.block_on(async {
         let shutdown = Shutdown::default();

@@ -4,6 +4,8 @@
 
 pub mod memory;
 #[cfg(unix)]
+pub mod memory;
+#[cfg(unix)]
 pub mod oom;
 #[cfg(unix)]
 mod spawn;
