@@ -4,8 +4,6 @@
 
 pub mod memory;
 #[cfg(unix)]
-pub mod memory;
-#[cfg(unix)]
 pub mod oom;
 #[cfg(unix)]
 mod spawn;

@@ -22,7 +22,7 @@ use checker::Checker;
 use eval_js::{eval_js, EvalAs};
 
 use std::collections::HashMap;
-use std::fmt::{self, Write as _};
+use std::fmt;
 use std::io::Read;
 use std::path::{Component, Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -305,17 +305,22 @@ impl fmt::Display for Problem {
             line.push_str(": ");
         }
         line.push_str(&self.message);
-        // Values from the file (a path, a name) may hold a newline: escaped, a problem stays one
-        // line.
-        for ch in line.chars() {
-            if ch.is_control() {
-                write!(f, "{}", ch.escape_default())?;
-            } else {
-                f.write_char(ch)?;
-            }
-        }
-        Ok(())
+        f.write_str(&one_line(&line))
     }
+}
+
+/// `text` with its control characters escaped (`\n`, `\u{1b}`): values from the file (a path, a
+/// name, a field's key) may hold a newline, and a problem or a warning stays one line.
+fn one_line(text: &str) -> String {
+    let mut line = String::with_capacity(text.len());
+    for ch in text.chars() {
+        if ch.is_control() {
+            line.extend(ch.escape_default());
+        } else {
+            line.push(ch);
+        }
+    }
+    line
 }
 
 /// Why a config file could not be loaded.
@@ -619,6 +624,7 @@ fn build(
             AppConfig { name, ..app.config }
         })
         .collect();
+    let warnings = warnings.iter().map(|warning| one_line(warning)).collect();
     Ok(LoadedConfig { apps, warnings })
 }
 
@@ -908,6 +914,19 @@ mod tests {
         assert!(text.contains("too long (at most 720h"), "{text}");
         assert!(text.contains("control characters"), "{text}");
         assert!(text.contains(r#"got "web\nforged""#), "{text}");
+    }
+
+    #[test]
+    fn a_warning_quoting_a_key_with_a_newline_stays_one_line() {
+        let dir = temp_dir(&[("apps.json", r#"[{"script":"app.js","bad\nkey":1}]"#)]);
+        let loaded = load(&dir.join("apps.json"), &defaults()).expect("loads");
+        assert_eq!(loaded.warnings.len(), 1, "{:?}", loaded.warnings);
+        assert!(!loaded.warnings[0].contains('\n'), "{:?}", loaded.warnings);
+        assert!(
+            loaded.warnings[0].contains("bad\\nkey"),
+            "{:?}",
+            loaded.warnings
+        );
     }
 
     #[test]
