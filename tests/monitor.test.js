@@ -749,11 +749,13 @@ async function rssKb(pid) {
   return readings.sort((a, b) => a - b)[2];
 }
 
-test('the monitor costs an idle HTTP server well under 2.1 MB of RSS over bare node', { skip: process.platform !== 'linux' && 'reads /proc' }, async (t) => {
-  // The issue's budget is 1.5 MB (bench figure 2 measures it); this guards against a regression
-  // that would bring back the 2.6 MB of before (every V8 name looked up and every Node-API
-  // function bound at connect, the addon built at opt-level 3, platform.js read at start), with
-  // room for the machine's noise.
+test('the monitor costs an idle HTTP server under 1.1 MB of RSS over bare node', { skip: process.platform !== 'linux' && 'reads /proc' }, async (t) => {
+  // The issue's budget is 1.5 MB (bench figure 2 measures it). About 0.8 MB here: the pages of
+  // node's symbol tables and of the addon that loading and connecting mapped are given back after
+  // the first pings (crates/monitor/src/trim.rs); without that (NODEGUARD_MONITOR_TRIM=0) about
+  // 1.4 MB, which this bound fails, with room for the machine's noise either side. Also
+  // guards against the 2.6 MB of before (every V8 name looked up and every Node-API function bound
+  // at connect, the addon built at opt-level 3, platform.js read at start).
   const server = `${REPORT}
      require('http').createServer((q, s) => s.end('ok')).listen(0, '127.0.0.1', () => report({ listening: true }));`;
   const supervisor = await fakeSupervisor(t);
@@ -768,7 +770,8 @@ test('the monitor costs an idle HTTP server well under 2.1 MB of RSS over bare n
   }
   const [withMonitor, without] = await Promise.all([rssKb(monitored.child.pid), rssKb(bare.child.pid)]);
   const costKb = withMonitor - without;
-  assert.ok(costKb < 2100, `monitor cost ${costKb} kB (VmRSS ${withMonitor} kB with it, ${without} kB bare)`);
+  t.diagnostic(`monitor cost ${costKb} kB`);
+  assert.ok(costKb < 1100, `monitor cost ${costKb} kB (VmRSS ${withMonitor} kB with it, ${without} kB bare)`);
 });
 
 test('an idle monitored HTTP server binds only the Node-API functions it calls', { skip: process.platform !== 'linux' && 'LD_DEBUG is glibc' }, async (t) => {

@@ -100,10 +100,14 @@ struct JsSink {
     shutdown: Option<ShutdownCallback>,
     profile: Option<ProfileCallback>,
     sender: agent::Sender,
+    /// Pings delivered so far, to trim after the first ones (see [`crate::trim`]).
+    delivered: u64,
 }
 
 impl PingSink for JsSink {
     fn deliver(&mut self, ping: PendingPing) {
+        self.delivered = self.delivered.saturating_add(1);
+        let count = self.delivered;
         // If the call cannot be queued (the environment is closing), napi drops the closure and
         // with it `ping`, which frees the in-flight slot.
         let _status = self.ping.call_with_return_value(
@@ -131,6 +135,7 @@ impl PingSink for JsSink {
                         report.stack_on_sigint.unwrap_or(false),
                     );
                 }
+                crate::trim::trim_after_ping(count);
                 // Returning Ok swallows a JS exception from the callback on purpose (no pong, a
                 // miss, no crash): see the crate docs.
                 Ok(())
@@ -363,6 +368,7 @@ pub fn connect(
         shutdown: on_shutdown,
         profile: on_profile,
         sender: connection.sender(),
+        delivered: 0,
     };
     std::thread::Builder::new()
         .name("nodeguard-monitor".into())

@@ -24,6 +24,7 @@ pub mod agent;
 pub mod loopdelay;
 pub mod requests;
 pub mod stack;
+pub mod trim;
 
 /// Exit status of an app whose supervisor connection ended (EOF, read error, or a frame that breaks
 /// the framing). 69 is `EX_UNAVAILABLE` from sysexits.h: "a service is unavailable". The process
