@@ -121,6 +121,8 @@ pub struct AppConfig {
     pub listen: Vec<String>,
     pub out_file: Option<PathBuf>,
     pub error_file: Option<PathBuf>,
+    /// PM2's `disable_logs`: stdout and stderr go to /dev/null.
+    pub disable_logs: bool,
     /// PM2's `time`: prefix each log line with its time.
     pub log_timestamps: bool,
     /// PM2's `log_type: 'json'`.
@@ -183,6 +185,7 @@ impl AppConfig {
         definition.interpreter = self.interpreter.clone();
         definition.interpreter_args = self.interpreter_args.clone();
         definition.error_file = path_text(&self.error_file);
+        definition.disable_logs = self.disable_logs;
         definition.log_timestamps = self.log_timestamps || log_timestamps;
         definition.log_json = self.log_json;
         definition.hang_show_query = self.hang_show_query;
