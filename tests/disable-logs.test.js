@@ -104,6 +104,11 @@ test('disable_logs: the app writes to /dev/null itself, no log file appears, and
   const json = JSON.parse((await d.ok(['describe', 'quiet0', '--json'])).stdout);
   assert.equal(json[0].definition.disable_logs, true);
 
+  // `logs` says there is nothing to show for it, and answers.
+  const shown = await d.ok(['logs', 'quiet0', '--lines', '5']);
+  assert.equal(shown.stdout, '');
+  assert.match(shown.stderr, /quiet0 has its logs disabled \(disable_logs\)/);
+
   // A restart keeps it so (the field is part of the saved definition).
   await d.ok(['restart', 'quiet0']);
   const again = await d.waitForStatus((list) => {
