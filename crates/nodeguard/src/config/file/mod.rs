@@ -1355,6 +1355,37 @@ mod tests {
     }
 
     #[test]
+    fn disable_logs_is_read_and_dev_null_or_null_files_discard_their_stream() {
+        let dir = temp_dir(&[(
+            "c.json",
+            r#"[{"name":"a","script":"app.js","disable_logs":true},
+                {"name":"b","script":"app.js","disable_logs":true,"out_file":"o.log"},
+                {"name":"c","script":"app.js","output":"/dev/null","error_file":"NULL"},
+                {"name":"d","script":"app.js","disable_logs":false}]"#,
+        )]);
+        let file = dir.join("c.json");
+        let loaded = load(&file, &defaults()).expect("loads");
+        assert_eq!(
+            loaded.warnings,
+            [format!(
+                "{}: app 'b': field 'out_file' is not written: disable_logs sends the output to \
+                 /dev/null",
+                file.display()
+            )]
+        );
+        let [a, b, c, d] = &loaded.apps[..] else {
+            panic!("four apps");
+        };
+        assert!(a.disable_logs && b.disable_logs && !c.disable_logs && !d.disable_logs);
+        let null = Some(PathBuf::from(crate::config::NULL_DEVICE));
+        assert_eq!((&c.out_file, &c.error_file), (&null, &null));
+        let definition = c.definition(Path::new("/usr/bin/node"), false);
+        assert!(!definition.disable_logs);
+        assert_eq!(definition.out_file.as_deref(), Some("/dev/null"));
+        assert!(a.definition(Path::new("/usr/bin/node"), false).disable_logs);
+    }
+
+    #[test]
     fn pm2_log_aliases_apply_and_defaults_draw_no_warning() {
         let dir = temp_dir(&[(
             "c.json",
