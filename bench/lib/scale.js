@@ -285,6 +285,18 @@ class Pm2Tool extends Tool {
     return [process.execPath, this.pm2.bin, ...args];
   }
 
+  /** Why the God daemon went, when its pm2.log says (it has no output of its own to read). */
+  lostWhy() {
+    let text = '';
+    try {
+      text = fs.readFileSync(path.join(this.home, 'pm2.log'), 'utf8');
+    } catch {
+      return '';
+    }
+    const emfile = (text.match(/EMFILE/g) || []).length;
+    return emfile ? ` (its pm2.log has ${emfile} EMFILE errors: too many open files)` : '';
+  }
+
   async boot() {
     // `pm2 ping` launches the God daemon (under the raised fd limit, which its apps inherit).
     const r = await this.run(withNofile(this.argv(['ping']), this.ctx.fds && this.ctx.fds.raise), { timeout: 60_000 });
@@ -715,6 +727,7 @@ async function scenarioA(tool, n, { statusRunsN, log }) {
   } catch (err) {
     out.error = `${out.steps[out.steps.length - 1] || 'setup'}: ${String(err.message || err).split('\n').slice(0, 4).join(' / ')}`;
     if (tool.proc && tool.proc.exit()) out.error += ` (the daemon exited ${JSON.stringify(tool.proc.exit())}; its last output: ${tool.proc.tail(4).replace(/\s+/g, ' ').slice(0, 400)})`;
+    if (tool.lostWhy) out.error += tool.lostWhy();
     log(`scale ${tool.name} ${n} failed at ${out.error}`);
   } finally {
     out.kill = await tool.kill().catch((err) => ({ error: String(err.message) }));
