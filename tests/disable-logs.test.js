@@ -109,6 +109,14 @@ test('disable_logs: the app writes to /dev/null itself, no log file appears, and
   assert.equal(shown.stdout, '');
   assert.match(shown.stderr, /quiet0 has its logs disabled \(disable_logs\)/);
 
+  // A Node app with logs disabled still has its monitor (the one fd it costs beside its pidfd).
+  await d.ok(['start', path.join(h.FIXTURES, 'idle.js'), '--name', 'quiet-node', '--disable-logs']);
+  const node = await d.waitForStatus((list) => list.find((a) => a.name === 'quiet-node' && a.state === 'running' && a.monitored),
+    { what: 'quiet-node running with its monitor' });
+  assert.equal(fdTarget(node.pid, 1), '/dev/null');
+  assert.equal(fdTarget(node.pid, 2), '/dev/null');
+  assert.ok(!fs.readdirSync(logs).some((f) => f.startsWith('quiet-node')), 'no log file for the Node app');
+
   // A restart keeps it so (the field is part of the saved definition).
   await d.ok(['restart', 'quiet0']);
   const again = await d.waitForStatus((list) => {
