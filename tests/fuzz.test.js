@@ -321,7 +321,7 @@ function definition(name) {
     cron_restart: null, kill_signal: null, shutdown_with_message: false, hang_show_query: false, interpreter: null,
     interpreter_args: [], instance_var: null, increment_var: null, namespace: null, uid: null, gid: null, caller_env: null, cluster: false,
     filter_env: null, log_date_format: null, log_file: null, pid_file: null, on_event: [], log_json: false,
-    heap_snapshot_on_memory_restart: false, profile_on_stall_ms: null,
+    heap_snapshot_on_memory_restart: false, profile_on_stall_ms: null, disable_logs: false,
   };
 }
 

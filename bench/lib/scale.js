@@ -50,6 +50,13 @@ const PEER_PHASE_MS = (Number(process.env.NODEGUARD_BENCH_PEER_PHASE_S) > 0 ? Nu
 const FDS_PER_APP = 4;
 /** Above this many processes the CPU scenario (a second start of them all) is left out. */
 const CPU_MAX_N = 5_000;
+/**
+ * From this many processes the light apps run with their logs disabled (PM2's `disable_logs:
+ * true`, for nodeguard and PM2): with captured output nodeguard holds 3 fds per app (two pipes
+ * and a pidfd), 30,000 at 10,000, over a hard limit of 20,000 that root cannot always raise; with
+ * logs disabled it holds 1. The captured-output start is still tried first, and its refusal shown.
+ */
+const NO_LOGS_MIN_N = 10_000;
 const SETTLE_MS = 3_000;
 const EVENT_KILLS = 15;
 const SLEEP_BIN = ['/usr/bin/sleep', '/bin/sleep'].find((p) => fs.existsSync(p)) || 'sleep';
@@ -189,15 +196,28 @@ class Nodeguard extends Tool {
     this.daemonPid = this.proc.pid;
   }
 
-  writeConfig(apps) {
-    const file = path.join(this.home, `apps-${apps.length}.json`);
+  writeConfig(apps, { logs = apps.length < NO_LOGS_MIN_N } = {}) {
+    const file = path.join(this.home, `apps-${apps.length}${logs ? '' : '-nologs'}.json`);
+    const quiet = logs ? {} : { disable_logs: true };
     const spec = apps.map((a) =>
       a.kind === 'sleep'
-        ? { name: a.name, script: SLEEP_BIN, args: ['100000'], start_grace: '200ms' }
+        ? { name: a.name, script: SLEEP_BIN, args: ['100000'], start_grace: '200ms', ...quiet }
         : { name: a.name, script: IDLE_APP, args: ['--bench-tag', this.ctx.tag], heartbeat_interval: '1s' },
     );
     fs.writeFileSync(file, JSON.stringify({ apps: spec }));
     return file;
+  }
+
+  /**
+   * At NO_LOGS_MIN_N and above: the same apps with captured output, started first on the empty
+   * daemon. Its answer (the one-line refusal when the fds cannot fit) is the figure; whatever it
+   * did start is stopped and deleted again before the measured start.
+   */
+  async capturedStart(apps) {
+    const r = await this.run(this.startArgv(this.writeConfig(apps, { logs: true })), { timeout: 600_000 });
+    const listed = (await this.list()).rows.length;
+    if (listed) await this.run([this.bin, 'delete', 'all'], { timeout: 600_000 });
+    return { code: r.code, ms: r.ms, lines: String(r.stderr || '').trim().split('\n').filter(Boolean).length, output: firstLine(r.stderr || r.stdout, 600), listed };
   }
 
   startArgv(file) {
@@ -265,6 +285,18 @@ class Pm2Tool extends Tool {
     return [process.execPath, this.pm2.bin, ...args];
   }
 
+  /** Why the God daemon went, when its pm2.log says (it has no output of its own to read). */
+  lostWhy() {
+    let text = '';
+    try {
+      text = fs.readFileSync(path.join(this.home, 'pm2.log'), 'utf8');
+    } catch {
+      return '';
+    }
+    const emfile = (text.match(/EMFILE/g) || []).length;
+    return emfile ? ` (its pm2.log has ${emfile} EMFILE errors: too many open files)` : '';
+  }
+
   async boot() {
     // `pm2 ping` launches the God daemon (under the raised fd limit, which its apps inherit).
     const r = await this.run(withNofile(this.argv(['ping']), this.ctx.fds && this.ctx.fds.raise), { timeout: 60_000 });
@@ -276,9 +308,10 @@ class Pm2Tool extends Tool {
 
   writeConfig(apps) {
     const file = path.join(this.home, `ecosystem-${apps.length}.config.js`);
+    const quiet = apps.length >= NO_LOGS_MIN_N ? { disable_logs: true } : {};
     const spec = apps.map((a) =>
       a.kind === 'sleep'
-        ? { name: a.name, script: SLEEP_BIN, args: ['100000'], interpreter: 'none', exec_mode: 'fork' }
+        ? { name: a.name, script: SLEEP_BIN, args: ['100000'], interpreter: 'none', exec_mode: 'fork', ...quiet }
         : { name: a.name, script: IDLE_APP, args: ['--bench-tag', this.ctx.tag], exec_mode: 'fork' },
     );
     fs.writeFileSync(file, `module.exports = ${JSON.stringify({ apps: spec })};\n`);
@@ -675,6 +708,10 @@ async function scenarioA(tool, n, { statusRunsN, log }) {
       await tool.boot();
       return { ms: u.now() - t0, rss: u.memKb(tool.daemonPid) };
     });
+    if (tool instanceof Nodeguard && n >= NO_LOGS_MIN_N) {
+      const captured = await step('captured', () => tool.capturedStart(apps));
+      log(`scale nodeguard ${n} with captured output: exit ${captured.code}: ${captured.output}`);
+    }
     const start = await step('start', () => startAndWatch(tool, apps, { deadlineMs }));
     log(`scale ${tool.name} ${n}: ${start.last ? `${start.last.ready}/${n} ready, ${start.last.errored} errored` : 'no listing'}${start.readyMs ? ` in ${(start.readyMs.hi / 1000).toFixed(1)} s` : ''}`);
     await u.sleep(SETTLE_MS);
@@ -690,6 +727,7 @@ async function scenarioA(tool, n, { statusRunsN, log }) {
   } catch (err) {
     out.error = `${out.steps[out.steps.length - 1] || 'setup'}: ${String(err.message || err).split('\n').slice(0, 4).join(' / ')}`;
     if (tool.proc && tool.proc.exit()) out.error += ` (the daemon exited ${JSON.stringify(tool.proc.exit())}; its last output: ${tool.proc.tail(4).replace(/\s+/g, ' ').slice(0, 400)})`;
+    if (tool.lostWhy) out.error += tool.lostWhy();
     log(`scale ${tool.name} ${n} failed at ${out.error}`);
   } finally {
     out.kill = await tool.kill().catch((err) => ({ error: String(err.message) }));
@@ -907,6 +945,7 @@ function scaleSection(r, env) {
     `- Open-file limit of the bench (soft/hard): ${r.nofile.soft}/${r.nofile.hard}; PM2's and OxMgr's daemons are launched under \`ulimit -n <hard>\`, nodeguard raises its own soft limit.${r.fds && r.fds.note ? ` For ${N} processes (~${r.fds.need.toLocaleString('en-US')} fds): ${r.fds.note}.` : ''}`,
     ...(r.peerPhaseMs ? [`- PM2 and OxMgr get at most ${s(r.peerPhaseMs)} for each long phase (a start, \`stop all\`, the daemon's kill, a verb); where one does not finish in it, the table says how far it got. nodeguard's phases are not bounded so.`] : []),
     `- Light process: \`${r.sleep} 100000\` run directly (nodeguard: a command app, no monitor, \`start_grace: '200ms'\` as in the issue's scenario; PM2: \`interpreter: 'none'\`; OxMgr: \`command\`). Node apps: \`bench/apps/idle.js\`.`,
+    ...(n >= NO_LOGS_MIN_N ? noLogsLines(r, N) : []),
     '',
     `| figure, ${N} processes | target | nodeguard | PM2 | OxMgr | nodeguard ÷ PM2 | nodeguard ÷ OxMgr |`,
     '|---|---|---|---|---|---|---|',
@@ -928,6 +967,11 @@ function scaleSection(r, env) {
   );
   const fl = ng.a && ng.a.filters;
   const filterCell = (x) => (!x ? 'not run' : x.available ? `${msf(x.ms.median)}, ${x.rows} rows, ${x.bytes} bytes${x.filtered ? '' : ' (**not filtered**)'}` : `not available in this build (${x.why})`);
+  if (n >= NO_LOGS_MIN_N) {
+    const c = ng.a && ng.a.captured;
+    const capturedCell = !c ? howFar(ng) : c.code === 0 ? `started (exit 0${c.listed ? `, ${c.listed.toLocaleString('en-US')} listed` : ''}), then deleted` : `refused in ${c.lines} line${c.lines === 1 ? '' : 's'} after ${s(c.ms)}, nothing added: \`${c.output.replace(/^nodeguard: error: /, '').replace(/\|/g, '\\|')}\``;
+    lines.push(`| the same ${N} with captured output (no \`disable_logs\`), tried first | one clear line when the fds cannot fit | ${capturedCell} | not tried | not tried | | |`);
+  }
   lines.push(`| \`status 'sleep-1*' --json\` (name filter) | | ${filterCell(fl && fl.glob)} | | | | |`);
   lines.push(`| \`status --state errored --json\` | | ${filterCell(fl && fl.state)} | | | | |`);
   lines.push('');
@@ -992,6 +1036,17 @@ function scaleSection(r, env) {
     '',
   );
   return lines.join('\n');
+}
+
+/** What the section says at NO_LOGS_MIN_N and above: logs disabled, and why (the fd arithmetic). */
+function noLogsLines(r, N) {
+  const hard = r.nofile && r.nofile.hard;
+  const limit = hard === 'unlimited' ? 'unlimited' : Number(hard).toLocaleString('en-US');
+  const three = (r.n * 3).toLocaleString('en-US');
+  return [
+    `- **At ${N} processes the light apps run with \`disable_logs: true\`** (nodeguard and PM2; PM2's field): their stdout and stderr go to /dev/null in the process itself. With captured output nodeguard holds 3 fds per light app (its stdout pipe, its stderr pipe, its pidfd): ${N} × 3 = ${three}, over this machine's hard open-file limit of ${limit}, which root cannot raise here (no CAP_SYS_RESOURCE). With logs disabled it holds 1 (the pidfd): ${N}. The bench first tries the same ${N} apps with captured output on the empty daemon: nodeguard's one-line refusal (or its start) is in the table.`,
+    `- PM2 runs the same config (\`disable_logs: true\`; PM2 still pipes each app's output into its God daemon and drops it there). OxMgr runs its usual \`command\` apps: the bench sets no log option for it. Both are bounded by the per-phase bound above. A full bench run starts 2,000 processes; this ${N} section comes only from \`--scale ${r.n}\`, so the peers' phases here add nothing to a full run.`,
+  ];
 }
 
 /**

@@ -171,6 +171,11 @@ pub struct AppDefinition {
     /// Where the app's stderr goes instead of `<home>/logs/<name>-err.log`.
     #[serde(default)]
     pub error_file: Option<String>,
+    /// PM2's `disable_logs`: stdout and stderr go to /dev/null in the process itself (no pipe
+    /// to the supervisor, no log files). An `out_file` or `error_file` of `/dev/null` (with no
+    /// `log_file`) does the same for its one stream.
+    #[serde(default)]
+    pub disable_logs: bool,
     /// Prefix each log-file line with its time (RFC 3339, UTC).
     #[serde(default)]
     pub log_timestamps: bool,

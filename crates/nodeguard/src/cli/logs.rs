@@ -134,7 +134,13 @@ async fn app_logs(paths: &HomePaths, target: Option<&str>) -> Result<Vec<AppLogs
             let mut logs: Vec<AppLogs> = Vec::with_capacity(apps.len());
             let mut seen: std::collections::HashSet<(PathBuf, PathBuf)> =
                 std::collections::HashSet::new();
+            // Apps whose output goes to /dev/null in the process: nothing to show, said once.
+            let mut disabled: Vec<String> = Vec::new();
             for app in apps {
+                if app.definition.disable_logs {
+                    disabled.push(app.status.name);
+                    continue;
+                }
                 let mut these = AppLogs::at_default_paths(&paths.home, app.status.name);
                 if let Some(out) = app.definition.out_file {
                     these.out_path = PathBuf::from(out);
@@ -146,6 +152,21 @@ async fn app_logs(paths: &HomePaths, target: Option<&str>) -> Result<Vec<AppLogs
                 let files = (these.out_path.clone(), these.err_path.clone());
                 if seen.insert(files) {
                     logs.push(these);
+                }
+            }
+            disabled.dedup();
+            match disabled.as_slice() {
+                [] => {}
+                [name] => eprintln!(
+                    "nodeguard: {} has its logs disabled (disable_logs): its output is not kept",
+                    crate::config::shown_name(name)
+                ),
+                names => {
+                    eprintln!(
+                    "nodeguard: {} apps have their logs disabled (disable_logs): their output is \
+                     not kept",
+                    crate::core::units::group_digits(u64::try_from(names.len()).unwrap_or(u64::MAX))
+                )
                 }
             }
             Ok(logs)

@@ -114,6 +114,27 @@ pub fn description(app: &AppDescription) -> String {
     description_in_colour(app, false)
 }
 
+/// What `describe` says of an app whose output goes to /dev/null (see
+/// [`crate::config::AppSpec::discards_stdout`]); `None` for one whose output is captured.
+fn discarded_logs(definition: &nodeguard_proto::control::AppDefinition) -> Option<&'static str> {
+    let discards = |file: &Option<String>| {
+        let file = file.as_deref().map(std::path::Path::new);
+        crate::config::discards(definition.disable_logs, file, definition.log_file.is_some())
+    };
+    match (
+        discards(&definition.out_file),
+        discards(&definition.error_file),
+    ) {
+        (true, true) if definition.disable_logs => {
+            Some("disabled (disable_logs): stdout and stderr go to /dev/null")
+        }
+        (true, true) => Some("stdout and stderr go to /dev/null"),
+        (true, false) => Some("stdout goes to /dev/null"),
+        (false, true) => Some("stderr goes to /dev/null"),
+        (false, false) => None,
+    }
+}
+
 /// [`description`], with the state, and restarts and hangs when not zero, in colour when
 /// `colour`.
 pub fn description_in_colour(app: &AppDescription, colour: bool) -> String {
@@ -216,6 +237,9 @@ pub fn description_in_colour(app: &AppDescription, colour: bool) -> String {
             },
         ),
     );
+    if let Some(logs) = discarded_logs(definition) {
+        field("logs", logs.to_string());
+    }
     if definition.heap_snapshot_on_memory_restart {
         field(
             "memory restart",

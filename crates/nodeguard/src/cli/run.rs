@@ -160,6 +160,7 @@ impl RunArgs {
                 timing,
                 out_file: None,
                 error_file: None,
+                disable_logs: false,
                 log_timestamps: self.app.log_timestamps,
                 log_json: self.app.log_json(),
                 hang_show_query: self.app.hang_show_query,

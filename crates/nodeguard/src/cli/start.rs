@@ -80,6 +80,14 @@ pub struct StartArgs {
     )]
     pub log: Option<String>,
 
+    /// Send the app's stdout and stderr to /dev/null, in the process itself (PM2's
+    /// --disable-logs): no log files, nothing for `logs`, and no pipes in the daemon, so the app
+    /// costs it one open file (its pidfd, plus the monitor's connection for a Node app) instead
+    /// of three. `-o /dev/null` or `-e /dev/null` does the same for one stream. Lost with them: the
+    /// app's output, and the stderr lines a hang report carries.
+    #[arg(long)]
+    pub disable_logs: bool,
+
     /// Write the app's pid to this file at each start and remove it when the process ends
     /// (PM2's -p/--pid); with several instances, FILE-<id>.pid per instance. Created 0600; a
     /// symlink or non-regular file there is refused.
@@ -307,6 +315,7 @@ impl StartArgs {
                 if self.no_autorestart {
                     definition.autorestart = Some("never".to_string());
                 }
+                definition.disable_logs |= self.disable_logs;
                 if self.namespace.is_some() {
                     definition.namespace = self.namespace.clone();
                 }
@@ -436,6 +445,7 @@ impl StartArgs {
         if self.no_autorestart {
             app.autorestart = Some("never".to_string());
         }
+        app.disable_logs = self.disable_logs;
         app.namespace = self.namespace;
         app.uid = self.uid;
         app.gid = self.gid;

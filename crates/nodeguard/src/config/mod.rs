@@ -49,6 +49,8 @@ pub struct AppSpec {
     /// Log file paths instead of the defaults under `<home>/logs/`.
     pub out_file: Option<PathBuf>,
     pub error_file: Option<PathBuf>,
+    /// PM2's `disable_logs` (see [`AppSpec::discards_stdout`]).
+    pub disable_logs: bool,
     /// Prefix each log-file line with its time.
     pub log_timestamps: bool,
     /// PM2's `log_type: 'json'`: each log-file line is a JSON object.
@@ -334,6 +336,7 @@ impl AppCommand<'_> {
             filter_env: None,
             out_file: None,
             error_file: None,
+            disable_logs: false,
             log_timestamps: false,
             log_json: false,
             hang_show_query: false,
@@ -483,6 +486,7 @@ impl AppSpec {
         .definition();
         definition.out_file = self.out_file.as_ref().map(|p| p.display().to_string());
         definition.error_file = self.error_file.as_ref().map(|p| p.display().to_string());
+        definition.disable_logs = self.disable_logs;
         definition.log_timestamps = self.log_timestamps;
         definition.log_json = self.log_json;
         definition.hang_show_query = self.hang_show_query;
@@ -674,6 +678,7 @@ impl AppSpec {
             timing,
             out_file: definition.out_file.map(PathBuf::from),
             error_file: definition.error_file.map(PathBuf::from),
+            disable_logs: definition.disable_logs,
             log_timestamps: definition.log_timestamps,
             log_json: definition.log_json,
             hang_show_query: definition.hang_show_query,
@@ -704,6 +709,26 @@ impl AppSpec {
         })
     }
 
+    /// Whether the app's stdout goes to /dev/null in the process itself, with no pipe to the
+    /// supervisor: PM2's `disable_logs`, or an `out_file` of `/dev/null` with no `log_file`
+    /// (which would want the lines too). Such a stream costs the supervisor no open file.
+    pub fn discards_stdout(&self) -> bool {
+        discards(
+            self.disable_logs,
+            self.out_file.as_deref(),
+            self.log_file.is_some(),
+        )
+    }
+
+    /// The same for stderr (`error_file`).
+    pub fn discards_stderr(&self) -> bool {
+        discards(
+            self.disable_logs,
+            self.error_file.as_deref(),
+            self.log_file.is_some(),
+        )
+    }
+
     /// Where this instance's pid is written: `pid_file` itself, or with several instances
     /// `-<id>` before its extension (`/run/api.pid` → `/run/api-3.pid`), as PM2 names its
     /// per-instance pid files `<name>-<id>.pid`.
@@ -719,6 +744,15 @@ impl AppSpec {
         };
         Some(path.with_file_name(name))
     }
+}
+
+/// The path PM2 treats as "no file" for `out_file`/`error_file`: `/dev/null`.
+pub const NULL_DEVICE: &str = "/dev/null";
+
+/// Whether a stream whose log file is `file` goes to /dev/null with no pipe: under
+/// `disable_logs`, or when `file` is [`NULL_DEVICE`] and no combined `log_file` wants its lines.
+pub fn discards(disable_logs: bool, file: Option<&Path>, log_file: bool) -> bool {
+    disable_logs || (file == Some(Path::new(NULL_DEVICE)) && !log_file)
 }
 
 /// A `pid_file` path as `start` checks it: whatever is at the path is a regular file (not a

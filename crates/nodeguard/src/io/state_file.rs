@@ -239,6 +239,7 @@ mod tests {
                     filter_env: Some(vec!["AWS_".into()]),
                     out_file: None,
                     error_file: Some("/var/log/api.err".into()),
+                    disable_logs: false,
                     log_timestamps: true,
                     log_json: true,
                     hang_show_query: true,

@@ -11,7 +11,8 @@
 //!
 //! 1. every signal with a handler (and SIGPIPE, which Rust's runtime ignores) back to SIG_DFL,
 //!    while all signals are still blocked (the parent blocks them around `clone`);
-//! 2. stdin from /dev/null, stdout and stderr to pipes; then the working directory;
+//! 2. stdin from /dev/null, stdout and stderr to pipes (or to /dev/null, for a stream the
+//!    supervisor does not read: [`ProcessSpec::discard_output`]); then the working directory;
 //! 3. a process group of its own (`setpgid(0, 0)`), so a stop signals the whole tree;
 //! 4. `run_as`: no supplementary groups, then the gid, then the uid (raw system calls: glibc's
 //!    wrappers would broadcast the change to the supervisor's threads);
@@ -44,8 +45,9 @@ pub type ChildOutput = Pin<Box<dyn tokio::io::AsyncRead + Send>>;
 pub type ExitWait = Pin<Box<dyn Future<Output = io::Result<ExitStatus>> + Send>>;
 
 /// What to start: program, arguments, environment, directory, user, inherited sockets. The
-/// process always gets stdin from /dev/null, stdout and stderr as pipes, its own process group,
-/// the supervisor's starting open-file limit, and (Linux) SIGKILL when the supervisor dies.
+/// process always gets stdin from /dev/null, stdout and stderr as pipes (unless discarded), its
+/// own process group, the supervisor's starting open-file limit, and (Linux) SIGKILL when the
+/// supervisor dies.
 #[derive(Debug, Clone, Default)]
 pub struct ProcessSpec {
     program: OsString,
@@ -55,6 +57,8 @@ pub struct ProcessSpec {
     cwd: Option<PathBuf>,
     run_as: Option<(Option<u32>, u32)>,
     inherit: Vec<RawFd>,
+    discard_stdout: bool,
+    discard_stderr: bool,
 }
 
 impl ProcessSpec {
@@ -123,6 +127,14 @@ impl ProcessSpec {
         self
     }
 
+    /// Gives the process /dev/null for stdout and/or stderr instead of a pipe: the supervisor
+    /// then holds no descriptor for that stream, and [`Spawned`] has `None` for it.
+    pub fn discard_output(&mut self, stdout: bool, stderr: bool) -> &mut Self {
+        self.discard_stdout = stdout;
+        self.discard_stderr = stderr;
+        self
+    }
+
     /// The program as given.
     pub fn program(&self) -> &OsStr {
         &self.program
@@ -167,10 +179,17 @@ impl ProcessSpec {
             // Before configure_child: changing ids clears the parent-death signal it sets.
             super::run_as(&mut command, uid, gid);
         }
+        let stdio = |discard: bool| {
+            if discard {
+                std::process::Stdio::null()
+            } else {
+                std::process::Stdio::piped()
+            }
+        };
         command
             .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
+            .stdout(stdio(self.discard_stdout))
+            .stderr(stdio(self.discard_stderr))
             .kill_on_drop(false);
         super::configure_child(&mut command);
         super::inherit_fds(&mut command, self.inherit.clone());
@@ -677,8 +696,28 @@ mod linux {
         }
         // SAFETY: a fresh descriptor owned by nobody else.
         let stdin = above_stdio(unsafe { OwnedFd::from_raw_fd(null) })?;
-        let (stdout_read, stdout_write) = pipe()?;
-        let (stderr_read, stderr_write) = pipe()?;
+        // A discarded stream gets /dev/null, opened for writing (stdin's is read-only).
+        let null_out = if spec.discard_stdout || spec.discard_stderr {
+            // SAFETY: as above.
+            let fd = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
+            if fd < 0 {
+                return Err(io::Error::last_os_error().into());
+            }
+            // SAFETY: a fresh descriptor owned by nobody else.
+            Some(above_stdio(unsafe { OwnedFd::from_raw_fd(fd) })?)
+        } else {
+            None
+        };
+        let stdout_pipe = (!spec.discard_stdout).then(pipe).transpose()?;
+        let stderr_pipe = (!spec.discard_stderr).then(pipe).transpose()?;
+        let write_end = |pipe: &Option<(OwnedFd, OwnedFd)>| match (pipe, &null_out) {
+            (Some((_, write)), _) => write.as_raw_fd(),
+            (None, Some(null)) => null.as_raw_fd(),
+            (None, None) => -1,
+        };
+        let (stdout, stderr) = (write_end(&stdout_pipe), write_end(&stderr_pipe));
+        let (stdout_read, stdout_write) = stdout_pipe.unzip();
+        let (stderr_read, stderr_write) = stderr_pipe.unzip();
 
         let nofile = super::super::app_open_files().map(|limit| libc::rlimit {
             rlim_cur: limit.current.unwrap_or(libc::RLIM_INFINITY),
@@ -691,8 +730,8 @@ mod linux {
             envp: envp_pointers.as_ptr(),
             cwd: cwd.as_ref().map_or(std::ptr::null(), |c| c.as_ptr()),
             stdin: stdin.as_raw_fd(),
-            stdout: stdout_write.as_raw_fd(),
-            stderr: stderr_write.as_raw_fd(),
+            stdout,
+            stderr,
             run_as: spec.run_as,
             nofile,
             // SAFETY: getpid has no preconditions.
@@ -745,7 +784,7 @@ mod linux {
         // SAFETY: clone succeeded; with CLONE_PIDFD honoured `pidfd` is a fresh descriptor we
         // own (a kernel before 5.2 ignores the flag and leaves it -1).
         let pidfd = (pidfd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(pidfd) });
-        drop((stdin, stdout_write, stderr_write));
+        drop((stdin, stdout_write, stderr_write, null_out));
         let step = args.step.load(Ordering::Relaxed);
         if step != 0 {
             collect(pid);
@@ -779,8 +818,8 @@ mod linux {
             };
             Ok(Spawned {
                 pid: id,
-                stdout: Some(output(stdout_read)?),
-                stderr: Some(output(stderr_read)?),
+                stdout: stdout_read.map(output).transpose()?,
+                stderr: stderr_read.map(output).transpose()?,
                 exit: Box::pin(watch.wait()),
             })
         })();

@@ -937,12 +937,13 @@ pub(super) enum Change {
 }
 
 /// Open files the supervisor holds for each running app: the read ends of its stdout and stderr
-/// pipes, the pidfd its exit is awaited on, and the monitor's connection for an app Node runs.
-/// (Log files are opened on an app's first output line; they are counted as they open, in the
-/// files open now.)
+/// pipes (none for a stream discarded by `disable_logs` or a /dev/null log file), the pidfd its
+/// exit is awaited on, and the monitor's connection for an app Node runs. (Log files are opened
+/// on an app's first output line; they are counted as they open, in the files open now.)
 pub(super) fn fds_per_app(spec: &AppSpec) -> u64 {
     let monitor = u64::from(spec.interpreter.as_deref() != Some(crate::config::command::NONE));
-    3 + monitor
+    let pipes = u64::from(!spec.discards_stdout()) + u64::from(!spec.discards_stderr());
+    1 + pipes + monitor
 }
 
 /// Open files kept free beyond the apps' needs: control connections, log files, the state file.

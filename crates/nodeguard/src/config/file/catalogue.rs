@@ -4,11 +4,7 @@
 /// Fields nodeguard knows from PM2 but does not act on, with what to tell the user.
 pub(super) const NOT_SUPPORTED: &[(&str, &str)] = &[
     // PM2's logging fields (`output`/`error` and the other aliases of out_file/error_file, `time`,
-    // `merge_logs`, `log_date_format` and `log_type` are read by the checker).
-    (
-        "disable_logs",
-        "the output is still written to out_file and error_file; `nodeguard flush` empties them",
-    ),
+    // `merge_logs`, `log_date_format`, `log_type` and `disable_logs` are read by the checker).
     // PM2's own machinery, and PM2.io (Keymetrics).
     (
         "source_map_support",
@@ -81,7 +77,6 @@ pub(super) fn changes_nothing(field: &str, value: &serde_json::Value) -> bool {
         "watch"
         | "force"
         | "append_env_to_name"
-        | "disable_logs"
         | "source_map_support"
         | "vizion"
         | "pmx"
@@ -138,6 +133,7 @@ pub(super) const SUPPORTED: &[&str] = &[
     "log_type",
     "log_file",
     "log",
+    "disable_logs",
     "pid_file",
     "pid",
     "exec_mode",

@@ -280,6 +280,7 @@ impl Checker<'_> {
                 cluster,
                 out_file: logs.out_file,
                 error_file: logs.error_file,
+                disable_logs: logs.disabled,
                 log_timestamps: logs.timestamps,
                 log_json: logs.json,
                 log_date_format: logs.date_format,
@@ -319,7 +320,8 @@ impl Checker<'_> {
     }
 
     /// PM2's log fields: `out_file` and `error_file` with their aliases (`output`, `error`, …),
-    /// `log_file` (`log`), `pid_file` (`pid`), `time`, `log_date_format` and `merge_logs`.
+    /// `log_file` (`log`), `pid_file` (`pid`), `time`, `log_date_format`, `merge_logs` and
+    /// `disable_logs`.
     fn log_fields(
         &mut self,
         fields: &mut Map<String, Value>,
@@ -403,6 +405,21 @@ impl Checker<'_> {
                 "is the out or error file too; the combined log needs a file of its own",
             );
         }
+        let disabled = self.bool_field(fields, "disable_logs").unwrap_or(false);
+        if disabled {
+            for (field, set) in [
+                ("out_file", out_file.is_some()),
+                ("error_file", error_file.is_some()),
+                ("log_file", log_file.is_some()),
+            ] {
+                if set {
+                    self.warn(
+                        field,
+                        "is not written: disable_logs sends the output to /dev/null",
+                    );
+                }
+            }
+        }
         let pid_file = self.aliased_path(fields, "pid_file", &["pid"], cwd);
         if let Some(path) = &pid_file {
             if let Err(message) = crate::config::check_pid_file(path) {
@@ -412,6 +429,7 @@ impl Checker<'_> {
         LogFields {
             out_file,
             error_file,
+            disabled,
             timestamps,
             json,
             date_format,
@@ -443,6 +461,10 @@ impl Checker<'_> {
             }
         }
         let (name, value) = found?;
+        // PM2 takes "NULL" for /dev/null in its out and error files.
+        if field != "pid_file" && value.as_str() == Some("NULL") {
+            return Some(PathBuf::from(crate::config::NULL_DEVICE));
+        }
         self.path(&name, value, cwd)
     }
 
@@ -1004,6 +1026,8 @@ pub(super) fn normalize(path: &Path) -> PathBuf {
 struct LogFields {
     out_file: Option<PathBuf>,
     error_file: Option<PathBuf>,
+    /// PM2's `disable_logs`.
+    disabled: bool,
     timestamps: bool,
     /// PM2's `log_type: 'json'`.
     json: bool,

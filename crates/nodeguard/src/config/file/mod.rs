@@ -121,6 +121,8 @@ pub struct AppConfig {
     pub listen: Vec<String>,
     pub out_file: Option<PathBuf>,
     pub error_file: Option<PathBuf>,
+    /// PM2's `disable_logs`: stdout and stderr go to /dev/null.
+    pub disable_logs: bool,
     /// PM2's `time`: prefix each log line with its time.
     pub log_timestamps: bool,
     /// PM2's `log_type: 'json'`.
@@ -183,6 +185,7 @@ impl AppConfig {
         definition.interpreter = self.interpreter.clone();
         definition.interpreter_args = self.interpreter_args.clone();
         definition.error_file = path_text(&self.error_file);
+        definition.disable_logs = self.disable_logs;
         definition.log_timestamps = self.log_timestamps || log_timestamps;
         definition.log_json = self.log_json;
         definition.hang_show_query = self.hang_show_query;
@@ -1349,6 +1352,37 @@ mod tests {
         assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
         assert_eq!(loaded.apps[0].name, "solo");
         assert_eq!(loaded.apps[0].env, [("PORT".into(), "4000".into())]);
+    }
+
+    #[test]
+    fn disable_logs_is_read_and_dev_null_or_null_files_discard_their_stream() {
+        let dir = temp_dir(&[(
+            "c.json",
+            r#"[{"name":"a","script":"app.js","disable_logs":true},
+                {"name":"b","script":"app.js","disable_logs":true,"out_file":"o.log"},
+                {"name":"c","script":"app.js","output":"/dev/null","error_file":"NULL"},
+                {"name":"d","script":"app.js","disable_logs":false}]"#,
+        )]);
+        let file = dir.join("c.json");
+        let loaded = load(&file, &defaults()).expect("loads");
+        assert_eq!(
+            loaded.warnings,
+            [format!(
+                "{}: app 'b': field 'out_file' is not written: disable_logs sends the output to \
+                 /dev/null",
+                file.display()
+            )]
+        );
+        let [a, b, c, d] = &loaded.apps[..] else {
+            panic!("four apps");
+        };
+        assert!(a.disable_logs && b.disable_logs && !c.disable_logs && !d.disable_logs);
+        let null = Some(PathBuf::from(crate::config::NULL_DEVICE));
+        assert_eq!((&c.out_file, &c.error_file), (&null, &null));
+        let definition = c.definition(Path::new("/usr/bin/node"), false);
+        assert!(!definition.disable_logs);
+        assert_eq!(definition.out_file.as_deref(), Some("/dev/null"));
+        assert!(a.definition(Path::new("/usr/bin/node"), false).disable_logs);
     }
 
     #[test]

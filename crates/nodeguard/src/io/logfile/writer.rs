@@ -343,9 +343,11 @@ pub(super) fn last_byte(file: &mut File) -> io::Result<Option<u8>> {
 /// One app's log files. See the module docs for the threading design.
 pub struct LogFiles {
     pub(super) spec: LogSpec,
-    pub(super) out: Sink,
-    /// `None` when both streams go to one file.
+    /// `None` when its path is /dev/null (PM2's way to keep no log): nothing is opened or written.
+    pub(super) out: Option<Sink>,
+    /// `None` when both streams go to one file, or when its path is /dev/null (`err_null`).
     pub(super) err: Option<Sink>,
+    pub(super) err_null: bool,
     /// Both streams, interleaved (PM2's `log_file`).
     pub(super) combined: Option<Sink>,
     pub(super) record: Vec<u8>,
@@ -356,13 +358,20 @@ impl LogFiles {
     /// Opens (creating as needed) both files for appending. Missing directories are created 0700,
     /// files 0600.
     pub fn open(spec: LogSpec) -> Result<Self, LogError> {
-        let out = Sink::open(&spec.out_path)?;
-        let err = if spec.err_path == spec.out_path {
+        let null = |path: &Path| path == Path::new("/dev/null");
+        let out = if null(&spec.out_path) {
+            None
+        } else {
+            Some(Sink::open(&spec.out_path)?)
+        };
+        let err_null = null(&spec.err_path);
+        let err = if spec.err_path == spec.out_path || err_null {
             None
         } else {
             Some(Sink::open(&spec.err_path)?)
         };
         let combined = match &spec.combined_path {
+            Some(path) if null(path) => None,
             Some(path) if *path == spec.out_path || *path == spec.err_path => {
                 return Err(LogError::Open {
                     path: path.clone(),
@@ -379,6 +388,7 @@ impl LogFiles {
             spec,
             out,
             err,
+            err_null,
             combined,
             record: Vec::new(),
             clock: LocalClock::default(),
@@ -437,10 +447,13 @@ impl LogFiles {
         }
         self.record.push(b'\n');
         let sink = match (stream, &mut self.err) {
-            (Stream::Err, Some(err)) => err,
-            _ => &mut self.out,
+            (Stream::Err, Some(err)) => Some(err),
+            (Stream::Err, None) if self.err_null => None,
+            _ => self.out.as_mut(),
         };
-        let written = sink.write_record(&self.record, self.spec.max_size, self.spec.keep);
+        let written = sink.map_or(Ok(()), |sink| {
+            sink.write_record(&self.record, self.spec.max_size, self.spec.keep)
+        });
         // The combined file gets the line even when the stream's own file refused it.
         let combined = self.combined.as_mut().map_or(Ok(()), |combined| {
             combined.write_record(&self.record, self.spec.max_size, self.spec.keep)
@@ -450,7 +463,7 @@ impl LogFiles {
 
     /// Writes buffered lines to disk. Both files are flushed even if the first fails.
     pub fn flush(&mut self) -> Result<(), LogError> {
-        let out = self.out.flush();
+        let out = self.out.as_mut().map_or(Ok(()), Sink::flush);
         let err = self.err.as_mut().map_or(Ok(()), Sink::flush);
         let combined = self.combined.as_mut().map_or(Ok(()), Sink::flush);
         out.and(err).and(combined)
@@ -460,7 +473,9 @@ impl LogFiles {
     /// deleted. Readers following a file see it replaced and start on the new one.
     pub fn clear(&mut self) -> Result<(), LogError> {
         let keep = self.spec.keep;
-        self.out.clear(keep)?;
+        if let Some(out) = &mut self.out {
+            out.clear(keep)?;
+        }
         if let Some(err) = &mut self.err {
             err.clear(keep)?;
         }

@@ -130,6 +130,10 @@ impl WorkerTask {
         .unwrap_or(None);
         let text = match &frames {
             Some(frames) => forensics::summary(silent_for, Ok(frames)),
+            None if self.spec.discards_stderr() => forensics::summary(
+                silent_for,
+                Err("its stderr goes to /dev/null (disable_logs), where Node prints it on SIGINT"),
+            ),
             None => forensics::summary(
                 silent_for,
                 Err(&format!(
@@ -187,7 +191,9 @@ impl WorkerTask {
             stack,
         };
         self.record_with("stack", text.clone(), detail);
-        if let Some(origin) = &self.origin {
+        // An app with its stderr discarded gets no log file for it, not even for this line.
+        let discarded = self.spec.discards_stderr() && !self.ctx.output.on_terminal();
+        if let Some(origin) = self.origin.as_ref().filter(|_| !discarded) {
             for line in text.lines() {
                 self.ctx
                     .output

@@ -162,6 +162,10 @@ impl WorkerTask {
             );
         }
 
+        // `disable_logs` (or a /dev/null log file): the stream goes to /dev/null in the process
+        // itself, with no pipe here, so such an app costs the supervisor no descriptor for it.
+        command.discard_output(spec.discards_stdout(), spec.discards_stderr());
+
         let spawn_key = NEXT_SPAWN_KEY.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.spawn_key = spawn_key;
         command.env(proctree::ENV_SPAWN_KEY, spawn_key.to_string());
@@ -185,6 +189,10 @@ impl WorkerTask {
                     }
                 }
                 let tap = Arc::new(StackTap::default());
+                if launched.stderr.is_none() {
+                    // Nothing will be read from stderr: a stack printed there never comes.
+                    tap.close();
+                }
                 if let Some(stdout) = launched.stdout {
                     let sink = self.ctx.output.clone();
                     let task = sink.copy_lines(stdout, origin.clone(), StreamKind::Stdout, None);

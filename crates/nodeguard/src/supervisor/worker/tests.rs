@@ -117,6 +117,7 @@ fn spec(timing: Timing) -> AppSpec {
         timing,
         out_file: None,
         error_file: None,
+        disable_logs: false,
         log_timestamps: false,
         log_json: false,
         hang_show_query: false,
