@@ -222,9 +222,11 @@ pub fn end_known_descendants(tree: Option<&AppTree>) {
     }
 }
 
-/// The other half: a scan of the process table for orphans adopted by this supervisor that carry
-/// `spawn_key` in their environment (descendants born and orphaned since the last scan). It
-/// reads every process's stat, so a restart runs it off its critical path (see the worker).
+/// The other half: a look at the orphans adopted by this supervisor (its children that are no
+/// app's main process) for those carrying `spawn_key` in their environment (descendants born and
+/// orphaned since the last scan). Linux lists a process's children (see
+/// [`platform::own_children`]); elsewhere, or where it does not, the whole process table is read,
+/// so a restart runs it off its critical path (see the worker).
 pub fn end_orphans_by_key(spawn_key: u64, children: &ChildSet) {
     end_orphans_by_keys(&HashSet::from([spawn_key]), children);
 }
@@ -240,10 +242,21 @@ pub fn end_orphans_by_keys(spawn_keys: &HashSet<u64>, children: &ChildSet) {
         .keys()
         .copied()
         .collect();
-    let Ok(table) = platform::list_processes_but(|pid| ours.contains(&pid)) else {
-        return;
-    };
     let me = std::process::id();
+    // The adopted orphans are this process's children: where the kernel lists those, they are
+    // read alone, not the whole table (each crash's sweep read every process's stat, on a core the
+    // restarted app's start competes for).
+    let table = match platform::own_children() {
+        Some(children) => children
+            .into_iter()
+            .filter(|pid| !ours.contains(pid))
+            .filter_map(platform::process_info)
+            .collect(),
+        None => match platform::list_processes_but(|pid| ours.contains(&pid)) {
+            Ok(table) => table,
+            Err(_) => return,
+        },
+    };
     for orphan in table.iter().filter(|p| p.ppid == me && !p.zombie) {
         let key = platform::environment_variable(orphan.pid, ENV_SPAWN_KEY)
             .and_then(|key| key.parse::<u64>().ok());
