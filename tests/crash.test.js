@@ -124,3 +124,32 @@ test('any exit not asked for is restarted: a clean exit 0, and a SIGKILL from ou
     assert.match(row.last_exit, /SIGKILL|signal 9/);
   });
 });
+
+test("a crash ends the app's escaped, orphaned grandchild too, whether or not a tree scan saw it", async (t) => {
+  // The app crashes as soon as its grandchild is orphaned, often before the 1 s tree scan has
+  // seen it: the restart's sweep finds it among the supervisor's adopted children by spawn key.
+  const sup = h.startSupervisor(t, { scripts: ['escape.js'], flags: FAST_HEARTBEAT, env: { ESCAPE_MB: '1', ESCAPE_EXIT: '1' } });
+  const grandchildren = [];
+  t.after(() => {
+    for (const pid of grandchildren) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        // gone, as it should be
+      }
+    }
+  });
+  const printed = () =>
+    sup.lines.flatMap((l) => {
+      const m = l.app === 'escape' && /escape app=\d+ child=\d+ grandchild=(\d+)/.exec(l.message);
+      return m ? [Number(m[1])] : [];
+    });
+  for (let round = 0; round < 3; round++) {
+    const pids = await sup.waitFor(() => (printed().length > round ? printed() : false), {
+      what: `escape.js to orphan grandchild ${round + 1}`,
+    });
+    const grandchild = pids[round];
+    grandchildren.push(grandchild);
+    await h.waitGone([grandchild], { what: `the orphaned grandchild ${grandchild} of crash ${round + 1} to be ended` });
+  }
+});

@@ -240,6 +240,44 @@ pub fn list_processes_but(skip: impl Fn(u32) -> bool) -> io::Result<Vec<ProcessI
     Ok(processes)
 }
 
+/// This process's own children (Linux: each of its threads' `/proc/self/task/<tid>/children`;
+/// an adopted orphan is the child of whichever thread the kernel picked). A read of a few small
+/// files, where finding them in the whole process table reads every process's stat (2,000 on a
+/// busy machine: about 20 ms of CPU). `None` when the files are not there (a kernel without
+/// CONFIG_PROC_CHILDREN, a /proc of another PID namespace, not Linux): then scan the table.
+pub fn own_children() -> Option<Vec<u32>> {
+    #[cfg(target_os = "linux")]
+    {
+        // A /proc of another PID namespace (the host's, seen from a container) numbers processes
+        // its own way: its pids must not be signalled from here.
+        let me = std::fs::read_link("/proc/self").ok()?;
+        if me.to_str()?.parse::<u32>().ok()? != std::process::id() {
+            return None;
+        }
+        let mut children = Vec::new();
+        for thread in std::fs::read_dir("/proc/self/task").ok()? {
+            let Ok(thread) = thread else { continue };
+            match std::fs::read_to_string(thread.path().join("children")) {
+                Ok(list) => children.extend(
+                    list.split_ascii_whitespace()
+                        .filter_map(|pid| pid.parse::<u32>().ok()),
+                ),
+                // A thread that ended meanwhile has no children left to list.
+                Err(error) if error.kind() == io::ErrorKind::NotFound && thread.path().exists() => {
+                    return None
+                }
+                Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+                Err(_) => return None,
+            }
+        }
+        Some(children)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        None
+    }
+}
+
 /// Without /proc there is no cheap whole-table scan; process trees are not tracked.
 #[cfg(not(target_os = "linux"))]
 pub fn list_processes_but(_skip: impl Fn(u32) -> bool) -> io::Result<Vec<ProcessInfo>> {
@@ -849,6 +887,24 @@ pub fn errno_name(errno: i32) -> Option<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn own_children_lists_a_child_of_this_process() {
+        let mut child = match std::process::Command::new("sleep").arg("5").spawn() {
+            Ok(child) => child,
+            Err(error) => panic!("cannot run sleep: {error}"),
+        };
+        let listed = own_children();
+        let _ = child.kill();
+        let _ = child.wait();
+        let listed = listed.unwrap_or_else(|| panic!("/proc/self/task/*/children not readable"));
+        assert!(
+            listed.contains(&child.id()),
+            "{} not in {listed:?}",
+            child.id()
+        );
+    }
 
     #[test]
     fn stat_lines_parse_even_with_odd_command_names() {

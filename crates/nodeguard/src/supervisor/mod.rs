@@ -169,7 +169,7 @@ pub async fn run(
     let spawner = Spawner::start(children.clone()).map_err(SupervisorError::Thread)?;
     let scanner_stop = CancellationToken::new();
     let _scanner_stop = scanner_stop.clone().drop_guard();
-    let tree = proctree::start(children.clone(), scanner_stop);
+    let tree = proctree::start(children.clone(), scanner_stop, spawner.sweeper());
     let destinations = output::Destinations {
         terminal: config.terminal_output,
         log_home: config.log_files.then(|| home.paths.home.clone()),

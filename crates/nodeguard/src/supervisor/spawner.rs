@@ -129,6 +129,11 @@ impl Spawner {
         })
     }
 
+    /// The thread that sweeps orphans and scans the process table.
+    pub fn sweeper(&self) -> crate::io::proctree::OrphanSweeper {
+        self.sweeper.clone()
+    }
+
     /// The supervisor's children and their spawn keys.
     pub fn children(&self) -> &ChildSet {
         &self.children

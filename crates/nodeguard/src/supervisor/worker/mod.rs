@@ -617,10 +617,10 @@ impl WorkerTask {
     /// The main process exited: forgets its pid and ends what is left of its tree. First its
     /// process group (a graceful stop asked the main process alone, through the monitor), then
     /// the descendants that left the group: those the last scan saw, and orphans carrying the
-    /// spawn key. That sweep reads the whole process table (a millisecond or more), so it runs on
-    /// the sweeper thread, one scan for every app that exited meanwhile; after an unexpected exit
-    /// the restart goes ahead meanwhile, after a stop it is awaited, so it is done before a
-    /// supervisor that is shutting down exits.
+    /// spawn key. That sweep reads the supervisor's children (where the kernel does not list them,
+    /// the whole process table: a millisecond or more), on the sweeper thread, one look for every
+    /// app that exited meanwhile; after an unexpected exit the restart goes ahead meanwhile, after
+    /// a stop it is awaited, so it is done before a supervisor that is shutting down exits.
     async fn end_tree(&mut self) {
         let Some(pid) = self.machine.pid() else {
             return;
