@@ -211,6 +211,19 @@ async function phase(name, fn) {
 function snapshot() {
   const built = path.join(REPO, 'target', 'release', 'nodeguard');
   if (!fs.existsSync(built)) throw new Error(`no nodeguard binary at ${built}: run node scripts/build.js`);
+  // scripts/build.js notes which binary it left there: `cargo test` replaces it with its own build
+  // (tokio's test-util from the dev-dependencies: other symbol names, so not laid out, about 1 MB
+  // more RSS), which is not what ships.
+  let stamp = null;
+  try {
+    stamp = JSON.parse(fs.readFileSync(`${built}.built.json`, 'utf8'));
+  } catch {
+    // checked below
+  }
+  const now = fs.statSync(built);
+  if (!stamp || stamp.ino !== now.ino || stamp.size !== now.size || stamp.mtimeMs !== now.mtimeMs) {
+    throw new Error(`${built} is not the binary node scripts/build.js made (cargo test replaces it with its own build): run node scripts/build.js, or drop --no-build`);
+  }
   const addon = fs.readdirSync(REPO).find((f) => /^nodeguard-monitor\..*\.node$/.test(f));
   if (!addon || !fs.existsSync(path.join(REPO, 'preload.js'))) {
     throw new Error(`no monitor addon (nodeguard-monitor.*.node) or preload.js in ${REPO}: run node scripts/build.js`);
@@ -864,6 +877,8 @@ async function main() {
     log('building: node scripts/build.js');
     const b = spawnSync(process.execPath, [path.join(REPO, 'scripts', 'build.js')], { cwd: REPO, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
     if (b.status !== 0) throw new Error(`node scripts/build.js failed:\n${(b.stderr || '').slice(-3000)}`);
+    // Its own lines: the layout check among them (a stale link/supervisor.order costs figures 1 and 8).
+    for (const line of `${b.stdout}\n${b.stderr}`.split('\n')) if (line.startsWith('build: ')) log(line);
   }
   snapshot();
 

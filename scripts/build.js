@@ -44,7 +44,16 @@ function libraryFileName() {
   }
 }
 
-cargo(['build', '--release', '--workspace'], { stdio: ['ignore', 'inherit', 'inherit'] });
+// JSON messages on stdout (diagnostics still rendered on stderr): where the build script put the
+// link map, and which binary this build made (checkLayout).
+const messages = cargo(['build', '--release', '--workspace', '--message-format=json-render-diagnostics'], {
+  stdio: ['ignore', 'pipe', 'inherit'],
+  encoding: 'utf8',
+  maxBuffer: 256 * 1024 * 1024,
+})
+  .stdout.split('\n')
+  .filter((line) => line.startsWith('{'))
+  .map((line) => JSON.parse(line));
 
 const metadata = cargo(['metadata', '--format-version', '1', '--no-deps'], {
   stdio: ['ignore', 'pipe', 'inherit'],
@@ -70,6 +79,97 @@ function buildLazyAddon() {
     env: { ...process.env, RUSTFLAGS: rustflags },
   });
   return path.join(monitorTarget, 'release', libraryFileName());
+}
+
+/** The section headers of an ELF file: name -> { addr, size } (64-bit little-endian only). */
+function elfSections(file) {
+  const elf = fs.readFileSync(file);
+  if (elf.readUInt32BE(0) !== 0x7f454c46 || elf[4] !== 2 || elf[5] !== 1) return null;
+  const shoff = Number(elf.readBigUInt64LE(0x28));
+  const size = elf.readUInt16LE(0x3a);
+  const count = elf.readUInt16LE(0x3c);
+  const strndx = elf.readUInt16LE(0x3e);
+  const header = (i) => shoff + i * size;
+  const strtab = Number(elf.readBigUInt64LE(header(strndx) + 0x18));
+  const sections = new Map();
+  for (let i = 0; i < count; i++) {
+    const h = header(i);
+    const nameAt = strtab + elf.readUInt32LE(h);
+    const name = elf.toString('latin1', nameAt, elf.indexOf(0, nameAt));
+    sections.set(name, { addr: Number(elf.readBigUInt64LE(h + 0x10)), size: Number(elf.readBigUInt64LE(h + 0x20)) });
+  }
+  return sections;
+}
+
+/**
+ * The supervisor's RSS depends on the layout crates/nodeguard/build.rs asks of the linker: the
+ * functions in crates/nodeguard/link/supervisor.order first in .text. The linker silently skips
+ * names it does not find (another toolchain, Cargo.lock, feature set or code than the list's), so
+ * this counts them in the link map of the binary just built and says loudly when many are missing.
+ * Exits 0 either way: the binary works, it only costs more memory.
+ */
+function checkLayout() {
+  const orderFile = path.join(root, 'crates', 'nodeguard', 'link', 'supervisor.order');
+  const script = messages.find((m) => m.reason === 'build-script-executed' && /\/crates\/nodeguard#/.test(m.package_id));
+  const binary = path.join(targetDir, 'release', BINARY);
+  if (!script || !fs.existsSync(orderFile) || !fs.existsSync(binary)) return;
+  const mapFile = path.join(script.out_dir, 'nodeguard.map');
+  if (!fs.existsSync(mapFile)) return; // no ordering in this build (see build.rs: linker, target)
+  const wanted = fs.readFileSync(orderFile, 'utf8').split('\n').filter(Boolean);
+  const names = new Set();
+  const outputs = new Map();
+  let inText = false;
+  for (const line of fs.readFileSync(mapFile, 'utf8').split('\n')) {
+    const m = /^\s*([0-9a-f]+)\s+[0-9a-f]+\s+([0-9a-f]+)\s+\d+ (\s*)(\S.*)$/.exec(line);
+    if (!m) continue;
+    if (m[3].length === 0) {
+      outputs.set(m[4], { addr: parseInt(m[1], 16), size: parseInt(m[2], 16) });
+      inText = m[4] === '.text';
+    } else if (inText && m[3].length === 8) {
+      const section = /:\(\.text\.(?:unlikely\.|hot\.|startup\.|exit\.)?(.+)\)$/.exec(m[4]);
+      if (section) names.add(section[1]);
+    }
+  }
+  // The map is of the last link of the binary, which may be another build of it (cargo test links
+  // its own, with the dev-dependencies' features): only a map whose sections are the binary's counts.
+  const elf = elfSections(binary);
+  const same = elf && ['.text', '.rodata', '.data.rel.ro'].every((name) => {
+    const a = elf.get(name);
+    const b = outputs.get(name);
+    return a && b && a.addr === b.addr && a.size === b.size;
+  });
+  if (!same) {
+    process.stdout.write(`build: layout not checked: ${path.relative(root, mapFile)} is of another link than ${path.relative(root, binary)}\n`);
+    return;
+  }
+  const found = wanted.filter((name) => names.has(name)).length;
+  const line = `${found} of ${wanted.length} functions of ${path.relative(root, orderFile)} found by the linker`;
+  if (found >= 0.9 * wanted.length) {
+    process.stdout.write(`build: layout: ${line}\n`);
+    return;
+  }
+  const fast = Object.keys(process.env).filter((name) => name.startsWith('CARGO_PROFILE_RELEASE_'));
+  process.stderr.write(
+    [
+      '',
+      `build: WARNING: only ${line}: the supervisor's code is not laid out`,
+      'build: together, and a supervisor has about 1 MB more RSS (bench figures 1 and 8).',
+      fast.length
+        ? `build: This build is not the shipped one (${fast.join(', ')} set): its symbol names differ.`
+        : 'build: The list is stale (toolchain, Cargo.lock or code changed): regenerate it with `node scripts/order-symbols.js`.',
+      '',
+    ].join('\n'),
+  );
+}
+
+checkLayout();
+
+// Which binary this build left in <target>/release (its inode: `cargo test` replaces the file with
+// its own build, of other features and symbol names): bench/run.js --no-build measures only this one.
+{
+  const binary = path.join(targetDir, 'release', BINARY);
+  const { ino, size, mtimeMs } = fs.statSync(binary);
+  fs.writeFileSync(`${binary}.built.json`, `${JSON.stringify({ ino, size, mtimeMs })}\n`);
 }
 
 const built = process.platform === 'linux' ? buildLazyAddon() : path.join(targetDir, 'release', libraryFileName());

@@ -45,8 +45,18 @@ fn main() {
         "cargo:rustc-link-arg-bin=nodeguard=-Wl,--symbol-ordering-file={}",
         order.display()
     );
-    // Symbols of an older build that no longer exist are skipped, not errors.
+    // Symbols of an older build that no longer exist are skipped, not errors (each would be one
+    // warning line): scripts/build.js counts the names the linker found instead, in this map of
+    // the link it made, and says loudly when many are missing.
     println!("cargo:rustc-link-arg-bin=nodeguard=-Wl,--no-warn-symbol-ordering");
+    if std::env::var_os("NODEGUARD_LINK_MAP").is_none() {
+        if let Some(dir) = std::env::var_os("OUT_DIR") {
+            println!(
+                "cargo:rustc-link-arg-bin=nodeguard=-Wl,-Map={}",
+                Path::new(&dir).join("nodeguard.map").display()
+            );
+        }
+    }
 }
 
 /// Whether this rustc links x86_64 Linux binaries with its bundled lld by default (1.90 and
