@@ -129,11 +129,33 @@ async fn answer(
             },
         },
     };
+    let many = answers_many(&outcome);
     let response = Response {
         version: PROTOCOL_VERSION,
         outcome,
     };
-    write_message(&mut writer, &response, MAX_CONTROL_FRAME).await
+    let written = write_message(&mut writer, &response, MAX_CONTROL_FRAME).await;
+    drop(response);
+    if many {
+        // The rows and the frame of an answer about thousands of apps (a listing, the end of a
+        // start storm) were freed among live allocations: their pages go back to the kernel.
+        platform::memory::release_free_memory();
+    }
+    written
+}
+
+/// An answer this many apps long frees enough at once to be worth a [`platform::memory::release_free_memory`].
+const RELEASE_AFTER_APPS: usize = 256;
+
+fn answers_many(outcome: &Outcome) -> bool {
+    let apps = match outcome {
+        Outcome::Status { apps } | Outcome::Done { apps } | Outcome::Reloaded { apps, .. } => {
+            apps.len()
+        }
+        Outcome::Described { apps } => apps.len(),
+        _ => 0,
+    };
+    apps >= RELEASE_AFTER_APPS
 }
 
 /// What a connection needs to stream events.

@@ -37,6 +37,7 @@ use std::os::fd::RawFd;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::process::ExitStatus;
+use std::sync::Arc;
 
 /// An app's output pipe, read by the supervisor.
 pub type ChildOutput = Pin<Box<dyn tokio::io::AsyncRead + Send>>;
@@ -53,6 +54,10 @@ pub struct ProcessSpec {
     program: OsString,
     args: Vec<OsString>,
     env_clear: bool,
+    /// The variables the environment starts from instead of the supervisor's (a caller's whole
+    /// environment, shared by its apps): read at the spawn, not copied into every spec, so a
+    /// start of thousands of apps queues no copy of it per app.
+    env_base: Option<Arc<[(String, String)]>>,
     env: BTreeMap<OsString, OsString>,
     cwd: Option<PathBuf>,
     run_as: Option<(Option<u32>, u32)>,
@@ -87,7 +92,16 @@ impl ProcessSpec {
     /// Starts from an empty environment instead of the supervisor's.
     pub fn env_clear(&mut self) -> &mut Self {
         self.env_clear = true;
+        self.env_base = None;
         self.env.clear();
+        self
+    }
+
+    /// Starts from `vars` (a later value for the same name wins) instead of the supervisor's
+    /// environment; variables set with [`ProcessSpec::env`] go on top.
+    pub fn env_base(&mut self, vars: Arc<[(String, String)]>) -> &mut Self {
+        self.env_clear();
+        self.env_base = Some(vars);
         self
     }
 
@@ -149,9 +163,21 @@ impl ProcessSpec {
     pub fn get_env(&self, key: &str) -> Option<OsString> {
         match self.env.get(OsStr::new(key)) {
             Some(value) => Some(value.clone()),
-            None if self.env_clear => None,
+            None if self.env_clear => self
+                .base_vars()
+                .rev()
+                .find(|(name, _)| *name == key)
+                .map(|(_, value)| value.into()),
             None => std::env::var_os(key),
         }
+    }
+
+    /// The variables of [`ProcessSpec::env_base`], in order.
+    fn base_vars(&self) -> impl DoubleEndedIterator<Item = (&str, &str)> {
+        self.env_base
+            .iter()
+            .flat_map(|vars| vars.iter())
+            .map(|(key, value)| (key.as_str(), value.as_str()))
     }
 
     /// The whole environment the process gets, sorted by name.
@@ -160,6 +186,7 @@ impl ProcessSpec {
         if !self.env_clear {
             env.extend(std::env::vars_os());
         }
+        env.extend(self.base_vars().map(|(k, v)| (k.into(), v.into())));
         env.extend(self.env.iter().map(|(k, v)| (k.clone(), v.clone())));
         env
     }
@@ -171,6 +198,7 @@ impl ProcessSpec {
         if self.env_clear {
             command.env_clear();
         }
+        command.envs(self.base_vars());
         command.envs(&self.env);
         if let Some(cwd) = &self.cwd {
             command.current_dir(cwd);
@@ -870,6 +898,33 @@ mod linux_tests {
         let (out, status) = run(&spec).await;
         assert_eq!(out, "hello /tmp\n");
         assert_eq!(status.code(), Some(3));
+    }
+
+    #[tokio::test]
+    async fn a_shared_base_environment_is_read_at_the_spawn_under_the_specs_own_variables() {
+        let base: Arc<[(String, String)]> = Arc::from(vec![
+            ("PATH".to_string(), "/nowhere".to_string()),
+            ("GREETING".to_string(), "hi".to_string()),
+            ("PATH".to_string(), "/usr/bin:/bin".to_string()),
+            ("NAME".to_string(), "base".to_string()),
+        ]);
+        let mut spec = ProcessSpec::new("sh");
+        spec.args(["-c", "echo \"$GREETING $NAME $PATH\"; env | grep -c ^PATH="])
+            .env_base(base.clone())
+            .env("NAME", "own");
+        assert_eq!(
+            spec.get_env("PATH").as_deref(),
+            Some(OsStr::new("/usr/bin:/bin"))
+        );
+        assert_eq!(spec.get_env("NAME").as_deref(), Some(OsStr::new("own")));
+        assert_eq!(spec.get_env("HOME"), None);
+        let (out, status) = run(&spec).await;
+        assert_eq!(out, "hi own /usr/bin:/bin\n1\n");
+        assert!(status.success());
+        // The spec holds the caller's environment, it does not copy it.
+        assert_eq!(Arc::strong_count(&base), 2);
+        spec.env_clear();
+        assert_eq!(Arc::strong_count(&base), 1);
     }
 
     #[tokio::test]

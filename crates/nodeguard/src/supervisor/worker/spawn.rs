@@ -96,11 +96,9 @@ impl WorkerTask {
         };
         // The app's environment is its caller's, not this supervisor's (which is whatever the
         // shell that first started the daemon had, or systemd's at boot); PWD follows its cwd.
+        // Shared, not copied: a start of thousands of apps queues their spawns at once.
         if let Some(caller_env) = &spec.caller_env {
-            command
-                .env_clear()
-                .envs(caller_env.iter().map(|(k, v)| (k, v)))
-                .env("PWD", &spec.cwd);
+            command.env_base(caller_env.clone()).env("PWD", &spec.cwd);
         }
         // An app run as another user cannot reach the home: it gets that user's own socket.
         let socket = match &spec.run_as {
