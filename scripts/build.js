@@ -16,6 +16,7 @@ const { spawnSync } = require('node:child_process');
 const fs = require('node:fs');
 const path = require('node:path');
 const { BINARY, platformTriple } = require('../platform.js');
+const { readLinkMap } = require('./lib/symbol-order.js');
 
 const root = path.resolve(__dirname, '..');
 
@@ -116,20 +117,8 @@ function checkLayout() {
   const mapFile = path.join(script.out_dir, 'nodeguard.map');
   if (!fs.existsSync(mapFile)) return; // no ordering in this build (see build.rs: linker, target)
   const wanted = fs.readFileSync(orderFile, 'utf8').split('\n').filter(Boolean);
-  const names = new Set();
-  const outputs = new Map();
-  let inText = false;
-  for (const line of fs.readFileSync(mapFile, 'utf8').split('\n')) {
-    const m = /^\s*([0-9a-f]+)\s+[0-9a-f]+\s+([0-9a-f]+)\s+\d+ (\s*)(\S.*)$/.exec(line);
-    if (!m) continue;
-    if (m[3].length === 0) {
-      outputs.set(m[4], { addr: parseInt(m[1], 16), size: parseInt(m[2], 16) });
-      inText = m[4] === '.text';
-    } else if (inText && m[3].length === 8) {
-      const section = /:\(\.text\.(?:unlikely\.|hot\.|startup\.|exit\.)?(.+)\)$/.exec(m[4]);
-      if (section) names.add(section[1]);
-    }
-  }
+  const { outputs, text } = readLinkMap(mapFile);
+  const names = new Set(text.map((section) => section.name).filter(Boolean));
   // The map is of the last link of the binary, which may be another build of it (cargo test links
   // its own, with the dev-dependencies' features): only a map whose sections are the binary's counts.
   const elf = elfSections(binary);

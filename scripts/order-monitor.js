@@ -24,33 +24,17 @@
 
 const { spawn, spawnSync } = require('node:child_process');
 const fs = require('node:fs');
-const os = require('node:os');
 const path = require('node:path');
+const { script, callgrindArgs, textSections, executedAddresses, sectionAt } = require('./lib/symbol-order.js');
 
 const root = path.resolve(__dirname, '..');
 const orderFile = path.join(root, 'crates', 'monitor', 'link', 'monitor.order');
-const keepAt = process.argv.indexOf('--keep');
-const work = keepAt > 0 ? path.resolve(process.argv[keepAt + 1]) : fs.mkdtempSync(path.join(os.tmpdir(), 'ngmorder-'));
-fs.mkdirSync(work, { recursive: true });
-
-function fail(message) {
-  process.stderr.write(`order-monitor: ${message}\n`);
-  process.exit(1);
-}
-
-function run(cmd, args, options = {}) {
-  const result = spawnSync(cmd, args, { stdio: ['ignore', 'inherit', 'inherit'], ...options });
-  if (result.error) fail(`cannot run ${cmd}: ${result.error.message}`);
-  if (result.status !== 0) fail(`${cmd} ${args.join(' ')} failed (${result.signal ?? `exit code ${result.status}`})`);
-  return result;
-}
-
-for (const tool of ['valgrind', 'callgrind_control', 'curl']) {
-  if (spawnSync(tool, ['--version'], { stdio: 'ignore' }).error) fail(`${tool} is needed`);
-}
-for (const name of Object.keys(process.env)) {
-  if (name.startsWith('CARGO_PROFILE_RELEASE_')) fail(`unset ${name}: the list must come from the shipped build`);
-}
+const { fail, run, until, sleep, work, done: cleanUp } = script('order-monitor', {
+  tools: ['valgrind', 'callgrind_control', 'curl'],
+  tmpPrefix: 'ngmorder-',
+  pollMs: 500,
+  waitMs: 120_000,
+});
 const supervisor = path.join(root, 'target', 'release', 'nodeguard');
 if (!fs.existsSync(supervisor)) fail(`no ${path.relative(root, supervisor)}: run node scripts/build.js first`);
 
@@ -75,23 +59,13 @@ const triple = require(path.join(root, 'platform.js')).platformTriple();
 const addonName = `nodeguard-monitor.${triple}.node`;
 fs.copyFileSync(path.join(targetDir, 'release', 'libnodeguard_monitor.so'), path.join(pkg, addonName));
 
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 const out = path.join(work, 'cg.out');
 const nodeWrapper = path.join(work, 'node-under-callgrind');
 fs.writeFileSync(
   nodeWrapper,
-  `#!/bin/sh\nexec valgrind --tool=callgrind --dump-instr=yes --compress-strings=no --compress-pos=no --callgrind-out-file=${out} ${process.execPath} "$@"\n`,
+  `#!/bin/sh\nexec valgrind ${callgrindArgs(out).join(' ')} ${process.execPath} "$@"\n`,
   { mode: 0o755 },
 );
-
-async function until(what, check, ms = 120_000) {
-  const end = Date.now() + ms;
-  while (Date.now() < end) {
-    if (check()) return;
-    await sleep(500);
-  }
-  fail(`timed out waiting for ${what}`);
-}
 
 // 2. The traced run. Heartbeats every 2 s, with room for valgrind's slowness.
 async function trace() {
@@ -114,52 +88,18 @@ async function trace() {
   await done;
 }
 
-/** The linker map's .text input sections: { vma, size, name } in address order. */
-function textSections() {
-  const sections = [];
-  let inText = false;
-  for (const line of fs.readFileSync(mapFile, 'utf8').split('\n')) {
-    const m = /^\s*([0-9a-f]+)\s+[0-9a-f]+\s+([0-9a-f]+)\s+\d+ (\s*)(\S.*)$/.exec(line);
-    if (!m) continue;
-    const [vma, size, indent, name] = [parseInt(m[1], 16), parseInt(m[2], 16), m[3].length, m[4]];
-    if (indent === 0) {
-      inText = name === '.text';
-    } else if (inText && indent === 8) {
-      const section = /:\(\.text\.(?:unlikely\.|hot\.|startup\.|exit\.)?(.+)\)$/.exec(name);
-      if (section) sections.push({ vma, size, name: section[1] });
-    }
-  }
-  return sections.sort((a, b) => a.vma - b.vma);
-}
-
-/** Addresses (relative to the addon's load address, as callgrind writes them) that ran in it. */
-function executedAddresses(file) {
-  const seen = new Set();
-  let ours = false;
-  for (const line of fs.readFileSync(file, 'utf8').split('\n')) {
-    if (line.startsWith('ob=')) ours = line.endsWith(`/${addonName}`);
-    else if (ours && line.startsWith('0x')) seen.add(parseInt(line.slice(2).split(' ')[0], 16));
-  }
-  return seen;
-}
-
 (async () => {
   await trace();
   // callgrind_control's dump is `${out}.1`; the final one, at exit, holds what ran after it.
   if (!fs.existsSync(`${out}.1`)) fail('callgrind wrote no intermediate dump: did callgrind_control reach the app?');
-  const sections = textSections();
+  // Function sections only: the list is of names.
+  const sections = textSections(mapFile).filter((s) => s.name);
   if (sections.length === 0) fail(`no .text input sections in ${mapFile}`);
   const used = new Set();
-  for (const address of executedAddresses(out)) {
-    let low = 0;
-    let high = sections.length - 1;
-    while (low < high) {
-      const mid = (low + high + 1) >> 1;
-      if (sections[mid].vma <= address) low = mid;
-      else high = mid - 1;
-    }
-    const s = sections[low];
-    if (address >= s.vma && address < s.vma + s.size) used.add(low);
+  // Addresses relative to the addon's load address, as callgrind writes them for a library.
+  for (const address of executedAddresses(out, addonName)) {
+    const i = sectionAt(sections, address);
+    if (i >= 0) used.add(i);
   }
   const list = [...used].sort((a, b) => a - b);
   if (list.length < 20) fail(`only ${list.length} functions seen: did the traced run work?`);
@@ -167,5 +107,5 @@ function executedAddresses(file) {
   fs.mkdirSync(path.dirname(orderFile), { recursive: true });
   fs.writeFileSync(orderFile, `${list.map((i) => sections[i].name).join('\n')}\n`);
   process.stdout.write(`order-monitor: ${list.length} functions (${Math.round(bytes / 1024)} KiB) -> ${path.relative(root, orderFile)}\n`);
-  if (keepAt < 0) fs.rmSync(work, { recursive: true, force: true });
+  cleanUp();
 })().catch((error) => fail(error.stack || String(error)));

@@ -28,33 +28,17 @@
 
 const { spawn, spawnSync } = require('node:child_process');
 const fs = require('node:fs');
-const os = require('node:os');
 const path = require('node:path');
+const { script, callgrindArgs, textSections, executedAddresses, sectionAt } = require('./lib/symbol-order.js');
 
 const root = path.resolve(__dirname, '..');
 const orderFile = path.join(root, 'crates', 'nodeguard', 'link', 'supervisor.order');
-const keepAt = process.argv.indexOf('--keep');
-const work = keepAt > 0 ? path.resolve(process.argv[keepAt + 1]) : fs.mkdtempSync(path.join(os.tmpdir(), 'ngorder-'));
-fs.mkdirSync(work, { recursive: true });
-
-function fail(message) {
-  process.stderr.write(`order-symbols: ${message}\n`);
-  process.exit(1);
-}
-
-function run(cmd, args, options = {}) {
-  const result = spawnSync(cmd, args, { stdio: ['ignore', 'inherit', 'inherit'], ...options });
-  if (result.error) fail(`cannot run ${cmd}: ${result.error.message}`);
-  if (result.status !== 0) fail(`${cmd} ${args.join(' ')} failed (${result.signal ?? `exit code ${result.status}`})`);
-  return result;
-}
-
-for (const tool of ['valgrind', 'curl']) {
-  if (spawnSync(tool, ['--version'], { stdio: 'ignore' }).status !== 0) fail(`${tool} is needed`);
-}
-for (const name of Object.keys(process.env)) {
-  if (name.startsWith('CARGO_PROFILE_RELEASE_')) fail(`unset ${name}: the list must come from the shipped build`);
-}
+const { fail, run, until, sleep, work, done: cleanUp } = script('order-symbols', {
+  tools: ['valgrind', 'curl'],
+  tmpPrefix: 'ngorder-',
+  pollMs: 300,
+  waitMs: 60_000,
+});
 
 // 1. The shipped build, with its link map.
 const builtAt = process.argv.indexOf('--built');
@@ -79,22 +63,11 @@ fs.copyFileSync(built, bin);
 fs.chmodSync(bin, 0o755);
 
 // 2. The supervisor's work under callgrind.
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 const apps = path.join(root, 'bench', 'apps');
 const preload = path.join(root, 'preload.js');
-const valgrind = (out) => ['--tool=callgrind', '--dump-instr=yes', '--compress-strings=no', '--compress-pos=no', `--callgrind-out-file=${out}`];
 
 function cli(home, args) {
   return spawnSync(bin, args, { env: { ...process.env, NODEGUARD_HOME: home, NODEGUARD_PRELOAD: preload }, encoding: 'utf8', timeout: 120_000 });
-}
-
-async function until(what, check, ms = 60_000) {
-  const end = Date.now() + ms;
-  while (Date.now() < end) {
-    if (check()) return;
-    await sleep(300);
-  }
-  fail(`timed out waiting for ${what}`);
 }
 
 function exited(child) {
@@ -106,7 +79,7 @@ async function traceDaemon() {
   const config = path.join(home, 'apps.json');
   const idle = path.join(apps, 'idle.js');
   fs.writeFileSync(config, JSON.stringify({ apps: [{ name: 'a', script: idle }, { name: 'b', script: idle }] }));
-  const daemon = spawn('valgrind', [...valgrind(path.join(work, 'cg.daemon')), bin, 'daemon'], {
+  const daemon = spawn('valgrind', [...callgrindArgs(path.join(work, 'cg.daemon')), bin, 'daemon'], {
     env: { ...process.env, NODEGUARD_HOME: home, NODEGUARD_PRELOAD: preload },
     stdio: 'ignore',
   });
@@ -123,7 +96,7 @@ async function traceDaemon() {
 async function traceForeground() {
   const port = 20000 + Math.floor(Math.random() * 20000);
   const args = ['--preload', preload, '-m', path.join(apps, 'server.js'), '-m', path.join(apps, 'idle.js'), '--', '--port', String(port)];
-  const child = spawn('valgrind', [...valgrind(path.join(work, 'cg.fg')), bin, ...args], { stdio: 'ignore' });
+  const child = spawn('valgrind', [...callgrindArgs(path.join(work, 'cg.fg')), bin, ...args], { stdio: 'ignore' });
   const done = exited(child);
   const serving = () => spawnSync('curl', ['-sf', `http://127.0.0.1:${port}/`], { stdio: 'ignore' }).status === 0;
   await until('the server under the supervisor', serving);
@@ -137,44 +110,16 @@ async function traceForeground() {
 }
 
 // 3. Addresses seen -> the .text input sections of the map -> their symbols.
-function textSections() {
-  const sections = [];
-  let inText = false;
-  for (const line of fs.readFileSync(mapFile, 'utf8').split('\n')) {
-    const m = /^\s*([0-9a-f]+)\s+[0-9a-f]+\s+([0-9a-f]+)\s+\d+ (\s*)(\S.*)$/.exec(line);
-    if (!m) continue;
-    const [vma, size, indent, name] = [parseInt(m[1], 16), parseInt(m[2], 16), m[3].length, m[4]];
-    if (indent === 0) {
-      inText = name === '.text';
-    } else if (inText && indent === 8) {
-      // `file.o:(.text.<mangled symbol>)`: the map's symbol lines are demangled, the ordering
-      // file needs the mangled name, which a function section carries in its own name.
-      const section = /:\(\.text\.(?:unlikely\.|hot\.|startup\.|exit\.)?(.+)\)$/.exec(name);
-      sections.push({ vma, size, symbols: section ? [section[1]] : [] });
-    }
-  }
-  return sections.sort((a, b) => a.vma - b.vma);
-}
-
-function executedAddresses(file) {
-  const seen = new Set();
-  let ours = false;
-  for (const line of fs.readFileSync(file, 'utf8').split('\n')) {
-    if (line.startsWith('ob=')) ours = line.endsWith(`/${path.basename(bin)}`);
-    else if (ours && line.startsWith('0x')) seen.add(parseInt(line.slice(2, line.indexOf(' ') > 0 ? line.indexOf(' ') : undefined), 16));
-  }
-  return seen;
-}
 
 (async () => {
   await traceDaemon();
   await traceForeground();
-  const sections = textSections();
+  const sections = textSections(mapFile);
   if (sections.length === 0) fail(`no .text input sections in ${mapFile}`);
   const lo = sections[0].vma;
   const hi = sections[sections.length - 1].vma + sections[sections.length - 1].size;
-  const daemonSeen = [...executedAddresses(path.join(work, 'cg.daemon'))];
-  const foregroundSeen = [...executedAddresses(path.join(work, 'cg.fg'))];
+  const daemonSeen = [...executedAddresses(path.join(work, 'cg.daemon'), path.basename(bin))];
+  const foregroundSeen = [...executedAddresses(path.join(work, 'cg.fg'), path.basename(bin))];
   // valgrind loads a position-independent executable at 0x108000.
   const all = [...daemonSeen, ...foregroundSeen];
   const inside = (base) => all.filter((a) => a - base >= lo && a - base < hi).length;
@@ -182,27 +127,19 @@ function executedAddresses(file) {
   const sectionsOf = (addresses) => {
     const found = new Set();
     for (const address of addresses) {
-      const v = address - base;
-      let low = 0;
-      let high = sections.length - 1;
-      while (low < high) {
-        const mid = (low + high + 1) >> 1;
-        if (sections[mid].vma <= v) low = mid;
-        else high = mid - 1;
-      }
-      const s = sections[low];
-      if (v >= s.vma && v < s.vma + s.size) found.add(low);
+      const i = sectionAt(sections, address - base);
+      if (i >= 0) found.add(i);
     }
     return [...found].sort((a, b) => a - b);
   };
   // The daemon's functions first, then those only foreground mode runs (clap's parsing of its
   // flags among them: the daemon reads its command line without clap, see cli/daemon.rs), so a
   // daemon maps only the first part.
-  const isClap = (i) => sections[i].symbols.some((name) => name.includes('clap'));
+  const isClap = (i) => sections[i].name?.includes('clap') ?? false;
   const daemonPart = sectionsOf(daemonSeen).filter((i) => !isClap(i));
   const listed = new Set(daemonPart);
   const used = [...daemonPart, ...sectionsOf(foregroundSeen).filter((i) => !listed.has(i))];
-  const names = used.flatMap((i) => sections[i].symbols.slice(0, 1));
+  const names = used.map((i) => sections[i].name).filter(Boolean);
   if (names.length < 100) fail(`only ${names.length} functions seen: did the traced runs work?`);
   const size = (list) => list.reduce((sum, i) => sum + sections[i].size, 0);
   const bytes = size(used);
@@ -210,5 +147,5 @@ function executedAddresses(file) {
   fs.mkdirSync(path.dirname(orderFile), { recursive: true });
   fs.writeFileSync(orderFile, `${names.join('\n')}\n`);
   process.stdout.write(`order-symbols: ${names.length} functions (${Math.round(bytes / 1024)} KiB of ${Math.round((hi - lo) / 1024)} KiB of .text) -> ${path.relative(root, orderFile)}\n`);
-  if (keepAt < 0) fs.rmSync(work, { recursive: true, force: true });
+  cleanUp();
 })().catch((error) => fail(error.stack || String(error)));

@@ -5,84 +5,21 @@
 //! so code spread over the whole file made nearly all of it resident in every supervisor; packed,
 //! the pages of code it never runs stay out of its RSS.
 //!
-//! Only with a linker that understands `--symbol-ordering-file`: rustc's own `rust-lld`, the
-//! default on x86_64-unknown-linux-gnu since Rust 1.90. Elsewhere the build is unchanged (the
-//! order is a layout choice, never a behaviour). `NODEGUARD_NO_SYMBOL_ORDER=1` turns it off. The
-//! names are those of the shipped build (fat LTO) with the toolchain and Cargo.lock of the day the
-//! list was made: a fast build's, or a stale list's, are partly missing, and the linker skips them.
+//! How, and with which linkers, is in build-support/symbol_order.rs (shared with the monitor's
+//! build script). The names are those of the shipped build (fat LTO) with the toolchain and
+//! Cargo.lock of the day the list was made: a fast build's, or a stale list's, are partly missing,
+//! and the linker skips them. The link map is always asked for when ordering (in `OUT_DIR`, or
+//! where `NODEGUARD_LINK_MAP` says): scripts/build.js counts the list's names the linker found.
 
-use std::path::Path;
-use std::process::Command;
+#[path = "../../build-support/symbol_order.rs"]
+mod symbol_order;
 
 fn main() {
-    println!("cargo:rerun-if-changed=link/supervisor.order");
-    println!("cargo:rerun-if-env-changed=NODEGUARD_NO_SYMBOL_ORDER");
-    println!("cargo:rerun-if-env-changed=NODEGUARD_LINK_MAP");
-    // scripts/order-symbols.js: the linker's map of the binary, to tell which function lies at
-    // which address. Asked for here rather than with RUSTFLAGS or `cargo rustc` so the build is the
-    // shipped one exactly, with the same symbol names.
-    if let Some(map) = std::env::var_os("NODEGUARD_LINK_MAP") {
-        println!(
-            "cargo:rustc-link-arg-bin=nodeguard=-Wl,-Map={}",
-            Path::new(&map).display()
-        );
+    symbol_order::SymbolOrder {
+        link_arg: "cargo:rustc-link-arg-bin=nodeguard=",
+        order_file: "link/supervisor.order",
+        map_variable: "NODEGUARD_LINK_MAP",
+        default_map: Some("nodeguard.map"),
     }
-    if std::env::var_os("NODEGUARD_NO_SYMBOL_ORDER").is_some_and(|value| value != "0") {
-        return;
-    }
-    let target = std::env::var("TARGET").unwrap_or_default();
-    if target != "x86_64-unknown-linux-gnu" || !rustc_links_with_lld() {
-        return;
-    }
-    let Ok(dir) = std::env::var("CARGO_MANIFEST_DIR") else {
-        return;
-    };
-    let order = Path::new(&dir).join("link").join("supervisor.order");
-    if !order.is_file() {
-        return;
-    }
-    println!(
-        "cargo:rustc-link-arg-bin=nodeguard=-Wl,--symbol-ordering-file={}",
-        order.display()
-    );
-    // Symbols of an older build that no longer exist are skipped, not errors (each would be one
-    // warning line): scripts/build.js counts the names the linker found instead, in this map of
-    // the link it made, and says loudly when many are missing.
-    println!("cargo:rustc-link-arg-bin=nodeguard=-Wl,--no-warn-symbol-ordering");
-    if std::env::var_os("NODEGUARD_LINK_MAP").is_none() {
-        if let Some(dir) = std::env::var_os("OUT_DIR") {
-            println!(
-                "cargo:rustc-link-arg-bin=nodeguard=-Wl,-Map={}",
-                Path::new(&dir).join("nodeguard.map").display()
-            );
-        }
-    }
-}
-
-/// Whether this rustc links x86_64 Linux binaries with its bundled lld by default (1.90 and
-/// later). A linker chosen by hand (`target.<triple>.linker`, `-C linker=`,
-/// `-C linker-features=-lld`, `-C link-arg=-fuse-ld=...`) opts out too.
-fn rustc_links_with_lld() -> bool {
-    let flags = std::env::var("CARGO_ENCODED_RUSTFLAGS").unwrap_or_default();
-    if flags.contains("linker")
-        || flags.contains("fuse-ld")
-        || std::env::var_os("RUSTC_LINKER").is_some()
-    {
-        return false;
-    }
-    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".to_string());
-    let Ok(output) = Command::new(rustc).arg("--version").output() else {
-        return false;
-    };
-    let text = String::from_utf8_lossy(&output.stdout);
-    // "rustc 1.95.0 (59807616e 2026-04-14)"
-    let mut numbers = text
-        .split_whitespace()
-        .nth(1)
-        .unwrap_or("")
-        .split('.')
-        .map(|part| part.parse::<u32>().unwrap_or(0));
-    let major = numbers.next().unwrap_or(0);
-    let minor = numbers.next().unwrap_or(0);
-    major > 1 || (major == 1 && minor >= 90)
+    .setup();
 }
