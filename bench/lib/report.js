@@ -25,6 +25,11 @@ function ms(v) {
   return `${num(v, msDigits(v))} ms`;
 }
 
+/** `+1.23 ms` / `−4.56 ms`; `n/a` for a missing value. */
+function signed(v) {
+  return Number.isFinite(v) ? `${v >= 0 ? '+' : '−'}${ms(Math.abs(v))}` : 'n/a';
+}
+
 function spread(s, fmt) {
   return `${fmt(s.median)} (${fmt(s.min).replace(/ .*/, '')}–${fmt(s.max)})`;
 }
@@ -323,7 +328,7 @@ function writeReport(r, outPath) {
     const bare = r.spawnBare;
     const lines = ['### 4. Crash → serving again', ''];
     lines.push(
-      `\`server.js\` on a fixed free loopback port; \`GET /crash\` replies, then \`process.exit(1)\`. Time from the end of that reply to the first \`200 ok <pid>\` from a new pid (a fresh connection every ~1 ms; refused connections fail at once). Before each trial the app had ≥ ${r.minUptimeMs} ms of uptime, so nodeguard's restart is the immediate one (no backoff) and PM2 counts it as stable. Reference: bare \`node server.js\` from spawn to the same first answer. The three are interleaved: one nodeguard supervisor and one PM2 daemon run side by side (each with its own copy of the app, on its own port) and each round crashes both once and spawns one bare app, in rotating order, so background load on the machine hits all three alike.`,
+      `\`server.js\` on a fixed free loopback port; \`GET /crash\` replies, then \`process.exit(1)\`. Time from the end of that reply to the first \`200 ok <pid>\` from a new pid (a fresh connection every ~1 ms; refused connections fail at once). Before each trial the app had ≥ ${r.minUptimeMs} ms of uptime, so nodeguard's restart is the immediate one (no backoff) and PM2 counts it as stable. Reference: bare \`node server.js\` from spawn to the same first answer. The three are interleaved: one nodeguard supervisor and one PM2 daemon run side by side (each with its own copy of the app, on its own port) and each round crashes both once and spawns one bare app, in rotating order, so background load on the machine hits all three alike.${ng && ng.caBundleRemoved ? ' The three apps run without this machine\'s `NODE_EXTRA_CA_CERTS` (set in its environment to the system bundle): with it every node start parses that bundle, about 85 ms of CPU in a 125 ms start, the same for all three but with run-to-run noise larger than the 5 ms looked for. The other figures keep it.' : ''}`,
       '',
       '| | trials | median | min | max | restarts counted |',
       '|---|---|---|---|---|---|',
@@ -337,9 +342,22 @@ function writeReport(r, outPath) {
       if (ng.restarts !== ng.trials) notes.push(`Figure 4: nodeguard counted ${ng.restarts} restarts for ${ng.trials} crashes.`);
       if (!failed(bare)) {
         lines.push(
-          `nodeguard crash → serving minus bare spawn → serving, at the median: ${ng.times.median >= bare.times.median ? '+' : '−'}${ms(Math.abs(ng.times.median - bare.times.median))}. (The bare figure includes the bench's own spawn from a busy node process; the supervisor's part of a restart is the first two phases above.)`,
+          `nodeguard crash → serving minus bare spawn → serving: ${signed(ng.paired ? ng.paired.median : NaN)} at the median of the ${ng.paired ? ng.paired.n : 0} rounds' own differences (each round's nodeguard trial minus its bare trial; range ${signed(ng.paired ? ng.paired.min : NaN)} … ${signed(ng.paired ? ng.paired.max : NaN)}), ${signed(ng.times.median - bare.times.median)} between the two medians. (The bare figure includes the bench's own spawn from a busy node process; the supervisor's part of a restart is the first two phases above.)`,
           '',
         );
+        if (ng.listening && ng.listening.n && bare.listening && bare.listening.n) {
+          lines.push(
+            'Inside the new process (`GET /started`: `performance.now()`, ms since that process started, when `server.js` ran its first line and when it began to listen; under nodeguard the monitor is preloaded before that first line):',
+            '',
+            '| | n | first line of server.js, median (min–max) | listening, median (min–max) |',
+            '|---|---|---|---|',
+            `| nodeguard (monitor preloaded) | ${ng.listening.n} | ${spread(ng.firstLine, ms)} | ${spread(ng.listening, ms)} |`,
+            `| bare \`node server.js\` | ${bare.listening.n} | ${spread(bare.firstLine, ms)} | ${spread(bare.listening, ms)} |`,
+            '',
+            `The monitor's part of a start, at the medians: ${signed(ng.firstLine.median - bare.firstLine.median)} to the first line, ${signed(ng.listening.median - bare.listening.median)} to listening.`,
+            '',
+          );
+        }
       }
     }
     if (!failed(pm) && pm.restarts !== pm.trials) notes.push(`Figure 4: PM2 counted ${pm.restarts} restarts for ${pm.trials} crashes.`);
@@ -349,9 +367,9 @@ function writeReport(r, outPath) {
     const CRASH_TARGET_MS = 5;
     let verdict = '**not measured**';
     if (!failed(ng) && !failed(bare)) {
-      const over = ng.times.median - bare.times.median;
+      const over = ng.paired && ng.paired.n > 0 ? ng.paired.median : ng.times.median - bare.times.median;
       const own = ng.phases && ng.phases.respawn && ng.phases.respawn.n > 0 ? ng.phases.respawn : null;
-      const overText = `${over >= 0 ? '+' : '−'}${ms(Math.abs(over))} over a bare start at the median`;
+      const overText = `${signed(over)} over a bare start at the median${ng.paired && ng.paired.n > 0 ? ' of paired rounds' : ''}`;
       if (over <= CRASH_TARGET_MS && own && own.max <= CRASH_TARGET_MS) {
         verdict = `meets (${overText}; exit seen → replacement spawned ≤ ${ms(own.max)} in every trial)`;
       } else {

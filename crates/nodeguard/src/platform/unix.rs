@@ -203,9 +203,27 @@ pub struct ProcessInfo {
     pub zombie: bool,
 }
 
-/// Clock ticks per second, the unit of [`ProcessInfo::cpu_ticks`].
+/// Clock ticks per second, the unit of [`ProcessInfo::cpu_ticks`] (100 if the system will not
+/// say). From sysconf, not rustix's auxiliary-vector reader, which faults under valgrind
+/// (rustix issue 1559), where scripts/order-symbols.js runs the daemon.
 pub fn clock_ticks_per_second() -> u64 {
-    rustix::param::clock_ticks_per_second()
+    // SAFETY: sysconf takes no pointer and has no precondition.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    u64::try_from(ticks)
+        .ok()
+        .filter(|ticks| *ticks > 0)
+        .unwrap_or(100)
+}
+
+/// The memory page size in bytes (4096 if the system will not say); from sysconf, as
+/// [`clock_ticks_per_second`].
+fn page_size() -> u64 {
+    // SAFETY: sysconf takes no pointer and has no precondition.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    u64::try_from(size)
+        .ok()
+        .filter(|size| *size > 0)
+        .unwrap_or(4096)
 }
 
 /// Every process on the machine (Linux: from /proc). Processes that vanish mid-scan are skipped.
@@ -219,7 +237,7 @@ pub fn list_processes() -> io::Result<Vec<ProcessInfo>> {
 /// directory listing and the few reads.
 #[cfg(target_os = "linux")]
 pub fn list_processes_but(skip: impl Fn(u32) -> bool) -> io::Result<Vec<ProcessInfo>> {
-    let page_size = rustix::param::page_size() as u64;
+    let page_size = page_size();
     let mut processes = Vec::new();
     for entry in std::fs::read_dir("/proc")? {
         let Ok(entry) = entry else { continue };
@@ -295,7 +313,7 @@ pub fn list_processes() -> io::Result<Vec<ProcessInfo>> {
 
 /// One process now, if it exists (Linux only; `None` elsewhere).
 pub fn process_info(pid: u32) -> Option<ProcessInfo> {
-    read_process(pid, rustix::param::page_size() as u64)
+    read_process(pid, page_size())
 }
 
 fn read_process(pid: u32, page_size: u64) -> Option<ProcessInfo> {
