@@ -166,8 +166,9 @@ pub struct WorkerTask {
     last_stall_profile: Option<Instant>,
     /// An event to step right after the current one.
     deferred: Option<Event>,
-    /// The spawn key whose orphan sweep waits for the exit's report (see [`Self::end_tree`]).
-    sweep_pending: Option<u64>,
+    /// The orphan sweep of the exited process's spawn key waits for its exit's report (see
+    /// [`Self::end_tree`]; the key is still `spawn_key` until the next spawn).
+    sweep_pending: bool,
     /// The spawn was cancelled (`stop all`, `kill` during a start storm): the starts queued
     /// before the command that cancelled it are answered "stopped before it was running", not
     /// run; the next other command ends this.
@@ -270,7 +271,7 @@ impl WorkerTask {
             memory_note: None,
             last_stall_profile: None,
             deferred: None,
-            sweep_pending: None,
+            sweep_pending: false,
             drop_starts: false,
         };
         let handle = WorkerHandle {
@@ -644,7 +645,7 @@ impl WorkerTask {
         if !matches!(self.machine.phase, Phase::Live { .. }) || self.ending {
             let _ = self.ctx.spawner.end_orphans(self.spawn_key).await;
         } else {
-            self.sweep_pending = Some(self.spawn_key);
+            self.sweep_pending = true;
         }
     }
 
@@ -655,9 +656,11 @@ impl WorkerTask {
     /// exit was handled and streamed, and took the allocator's lock from under it; on a busy
     /// machine that thread was preempted holding it, and the exit waited milliseconds.
     async fn sweep_after_exit(&mut self) {
-        let Some(spawn_key) = self.sweep_pending.take() else {
+        if !std::mem::take(&mut self.sweep_pending) {
             return;
-        };
+        }
+        // The key is taken before the yield; the spawn that changes it comes after this.
+        let spawn_key = self.spawn_key;
         tokio::task::yield_now().await;
         // Not awaited: the restart goes ahead meanwhile.
         drop(self.ctx.spawner.end_orphans(spawn_key));
