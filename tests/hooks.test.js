@@ -237,3 +237,66 @@ setInterval(() => {}, 1000);
   assert.equal(rows.idle.restarts, 0);
   assert.match(home.daemonLog(), /signal SIGKILL \(killed by the kernel OOM killer\)/);
 });
+
+/** The records in the kernel log now (`/dev/kmsg`, one per read; root only here). */
+function kernelLogRecords() {
+  const fd = fs.openSync('/dev/kmsg', fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
+  const buffer = Buffer.alloc(8192);
+  let records = 0;
+  try {
+    for (;;) {
+      try {
+        fs.readSync(fd, buffer, 0, buffer.length, null);
+        records++;
+      } catch (error) {
+        if (error.code === 'EPIPE') continue; // records overwritten meanwhile
+        if (error.code === 'EAGAIN') return records;
+        throw error;
+      }
+    }
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+/** read() calls made so far by a process's threads, but its sweeper's (which scans /proc every second). */
+function readCalls(pid) {
+  let total = 0;
+  for (const tid of fs.readdirSync(`/proc/${pid}/task`)) {
+    try {
+      if (fs.readFileSync(`/proc/${pid}/task/${tid}/comm`, 'utf8').startsWith('nodeguard-swee')) continue;
+      total += Number(/^syscr: (\d+)$/m.exec(fs.readFileSync(`/proc/${pid}/task/${tid}/io`, 'utf8'))[1]);
+    } catch (error) {
+      if (error.code !== 'ENOENT' && error.code !== 'ESRCH') throw error; // a thread that ended
+    }
+  }
+  return total;
+}
+
+test('the OOM check after a SIGKILL reads the kernel log records logged since its last look, not the whole log', async (t) => {
+  if (process.getuid() !== 0) throw new Error('this test needs root (the daemon reads /dev/kmsg only as root here)');
+  const records = kernelLogRecords();
+  // A booted machine's log holds hundreds of records; with too few, a whole read looks cheap too.
+  assert.ok(records >= 100, `the kernel log holds only ${records} records: too few to tell a whole read from a look at the new ones`);
+  const sleep = ['/usr/bin/sleep', '/bin/sleep'].find((p) => fs.existsSync(p));
+  assert.ok(sleep, 'no sleep binary');
+  const { dir, home } = setup(t, [['apps.json', JSON.stringify({ apps: [{ name: 'sleeper', script: sleep, args: ['1000'], start_grace: '200ms' }] })]]);
+  await home.ok(['start', path.join(dir, 'apps.json')], { cwd: dir });
+  const daemon = home.daemonPid();
+  const perExit = [];
+  for (let i = 0; i < 3; i++) {
+    const { pid } = (await home.waitForStatus((apps) => apps.find((a) => a.name === 'sleeper' && a.state === 'running' && a.pid > 0), { what: 'the sleeper running' }));
+    // The start (or the restart) and the status command are answered: let the daemon go idle.
+    await h.sleep(300);
+    const before = readCalls(daemon);
+    process.kill(pid, 'SIGKILL');
+    const logged = new RegExp(`signal SIGKILL after .* pid=${pid}$`, 'm');
+    await home.waitFor(() => logged.test(home.daemonLog()), { what: `the exit of ${pid} logged` });
+    perExit.push(readCalls(daemon) - before);
+  }
+  t.diagnostic(`kernel log: ${records} records; read() calls by the daemon per SIGKILL exit: ${perExit.join(', ')}`);
+  // The exit's own reads (its pipes, the cgroup's counter, the restart) are a few dozen at most;
+  // a read of the whole log is one per record on top.
+  const fewest = Math.min(...perExit);
+  assert.ok(fewest < Math.min(60, records / 2), `${fewest} read() calls for one exit with ${records} records in the kernel log`);
+});

@@ -188,7 +188,9 @@ impl WorkerTask {
 
     /// The app's process exited with `status` while nobody in nodeguard was stopping it: was it
     /// the kernel's OOM killer (the process, or one in its tree `pids`)? Reads the kernel log
-    /// (only on a SIGKILL, or when the app had descendants) and the cgroup's count.
+    /// (only on a SIGKILL, or when the app had descendants: the records logged since its last
+    /// look, on this thread when they are few) and, when the log names none of them, the
+    /// cgroup's count.
     pub(super) async fn check_oom(&mut self, status: ExitKind, pids: Vec<u32>) {
         self.oom = None;
         if !matches!(self.machine.phase, Phase::Live { .. }) {
@@ -199,32 +201,35 @@ impl WorkerTask {
             return;
         }
         let since = self.spawned_micros.saturating_sub(1_000_000);
-        let baseline = self.oom_baseline;
-        let found = tokio::task::spawn_blocking(move || {
-            let victims = oom::kmsg_victims(since);
-            let counted = killed
-                && baseline
-                    .zip(oom::cgroup_oom_kills())
-                    .is_some_and(|(before, now)| now > before);
-            (victims, counted)
-        })
-        .await;
-        let Ok((victims, counted)) = found else {
-            return;
+        let scan = match oom::kmsg_victims(since, oom::INLINE_RECORDS, false) {
+            // Many records to read (or another app's look under way): off this thread.
+            oom::Scan::Behind => tokio::task::spawn_blocking(move || {
+                oom::kmsg_victims(since, oom::MOST_RECORDS, true)
+            })
+            .await
+            .unwrap_or(oom::Scan::Unreadable),
+            scan => scan,
         };
         let main = pids.first().copied();
-        self.oom = match victims {
-            Some(victims) if main.is_some_and(|main| victims.contains(&main)) => {
+        let named = match &scan {
+            oom::Scan::Victims(victims) if main.is_some_and(|main| victims.contains(&main)) => {
                 Some(OomKill::Main)
             }
-            Some(victims) => pids
+            oom::Scan::Victims(victims) => pids
                 .iter()
                 .skip(1)
                 .find(|pid| victims.contains(pid))
-                .map(|pid| OomKill::Descendant(*pid))
-                .or_else(|| counted.then_some(OomKill::Counted)),
-            None => counted.then_some(OomKill::Counted),
+                .map(|pid| OomKill::Descendant(*pid)),
+            oom::Scan::Unreadable | oom::Scan::Behind => None,
         };
+        self.oom = named.or_else(|| {
+            let counted = killed
+                && self
+                    .oom_baseline
+                    .zip(oom::cgroup_oom_kills())
+                    .is_some_and(|(before, now)| now > before);
+            counted.then_some(OomKill::Counted)
+        });
     }
 
     /// At each spawn: the clock and the cgroup's OOM-kill count [`Self::check_oom`] compares

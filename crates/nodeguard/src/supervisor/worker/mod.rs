@@ -166,6 +166,9 @@ pub struct WorkerTask {
     last_stall_profile: Option<Instant>,
     /// An event to step right after the current one.
     deferred: Option<Event>,
+    /// The orphan sweep of the exited process's spawn key waits for its exit's report (see
+    /// [`Self::end_tree`]; the key is still `spawn_key` until the next spawn).
+    sweep_pending: bool,
     /// The spawn was cancelled (`stop all`, `kill` during a start storm): the starts queued
     /// before the command that cancelled it are answered "stopped before it was running", not
     /// run; the next other command ends this.
@@ -268,6 +271,7 @@ impl WorkerTask {
             memory_note: None,
             last_stall_profile: None,
             deferred: None,
+            sweep_pending: false,
             drop_starts: false,
         };
         let handle = WorkerHandle {
@@ -393,6 +397,8 @@ impl WorkerTask {
                 if let Some(event) = self.deferred.take() {
                     Box::pin(self.handle(event)).await;
                 }
+                // An exit the machine did not report (it reports every one of a live process).
+                Box::pin(self.sweep_after_exit()).await;
             }
             for waiter in self.waiters.drain(..) {
                 let result = match waiter.goal {
@@ -600,7 +606,11 @@ impl WorkerTask {
                     self.hang_tail = tap.tail();
                 }
                 let note = self.hang_note(&report);
+                let exited = matches!(report, Report::Exited { .. });
                 self.log(report);
+                if exited {
+                    self.sweep_after_exit().await;
+                }
                 if let Some(text) = note {
                     self.note(text, Vec::new()).await;
                 }
@@ -619,8 +629,9 @@ impl WorkerTask {
     /// the descendants that left the group: those the last scan saw, and orphans carrying the
     /// spawn key. That sweep reads the supervisor's children (where the kernel does not list them,
     /// the whole process table: a millisecond or more), on the sweeper thread, one look for every
-    /// app that exited meanwhile; after an unexpected exit the restart goes ahead meanwhile, after
-    /// a stop it is awaited, so it is done before a supervisor that is shutting down exits.
+    /// app that exited meanwhile. After a stop it is awaited, so it is done before a supervisor
+    /// that is shutting down exits; after an unexpected exit it is asked for once the exit is
+    /// published (see [`Self::sweep_after_exit`]) and the restart goes ahead meanwhile.
     async fn end_tree(&mut self) {
         let Some(pid) = self.machine.pid() else {
             return;
@@ -631,12 +642,28 @@ impl WorkerTask {
         }
         let tree = self.ctx.tree.borrow().clone();
         proctree::end_known_descendants(tree.of(pid));
-        // One scan of the process table for the apps that exited meanwhile (the sweeper
-        // batches them); a restart does not wait for it, a stop does.
-        let swept = self.ctx.spawner.end_orphans(self.spawn_key);
         if !matches!(self.machine.phase, Phase::Live { .. }) || self.ending {
-            let _ = swept.await;
+            let _ = self.ctx.spawner.end_orphans(self.spawn_key).await;
+        } else {
+            self.sweep_pending = true;
         }
+    }
+
+    /// After an unexpected exit's report: lets the tasks it woke run first (the `events`
+    /// streams write it out, the actor notes it), then asks for the orphan sweep of
+    /// [`Self::end_tree`]. Started earlier, the sweeper's thread (a read of the supervisor's
+    /// children and an allocation per child: thousands at scale) ran on the other core while the
+    /// exit was handled and streamed, and took the allocator's lock from under it; on a busy
+    /// machine that thread was preempted holding it, and the exit waited milliseconds.
+    async fn sweep_after_exit(&mut self) {
+        if !std::mem::take(&mut self.sweep_pending) {
+            return;
+        }
+        // The key is taken before the yield; the spawn that changes it comes after this.
+        let spawn_key = self.spawn_key;
+        tokio::task::yield_now().await;
+        // Not awaited: the restart goes ahead meanwhile.
+        drop(self.ctx.spawner.end_orphans(spawn_key));
     }
 
     fn send(&mut self, message: SupervisorMessage) -> Option<Event> {

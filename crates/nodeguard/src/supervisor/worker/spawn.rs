@@ -167,6 +167,9 @@ impl WorkerTask {
         let spawn_key = NEXT_SPAWN_KEY.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.spawn_key = spawn_key;
         command.env(proctree::ENV_SPAWN_KEY, spawn_key.to_string());
+        // The kernel log's reader is open before the process exists (once: a check after), so
+        // that its OOM kill, if it comes, is among the records read after its exit.
+        crate::platform::oom::watch_kernel_log();
         match self.ctx.spawner.launch(command, spawn_key).await {
             Ok(launched) => {
                 let pid = launched.pid;
