@@ -33,7 +33,7 @@ pub(super) enum Internal {
     Snapshot {
         reply: oneshot::Sender<(
             u64,
-            Option<Result<crate::io::state_file::SavedState, super::persist::PersistError>>,
+            Option<Result<super::persist::StateDraft, super::persist::PersistError>>,
         )>,
     },
 }
