@@ -145,11 +145,18 @@ function loadAddon() {
   const path = require('node:path');
   const fs = require('node:fs');
   if (process.platform === 'linux') {
-    // A checkout with one dev build: no need to tell glibc from musl (platform.js reads
-    // /usr/bin/ldd for it; every kilobyte allocated here is RSS in every app).
-    const builds = ['gnu', 'musl']
-      .map((libc) => path.join(__dirname, `nodeguard-monitor.linux-${process.arch}-${libc}.node`))
-      .filter((file) => fs.existsSync(file));
+    // A checkout with one dev build, or an install with one platform package beside this one (npm
+    // installs only the one of this libc; pnpm links it beside too): no need to tell glibc from
+    // musl (platform.js reads /usr/bin/ldd for it; every kilobyte allocated here is RSS in every
+    // app), nor to resolve the package as require() would (a stat per node_modules level).
+    const builds = [];
+    for (const libc of ['gnu', 'musl']) {
+      const triple = `linux-${process.arch}-${libc}`;
+      const file = `nodeguard-monitor.${triple}.node`;
+      for (const candidate of [path.join(__dirname, file), path.join(__dirname, '..', `nodeguard-monitor-${triple}`, file)]) {
+        if (fs.existsSync(candidate)) builds.push(candidate);
+      }
+    }
     if (builds.length === 1) return require(builds[0]);
   }
   const triple = require('./platform.js').platformTriple();
