@@ -92,14 +92,6 @@ const ENV_KILL_SIGNAL = 'NODEGUARD_KILL_SIGNAL';
 const ENV_SHUTDOWN_MESSAGE = 'NODEGUARD_SHUTDOWN_MESSAGE';
 const ENV_SHARE = 'NODEGUARD_SHARE';
 const ENV_KILL_TIMEOUT = 'NODEGUARD_KILL_TIMEOUT_MS';
-/**
- * How long a draining server leaves its idle keep-alive connections open (ms), for their clients
- * to send one more request (answered with `Connection: close`) rather than lose it to a close.
- * Shorter than the server's keepAliveTimeout if that is shorter; well inside the kill timeout.
- */
-const DRAIN_IDLE_GRACE_MS = 1000;
-/** After that grace, how often a draining server's idle connections are closed (ms). */
-const DRAIN_SWEEP_MS = 100;
 /** The kill timeout when the supervisor does not say (NODEGUARD_KILL_TIMEOUT_MS): its default. */
 const DEFAULT_KILL_TIMEOUT_MS = 5000;
 /** Where a server's drain state is kept (its open HTTP connections). */
@@ -135,6 +127,7 @@ function processState() {
       trackingRequests: false, // in-flight HTTP requests go to the addon (for hang reports)
       killTimeoutMs: DEFAULT_KILL_TIMEOUT_MS, // the supervisor's SIGKILL follows after this
       handedOver: false, // the drain is over and the app's own stop has begun
+      answerOut: false, // the hello is sent and its answer not yet read (startEarly)
     };
     Object.defineProperty(globalThis, STATE_KEY, { value: state });
   }
@@ -152,11 +145,18 @@ function loadAddon() {
   const path = require('node:path');
   const fs = require('node:fs');
   if (process.platform === 'linux') {
-    // A checkout with one dev build: no need to tell glibc from musl (platform.js reads
-    // /usr/bin/ldd for it; every kilobyte allocated here is RSS in every app).
-    const builds = ['gnu', 'musl']
-      .map((libc) => path.join(__dirname, `nodeguard-monitor.linux-${process.arch}-${libc}.node`))
-      .filter((file) => fs.existsSync(file));
+    // A checkout with one dev build, or an install with one platform package beside this one (npm
+    // installs only the one of this libc; pnpm links it beside too): no need to tell glibc from
+    // musl (platform.js reads /usr/bin/ldd for it; every kilobyte allocated here is RSS in every
+    // app), nor to resolve the package as require() would (a stat per node_modules level).
+    const builds = [];
+    for (const libc of ['gnu', 'musl']) {
+      const triple = `linux-${process.arch}-${libc}`;
+      const file = `nodeguard-monitor.${triple}.node`;
+      for (const candidate of [path.join(__dirname, file), path.join(__dirname, '..', `nodeguard-monitor-${triple}`, file)]) {
+        if (fs.existsSync(candidate)) builds.push(candidate);
+      }
+    }
     if (builds.length === 1) return require(builds[0]);
   }
   const triple = require('./platform.js').platformTriple();
@@ -176,11 +176,6 @@ function loadAddon() {
     `no native addon for ${triple}: neither ${devBuild} (build it with "npm run build") ` +
       `nor the package ${packageName} is installed`,
   );
-}
-
-/** Monotonic time in ms. (`performance.now()` would load perf_hooks: about 0.8 MB RSS.) */
-function nowMs() {
-  return Number(process.hrtime.bigint()) / 1e6;
 }
 
 /**
@@ -480,7 +475,6 @@ function installSendShim(state) {
   };
 }
 
-/** The shutdown message from the supervisor, on the JS thread. */
 /**
  * The supervisor asks for a CPU profile or heap snapshot (`nodeguard profile`): profiler.js (and
  * Node's inspector module) is loaded only now, so an app never profiled pays nothing for it.
@@ -497,70 +491,27 @@ function onProfileRequest(request) {
   }
 }
 
+/** The shutdown message from the supervisor, on the JS thread. */
 function onShutdownMessage() {
   shutdown(processState(), 'message');
 }
 
 /**
- * A graceful stop. First the drain: every server stops accepting and ends its HTTP connections
- * (see drainServers). Then the app's own stop, which finds them gone: its 'shutdown' listeners, or
- * PM2's shutdown message, or its kill_signal (or the other of SIGINT and SIGTERM), as the header
- * says; with none of those, the process exits 0 once every connection has ended. A SIGTERM from
- * outside (`source` 'signal') reaches here only when the app has no SIGTERM handler of its own.
+ * A graceful stop: drain.js, loaded at the first stop only, so that its code is not read and
+ * parsed in the start of every supervised app (as profiler.js is loaded at the first profile).
+ * If it cannot be loaded (the package was removed under the running app), SIGTERM keeps its
+ * default meaning: the process ends by the signal, as without the monitor.
  */
 function shutdown(state, source) {
-  if (state.shuttingDown) return;
-  state.shuttingDown = true;
-  const servers = [...state.servers].filter((server) => server.listening);
-  // On a timer, not in the promise's job: the app's handlers then throw as they would from a
-  // signal, and the event loop, which the closed servers may no longer keep alive, runs them.
-  drainServers(servers, state.killTimeoutMs).then(() => {
-    setImmediate(handOver, state, source, servers);
-  });
-}
-
-/** After the drain: runs the app's own stop, or the default one. */
-function handOver(state, source, servers) {
-  state.handedOver = true;
-  if (state.events !== undefined && state.events.listenerCount('shutdown') > 0) {
-    state.events.emit('shutdown');
-    return;
-  }
-  if (source === 'message') {
-    if (state.shutdownMessage && process.listenerCount('message') > 0) {
-      process.emit('message', 'shutdown');
-      return;
-    }
-    const handled = (signal) =>
-      process.listeners(signal).some((listener) => listener !== sigtermHandler);
-    const other = state.killSignal === 'SIGINT' ? 'SIGTERM' : 'SIGINT';
-    const signal = [state.killSignal, other].find(handled);
-    if (signal !== undefined) {
-      // As Node delivers a signal to its listeners; a real one could come after the event loop,
-      // with its servers closed, had already ended.
-      process.emit(signal, signal);
-      return;
-    }
-  }
-  if (servers.length === 0) {
-    // No server: SIGTERM means what it would without the monitor.
+  let drain;
+  try {
+    drain = require('./drain.js');
+  } catch {
     process.removeListener('SIGTERM', sigtermHandler);
     process.kill(process.pid, 'SIGTERM');
     return;
   }
-  // The default stop: exit 0 once every connection has ended (upgraded ones too).
-  let open = servers.length;
-  for (const server of servers) {
-    server.close(() => {
-      open -= 1;
-      if (open === 0) process.exit(0);
-    });
-  }
-}
-
-/** HTTP/1 responses on a draining server say `Connection: close`. */
-function closeAfterResponse(req, res) {
-  if (req.httpVersionMajor === 1 && !res.headersSent) res.setHeader('connection', 'close');
+  drain.shutdown(state, source, { sigtermHandler, trackConnections, drainKey: DRAIN_KEY });
 }
 
 /**
@@ -585,66 +536,6 @@ function trackConnections(server, late = false) {
 }
 
 /**
- * Drains `servers`, then resolves: each stops accepting (the supervisor's socket stays open in the
- * other instances, so no connection is refused); a response on a kept-alive connection says
- * `Connection: close` and the connection ends after it; an idle one is closed after a grace (see
- * DRAIN_IDLE_GRACE_MS); an upgraded one (a WebSocket) is the app's to close. Resolves once no HTTP
- * connection is left, or after half the kill timeout (a stream that never ends), leaving the rest
- * to the app's own stop.
- */
-function drainServers(servers, killTimeoutMs) {
-  if (servers.length === 0) return Promise.resolve();
-  const net = require('node:net');
-  const limitMs = Math.max(killTimeoutMs / 2, DRAIN_SWEEP_MS);
-  const started = nowMs();
-  for (const server of servers) {
-    trackConnections(server, true);
-    const drain = server[DRAIN_KEY];
-    server.prependListener('request', closeAfterResponse);
-    // net.Server's close stops accepting and calls back once every connection has ended; the
-    // http.Server close of Node 19+ would also close the idle ones at once (see above).
-    net.Server.prototype.close.call(server, () => {
-      drain.closed = true;
-    });
-    // The app's own close() later (its SIGTERM handler's `server.close(cb)`) finds the server
-    // already closed: it calls back without ERR_SERVER_NOT_RUNNING once the connections have
-    // ended, as it would have, and closes the idle ones as Node 19+ does.
-    server.close = function close(callback) {
-      if (typeof this.closeIdleConnections === 'function') this.closeIdleConnections();
-      if (typeof callback === 'function') this.once('close', () => callback());
-      // Closed already: 'close' again, as Node's close() of a closed server emits it, for the
-      // code that waits for the event rather than the callback.
-      if (drain.closed) process.nextTick(() => this.emit('close'));
-      return this;
-    };
-  }
-  return new Promise((resolve) => {
-    const sweep = setInterval(() => {
-      const elapsed = nowMs() - started;
-      let left = 0;
-      for (const server of servers) {
-        const { open } = server[DRAIN_KEY];
-        const keepAlive = server.keepAliveTimeout > 0 ? server.keepAliveTimeout : DRAIN_IDLE_GRACE_MS;
-        const grace = Math.min(DRAIN_IDLE_GRACE_MS, keepAlive, limitMs / 2);
-        if (elapsed >= grace && typeof server.closeIdleConnections === 'function') {
-          server.closeIdleConnections();
-        }
-        for (const socket of open) {
-          // Upgraded: the HTTP parser is gone, the connection is the app's.
-          if (!socket.parser || socket.destroyed) open.delete(socket);
-        }
-        // A server not tracked from its first connection: wait for all of them to end.
-        left += server[DRAIN_KEY].late && !server[DRAIN_KEY].closed ? 1 : open.size;
-      }
-      if (left === 0 || elapsed >= limitMs) {
-        clearInterval(sweep);
-        resolve();
-      }
-    }, DRAIN_SWEEP_MS);
-  });
-}
-
-/**
  * Connects to the nodeguard supervisor if this process was started by one. Returns true when
  * supervised, false otherwise (then it did nothing). Safe to call more than once, from any copy of
  * this package: later calls return the first call's result, or throw its error again. Throws an
@@ -652,8 +543,25 @@ function drainServers(servers, killTimeoutMs) {
  * reached or refuses this process.
  */
 function start() {
-  const state = processState();
+  return begin(processState(), true);
+}
+
+/**
+ * For the preload: `start()` without waiting for the supervisor's answer to the hello. The
+ * monitor's native thread reads it, so the app's code runs while the supervisor (perhaps busy
+ * starting a hundred apps) gets to it; a refusal then comes as the same one line on stderr, and
+ * the app runs on unmonitored. A later `start()` or `isSupervised()` waits for the answer (see
+ * `settle`). Cluster mode without --listen waits as `start()` does: a listen asked of the
+ * supervisor must not wait for an answer that a refused process never gets.
+ */
+function startEarly() {
+  return begin(processState(), false);
+}
+
+/** `start()`, or without waiting for the answer to the hello (`wait` false; see `startEarly`). */
+function begin(state, wait) {
   if (state.started) {
+    if (state.answerOut) awaitAnswer(state);
     if (state.error !== undefined) throw state.error;
     return state.supervised;
   }
@@ -683,6 +591,8 @@ function start() {
       throw monitorError(`${ENV_SOCKET} is set but ${ENV_TOKEN} is not`);
     }
     const addon = loadAddon();
+    // (An addon from before has no awaitHandshake: it always waits.)
+    const early = !wait && state.share === undefined && typeof addon.awaitHandshake === 'function';
     const outcome = addon.connect(
       socketPath,
       token,
@@ -690,12 +600,15 @@ function start() {
       onShutdownMessage,
       onProfileRequest,
       stackNamesChecked(),
+      early ? (answer) => settle(state, answer) : undefined,
     );
     // 'already-connected': another copy of the addon in this process holds the connection.
     // 'not-main-thread': this is a worker thread; the app's event loop is the main thread's.
+    // 'connecting': the hello is sent, the answer comes later (`settle`).
     state.supervised = outcome !== 'not-main-thread';
-    if (outcome === 'connected') {
+    if (outcome === 'connected' || outcome === 'connecting') {
       state.addon = addon;
+      state.answerOut = outcome === 'connecting';
       // The loop-delay hook (an addon from before it has none: the ping's wait is reported).
       if (isNode() && typeof addon.watchLoop === 'function') addon.watchLoop();
       if (httpLoaded()) trackRequests(state);
@@ -707,6 +620,28 @@ function start() {
     afterConnect(state);
   }
   return state.supervised;
+}
+
+/**
+ * The supervisor's answer to a hello that `startEarly` did not wait for: `''` (welcomed), or the
+ * reason it failed. Then the process is not supervised, and `start()` throws the error from now on,
+ * as if it had thrown it the first time; the error is said in one line on stderr, as the preload
+ * says a failed `start()`. Called once the answer came, on the JS thread (by the addon), or by a
+ * `start()` or `isSupervised()` that waited for it; the first call counts.
+ */
+function settle(state, answer) {
+  if (!state.answerOut) return;
+  state.answerOut = false;
+  if (answer === '') return;
+  state.supervised = false;
+  state.addon = undefined;
+  state.error = monitorError(answer);
+  process.stderr.write(`${state.error.message}\n`);
+}
+
+/** Waits for the answer to the hello (see `startEarly`). */
+function awaitAnswer(state) {
+  settle(state, state.addon.awaitHandshake());
 }
 
 /**
@@ -748,7 +683,9 @@ function prepare() {
 
 /** Whether `start()` connected this process to a nodeguard supervisor. */
 function isSupervised() {
-  return processState().supervised;
+  const state = processState();
+  if (state.answerOut) awaitAnswer(state);
+  return state.supervised;
 }
 
 /**
@@ -805,4 +742,4 @@ function off(event, listener) {
   return module.exports;
 }
 
-module.exports = { start, isSupervised, ready, listen, on, once, off, _prepare: prepare };
+module.exports = { start, isSupervised, ready, listen, on, once, off, _prepare: prepare, _startEarly: startEarly };

@@ -17,7 +17,8 @@ const ESM_LOAD_WAIT_MS = 1000;
 
 function startMonitor() {
   try {
-    require('./index.js').start();
+    // The supervisor's answer is read by the monitor's thread; a refusal is said then, the same way.
+    require('./index.js')._startEarly();
   } catch (error) {
     const message = require('./platform.js').oneLine(error);
     const prefix = 'nodeguard-monitor: ';
@@ -48,9 +49,13 @@ function esmEntry() {
   if (extension === '.mjs' || extension === '.mts') return file;
   if (extension !== '.js' && extension !== '') return null;
   for (let dir = path.dirname(file); ; ) {
+    const candidate = path.join(dir, 'package.json');
     let text;
     try {
-      text = fs.readFileSync(path.join(dir, 'package.json'), 'utf8');
+      // existsSync first: a failed read throws, and an Error (with its stack) per directory
+      // without a package.json is paid in every supervised start.
+      if (!fs.existsSync(candidate)) throw null;
+      text = fs.readFileSync(candidate, 'utf8');
     } catch {
       const parent = path.dirname(dir);
       if (parent === dir) break;
@@ -120,6 +125,47 @@ function isLauncher() {
   return LAUNCHERS.some((launcher) => launcher.test(main) || launcher.test(real));
 }
 
+/**
+ * Source maps for hang stacks (see sourcemaps.js): hooks where modules are compiled, when this
+ * process is supervised. sourcemaps.js itself is loaded only at the first compiled module that
+ * carries an inline map (tsx's output), or the first module.registerHooks() (tsx on Node 22+):
+ * an app without either never reads or parses it.
+ */
+function installSourceMaps() {
+  const socket = process.env.NODEGUARD_SOCKET;
+  if (!socket || !process.env.NODEGUARD_TOKEN || process.versions.bun || typeof globalThis.Deno !== 'undefined') return;
+  let maps;
+  const recorder = () => (maps ||= require('./sourcemaps.js').recorder(socket));
+  // The CommonJS loader's Module, the very object require('node:module') returns, whose
+  // registerHooks is already there on Node 22+. Requiring node:module itself would load its
+  // wrapper and the ES module loader's parts with it, in every supervised process's start
+  // (0.7 M instructions, callgrind, Node 20).
+  const Module = module.constructor;
+  const compile = Module.prototype._compile;
+  if (typeof compile === 'function') {
+    Module.prototype._compile = function _compile(content, filename) {
+      try {
+        // A string search (sourcemaps.js checks exactly): no regular expression to compile.
+        if (typeof content !== 'string' || content.includes('sourceMappingURL=data:')) {
+          recorder().record(filename, content);
+        }
+      } catch {}
+      return compile.apply(this, arguments);
+    };
+  }
+  const original = Module.registerHooks;
+  if (typeof original === 'function') {
+    // Hooks run last-registered first: ours goes on top again after each registration.
+    Module.registerHooks = function registerHooks(hooks) {
+      const handle = original.apply(this, arguments);
+      try {
+        recorder().hooked(original, Module);
+      } catch {}
+      return handle;
+    };
+  }
+}
+
 const entry = denoWithoutPermissions() || isLauncher() ? undefined : esmEntry();
 if (entry !== undefined && entry !== null) {
   // The entry's top-level server.listen() runs before the monitor connects: the listen patch
@@ -129,7 +175,7 @@ if (entry !== undefined && entry !== null) {
   } catch {}
 }
 // Source maps for hang stacks: inline maps of the app's modules are recorded as they load.
-if (entry !== undefined) require('./sourcemaps.js').install();
+if (entry !== undefined) installSourceMaps();
 if (entry === undefined) {
   // A launcher (the monitor belongs to the app it starts), or Deno without permissions.
 } else if (entry === null) {

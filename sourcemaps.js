@@ -17,18 +17,15 @@
 //   again, on top, each time someone (tsx) registers theirs. Where tsx loads ES modules through
 //   module.register (Node 20, older 22 and 24) the transform runs in a loader thread this cannot
 //   see, and those frames keep tsx's positions.
-// Costs when no module carries an inline map: one search from the end of each compiled file.
+// Costs when no module carries an inline map: one search through each compiled file (preload.js's
+// hook); this file is then never loaded.
 
-const ENV_SOCKET = 'NODEGUARD_SOCKET';
-const ENV_TOKEN = 'NODEGUARD_TOKEN';
 const COMMENT = '//# sourceMappingURL=';
 const INLINE = 'data:application/json';
 /** Longest map URL recorded (the supervisor reads no more of a line). */
 const MAX_URL_CHARS = 12 * 1024 * 1024;
 /** Most bytes recorded per process (the supervisor reads no larger a file). */
 const MAX_TOTAL_BYTES = 64 * 1024 * 1024;
-
-let installed = false;
 
 // String searches rather than regular expressions: a regular expression's compilation is paid in
 // every supervised process's start, and these run on the first module compiled.
@@ -45,19 +42,16 @@ function inNodeModules(file) {
   return false;
 }
 
-/** Starts recording, once per process, when this process is supervised; else does nothing. */
-function install() {
-  if (installed) return;
-  installed = true;
-  const socket = process.env[ENV_SOCKET];
-  if (!socket || !process.env[ENV_TOKEN] || process.versions.bun || typeof globalThis.Deno !== 'undefined') return;
+/**
+ * The recorder of this process, writing to `<dir of socket>/maps/<pid>`: `record(filename, code)`
+ * for a module compiled with `code`, and `hooked(registerHooks, Module)` after someone registered
+ * module hooks (ours goes on top again). preload.js sets up the cheap part, the hooks that call
+ * these, and loads this file only at the first module with an inline map (or the first
+ * registerHooks): most apps never load it.
+ */
+function recorder(socket) {
   const path = require('node:path');
   const fs = require('node:fs');
-  // The CommonJS loader's Module, the very object require('node:module') returns, whose
-  // registerHooks is already there on Node 22+. Requiring node:module itself would load its
-  // wrapper and the ES module loader's parts with it, in every supervised process's start
-  // (0.7 M instructions, callgrind, Node 20).
-  const Module = module.constructor;
   const target = path.join(path.dirname(socket), 'maps', String(process.pid));
   const seen = new Set();
   let fd = null;
@@ -105,38 +99,27 @@ function install() {
     }
   }
 
-  const compile = Module.prototype._compile;
-  if (typeof compile === 'function') {
-    Module.prototype._compile = function _compile(content, filename) {
-      try {
-        record(filename, content);
-      } catch {}
-      return compile.apply(this, arguments);
-    };
+  let load = null;
+  let ours = null;
+  /** Registers our load hook again, on top of the ones just registered (they run last first). */
+  function hooked(original, Module) {
+    if (load === null) {
+      const { fileURLToPath } = require('node:url');
+      load = (url, context, nextLoad) => {
+        const result = nextLoad(url, context);
+        try {
+          if (typeof url === 'string' && url.startsWith('file:') && result && result.source != null) {
+            record(fileURLToPath(url), result.source);
+          }
+        } catch {}
+        return result;
+      };
+    }
+    if (ours !== null) ours.deregister();
+    ours = original.call(Module, { load });
   }
 
-  const original = Module.registerHooks;
-  if (typeof original === 'function') {
-    const { fileURLToPath } = require('node:url');
-    const load = (url, context, nextLoad) => {
-      const result = nextLoad(url, context);
-      try {
-        if (typeof url === 'string' && url.startsWith('file:') && result && result.source != null) {
-          record(fileURLToPath(url), result.source);
-        }
-      } catch {}
-      return result;
-    };
-    let ours = null;
-    Module.registerHooks = function registerHooks(hooks) {
-      const handle = original.apply(this, arguments);
-      try {
-        if (ours !== null) ours.deregister();
-        ours = original.call(Module, { load });
-      } catch {}
-      return handle;
-    };
-  }
+  return { record, hooked };
 }
 
-module.exports = { install };
+module.exports = { recorder };

@@ -510,6 +510,85 @@ test('refused: start() throws the reason; preload reports one line and the app r
   );
 });
 
+test('preloaded: the app runs while the hello awaits its answer; a top-level loop is still caught', async (t) => {
+  // The preload sends the hello and goes on: the monitor's thread reads the answer. Before, the
+  // app's first line waited for the supervisor to be scheduled and answer.
+  const supervisor = await fakeSupervisor(t, () => null);
+  const run = runNode(
+    t,
+    ['--require', PRELOAD, '-e', `${REPORT} report({ running: true }); for (;;) {}`],
+    supervisor.env(),
+  );
+  const peer = await supervisor.accepted();
+  // (Under the 10 s handshake timeout: a preload that waited for the answer never gets here.)
+  await run.report('running', DEADLINE_MS / 2);
+  peer.send({ type: 'welcome', version: PROTOCOL_VERSION });
+  // JS spins in the entry's top level: the native thread answers probes, and no pong comes.
+  peer.send({ type: 'ping', seq: 1 }, { type: 'probe', seq: 2, show_query: false });
+  const reply = await peer.next('the probe reply');
+  assert.equal(reply.type, 'probe_reply');
+  assert.equal(reply.seq, 2);
+  assert.equal(reply.queued_seq, 1, 'the ping waits for the blocked JS thread');
+  await new Promise((resolve) => setTimeout(resolve, QUIET_WINDOW_MS));
+  assert.equal(peer.pending(), 0, 'no pong from a blocked loop');
+  run.child.kill('SIGKILL');
+});
+
+test('preloaded: a start() of the app waits for the answer the preload did not wait for', async (t) => {
+  for (const answer of ['welcome', 'refused']) {
+    const supervisor = await fakeSupervisor(t, () => null);
+    const run = runNode(
+      t,
+      [
+        '--require',
+        PRELOAD,
+        '-e',
+        `${REPORT}
+         report({ running: true });
+         process.stdin.setEncoding('utf8').once('data', () => {
+           const monitor = require(${MONITOR});
+           let outcome;
+           try { outcome = monitor.start(); } catch (e) { outcome = e.message; }
+           report({ outcome, supervised: monitor.isSupervised() });
+           process.stdin.destroy();
+         });
+         ${answer === 'welcome' ? 'setInterval(() => {}, 60_000);' : ''}`,
+      ],
+      supervisor.env(),
+    );
+    const peer = await supervisor.accepted();
+    await run.report('running', DEADLINE_MS / 2);
+    // The app's start() is called before the answer comes: it waits for it.
+    run.child.stdin.write('go\n');
+    const { outcome, supervised } = await (async () => {
+      const report = run.report('outcome');
+      await new Promise((resolve) => setTimeout(resolve, QUIET_WINDOW_MS));
+      assert.ok(!run.stderr.includes('"outcome"'), 'start() returned before the answer came');
+      if (answer === 'welcome') {
+        peer.send({ type: 'welcome', version: PROTOCOL_VERSION });
+      } else {
+        peer.send({ type: 'refused', reason: 'unknown token' });
+        peer.socket.end();
+      }
+      return report;
+    })();
+    if (answer === 'welcome') {
+      assert.deepEqual([outcome, supervised], [true, true]);
+      await peer.ping(1);
+      run.child.kill('SIGKILL');
+    } else {
+      const line = 'nodeguard-monitor: the supervisor refused this process: unknown token';
+      assert.deepEqual([outcome, supervised], [line, false]);
+      assert.equal((await run.exited).code, 0);
+      assert.deepEqual(
+        run.lines.filter((l) => !l.startsWith('report:')),
+        [line],
+        'the refusal in one line on stderr, once',
+      );
+    }
+  }
+});
+
 test('a supervisor that never answers, a missing socket or token: start() throws, one line', async (t) => {
   const silent = await fakeSupervisor(t, () => null);
   const cases = [

@@ -230,6 +230,7 @@ test('the packed tarballs hold exactly the package files', () => {
     'bin/nodeguard',
     'client.d.ts',
     'client.js',
+    'drain.js',
     'index.d.ts',
     'index.js',
     'install.js',

@@ -1,7 +1,7 @@
 //! The `#[napi]` shims: the ping-report types JS hands back, the threadsafe function that carries
 //! pings into JS, and `connect`, which starts the reader thread. Logic lives in [`crate::agent`].
 
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Condvar, Mutex, PoisonError};
 
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::{Env, Status};
@@ -308,6 +308,26 @@ fn sender() -> Option<agent::Sender> {
 /// Whether this copy of the addon already holds the process's connection.
 static CONNECTED: Mutex<bool> = Mutex::new(false);
 
+/// The JS callback that gets the supervisor's answer when `connect` does not wait for it: `""`
+/// when welcomed, else the one-line reason. Not weak: the process does not end while its
+/// handshake is still out (a short script then still reports a refusal), as it did not when
+/// `connect` waited. Called once.
+type AnswerCallback = ThreadsafeFunction<String, (), String, Status, false, false, 0>;
+
+/// A handshake whose answer is read on the monitor thread (`connect` with `onAnswer`).
+enum Answer {
+    /// None is out.
+    Idle,
+    /// The hello is sent; the answer has not come yet.
+    Out,
+    /// `""`: welcomed; else the reason.
+    Came(String),
+}
+
+/// The handshake's answer; [`await_handshake`] waits on [`ANSWERED`] for it.
+static ANSWER: Mutex<Answer> = Mutex::new(Answer::Idle);
+static ANSWERED: Condvar = Condvar::new();
+
 /// Connects to the supervisor socket at `socketPath`, presenting `token`, and waits (at most
 /// [`agent::HANDSHAKE_TIMEOUT`]) for the welcome, then starts the reader thread. Returns
 /// `"connected"`; `"already-connected"` (nothing done) if this addon already holds the process's
@@ -317,7 +337,13 @@ static CONNECTED: Mutex<bool> = Mutex::new(false);
 /// `onProfile` (optional) with a `ProfileRequest` when it asks for a CPU profile or heap snapshot.
 /// `stackNamesChecked` (optional): this is a Node version whose V8 function names `stack` uses were
 /// checked, so they may be looked up at the first hang rather than now.
+/// `onAnswer` (optional): do not wait for the supervisor's answer. `connect` then returns
+/// `"connecting"` once the hello is sent (a failed connect still throws at once); the reader thread
+/// reads the answer, and `onAnswer` gets it on the JS thread (`""` when welcomed, else the reason:
+/// the connection is then dropped and the process goes on unmonitored). [`await_handshake`] waits
+/// for it. Meanwhile `ready()` and the other messages may be sent: they follow the hello.
 #[napi]
+#[allow(clippy::too_many_arguments)]
 pub fn connect(
     env: Env,
     socket_path: String,
@@ -326,6 +352,7 @@ pub fn connect(
     on_shutdown: Option<ShutdownCallback>,
     on_profile: Option<ProfileCallback>,
     stack_names_checked: Option<bool>,
+    on_answer: Option<AnswerCallback>,
 ) -> napi::Result<&'static str> {
     if !on_process_main_thread() {
         return Ok("not-main-thread");
@@ -354,7 +381,7 @@ pub fn connect(
             crate::stack::forget();
         }
     }
-    let connection = agent::connect(
+    let handshake = agent::hello(
         &socket_path,
         &token,
         std::process::id(),
@@ -362,21 +389,81 @@ pub fn connect(
         stack_capture,
     )
     .map_err(|e| napi::Error::from_reason(e.to_string()))?;
-    *SENDER.lock().unwrap_or_else(PoisonError::into_inner) = Some(connection.sender());
+    let sender = handshake.sender();
     let mut sink = JsSink {
         ping: on_ping,
         shutdown: on_shutdown,
         profile: on_profile,
-        sender: connection.sender(),
+        sender: sender.clone(),
         delivered: 0,
     };
+    let Some(on_answer) = on_answer else {
+        let connection = handshake
+            .finish()
+            .map_err(|e| napi::Error::from_reason(e.to_string()))?;
+        *SENDER.lock().unwrap_or_else(PoisonError::into_inner) = Some(sender);
+        spawn_monitor(move || exit_supervisor_gone(connection.run(&mut sink)))?;
+        *connected = true;
+        return Ok("connected");
+    };
+    *SENDER.lock().unwrap_or_else(PoisonError::into_inner) = Some(sender);
+    *ANSWER.lock().unwrap_or_else(PoisonError::into_inner) = Answer::Out;
+    let spawned = spawn_monitor(move || {
+        let outcome = handshake.finish();
+        let answer = match &outcome {
+            Ok(_) => String::new(),
+            Err(error) => {
+                // This copy holds no connection after all.
+                *SENDER.lock().unwrap_or_else(PoisonError::into_inner) = None;
+                *CONNECTED.lock().unwrap_or_else(PoisonError::into_inner) = false;
+                error.to_string()
+            }
+        };
+        *ANSWER.lock().unwrap_or_else(PoisonError::into_inner) = Answer::Came(answer.clone());
+        ANSWERED.notify_all();
+        // If it cannot be queued the environment is closing anyway.
+        let _status = on_answer.call(answer, ThreadsafeFunctionCallMode::NonBlocking);
+        drop(on_answer);
+        if let Ok(connection) = outcome {
+            exit_supervisor_gone(connection.run(&mut sink));
+        }
+    });
+    if let Err(error) = spawned {
+        *SENDER.lock().unwrap_or_else(PoisonError::into_inner) = None;
+        *ANSWER.lock().unwrap_or_else(PoisonError::into_inner) = Answer::Idle;
+        return Err(error);
+    }
+    *connected = true;
+    Ok("connecting")
+}
+
+/// Starts the monitor's native thread.
+fn spawn_monitor(run: impl FnOnce() + Send + 'static) -> napi::Result<()> {
     std::thread::Builder::new()
         .name("nodeguard-monitor".into())
         .stack_size(MONITOR_THREAD_STACK)
-        .spawn(move || exit_supervisor_gone(connection.run(&mut sink)))
-        .map_err(|e| napi::Error::from_reason(format!("cannot start the monitor thread: {e}")))?;
-    *connected = true;
-    Ok("connected")
+        .spawn(run)
+        .map(drop)
+        .map_err(|e| napi::Error::from_reason(format!("cannot start the monitor thread: {e}")))
+}
+
+/// After a `connect` that did not wait (`onAnswer`): blocks until the supervisor's answer has
+/// come (bounded by the handshake's deadline) and returns it, `""` when welcomed, else the reason.
+/// Returns `""` at once when no such handshake was made.
+#[napi]
+pub fn await_handshake() -> String {
+    let mut answer = ANSWER.lock().unwrap_or_else(PoisonError::into_inner);
+    loop {
+        match &*answer {
+            Answer::Idle => return String::new(),
+            Answer::Came(reason) => return reason.clone(),
+            Answer::Out => {
+                answer = ANSWERED
+                    .wait(answer)
+                    .unwrap_or_else(PoisonError::into_inner);
+            }
+        }
+    }
 }
 
 /// Stack of the native reader thread: it decodes small frames and writes small answers, so 128 KiB

@@ -366,6 +366,30 @@ pub fn connect(
     timeout: Duration,
     stack_capture: bool,
 ) -> Result<Connection, ConnectError> {
+    hello(path, token, pid, timeout, stack_capture)?.finish()
+}
+
+/// A connection whose `Hello` is sent and whose answer is still to be read: [`Handshake::finish`]
+/// waits for it. Split from [`connect`] so that the answer can be read on the monitor's own thread
+/// while the app's JS thread goes on (the preload does not wait for the supervisor to be
+/// scheduled); its [`Handshake::sender`] may already queue messages, which the supervisor reads
+/// after the hello.
+#[derive(Debug)]
+pub struct Handshake {
+    connection: Connection,
+    deadline: Instant,
+    timeout: Duration,
+}
+
+/// Connects to the supervisor socket at `path` and sends `Hello` (see [`connect`]); the connect
+/// and the write count against `timeout`, and so does the wait in [`Handshake::finish`].
+pub fn hello(
+    path: &str,
+    token: &str,
+    pid: u32,
+    timeout: Duration,
+    stack_capture: bool,
+) -> Result<Handshake, ConnectError> {
     let deadline = Instant::now() + timeout;
     let connect_error = |source| ConnectError::Connect {
         path: path.to_owned(),
@@ -401,80 +425,102 @@ pub fn connect(
             }
         }
     })?;
-
-    let mut decoder = FrameDecoder::new(MAX_WORKER_FRAME);
-    let mut buffer = [0u8; READ_CHUNK];
-    'handshake: loop {
-        while let Some(payload) = decoder.next_frame()? {
-            // Before the welcome only the two handshake answers mean anything; anything else
-            // (a ping that raced ahead, a message from a newer supervisor) is skipped.
-            match decode_payload::<SupervisorMessage>(&payload) {
-                Ok(SupervisorMessage::Welcome { version }) if version == PROTOCOL_VERSION => {
-                    break 'handshake;
-                }
-                Ok(SupervisorMessage::Welcome { version }) => {
-                    return Err(ProtoError::VersionMismatch {
-                        theirs: version,
-                        ours: PROTOCOL_VERSION,
-                    }
-                    .into());
-                }
-                Ok(SupervisorMessage::Refused { reason }) => {
-                    return Err(ConnectError::Refused { reason });
-                }
-                Ok(
-                    SupervisorMessage::Ping { .. }
-                    | SupervisorMessage::Probe { .. }
-                    | SupervisorMessage::Stack { .. }
-                    | SupervisorMessage::Shutdown
-                    | SupervisorMessage::Shared { .. }
-                    | SupervisorMessage::Profile { .. },
-                )
-                | Err(_) => {}
-            }
-        }
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        if remaining.is_zero() {
-            return Err(ConnectError::Timeout(timeout));
-        }
-        stream
-            .set_recv_timeout(Some(remaining))
-            .map_err(io_error("configuring"))?;
-        match (&stream).read(&mut buffer) {
-            Ok(0) => return Err(ConnectError::Closed),
-            Ok(n) => decoder.push(&buffer[..n]),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) if is_timeout(&e) => return Err(ConnectError::Timeout(timeout)),
-            Err(source) => {
-                return Err(ConnectError::Io {
-                    doing: "reading the answer from",
-                    source,
-                })
-            }
-        }
-    }
-
-    stream
-        .set_recv_timeout(None)
-        .map_err(io_error("configuring"))?;
+    // What is written from now on (a `Ready` before the answer came) is written as a pong is.
     stream
         .set_send_timeout(Some(PONG_SEND_TIMEOUT))
         .map_err(io_error("configuring"))?;
-    Ok(Connection {
-        link: Arc::new(Link {
-            stream,
-            write_lock: Mutex::new(()),
-            in_flight: AtomicBool::new(false),
-            queued: Mutex::new(None),
-            last_ping_seq: AtomicU64::new(0),
-            broken: AtomicBool::new(false),
-            shares: PendingShares::default(),
-            next_share: AtomicU64::new(1),
-        }),
-        decoder,
-        #[cfg(unix)]
-        received_fds: VecDeque::new(),
+    Ok(Handshake {
+        connection: Connection {
+            link: Arc::new(Link {
+                stream,
+                write_lock: Mutex::new(()),
+                in_flight: AtomicBool::new(false),
+                queued: Mutex::new(None),
+                last_ping_seq: AtomicU64::new(0),
+                broken: AtomicBool::new(false),
+                shares: PendingShares::default(),
+                next_share: AtomicU64::new(1),
+            }),
+            decoder: FrameDecoder::new(MAX_WORKER_FRAME),
+            #[cfg(unix)]
+            received_fds: VecDeque::new(),
+        },
+        deadline,
+        timeout,
     })
+}
+
+impl Handshake {
+    /// A handle for sending on the connection before the answer is read (see [`Handshake`]).
+    pub fn sender(&self) -> Sender {
+        self.connection.sender()
+    }
+
+    /// Waits for `Welcome` (returns the connection, ready for [`Connection::run`]) or `Refused`
+    /// (returns the reason), until the deadline of [`hello`].
+    pub fn finish(self) -> Result<Connection, ConnectError> {
+        let Handshake {
+            mut connection,
+            deadline,
+            timeout,
+        } = self;
+        let io_error = |doing| move |source| ConnectError::Io { doing, source };
+        let stream = &connection.link.stream;
+        let mut buffer = [0u8; READ_CHUNK];
+        'handshake: loop {
+            while let Some(payload) = connection.decoder.next_frame()? {
+                // Before the welcome only the two handshake answers mean anything; anything else
+                // (a ping that raced ahead, a message from a newer supervisor) is skipped.
+                match decode_payload::<SupervisorMessage>(&payload) {
+                    Ok(SupervisorMessage::Welcome { version }) if version == PROTOCOL_VERSION => {
+                        break 'handshake;
+                    }
+                    Ok(SupervisorMessage::Welcome { version }) => {
+                        return Err(ProtoError::VersionMismatch {
+                            theirs: version,
+                            ours: PROTOCOL_VERSION,
+                        }
+                        .into());
+                    }
+                    Ok(SupervisorMessage::Refused { reason }) => {
+                        return Err(ConnectError::Refused { reason });
+                    }
+                    Ok(
+                        SupervisorMessage::Ping { .. }
+                        | SupervisorMessage::Probe { .. }
+                        | SupervisorMessage::Stack { .. }
+                        | SupervisorMessage::Shutdown
+                        | SupervisorMessage::Shared { .. }
+                        | SupervisorMessage::Profile { .. },
+                    )
+                    | Err(_) => {}
+                }
+            }
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                return Err(ConnectError::Timeout(timeout));
+            }
+            stream
+                .set_recv_timeout(Some(remaining))
+                .map_err(io_error("configuring"))?;
+            match (&*stream).read(&mut buffer) {
+                Ok(0) => return Err(ConnectError::Closed),
+                Ok(n) => connection.decoder.push(&buffer[..n]),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if is_timeout(&e) => return Err(ConnectError::Timeout(timeout)),
+                Err(source) => {
+                    return Err(ConnectError::Io {
+                        doing: "reading the answer from",
+                        source,
+                    })
+                }
+            }
+        }
+        stream
+            .set_recv_timeout(None)
+            .map_err(io_error("configuring"))?;
+        Ok(connection)
+    }
 }
 
 fn is_timeout(error: &io::Error) -> bool {
@@ -880,6 +926,55 @@ mod tests {
         assert!(matches!(error, ConnectError::Timeout(_)), "{error}");
         assert!(started.elapsed() < Duration::from_secs(5));
         done_tx.send(()).unwrap();
+        server.join().unwrap();
+    }
+
+    #[test]
+    fn hello_returns_before_the_answer_and_what_is_sent_meanwhile_follows_the_hello() {
+        let dir = TempDir::new("early");
+        let (sent_tx, sent_rx) = mpsc::channel::<()>();
+        let server = supervisor(&dir, move |mut peer| {
+            assert!(matches!(peer.receive(), WorkerMessage::Hello { .. }));
+            // The monitor goes on before any answer: its Ready comes right behind the hello.
+            sent_rx.recv().unwrap();
+            assert!(matches!(peer.receive(), WorkerMessage::Ready));
+            peer.send(&SupervisorMessage::Welcome {
+                version: PROTOCOL_VERSION,
+            });
+        });
+        let handshake = hello(
+            dir.socket().to_str().unwrap(),
+            "secret",
+            4242,
+            HANDSHAKE_TIMEOUT,
+            true,
+        )
+        .unwrap();
+        handshake.sender().ready().unwrap();
+        sent_tx.send(()).unwrap();
+        assert!(handshake.finish().is_ok());
+        server.join().unwrap();
+
+        let dir = TempDir::new("early-refused");
+        let server = supervisor(&dir, |mut peer| {
+            peer.receive();
+            peer.send(&SupervisorMessage::Refused {
+                reason: "unknown token".into(),
+            });
+        });
+        let handshake = hello(
+            dir.socket().to_str().unwrap(),
+            "secret",
+            4242,
+            HANDSHAKE_TIMEOUT,
+            true,
+        )
+        .unwrap();
+        let error = handshake.finish().unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "the supervisor refused this process: unknown token"
+        );
         server.join().unwrap();
     }
 
