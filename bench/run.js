@@ -548,7 +548,7 @@ async function crashInterleaved() {
   const out = {
     ng: { times: [], phases: [], started: [] },
     pm: { times: [] },
-    bare: { times: [], started: [] },
+    bare: { times: [], started: [], deaths: [] },
     rounds: [],
   };
   try {
@@ -588,6 +588,12 @@ async function crashInterleaved() {
           out.bare.times.push(served.at - t0);
           round.bare = served.at - t0;
           out.bare.started.push(await startedAt(barePort));
+          // Its death, as nodeguard's app dies: /crash replies, then process.exit(1); time until
+          // this process (its parent) sees the exit. Part of every crash -> serving, not of a start.
+          const res = await u.get(barePort, '/crash');
+          if (res.body !== 'crashing\n') throw new Error(`unexpected /crash reply ${JSON.stringify(res.body)}`);
+          await Promise.race([p.exited, u.sleep(5_000)]);
+          out.bare.deaths.push(u.now() - res.at);
         } finally {
           u.killHard(p.pid);
           await Promise.race([p.exited, u.sleep(2_000)]);
@@ -621,6 +627,7 @@ async function crashInterleaved() {
         trials: N.crash,
         firstLine: started(out.bare.started, 'firstLine'),
         listening: started(out.bare.started, 'listening'),
+        deaths: u.summarize(out.bare.deaths),
       },
     };
   } finally {

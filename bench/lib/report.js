@@ -358,6 +358,13 @@ function writeReport(r, outPath) {
             '',
           );
         }
+        if (bare.deaths && bare.deaths.n) {
+          const respawn = ng.phases && ng.phases.respawn && ng.phases.respawn.n ? ng.phases.respawn.median : NaN;
+          lines.push(
+            `Where a restart's time over a bare start goes: a crash → serving includes the old process's death, which a start does not. Each bare app of this figure is ended the same way (\`GET /crash\`, \`process.exit(1)\`), and the bench, its parent, saw it exit ${ms(bare.deaths.median)} after the reply at the median (${ms(bare.deaths.min)}–${ms(bare.deaths.max)}): node's exit and the kernel's teardown of its memory, with no supervisor involved (nodeguard's own "reply → exited" phase above is ${ms(ng.phases && ng.phases.detect && ng.phases.detect.n ? ng.phases.detect.median : NaN)}). Then the supervisor's respawn (${ms(respawn)}) and the monitor's part of the new process's start (${ng.listening && ng.listening.n && bare.listening && bare.listening.n ? signed(ng.listening.median - bare.listening.median) : 'n/a'} to listening). Without the death, nodeguard's crash → serving is ${signed(ng.paired && ng.paired.n ? ng.paired.median - bare.deaths.median : NaN)} over a bare start at the paired median.`,
+            '',
+          );
+        }
       }
     }
     if (!failed(pm) && pm.restarts !== pm.trials) notes.push(`Figure 4: PM2 counted ${pm.restarts} restarts for ${pm.trials} crashes.`);
