@@ -71,6 +71,28 @@ async function until(probe, what, describe, timeout = h.DEFAULT_TIMEOUT_MS) {
   }
 }
 
+/**
+ * Runs `command` in a new pane `name` until it exits and returns the pane's text with escapes
+ * (history included). A pane of a command that printed and exited at once was once seen by
+ * tmux as dead before it had drawn the output (the capture held only "Pane is dead"): then
+ * the same read-only command runs again in a fresh pane, up to three times.
+ */
+async function paneOutput(term, name, command, printed = /\S/) {
+  let text = '';
+  for (let attempt = 1; attempt <= 3; attempt++) {
+    const pane = attempt === 1 ? name : `${name}-${attempt}`;
+    term.start(pane, command);
+    await until(() => term.format(pane, '#{pane_dead}') === '1', `${command.slice(1).join(' ')} in pane ${pane} to exit`, () => term.capture(pane));
+    const drawn = () => term.capture(pane, { escapes: true, history: true });
+    const shows = (screen) => printed.test(screen.replace(/^Pane is dead.*$/m, ''));
+    // Output tmux reads after it saw the exit still lands: give it a moment to appear.
+    await until(() => shows(drawn()), `output in pane ${pane}`, () => term.capture(pane), 2_000).catch(() => {});
+    text = drawn();
+    if (shows(text)) return text;
+  }
+  return text;
+}
+
 async function twoApps(t) {
   const d = new h.DaemonHome(t);
   await d.ok(['start', 'server.js', '--name', 'alpha']);
@@ -178,12 +200,7 @@ test('status is in colour on a terminal (state, and restarts when not zero), pla
     { what: 'beta restarted after its crash' });
 
   const term = tmuxServer(t, d.env);
-  term.start('status', [h.BIN, 'status']);
-  term.start('plain', [h.BIN, 'status', '--no-color']);
-  for (const name of ['status', 'plain']) {
-    await until(() => term.format(name, '#{pane_dead}') === '1', `status in pane ${name} to exit`, () => term.capture(name));
-  }
-  const coloured = term.capture('status', { escapes: true, history: true });
+  const coloured = await paneOutput(term, 'status', [h.BIN, 'status'], /\bstate\b/);
   console.log(`status on a terminal (escapes shown as \\e):\n${coloured.replaceAll(ESC, '\\e')}`);
   const lines = coloured.split('\n');
   const alphaLine = lines.find((l) => l.startsWith('alpha'));
@@ -192,7 +209,7 @@ test('status is in colour on a terminal (state, and restarts when not zero), pla
   // tmux re-encodes what it was sent: bold and yellow may come as one sequence or two.
   assert.match(betaLine, /(\x1b\[1;33m|\x1b\[1m\x1b\[33m)1\x1b\[/, "beta's restart count is highlighted");
   assert.match(lines[0], /\bcpu\b/, 'a cpu column');
-  const plain = term.capture('plain', { escapes: true, history: true });
+  const plain = await paneOutput(term, 'plain', [h.BIN, 'status', '--no-color'], /\bstate\b/);
   assert.match(plain, /^name\s+id\s+pid\s+state/m, plain);
   assert.doesNotMatch(plain.split('\n').filter((l) => /^(alpha|beta|name)\b/.test(l)).join('\n'), /\x1b\[/, '--no-color on a terminal');
 
@@ -201,9 +218,7 @@ test('status is in colour on a terminal (state, and restarts when not zero), pla
   assert.match(piped.stdout.split('\n')[0], /\buptime\s+cpu\s+rss\b/);
   const described = await d.ok(['describe', 'beta']);
   assert.ok(!described.stdout.includes(ESC), 'describe is plain when piped');
-  term.start('describe', [h.BIN, 'describe', 'beta']);
-  await until(() => term.format('describe', '#{pane_dead}') === '1', 'describe to exit', () => term.capture('describe'));
-  assert.match(term.capture('describe', { escapes: true, history: true }), /state\s+\x1b\[32mrunning/, 'describe colours the state');
+  assert.match(await paneOutput(term, 'describe', [h.BIN, 'describe', 'beta']), /state\s+\x1b\[32mrunning/, 'describe colours the state');
 });
 
 test("cpu_percent counts an app's whole process tree", async (t) => {
